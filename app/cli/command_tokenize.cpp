@@ -1,0 +1,47 @@
+// sdstudio-cli tokenize MODEL_DIR PROMPT [--padded]
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.h"
+#include "sds/clip_tokenizer.h"
+
+namespace sds::cli {
+
+int command_tokenize(const Args& args) {
+    std::vector<std::string> pos;
+    bool padded = false;
+    for (const auto& a : args) {
+        if (a == "--padded") {
+            padded = true;
+        } else {
+            pos.push_back(a);
+        }
+    }
+    if (pos.size() != 2) {
+        throw UsageError{"expects MODEL_DIR and PROMPT"};
+    }
+    // Only the tokenizer is needed: MODEL_DIR/tokenizer, or a tokenizer folder itself.
+    std::filesystem::path dir = pos[0];
+    if (std::filesystem::is_directory(dir / "tokenizer")) {
+        dir /= "tokenizer";
+    }
+    const ClipTokenizer tok = ClipTokenizer::load_folder(dir);
+    std::vector<int64_t> ids;
+    if (padded) {
+        ids = tok.encode_padded(pos[1]);
+    } else {
+        ids.push_back(tok.start_id());
+        for (int32_t id : tok.encode(pos[1])) {
+            ids.push_back(id);
+        }
+        ids.push_back(tok.end_id());
+    }
+    std::string line;
+    for (int64_t id : ids) {
+        line += (line.empty() ? "" : " ") + std::to_string(id);
+    }
+    std::printf("%s\n%s\n", line.c_str(), tok.count_text(pos[1]).c_str());
+    return 0;
+}
+
+}  // namespace sds::cli

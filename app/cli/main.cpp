@@ -1,0 +1,59 @@
+// sdstudio-cli: the engine, headless.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "commands.h"
+#include "sds/error.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: sdstudio-cli COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  info MODEL_DIR               components, dtypes and parameter counts of a model\n"
+    "  tokenize MODEL_DIR PROMPT    the prompt's token ids (with the start and end markers,\n"
+    "            [--padded]         as CLIPTokenizer gives them; --padded: the 77 ids the\n"
+    "                               text encoder sees), then the count as A1111 shows it\n"
+    "  help                         this text\n";
+
+struct Command {
+    const char* name;
+    int (*run)(const sds::cli::Args&);
+};
+constexpr Command kCommands[] = {
+    {"info", sds::cli::command_info},
+    {"tokenize", sds::cli::command_tokenize},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
+        !std::strcmp(argv[1], "-h")) {
+        std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const sds::cli::Args args(argv + 2, argv + argc);
+    for (const Command& c : kCommands) {
+        if (std::strcmp(argv[1], c.name) != 0) {
+            continue;
+        }
+        try {
+            return c.run(args);
+        } catch (const sds::cli::UsageError& e) {
+            std::fprintf(stderr, "sdstudio-cli %s: %s\n\n%s", c.name, e.message.c_str(), kUsage);
+            return 2;
+        } catch (const sds::Error& e) {
+            std::fprintf(stderr, "error: %s\n", e.what());
+            return 1;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "error: %s\n", e.what());
+            return 1;
+        }
+    }
+    std::fprintf(stderr, "sdstudio-cli: unknown command '%s'\n\n%s", argv[1], kUsage);
+    return 2;
+}

@@ -1,0 +1,21 @@
+// sdstudio: the GUI.
+#include <QApplication>
+#include <QCommandLineParser>
+
+#include "main_window.h"
+
+int main(int argc, char** argv) {
+    QApplication app(argc, argv);
+    QApplication::setOrganizationName("SD Studio");
+    QApplication::setApplicationName("SD Studio");
+    QCommandLineParser parser;
+    parser.addHelpOption();
+    parser.addPositionalArgument("model", "A diffusers model folder to open.");
+    parser.process(app);
+    sds::ui::MainWindow window;
+    if (!parser.positionalArguments().isEmpty()) {
+        window.openModel(parser.positionalArguments().first());
+    }
+    window.show();
+    return app.exec();
+}

@@ -1,0 +1,61 @@
+#pragma once
+// The CLIP text encoder of SD 1.x (transformers' CLIPTextModel): token + position embeddings,
+// pre-norm transformer layers with causal self-attention, final layer norm.
+// One model, one thread at a time.
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+namespace sds {
+
+struct ComponentFiles;
+
+struct ClipTextConfig {
+    int64_t vocab_size = 49408;
+    int64_t hidden_size = 768;
+    int64_t intermediate_size = 3072;
+    int64_t num_hidden_layers = 12;
+    int64_t num_attention_heads = 12;
+    int64_t max_position_embeddings = 77;
+    std::string hidden_act = "quick_gelu";  // or "gelu" (SD 2.x)
+    double layer_norm_eps = 1e-5;
+
+    // Reads text_encoder/config.json; throws sds::ModelError naming the file and field.
+    static ClipTextConfig from_file(const std::filesystem::path& config_json);
+};
+
+class ClipTextModel {
+  public:
+    // Parameters initialised as LibTorch initialises them (random), fp32 on the CPU.
+    explicit ClipTextModel(const ClipTextConfig& config);
+    ~ClipTextModel();
+    ClipTextModel(ClipTextModel&&) noexcept;
+    ClipTextModel& operator=(ClipTextModel&&) noexcept;
+
+    // Config + weights of a model folder's text_encoder component (fp32 or fp16 files),
+    // converted to `dtype` on `device`.
+    static ClipTextModel load(const ComponentFiles& component, c10::ScalarType dtype = at::kFloat,
+                              c10::Device device = c10::Device(c10::kCPU));
+    void load_weights(const std::vector<std::filesystem::path>& files);
+    void to(c10::Device device, c10::ScalarType dtype);
+
+    // ids [B, L] int64 -> hidden states [B, L, hidden]. clip_skip as diffusers defines it:
+    // 0 = the last layer's output (final layer norm applied, "last_hidden_state");
+    // k > 0 = the output of the layer k before the last, with the final layer norm applied.
+    // (A1111's "Clip skip: 2" is clip_skip 1 here.)
+    at::Tensor encode(const at::Tensor& ids, int clip_skip = 0) const;
+
+    const ClipTextConfig& config() const;
+    int64_t parameter_count() const;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sds

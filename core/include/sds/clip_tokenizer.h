@@ -1,0 +1,56 @@
+#pragma once
+// The CLIP BPE tokenizer of SD 1.x, reading a model's tokenizer/vocab.json + merges.txt.
+// It gives the ids transformers' CLIPTokenizer gives in the reference environment: special
+// markers split out first, then NFC, whitespace runs to one space, lower case, the CLIP
+// pre-tokenizer regex, byte-level mapping, and BPE with </w> on each word's last symbol.
+// Thread-safe: all methods are const.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace sds {
+
+class ClipTokenizer {
+  public:
+    static ClipTokenizer load(const std::filesystem::path& vocab_json,
+                              const std::filesystem::path& merges_txt);
+    // A model's tokenizer folder: vocab.json + merges.txt, or else tokenizer.json (what
+    // transformers 5 saves). Throws sds::FileError naming the file.
+    static ClipTokenizer load_folder(const std::filesystem::path& dir);
+
+    // The ids of the text, without start and end markers.
+    std::vector<int32_t> encode(std::string_view text) const;
+
+    // [start] + ids + [end], truncated to `length` (the end marker always kept) and padded
+    // with `pad_id` (SD 1.x pads with the end marker; pass 0 for SD 2.x).
+    std::vector<int64_t> encode_padded(std::string_view text, int length = 77,
+                                       int64_t pad_id = -1) const;
+
+    // The prompt's token count the way A1111 shows it: "23/75", "80/150".
+    std::string count_text(std::string_view text) const;
+
+    int32_t start_id() const { return start_id_; }
+    int32_t end_id() const { return end_id_; }
+    size_t vocab_size() const { return vocab_.size(); }
+
+  private:
+    using Merge = std::pair<std::string, std::string>;
+    static ClipTokenizer build(std::unordered_map<std::string, int32_t> vocab,
+                               const std::vector<Merge>& merges, const std::string& vocab_file,
+                               const std::string& merges_file);
+    void bpe(const std::string& word, std::vector<int32_t>& out) const;
+    void encode_segment(std::u32string_view text, std::vector<int32_t>& out) const;
+
+    std::unordered_map<std::string, int32_t> vocab_;
+    // (left id << 32 | right id) -> (rank << 32 | merged id)
+    std::unordered_map<uint64_t, uint64_t> merges_;
+    int32_t start_id_ = -1;
+    int32_t end_id_ = -1;
+    std::string byte_symbol_[256];  // byte -> its printable character, UTF-8
+};
+
+}  // namespace sds

@@ -1,0 +1,59 @@
+#pragma once
+// The one place that knows the diffusers folder layout of a Stable Diffusion 1.x model:
+//   model_index.json, scheduler/scheduler_config.json,
+//   tokenizer/{vocab.json,merges.txt} or tokenizer/tokenizer.json,
+//   text_encoder/{config.json,model[.fp16].safetensors},
+//   unet|vae/{config.json,diffusion_pytorch_model[.fp16].safetensors}
+// Sharded weights (NAME.safetensors.index.json) are followed. Pickle-only weights (.bin) are
+// refused with a message saying how to convert them.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sds {
+
+enum class Variant {
+    Auto,  // full precision when present, else the .fp16 files
+    Full,  // only the files without a variant suffix
+    Fp16,  // prefer .fp16, fall back to full precision
+};
+
+struct ComponentFiles {
+    std::string name;        // "unet"
+    std::string class_name;  // "UNet2DConditionModel", from model_index.json
+    std::filesystem::path dir;
+    std::filesystem::path config;                // config.json / scheduler_config.json
+    std::vector<std::filesystem::path> weights;  // safetensors files (shards in order)
+    bool fp16_variant = false;
+};
+
+// What a component's weight files hold, from their headers alone.
+struct WeightsSummary {
+    std::vector<std::string> dtypes;  // distinct safetensors dtype names, sorted
+    uint64_t parameters = 0;          // elements of floating-point tensors
+};
+WeightsSummary summarize_weights(const ComponentFiles& component);
+
+class ModelFolder {
+  public:
+    // Reads model_index.json and finds every component the pipeline needs; throws
+    // sds::ModelError naming the file and what is missing.
+    static ModelFolder open(const std::filesystem::path& dir, Variant variant = Variant::Auto);
+
+    const std::filesystem::path& dir() const { return dir_; }
+    const std::string& pipeline_class() const { return pipeline_class_; }
+    bool has(const std::string& name) const { return components_.count(name) != 0; }
+    const ComponentFiles& component(const std::string& name) const;
+    const std::map<std::string, ComponentFiles>& components() const { return components_; }
+
+    std::filesystem::path tokenizer_dir() const { return dir_ / "tokenizer"; }
+
+  private:
+    std::filesystem::path dir_;
+    std::string pipeline_class_;
+    std::map<std::string, ComponentFiles> components_;
+};
+
+}  // namespace sds

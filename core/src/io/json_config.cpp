@@ -1,0 +1,122 @@
+#include "io/json_config.h"
+
+#include <fstream>
+
+#include "sds/error.h"
+
+namespace sds {
+
+JsonConfig JsonConfig::load(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw ModelError(path.string() + ": missing or unreadable");
+    }
+    JsonConfig c;
+    c.path_ = path;
+    try {
+        c.json_ = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+        throw ModelError(path.string() + ": not valid JSON: " + e.what());
+    }
+    if (!c.json_.is_object()) {
+        throw ModelError(path.string() + ": expected a JSON object");
+    }
+    return c;
+}
+
+void JsonConfig::fail(const std::string& key, const std::string& what) const {
+    throw ModelError(path_.string() + ": " + key + " " + what);
+}
+
+bool JsonConfig::has(const std::string& key) const {
+    return json_.contains(key) && !json_.at(key).is_null();
+}
+
+const nlohmann::json& JsonConfig::at(const std::string& key) const {
+    if (!has(key)) {
+        fail(key, "is missing");
+    }
+    return json_.at(key);
+}
+
+int64_t JsonConfig::integer(const std::string& key) const {
+    const auto& v = at(key);
+    if (!v.is_number_integer()) {
+        fail(key, "must be an integer (found " + v.dump() + ")");
+    }
+    return v.get<int64_t>();
+}
+
+int64_t JsonConfig::integer(const std::string& key, int64_t fallback) const {
+    return has(key) ? integer(key) : fallback;
+}
+
+double JsonConfig::number(const std::string& key, double fallback) const {
+    if (!has(key)) {
+        return fallback;
+    }
+    const auto& v = json_.at(key);
+    if (!v.is_number()) {
+        fail(key, "must be a number (found " + v.dump() + ")");
+    }
+    return v.get<double>();
+}
+
+bool JsonConfig::boolean(const std::string& key, bool fallback) const {
+    if (!has(key)) {
+        return fallback;
+    }
+    const auto& v = json_.at(key);
+    if (!v.is_boolean()) {
+        fail(key, "must be true or false (found " + v.dump() + ")");
+    }
+    return v.get<bool>();
+}
+
+std::string JsonConfig::string(const std::string& key) const {
+    const auto& v = at(key);
+    if (!v.is_string()) {
+        fail(key, "must be a string (found " + v.dump() + ")");
+    }
+    return v.get<std::string>();
+}
+
+std::string JsonConfig::string(const std::string& key, const std::string& fallback) const {
+    return has(key) ? string(key) : fallback;
+}
+
+std::vector<int64_t> JsonConfig::integers(const std::string& key) const {
+    const auto& v = at(key);
+    std::vector<int64_t> out;
+    if (v.is_number_integer()) {
+        out.push_back(v.get<int64_t>());
+        return out;
+    }
+    if (!v.is_array()) {
+        fail(key, "must be a list of integers (found " + v.dump() + ")");
+    }
+    for (const auto& e : v) {
+        if (!e.is_number_integer()) {
+            fail(key, "must be a list of integers (found " + v.dump() + ")");
+        }
+        out.push_back(e.get<int64_t>());
+    }
+    return out;
+}
+
+std::vector<std::string> JsonConfig::strings(const std::string& key) const {
+    const auto& v = at(key);
+    std::vector<std::string> out;
+    if (!v.is_array()) {
+        fail(key, "must be a list of strings (found " + v.dump() + ")");
+    }
+    for (const auto& e : v) {
+        if (!e.is_string()) {
+            fail(key, "must be a list of strings (found " + v.dump() + ")");
+        }
+        out.push_back(e.get<std::string>());
+    }
+    return out;
+}
+
+}  // namespace sds

@@ -1,0 +1,179 @@
+#include "sds/model_folder.h"
+
+#include <algorithm>
+
+#include <set>
+
+#include "io/json_config.h"
+#include "sds/error.h"
+#include "sds/safetensors.h"
+
+namespace sds {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ComponentKind {
+    const char* name;
+    const char* weights_stem;  // "" for components without weights
+    const char* config_file;
+};
+// The components a StableDiffusionPipeline needs (safety_checker and feature_extractor are
+// ignored).
+constexpr ComponentKind kRequired[] = {
+    {"text_encoder", "model", "config.json"},
+    {"tokenizer", "", ""},
+    {"unet", "diffusion_pytorch_model", "config.json"},
+    {"vae", "diffusion_pytorch_model", "config.json"},
+    {"scheduler", "", "scheduler_config.json"},
+};
+
+std::string rel(const fs::path& root, const fs::path& p) {
+    return (root.filename() / p.lexically_relative(root)).string();
+}
+
+// Shards listed by an index file, in order of first appearance.
+std::vector<fs::path> shards_of(const fs::path& index) {
+    JsonConfig cfg = JsonConfig::load(index);
+    if (!cfg.json().contains("weight_map") || !cfg.json()["weight_map"].is_object()) {
+        cfg.fail("weight_map", "is missing or not an object");
+    }
+    std::vector<fs::path> out;
+    for (const auto& [tensor, file] : cfg.json()["weight_map"].items()) {
+        if (!file.is_string()) {
+            cfg.fail("weight_map", "entry '" + tensor + "' is not a file name");
+        }
+        fs::path p = index.parent_path() / file.get<std::string>();
+        if (std::find(out.begin(), out.end(), p) == out.end()) {
+            out.push_back(p);
+        }
+    }
+    for (const auto& p : out) {
+        if (!fs::exists(p)) {
+            throw ModelError(index.string() + ": lists the shard " + p.filename().string() +
+                             " which is missing");
+        }
+    }
+    return out;
+}
+
+void find_weights(const fs::path& root, ComponentFiles& c, const std::string& stem,
+                  Variant variant) {
+    auto try_variant = [&](bool fp16) {
+        const std::string base = stem + (fp16 ? ".fp16" : "");
+        const fs::path single = c.dir / (base + ".safetensors");
+        const fs::path index = c.dir / (base + ".safetensors.index.json");
+        if (fs::exists(single)) {
+            c.weights = {single};
+        } else if (fs::exists(index)) {
+            c.weights = shards_of(index);
+        } else {
+            return false;
+        }
+        c.fp16_variant = fp16;
+        return true;
+    };
+    const bool found = variant == Variant::Fp16   ? (try_variant(true) || try_variant(false))
+                       : variant == Variant::Full ? try_variant(false)
+                                                  : (try_variant(false) || try_variant(true));
+    if (found) {
+        return;
+    }
+    for (const char* pickle : {"pytorch_model.bin", "diffusion_pytorch_model.bin",
+                               "pytorch_model.fp16.bin", "diffusion_pytorch_model.fp16.bin"}) {
+        if (fs::exists(c.dir / pickle)) {
+            throw ModelError(
+                rel(root, c.dir / pickle) +
+                ": weights only in PyTorch pickle format (.bin), which SD Studio does not "
+                "load because unpickling can run arbitrary code. Convert the model to "
+                "safetensors, e.g. in Python: DiffusionPipeline.from_pretrained(DIR)"
+                ".save_pretrained(NEW_DIR, safe_serialization=True)");
+        }
+    }
+    throw ModelError(rel(root, c.dir) + ": no weights found (expected " + stem +
+                     (variant == Variant::Full ? "" : "[.fp16]") + ".safetensors)");
+}
+
+}  // namespace
+
+ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
+    if (!fs::is_directory(dir)) {
+        throw ModelError(dir.string() + ": not a folder (a diffusers model folder is expected)");
+    }
+    ModelFolder m;
+    m.dir_ = fs::absolute(dir).lexically_normal();
+    if (m.dir_.filename().empty()) {
+        m.dir_ = m.dir_.parent_path();
+    }
+    const fs::path index_path = m.dir_ / "model_index.json";
+    if (!fs::exists(index_path)) {
+        throw ModelError(dir.string() +
+                         ": no model_index.json, so this is not a diffusers model folder");
+    }
+    JsonConfig index = JsonConfig::load(index_path);
+    m.pipeline_class_ = index.string("_class_name", "");
+    for (const ComponentKind& kind : kRequired) {
+        if (!index.has(kind.name)) {
+            throw ModelError(rel(m.dir_, index_path) + ": the component '" + kind.name +
+                             "' is missing (a Stable Diffusion pipeline needs text_encoder, "
+                             "tokenizer, unet, vae and scheduler)");
+        }
+        const auto& entry = index.json()[kind.name];
+        if (!entry.is_array() || entry.size() != 2 || !entry[1].is_string()) {
+            index.fail(kind.name, "must be [library, class name] (found " + entry.dump() + ")");
+        }
+        ComponentFiles c;
+        c.name = kind.name;
+        c.class_name = entry[1].get<std::string>();
+        c.dir = m.dir_ / kind.name;
+        if (!fs::is_directory(c.dir)) {
+            throw ModelError(rel(m.dir_, c.dir) + ": the folder of the component '" + kind.name +
+                             "' named in model_index.json is missing");
+        }
+        if (*kind.config_file != '\0') {
+            c.config = c.dir / kind.config_file;
+            if (!fs::exists(c.config)) {
+                throw ModelError(rel(m.dir_, c.config) + ": missing");
+            }
+        }
+        if (*kind.weights_stem != '\0') {
+            find_weights(m.dir_, c, kind.weights_stem, variant);
+        }
+        m.components_.emplace(c.name, std::move(c));
+    }
+    const fs::path tok = m.tokenizer_dir();
+    if (!(fs::exists(tok / "vocab.json") && fs::exists(tok / "merges.txt")) &&
+        !fs::exists(tok / "tokenizer.json")) {
+        throw ModelError(rel(m.dir_, tok) +
+                         ": no tokenizer files (vocab.json + merges.txt, or tokenizer.json)");
+    }
+    return m;
+}
+
+WeightsSummary summarize_weights(const ComponentFiles& component) {
+    std::set<std::string> dtypes;
+    WeightsSummary s;
+    for (const auto& path : component.weights) {
+        const auto file = SafeTensorsFile::open(path);
+        for (const auto& t : file.tensors()) {
+            dtypes.insert(dtype_name(t.dtype));
+            const bool floating = t.dtype == DType::F16 || t.dtype == DType::BF16 ||
+                                  t.dtype == DType::F32 || t.dtype == DType::F64 ||
+                                  t.dtype == DType::F8_E4M3 || t.dtype == DType::F8_E5M2;
+            s.parameters += floating ? t.numel() : 0;
+        }
+    }
+    s.dtypes.assign(dtypes.begin(), dtypes.end());
+    return s;
+}
+
+const ComponentFiles& ModelFolder::component(const std::string& name) const {
+    auto it = components_.find(name);
+    if (it == components_.end()) {
+        throw ModelError(dir_.string() + ": has no component '" + name + "'");
+    }
+    return it->second;
+}
+
+}  // namespace sds

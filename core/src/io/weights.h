@@ -1,0 +1,42 @@
+#pragma once
+// Loading a module's weights from safetensors files by name. Parameter and buffer names are
+// the checkpoint's keys, so loading is a walk down the module tree, then a check that nothing
+// is missing, left over or of the wrong shape.
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+#include "sds/safetensors.h"
+
+namespace sds {
+
+class WeightFiles {
+  public:
+    explicit WeightFiles(const std::vector<std::filesystem::path>& files);
+    bool contains(const std::string& name) const;
+    at::Tensor tensor(const std::string& name) const;
+    const std::filesystem::path& file_of(const std::string& name) const;
+    std::vector<std::string> names() const;
+    std::string describe() const;  // the file name(s), for messages
+
+  private:
+    std::vector<SafeTensorsFile> files_;
+    std::unordered_map<std::string, size_t> owner_;
+};
+
+struct LoadOptions {
+    std::string prefix;                // prepended to module names ("text_model.")
+    std::set<std::string> may_ignore;  // checkpoint keys that are fine to leave unused
+    std::string config_hint;           // appended to shape errors: which config fields
+};
+
+// Copies every parameter and buffer of `module` from `files` (converting dtype, keeping the
+// module's device and dtype). Throws sds::ModelError naming the file for a missing, unexpected
+// or mis-shaped tensor.
+void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
+                       const LoadOptions& opts);
+
+}  // namespace sds

@@ -1,0 +1,230 @@
+#include "sds/clip_text_model.h"
+
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/types.h>
+
+#include "io/json_config.h"
+#include "io/weights.h"
+#include "sds/error.h"
+#include "sds/model_folder.h"
+
+namespace sds {
+
+namespace nn = torch::nn;
+
+ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& path) {
+    JsonConfig j = JsonConfig::load(path);
+    ClipTextConfig c;
+    c.vocab_size = j.integer("vocab_size", c.vocab_size);
+    c.hidden_size = j.integer("hidden_size", c.hidden_size);
+    c.intermediate_size = j.integer("intermediate_size", c.intermediate_size);
+    c.num_hidden_layers = j.integer("num_hidden_layers", c.num_hidden_layers);
+    c.num_attention_heads = j.integer("num_attention_heads", c.num_attention_heads);
+    c.max_position_embeddings = j.integer("max_position_embeddings", c.max_position_embeddings);
+    c.hidden_act = j.string("hidden_act", c.hidden_act);
+    c.layer_norm_eps = j.number("layer_norm_eps", c.layer_norm_eps);
+    for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size},
+                          {"hidden_size", c.hidden_size},
+                          {"intermediate_size", c.intermediate_size},
+                          {"num_hidden_layers", c.num_hidden_layers},
+                          {"num_attention_heads", c.num_attention_heads},
+                          {"max_position_embeddings", c.max_position_embeddings}}) {
+        if (v <= 0) {
+            j.fail(key, "must be positive (found " + std::to_string(v) + ")");
+        }
+    }
+    if (c.hidden_size % c.num_attention_heads != 0) {
+        j.fail("hidden_size", "(" + std::to_string(c.hidden_size) +
+                                  ") must be divisible by num_attention_heads (" +
+                                  std::to_string(c.num_attention_heads) + ")");
+    }
+    if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu") {
+        j.fail("hidden_act", "'" + c.hidden_act + "' is not supported (quick_gelu, gelu)");
+    }
+    return c;
+}
+
+namespace {
+
+struct ClipAttentionImpl : nn::Module {
+    explicit ClipAttentionImpl(const ClipTextConfig& c) : heads(c.num_attention_heads) {
+        const int64_t h = c.hidden_size;
+        q_proj = register_module("q_proj", nn::Linear(h, h));
+        k_proj = register_module("k_proj", nn::Linear(h, h));
+        v_proj = register_module("v_proj", nn::Linear(h, h));
+        out_proj = register_module("out_proj", nn::Linear(h, h));
+    }
+    at::Tensor forward(const at::Tensor& x) {  // [B, L, H], causal
+        const int64_t b = x.size(0), l = x.size(1), d = x.size(2) / heads;
+        auto split = [&](const at::Tensor& t) { return t.view({b, l, heads, d}).transpose(1, 2); };
+        at::Tensor o = at::scaled_dot_product_attention(split(q_proj(x)), split(k_proj(x)),
+                                                        split(v_proj(x)), {}, 0.0,
+                                                        /*is_causal=*/true);
+        return out_proj(o.transpose(1, 2).reshape({b, l, heads * d}));
+    }
+    int64_t heads;
+    nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+};
+TORCH_MODULE(ClipAttention);
+
+struct ClipMlpImpl : nn::Module {
+    explicit ClipMlpImpl(const ClipTextConfig& c) : quick_gelu(c.hidden_act == "quick_gelu") {
+        fc1 = register_module("fc1", nn::Linear(c.hidden_size, c.intermediate_size));
+        fc2 = register_module("fc2", nn::Linear(c.intermediate_size, c.hidden_size));
+    }
+    at::Tensor forward(const at::Tensor& x) {
+        at::Tensor h = fc1(x);
+        h = quick_gelu ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
+        return fc2(h);
+    }
+    bool quick_gelu;
+    nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(ClipMlp);
+
+nn::LayerNorm layer_norm(const ClipTextConfig& c) {
+    return nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+}
+
+struct ClipLayerImpl : nn::Module {
+    explicit ClipLayerImpl(const ClipTextConfig& c) {
+        self_attn = register_module("self_attn", ClipAttention(c));
+        layer_norm1 = register_module("layer_norm1", layer_norm(c));
+        mlp = register_module("mlp", ClipMlp(c));
+        layer_norm2 = register_module("layer_norm2", layer_norm(c));
+    }
+    at::Tensor forward(at::Tensor x) {
+        x = x + self_attn(layer_norm1(x));
+        return x + mlp(layer_norm2(x));
+    }
+    ClipAttention self_attn{nullptr};
+    nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+    ClipMlp mlp{nullptr};
+};
+TORCH_MODULE(ClipLayer);
+
+struct ClipEmbeddingsImpl : nn::Module {
+    explicit ClipEmbeddingsImpl(const ClipTextConfig& c) {
+        token_embedding =
+            register_module("token_embedding", nn::Embedding(c.vocab_size, c.hidden_size));
+        position_embedding = register_module(
+            "position_embedding", nn::Embedding(c.max_position_embeddings, c.hidden_size));
+    }
+    nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
+};
+TORCH_MODULE(ClipEmbeddings);
+
+struct ClipEncoderImpl : nn::Module {
+    explicit ClipEncoderImpl(const ClipTextConfig& c) {
+        layers = register_module("layers", nn::ModuleList());
+        for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+            layers->push_back(ClipLayer(c));
+        }
+    }
+    nn::ModuleList layers{nullptr};
+};
+TORCH_MODULE(ClipEncoder);
+
+// Named as transformers' CLIPTextTransformer ("text_model." in the checkpoint).
+struct ClipTextTransformerImpl : nn::Module {
+    explicit ClipTextTransformerImpl(const ClipTextConfig& c) {
+        embeddings = register_module("embeddings", ClipEmbeddings(c));
+        encoder = register_module("encoder", ClipEncoder(c));
+        final_layer_norm = register_module("final_layer_norm", layer_norm(c));
+    }
+    ClipEmbeddings embeddings{nullptr};
+    ClipEncoder encoder{nullptr};
+    nn::LayerNorm final_layer_norm{nullptr};
+};
+TORCH_MODULE(ClipTextTransformer);
+
+}  // namespace
+
+struct ClipTextModel::Impl {
+    ClipTextConfig config;
+    ClipTextTransformer model{nullptr};
+};
+
+ClipTextModel::ClipTextModel(const ClipTextConfig& config) : impl_(std::make_unique<Impl>()) {
+    impl_->config = config;
+    impl_->model = ClipTextTransformer(config);
+    impl_->model->eval();
+}
+ClipTextModel::~ClipTextModel() = default;
+ClipTextModel::ClipTextModel(ClipTextModel&&) noexcept = default;
+ClipTextModel& ClipTextModel::operator=(ClipTextModel&&) noexcept = default;
+
+const ClipTextConfig& ClipTextModel::config() const {
+    return impl_->config;
+}
+
+int64_t ClipTextModel::parameter_count() const {
+    int64_t n = 0;
+    for (const auto& p : impl_->model->parameters()) {
+        n += p.numel();
+    }
+    return n;
+}
+
+void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
+    impl_->model->to(device, dtype);
+}
+
+void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files) {
+    const ClipTextConfig& c = impl_->config;
+    const WeightFiles weights(files);
+    LoadOptions opts;
+    // Checkpoints name the tensors "text_model.embeddings..." (SD releases, transformers 4);
+    // transformers 5 saves them without the "text_model." level.
+    opts.prefix = weights.contains("text_model.final_layer_norm.weight") ? "text_model." : "";
+    // Older transformers saved the position ids buffer; it is always arange(77).
+    opts.may_ignore = {opts.prefix + "embeddings.position_ids"};
+    opts.config_hint = "text_encoder config: vocab_size " + std::to_string(c.vocab_size) +
+                       ", hidden_size " + std::to_string(c.hidden_size) + ", intermediate_size " +
+                       std::to_string(c.intermediate_size) + ", max_position_embeddings " +
+                       std::to_string(c.max_position_embeddings);
+    load_weights_into(*impl_->model, weights, opts);
+}
+
+ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarType dtype,
+                                  c10::Device device) {
+    ClipTextModel m(ClipTextConfig::from_file(component.config));
+    m.to(device, dtype);
+    m.load_weights(component.weights);
+    return m;
+}
+
+at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
+    const ClipTextConfig& c = impl_->config;
+    if (ids.dim() != 2) {
+        throw Error("text encoder: token ids must be [batch, length]");
+    }
+    if (ids.size(1) > c.max_position_embeddings) {
+        throw Error("text encoder: " + std::to_string(ids.size(1)) +
+                    " tokens exceed max_position_embeddings " +
+                    std::to_string(c.max_position_embeddings));
+    }
+    if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
+        throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
+                    std::to_string(c.num_hidden_layers - 1));
+    }
+    torch::NoGradGuard no_grad;
+    auto& m = *impl_->model;
+    const auto device = m.final_layer_norm->weight.device();
+    at::Tensor tokens = ids.to(device, at::kLong);
+    at::Tensor positions = torch::arange(ids.size(1), tokens.options());
+    at::Tensor x = m.embeddings->token_embedding(tokens) +
+                   m.embeddings->position_embedding(positions).unsqueeze(0);  // [B, L, H]
+    const int64_t run = c.num_hidden_layers - clip_skip;
+    for (int64_t i = 0; i < run; ++i) {
+        x = m.encoder->layers->ptr<ClipLayerImpl>(i)->forward(x);
+    }
+    return m.final_layer_norm(x);
+}
+
+}  // namespace sds

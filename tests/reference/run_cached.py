@@ -1,0 +1,55 @@
+"""Runs a fixture maker only when its inputs changed, and links its output where the tests look.
+
+usage: run_cached.py LINK_PATH SCRIPT [ARGS...]
+
+The output lives in $SDS_FIXTURE_CACHE (default ~/.cache/sdstudio/fixtures) under a key made of
+the script's text, the files named in its DEPENDS list (module attribute), the arguments and
+the reference environment's versions; LINK_PATH becomes a symlink to it. A fresh clone on the
+same machine thus reuses fixtures made before, and a changed maker makes new ones.
+"""
+import hashlib
+import importlib.metadata as md
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGES = ["torch", "diffusers", "transformers", "safetensors", "open_clip_torch", "tokenizers"]
+
+
+def main():
+    link, script, args = Path(sys.argv[1]), Path(sys.argv[2]).resolve(), sys.argv[3:]
+    h = hashlib.sha256()
+    h.update(script.read_bytes())
+    for dep in sorted(script.parent.glob("*.py")):  # shared helpers of the makers
+        h.update(dep.name.encode() + dep.read_bytes())
+    for a in args:
+        h.update(a.encode() + b"\0")
+        p = Path(a)
+        if p.is_file():
+            h.update(p.read_bytes())
+    for pkg in PACKAGES:
+        h.update(f"{pkg}={md.version(pkg)}".encode())
+    key = f"{script.stem}-{h.hexdigest()[:16]}"
+    cache = Path(os.environ.get("SDS_FIXTURE_CACHE", Path.home() / ".cache/sdstudio/fixtures"))
+    out = cache / key
+    if not (out / ".complete").exists():
+        tmp = cache / (key + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        subprocess.run([sys.executable, str(script), str(tmp), *args], check=True)
+        (tmp / ".complete").touch()
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        print(f"made {out}")
+    else:
+        print(f"cached {out}")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(out, target_is_directory=True)
+
+
+if __name__ == "__main__":
+    main()
