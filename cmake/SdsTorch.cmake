@@ -43,9 +43,14 @@ if(EXISTS "${SDS_TORCH_DIR}/lib/libtorch_cuda.so")
     # nvidia-* wheels) the way the loader will, through the library's RUNPATH.
     target_link_options(sds_torch INTERFACE "LINKER:--allow-shlib-undefined")
 endif()
-# libtorch.so exports its own copies of some std::filesystem functions (remove_all, ...), which
-# crash when called from our code. Putting libstdc++ ahead of libtorch in the executable's
-# needed list makes the loader bind those symbols to libstdc++'s.
-target_link_options(sds_torch INTERFACE "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
+# libtorch.so and libtorch_cpu.so export their own copies of some std::filesystem functions;
+# libtorch's remove_all crashes when our code calls it. The loader binds our calls to the first
+# library in the executable's needed list that defines them, so libstdc++ must come first there.
+# Naming it by full path, not-as-needed, before everything else does that on Debian and on
+# Ubuntu (whose linker drops "-lstdc++" when libtorch already defines every symbol we use).
+execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.so
+                OUTPUT_VARIABLE _sds_libstdcxx OUTPUT_STRIP_TRAILING_WHITESPACE)
+target_link_options(sds_torch INTERFACE
+    "SHELL:-Wl,--push-state,--no-as-needed ${_sds_libstdcxx} -Wl,--pop-state")
 target_link_libraries(sds_torch INTERFACE ${_sds_libs} pthread)
 message(STATUS "LibTorch ${SDS_TORCH_VERSION} from ${SDS_TORCH_DIR} (CUDA kernels: ${SDS_TORCH_CUDA})")

@@ -24,11 +24,9 @@ def main():
     h.update(script.read_bytes())
     for dep in sorted(script.parent.glob("*.py")):  # shared helpers of the makers
         h.update(dep.name.encode() + dep.read_bytes())
-    for a in args:
-        h.update(a.encode() + b"\0")
+    for a in args:  # a file argument counts by its content, not its path
         p = Path(a)
-        if p.is_file():
-            h.update(p.read_bytes())
+        h.update((p.read_bytes() if p.is_file() else a.encode()) + b"\0")
     for pkg in PACKAGES:
         h.update(f"{pkg}={md.version(pkg)}".encode())
     key = f"{script.stem}-{h.hexdigest()[:16]}"

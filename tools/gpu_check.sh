@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU machine's check (run through the device tool, from the repository root): builds core
+# and the C++ tests against that machine's own torch (CUDA 13) with no Qt, then runs them on
+# the CPU and on the GPU. Needs .deps/ (not in git) holding what that machine lacks:
+#   .deps/include/{nlohmann,gtest}, .deps/share/cmake/nlohmann_json, .deps/lib/libgtest*.a,
+#   .deps/fixtures/{tokenizer,text_encoder_tiny,safetensors,tiny_pipeline} (from build/fixtures)
+# The full-size text encoder fixture is made there (it needs only torch + transformers).
+set -uo pipefail
+out=${OUT:-/tmp/sds_out}
+mkdir -p "$out"
+py=$(command -v python3)
+exec > >(tee "$out/gpu_check.log") 2>&1
+"$py" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name(0), 'transformers', transformers.__version__)"
+cmake --version | head -1; c++ --version | head -1
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDS_PYTHON="$py" \
+      -DSDS_BUILD_APP=OFF -DSDS_BUILD_FUZZ=OFF -DSDS_TEST_CUDA=ON \
+      -DCMAKE_PREFIX_PATH="$PWD/.deps" -DGTEST_ROOT="$PWD/.deps" 2>&1 | grep -E "LibTorch|Error|error" 
+ninja -C build-gpu -j16 2>&1 | grep -E "error|warning:|FAILED|Linking" | tail -20
+echo "configure + build: $(( $(date +%s) - t0 )) s"
+export SDS_FIXTURES=$PWD/.deps/fixtures SDS_TEST_TMP=/tmp/sds_tmp
+(cd tests/reference && "$py" make_text_encoder_fixture.py "$SDS_FIXTURES/text_encoder_full" full >/dev/null 2>&1) || echo "full fixture: FAILED"
+fail=0
+for t in safetensors_test model_folder_test clip_tokenizer_test clip_text_model_test \
+         clip_text_model_full_test clip_text_model_cuda_test; do
+    if build-gpu/tests/$t > "$out/$t.log" 2>&1; then r=ok; else r=FAILED; fail=1; fi
+    echo "$t: $r ($(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' '))"
+    grep -E "max abs error|Failure" "$out/$t.log" | head -8
+done
+exit $fail
