@@ -77,9 +77,21 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
     std::vector<std::string> missing;
     std::set<std::string> used;
     auto load_one = [&](const std::string& name, at::Tensor& dst) {
-        const std::string key = opts.prefix + name;
+        std::string key = opts.prefix + name;
+        for (const auto& [now, old] : opts.legacy_names) {
+            if (files.contains(key)) {
+                break;
+            }
+            if (const size_t at = key.find(now); at != std::string::npos) {
+                std::string legacy = key;
+                legacy.replace(at, now.size(), old);
+                if (files.contains(legacy)) {
+                    key = legacy;
+                }
+            }
+        }
         if (!files.contains(key)) {
-            missing.push_back(key);
+            missing.push_back(opts.prefix + name);
             return;
         }
         used.insert(key);

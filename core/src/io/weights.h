@@ -31,6 +31,9 @@ struct LoadOptions {
     std::string prefix;                // prepended to module names ("text_model.")
     std::set<std::string> may_ignore;  // checkpoint keys that are fine to leave unused
     std::string config_hint;           // appended to shape errors: which config fields
+    // (new, old) name pieces: a tensor missing under its name is looked up with `new`
+    // replaced by `old` (checkpoints saved by older diffusers).
+    std::vector<std::pair<std::string, std::string>> legacy_names;
 };
 
 // Copies every parameter and buffer of `module` from `files` (converting dtype, keeping the

@@ -1,0 +1,63 @@
+#pragma once
+// diffusers' UNet2DConditionModel for SD 1.x/2.x configs. One model, one thread at a time.
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+namespace sds {
+
+struct UNetConfig {
+    int64_t in_channels = 4;
+    int64_t out_channels = 4;
+    int64_t sample_size = 64;
+    std::vector<int64_t> block_out_channels = {320, 640, 1280, 1280};
+    std::vector<std::string> down_block_types = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                                 "CrossAttnDownBlock2D", "DownBlock2D"};
+    std::vector<std::string> up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D",
+                                               "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+    int64_t layers_per_block = 2;
+    std::vector<int64_t> heads = {8, 8, 8, 8};  // per down block (attention_head_dim in SD 1.x)
+    int64_t transformer_layers_per_block = 1;
+    int64_t cross_attention_dim = 768;
+    int64_t norm_num_groups = 32;
+    double norm_eps = 1e-5;
+    bool flip_sin_to_cos = true;
+    double freq_shift = 0;
+    bool use_linear_projection = false;
+    bool upcast_attention = false;
+
+    // Reads unet/config.json; unsupported options are errors naming the file and field.
+    static UNetConfig from_file(const std::filesystem::path& config_json);
+};
+
+class UNet {
+public:
+    explicit UNet(const UNetConfig& config);  // random init, fp32, CPU
+    ~UNet();
+    UNet(UNet&&) noexcept;
+    UNet& operator=(UNet&&) noexcept;
+
+    void load_weights(const std::vector<std::filesystem::path>& files);
+    void to(c10::Device device, c10::ScalarType dtype);
+
+    // sample [B, C, H, W], timesteps [B] (or one), context [B, L, cross_attention_dim]
+    // -> [B, out_channels, H, W], in the model's dtype.
+    at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps,
+                       const at::Tensor& context) const;
+
+    const UNetConfig& config() const;
+    int64_t parameter_count() const;
+    c10::Device device() const;
+    c10::ScalarType dtype() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sds

@@ -1,0 +1,21 @@
+#pragma once
+// Small helpers shared by the model wrappers (ClipTextModel, UNet, Vae).
+#include <torch/nn/module.h>
+
+namespace sds::nn {
+
+inline int64_t count_parameters(const torch::nn::Module& m) {
+    int64_t n = 0;
+    for (const auto& p : m.parameters()) {
+        n += p.numel();
+    }
+    return n;
+}
+
+// The device and dtype of a module's first parameter.
+inline at::TensorOptions module_options(const torch::nn::Module& m) {
+    const auto params = m.parameters();
+    return params.empty() ? at::TensorOptions() : params.front().options();
+}
+
+}  // namespace sds::nn

@@ -1,0 +1,327 @@
+#include "sds/unet.h"
+
+#include <torch/types.h>
+
+#include "io/json_config.h"
+#include "io/weights.h"
+#include "nn/blocks.h"
+#include "nn/module_utils.h"
+#include "sds/error.h"
+
+namespace sds {
+
+UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
+    const JsonConfig j = JsonConfig::load(path);
+    UNetConfig c;
+    c.in_channels = j.integer("in_channels", c.in_channels);
+    c.out_channels = j.integer("out_channels", c.out_channels);
+    c.sample_size = j.integer("sample_size", c.sample_size);
+    if (j.has("block_out_channels")) c.block_out_channels = j.integers("block_out_channels");
+    if (j.has("down_block_types")) c.down_block_types = j.strings("down_block_types");
+    if (j.has("up_block_types")) c.up_block_types = j.strings("up_block_types");
+    c.layers_per_block = j.integer("layers_per_block", c.layers_per_block);
+    c.cross_attention_dim = j.integer("cross_attention_dim", c.cross_attention_dim);
+    c.norm_num_groups = j.integer("norm_num_groups", c.norm_num_groups);
+    c.norm_eps = j.number("norm_eps", c.norm_eps);
+    c.flip_sin_to_cos = j.boolean("flip_sin_to_cos", c.flip_sin_to_cos);
+    c.freq_shift = j.number("freq_shift", c.freq_shift);
+    c.use_linear_projection = j.boolean("use_linear_projection", c.use_linear_projection);
+    c.upcast_attention = j.boolean("upcast_attention", c.upcast_attention);
+    c.transformer_layers_per_block = j.integer("transformer_layers_per_block", 1);
+
+    const size_t n = c.block_out_channels.size();
+    if (c.down_block_types.size() != n || c.up_block_types.size() != n) {
+        j.fail("block_out_channels", "has " + std::to_string(n) + " entries but down_block_types "
+               "has " + std::to_string(c.down_block_types.size()) + " and up_block_types " +
+               std::to_string(c.up_block_types.size()));
+    }
+    // SD 1.x/2.x store the number of heads in attention_head_dim (diffusers itself refuses
+    // num_attention_heads for this model).
+    if (j.has("num_attention_heads")) {
+        j.fail("num_attention_heads", "is not supported by UNet2DConditionModel; use "
+               "attention_head_dim");
+    }
+    std::vector<int64_t> heads = j.has("attention_head_dim") ? j.integers("attention_head_dim")
+                                                             : std::vector<int64_t>{8};
+    if (heads.size() == 1) {
+        heads.assign(n, heads[0]);
+    }
+    if (heads.size() != n) {
+        j.fail("attention_head_dim", "must be one number or one per block (" + std::to_string(n) +
+               ")");
+    }
+    c.heads = heads;
+    for (const auto& t : c.down_block_types) {
+        if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D") {
+            j.fail("down_block_types", "entry '" + t + "' is not supported");
+        }
+    }
+    for (const auto& t : c.up_block_types) {
+        if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D") {
+            j.fail("up_block_types", "entry '" + t + "' is not supported");
+        }
+    }
+    for (size_t i = 0; i < n; ++i) {
+        if (c.block_out_channels[i] % c.norm_num_groups != 0) {
+            j.fail("block_out_channels", "entry " + std::to_string(c.block_out_channels[i]) +
+                   " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+        }
+        if (c.block_out_channels[i] % c.heads[i] != 0) {
+            j.fail("attention_head_dim", "(" + std::to_string(c.heads[i]) + " heads) does not "
+                   "divide block_out_channels entry " + std::to_string(c.block_out_channels[i]));
+        }
+    }
+    // Options of other model families: refuse rather than compute something else.
+    auto require = [&](const char* key, const nlohmann::json& allowed) {
+        if (j.has(key) && j.json().at(key) != allowed) {
+            j.fail(key, "= " + j.json().at(key).dump() + " is not supported (expected " +
+                   allowed.dump() + ")");
+        }
+    };
+    require("act_fn", "silu");
+    require("center_input_sample", false);
+    require("class_embed_type", nullptr);
+    require("addition_embed_type", nullptr);
+    require("encoder_hid_dim", nullptr);
+    require("time_cond_proj_dim", nullptr);
+    require("time_embedding_type", "positional");
+    require("resnet_time_scale_shift", "default");
+    require("mid_block_type", "UNetMidBlock2DCrossAttn");
+    require("only_cross_attention", false);
+    require("dual_cross_attention", false);
+    require("conv_in_kernel", 3);
+    require("conv_out_kernel", 3);
+    require("mid_block_scale_factor", 1);
+    require("downsample_padding", 1);
+    return c;
+}
+
+namespace {
+
+namespace tnn = torch::nn;
+using nn::ResnetBlock2D;
+using nn::Transformer2D;
+
+struct BlockOptions {
+    int64_t temb = 0, groups = 32, heads = 8, context = 768, tlayers = 1;
+    double eps = 1e-5;
+    bool linear_projection = false, upcast = false;
+};
+
+Transformer2D transformer(int64_t channels, const BlockOptions& o) {
+    return Transformer2D(channels, o.heads, o.context, o.groups, o.tlayers, o.linear_projection,
+                         o.upcast);
+}
+
+struct DownBlockImpl : tnn::Module {
+    DownBlockImpl(int64_t in, int64_t out, int64_t layers, bool attn, bool downsample,
+                  const BlockOptions& o) {
+        resnets = register_module("resnets", tnn::ModuleList());
+        if (attn) {
+            attentions = register_module("attentions", tnn::ModuleList());
+        }
+        for (int64_t i = 0; i < layers; ++i) {
+            resnets->push_back(ResnetBlock2D(i == 0 ? in : out, out, o.temb, o.groups, o.eps));
+            if (attn) {
+                attentions->push_back(transformer(out, o));
+            }
+        }
+        if (downsample) {
+            downsamplers = register_module("downsamplers", tnn::ModuleList());
+            downsamplers->push_back(nn::Downsample2D(out, 1));
+        }
+    }
+    at::Tensor forward(at::Tensor x, const at::Tensor& temb, const at::Tensor& ctx,
+                       std::vector<at::Tensor>& skips) {
+        for (size_t i = 0; i < resnets->size(); ++i) {
+            x = resnets[i]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
+            if (attentions) {
+                x = attentions[i]->as<nn::Transformer2DImpl>()->forward(x, ctx);
+            }
+            skips.push_back(x);
+        }
+        if (downsamplers) {
+            x = downsamplers[0]->as<nn::Downsample2DImpl>()->forward(x);
+            skips.push_back(x);
+        }
+        return x;
+    }
+    tnn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
+};
+TORCH_MODULE(DownBlock);
+
+struct UpBlockImpl : tnn::Module {
+    UpBlockImpl(int64_t in, int64_t prev_out, int64_t out, int64_t layers, bool attn,
+                bool upsample, const BlockOptions& o) {
+        resnets = register_module("resnets", tnn::ModuleList());
+        if (attn) {
+            attentions = register_module("attentions", tnn::ModuleList());
+        }
+        for (int64_t i = 0; i < layers; ++i) {
+            const int64_t skip = i == layers - 1 ? in : out;
+            resnets->push_back(
+                ResnetBlock2D((i == 0 ? prev_out : out) + skip, out, o.temb, o.groups, o.eps));
+            if (attn) {
+                attentions->push_back(transformer(out, o));
+            }
+        }
+        if (upsample) {
+            upsamplers = register_module("upsamplers", tnn::ModuleList());
+            upsamplers->push_back(nn::Upsample2D(out));
+        }
+    }
+    at::Tensor forward(at::Tensor x, const at::Tensor& temb, const at::Tensor& ctx,
+                       std::vector<at::Tensor>& skips) {
+        for (size_t i = 0; i < resnets->size(); ++i) {
+            x = torch::cat({x, skips.back()}, 1);
+            skips.pop_back();
+            x = resnets[i]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
+            if (attentions) {
+                x = attentions[i]->as<nn::Transformer2DImpl>()->forward(x, ctx);
+            }
+        }
+        if (upsamplers) {
+            // To the size of the skip connection the next block takes first (equal to 2x
+            // unless the input size was not a multiple of the total downscale).
+            x = upsamplers[0]->as<nn::Upsample2DImpl>()->forward(x, skips.back().sizes().slice(2));
+        }
+        return x;
+    }
+    tnn::ModuleList resnets{nullptr}, attentions{nullptr}, upsamplers{nullptr};
+};
+TORCH_MODULE(UpBlock);
+
+struct MidBlockImpl : tnn::Module {
+    MidBlockImpl(int64_t channels, const BlockOptions& o) {
+        resnets = register_module("resnets", tnn::ModuleList());
+        attentions = register_module("attentions", tnn::ModuleList());
+        resnets->push_back(ResnetBlock2D(channels, channels, o.temb, o.groups, o.eps));
+        attentions->push_back(transformer(channels, o));
+        resnets->push_back(ResnetBlock2D(channels, channels, o.temb, o.groups, o.eps));
+    }
+    at::Tensor forward(at::Tensor x, const at::Tensor& temb, const at::Tensor& ctx) {
+        x = resnets[0]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
+        x = attentions[0]->as<nn::Transformer2DImpl>()->forward(x, ctx);
+        return resnets[1]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
+    }
+    tnn::ModuleList resnets{nullptr}, attentions{nullptr};
+};
+TORCH_MODULE(MidBlock);
+
+struct TimestepEmbeddingImpl : tnn::Module {
+    TimestepEmbeddingImpl(int64_t in, int64_t dim) {
+        linear_1 = register_module("linear_1", tnn::Linear(in, dim));
+        linear_2 = register_module("linear_2", tnn::Linear(dim, dim));
+    }
+    at::Tensor forward(const at::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
+    tnn::Linear linear_1{nullptr}, linear_2{nullptr};
+};
+TORCH_MODULE(TimestepEmbedding);
+
+struct UNetModuleImpl : tnn::Module {
+    explicit UNetModuleImpl(const UNetConfig& c) : c(c) {
+        const auto& boc = c.block_out_channels;
+        const size_t n = boc.size();
+        const int64_t temb = boc[0] * 4;
+        conv_in = register_module("conv_in", nn::conv2d(c.in_channels, boc[0], 3, 1, 1));
+        time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb));
+        BlockOptions o{.temb = temb, .groups = c.norm_num_groups, .context = c.cross_attention_dim,
+                       .tlayers = c.transformer_layers_per_block, .eps = c.norm_eps,
+                       .linear_projection = c.use_linear_projection,
+                       .upcast = c.upcast_attention};
+        down_blocks = register_module("down_blocks", tnn::ModuleList());
+        for (size_t i = 0; i < n; ++i) {
+            o.heads = c.heads[i];
+            down_blocks->push_back(DownBlock(i == 0 ? boc[0] : boc[i - 1], boc[i],
+                                             c.layers_per_block,
+                                             c.down_block_types[i] == "CrossAttnDownBlock2D",
+                                             i + 1 < n, o));
+        }
+        o.heads = c.heads.back();
+        mid_block = register_module("mid_block", MidBlock(boc.back(), o));
+        up_blocks = register_module("up_blocks", tnn::ModuleList());
+        for (size_t i = 0; i < n; ++i) {
+            const size_t r = n - 1 - i;  // reversed index
+            const int64_t prev_out = boc[std::min(n - 1, r + 1)];
+            o.heads = c.heads[r];
+            up_blocks->push_back(UpBlock(boc[r == 0 ? 0 : r - 1], i == 0 ? boc.back() : prev_out,
+                                         boc[r], c.layers_per_block + 1,
+                                         c.up_block_types[i] == "CrossAttnUpBlock2D", i + 1 < n,
+                                         o));
+        }
+        conv_norm_out =
+            register_module("conv_norm_out", nn::group_norm(c.norm_num_groups, boc[0], c.norm_eps));
+        conv_out = register_module("conv_out", nn::conv2d(boc[0], c.out_channels, 3, 1, 1));
+    }
+
+    at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps,
+                       const at::Tensor& ctx) {
+        const int64_t b = sample.size(0);
+        at::Tensor t = timesteps.to(sample.device()).reshape({-1}).expand({b});
+        at::Tensor emb = nn::timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos,
+                                                c.freq_shift)
+                             .to(sample.scalar_type());
+        at::Tensor temb = time_embedding(emb);
+        at::Tensor x = conv_in(sample);
+        std::vector<at::Tensor> skips = {x};
+        for (const auto& block : *down_blocks) {
+            x = block->as<DownBlockImpl>()->forward(x, temb, ctx, skips);
+        }
+        x = mid_block(x, temb, ctx);
+        for (const auto& block : *up_blocks) {
+            x = block->as<UpBlockImpl>()->forward(x, temb, ctx, skips);
+        }
+        return conv_out(torch::silu(conv_norm_out(x)));
+    }
+
+    UNetConfig c;
+    tnn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+    TimestepEmbedding time_embedding{nullptr};
+    tnn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
+    MidBlock mid_block{nullptr};
+    tnn::GroupNorm conv_norm_out{nullptr};
+};
+TORCH_MODULE(UNetModule);
+
+}  // namespace
+
+struct UNet::Impl {
+    UNetModule model{nullptr};
+};
+
+UNet::UNet(const UNetConfig& config) : impl_(std::make_unique<Impl>()) {
+    impl_->model = UNetModule(config);
+    impl_->model->eval();
+}
+UNet::~UNet() = default;
+UNet::UNet(UNet&&) noexcept = default;
+UNet& UNet::operator=(UNet&&) noexcept = default;
+
+const UNetConfig& UNet::config() const { return impl_->model->c; }
+int64_t UNet::parameter_count() const { return nn::count_parameters(*impl_->model); }
+c10::Device UNet::device() const { return nn::module_options(*impl_->model).device(); }
+c10::ScalarType UNet::dtype() const {
+    return c10::typeMetaToScalarType(nn::module_options(*impl_->model).dtype());
+}
+void UNet::to(c10::Device device, c10::ScalarType dtype) { impl_->model->to(device, dtype); }
+
+void UNet::load_weights(const std::vector<std::filesystem::path>& files) {
+    const auto& c = config();
+    LoadOptions opts;
+    std::string boc;
+    for (auto v : c.block_out_channels) {
+        boc += (boc.empty() ? "" : ", ") + std::to_string(v);
+    }
+    opts.config_hint = "unet config: block_out_channels [" + boc + "], layers_per_block " +
+                       std::to_string(c.layers_per_block) + ", cross_attention_dim " +
+                       std::to_string(c.cross_attention_dim);
+    load_weights_into(*impl_->model, WeightFiles(files), opts);
+}
+
+at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
+                         const at::Tensor& context) const {
+    torch::NoGradGuard no_grad;
+    return impl_->model->forward(sample, timesteps, context);
+}
+
+}  // namespace sds

@@ -1,0 +1,66 @@
+// UNet2DConditionModel and AutoencoderKL against diffusers at tiny random configs that turn
+// every knob SD 1.x/2.x use (tests/reference/make_unet_vae_fixture.py).
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "nn_parity.h"
+#include "sds/error.h"
+#include "test_paths.h"
+
+namespace {
+
+const std::filesystem::path kDir = sds::test::fixture_dir("unet_vae_tiny");
+
+TEST(UNet, MatchesDiffusersIncludingAnOddSize) {
+    sds::test::check_unet(kDir, "unet", {"", "_odd"});
+}
+
+TEST(UNet, Sd2KnobsMatchDiffusers) {
+    // linear projections, upcast attention, 2 transformer layers, per-block heads
+    sds::test::check_unet(kDir, "unet_sd2", {""});
+}
+
+TEST(Vae, EncodeAndDecodeMatchDiffusers) { sds::test::check_vae(kDir); }
+
+TEST(UNet, ConfigKnobsAreRead) {
+    const auto c = sds::UNetConfig::from_file(kDir / "unet/config.json");
+    EXPECT_EQ(c.heads, (std::vector<int64_t>{2, 4, 4}));
+    EXPECT_EQ(c.cross_attention_dim, 24);
+    EXPECT_FALSE(c.flip_sin_to_cos);
+    EXPECT_EQ(c.freq_shift, 1.0);
+    EXPECT_EQ(c.norm_num_groups, 16);
+}
+
+std::string config_error(const std::string& name, const std::string& json) {
+    const auto dir = sds::test::temp_dir("unet_cfg_" + name);
+    std::ofstream(dir / "config.json") << json;
+    try {
+        sds::UNetConfig::from_file(dir / "config.json");
+    } catch (const sds::ModelError& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+TEST(UNet, UnsupportedOrInconsistentConfigsAreErrors) {
+    EXPECT_NE(config_error("lengths", R"({"block_out_channels": [32, 64],
+        "down_block_types": ["DownBlock2D", "DownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "UpBlock2D"], "norm_num_groups": 16})")
+                  .find("config.json: block_out_channels has 2 entries but down_block_types has 3"),
+              std::string::npos);
+    EXPECT_NE(config_error("class_embed", R"({"class_embed_type": "timestep"})")
+                  .find("config.json: class_embed_type = \"timestep\" is not supported"),
+              std::string::npos);
+    EXPECT_NE(config_error("block_type", R"({"down_block_types": ["SimpleCrossAttnDownBlock2D",
+        "DownBlock2D", "DownBlock2D", "DownBlock2D"]})")
+                  .find("down_block_types entry 'SimpleCrossAttnDownBlock2D' is not supported"),
+              std::string::npos);
+    EXPECT_NE(config_error("groups", R"({"norm_num_groups": 7})")
+                  .find("block_out_channels entry 320 is not divisible by norm_num_groups 7"),
+              std::string::npos);
+}
+
+}  // namespace
