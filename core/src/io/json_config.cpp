@@ -24,6 +24,13 @@ JsonConfig JsonConfig::load(const std::filesystem::path& path) {
     return c;
 }
 
+JsonConfig JsonConfig::from_json(nlohmann::json json, const std::string& name) {
+    JsonConfig c;
+    c.path_ = name;
+    c.json_ = std::move(json);
+    return c;
+}
+
 void JsonConfig::fail(const std::string& key, const std::string& what) const {
     throw ModelError(path_.string() + ": " + key + " " + what);
 }

@@ -11,6 +11,8 @@ namespace sds {
 class JsonConfig {
   public:
     static JsonConfig load(const std::filesystem::path& path);
+    // A config held in memory; `name` stands for the file in messages.
+    static JsonConfig from_json(nlohmann::json json, const std::string& name);
 
     const std::filesystem::path& path() const { return path_; }
     const nlohmann::json& json() const { return json_; }

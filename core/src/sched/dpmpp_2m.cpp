@@ -1,0 +1,137 @@
+// DPM-Solver++(2M), optionally on Karras sigmas: diffusers' DPMSolverMultistepScheduler with
+// algorithm_type dpmsolver++, solver_order 2, midpoint, lower_order_final, final sigma 0.
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/log.h>
+
+#include "sched/schedulers.h"
+
+namespace sds::sched {
+namespace {
+
+class DpmPP2M : public Scheduler {
+public:
+    DpmPP2M(const JsonConfig& c, bool karras)
+        : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
+          offset_(static_cast<int>(c.integer("steps_offset", 0))),
+          spacing_(c.string("timestep_spacing", "linspace")),
+          karras_(karras || c.boolean("use_karras_sigmas", false)),
+          where_(c.path().string()) {
+        auto require = [&](const char* key, const std::string& want, const std::string& dflt) {
+            if (c.string(key, dflt) != want) {
+                c.fail(key, "'" + c.string(key, dflt) + "' is not supported (" + want + ")");
+            }
+        };
+        require("algorithm_type", "dpmsolver++", "dpmsolver++");
+        require("solver_type", "midpoint", "midpoint");
+        require("final_sigmas_type", "zero", "zero");
+        if (c.integer("solver_order", 2) != 2) {
+            c.fail("solver_order", "must be 2 for DPM++ 2M");
+        }
+        if (c.boolean("thresholding", false)) {
+            c.fail("thresholding", "= true is not supported");
+        }
+    }
+
+    void set_timesteps(int n) override {
+        num_inference_steps_ = n;
+        const int last = train_;  // lambda_min_clipped = -inf clips nothing
+        std::vector<double> t;
+        if (spacing_ == "linspace") {
+            auto l = linspace(0, last - 1, n + 1);
+            for (int i = n; i >= 1; --i) {
+                t.push_back(round_half_even(l[i]));
+            }
+        } else if (spacing_ == "leading") {
+            const int ratio = last / (n + 1);
+            for (int i = n; i >= 1; --i) {
+                t.push_back(static_cast<double>(i) * ratio + offset_);
+            }
+        } else {
+            t = spaced_timesteps(spacing_, train_, n, offset_, where_);
+        }
+        const std::vector<double> full = full_sigmas(alphas_cumprod_);
+        std::vector<double> sigmas;
+        if (karras_) {
+            const auto logs = log_sigmas(full);
+            sigmas = karras_sigmas(static_cast<float>(full.front()),
+                                   static_cast<float>(full.back()), n);
+            t.clear();
+            for (double s : sigmas) {
+                t.push_back(round_half_even(sigma_to_t(s, logs)));
+            }
+        } else {
+            for (double v : t) {
+                sigmas.push_back(interp_index(v, full));
+            }
+        }
+        sigmas.push_back(0.0);
+        sigmas_ = to_tensor(sigmas, at::kFloat);
+        timesteps_ = to_tensor(t, at::kLong);
+        outputs_[0] = outputs_[1] = at::Tensor();
+        lower_order_nums_ = 0;
+    }
+
+    Step step(const at::Tensor& out, int64_t index, const at::Tensor& sample_in,
+              const NoiseFn&) override {
+        const int64_t n = timesteps_.size(0);
+        // lower_order_final with a final sigma of 0: the last step is first order.
+        const bool first_order = lower_order_nums_ < 1 || index == n - 1;
+        const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_[index]);
+        at::Tensor x0 = prediction_type_ == "epsilon"
+                            ? (sample_in - sigma_s0 * out) / alpha_s0
+                            : alpha_s0 * sample_in - sigma_s0 * out;
+        outputs_[0] = outputs_[1];
+        outputs_[1] = x0;
+        const at::Tensor sample = sample_in.to(at::kFloat);
+        const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_[index + 1]);
+        const at::Tensor lambda_t = at::log(alpha_t) - at::log(sigma_t);
+        const at::Tensor lambda_s0 = at::log(alpha_s0) - at::log(sigma_s0);
+        const at::Tensor h = lambda_t - lambda_s0;
+        at::Tensor prev;
+        if (first_order) {
+            prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * x0;
+        } else {
+            const auto [alpha_s1, sigma_s1] = alpha_sigma(sigmas_[index - 1]);
+            const at::Tensor lambda_s1 = at::log(alpha_s1) - at::log(sigma_s1);
+            const at::Tensor h0 = lambda_s0 - lambda_s1;
+            const at::Tensor r0 = h0 / h;
+            const at::Tensor& m0 = outputs_[1];
+            const at::Tensor& m1 = outputs_[0];
+            const at::Tensor d1 = (1.0 / r0) * (m0 - m1);
+            prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 -
+                   0.5 * (alpha_t * (at::exp(-h) - 1.0)) * d1;
+        }
+        if (lower_order_nums_ < 2) {
+            ++lower_order_nums_;
+        }
+        return {prev.to(out.scalar_type()), x0};
+    }
+
+    at::Tensor add_noise(const at::Tensor& x0, const at::Tensor& noise,
+                         int64_t index) const override {
+        const auto [alpha, sigma] = alpha_sigma(sigmas_.to(x0.device(), x0.scalar_type())[index]);
+        return alpha * x0 + sigma * noise;
+    }
+
+private:
+    static std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
+        const at::Tensor alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
+        return {alpha, sigma * alpha};
+    }
+
+    int train_, offset_;
+    std::string spacing_;
+    bool karras_;
+    std::string where_;
+    at::Tensor outputs_[2];
+    int lower_order_nums_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, bool karras) {
+    return std::make_unique<DpmPP2M>(c, karras);
+}
+
+}  // namespace sds::sched

@@ -1,0 +1,151 @@
+#include "sched/schedule_math.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/cumprod.h>
+#include <ATen/ops/linspace.h>
+#include <ATen/ops/tensor.h>
+
+#include "sds/error.h"
+
+namespace sds::sched {
+
+JsonConfig load_config(const std::filesystem::path& path) {
+    if (path.empty()) {
+        return JsonConfig::from_json(nlohmann::json::object(), "(defaults)");
+    }
+    return JsonConfig::load(path);
+}
+
+at::Tensor alphas_cumprod(const JsonConfig& c) {
+    const int64_t t = c.integer("num_train_timesteps", 1000);
+    const double start = c.number("beta_start", 0.0001), end = c.number("beta_end", 0.02);
+    const std::string schedule = c.string("beta_schedule", "linear");
+    at::Tensor betas;
+    if (c.has("trained_betas")) {
+        std::vector<float> v;
+        for (const auto& b : c.json().at("trained_betas")) {
+            if (!b.is_number()) {
+                c.fail("trained_betas", "must be a list of numbers");
+            }
+            v.push_back(b.get<float>());
+        }
+        betas = at::tensor(v);
+    } else if (schedule == "linear") {
+        betas = at::linspace(start, end, t, at::kFloat);
+    } else if (schedule == "scaled_linear") {
+        betas = at::linspace(std::sqrt(start), std::sqrt(end), t, at::kFloat).pow(2);
+    } else {
+        c.fail("beta_schedule", "'" + schedule + "' is not supported (linear, scaled_linear)");
+    }
+    if (c.boolean("rescale_betas_zero_snr", false)) {
+        c.fail("rescale_betas_zero_snr", "= true is not supported");
+    }
+    return at::cumprod(1.0 - betas, 0);
+}
+
+std::vector<double> linspace(double start, double stop, int n) {
+    std::vector<double> out(static_cast<size_t>(std::max(n, 0)));
+    if (n == 1) {
+        out[0] = start;
+        return out;
+    }
+    const double step = (stop - start) / (n - 1);
+    for (int i = 0; i < n; ++i) {
+        out[i] = i * step + start;
+    }
+    if (n > 1) {
+        out[n - 1] = stop;
+    }
+    return out;
+}
+
+double round_half_even(double x) { return std::nearbyint(x); }
+
+std::vector<double> full_sigmas(const at::Tensor& ac) {
+    const at::Tensor s = ((1 - ac) / ac).pow(0.5).contiguous();
+    const float* p = s.data_ptr<float>();
+    return std::vector<double>(p, p + s.numel());
+}
+
+double interp_index(double x, const std::vector<double>& fp) {
+    const double last = static_cast<double>(fp.size() - 1);
+    if (x <= 0) {
+        return fp.front();
+    }
+    if (x >= last) {
+        return fp.back();
+    }
+    const auto j = static_cast<size_t>(std::floor(x));
+    const double slope = (fp[j + 1] - fp[j]) / 1.0;
+    return slope * (x - static_cast<double>(j)) + fp[j];
+}
+
+std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n) {
+    const double rho = 7.0;
+    const auto ramp = linspace(0, 1, n);
+    const double min_inv = std::pow(sigma_min, 1 / rho), max_inv = std::pow(sigma_max, 1 / rho);
+    std::vector<double> out;
+    for (double r : ramp) {
+        out.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+    }
+    return out;
+}
+
+std::vector<float> log_sigmas(const std::vector<double>& sigmas) {
+    std::vector<float> out;
+    for (double s : sigmas) {
+        out.push_back(std::log(static_cast<float>(s)));
+    }
+    return out;
+}
+
+double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
+    const double log_sigma = std::log(std::max(sigma, 1e-10));
+    // Last index whose log sigma is <= log_sigma (0 when none), at most len - 2.
+    int64_t low = 0, count = 0, best = 0, best_at = 0;
+    for (size_t i = 0; i < log_sigmas.size(); ++i) {
+        count += (log_sigma - static_cast<double>(log_sigmas[i])) >= 0 ? 1 : 0;
+        if (count > best) {
+            best = count, best_at = static_cast<int64_t>(i);
+        }
+    }
+    low = std::min<int64_t>(best_at, static_cast<int64_t>(log_sigmas.size()) - 2);
+    const double lo = log_sigmas[low], hi = log_sigmas[low + 1];
+    const double w = std::clamp((lo - log_sigma) / (lo - hi), 0.0, 1.0);
+    return (1 - w) * static_cast<double>(low) + w * static_cast<double>(low + 1);
+}
+
+std::vector<double> spaced_timesteps(const std::string& spacing, int train, int n, int offset,
+                                     const std::string& where) {
+    std::vector<double> t;
+    if (spacing == "linspace") {
+        t = linspace(0, train - 1, n);
+        std::reverse(t.begin(), t.end());
+    } else if (spacing == "leading") {
+        const int ratio = train / n;
+        for (int i = n - 1; i >= 0; --i) {
+            t.push_back(static_cast<double>(i) * ratio + offset);
+        }
+    } else if (spacing == "trailing") {
+        // np.arange(train, 0, -ratio): start + i * step, ceil(train / ratio) values.
+        const double ratio = static_cast<double>(train) / n;
+        const auto count = static_cast<int>(std::ceil(train / ratio));
+        for (int i = 0; i < count; ++i) {
+            t.push_back(round_half_even(train + i * -ratio) - 1);
+        }
+    } else {
+        throw ModelError(where + ": timestep_spacing '" + spacing +
+                         "' is not supported (linspace, leading, trailing)");
+    }
+    return t;
+}
+
+at::Tensor to_tensor(const std::vector<double>& v, at::ScalarType dtype) {
+    return at::tensor(v, at::kDouble).to(dtype);
+}
+
+}  // namespace sds::sched

@@ -1,0 +1,43 @@
+#pragma once
+// What the schedulers share: the beta schedule read from a scheduler config, and the numpy
+// arithmetic diffusers uses to place timesteps and sigmas (done in double, as numpy does).
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "io/json_config.h"
+
+namespace sds::sched {
+
+// A scheduler_config.json, or an empty one (every value takes the scheduler's default).
+JsonConfig load_config(const std::filesystem::path& path);
+
+// alphas_cumprod [T] float32 from num_train_timesteps, beta_start, beta_end, beta_schedule,
+// trained_betas (with the defaults every diffusers scheduler shares: 1000, 1e-4, 0.02, linear).
+at::Tensor alphas_cumprod(const JsonConfig& c);
+
+// np.linspace(start, stop, n) (endpoint included).
+std::vector<double> linspace(double start, double stop, int n);
+// np.round: halves to even.
+double round_half_even(double x);
+// ((1 - ac) / ac) ** 0.5 in float32, as doubles.
+std::vector<double> full_sigmas(const at::Tensor& alphas_cumprod);
+// np.interp(x, arange(len(fp)), fp)
+double interp_index(double x, const std::vector<double>& fp);
+// diffusers' _convert_to_karras (rho 7) from in_sigmas' last (min) and first (max) entries.
+std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);
+// diffusers' _sigma_to_t: the fractional timestep of a sigma by log-sigma interpolation;
+// log_sigmas = np.log(float32 sigmas) (float32 values).
+double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
+std::vector<float> log_sigmas(const std::vector<double>& sigmas);
+
+// Timesteps by the "linspace" / "leading" / "trailing" spacing of DDIM/PNDM/Euler (float64
+// before the scheduler's own rounding/casting).
+std::vector<double> spaced_timesteps(const std::string& spacing, int train_steps, int n,
+                                     int steps_offset, const std::string& where);
+
+at::Tensor to_tensor(const std::vector<double>& v, at::ScalarType dtype);
+
+}  // namespace sds::sched

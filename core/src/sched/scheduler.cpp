@@ -1,0 +1,104 @@
+#include "sds/scheduler.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include <ATen/ops/scalar_tensor.h>
+
+#include "sched/schedulers.h"
+#include "sds/error.h"
+
+namespace sds {
+
+namespace {
+struct SamplerRow {
+    Sampler sampler;
+    const char* name;
+    const char* a1111;
+    const char* schedule;
+};
+constexpr SamplerRow kSamplers[] = {
+    {Sampler::Pndm, "pndm", "PLMS", ""},
+    {Sampler::Ddim, "ddim", "DDIM", ""},
+    {Sampler::Euler, "euler", "Euler", ""},
+    {Sampler::EulerAncestral, "euler_a", "Euler a", ""},
+    {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", ""},
+    {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", "Karras"},
+};
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+    return s;
+}
+}  // namespace
+
+Sampler sampler_from_name(const std::string& name) {
+    const std::string n = lower(name);
+    for (const auto& row : kSamplers) {
+        const std::string a1111 = lower(std::string(row.a1111) +
+                                        (*row.schedule ? std::string(" ") + row.schedule : ""));
+        if (n == row.name || n == a1111) {
+            return row.sampler;
+        }
+    }
+    if (n == "pndm" || n == "plms") {
+        return Sampler::Pndm;
+    }
+    std::string known;
+    for (const auto& row : kSamplers) {
+        known += (known.empty() ? "" : ", ") + std::string(row.name);
+    }
+    throw Error("unknown sampler '" + name + "' (known: " + known + ")");
+}
+
+const char* sampler_name(Sampler s) { return kSamplers[static_cast<int>(s)].name; }
+const char* sampler_a1111(Sampler s) { return kSamplers[static_cast<int>(s)].a1111; }
+const char* schedule_a1111(Sampler s) { return kSamplers[static_cast<int>(s)].schedule; }
+std::vector<std::string> sampler_names() {
+    std::vector<std::string> out;
+    for (const auto& row : kSamplers) {
+        out.emplace_back(row.name);
+    }
+    return out;
+}
+
+std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler,
+                                             const std::filesystem::path& config) {
+    const JsonConfig c = sched::load_config(config);
+    std::unique_ptr<Scheduler> s;
+    switch (sampler) {
+        case Sampler::Pndm: s = sched::make_pndm(c); break;
+        case Sampler::Ddim: s = sched::make_ddim(c); break;
+        case Sampler::Euler: s = sched::make_euler(c, false); break;
+        case Sampler::EulerAncestral: s = sched::make_euler(c, true); break;
+        case Sampler::DpmPP2M: s = sched::make_dpmpp_2m(c, false); break;
+        case Sampler::DpmPP2MKarras: s = sched::make_dpmpp_2m(c, true); break;
+    }
+    s->sampler_ = sampler;
+    s->prediction_type_ = c.string("prediction_type", "epsilon");
+    if (s->prediction_type_ != "epsilon" && s->prediction_type_ != "v_prediction") {
+        c.fail("prediction_type", "'" + s->prediction_type_ +
+                                      "' is not supported (epsilon, v_prediction)");
+    }
+    s->alphas_cumprod_ = sched::alphas_cumprod(c);
+    return s;
+}
+
+at::Tensor Scheduler::init_noise_sigma() const { return at::scalar_tensor(1.0, at::kFloat); }
+
+at::Tensor Scheduler::scale_model_input(const at::Tensor& sample, int64_t) const {
+    return sample;
+}
+
+int64_t Scheduler::first_index_for_strength(int steps, double strength) const {
+    // diffusers' StableDiffusionImg2ImgPipeline.get_timesteps (every scheduler here has order 1)
+    const int init = std::min(static_cast<int>(steps * strength), steps);
+    const int t_start = std::max(steps - init, 0);
+    if (steps - t_start < 1) {
+        throw Error("strength " + std::to_string(strength) + " with " + std::to_string(steps) +
+                    " steps leaves no denoising step; raise the strength or the steps");
+    }
+    return t_start;
+}
+
+}  // namespace sds

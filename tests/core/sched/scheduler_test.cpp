@@ -1,0 +1,163 @@
+// Every scheduler against diffusers (tests/reference/make_scheduler_fixture.py): timesteps,
+// sigmas, the scaled model input and each step's output for 1..50 steps on a bank of fixed
+// model outputs, two scheduler configs, and the img2img cut at several strengths.
+#include "sds/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Generator.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/stack.h>
+
+#include "sds/error.h"
+#include "sds/safetensors.h"
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kDir = sds::test::fixture_dir("schedulers");
+
+const sds::SafeTensorsFile& expected() {
+    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
+    return f;
+}
+
+double max_abs(const at::Tensor& a, const at::Tensor& b) {
+    EXPECT_EQ(a.sizes(), b.sizes());
+    if (a.sizes() != b.sizes()) {
+        return 1e9;
+    }
+    return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+struct Case {
+    std::string config;
+    std::string sampler;  // as in the fixture ("ddim_eta": DDIM with eta 0.5)
+    int steps;
+};
+
+std::vector<Case> cases() {
+    std::vector<Case> out;
+    for (const char* cfg : {"sd15", "leading"}) {
+        for (const auto& s : sds::sampler_names()) {
+            for (int n : {1, 2, 3, 10, 25, 50}) {
+                out.push_back({cfg, s, n});
+            }
+        }
+        for (int n : {10, 25}) {
+            out.push_back({cfg, "ddim_eta", n});
+        }
+    }
+    return out;
+}
+
+std::unique_ptr<sds::Scheduler> make(const Case& c) {
+    const auto sampler = sds::sampler_from_name(c.sampler == "ddim_eta" ? "ddim" : c.sampler);
+    auto s = sds::Scheduler::create(sampler, kDir / "configs" / (c.config + ".json"));
+    if (c.sampler == "ddim_eta") {
+        s->set_eta(0.5);
+    }
+    s->set_timesteps(c.steps);
+    return s;
+}
+
+void PrintTo(const Case& c, std::ostream* os) {
+    *os << c.config << "/" << c.sampler << "/" << c.steps;
+}
+
+class SchedulerParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SchedulerParity, TimestepsSigmasAndStepsMatchDiffusers) {
+    const Case& c = GetParam();
+    const std::string key = c.config + "/" + c.sampler + "/" + std::to_string(c.steps);
+    const auto& e = expected();
+    auto s = make(c);
+    const at::Tensor want_t = e.tensor(key + "/timesteps");
+    ASSERT_EQ(s->timesteps().scalar_type(), want_t.scalar_type()) << key;
+    EXPECT_LE(max_abs(s->timesteps(), want_t), 1e-4) << key << "\n ours " << s->timesteps()
+                                                     << "\n want " << want_t;
+    if (e.contains(key + "/sigmas")) {
+        EXPECT_LE(max_abs(s->sigmas(), e.tensor(key + "/sigmas")), 1e-6) << key;
+    }
+    EXPECT_LE(max_abs(s->init_noise_sigma().reshape({1}), e.tensor(key + "/init_noise_sigma")),
+              1e-6)
+        << key;
+
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(42);
+    const sds::NoiseFn noise = [&](at::IntArrayRef shape, at::ScalarType dtype) {
+        return at::randn(shape, gen, at::TensorOptions().dtype(dtype));
+    };
+    at::Tensor x = e.tensor("bank/x") * s->init_noise_sigma();
+    const at::Tensor eps = e.tensor("bank/eps");
+    std::vector<at::Tensor> scaled, prev, x0;
+    for (int64_t i = 0; i < s->timesteps().size(0); ++i) {
+        scaled.push_back(s->scale_model_input(x, i));
+        auto step = s->step(eps[i], i, x, noise);
+        x = step.prev_sample;
+        prev.push_back(x);
+        x0.push_back(step.pred_x0);
+    }
+    EXPECT_LE(max_abs(at::stack(scaled), e.tensor(key + "/scaled")), 1e-5) << key;
+    const double err = max_abs(at::stack(prev), e.tensor(key + "/prev"));
+    EXPECT_LE(err, 1e-5) << key;
+    if (e.contains(key + "/x0")) {
+        EXPECT_LE(max_abs(at::stack(x0), e.tensor(key + "/x0")), 1e-5) << key;
+    }
+}
+
+TEST_P(SchedulerParity, Img2ImgCutMatchesDiffusers) {
+    const Case& c = GetParam();
+    if (c.sampler == "ddim_eta") {
+        return;
+    }
+    const auto& e = expected();
+    for (const char* text : {"0.3", "0.75", "1.0"}) {  // as Python prints them
+        const double strength = std::stod(text);
+        std::ostringstream key;
+        key << c.config << "/" << c.sampler << "/" << c.steps << "/img2img/" << text;
+        auto s = make(c);
+        if (!e.contains(key.str() + "/t_start")) {
+            EXPECT_THROW(s->first_index_for_strength(c.steps, strength), sds::Error) << key.str();
+            continue;
+        }
+        const int64_t t_start = s->first_index_for_strength(c.steps, strength);
+        EXPECT_EQ(t_start, e.tensor(key.str() + "/t_start").item<int64_t>()) << key.str();
+        const at::Tensor noised = s->add_noise(e.tensor("bank/x0"), e.tensor("bank/noise"), t_start);
+        EXPECT_LE(max_abs(noised, e.tensor(key.str() + "/noised")), 1e-6) << key.str();
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllSamplers, SchedulerParity, ::testing::ValuesIn(cases()),
+                         [](const auto& info) {
+                             return info.param.config + "_" + info.param.sampler + "_" +
+                                    std::to_string(info.param.steps);
+                         });
+
+TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
+    for (const auto& n : sds::sampler_names()) {
+        EXPECT_EQ(sds::sampler_name(sds::sampler_from_name(n)), n);
+    }
+    EXPECT_EQ(sds::sampler_from_name("Euler a"), sds::Sampler::EulerAncestral);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ 2M Karras"), sds::Sampler::DpmPP2MKarras);
+    EXPECT_EQ(sds::sampler_from_name("PLMS"), sds::Sampler::Pndm);
+    EXPECT_THROW(sds::sampler_from_name("heun"), sds::Error);
+}
+
+TEST(Scheduler, PndmFiftyStepsAreTheKnownSchedule) {
+    // REFERENCE.md: 51 model calls on 981, 961, 961, 941, ..., 1.
+    auto s = sds::Scheduler::create(sds::Sampler::Pndm, kDir / "configs/sd15.json");
+    s->set_timesteps(50);
+    const at::Tensor t = s->timesteps();
+    ASSERT_EQ(t.size(0), 51);
+    EXPECT_EQ(t[0].item<int64_t>(), 981);
+    EXPECT_EQ(t[1].item<int64_t>(), 961);
+    EXPECT_EQ(t[2].item<int64_t>(), 961);
+    EXPECT_EQ(t[3].item<int64_t>(), 941);
+    EXPECT_EQ(t[50].item<int64_t>(), 1);
+}
+
+}  // namespace

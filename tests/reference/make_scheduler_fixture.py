@@ -1,0 +1,105 @@
+"""diffusers' schedulers run on a bank of fixed model outputs: timesteps, sigmas, each step's
+output, and the img2img cut, for every sampler, several step counts and two configs.
+
+usage: make_scheduler_fixture.py OUT_DIR
+OUT_DIR/configs/{sd15,leading}.json: the scheduler configs used (as in a model folder)
+OUT_DIR/expected.safetensors: "bank/eps" [51, 1, 4, 8, 8] (model outputs, one per call),
+"bank/x" [1, 4, 8, 8] (start sample), "bank/noise" (img2img noise), and per CFG/SAMPLER/STEPS:
+  timesteps, sigmas (sigma schedulers), init_noise_sigma, scaled [calls, ...] (the model input),
+  prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given);
+per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8].
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, PNDMScheduler)
+from safetensors.torch import save_file
+
+SD15 = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
+        "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+        "trained_betas": None}
+# What diffusers 0.42 writes for a PNDM scheduler: timestep_spacing "leading" and no
+# clip_sample, so DDIM clips and Euler spaces "leading" when made from it.
+LEADING = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+           "beta_start": 0.00085, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+           "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+           "timestep_spacing": "leading", "trained_betas": None}
+SAMPLERS = {
+    "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+}
+STEPS = [1, 2, 3, 10, 25, 50]
+STRENGTHS = [0.3, 0.75, 1.0]
+
+
+def run(tensors, key, sched, bank, eta=None):
+    ts = sched.timesteps
+    tensors[f"{key}/timesteps"] = ts.clone()
+    if hasattr(sched, "sigmas") and not isinstance(sched, (PNDMScheduler, DDIMScheduler)):
+        tensors[f"{key}/sigmas"] = sched.sigmas.clone().float()
+    tensors[f"{key}/init_noise_sigma"] = torch.tensor([float(sched.init_noise_sigma)])
+    x = bank["bank/x"] * sched.init_noise_sigma
+    g = torch.Generator().manual_seed(42)
+    scaled, prev, x0 = [], [], []
+    for i, t in enumerate(ts):
+        inp = sched.scale_model_input(x, t)
+        kwargs = {"generator": g} if not isinstance(sched, PNDMScheduler) else {}
+        if eta is not None:
+            kwargs["eta"] = eta
+        out = sched.step(bank["bank/eps"][i], t, x, **kwargs)
+        scaled.append(inp)
+        x = out.prev_sample
+        prev.append(x)
+        if getattr(out, "pred_original_sample", None) is not None:
+            x0.append(out.pred_original_sample)
+    tensors[f"{key}/scaled"] = torch.stack(scaled).contiguous()
+    tensors[f"{key}/prev"] = torch.stack(prev).contiguous()
+    if x0:
+        tensors[f"{key}/x0"] = torch.stack(x0).contiguous()
+
+
+def main(out_dir):
+    out = Path(out_dir)
+    (out / "configs").mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    bank = {"bank/eps": torch.randn(51, 1, 4, 8, 8, generator=g),
+            "bank/x": torch.randn(1, 4, 8, 8, generator=g),
+            "bank/x0": torch.randn(1, 4, 8, 8, generator=g),
+            "bank/noise": torch.randn(1, 4, 8, 8, generator=g)}
+    tensors = dict(bank)
+    for cfg_name, cfg in [("sd15", SD15), ("leading", LEADING)]:
+        (out / "configs" / f"{cfg_name}.json").write_text(json.dumps(cfg, indent=2))
+        for name, (cls, extra) in SAMPLERS.items():
+            for n in STEPS:
+                sched = cls.from_config(cfg, **extra)
+                sched.set_timesteps(n)
+                run(tensors, f"{cfg_name}/{name}/{n}", sched, bank)
+                for strength in STRENGTHS:
+                    sched = cls.from_config(cfg, **extra)
+                    sched.set_timesteps(n)
+                    init = min(int(n * strength), n)
+                    t_start = max(n - init, 0)
+                    if n - t_start < 1:
+                        continue
+                    if hasattr(sched, "set_begin_index"):
+                        sched.set_begin_index(t_start * sched.order)
+                    t = sched.timesteps[t_start * sched.order:][:1]
+                    noised = sched.add_noise(bank["bank/x0"], bank["bank/noise"], t)
+                    k = f"{cfg_name}/{name}/{n}/img2img/{strength}"
+                    tensors[f"{k}/t_start"] = torch.tensor([t_start])
+                    tensors[f"{k}/noised"] = noised.contiguous()
+            if name == "ddim":
+                for n in (10, 25):
+                    sched = cls.from_config(cfg)
+                    sched.set_timesteps(n)
+                    run(tensors, f"{cfg_name}/ddim_eta/{n}", sched, bank, eta=0.5)
+    save_file(tensors, str(out / "expected.safetensors"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
