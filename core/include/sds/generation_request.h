@@ -1,0 +1,43 @@
+#pragma once
+// Everything that determines a generation, with its defaults in this one place and one
+// serialiser (JSON: CLI echo, history rows, PNG metadata; plus the A1111 "parameters" text
+// derived from it for other tools).
+#include <cstdint>
+#include <string>
+
+#include "sds/scheduler.h"
+
+namespace sds {
+
+struct GenerationRequest {
+    std::string prompt;
+    std::string negative_prompt;
+    int steps = 50;                 // diffusers' default
+    double guidance_scale = 7.5;    // classifier-free guidance is on above 1
+    int64_t seed = 0;               // image i of the batch uses seed + i
+    int width = 0;                  // 0: the model's native size; else a multiple of 8
+    int height = 0;
+    Sampler sampler = Sampler::Pndm;  // the SD 1.x default (PLMS)
+    int batch_count = 1;
+    double strength = 0.8;          // img2img only
+    std::string init_image;         // img2img when set: where the init image came from
+    int clip_skip = 0;              // diffusers' clip_skip (A1111's "Clip skip" minus one)
+    double eta = 0.0;               // DDIM only
+
+    bool is_img2img() const { return !init_image.empty(); }
+    bool guided() const { return guidance_scale > 1.0; }
+
+    // Throws sds::Error naming the field for values out of range.
+    void validate() const;
+
+    std::string to_json() const;  // every field, stable key order
+    // Unknown keys are ignored, missing keys keep their defaults; a wrong type is an error.
+    static GenerationRequest from_json(const std::string& json);
+
+    // A1111's parameters text for image `index` of the batch (seed + index).
+    std::string to_a1111(int index = 0, const std::string& model_name = "") const;
+    // Reads A1111's parameters text (prompt, negative, and the settings line).
+    static GenerationRequest from_a1111(const std::string& text);
+};
+
+}  // namespace sds

@@ -1,0 +1,25 @@
+#pragma once
+// An 8-bit RGB image, and the one conversion between images and tensors (diffusers' image
+// processor arithmetic: x / 255 * 2 - 1 in, round((x / 2 + 0.5).clamp(0, 1) * 255) out).
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace sds {
+
+struct Image {
+    int width = 0;
+    int height = 0;
+    std::vector<uint8_t> rgb;  // row-major, 3 bytes a pixel
+    bool empty() const { return rgb.empty(); }
+};
+
+// [1, 3, H, W] float32 in [-1, 1] on the CPU.
+at::Tensor image_to_tensor(const Image& image);
+// [3, H, W] or [1, 3, H, W], any float dtype and device, in [-1, 1].
+Image tensor_to_image(const at::Tensor& t);
+// Bilinear resize (for an init image of another size than requested).
+Image resize(const Image& image, int width, int height);
+
+}  // namespace sds

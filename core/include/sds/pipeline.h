@@ -1,0 +1,93 @@
+#pragma once
+// txt2img and img2img for Stable Diffusion 1.x/2.x, step for step as diffusers'
+// StableDiffusionPipeline / StableDiffusionImg2ImgPipeline (called with one CPU generator per
+// image, seeded seed + i).
+//
+// Threads: one Pipeline is used by one thread at a time; `cancel` may be set from any thread
+// and is checked between steps.
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "sds/error.h"
+#include "sds/generation_request.h"
+#include "sds/image.h"
+#include "sds/model_folder.h"
+
+namespace sds {
+
+class Cancelled : public Error {
+public:
+    Cancelled() : Error("cancelled") {}
+};
+
+// "auto" (CUDA when LibTorch sees a GPU, else CPU), "cpu", "cuda", "cuda:N"; throws
+// sds::DeviceError when that device is not available here.
+c10::Device parse_device(const std::string& name);
+// "fp32", "bf16", "fp16" (also float32/bfloat16/float16); "auto": fp16 on CUDA, fp32 on CPU.
+// Throws sds::DeviceError when the device cannot run that precision (fp16 on the CPU).
+c10::ScalarType parse_dtype(const std::string& name, c10::Device device);
+
+struct StepEvent {
+    int index = 0;       // 0-based step
+    int total = 0;       // steps this run takes (img2img: after the strength cut)
+    double timestep = 0;
+    at::Tensor latents;  // [B, 4, h, w] after the step
+    at::Tensor pred_x0;  // [B, 4, h, w] the model's estimate of the final latents
+};
+using StepObserver = std::function<void(const StepEvent&)>;
+
+struct GenerationResult {
+    GenerationRequest request;  // width/height resolved
+    std::vector<Image> images;  // image i: seed + i
+};
+
+class Pipeline {
+public:
+    struct Options {
+        c10::Device device = c10::Device(c10::kCPU);
+        c10::ScalarType dtype = at::kFloat;
+        Variant variant = Variant::Auto;
+    };
+    // Loads every component; `progress(what, fraction)` is told as it goes.
+    static Pipeline load(const std::filesystem::path& model_dir, const Options& options,
+                         const std::function<void(const std::string&, double)>& progress = {});
+    ~Pipeline();
+    Pipeline(Pipeline&&) noexcept;
+    Pipeline& operator=(Pipeline&&) noexcept;
+
+    // `init` is required for img2img (request.is_img2img()); it is resized to the request's
+    // size when it differs. Throws sds::Cancelled when `cancel` becomes true (checked before
+    // each step), leaving the pipeline usable.
+    GenerationResult generate(const GenerationRequest& request, const Image* init = nullptr,
+                              const StepObserver& observer = {},
+                              const std::atomic<bool>* cancel = nullptr);
+
+    // The text encoder's output for a prompt, [1, 77, hidden].
+    at::Tensor encode_prompt(const std::string& text, int clip_skip = 0);
+    // Latents (scaled) -> images.
+    std::vector<Image> decode(const at::Tensor& latents);
+    // The linear latent -> RGB preview of SD 1.x latents (REFERENCE.md): [B, 4, h, w] -> images
+    // of h x w.
+    static std::vector<Image> preview(const at::Tensor& latents);
+
+    const ModelFolder& model() const;
+    c10::Device device() const;
+    c10::ScalarType dtype() const;
+    int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)
+    int downscale() const;    // 8 for SD models
+
+private:
+    Pipeline();
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sds

@@ -1,0 +1,208 @@
+#include "sds/generation_request.h"
+
+#include <cmath>
+#include <regex>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "sds/error.h"
+
+namespace sds {
+
+void GenerationRequest::validate() const {
+    auto fail = [](const std::string& m) { throw Error("request: " + m); };
+    if (steps < 1 || steps > 1000) fail("steps must be 1..1000 (got " + std::to_string(steps) + ")");
+    if (!std::isfinite(guidance_scale) || guidance_scale < 0 || guidance_scale > 100) {
+        fail("guidance must be 0..100");
+    }
+    if (seed < 0) fail("seed must not be negative");
+    for (auto [name, v] : {std::pair{"width", width}, {"height", height}}) {
+        if (v != 0 && (v < 8 || v > 8192 || v % 8 != 0)) {
+            fail(std::string(name) + " must be a multiple of 8 from 8 to 8192 (got " +
+                 std::to_string(v) + ")");
+        }
+    }
+    if (batch_count < 1 || batch_count > 64) fail("batch count must be 1..64");
+    if (!(strength > 0 && strength <= 1)) fail("strength must be in (0, 1]");
+    if (clip_skip < 0 || clip_skip > 11) fail("clip_skip must be 0..11");
+    if (!(eta >= 0 && eta <= 1)) fail("eta must be 0..1");
+}
+
+std::string GenerationRequest::to_json() const {
+    nlohmann::ordered_json j;
+    j["prompt"] = prompt;
+    j["negative_prompt"] = negative_prompt;
+    j["steps"] = steps;
+    j["guidance_scale"] = guidance_scale;
+    j["seed"] = seed;
+    j["width"] = width;
+    j["height"] = height;
+    j["sampler"] = sampler_name(sampler);
+    j["batch_count"] = batch_count;
+    j["strength"] = strength;
+    j["init_image"] = init_image;
+    j["clip_skip"] = clip_skip;
+    j["eta"] = eta;
+    return j.dump();
+}
+
+GenerationRequest GenerationRequest::from_json(const std::string& text) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(std::string("request JSON is not valid: ") + e.what());
+    }
+    if (!j.is_object()) {
+        throw Error("request JSON must be an object");
+    }
+    GenerationRequest r;
+    auto get = [&](const char* key, auto& field) {
+        if (!j.contains(key)) {
+            return;
+        }
+        try {
+            j.at(key).get_to(field);
+        } catch (const nlohmann::json::exception&) {
+            throw Error(std::string("request JSON: ") + key + " has the wrong type (" +
+                        j.at(key).dump() + ")");
+        }
+    };
+    get("prompt", r.prompt);
+    get("negative_prompt", r.negative_prompt);
+    get("steps", r.steps);
+    get("guidance_scale", r.guidance_scale);
+    get("seed", r.seed);
+    get("width", r.width);
+    get("height", r.height);
+    std::string sampler = sampler_name(r.sampler);
+    get("sampler", sampler);
+    r.sampler = sampler_from_name(sampler);
+    get("batch_count", r.batch_count);
+    get("strength", r.strength);
+    get("init_image", r.init_image);
+    get("clip_skip", r.clip_skip);
+    get("eta", r.eta);
+    return r;
+}
+
+namespace {
+// A1111 writes a value containing ',', ':' or a newline as a JSON string.
+std::string a1111_value(const std::string& v) {
+    if (v.find_first_of(",:\n") != std::string::npos) {
+        return nlohmann::json(v).dump();
+    }
+    return v;
+}
+
+std::string number(double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+}
+}  // namespace
+
+std::string GenerationRequest::to_a1111(int index, const std::string& model_name) const {
+    std::string out = prompt;
+    if (!negative_prompt.empty()) {
+        out += "\nNegative prompt: " + negative_prompt;
+    }
+    std::vector<std::pair<std::string, std::string>> kv = {
+        {"Steps", std::to_string(steps)},
+        {"Sampler", sampler_a1111(sampler)},
+        {"Schedule type", schedule_a1111(sampler)},
+        {"CFG scale", number(guidance_scale)},
+        {"Seed", std::to_string(seed + index)},
+        {"Size", std::to_string(width) + "x" + std::to_string(height)},
+        {"Model", model_name},
+        {"Denoising strength", is_img2img() ? number(strength) : ""},
+        {"Clip skip", clip_skip > 0 ? std::to_string(clip_skip + 1) : ""},
+        {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
+        {"Version", "SD Studio"},
+    };
+    std::string line;
+    for (const auto& [k, v] : kv) {
+        if (!v.empty()) {
+            line += (line.empty() ? "" : ", ") + k + ": " + a1111_value(v);
+        }
+    }
+    return out + "\n" + line;
+}
+
+GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
+    GenerationRequest r;
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) {
+        lines.push_back(l);
+    }
+    // The settings line: the last one, when it has at least 3 "Key: value" entries.
+    static const std::regex kv(R"re(\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$))re");
+    std::vector<std::pair<std::string, std::string>> settings;
+    if (!lines.empty()) {
+        const std::string& last = lines.back();
+        for (auto it = std::sregex_iterator(last.begin(), last.end(), kv);
+             it != std::sregex_iterator(); ++it) {
+            std::string v = (*it)[2].str();
+            if (!v.empty() && v.front() == '"') {
+                try {
+                    v = nlohmann::json::parse(v).get<std::string>();
+                } catch (...) {
+                }
+            }
+            settings.emplace_back((*it)[1].str(), v);
+        }
+        if (settings.size() >= 3) {
+            lines.pop_back();
+        } else {
+            settings.clear();
+        }
+    }
+    bool negative = false;
+    for (const auto& l : lines) {
+        if (l.rfind("Negative prompt:", 0) == 0) {
+            negative = true;
+            r.negative_prompt = l.substr(16);
+            if (!r.negative_prompt.empty() && r.negative_prompt[0] == ' ') {
+                r.negative_prompt.erase(0, 1);
+            }
+        } else if (negative) {
+            r.negative_prompt += "\n" + l;
+        } else {
+            r.prompt += (r.prompt.empty() ? "" : "\n") + l;
+        }
+    }
+    std::string sampler, schedule;
+    for (const auto& [k, v] : settings) {
+        try {
+            if (k == "Steps") r.steps = std::stoi(v);
+            else if (k == "Sampler") sampler = v;
+            else if (k == "Schedule type") schedule = v;
+            else if (k == "CFG scale") r.guidance_scale = std::stod(v);
+            else if (k == "Seed") r.seed = std::stoll(v);
+            else if (k == "Size") {
+                const auto x = v.find('x');
+                r.width = std::stoi(v.substr(0, x));
+                r.height = std::stoi(v.substr(x + 1));
+            } else if (k == "Denoising strength") r.strength = std::stod(v);
+            else if (k == "Clip skip") r.clip_skip = std::max(0, std::stoi(v) - 1);
+            else if (k == "Eta") r.eta = std::stod(v);
+        } catch (const std::exception&) {
+            throw Error("A1111 parameters: '" + k + ": " + v + "' is not a valid value");
+        }
+    }
+    if (!sampler.empty()) {
+        const std::string full = schedule.empty() || schedule == "Automatic"
+                                     ? sampler
+                                     : sampler + " " + schedule;
+        try {
+            r.sampler = sampler_from_name(full);
+        } catch (const Error&) {
+            r.sampler = sampler_from_name(sampler);  // old files: "DPM++ 2M Karras" as sampler
+        }
+    }
+    return r;
+}
+
+}  // namespace sds

@@ -1,0 +1,248 @@
+#include "sds/pipeline.h"
+
+#include <ATen/Context.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Generator.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+
+#include "sds/clip_text_model.h"
+#include "sds/clip_tokenizer.h"
+#include "sds/unet.h"
+#include "sds/vae.h"
+
+namespace sds {
+
+c10::Device parse_device(const std::string& name) {
+    const bool cuda = torch::cuda::is_available();
+    if (name == "auto" || name.empty()) {
+        return cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+    }
+    if (name == "cpu") {
+        return c10::Device(c10::kCPU);
+    }
+    if (name.rfind("cuda", 0) == 0) {
+        if (!cuda) {
+            throw DeviceError("device '" + name + "': LibTorch sees no CUDA GPU here (no GPU, "
+                              "no driver, or a CPU-only LibTorch); use --device cpu");
+        }
+        c10::Device d(c10::kCUDA, 0);
+        try {
+            d = c10::Device(name);
+        } catch (const std::exception&) {
+            throw DeviceError("device '" + name + "' is not a device name (cpu, cuda, cuda:N)");
+        }
+        if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
+            throw DeviceError("device '" + name + "': only " +
+                              std::to_string(torch::cuda::device_count()) + " CUDA device(s)");
+        }
+        return d;
+    }
+    throw DeviceError("unknown device '" + name + "' (auto, cpu, cuda, cuda:N)");
+}
+
+c10::ScalarType parse_dtype(const std::string& name, c10::Device device) {
+    if (name == "auto" || name.empty()) {
+        return device.is_cuda() ? at::kHalf : at::kFloat;
+    }
+    if (name == "fp32" || name == "float32") {
+        return at::kFloat;
+    }
+    if (name == "bf16" || name == "bfloat16") {
+        return at::kBFloat16;
+    }
+    if (name == "fp16" || name == "float16") {
+        if (!device.is_cuda()) {
+            throw DeviceError("precision fp16 is for CUDA GPUs; on the CPU use bf16 or fp32");
+        }
+        return at::kHalf;
+    }
+    throw DeviceError("unknown precision '" + name + "' (fp32, bf16, fp16, auto)");
+}
+
+struct Pipeline::Impl {
+    ModelFolder folder;
+    std::unique_ptr<ClipTokenizer> tokenizer;
+    std::unique_ptr<ClipTextModel> text;
+    std::unique_ptr<UNet> unet;
+    std::unique_ptr<Vae> vae;
+    Options options;
+};
+
+Pipeline::Pipeline() : impl_(std::make_unique<Impl>()) {}
+Pipeline::~Pipeline() = default;
+Pipeline::Pipeline(Pipeline&&) noexcept = default;
+Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
+
+Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options,
+                        const std::function<void(const std::string&, double)>& progress) {
+    auto tell = [&](const std::string& what, double f) {
+        if (progress) {
+            progress(what, f);
+        }
+    };
+    Pipeline p;
+    auto& m = *p.impl_;
+    m.options = options;
+    tell("reading the model folder", 0.0);
+    m.folder = ModelFolder::open(dir, options.variant);
+    m.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load_folder(m.folder.tokenizer_dir()));
+    tell("loading the text encoder", 0.05);
+    m.text = std::make_unique<ClipTextModel>(
+        ClipTextModel::load(m.folder.component("text_encoder"), options.dtype, options.device));
+    tell("loading the UNet", 0.2);
+    const auto& unet = m.folder.component("unet");
+    m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
+    m.unet->to(options.device, options.dtype);
+    m.unet->load_weights(unet.weights);
+    tell("loading the VAE", 0.85);
+    const auto& vae = m.folder.component("vae");
+    m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
+    m.vae->to(options.device, options.dtype);
+    m.vae->load_weights(vae.weights);
+    // Check the schedulers can be made from this config before the first generation.
+    Scheduler::create(Sampler::Pndm, m.folder.component("scheduler").config);
+    tell("ready", 1.0);
+    return p;
+}
+
+const ModelFolder& Pipeline::model() const { return impl_->folder; }
+c10::Device Pipeline::device() const { return impl_->options.device; }
+c10::ScalarType Pipeline::dtype() const { return impl_->options.dtype; }
+int Pipeline::downscale() const { return static_cast<int>(impl_->vae->config().downscale()); }
+int Pipeline::native_size() const {
+    return static_cast<int>(impl_->unet->config().sample_size) * downscale();
+}
+
+at::Tensor Pipeline::encode_prompt(const std::string& text, int clip_skip) {
+    const auto ids = impl_->tokenizer->encode_padded(text);
+    return impl_->text->encode(at::tensor(ids, at::kLong).unsqueeze(0), clip_skip);
+}
+
+std::vector<Image> Pipeline::decode(const at::Tensor& latents) {
+    torch::NoGradGuard no_grad;
+    const at::Tensor images = impl_->vae->decode(latents / impl_->vae->config().scaling_factor);
+    std::vector<Image> out;
+    for (int64_t i = 0; i < images.size(0); ++i) {
+        out.push_back(tensor_to_image(images[i]));
+    }
+    return out;
+}
+
+std::vector<Image> Pipeline::preview(const at::Tensor& latents) {
+    static const float kFactors[4][3] = {{0.3512f, 0.2297f, 0.3227f},
+                                         {0.3250f, 0.4974f, 0.2350f},
+                                         {-0.2829f, 0.1762f, 0.2721f},
+                                         {-0.2120f, -0.2616f, -0.7177f}};
+    const at::Tensor m = at::from_blob(const_cast<float*>(&kFactors[0][0]), {4, 3}, at::kFloat);
+    const at::Tensor x = latents.detach().to(at::kCPU, at::kFloat);  // [B, 4, h, w]
+    const at::Tensor rgb = at::einsum("bchw,cr->brhw", {x, m}).clamp(-1, 1);
+    std::vector<Image> out;
+    for (int64_t i = 0; i < rgb.size(0); ++i) {
+        out.push_back(tensor_to_image(rgb[i]));
+    }
+    return out;
+}
+
+GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
+                                    const StepObserver& observer,
+                                    const std::atomic<bool>* cancel) {
+    torch::NoGradGuard no_grad;
+    auto& m = *impl_;
+    GenerationRequest req = in;
+    if (req.width == 0) req.width = native_size();
+    if (req.height == 0) req.height = native_size();
+    req.validate();
+    if (req.width % downscale() != 0 || req.height % downscale() != 0) {
+        throw Error("request: width and height must be multiples of " +
+                    std::to_string(downscale()) + " for this model");
+    }
+    if (req.is_img2img() && (init == nullptr || init->empty())) {
+        throw Error("img2img needs an init image (" + req.init_image + ")");
+    }
+    const auto device = m.options.device;
+    const auto dtype = m.options.dtype;
+    const int64_t b = req.batch_count;
+
+    // One CPU generator per image, seeded seed + i (diffusers' list of generators).
+    std::vector<at::Generator> gens;
+    for (int64_t i = 0; i < b; ++i) {
+        gens.push_back(at::make_generator<at::CPUGeneratorImpl>(
+            static_cast<uint64_t>(req.seed + i)));
+    }
+    const NoiseFn noise = [&](at::IntArrayRef shape, at::ScalarType dt) {
+        std::vector<int64_t> one(shape.begin(), shape.end());
+        one[0] = 1;
+        std::vector<at::Tensor> parts;
+        for (int64_t i = 0; i < shape[0]; ++i) {
+            parts.push_back(at::randn(one, gens[static_cast<size_t>(i)], at::TensorOptions().dtype(dt)));
+        }
+        return at::cat(parts, 0);
+    };
+
+    // Text: [negative x B, prompt x B] when guided.
+    const at::Tensor cond = encode_prompt(req.prompt, req.clip_skip).to(dtype);
+    at::Tensor context = cond.repeat({b, 1, 1});
+    if (req.guided()) {
+        const at::Tensor uncond = encode_prompt(req.negative_prompt, req.clip_skip).to(dtype);
+        context = at::cat({uncond.repeat({b, 1, 1}), context}, 0);
+    }
+
+    auto scheduler = Scheduler::create(req.sampler, m.folder.component("scheduler").config);
+    scheduler->set_eta(req.eta);
+    scheduler->set_timesteps(req.steps);
+    const int64_t latent_channels = m.unet->config().in_channels;
+    const std::vector<int64_t> shape = {b, latent_channels, req.height / downscale(),
+                                        req.width / downscale()};
+    int64_t first = 0;
+    at::Tensor latents;
+    if (!req.is_img2img()) {
+        latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
+    } else {
+        first = scheduler->first_index_for_strength(req.steps, req.strength);
+        const Image sized = resize(*init, req.width, req.height);
+        const at::Tensor image = image_to_tensor(sized).to(device, dtype);
+        std::vector<at::Tensor> encoded;
+        for (int64_t i = 0; i < b; ++i) {  // each image's posterior sample, with its generator
+            const auto [mean, logvar] = m.vae->encode(image);
+            const at::Tensor eps = at::randn(mean.sizes(), gens[static_cast<size_t>(i)],
+                                             at::TensorOptions().dtype(mean.scalar_type()))
+                                       .to(device);
+            encoded.push_back(mean + at::exp(0.5 * logvar) * eps);
+        }
+        const at::Tensor x0 = m.vae->config().scaling_factor * at::cat(encoded, 0);
+        latents = scheduler->add_noise(x0, noise(x0.sizes(), dtype).to(device), first);
+    }
+
+    const at::Tensor timesteps = scheduler->timesteps();
+    const int64_t n = timesteps.size(0);
+    for (int64_t i = first; i < n; ++i) {
+        if (cancel != nullptr && cancel->load()) {
+            throw Cancelled();
+        }
+        const at::Tensor t = timesteps[i];
+        at::Tensor input = req.guided() ? at::cat({latents, latents}, 0) : latents;
+        input = scheduler->scale_model_input(input, i);
+        at::Tensor eps = m.unet->forward(input, t, context);
+        if (req.guided()) {
+            auto parts = eps.chunk(2, 0);
+            eps = parts[0] + req.guidance_scale * (parts[1] - parts[0]);
+        }
+        auto step = scheduler->step(eps, i, latents, noise);
+        latents = step.prev_sample;
+        if (observer) {
+            observer(StepEvent{static_cast<int>(i - first), static_cast<int>(n - first),
+                               t.item<double>(), latents, step.pred_x0});
+        }
+    }
+    if (cancel != nullptr && cancel->load()) {
+        throw Cancelled();
+    }
+    return GenerationResult{req, decode(latents)};
+}
+
+}  // namespace sds

@@ -1,0 +1,96 @@
+"""diffusers' StableDiffusionPipeline / StableDiffusionImg2ImgPipeline on the tiny random
+pipeline, each image from a CPU generator seeded seed + i, for every sampler, txt2img and
+img2img at several strengths, with and without a negative prompt, guidance 1 and 7.5, batch 1
+and 2.
+
+usage: make_pipeline_fixture.py OUT_DIR
+OUT_DIR/tiny-sd (the model), OUT_DIR/cases.json ([{"name", "request": {our request JSON}}]),
+OUT_DIR/expected.safetensors: "init" [H, W, 3] uint8, and per case NAME [B, H, W, 3] uint8.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
+                       StableDiffusionPipeline)
+from PIL import Image
+from safetensors.torch import save_file
+
+import make_tiny_pipeline
+
+SAMPLERS = {
+    "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+}
+
+
+def init_image(w, h):
+    # A smooth gradient with a bright disc: something the VAE can encode.
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 255 / w, y * 255 / h, np.full_like(x, 96)], -1).astype(np.float32)
+    disc = (x - w * 0.6) ** 2 + (y - h * 0.4) ** 2 < (min(w, h) * 0.25) ** 2
+    img[disc] = [250, 240, 60]
+    return img.astype(np.uint8)
+
+
+def cases():
+    out = []
+    for name in SAMPLERS:
+        base = {"prompt": "a red circle on a blue background", "steps": 8, "width": 32, "height": 32,
+                "sampler": name}
+        out.append((f"{name}_txt_g7.5_neg_b2", dict(base, guidance_scale=7.5, seed=11,
+                                                    negative_prompt="blurry, green", batch_count=2)))
+        out.append((f"{name}_txt_g1_b1", dict(base, guidance_scale=1.0, seed=3, batch_count=1)))
+        out.append((f"{name}_img_s0.5_g7.5_b2", dict(base, guidance_scale=7.5, seed=5,
+                                                     batch_count=2, strength=0.5,
+                                                     init_image="init.png")))
+        out.append((f"{name}_img_s0.8_g1_neg_b1", dict(base, guidance_scale=1.0, seed=9,
+                                                       negative_prompt="dark", batch_count=1,
+                                                       strength=0.8, init_image="init.png")))
+    base = {"prompt": "a small yellow star, white background", "sampler": "ddim", "steps": 12,
+            "guidance_scale": 5.0, "seed": 1234, "batch_count": 2, "width": 48, "height": 32}
+    out.append(("ddim_eta0.5_wide", dict(base, eta=0.5)))
+    out.append(("euler_a_50steps", dict(base, sampler="euler_a", steps=50, width=32)))
+    out.append(("pndm_img_s1.0", dict(base, sampler="pndm", strength=1.0, width=32,
+                                      init_image="init.png")))
+    return out
+
+
+def main(out_dir):
+    out = Path(out_dir)
+    make_tiny_pipeline.main(str(out))
+    model = out / "tiny-sd"
+    pipe = StableDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    init = init_image(32, 32)
+    tensors = {"init": torch.from_numpy(init)}
+    listed = []
+    for name, req in cases():
+        cls, extra = SAMPLERS[req["sampler"]]
+        scheduler = cls.from_config(pipe.scheduler.config, **extra)
+        b = req["batch_count"]
+        gens = [torch.Generator("cpu").manual_seed(req["seed"] + i) for i in range(b)]
+        kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative_prompt") or None,
+                      num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
+                      num_images_per_prompt=b, generator=gens, eta=req.get("eta", 0.0),
+                      output_type="pil")
+        if "init_image" in req:
+            img2img.scheduler = scheduler
+            images = img2img(image=Image.fromarray(init), strength=req["strength"], **kwargs).images
+        else:
+            pipe.scheduler = scheduler
+            images = pipe(height=req["height"], width=req["width"], **kwargs).images
+        tensors[name] = torch.from_numpy(np.stack([np.array(i) for i in images]))
+        listed.append({"name": name, "request": req})
+    (out / "cases.json").write_text(json.dumps(listed, indent=1))
+    save_file(tensors, str(out / "expected.safetensors"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
