@@ -10,6 +10,9 @@ using Args = std::vector<std::string>;  // the arguments after the command name
 
 int command_info(const Args& args);
 int command_tokenize(const Args& args);
+int command_txt2img(const Args& args);
+int command_img2img(const Args& args);
+int command_grid(const Args& args);
 
 // Thrown for wrong usage; main prints the message and the usage text, exit code 2.
 struct UsageError {

@@ -4,7 +4,10 @@
 #include <exception>
 #include <string>
 
+#include <QGuiApplication>
+
 #include "commands.h"
+#include "request_flags.h"
 #include "sds/error.h"
 
 namespace {
@@ -17,15 +20,23 @@ constexpr const char* kUsage =
     "  tokenize MODEL_DIR PROMPT    the prompt's token ids (with the start and end markers,\n"
     "            [--padded]         as CLIPTokenizer gives them; --padded: the 77 ids the\n"
     "                               text encoder sees), then the count as A1111 shows it\n"
-    "  help                         this text\n";
+    "  txt2img [flags]              images from a prompt, as PNGs with their parameters\n"
+    "  img2img --init IMAGE [flags] images from an image and a prompt\n"
+    "  grid --x AXIS=V1,V2,.. [--y AXIS=..] [flags]\n"
+    "                               an X/Y comparison sheet; axes: steps, guidance,\n"
+    "                               strength, seed, sampler (same seed in every cell)\n"
+    "  help                         this text\n"
+    "\n"
+    "generation flags:\n";
 
 struct Command {
     const char* name;
     int (*run)(const sds::cli::Args&);
 };
 constexpr Command kCommands[] = {
-    {"info", sds::cli::command_info},
-    {"tokenize", sds::cli::command_tokenize},
+    {"info", sds::cli::command_info},       {"tokenize", sds::cli::command_tokenize},
+    {"txt2img", sds::cli::command_txt2img}, {"img2img", sds::cli::command_img2img},
+    {"grid", sds::cli::command_grid},
 };
 
 }  // namespace
@@ -34,8 +45,15 @@ int main(int argc, char** argv) {
     if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
         !std::strcmp(argv[1], "-h")) {
         std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        std::fputs(sds::cli::kGenerateFlagsHelp, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    // Text rendering (grid labels) needs a QGuiApplication; no window is ever shown.
+    if (qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM")) {
+        qputenv("QT_QPA_PLATFORM", "offscreen");
+    }
+    int qt_argc = 1;
+    QGuiApplication qt(qt_argc, argv);
     const sds::cli::Args args(argv + 2, argv + argc);
     for (const Command& c : kCommands) {
         if (std::strcmp(argv[1], c.name) != 0) {
@@ -44,7 +62,8 @@ int main(int argc, char** argv) {
         try {
             return c.run(args);
         } catch (const sds::cli::UsageError& e) {
-            std::fprintf(stderr, "sdstudio-cli %s: %s\n\n%s", c.name, e.message.c_str(), kUsage);
+            std::fprintf(stderr, "sdstudio-cli %s: %s\n\n%s%s", c.name, e.message.c_str(), kUsage,
+                         sds::cli::kGenerateFlagsHelp);
             return 2;
         } catch (const sds::Error& e) {
             std::fprintf(stderr, "error: %s\n", e.what());

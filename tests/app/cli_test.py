@@ -94,3 +94,118 @@ def test_tokenize_padded_is_what_diffusers_feeds_the_text_encoder():
     assert ids == ref(prompt, padding="max_length", max_length=77, truncation=True).input_ids
     n = len(ref(prompt).input_ids) - 2
     assert n == 96 and r.stdout.splitlines()[1] == "96/150"
+
+
+# --- txt2img / img2img / grid against diffusers, through the CLI flags -----------------------
+
+PIPE = FIXTURES / "pipeline" / "tiny-sd"
+
+
+def diffusers_images(req, init=None):
+    import numpy as np
+    import torch
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                           EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionPipeline)
+    samplers = {"pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}),
+                "euler": (EulerDiscreteScheduler, {}), "euler_a": (EulerAncestralDiscreteScheduler, {}),
+                "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
+                "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True})}
+    pipe = StableDiffusionPipeline.from_pretrained(PIPE)
+    pipe.set_progress_bar_config(disable=True)
+    cls, extra = samplers[req["sampler"]]
+    gens = [torch.Generator("cpu").manual_seed(req["seed"] + i) for i in range(req["batch"])]
+    kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative") or None,
+                  num_inference_steps=req["steps"], guidance_scale=req["guidance"],
+                  num_images_per_prompt=req["batch"], generator=gens, eta=req.get("eta", 0.0))
+    if init is not None:
+        p = StableDiffusionImg2ImgPipeline(**pipe.components)
+        p.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+        images = p(image=init, strength=req["strength"], **kwargs).images
+    else:
+        pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+        images = pipe(height=req["height"], width=req["width"], **kwargs).images
+    return [np.array(i).astype(int) for i in images]
+
+
+def cli_flags(req):
+    flags = ["--model", str(PIPE), "--prompt", req["prompt"], "--steps", str(req["steps"]),
+             "--guidance", str(req["guidance"]), "--seed", str(req["seed"]),
+             "--sampler", req["sampler"], "--batch", str(req["batch"]), "--device", "cpu"]
+    if req.get("negative"):
+        flags += ["--negative", req["negative"]]
+    if "width" in req:
+        flags += ["--width", str(req["width"]), "--height", str(req["height"])]
+    if "eta" in req:
+        flags += ["--eta", str(req["eta"])]
+    return flags
+
+
+@pytest.mark.parametrize("req", [
+    {"prompt": "a green triangle", "steps": 7, "guidance": 6.0, "seed": 424242, "sampler": "euler_a",
+     "batch": 2, "negative": "red", "width": 40, "height": 32},
+    {"prompt": "two circles", "steps": 13, "guidance": 1.0, "seed": 7, "sampler": "dpmpp_2m_karras",
+     "batch": 1, "width": 32, "height": 48},
+    {"prompt": "a star", "steps": 9, "guidance": 3.5, "seed": 99, "sampler": "ddim", "batch": 1,
+     "eta": 0.3, "width": 32, "height": 32},
+])
+def test_txt2img_matches_diffusers(tmp_path, req):
+    import numpy as np
+    from PIL import Image
+    r = run("txt2img", *cli_flags(req), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    assert len(paths) == req["batch"]
+    want = diffusers_images(req)
+    for path, w in zip(paths, want):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert got.shape == w.shape
+        assert np.abs(got - w).max() <= 2, path
+    meta = Image.open(paths[-1]).text
+    assert f"Seed: {req['seed'] + req['batch'] - 1}" in meta["parameters"]
+    stored = json.loads(meta["sdstudio"])
+    assert stored["seed"] == req["seed"] + req["batch"] - 1 and stored["batch_count"] == 1
+    assert stored["sampler"] == req["sampler"] and stored["steps"] == req["steps"]
+
+
+def test_img2img_matches_diffusers(tmp_path):
+    import numpy as np
+    from PIL import Image
+    init = Image.fromarray((np.indices((32, 32)).sum(0) * 4 % 256).astype(np.uint8)).convert("RGB")
+    init.save(tmp_path / "init.png")
+    req = {"prompt": "a blue square", "steps": 10, "guidance": 7.5, "seed": 5, "sampler": "euler",
+           "batch": 2, "strength": 0.6, "negative": "noise"}
+    r = run("img2img", *cli_flags(req), "--init", str(tmp_path / "init.png"), "--strength", "0.6",
+            "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    want = diffusers_images(req, init=init)
+    for path, w in zip(r.stdout.split(), want):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - w).max() <= 2, path
+    assert "Denoising strength: 0.6" in Image.open(r.stdout.split()[0]).text["parameters"]
+
+
+def test_grid_is_a_labelled_sheet_with_the_same_seed(tmp_path):
+    from PIL import Image
+    r = run("grid", "--model", str(PIPE), "--prompt", "a cat", "--x", "steps=2,4,6",
+            "--y", "guidance=1,5", "--seed", "8", "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    im = Image.open(r.stdout.strip())
+    assert im.width >= 3 * 32 and im.height > 2 * 32
+    assert "X Type: steps" in im.text["parameters"] and "Seed: 8" in im.text["parameters"]
+    grid = json.loads(im.text["sdstudio-grid"])
+    assert grid["x"]["values"] == ["2", "4", "6"] and grid["y"]["axis"] == "guidance"
+    assert "cell 6/6" in r.stderr and "s left" in r.stderr
+
+
+def test_generation_errors_are_clear(tmp_path):
+    r = run("txt2img", "--model", str(PIPE), "--width", "33", "--device", "cpu")
+    assert r.returncode == 1 and "multiple of 8" in r.stderr
+    r = run("txt2img", "--model", str(PIPE), "--sampler", "heun")
+    assert r.returncode == 1 and "unknown sampler 'heun'" in r.stderr
+    r = run("img2img", "--model", str(PIPE), "--init", str(tmp_path / "nope.png"))
+    assert r.returncode == 1 and "nope.png: cannot read the image" in r.stderr
+    r = run("txt2img", "--model", str(PIPE), "--dtype", "fp16", "--device", "cpu")
+    assert r.returncode == 1 and "fp16 is for CUDA GPUs" in r.stderr
+    r = run("grid", "--model", str(PIPE), "--x", "colour=red")
+    assert r.returncode == 2 and "unknown axis 'colour'" in r.stderr

@@ -1,0 +1,128 @@
+#include "request_flags.h"
+
+#include <chrono>
+#include <cstdio>
+
+namespace sds::cli {
+
+const char* const kGenerateFlagsHelp =
+    "  --model DIR        a diffusers model folder\n"
+    "  --prompt TEXT      --negative TEXT\n"
+    "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
+    "  --sampler NAME     pndm (default), ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras\n"
+    "  --batch N (1)      images i = 0..N-1 use seed + i\n"
+    "  --width W --height H   multiples of 8 (default: the model's size)\n"
+    "  --init IMAGE --strength S (0.8)   img2img\n"
+    "  --clip-skip K (0)  --eta E (0, DDIM)\n"
+    "  --out DIR (outputs)   --device auto|cpu|cuda   --dtype auto|fp32|bf16|fp16\n";
+
+namespace {
+double seconds_now() {
+    using namespace std::chrono;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+template <typename T>
+T number(const std::string& flag, const std::string& v) {
+    try {
+        size_t used = 0;
+        T out;
+        if constexpr (std::is_same_v<T, double>) {
+            out = std::stod(v, &used);
+        } else {
+            out = static_cast<T>(std::stoll(v, &used));
+        }
+        if (used != v.size()) {
+            throw std::invalid_argument(v);
+        }
+        return out;
+    } catch (const std::exception&) {
+        throw UsageError{flag + " expects a number, not '" + v + "'"};
+    }
+}
+}  // namespace
+
+GenerateFlags parse_generate_flags(const Args& args) {
+    GenerateFlags f;
+    auto& r = f.request;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&]() -> const std::string& {
+            if (i + 1 >= args.size()) {
+                throw UsageError{a + " needs a value"};
+            }
+            return args[++i];
+        };
+        if (a == "--model")
+            f.model = value();
+        else if (a == "--prompt")
+            r.prompt = value();
+        else if (a == "--negative")
+            r.negative_prompt = value();
+        else if (a == "--steps")
+            r.steps = number<int>(a, value());
+        else if (a == "--guidance")
+            r.guidance_scale = number<double>(a, value());
+        else if (a == "--seed")
+            r.seed = number<int64_t>(a, value());
+        else if (a == "--sampler")
+            r.sampler = sampler_from_name(value());
+        else if (a == "--batch")
+            r.batch_count = number<int>(a, value());
+        else if (a == "--width")
+            r.width = number<int>(a, value());
+        else if (a == "--height")
+            r.height = number<int>(a, value());
+        else if (a == "--strength")
+            r.strength = number<double>(a, value());
+        else if (a == "--init")
+            r.init_image = value();
+        else if (a == "--clip-skip")
+            r.clip_skip = number<int>(a, value());
+        else if (a == "--eta")
+            r.eta = number<double>(a, value());
+        else if (a == "--out")
+            f.out_dir = value();
+        else if (a == "--device")
+            f.device = value();
+        else if (a == "--dtype")
+            f.dtype = value();
+        else
+            f.rest.push_back(a);
+    }
+    if (f.model.empty()) {
+        throw UsageError{"--model DIR is required (no bundled model yet)"};
+    }
+    return f;
+}
+
+Pipeline load_pipeline(const GenerateFlags& f) {
+    const c10::Device device = parse_device(f.device);
+    Pipeline::Options options;
+    options.device = device;
+    options.dtype = parse_dtype(f.dtype, device);
+    return Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
+        std::fprintf(stderr, "\rloading: %-28s %3.0f%%", what.c_str(), fraction * 100);
+        if (fraction >= 1.0) {
+            std::fputc('\n', stderr);
+        }
+        std::fflush(stderr);
+    });
+}
+
+Progress::Progress(std::string label) : label_(std::move(label)), start_(seconds_now()) {}
+
+void Progress::operator()(const StepEvent& e) {
+    const double elapsed = seconds_now() - start_;
+    const double per = elapsed / (e.index + 1);
+    std::fprintf(stderr, "\r%s step %d/%d, %.2f s/step, %.0f s left   ", label_.c_str(),
+                 e.index + 1, e.total, per, per * (e.total - e.index - 1));
+    std::fflush(stderr);
+}
+
+void Progress::done() {
+    std::fprintf(stderr, "\n");
+    start_ = seconds_now();
+}
+
+}  // namespace sds::cli

@@ -1,0 +1,41 @@
+#pragma once
+// The generation flags shared by txt2img, img2img and grid, parsed into a request and the
+// pipeline's options.
+#include <string>
+
+#include "commands.h"
+#include "sds/generation_request.h"
+#include "sds/pipeline.h"
+
+namespace sds::cli {
+
+struct GenerateFlags {
+    GenerationRequest request;
+    std::string model;
+    std::string out_dir = "outputs";
+    std::string device = "auto";
+    std::string dtype = "auto";
+    Args rest;  // arguments not consumed here (command-specific flags)
+};
+
+// --model --prompt --negative --steps --guidance --seed --sampler --batch --width --height
+// --strength --init --out --device --dtype --clip-skip --eta
+GenerateFlags parse_generate_flags(const Args& args);
+extern const char* const kGenerateFlagsHelp;
+
+// Loads the pipeline the flags name, telling progress on stderr.
+Pipeline load_pipeline(const GenerateFlags& flags);
+
+// Prints "step 3/20, 1.2 s/step, 21 s left" on stderr, overwriting the line.
+class Progress {
+  public:
+    explicit Progress(std::string label);
+    void operator()(const StepEvent& e);
+    void done();
+
+  private:
+    std::string label_;
+    double start_ = 0;
+};
+
+}  // namespace sds::cli

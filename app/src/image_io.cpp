@@ -1,0 +1,105 @@
+#include "image_io.h"
+
+#include <QBuffer>
+#include <QImageReader>
+#include <QImageWriter>
+#include <QSaveFile>
+
+#include <cstring>
+
+#include "sds/error.h"
+
+namespace sds::app {
+
+QImage to_qimage(const Image& image) {
+    QImage q(image.width, image.height, QImage::Format_RGB888);
+    for (int y = 0; y < image.height; ++y) {
+        std::memcpy(q.scanLine(y), image.rgb.data() + static_cast<size_t>(y) * image.width * 3,
+                    static_cast<size_t>(image.width) * 3);
+    }
+    return q;
+}
+
+Image from_qimage(const QImage& input) {
+    const QImage q = input.convertToFormat(QImage::Format_RGB888);
+    Image out;
+    out.width = q.width();
+    out.height = q.height();
+    out.rgb.resize(static_cast<size_t>(out.width) * out.height * 3);
+    for (int y = 0; y < out.height; ++y) {
+        std::memcpy(out.rgb.data() + static_cast<size_t>(y) * out.width * 3, q.constScanLine(y),
+                    static_cast<size_t>(out.width) * 3);
+    }
+    return out;
+}
+
+Image load_image(const QString& path) {
+    QImageReader reader(path);
+    QImage q = reader.read();
+    if (q.isNull()) {
+        throw FileError(path.toStdString() +
+                        ": cannot read the image: " + reader.errorString().toStdString());
+    }
+    if (q.hasAlphaChannel()) {  // composite over white, as a sketch on paper
+        QImage flat(q.size(), QImage::Format_RGB888);
+        flat.fill(Qt::white);
+        for (int y = 0; y < q.height(); ++y) {
+            for (int x = 0; x < q.width(); ++x) {
+                const QColor c = q.pixelColor(x, y);
+                const double a = c.alphaF();
+                flat.setPixelColor(
+                    x, y,
+                    QColor::fromRgbF(c.redF() * a + (1 - a), c.greenF() * a + (1 - a),
+                                     c.blueF() * a + (1 - a)));
+            }
+        }
+        q = flat;
+    }
+    return from_qimage(q);
+}
+
+void save_png(const QString& path, const QImage& image, const QMap<QString, QString>& text) {
+    QSaveFile file(path);
+    if (!file.open(QIODevice::WriteOnly)) {
+        throw FileError(path.toStdString() + ": cannot write: " + file.errorString().toStdString());
+    }
+    QImageWriter writer(&file, "png");
+    for (auto it = text.begin(); it != text.end(); ++it) {
+        writer.setText(it.key(), it.value());
+    }
+    if (!writer.write(image) || !file.commit()) {
+        throw FileError(path.toStdString() +
+                        ": writing the PNG failed: " + writer.errorString().toStdString());
+    }
+}
+
+QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
+                                    const QString& model_name) {
+    // The JSON describes this one image: its own seed, a batch of one.
+    GenerationRequest one = request;
+    one.seed = request.seed + index;
+    one.batch_count = 1;
+    return {{"parameters", QString::fromStdString(one.to_a1111(0, model_name.toStdString()))},
+            {"sdstudio", QString::fromStdString(one.to_json())}};
+}
+
+GenerationRequest read_request(const QString& path) {
+    QImageReader reader(path);
+    if (!reader.canRead()) {
+        throw FileError(path.toStdString() +
+                        ": cannot read the image: " + reader.errorString().toStdString());
+    }
+    const QString json = reader.text("sdstudio");
+    if (!json.isEmpty()) {
+        return GenerationRequest::from_json(json.toStdString());
+    }
+    const QString a1111 = reader.text("parameters");
+    if (!a1111.isEmpty()) {
+        return GenerationRequest::from_a1111(a1111.toStdString());
+    }
+    throw FileError(path.toStdString() +
+                    ": has no generation parameters (no 'sdstudio' or "
+                    "'parameters' text chunk)");
+}
+
+}  // namespace sds::app

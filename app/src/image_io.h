@@ -1,0 +1,31 @@
+#pragma once
+// Image files: PNG with text chunks (A1111 "parameters" + our request JSON under "sdstudio"),
+// through Qt. The one image <-> tensor conversion lives in core (sds/image.h); these only move
+// pixels between sds::Image and QImage.
+#include <QImage>
+#include <QMap>
+#include <QString>
+
+#include "sds/generation_request.h"
+#include "sds/image.h"
+
+namespace sds::app {
+
+QImage to_qimage(const Image& image);
+Image from_qimage(const QImage& image);
+
+// Reads any image Qt reads (PNG, JPEG, ...); throws sds::FileError naming the file.
+Image load_image(const QString& path);
+
+// Writes a PNG atomically (QSaveFile) with the given text chunks; throws sds::FileError.
+void save_png(const QString& path, const QImage& image, const QMap<QString, QString>& text);
+
+// The chunks SD Studio writes for image `index` of a generation.
+QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
+                                    const QString& model_name);
+
+// The request stored in a PNG: our JSON chunk if present, else A1111's parameters text;
+// throws sds::FileError when the file has neither.
+GenerationRequest read_request(const QString& path);
+
+}  // namespace sds::app
