@@ -46,7 +46,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     modelLabel_ = new QLabel("no model", this);
     statusBar()->addPermanentWidget(modelLabel_);
     statusBar()->showMessage(
-        "Generation comes with the denoising engine; prompts can be written "
+        "Generating from this window is not there yet; sdstudio-cli txt2img generates with "
+        "the same engine."); prompts can be written "
         "and their tokens counted now.");
 
     QSettings settings;
