@@ -47,8 +47,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     statusBar()->addPermanentWidget(modelLabel_);
     statusBar()->showMessage(
         "Generating from this window is not there yet; sdstudio-cli txt2img generates with "
-        "the same engine."); prompts can be written "
-        "and their tokens counted now.");
+        "the same engine.");
 
     QSettings settings;
     restoreGeometry(settings.value("window/geometry").toByteArray());
