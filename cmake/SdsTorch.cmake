@@ -48,8 +48,16 @@ endif()
 # library in the executable's needed list that defines them, so libstdc++ must come first there.
 # Naming it by full path, not-as-needed, before everything else does that on Debian and on
 # Ubuntu (whose linker drops "-lstdc++" when libtorch already defines every symbol we use).
-execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.so
-                OUTPUT_VARIABLE _sds_libstdcxx OUTPUT_STRIP_TRAILING_WHITESPACE)
+foreach(_name libstdc++.so libstdc++.so.6)
+    execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=${_name}
+                    OUTPUT_VARIABLE _sds_libstdcxx OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(IS_ABSOLUTE "${_sds_libstdcxx}" AND EXISTS "${_sds_libstdcxx}")
+        break()
+    endif()
+endforeach()
+if(NOT IS_ABSOLUTE "${_sds_libstdcxx}")
+    set(_sds_libstdcxx "-lstdc++")  # a compiler that does not say where its library is
+endif()
 target_link_options(sds_torch INTERFACE
     "SHELL:-Wl,--push-state,--no-as-needed ${_sds_libstdcxx} -Wl,--pop-state")
 target_link_libraries(sds_torch INTERFACE ${_sds_libs} pthread)

@@ -1,0 +1,73 @@
+"""The reference side of bench/compare.py: the same measurements with diffusers, JSON on stdout.
+
+usage: diffusers_bench.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
+"""
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def time_it(repeat, device, f):
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+    f()
+    sync()
+    out = []
+    for _ in range(repeat):
+        s = time.perf_counter()
+        f()
+        sync()
+        out.append(time.perf_counter() - s)
+    return statistics.median(out)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--what", default="unet,vae,image")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3)
+    a = p.parse_args()
+    dtype = DTYPES[a.dtype]
+    t0 = time.perf_counter()
+    pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(a.device)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    res = {"impl": "diffusers", "device": a.device, "dtype": a.dtype,
+           "threads": torch.get_num_threads(), "load_s": round(time.perf_counter() - t0, 3)}
+    h = a.size // pipe.vae_scale_factor
+    with torch.no_grad():
+        if "unet" in a.what:
+            x = torch.randn(2, 4, h, h, device=a.device, dtype=dtype)
+            ctx = torch.randn(2, 77, pipe.unet.config.cross_attention_dim, device=a.device, dtype=dtype)
+            t = torch.tensor([500], device=a.device)
+            res["unet_step_s"] = round(time_it(a.repeat, a.device, lambda: pipe.unet(x, t, ctx)), 4)
+        if "vae" in a.what:
+            z = torch.randn(1, 4, h, h, device=a.device, dtype=dtype)
+            res["vae_decode_s"] = round(time_it(
+                a.repeat, a.device,
+                lambda: pipe.image_processor.postprocess(
+                    pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample)), 4)
+        if "image" in a.what:
+            run = lambda: pipe("a photograph of an astronaut riding a horse",
+                               num_inference_steps=a.steps, height=a.size, width=a.size)
+            res["image_s"] = round(time_it(max(1, a.repeat // 2), a.device, run), 3)
+            res["steps"], res["size"] = a.steps, a.size
+    res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
