@@ -68,22 +68,31 @@ int main(int argc, char** argv) {
     int size = 512, steps = 20, repeat = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
-        if (a == "--model") model = v;
-        else if (a == "--device") device_name = v;
-        else if (a == "--dtype") dtype_name = v;
-        else if (a == "--what") what = v;
-        else if (a == "--size") size = std::stoi(v);
-        else if (a == "--steps") steps = std::stoi(v);
-        else if (a == "--repeat") repeat = std::stoi(v);
-        else if (a == "--sampler") sampler = v;
+        if (a == "--model")
+            model = v;
+        else if (a == "--device")
+            device_name = v;
+        else if (a == "--dtype")
+            dtype_name = v;
+        else if (a == "--what")
+            what = v;
+        else if (a == "--size")
+            size = std::stoi(v);
+        else if (a == "--steps")
+            steps = std::stoi(v);
+        else if (a == "--repeat")
+            repeat = std::stoi(v);
+        else if (a == "--sampler")
+            sampler = v;
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
         }
     }
     if (model.empty()) {
-        std::fprintf(stderr, "usage: sdstudio-bench --model DIR [--device] [--dtype] [--what] "
-                             "[--size] [--steps] [--repeat] [--sampler]\n");
+        std::fprintf(stderr,
+                     "usage: sdstudio-bench --model DIR [--device] [--dtype] [--what] "
+                     "[--size] [--steps] [--repeat] [--sampler]\n");
         return 2;
     }
     try {
@@ -93,16 +102,14 @@ int main(int argc, char** argv) {
         const double t0 = now();
         sds::Pipeline pipe = sds::Pipeline::load(model, {.device = device, .dtype = dtype});
         const double load_s = now() - t0;
-        const auto& folder = pipe.model();
-        std::printf("{\"impl\": \"sdstudio\", \"device\": \"%s\", \"dtype\": \"%s\", "
-                    "\"threads\": %d, \"load_s\": %.3f",
-                    device.str().c_str(), dtype_name.c_str(), at::get_num_threads(), load_s);
+        std::printf(
+            "{\"impl\": \"sdstudio\", \"device\": \"%s\", \"dtype\": \"%s\", "
+            "\"threads\": %d, \"load_s\": %.3f",
+            device.str().c_str(), dtype_name.c_str(), at::get_num_threads(), load_s);
         const int64_t h = size / pipe.downscale();
         auto opts = at::TensorOptions().device(device).dtype(dtype);
         if (what.find("unet") != std::string::npos) {
-            sds::UNet unet(sds::UNetConfig::from_file(folder.component("unet").config));
-            unet.to(device, dtype);
-            unet.load_weights(folder.component("unet").weights);
+            sds::UNet& unet = pipe.unet();
             const at::Tensor x = at::randn({2, 4, h, h}, opts);
             const at::Tensor ctx = at::randn({2, 77, unet.config().cross_attention_dim}, opts);
             const at::Tensor t = at::full({1}, 500, at::kLong);

@@ -23,8 +23,12 @@
 
 namespace sds {
 
+class ClipTextModel;
+class UNet;
+class Vae;
+
 class Cancelled : public Error {
-public:
+  public:
     Cancelled() : Error("cancelled") {}
 };
 
@@ -36,8 +40,8 @@ c10::Device parse_device(const std::string& name);
 c10::ScalarType parse_dtype(const std::string& name, c10::Device device);
 
 struct StepEvent {
-    int index = 0;       // 0-based step
-    int total = 0;       // steps this run takes (img2img: after the strength cut)
+    int index = 0;  // 0-based step
+    int total = 0;  // steps this run takes (img2img: after the strength cut)
     double timestep = 0;
     at::Tensor latents;  // [B, 4, h, w] after the step
     at::Tensor pred_x0;  // [B, 4, h, w] the model's estimate of the final latents
@@ -50,7 +54,7 @@ struct GenerationResult {
 };
 
 class Pipeline {
-public:
+  public:
     struct Options {
         c10::Device device = c10::Device(c10::kCPU);
         c10::ScalarType dtype = at::kFloat;
@@ -79,12 +83,15 @@ public:
     static std::vector<Image> preview(const at::Tensor& latents);
 
     const ModelFolder& model() const;
+    UNet& unet();
+    Vae& vae();
+    ClipTextModel& text_encoder();
     c10::Device device() const;
     c10::ScalarType dtype() const;
     int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)
     int downscale() const;    // 8 for SD models
 
-private:
+  private:
     Pipeline();
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -102,7 +102,11 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
                              shape_text(dst.sizes()) +
                              (opts.config_hint.empty() ? "" : " (" + opts.config_hint + ")"));
         }
-        dst.copy_(src);
+        if (src.scalar_type() == dst.scalar_type() && dst.device().is_cpu()) {
+            dst.set_data(src);  // use the mapped file in place (copy-on-write)
+        } else {
+            dst.copy_(src);
+        }
     };
     for (auto& item : module.named_parameters(/*recurse=*/true)) {
         load_one(item.key(), item.value());

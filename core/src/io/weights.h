@@ -36,8 +36,9 @@ struct LoadOptions {
     std::vector<std::pair<std::string, std::string>> legacy_names;
 };
 
-// Copies every parameter and buffer of `module` from `files` (converting dtype, keeping the
-// module's device and dtype). Throws sds::ModelError naming the file for a missing, unexpected
+// Fills every parameter and buffer of `module` from `files`, keeping the module's device and
+// dtype: a CPU tensor of the file's dtype uses the mapped file in place (no copy); otherwise the
+// values are copied and converted. Throws sds::ModelError naming the file for a missing, unexpected
 // or mis-shaped tensor.
 void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
                        const LoadOptions& opts);

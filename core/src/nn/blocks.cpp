@@ -9,16 +9,72 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
 
+#include <ATen/ops/conv2d.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/group_norm.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+
 namespace sds::nn {
 
 namespace F = torch::nn::functional;
 
-tnn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
-    return tnn::GroupNorm(tnn::GroupNormOptions(groups, channels).eps(eps).affine(true));
+namespace {
+at::Tensor uninitialised(at::IntArrayRef shape) {
+    return at::empty(shape, at::kFloat);
+}
+}  // namespace
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+    weight = register_parameter("weight", uninitialised({out, in}));
+    if (with_bias) {
+        bias = register_parameter("bias", uninitialised({out}));
+    }
+}
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+    return at::linear(x, weight, bias);
 }
 
-tnn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
-    return tnn::Conv2d(tnn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
+Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
+    : stride(stride), padding(padding) {
+    weight = register_parameter("weight", uninitialised({out, in, kernel, kernel}));
+    bias = register_parameter("bias", uninitialised({out}));
+}
+at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
+    return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+}
+
+GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps)
+    : groups(groups), eps(eps) {
+    weight = register_parameter("weight", uninitialised({channels}));
+    bias = register_parameter("bias", uninitialised({channels}));
+}
+at::Tensor GroupNormImpl::forward(const at::Tensor& x) {
+    return at::group_norm(x, groups, weight, bias, eps);
+}
+
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim(dim), eps(eps) {
+    weight = register_parameter("weight", uninitialised({dim}));
+    bias = register_parameter("bias", uninitialised({dim}));
+}
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
+    return at::layer_norm(x, {dim}, weight, bias, eps);
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t dim) {
+    weight = register_parameter("weight", uninitialised({count, dim}));
+}
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) {
+    return at::embedding(weight, ids);
+}
+
+GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
+    return GroupNorm(groups, channels, eps);
+}
+
+Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+    return Conv2d(in, out, kernel, stride, padding);
 }
 
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
@@ -36,12 +92,12 @@ at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool fli
     return emb;
 }
 
-ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_channels,
-                                     int64_t groups, double eps) {
+ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_channels, int64_t groups,
+                                     double eps) {
     norm1 = register_module("norm1", group_norm(groups, in, eps));
     conv1 = register_module("conv1", conv2d(in, out, 3, 1, 1));
     if (temb_channels > 0) {
-        time_emb_proj = register_module("time_emb_proj", tnn::Linear(temb_channels, out));
+        time_emb_proj = register_module("time_emb_proj", Linear(temb_channels, out));
     }
     norm2 = register_module("norm2", group_norm(groups, out, eps));
     conv2 = register_module("conv2", conv2d(out, out, 3, 1, 1));
@@ -88,17 +144,18 @@ AttentionImpl::AttentionImpl(const AttentionOptions& opt) : o(opt) {
     const int64_t inner = o.heads * o.head_dim;
     const int64_t ctx = o.context_dim > 0 ? o.context_dim : o.query_dim;
     if (o.norm_groups > 0) {
-        group_norm = register_module("group_norm", nn::group_norm(o.norm_groups, o.query_dim,
-                                                                  o.norm_eps));
+        group_norm =
+            register_module("group_norm", nn::group_norm(o.norm_groups, o.query_dim, o.norm_eps));
     }
-    to_q = register_module("to_q", tnn::Linear(tnn::LinearOptions(o.query_dim, inner).bias(o.qkv_bias)));
-    to_k = register_module("to_k", tnn::Linear(tnn::LinearOptions(ctx, inner).bias(o.qkv_bias)));
-    to_v = register_module("to_v", tnn::Linear(tnn::LinearOptions(ctx, inner).bias(o.qkv_bias)));
+    to_q = register_module("to_q", Linear(o.query_dim, inner, o.qkv_bias));
+    to_k = register_module("to_k", Linear(ctx, inner, o.qkv_bias));
+    to_v = register_module("to_v", Linear(ctx, inner, o.qkv_bias));
     to_out = register_module("to_out", tnn::ModuleList());
-    to_out->push_back(tnn::Linear(inner, o.query_dim));
+    to_out->push_back(Linear(inner, o.query_dim));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& input, const std::optional<at::Tensor>& context) {
+at::Tensor AttentionImpl::forward(const at::Tensor& input,
+                                  const std::optional<at::Tensor>& context) {
     at::Tensor x = input;
     int64_t b = x.size(0), c = 0, h = 0, w = 0;
     if (group_norm) {  // [B, C, H, W] -> [B, HW, C]
@@ -116,7 +173,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& input, const std::optional<a
     }
     at::Tensor out = at::scaled_dot_product_attention(q, k, v).to(dtype);
     out = out.transpose(1, 2).reshape({b, -1, o.heads * o.head_dim});
-    out = to_out[0]->as<tnn::Linear>()->forward(out);
+    out = to_out[0]->as<LinearImpl>()->forward(out);
     if (group_norm) {
         out = out.transpose(1, 2).reshape({b, c, h, w}) + input;
     }
@@ -125,19 +182,18 @@ at::Tensor AttentionImpl::forward(const at::Tensor& input, const std::optional<a
 
 TransformerBlockImpl::TransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
                                            int64_t context_dim, bool upcast) {
-    norm1 = register_module("norm1", tnn::LayerNorm(tnn::LayerNormOptions({dim}).eps(1e-5)));
-    AttentionOptions self{.query_dim = dim, .heads = heads, .head_dim = head_dim,
-                          .upcast = upcast};
+    norm1 = register_module("norm1", LayerNorm(dim, 1e-5));
+    AttentionOptions self{.query_dim = dim, .heads = heads, .head_dim = head_dim, .upcast = upcast};
     attn1 = register_module("attn1", Attention(self));
-    norm2 = register_module("norm2", tnn::LayerNorm(tnn::LayerNormOptions({dim}).eps(1e-5)));
+    norm2 = register_module("norm2", LayerNorm(dim, 1e-5));
     AttentionOptions cross = self;
     cross.context_dim = context_dim;
     attn2 = register_module("attn2", Attention(cross));
-    norm3 = register_module("norm3", tnn::LayerNorm(tnn::LayerNormOptions({dim}).eps(1e-5)));
+    norm3 = register_module("norm3", LayerNorm(dim, 1e-5));
     // ff.net = [GEGLU (with .proj), Dropout, Linear]: only indices 0 and 2 hold weights.
     auto geglu_holder = std::make_shared<tnn::Module>();
-    geglu = geglu_holder->register_module("proj", tnn::Linear(dim, dim * 4 * 2));
-    ff_out = tnn::Linear(dim * 4, dim);
+    geglu = geglu_holder->register_module("proj", Linear(dim, dim * 4 * 2));
+    ff_out = Linear(dim * 4, dim);
     auto net = std::make_shared<tnn::Module>();
     net->register_module("0", geglu_holder);
     net->register_module("2", ff_out.ptr());
@@ -159,7 +215,7 @@ Transformer2DImpl::Transformer2DImpl(int64_t channels, int64_t heads, int64_t co
     : linear_projection(linear_projection) {
     norm = register_module("norm", group_norm(groups, channels, 1e-6));
     if (linear_projection) {
-        proj_in_linear = register_module("proj_in", tnn::Linear(channels, channels));
+        proj_in_linear = register_module("proj_in", Linear(channels, channels));
     } else {
         proj_in_conv = register_module("proj_in", conv2d(channels, channels, 1));
     }
@@ -169,7 +225,7 @@ Transformer2DImpl::Transformer2DImpl(int64_t channels, int64_t heads, int64_t co
             TransformerBlock(channels, heads, channels / heads, context_dim, upcast));
     }
     if (linear_projection) {
-        proj_out_linear = register_module("proj_out", tnn::Linear(channels, channels));
+        proj_out_linear = register_module("proj_out", Linear(channels, channels));
     } else {
         proj_out_conv = register_module("proj_out", conv2d(channels, channels, 1));
     }

@@ -6,17 +6,56 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
 
 namespace sds::nn {
 
 namespace tnn = torch::nn;
 
-tnn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps);
-tnn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
-                   int64_t padding = 0);
+// Layers whose parameters are allocated but not initialised: every model here is filled from
+// a checkpoint right after it is built (load_weights refuses to leave anything out), so random
+// initialisation would only cost time. The arithmetic is that of torch::nn's layers.
+struct LinearImpl : tnn::Module {
+    LinearImpl(int64_t in, int64_t out, bool bias = true);
+    at::Tensor forward(const at::Tensor& x);
+    at::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+struct Conv2dImpl : tnn::Module {
+    Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding);
+    at::Tensor forward(const at::Tensor& x);
+    int64_t stride, padding;
+    at::Tensor weight, bias;
+};
+TORCH_MODULE(Conv2d);
+
+struct GroupNormImpl : tnn::Module {
+    GroupNormImpl(int64_t groups, int64_t channels, double eps);
+    at::Tensor forward(const at::Tensor& x);
+    int64_t groups;
+    double eps;
+    at::Tensor weight, bias;
+};
+TORCH_MODULE(GroupNorm);
+
+struct LayerNormImpl : tnn::Module {
+    LayerNormImpl(int64_t dim, double eps);
+    at::Tensor forward(const at::Tensor& x);
+    int64_t dim;
+    double eps;
+    at::Tensor weight, bias;
+};
+TORCH_MODULE(LayerNorm);
+
+struct EmbeddingImpl : tnn::Module {
+    EmbeddingImpl(int64_t count, int64_t dim);
+    at::Tensor forward(const at::Tensor& ids);
+    at::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+GroupNorm group_norm(int64_t groups, int64_t channels, double eps);
+Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
 
 // Sinusoidal timestep embedding [B] -> [B, dim] (fp32), as diffusers' get_timestep_embedding.
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
@@ -26,9 +65,9 @@ struct ResnetBlock2DImpl : tnn::Module {
     // temb_channels 0: no time embedding (the VAE's blocks).
     ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_channels, int64_t groups, double eps);
     at::Tensor forward(const at::Tensor& x, const std::optional<at::Tensor>& temb);
-    tnn::GroupNorm norm1{nullptr}, norm2{nullptr};
-    tnn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
-    tnn::Linear time_emb_proj{nullptr};
+    GroupNorm norm1{nullptr}, norm2{nullptr};
+    Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
+    Linear time_emb_proj{nullptr};
 };
 TORCH_MODULE(ResnetBlock2D);
 
@@ -37,7 +76,7 @@ struct Downsample2DImpl : tnn::Module {
     Downsample2DImpl(int64_t channels, int64_t padding);
     at::Tensor forward(const at::Tensor& x);
     int64_t padding;
-    tnn::Conv2d conv{nullptr};
+    Conv2d conv{nullptr};
 };
 TORCH_MODULE(Downsample2D);
 
@@ -45,7 +84,7 @@ struct Upsample2DImpl : tnn::Module {
     explicit Upsample2DImpl(int64_t channels);
     // Nearest 2x (or to `size` when the skip connection's size is not exactly 2x), then conv.
     at::Tensor forward(const at::Tensor& x, std::optional<at::IntArrayRef> size = std::nullopt);
-    tnn::Conv2d conv{nullptr};
+    Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample2D);
 
@@ -65,8 +104,8 @@ struct AttentionImpl : tnn::Module {
     explicit AttentionImpl(const AttentionOptions& o);
     at::Tensor forward(const at::Tensor& x, const std::optional<at::Tensor>& context = {});
     AttentionOptions o;
-    tnn::GroupNorm group_norm{nullptr};
-    tnn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
+    GroupNorm group_norm{nullptr};
+    Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
     tnn::ModuleList to_out{nullptr};
 };
 TORCH_MODULE(Attention);
@@ -76,9 +115,9 @@ struct TransformerBlockImpl : tnn::Module {
     TransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t context_dim,
                          bool upcast);
     at::Tensor forward(at::Tensor x, const at::Tensor& context);
-    tnn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+    LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
     Attention attn1{nullptr}, attn2{nullptr};
-    tnn::Linear geglu{nullptr}, ff_out{nullptr};  // ff.net.0.proj (GEGLU), ff.net.2
+    Linear geglu{nullptr}, ff_out{nullptr};  // ff.net.0.proj (GEGLU), ff.net.2
 };
 TORCH_MODULE(TransformerBlock);
 
@@ -88,10 +127,10 @@ struct Transformer2DImpl : tnn::Module {
                       int64_t layers, bool linear_projection, bool upcast);
     at::Tensor forward(const at::Tensor& x, const at::Tensor& context);
     bool linear_projection;
-    tnn::GroupNorm norm{nullptr};
+    GroupNorm norm{nullptr};
     // 1x1 convolutions (SD 1.x) or linear layers (use_linear_projection, SD 2.x).
-    tnn::Conv2d proj_in_conv{nullptr}, proj_out_conv{nullptr};
-    tnn::Linear proj_in_linear{nullptr}, proj_out_linear{nullptr};
+    Conv2d proj_in_conv{nullptr}, proj_out_conv{nullptr};
+    Linear proj_in_linear{nullptr}, proj_out_linear{nullptr};
     tnn::ModuleList transformer_blocks{nullptr};
 };
 TORCH_MODULE(Transformer2D);

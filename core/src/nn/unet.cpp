@@ -16,9 +16,12 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
     c.in_channels = j.integer("in_channels", c.in_channels);
     c.out_channels = j.integer("out_channels", c.out_channels);
     c.sample_size = j.integer("sample_size", c.sample_size);
-    if (j.has("block_out_channels")) c.block_out_channels = j.integers("block_out_channels");
-    if (j.has("down_block_types")) c.down_block_types = j.strings("down_block_types");
-    if (j.has("up_block_types")) c.up_block_types = j.strings("up_block_types");
+    if (j.has("block_out_channels"))
+        c.block_out_channels = j.integers("block_out_channels");
+    if (j.has("down_block_types"))
+        c.down_block_types = j.strings("down_block_types");
+    if (j.has("up_block_types"))
+        c.up_block_types = j.strings("up_block_types");
     c.layers_per_block = j.integer("layers_per_block", c.layers_per_block);
     c.cross_attention_dim = j.integer("cross_attention_dim", c.cross_attention_dim);
     c.norm_num_groups = j.integer("norm_num_groups", c.norm_num_groups);
@@ -31,24 +34,28 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
 
     const size_t n = c.block_out_channels.size();
     if (c.down_block_types.size() != n || c.up_block_types.size() != n) {
-        j.fail("block_out_channels", "has " + std::to_string(n) + " entries but down_block_types "
-               "has " + std::to_string(c.down_block_types.size()) + " and up_block_types " +
-               std::to_string(c.up_block_types.size()));
+        j.fail("block_out_channels", "has " + std::to_string(n) +
+                                         " entries but down_block_types "
+                                         "has " +
+                                         std::to_string(c.down_block_types.size()) +
+                                         " and up_block_types " +
+                                         std::to_string(c.up_block_types.size()));
     }
     // SD 1.x/2.x store the number of heads in attention_head_dim (diffusers itself refuses
     // num_attention_heads for this model).
     if (j.has("num_attention_heads")) {
-        j.fail("num_attention_heads", "is not supported by UNet2DConditionModel; use "
+        j.fail("num_attention_heads",
+               "is not supported by UNet2DConditionModel; use "
                "attention_head_dim");
     }
-    std::vector<int64_t> heads = j.has("attention_head_dim") ? j.integers("attention_head_dim")
-                                                             : std::vector<int64_t>{8};
+    std::vector<int64_t> heads =
+        j.has("attention_head_dim") ? j.integers("attention_head_dim") : std::vector<int64_t>{8};
     if (heads.size() == 1) {
         heads.assign(n, heads[0]);
     }
     if (heads.size() != n) {
-        j.fail("attention_head_dim", "must be one number or one per block (" + std::to_string(n) +
-               ")");
+        j.fail("attention_head_dim",
+               "must be one number or one per block (" + std::to_string(n) + ")");
     }
     c.heads = heads;
     for (const auto& t : c.down_block_types) {
@@ -64,18 +71,21 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
     for (size_t i = 0; i < n; ++i) {
         if (c.block_out_channels[i] % c.norm_num_groups != 0) {
             j.fail("block_out_channels", "entry " + std::to_string(c.block_out_channels[i]) +
-                   " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+                                             " is not divisible by norm_num_groups " +
+                                             std::to_string(c.norm_num_groups));
         }
         if (c.block_out_channels[i] % c.heads[i] != 0) {
-            j.fail("attention_head_dim", "(" + std::to_string(c.heads[i]) + " heads) does not "
-                   "divide block_out_channels entry " + std::to_string(c.block_out_channels[i]));
+            j.fail("attention_head_dim", "(" + std::to_string(c.heads[i]) +
+                                             " heads) does not "
+                                             "divide block_out_channels entry " +
+                                             std::to_string(c.block_out_channels[i]));
         }
     }
     // Options of other model families: refuse rather than compute something else.
     auto require = [&](const char* key, const nlohmann::json& allowed) {
         if (j.has(key) && j.json().at(key) != allowed) {
             j.fail(key, "= " + j.json().at(key).dump() + " is not supported (expected " +
-                   allowed.dump() + ")");
+                            allowed.dump() + ")");
         }
     };
     require("act_fn", "silu");
@@ -151,8 +161,8 @@ struct DownBlockImpl : tnn::Module {
 TORCH_MODULE(DownBlock);
 
 struct UpBlockImpl : tnn::Module {
-    UpBlockImpl(int64_t in, int64_t prev_out, int64_t out, int64_t layers, bool attn,
-                bool upsample, const BlockOptions& o) {
+    UpBlockImpl(int64_t in, int64_t prev_out, int64_t out, int64_t layers, bool attn, bool upsample,
+                const BlockOptions& o) {
         resnets = register_module("resnets", tnn::ModuleList());
         if (attn) {
             attentions = register_module("attentions", tnn::ModuleList());
@@ -210,11 +220,11 @@ TORCH_MODULE(MidBlock);
 
 struct TimestepEmbeddingImpl : tnn::Module {
     TimestepEmbeddingImpl(int64_t in, int64_t dim) {
-        linear_1 = register_module("linear_1", tnn::Linear(in, dim));
-        linear_2 = register_module("linear_2", tnn::Linear(dim, dim));
+        linear_1 = register_module("linear_1", nn::Linear(in, dim));
+        linear_2 = register_module("linear_2", nn::Linear(dim, dim));
     }
     at::Tensor forward(const at::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
-    tnn::Linear linear_1{nullptr}, linear_2{nullptr};
+    nn::Linear linear_1{nullptr}, linear_2{nullptr};
 };
 TORCH_MODULE(TimestepEmbedding);
 
@@ -225,17 +235,19 @@ struct UNetModuleImpl : tnn::Module {
         const int64_t temb = boc[0] * 4;
         conv_in = register_module("conv_in", nn::conv2d(c.in_channels, boc[0], 3, 1, 1));
         time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb));
-        BlockOptions o{.temb = temb, .groups = c.norm_num_groups, .context = c.cross_attention_dim,
-                       .tlayers = c.transformer_layers_per_block, .eps = c.norm_eps,
+        BlockOptions o{.temb = temb,
+                       .groups = c.norm_num_groups,
+                       .context = c.cross_attention_dim,
+                       .tlayers = c.transformer_layers_per_block,
+                       .eps = c.norm_eps,
                        .linear_projection = c.use_linear_projection,
                        .upcast = c.upcast_attention};
         down_blocks = register_module("down_blocks", tnn::ModuleList());
         for (size_t i = 0; i < n; ++i) {
             o.heads = c.heads[i];
-            down_blocks->push_back(DownBlock(i == 0 ? boc[0] : boc[i - 1], boc[i],
-                                             c.layers_per_block,
-                                             c.down_block_types[i] == "CrossAttnDownBlock2D",
-                                             i + 1 < n, o));
+            down_blocks->push_back(
+                DownBlock(i == 0 ? boc[0] : boc[i - 1], boc[i], c.layers_per_block,
+                          c.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < n, o));
         }
         o.heads = c.heads.back();
         mid_block = register_module("mid_block", MidBlock(boc.back(), o));
@@ -244,10 +256,9 @@ struct UNetModuleImpl : tnn::Module {
             const size_t r = n - 1 - i;  // reversed index
             const int64_t prev_out = boc[std::min(n - 1, r + 1)];
             o.heads = c.heads[r];
-            up_blocks->push_back(UpBlock(boc[r == 0 ? 0 : r - 1], i == 0 ? boc.back() : prev_out,
-                                         boc[r], c.layers_per_block + 1,
-                                         c.up_block_types[i] == "CrossAttnUpBlock2D", i + 1 < n,
-                                         o));
+            up_blocks->push_back(UpBlock(
+                boc[r == 0 ? 0 : r - 1], i == 0 ? boc.back() : prev_out, boc[r],
+                c.layers_per_block + 1, c.up_block_types[i] == "CrossAttnUpBlock2D", i + 1 < n, o));
         }
         conv_norm_out =
             register_module("conv_norm_out", nn::group_norm(c.norm_num_groups, boc[0], c.norm_eps));
@@ -258,9 +269,9 @@ struct UNetModuleImpl : tnn::Module {
                        const at::Tensor& ctx) {
         const int64_t b = sample.size(0);
         at::Tensor t = timesteps.to(sample.device()).reshape({-1}).expand({b});
-        at::Tensor emb = nn::timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos,
-                                                c.freq_shift)
-                             .to(sample.scalar_type());
+        at::Tensor emb =
+            nn::timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)
+                .to(sample.scalar_type());
         at::Tensor temb = time_embedding(emb);
         at::Tensor x = conv_in(sample);
         std::vector<at::Tensor> skips = {x};
@@ -275,11 +286,11 @@ struct UNetModuleImpl : tnn::Module {
     }
 
     UNetConfig c;
-    tnn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+    nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
     TimestepEmbedding time_embedding{nullptr};
     tnn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
     MidBlock mid_block{nullptr};
-    tnn::GroupNorm conv_norm_out{nullptr};
+    nn::GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(UNetModule);
 
@@ -297,13 +308,21 @@ UNet::~UNet() = default;
 UNet::UNet(UNet&&) noexcept = default;
 UNet& UNet::operator=(UNet&&) noexcept = default;
 
-const UNetConfig& UNet::config() const { return impl_->model->c; }
-int64_t UNet::parameter_count() const { return nn::count_parameters(*impl_->model); }
-c10::Device UNet::device() const { return nn::module_options(*impl_->model).device(); }
+const UNetConfig& UNet::config() const {
+    return impl_->model->c;
+}
+int64_t UNet::parameter_count() const {
+    return nn::count_parameters(*impl_->model);
+}
+c10::Device UNet::device() const {
+    return nn::module_options(*impl_->model).device();
+}
 c10::ScalarType UNet::dtype() const {
     return c10::typeMetaToScalarType(nn::module_options(*impl_->model).dtype());
 }
-void UNet::to(c10::Device device, c10::ScalarType dtype) { impl_->model->to(device, dtype); }
+void UNet::to(c10::Device device, c10::ScalarType dtype) {
+    impl_->model->to(device, dtype);
+}
 
 void UNet::load_weights(const std::vector<std::filesystem::path>& files) {
     const auto& c = config();

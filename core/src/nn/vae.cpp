@@ -16,7 +16,8 @@ VaeConfig VaeConfig::from_file(const std::filesystem::path& path) {
     c.in_channels = j.integer("in_channels", c.in_channels);
     c.out_channels = j.integer("out_channels", c.out_channels);
     c.latent_channels = j.integer("latent_channels", c.latent_channels);
-    if (j.has("block_out_channels")) c.block_out_channels = j.integers("block_out_channels");
+    if (j.has("block_out_channels"))
+        c.block_out_channels = j.integers("block_out_channels");
     c.layers_per_block = j.integer("layers_per_block", c.layers_per_block);
     c.norm_num_groups = j.integer("norm_num_groups", c.norm_num_groups);
     c.scaling_factor = j.number("scaling_factor", c.scaling_factor);
@@ -28,11 +29,13 @@ VaeConfig VaeConfig::from_file(const std::filesystem::path& path) {
             continue;
         }
         const auto types = j.strings(key);
-        const std::string want = std::string(key) == "down_block_types" ? "DownEncoderBlock2D"
-                                                                         : "UpDecoderBlock2D";
+        const std::string want =
+            std::string(key) == "down_block_types" ? "DownEncoderBlock2D" : "UpDecoderBlock2D";
         if (types.size() != n) {
-            j.fail(key, "has " + std::to_string(types.size()) + " entries but block_out_channels "
-                   "has " + std::to_string(n));
+            j.fail(key, "has " + std::to_string(types.size()) +
+                            " entries but block_out_channels "
+                            "has " +
+                            std::to_string(n));
         }
         for (const auto& t : types) {
             if (t != want) {
@@ -43,7 +46,8 @@ VaeConfig VaeConfig::from_file(const std::filesystem::path& path) {
     for (auto ch : c.block_out_channels) {
         if (ch % c.norm_num_groups != 0) {
             j.fail("block_out_channels", "entry " + std::to_string(ch) +
-                   " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+                                             " is not divisible by norm_num_groups " +
+                                             std::to_string(c.norm_num_groups));
         }
     }
     if (j.has("mid_block_add_attention") && !j.boolean("mid_block_add_attention", true)) {
@@ -93,9 +97,12 @@ struct VaeMidBlockImpl : tnn::Module {
         resnets = register_module("resnets", tnn::ModuleList());
         attentions = register_module("attentions", tnn::ModuleList());
         resnets->push_back(nn::ResnetBlock2D(channels, channels, 0, groups, kEps));
-        attentions->push_back(nn::Attention(nn::AttentionOptions{
-            .query_dim = channels, .heads = 1, .head_dim = channels, .qkv_bias = true,
-            .norm_groups = groups, .norm_eps = kEps}));
+        attentions->push_back(nn::Attention(nn::AttentionOptions{.query_dim = channels,
+                                                                 .heads = 1,
+                                                                 .head_dim = channels,
+                                                                 .qkv_bias = true,
+                                                                 .norm_groups = groups,
+                                                                 .norm_eps = kEps}));
         resnets->push_back(nn::ResnetBlock2D(channels, channels, 0, groups, kEps));
     }
     at::Tensor forward(at::Tensor x) {
@@ -113,9 +120,8 @@ struct CoderImpl : tnn::Module {
         const auto& boc = c.block_out_channels;
         const size_t n = boc.size();
         const int64_t g = c.norm_num_groups;
-        conv_in = register_module(
-            "conv_in", nn::conv2d(decoder ? c.latent_channels : c.in_channels,
-                                  decoder ? boc.back() : boc[0], 3, 1, 1));
+        conv_in = register_module("conv_in", nn::conv2d(decoder ? c.latent_channels : c.in_channels,
+                                                        decoder ? boc.back() : boc[0], 3, 1, 1));
         if (decoder) {
             mid_block = register_module("mid_block", VaeMidBlock(boc.back(), g));
         }
@@ -127,8 +133,8 @@ struct CoderImpl : tnn::Module {
                 blocks->push_back(VaeBlock(boc[std::min(n - 1, r + 1)], boc[r],
                                            c.layers_per_block + 1, g, last ? 0 : 1));
             } else {
-                blocks->push_back(VaeBlock(i == 0 ? boc[0] : boc[i - 1], boc[i],
-                                           c.layers_per_block, g, last ? 0 : -1));
+                blocks->push_back(VaeBlock(i == 0 ? boc[0] : boc[i - 1], boc[i], c.layers_per_block,
+                                           g, last ? 0 : -1));
             }
         }
         if (!decoder) {
@@ -155,10 +161,10 @@ struct CoderImpl : tnn::Module {
         return conv_out(torch::silu(conv_norm_out(x)));
     }
     bool decoder = false;
-    tnn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+    nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
     tnn::ModuleList blocks{nullptr};
     VaeMidBlock mid_block{nullptr};
-    tnn::GroupNorm conv_norm_out{nullptr};
+    nn::GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(Coder);
 
@@ -171,13 +177,13 @@ struct VaeModuleImpl : tnn::Module {
                 "quant_conv", nn::conv2d(2 * c.latent_channels, 2 * c.latent_channels, 1));
         }
         if (c.use_post_quant_conv) {
-            post_quant_conv = register_module(
-                "post_quant_conv", nn::conv2d(c.latent_channels, c.latent_channels, 1));
+            post_quant_conv = register_module("post_quant_conv",
+                                              nn::conv2d(c.latent_channels, c.latent_channels, 1));
         }
     }
     VaeConfig c;
     Coder encoder{nullptr}, decoder{nullptr};
-    tnn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+    nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
 };
 TORCH_MODULE(VaeModule);
 
@@ -195,18 +201,28 @@ Vae::~Vae() = default;
 Vae::Vae(Vae&&) noexcept = default;
 Vae& Vae::operator=(Vae&&) noexcept = default;
 
-const VaeConfig& Vae::config() const { return impl_->model->c; }
-int64_t Vae::parameter_count() const { return nn::count_parameters(*impl_->model); }
-c10::Device Vae::device() const { return nn::module_options(*impl_->model).device(); }
+const VaeConfig& Vae::config() const {
+    return impl_->model->c;
+}
+int64_t Vae::parameter_count() const {
+    return nn::count_parameters(*impl_->model);
+}
+c10::Device Vae::device() const {
+    return nn::module_options(*impl_->model).device();
+}
 c10::ScalarType Vae::dtype() const {
     return c10::typeMetaToScalarType(nn::module_options(*impl_->model).dtype());
 }
-void Vae::to(c10::Device device, c10::ScalarType dtype) { impl_->model->to(device, dtype); }
+void Vae::to(c10::Device device, c10::ScalarType dtype) {
+    impl_->model->to(device, dtype);
+}
 
 void Vae::load_weights(const std::vector<std::filesystem::path>& files) {
     LoadOptions opts;
     // Older VAE checkpoints name the mid-block attention query/key/value/proj_attn.
-    opts.legacy_names = {{".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."},
+    opts.legacy_names = {{".to_q.", ".query."},
+                         {".to_k.", ".key."},
+                         {".to_v.", ".value."},
                          {".to_out.0.", ".proj_attn."}};
     std::string boc;
     for (auto v : config().block_out_channels) {

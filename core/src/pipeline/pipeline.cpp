@@ -27,7 +27,8 @@ c10::Device parse_device(const std::string& name) {
     }
     if (name.rfind("cuda", 0) == 0) {
         if (!cuda) {
-            throw DeviceError("device '" + name + "': LibTorch sees no CUDA GPU here (no GPU, "
+            throw DeviceError("device '" + name +
+                              "': LibTorch sees no CUDA GPU here (no GPU, "
                               "no driver, or a CPU-only LibTorch); use --device cpu");
         }
         c10::Device d(c10::kCUDA, 0);
@@ -90,30 +91,48 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
     m.options = options;
     tell("reading the model folder", 0.0);
     m.folder = ModelFolder::open(dir, options.variant);
-    m.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load_folder(m.folder.tokenizer_dir()));
+    m.tokenizer =
+        std::make_unique<ClipTokenizer>(ClipTokenizer::load_folder(m.folder.tokenizer_dir()));
     tell("loading the text encoder", 0.05);
     m.text = std::make_unique<ClipTextModel>(
         ClipTextModel::load(m.folder.component("text_encoder"), options.dtype, options.device));
     tell("loading the UNet", 0.2);
     const auto& unet = m.folder.component("unet");
     m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
+    m.unet->load_weights(unet.weights);  // in place from the mapped file, then converted
     m.unet->to(options.device, options.dtype);
-    m.unet->load_weights(unet.weights);
     tell("loading the VAE", 0.85);
     const auto& vae = m.folder.component("vae");
     m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
-    m.vae->to(options.device, options.dtype);
     m.vae->load_weights(vae.weights);
+    m.vae->to(options.device, options.dtype);
     // Check the schedulers can be made from this config before the first generation.
     Scheduler::create(Sampler::Pndm, m.folder.component("scheduler").config);
     tell("ready", 1.0);
     return p;
 }
 
-const ModelFolder& Pipeline::model() const { return impl_->folder; }
-c10::Device Pipeline::device() const { return impl_->options.device; }
-c10::ScalarType Pipeline::dtype() const { return impl_->options.dtype; }
-int Pipeline::downscale() const { return static_cast<int>(impl_->vae->config().downscale()); }
+const ModelFolder& Pipeline::model() const {
+    return impl_->folder;
+}
+UNet& Pipeline::unet() {
+    return *impl_->unet;
+}
+Vae& Pipeline::vae() {
+    return *impl_->vae;
+}
+ClipTextModel& Pipeline::text_encoder() {
+    return *impl_->text;
+}
+c10::Device Pipeline::device() const {
+    return impl_->options.device;
+}
+c10::ScalarType Pipeline::dtype() const {
+    return impl_->options.dtype;
+}
+int Pipeline::downscale() const {
+    return static_cast<int>(impl_->vae->config().downscale());
+}
 int Pipeline::native_size() const {
     return static_cast<int>(impl_->unet->config().sample_size) * downscale();
 }
@@ -149,13 +168,14 @@ std::vector<Image> Pipeline::preview(const at::Tensor& latents) {
 }
 
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
-                                    const StepObserver& observer,
-                                    const std::atomic<bool>* cancel) {
+                                    const StepObserver& observer, const std::atomic<bool>* cancel) {
     torch::NoGradGuard no_grad;
     auto& m = *impl_;
     GenerationRequest req = in;
-    if (req.width == 0) req.width = native_size();
-    if (req.height == 0) req.height = native_size();
+    if (req.width == 0)
+        req.width = native_size();
+    if (req.height == 0)
+        req.height = native_size();
     req.validate();
     if (req.width % downscale() != 0 || req.height % downscale() != 0) {
         throw Error("request: width and height must be multiples of " +
@@ -171,15 +191,16 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     // One CPU generator per image, seeded seed + i (diffusers' list of generators).
     std::vector<at::Generator> gens;
     for (int64_t i = 0; i < b; ++i) {
-        gens.push_back(at::make_generator<at::CPUGeneratorImpl>(
-            static_cast<uint64_t>(req.seed + i)));
+        gens.push_back(
+            at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(req.seed + i)));
     }
     const NoiseFn noise = [&](at::IntArrayRef shape, at::ScalarType dt) {
         std::vector<int64_t> one(shape.begin(), shape.end());
         one[0] = 1;
         std::vector<at::Tensor> parts;
         for (int64_t i = 0; i < shape[0]; ++i) {
-            parts.push_back(at::randn(one, gens[static_cast<size_t>(i)], at::TensorOptions().dtype(dt)));
+            parts.push_back(
+                at::randn(one, gens[static_cast<size_t>(i)], at::TensorOptions().dtype(dt)));
         }
         return at::cat(parts, 0);
     };

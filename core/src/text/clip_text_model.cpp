@@ -3,19 +3,20 @@
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
 #include <torch/types.h>
 
 #include "io/json_config.h"
 #include "io/weights.h"
+#include "nn/blocks.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
 
 namespace sds {
 
-namespace nn = torch::nn;
+namespace tnn = torch::nn;
+using sds::nn::Embedding;
+using sds::nn::LayerNorm;
+using sds::nn::Linear;
 
 ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& path) {
     JsonConfig j = JsonConfig::load(path);
@@ -51,13 +52,13 @@ ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& path) {
 
 namespace {
 
-struct ClipAttentionImpl : nn::Module {
+struct ClipAttentionImpl : tnn::Module {
     explicit ClipAttentionImpl(const ClipTextConfig& c) : heads(c.num_attention_heads) {
         const int64_t h = c.hidden_size;
-        q_proj = register_module("q_proj", nn::Linear(h, h));
-        k_proj = register_module("k_proj", nn::Linear(h, h));
-        v_proj = register_module("v_proj", nn::Linear(h, h));
-        out_proj = register_module("out_proj", nn::Linear(h, h));
+        q_proj = register_module("q_proj", Linear(h, h));
+        k_proj = register_module("k_proj", Linear(h, h));
+        v_proj = register_module("v_proj", Linear(h, h));
+        out_proj = register_module("out_proj", Linear(h, h));
     }
     at::Tensor forward(const at::Tensor& x) {  // [B, L, H], causal
         const int64_t b = x.size(0), l = x.size(1), d = x.size(2) / heads;
@@ -68,14 +69,14 @@ struct ClipAttentionImpl : nn::Module {
         return out_proj(o.transpose(1, 2).reshape({b, l, heads * d}));
     }
     int64_t heads;
-    nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+    Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 };
 TORCH_MODULE(ClipAttention);
 
-struct ClipMlpImpl : nn::Module {
+struct ClipMlpImpl : tnn::Module {
     explicit ClipMlpImpl(const ClipTextConfig& c) : quick_gelu(c.hidden_act == "quick_gelu") {
-        fc1 = register_module("fc1", nn::Linear(c.hidden_size, c.intermediate_size));
-        fc2 = register_module("fc2", nn::Linear(c.intermediate_size, c.hidden_size));
+        fc1 = register_module("fc1", Linear(c.hidden_size, c.intermediate_size));
+        fc2 = register_module("fc2", Linear(c.intermediate_size, c.hidden_size));
     }
     at::Tensor forward(const at::Tensor& x) {
         at::Tensor h = fc1(x);
@@ -83,15 +84,15 @@ struct ClipMlpImpl : nn::Module {
         return fc2(h);
     }
     bool quick_gelu;
-    nn::Linear fc1{nullptr}, fc2{nullptr};
+    Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(ClipMlp);
 
-nn::LayerNorm layer_norm(const ClipTextConfig& c) {
-    return nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+LayerNorm layer_norm(const ClipTextConfig& c) {
+    return LayerNorm(c.hidden_size, c.layer_norm_eps);
 }
 
-struct ClipLayerImpl : nn::Module {
+struct ClipLayerImpl : tnn::Module {
     explicit ClipLayerImpl(const ClipTextConfig& c) {
         self_attn = register_module("self_attn", ClipAttention(c));
         layer_norm1 = register_module("layer_norm1", layer_norm(c));
@@ -103,35 +104,35 @@ struct ClipLayerImpl : nn::Module {
         return x + mlp(layer_norm2(x));
     }
     ClipAttention self_attn{nullptr};
-    nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+    LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
     ClipMlp mlp{nullptr};
 };
 TORCH_MODULE(ClipLayer);
 
-struct ClipEmbeddingsImpl : nn::Module {
+struct ClipEmbeddingsImpl : tnn::Module {
     explicit ClipEmbeddingsImpl(const ClipTextConfig& c) {
         token_embedding =
-            register_module("token_embedding", nn::Embedding(c.vocab_size, c.hidden_size));
-        position_embedding = register_module(
-            "position_embedding", nn::Embedding(c.max_position_embeddings, c.hidden_size));
+            register_module("token_embedding", Embedding(c.vocab_size, c.hidden_size));
+        position_embedding = register_module("position_embedding",
+                                             Embedding(c.max_position_embeddings, c.hidden_size));
     }
-    nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
+    Embedding token_embedding{nullptr}, position_embedding{nullptr};
 };
 TORCH_MODULE(ClipEmbeddings);
 
-struct ClipEncoderImpl : nn::Module {
+struct ClipEncoderImpl : tnn::Module {
     explicit ClipEncoderImpl(const ClipTextConfig& c) {
-        layers = register_module("layers", nn::ModuleList());
+        layers = register_module("layers", tnn::ModuleList());
         for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
             layers->push_back(ClipLayer(c));
         }
     }
-    nn::ModuleList layers{nullptr};
+    tnn::ModuleList layers{nullptr};
 };
 TORCH_MODULE(ClipEncoder);
 
 // Named as transformers' CLIPTextTransformer ("text_model." in the checkpoint).
-struct ClipTextTransformerImpl : nn::Module {
+struct ClipTextTransformerImpl : tnn::Module {
     explicit ClipTextTransformerImpl(const ClipTextConfig& c) {
         embeddings = register_module("embeddings", ClipEmbeddings(c));
         encoder = register_module("encoder", ClipEncoder(c));
@@ -139,7 +140,7 @@ struct ClipTextTransformerImpl : nn::Module {
     }
     ClipEmbeddings embeddings{nullptr};
     ClipEncoder encoder{nullptr};
-    nn::LayerNorm final_layer_norm{nullptr};
+    LayerNorm final_layer_norm{nullptr};
 };
 TORCH_MODULE(ClipTextTransformer);
 
@@ -194,8 +195,8 @@ void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files
 ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarType dtype,
                                   c10::Device device) {
     ClipTextModel m(ClipTextConfig::from_file(component.config));
+    m.load_weights(component.weights);  // in place from the mapped file, then converted
     m.to(device, dtype);
-    m.load_weights(component.weights);
     return m;
 }
 
