@@ -27,8 +27,11 @@ int generate(const Args& args, bool img2img) {
         }
     }
     f.request.validate();
-    std::fprintf(stderr, "request: %s\n", f.request.to_json().c_str());
     Pipeline pipeline = load_pipeline(f);
+    // Unset sizes: the model's own, as diffusers does.
+    f.request.width = f.request.width ? f.request.width : pipeline.native_size();
+    f.request.height = f.request.height ? f.request.height : pipeline.native_size();
+    std::fprintf(stderr, "request: %s\n", f.request.to_json().c_str());
     std::fprintf(stderr, "device: %s, %s\n", pipeline.device().str().c_str(),
                  c10::toString(pipeline.dtype()));
     Progress progress(img2img ? "img2img" : "txt2img");

@@ -6,6 +6,9 @@
 
 #include <QGuiApplication>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "commands.h"
 #include "request_flags.h"
 #include "sds/error.h"
@@ -51,6 +54,11 @@ int main(int argc, char** argv) {
     // Text rendering (grid labels) needs a QGuiApplication; no window is ever shown.
     if (qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM")) {
         qputenv("QT_QPA_PLATFORM", "offscreen");
+    }
+    if (qEnvironmentVariableIsEmpty("XDG_RUNTIME_DIR")) {  // else Qt warns on every run
+        const std::string dir = "/tmp/runtime-" + std::to_string(getuid());
+        mkdir(dir.c_str(), 0700);
+        qputenv("XDG_RUNTIME_DIR", QByteArray::fromStdString(dir));
     }
     int qt_argc = 1;
     QGuiApplication qt(qt_argc, argv);
