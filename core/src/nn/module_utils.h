@@ -1,5 +1,8 @@
 #pragma once
 // Small helpers shared by the model wrappers (ClipTextModel, UNet, Vae).
+#include <string>
+#include <vector>
+
 #include <torch/nn/module.h>
 
 namespace sds::nn {
@@ -16,6 +19,15 @@ inline int64_t count_parameters(const torch::nn::Module& m) {
 inline at::TensorOptions module_options(const torch::nn::Module& m) {
     const auto params = m.parameters();
     return params.empty() ? at::TensorOptions() : params.front().options();
+}
+
+// "320, 640, 1280" for config hints in messages.
+inline std::string join(const std::vector<int64_t>& values) {
+    std::string out;
+    for (int64_t v : values) {
+        out += (out.empty() ? "" : ", ") + std::to_string(v);
+    }
+    return out;
 }
 
 }  // namespace sds::nn

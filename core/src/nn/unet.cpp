@@ -327,10 +327,7 @@ void UNet::to(c10::Device device, c10::ScalarType dtype) {
 void UNet::load_weights(const std::vector<std::filesystem::path>& files) {
     const auto& c = config();
     LoadOptions opts;
-    std::string boc;
-    for (auto v : c.block_out_channels) {
-        boc += (boc.empty() ? "" : ", ") + std::to_string(v);
-    }
+    const std::string boc = nn::join(c.block_out_channels);
     opts.config_hint = "unet config: block_out_channels [" + boc + "], layers_per_block " +
                        std::to_string(c.layers_per_block) + ", cross_attention_dim " +
                        std::to_string(c.cross_attention_dim);

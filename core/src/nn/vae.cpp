@@ -224,12 +224,8 @@ void Vae::load_weights(const std::vector<std::filesystem::path>& files) {
                          {".to_k.", ".key."},
                          {".to_v.", ".value."},
                          {".to_out.0.", ".proj_attn."}};
-    std::string boc;
-    for (auto v : config().block_out_channels) {
-        boc += (boc.empty() ? "" : ", ") + std::to_string(v);
-    }
-    opts.config_hint = "vae config: block_out_channels [" + boc + "], layers_per_block " +
-                       std::to_string(config().layers_per_block);
+    opts.config_hint = "vae config: block_out_channels [" + nn::join(config().block_out_channels) +
+                       "], layers_per_block " + std::to_string(config().layers_per_block);
     load_weights_into(*impl_->model, WeightFiles(files), opts);
 }
 

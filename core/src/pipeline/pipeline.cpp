@@ -227,13 +227,16 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         first = scheduler->first_index_for_strength(req.steps, req.strength);
         const Image sized = resize(*init, req.width, req.height);
         const at::Tensor image = image_to_tensor(sized).to(device, dtype);
+        // diffusers encodes the image once per batch entry; the encoding is deterministic, so
+        // once is enough. Each entry samples the posterior with its own generator.
+        const auto [mean, logvar] = m.vae->encode(image);
+        const at::Tensor std_dev = at::exp(0.5 * logvar);
         std::vector<at::Tensor> encoded;
-        for (int64_t i = 0; i < b; ++i) {  // each image's posterior sample, with its generator
-            const auto [mean, logvar] = m.vae->encode(image);
+        for (int64_t i = 0; i < b; ++i) {
             const at::Tensor eps = at::randn(mean.sizes(), gens[static_cast<size_t>(i)],
                                              at::TensorOptions().dtype(mean.scalar_type()))
                                        .to(device);
-            encoded.push_back(mean + at::exp(0.5 * logvar) * eps);
+            encoded.push_back(mean + std_dev * eps);
         }
         const at::Tensor x0 = m.vae->config().scaling_factor * at::cat(encoded, 0);
         latents = scheduler->add_noise(x0, noise(x0.sizes(), dtype).to(device), first);
