@@ -63,7 +63,9 @@ std::vector<double> linspace(double start, double stop, int n) {
     return out;
 }
 
-double round_half_even(double x) { return std::nearbyint(x); }
+double round_half_even(double x) {
+    return std::nearbyint(x);
+}
 
 std::vector<double> full_sigmas(const at::Tensor& ac) {
     const at::Tensor s = ((1 - ac) / ac).pow(0.5).contiguous();
@@ -106,14 +108,14 @@ std::vector<float> log_sigmas(const std::vector<double>& sigmas) {
 double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
     const double log_sigma = std::log(std::max(sigma, 1e-10));
     // Last index whose log sigma is <= log_sigma (0 when none), at most len - 2.
-    int64_t low = 0, count = 0, best = 0, best_at = 0;
+    int64_t count = 0, best = 0, best_at = 0;
     for (size_t i = 0; i < log_sigmas.size(); ++i) {
         count += (log_sigma - static_cast<double>(log_sigmas[i])) >= 0 ? 1 : 0;
         if (count > best) {
             best = count, best_at = static_cast<int64_t>(i);
         }
     }
-    low = std::min<int64_t>(best_at, static_cast<int64_t>(log_sigmas.size()) - 2);
+    const int64_t low = std::min<int64_t>(best_at, static_cast<int64_t>(log_sigmas.size()) - 2);
     const double lo = log_sigmas[low], hi = log_sigmas[low + 1];
     const double w = std::clamp((lo - log_sigma) / (lo - hi), 0.0, 1.0);
     return (1 - w) * static_cast<double>(low) + w * static_cast<double>(low + 1);

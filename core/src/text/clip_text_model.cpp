@@ -8,6 +8,7 @@
 #include "io/json_config.h"
 #include "io/weights.h"
 #include "nn/blocks.h"
+#include "nn/module_utils.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
 
@@ -165,11 +166,7 @@ const ClipTextConfig& ClipTextModel::config() const {
 }
 
 int64_t ClipTextModel::parameter_count() const {
-    int64_t n = 0;
-    for (const auto& p : impl_->model->parameters()) {
-        n += p.numel();
-    }
-    return n;
+    return nn::count_parameters(*impl_->model);
 }
 
 void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
