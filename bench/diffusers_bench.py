@@ -1,7 +1,7 @@
 """The reference side of bench/compare.py: the same measurements with diffusers, JSON on stdout.
 
 usage: diffusers_bench.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16|fp16]
-       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
+       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3] [--trace FILE]
 """
 import argparse
 import json
@@ -30,6 +30,12 @@ def time_it(repeat, device, f):
     return statistics.median(out)
 
 
+def write_trace(path, f):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        f()
+    prof.export_chrome_trace(path)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
@@ -39,6 +45,7 @@ def main():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--trace", help="Chrome trace of one VAE decode (or UNet step) here")
     a = p.parse_args()
     dtype = DTYPES[a.dtype]
     t0 = time.perf_counter()
@@ -53,13 +60,17 @@ def main():
             x = torch.randn(2, 4, h, h, device=a.device, dtype=dtype)
             ctx = torch.randn(2, 77, pipe.unet.config.cross_attention_dim, device=a.device, dtype=dtype)
             t = torch.tensor([500], device=a.device)
-            res["unet_step_s"] = round(time_it(a.repeat, a.device, lambda: pipe.unet(x, t, ctx)), 4)
+            step = lambda: pipe.unet(x, t, ctx)
+            res["unet_step_s"] = round(time_it(a.repeat, a.device, step), 4)
+            if a.trace and "vae" not in a.what:
+                write_trace(a.trace, step)
         if "vae" in a.what:
             z = torch.randn(1, 4, h, h, device=a.device, dtype=dtype)
-            res["vae_decode_s"] = round(time_it(
-                a.repeat, a.device,
-                lambda: pipe.image_processor.postprocess(
-                    pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample)), 4)
+            decode = lambda: pipe.image_processor.postprocess(
+                pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample)
+            res["vae_decode_s"] = round(time_it(a.repeat, a.device, decode), 4)
+            if a.trace:
+                write_trace(a.trace, decode)
         if "image" in a.what:
             run = lambda: pipe("a photograph of an astronaut riding a horse",
                                num_inference_steps=a.steps, height=a.size, width=a.size)

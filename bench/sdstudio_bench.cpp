@@ -3,7 +3,10 @@
 //
 // usage: sdstudio-bench --model DIR [--device cpu|cuda] [--dtype fp32|bf16|fp16]
 //                       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
-//                       [--sampler euler]
+//                       [--sampler euler] [--trace FILE]
+//
+// --trace FILE writes a Chrome trace of one VAE decode (or, without vae in --what, one UNet step)
+// for bench/trace_ops.py, which sums the time per ATen operator.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
 
@@ -64,7 +68,7 @@ double time_it(int repeat, c10::Device device, F&& f) {
 
 int main(int argc, char** argv) {
     std::string model, device_name = "cpu", dtype_name = "fp32", what = "unet,vae,image";
-    std::string sampler = "euler";
+    std::string sampler = "euler", trace;
     int size = 512, steps = 20, repeat = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
@@ -84,6 +88,8 @@ int main(int argc, char** argv) {
             repeat = std::stoi(v);
         else if (a == "--sampler")
             sampler = v;
+        else if (a == "--trace")
+            trace = v;
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
@@ -92,7 +98,7 @@ int main(int argc, char** argv) {
     if (model.empty()) {
         std::fprintf(stderr,
                      "usage: sdstudio-bench --model DIR [--device] [--dtype] [--what] "
-                     "[--size] [--steps] [--repeat] [--sampler]\n");
+                     "[--size] [--steps] [--repeat] [--sampler] [--trace FILE]\n");
         return 2;
     }
     try {
@@ -115,11 +121,19 @@ int main(int argc, char** argv) {
             const at::Tensor t = at::full({1}, 500, at::kLong);
             const double s = time_it(repeat, device, [&] { unet.forward(x, t, ctx); });
             std::printf(", \"unet_step_s\": %.4f", s);
+            if (!trace.empty() && what.find("vae") == std::string::npos) {
+                torch::autograd::profiler::RecordProfile guard(trace);
+                unet.forward(x, t, ctx);
+            }
         }
         if (what.find("vae") != std::string::npos) {
             const at::Tensor z = at::randn({1, 4, h, h}, opts);
             const double s = time_it(repeat, device, [&] { pipe.decode(z); });
             std::printf(", \"vae_decode_s\": %.4f", s);
+            if (!trace.empty()) {
+                torch::autograd::profiler::RecordProfile guard(trace);
+                pipe.decode(z);
+            }
         }
         if (what.find("image") != std::string::npos) {
             sds::GenerationRequest r;
