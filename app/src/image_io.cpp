@@ -73,12 +73,16 @@ void save_png(const QString& path, const QImage& image, const QMap<QString, QStr
     }
 }
 
-QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
-                                    const QString& model_name) {
-    // The JSON describes this one image: its own seed, a batch of one.
+GenerationRequest request_for_image(const GenerationRequest& request, int index) {
     GenerationRequest one = request;
     one.seed = request.seed + index;
     one.batch_count = 1;
+    return one;
+}
+
+QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
+                                    const QString& model_name) {
+    const GenerationRequest one = request_for_image(request, index);
     return {{"parameters", QString::fromStdString(one.to_a1111(0, model_name.toStdString()))},
             {"sdstudio", QString::fromStdString(one.to_json())}};
 }

@@ -20,6 +20,10 @@ Image load_image(const QString& path);
 // Writes a PNG atomically (QSaveFile) with the given text chunks; throws sds::FileError.
 void save_png(const QString& path, const QImage& image, const QMap<QString, QString>& text);
 
+// The request of image `index` of a generation on its own: its seed (seed + index), a batch of
+// one. What history rows and PNG metadata record.
+GenerationRequest request_for_image(const GenerationRequest& request, int index);
+
 // The chunks SD Studio writes for image `index` of a generation.
 QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
                                     const QString& model_name);

@@ -1,0 +1,49 @@
+#include "settings.h"
+
+#include <QSettings>
+#include <QStandardPaths>
+
+namespace sds::app {
+
+StudioSettings StudioSettings::load() {
+    QSettings s;
+    StudioSettings out;
+    out.model = s.value("model/folder").toString();
+    out.recent = s.value("model/recent").toStringList();
+    out.device = s.value("engine/device", out.device).toString();
+    out.dtype = s.value("engine/dtype", out.dtype).toString();
+    out.data_folder = s.value("output/folder").toString();
+    out.decode_every = s.value("preview/decode_every", 0).toInt();
+    out.geometry = s.value("window/geometry").toByteArray();
+    out.window_state = s.value("window/state").toByteArray();
+    return out;
+}
+
+void StudioSettings::save() const {
+    QSettings s;
+    s.setValue("model/folder", model);
+    s.setValue("model/recent", recent);
+    s.setValue("engine/device", device);
+    s.setValue("engine/dtype", dtype);
+    s.setValue("output/folder", data_folder);
+    s.setValue("preview/decode_every", decode_every);
+    s.setValue("window/geometry", geometry);
+    s.setValue("window/state", window_state);
+    s.sync();
+}
+
+void StudioSettings::addRecent(const QString& folder) {
+    recent.removeAll(folder);
+    recent.prepend(folder);
+    while (recent.size() > kMaxRecent) {
+        recent.removeLast();
+    }
+}
+
+QString StudioSettings::dataFolder() const {
+    return data_folder.isEmpty()
+               ? QStandardPaths::writableLocation(QStandardPaths::AppLocalDataLocation)
+               : data_folder;
+}
+
+}  // namespace sds::app
