@@ -3,6 +3,7 @@
 #include <QCommandLineParser>
 
 #include "main_window.h"
+#include "settings.h"
 
 int main(int argc, char** argv) {
     QApplication app(argc, argv);
@@ -12,7 +13,11 @@ int main(int argc, char** argv) {
     parser.addHelpOption();
     parser.addPositionalArgument("model", "A diffusers model folder to open.");
     parser.process(app);
-    sds::ui::MainWindow window;
+    sds::app::StudioSettings settings = sds::app::StudioSettings::load();
+    if (!parser.positionalArguments().isEmpty()) {
+        settings.model.clear();  // opened below, after the window is up
+    }
+    sds::ui::MainWindow window(settings);
     if (!parser.positionalArguments().isEmpty()) {
         window.openModel(parser.positionalArguments().first());
     }

@@ -1,102 +1,789 @@
 #include "main_window.h"
 
 #include <QAction>
+#include <QApplication>
+#include <QButtonGroup>
 #include <QCloseEvent>
+#include <QColorDialog>
+#include <QComboBox>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QDir>
+#include <QDockWidget>
+#include <QFile>
 #include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
+#include <QHBoxLayout>
 #include <QLabel>
+#include <QLineEdit>
 #include <QMenuBar>
 #include <QMessageBox>
-#include <QSettings>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QShortcut>
+#include <QSlider>
+#include <QSpinBox>
+#include <QSplitter>
 #include <QStatusBar>
-#include <QTextBrowser>
+#include <QTabWidget>
+#include <QTimer>
+#include <QToolBar>
+#include <QToolButton>
 #include <QVBoxLayout>
 
+#include "grid_view.h"
+#include "history_view.h"
+#include "image_io.h"
+#include "image_view.h"
+#include "parameter_panel.h"
 #include "prompt_edit.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sketch_canvas.h"
+#include "step_strip.h"
 
 namespace sds::ui {
 
-MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
+MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
+    : QMainWindow(parent), settings_(settings), worker_(std::make_unique<app::InferenceWorker>()) {
     setWindowTitle("SD Studio");
-    auto* central = new QWidget(this);
-    auto* layout = new QVBoxLayout(central);
-    auto* form = new QFormLayout;
-    prompt_ = new PromptEdit("Prompt, e.g. a red fox in the snow, highly detailed", central);
-    negative_ = new PromptEdit("Negative prompt, e.g. blurry", central);
-    prompt_->setObjectName("prompt");
-    negative_->setObjectName("negative");
-    prompt_->setMaximumHeight(90);
-    negative_->setMaximumHeight(60);
-    form->addRow("Prompt", prompt_);
-    form->addRow("Negative", negative_);
-    layout->addLayout(form);
-    modelInfo_ = new QTextBrowser(central);
-    layout->addWidget(modelInfo_, 1);
+    setDockOptions(QMainWindow::AnimatedDocks | QMainWindow::AllowTabbedDocks);
+
+    error_ = new QLabel;
+    error_->setObjectName("errorBanner");
+    error_->setWordWrap(true);
+    error_->setTextInteractionFlags(Qt::TextBrowserInteraction);
+    error_->setStyleSheet(
+        "QLabel { background: #fdecea; color: #611a15; border: 1px solid #f5c6cb; padding: "
+        "6px; }");
+    error_->hide();
+    connect(error_, &QLabel::linkActivated, this, &MainWindow::clearError);
+
+    canvas_ = new SketchCanvas;
+    canvas_->setObjectName("canvas");
+    result_ = new ImageView;
+    result_->setObjectName("result");
+    result_->setPlaceholder(tr("The preview of each step, then the result, appear here."));
+    auto* studio = new QSplitter(Qt::Horizontal);
+    studio->addWidget(buildCanvasPanel());
+    studio->addWidget(buildResultPanel());
+    studio->setChildrenCollapsible(false);
+    studio->setStretchFactor(0, 1);
+    studio->setStretchFactor(1, 1);
+    studio->setSizes({600, 600});  // the sketch and its result side by side, the same size
+
+    grid_ = new GridView(worker_.get());
+    tabs_ = new QTabWidget;
+    tabs_->addTab(studio, tr("Studio"));
+    tabs_->addTab(grid_, tr("Compare"));
+    auto* central = new QWidget;
+    auto* v = new QVBoxLayout(central);
+    v->setContentsMargins(4, 4, 4, 4);
+    v->addWidget(error_);
+    v->addWidget(tabs_, 1);
     setCentralWidget(central);
 
-    auto* file = menuBar()->addMenu("&Model");
-    auto* open = file->addAction("&Open model folder…", this, &MainWindow::chooseModel);
-    open->setShortcut(QKeySequence::Open);
-    file->addSeparator();
-    file->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
+    panel_ = new ParameterPanel;
+    auto* params = new QDockWidget(tr("Parameters"));
+    params->setObjectName("parametersDock");
+    params->setWidget(panel_);
+    addDockWidget(Qt::LeftDockWidgetArea, params);
 
-    modelLabel_ = new QLabel("no model", this);
-    statusBar()->addPermanentWidget(modelLabel_);
-    statusBar()->showMessage(
-        "Generating from this window is not there yet; sdstudio-cli txt2img generates with "
-        "the same engine.");
+    steps_ = new StepStrip;
+    auto* stepsDock = new QDockWidget(tr("Steps"));
+    stepsDock->setObjectName("stepsDock");
+    stepsDock->setWidget(steps_);
+    addDockWidget(Qt::BottomDockWidgetArea, stepsDock);
 
-    QSettings settings;
-    restoreGeometry(settings.value("window/geometry").toByteArray());
-    const QString last = settings.value("model/folder").toString();
-    if (!last.isEmpty()) {
-        openModel(last);
-    } else {
-        modelInfo_->setHtml(
-            "<p>Open a diffusers Stable Diffusion folder with "
-            "<b>Model → Open model folder…</b></p>");
+    historyView_ = new HistoryView;
+    auto* historyDock = new QDockWidget(tr("History"));
+    historyDock->setObjectName("historyDock");
+    historyDock->setWidget(historyView_);
+    addDockWidget(Qt::RightDockWidgetArea, historyDock);
+
+    statusText_ = new QLabel(tr("no model"));
+    progress_ = new QProgressBar;
+    progress_->setMaximumWidth(220);
+    progress_->setRange(0, 100);
+    progress_->setValue(0);
+    statusBar()->addWidget(statusText_, 1);
+    statusBar()->addPermanentWidget(progress_);
+
+    liveTimer_ = new QTimer(this);
+    liveTimer_->setSingleShot(true);
+    liveTimer_->setInterval(250);
+    connect(liveTimer_, &QTimer::timeout, this, &MainWindow::submitLive);
+
+    buildMenus();
+
+    // The panel.
+    connect(panel_, &ParameterPanel::generateRequested, this, [this] { generate(); });
+    connect(panel_, &ParameterPanel::cancelRequested, this, &MainWindow::cancel);
+    connect(panel_, &ParameterPanel::liveParameterMoved, this, &MainWindow::scheduleLive);
+    connect(panel_, &ParameterPanel::liveChanged, this, [this](bool on) {
+        if (on) {
+            scheduleLive();
+        }
+    });
+    connect(panel_, &ParameterPanel::sizeChanged, canvas_, &SketchCanvas::setImageSize);
+    connect(canvas_, &SketchCanvas::strokeFinished, this, [this] {
+        if (panel_->img2img()) {
+            scheduleLive();
+        }
+    });
+    connect(canvas_, &SketchCanvas::message, this, &MainWindow::showError);
+    connect(steps_, &StepStrip::stepSelected, this, [this](int index, const QImage& preview) {
+        result_->setImage(preview, tr("step %1 (preview)").arg(index + 1));
+    });
+
+    // History.
+    connect(historyView_, &HistoryView::showRequested, this, &MainWindow::showEntry);
+    connect(historyView_, &HistoryView::useAsInputRequested, this, &MainWindow::useAsInput);
+    connect(historyView_, &HistoryView::reuseRequested, this, &MainWindow::reuseParameters);
+    connect(historyView_, &HistoryView::exportRequested, this, [this](qint64 id) {
+        const auto e = history_->get(id);
+        if (!e) {
+            return;
+        }
+        const QString to = QFileDialog::getSaveFileName(
+            this, tr("Export image"), QFileInfo(e->file).fileName(), "PNG (*.png)");
+        if (!to.isEmpty() && !(QFile::remove(to), QFile::copy(e->file, to))) {
+            showError(tr("%1: cannot write the copy").arg(to));
+        }
+    });
+    connect(historyView_, &HistoryView::deleteRequested, this, [this](qint64 id) {
+        if (QMessageBox::question(this, tr("Delete"),
+                                  tr("Delete image #%1 and its file?").arg(id)) ==
+            QMessageBox::Yes) {
+            history_->remove(id);
+            historyView_->refresh();
+        }
+    });
+
+    // The grid.
+    grid_->setBaseProvider([this] {
+        GenerationRequest r = panel_->request();
+        return std::pair{r, r.is_img2img() ? canvas_->image() : QImage()};
+    });
+    connect(grid_, &GridView::cellOpened, this,
+            [this](const QImage& image, const GenerationRequest& r) {
+                shownId_ = -1;
+                shownRequest_ = r;
+                result_->setImage(image, tr("grid cell, seed %1").arg(r.seed));
+                tabs_->setCurrentIndex(0);
+            });
+    connect(grid_, &GridView::message, this,
+            [this](const QString& m) { statusBar()->showMessage(m, 5000); });
+
+    // The worker.
+    connect(worker_.get(), &app::InferenceWorker::modelLoading, this,
+            [this](const QString& what, double f) {
+                loading_ = what;
+                progress_->setValue(static_cast<int>(f * 100));
+                updateStatus();
+            });
+    connect(worker_.get(), &app::InferenceWorker::modelLoaded, this, [this](const QString& dir) {
+        loading_.clear();
+        progress_->setValue(0);
+        panel_->setNativeSize(worker_->nativeSize());
+        grid_->setModelName(QFileInfo(dir).fileName());
+        updateStatus();
+    });
+    connect(worker_.get(), &app::InferenceWorker::modelFailed, this,
+            [this](const QString& dir, const QString& message) {
+                loading_.clear();
+                showError(tr("Cannot load the model %1: %2").arg(dir, message));
+                updateStatus();
+            });
+    connect(worker_.get(), &app::InferenceWorker::jobStarted, this, [this](quint64 id, int total) {
+        if (!ours_.contains(id)) {
+            return;
+        }
+        current_ = id;
+        statusBar()->clearMessage();
+        stepIndex_ = 0;
+        stepTotal_ = total;
+        stepSecondsSum_ = 0;
+        steps_->start(total);
+        panel_->setBusy(true);
+        updateStatus();
+    });
+    connect(worker_.get(), &app::InferenceWorker::stepDone, this, &MainWindow::onStep);
+    connect(worker_.get(), &app::InferenceWorker::jobFinished, this, &MainWindow::onFinished);
+    connect(worker_.get(), &app::InferenceWorker::jobCancelled, this, [this](quint64 id) {
+        if (ours_.contains(id)) {
+            statusBar()->showMessage(tr("Cancelled"), 3000);
+        }
+        onJobEnded(id);
+    });
+    connect(worker_.get(), &app::InferenceWorker::jobFailed, this,
+            [this](quint64 id, const QString& message) {
+                if (ours_.contains(id)) {
+                    showError(tr("Generation failed: %1").arg(message));
+                }
+                onJobEnded(id);
+            });
+    connect(worker_.get(), &app::InferenceWorker::queueChanged, this,
+            [this](int) { updateStatus(); });
+
+    // The history store.
+    try {
+        history_ = std::make_unique<app::HistoryStore>(settings_.dataFolder());
+        historyView_->setStore(history_.get());
+    } catch (const std::exception& e) {
+        showError(tr("The history is not available: %1").arg(QString::fromUtf8(e.what())));
     }
-    resize(settings.contains("window/geometry") ? size() : QSize(900, 640));
+
+    if (!settings_.geometry.isEmpty()) {
+        restoreGeometry(settings_.geometry);
+    } else {
+        resize(1400, 860);
+    }
+    if (!settings_.window_state.isEmpty()) {
+        restoreState(settings_.window_state);
+    }
+    canvas_->setImageSize(QSize(512, 512));
+    if (!settings_.model.isEmpty()) {
+        openModel(settings_.model);
+    } else {
+        statusText_->setText(tr("No model: Model → Open model folder…"));
+    }
 }
 
-void MainWindow::chooseModel() {
-    const QString dir = QFileDialog::getExistingDirectory(this, "Open a diffusers model folder");
-    if (!dir.isEmpty()) {
-        openModel(dir);
+MainWindow::~MainWindow() {
+    worker_.reset();  // joins the worker before the widgets its signals reach go away
+}
+
+QWidget* MainWindow::buildCanvasPanel() {
+    auto* bar = new QToolBar;
+    bar->setIconSize(QSize(16, 16));
+    auto* tools = new QButtonGroup(this);
+    auto tool_button = [&](const QString& text, const QString& tip, SketchCanvas::Tool tool,
+                           const QKeySequence& key) {
+        auto* b = new QToolButton;
+        b->setText(text);
+        b->setToolTip(tip + " (" + key.toString() + ")");
+        b->setCheckable(true);
+        b->setShortcut(key);
+        tools->addButton(b);
+        bar->addWidget(b);
+        connect(b, &QToolButton::toggled, this, [this, tool](bool on) {
+            if (on) {
+                canvas_->setTool(tool);
+            }
+        });
+        return b;
+    };
+    tool_button(tr("Brush"), tr("Brush"), SketchCanvas::Tool::Brush, QKeySequence("B"))
+        ->setChecked(true);
+    tool_button(tr("Eraser"), tr("Eraser"), SketchCanvas::Tool::Eraser, QKeySequence("E"));
+    tool_button(tr("Fill"), tr("Fill an area"), SketchCanvas::Tool::Fill, QKeySequence("F"));
+    bar->addSeparator();
+    colourButton_ = new QToolButton;
+    colourButton_->setToolTip(tr("Brush colour"));
+    auto paint_swatch = [this] {
+        QPixmap px(16, 16);
+        px.fill(canvas_->color());
+        colourButton_->setIcon(QIcon(px));
+    };
+    paint_swatch();
+    connect(colourButton_, &QToolButton::clicked, this, [this, paint_swatch] {
+        const QColor c = QColorDialog::getColor(canvas_->color(), this, tr("Brush colour"));
+        if (c.isValid()) {
+            canvas_->setColor(c);
+            paint_swatch();
+        }
+    });
+    bar->addWidget(colourButton_);
+    auto* size = new QSlider(Qt::Horizontal);
+    size->setRange(1, 120);
+    size->setValue(canvas_->brushSize());
+    size->setMaximumWidth(80);
+    size->setToolTip(tr("Brush size ([ and ])"));
+    connect(size, &QSlider::valueChanged, canvas_, &SketchCanvas::setBrushSize);
+    bar->addWidget(new QLabel(tr(" size ")));
+    bar->addWidget(size);
+    auto* opacity = new QSlider(Qt::Horizontal);
+    opacity->setRange(5, 100);
+    opacity->setValue(100);
+    opacity->setMaximumWidth(70);
+    opacity->setToolTip(tr("Opacity"));
+    connect(opacity, &QSlider::valueChanged, this,
+            [this](int v) { canvas_->setOpacity(v / 100.0); });
+    bar->addWidget(new QLabel(QString::fromUtf8(" \u03b1 ")));
+    bar->addWidget(opacity);
+    bar->addSeparator();
+    auto* undo = bar->addAction(QString::fromUtf8("\u21b6"), canvas_, &SketchCanvas::undo);
+    undo->setToolTip(tr("Undo the last stroke (Ctrl+Z)"));
+    undo->setShortcut(QKeySequence::Undo);
+    auto* redo = bar->addAction(QString::fromUtf8("\u21b7"), canvas_, &SketchCanvas::redo);
+    redo->setToolTip(tr("Redo (Ctrl+Shift+Z)"));
+    redo->setShortcuts({QKeySequence("Ctrl+Shift+Z"), QKeySequence::Redo});
+    bar->addAction(tr("Clear"), this, [this] {
+        canvas_->clear();
+        canvasParent_ = -1;
+    });
+    auto sync_undo = [undo, redo, this] {
+        undo->setEnabled(canvas_->canUndo());
+        redo->setEnabled(canvas_->canRedo());
+    };
+    sync_undo();
+    connect(canvas_, &SketchCanvas::undoStateChanged, this, sync_undo);
+    auto* smaller = new QShortcut(QKeySequence("["), this);
+    connect(smaller, &QShortcut::activated, this,
+            [size] { size->setValue(std::max(1, size->value() * 4 / 5)); });
+    auto* bigger = new QShortcut(QKeySequence("]"), this);
+    connect(bigger, &QShortcut::activated, this,
+            [size] { size->setValue(size->value() * 5 / 4 + 1); });
+
+    auto* w = new QWidget;
+    auto* v = new QVBoxLayout(w);
+    v->setContentsMargins(0, 0, 0, 0);
+    auto* title = new QLabel(tr("<b>Sketch</b> — draw, or drop / paste an image"));
+    v->addWidget(title);
+    v->addWidget(bar);
+    v->addWidget(canvas_, 1);
+    return w;
+}
+
+QWidget* MainWindow::buildResultPanel() {
+    auto* use = new QPushButton(tr("Use as input"));
+    use->setToolTip(tr("Put this image on the canvas to draw over, in img2img mode"));
+    auto* save = new QPushButton(tr("Save to history"));
+    connect(use, &QPushButton::clicked, this, [this] {
+        if (result_->image().isNull()) {
+            return;
+        }
+        if (shownId_ < 0 && history_) {  // a live or grid result: keep it before chaining
+            try {
+                shownId_ = history_
+                               ->add(result_->image(), shownRequest_, -1,
+                                     QFileInfo(worker_->modelPath()).fileName())
+                               .id;
+                historyView_->refresh();
+            } catch (const std::exception& e) {
+                showError(QString::fromUtf8(e.what()));
+                return;
+            }
+        }
+        useAsInput(shownId_);
+    });
+    connect(save, &QPushButton::clicked, this, [this] {
+        if (result_->image().isNull() || shownId_ >= 0 || !history_) {
+            return;
+        }
+        try {
+            shownId_ = history_
+                           ->add(result_->image(), shownRequest_, -1,
+                                 QFileInfo(worker_->modelPath()).fileName())
+                           .id;
+            historyView_->refresh();
+            historyView_->select(shownId_);
+            statusBar()->showMessage(tr("Saved as #%1").arg(shownId_), 3000);
+        } catch (const std::exception& e) {
+            showError(QString::fromUtf8(e.what()));
+        }
+    });
+    auto* w = new QWidget;
+    auto* v = new QVBoxLayout(w);
+    v->setContentsMargins(0, 0, 0, 0);
+    v->addWidget(new QLabel(tr("<b>Result</b>")));
+    v->addWidget(result_, 1);
+    auto* buttons = new QHBoxLayout;
+    buttons->addStretch();
+    buttons->addWidget(use);
+    buttons->addWidget(save);
+    v->addLayout(buttons);
+    return w;
+}
+
+void MainWindow::buildMenus() {
+    auto* file = menuBar()->addMenu(tr("&File"));
+    file->addAction(tr("Open image to canvas…"), QKeySequence("Ctrl+Shift+O"), this, [this] {
+        const QString path = QFileDialog::getOpenFileName(
+            this, tr("Open an image"), QString(), tr("Images (*.png *.jpg *.jpeg *.bmp *.webp)"));
+        if (path.isEmpty()) {
+            return;
+        }
+        const QImage image(path);
+        if (image.isNull()) {
+            showError(tr("%1: cannot read the image").arg(path));
+            return;
+        }
+        canvas_->setPicture(image);
+        canvasParent_ = -1;
+    });
+    file->addAction(tr("Open PNG parameters…"), this, [this] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Open a PNG's parameters"),
+                                                          QString(), "PNG (*.png)");
+        if (!path.isEmpty()) {
+            openParametersFrom(path);
+        }
+    });
+    file->addSeparator();
+    file->addAction(tr("Settings…"), this, &MainWindow::openSettings);
+    file->addSeparator();
+    file->addAction(tr("&Quit"), QKeySequence::Quit, this, &QWidget::close);
+
+    auto* edit = menuBar()->addMenu(tr("&Edit"));
+    edit->addAction(tr("Paste image to canvas"), QKeySequence::Paste, canvas_,
+                    &SketchCanvas::pasteFromClipboard);
+    edit->addAction(tr("Clear canvas"), this, [this] {
+        canvas_->clear();
+        canvasParent_ = -1;
+    });
+
+    auto* model = menuBar()->addMenu(tr("&Model"));
+    model->addAction(tr("&Open model folder…"), QKeySequence::Open, this, [this] {
+        const QString dir =
+            QFileDialog::getExistingDirectory(this, tr("Open a diffusers model folder"));
+        if (!dir.isEmpty()) {
+            openModel(dir);
+        }
+    });
+    recentMenu_ = model->addMenu(tr("Recent"));
+    updateRecentMenu();
+
+    auto* generate = new QAction(tr("Generate"), this);
+    generate->setShortcuts({QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")});
+    generate->setShortcutContext(Qt::ApplicationShortcut);
+    connect(generate, &QAction::triggered, this, [this] { this->generate(); });
+    auto* cancel = new QAction(tr("Cancel"), this);
+    cancel->setShortcut(QKeySequence(Qt::Key_Escape));
+    cancel->setShortcutContext(Qt::ApplicationShortcut);
+    connect(cancel, &QAction::triggered, this, &MainWindow::cancel);
+    auto* run = menuBar()->addMenu(tr("&Generate"));
+    run->addAction(generate);
+    run->addAction(cancel);
+    auto* left = new QAction(tr("Previous step"), this);
+    left->setShortcut(QKeySequence(Qt::Key_Left));
+    connect(left, &QAction::triggered, this, [this] { steps_->setCurrent(steps_->current() - 1); });
+    auto* right = new QAction(tr("Next step"), this);
+    right->setShortcut(QKeySequence(Qt::Key_Right));
+    connect(right, &QAction::triggered, this,
+            [this] { steps_->setCurrent(steps_->current() + 1); });
+    auto* view = menuBar()->addMenu(tr("&View"));
+    view->addAction(left);
+    view->addAction(right);
+    auto* help = menuBar()->addMenu(tr("&Help"));
+    help->addAction(tr("About SD Studio"), this, [this] {
+        QMessageBox::about(this, tr("About SD Studio"),
+                           tr("<b>SD Studio</b><br>A desktop studio for Stable Diffusion: C++, "
+                              "Qt and LibTorch, the same images as diffusers."));
+    });
+}
+
+void MainWindow::updateRecentMenu() {
+    recentMenu_->clear();
+    for (const QString& dir : settings_.recent) {
+        recentMenu_->addAction(dir, this, [this, dir] { openModel(dir); });
     }
+    recentMenu_->setEnabled(!settings_.recent.isEmpty());
+}
+
+QString MainWindow::errorText() const {
+    return error_->isHidden() ? QString() : error_->property("message").toString();
+}
+
+void MainWindow::showError(const QString& text) {
+    error_->setProperty("message", text);
+    error_->setText(text.toHtmlEscaped() + " &nbsp; <a href=\"dismiss\">" + tr("Dismiss") + "</a>");
+    error_->show();
+    statusBar()->showMessage(text, 8000);
+}
+
+void MainWindow::clearError() {
+    error_->clear();
+    error_->hide();
 }
 
 bool MainWindow::openModel(const QString& dir) {
     try {
         const ModelFolder model = ModelFolder::open(dir.toStdString());
-        auto tokenizer = std::make_shared<const ClipTokenizer>(
-            ClipTokenizer::load_folder(model.tokenizer_dir()));
-        QString html = "<h3>" + QString::fromStdString(model.dir().filename().string()) +
-                       "</h3><table cellpadding=4><tr><th align=left>component</th>"
-                       "<th align=left>class</th><th align=right>parameters</th></tr>";
-        for (const auto& [name, c] : model.components()) {
-            const uint64_t params = summarize_weights(c).parameters;
-            html += QString("<tr><td>%1</td><td>%2</td><td align=right>%3</td></tr>")
-                        .arg(QString::fromStdString(name), QString::fromStdString(c.class_name),
-                             c.weights.empty() ? "–" : QLocale().toString(qulonglong(params)));
+        panel_->setTokenizer(std::make_shared<const ClipTokenizer>(
+            ClipTokenizer::load_folder(model.tokenizer_dir())));
+    } catch (const std::exception& e) {
+        showError(tr("Cannot open the model: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+    clearError();
+    worker_->loadModel(dir, settings_.device, settings_.dtype);
+    loading_ = tr("loading %1").arg(QFileInfo(dir).fileName());
+    settings_.model = dir;
+    settings_.addRecent(dir);
+    settings_.save();
+    updateRecentMenu();
+    updateStatus();
+    return true;
+}
+
+app::Job MainWindow::makeJob(app::Job::Policy policy) {
+    app::Job job;
+    job.policy = policy;
+    job.request = panel_->request();
+    job.decode_every = settings_.decode_every;
+    if (job.request.is_img2img()) {
+        job.init = canvas_->image();
+        job.parent_id = canvasParent_;
+        job.request.init_image =
+            canvasParent_ >= 0 ? QString("history:%1").arg(canvasParent_).toStdString() : "canvas";
+    }
+    return job;
+}
+
+quint64 MainWindow::generate() {
+    if (worker_->modelPath().isEmpty() && loading_.isEmpty()) {
+        showError(tr("Open a model folder first (Model → Open model folder…)."));
+        return 0;
+    }
+    panel_->rollSeedUnlessLocked();
+    app::Job job = makeJob(app::Job::Policy::Fifo);
+    try {
+        job.request.validate();
+    } catch (const std::exception& e) {
+        showError(QString::fromUtf8(e.what()));
+        return 0;
+    }
+    if (history_) {
+        job.save_dir =
+            QDir(history_->imagesFolder()).filePath(QDate::currentDate().toString("yyyy-MM-dd"));
+    }
+    clearError();
+    const quint64 id = worker_->submit(job);
+    ours_.insert(id);
+    updateStatus();
+    return id;
+}
+
+void MainWindow::cancel() {
+    worker_->cancelAll();
+    grid_->cancel();
+}
+
+void MainWindow::scheduleLive() {
+    if (panel_->live() && !worker_->modelPath().isEmpty()) {
+        liveTimer_->start();
+    }
+}
+
+void MainWindow::submitLive() {
+    app::Job job = makeJob(app::Job::Policy::Live);
+    try {
+        job.request.validate();
+    } catch (const std::exception&) {
+        return;  // a half-typed value: the next change tries again
+    }
+    ours_.insert(worker_->submit(job));
+}
+
+void MainWindow::onStep(const app::StepInfo& s) {
+    if (!ours_.contains(s.job)) {
+        return;
+    }
+    steps_->addStep(s.index, s.total, s.decoded.isNull() ? s.preview : s.decoded);
+    result_->setImage(s.decoded.isNull() ? s.preview : s.decoded,
+                      tr("step %1/%2").arg(s.index + 1).arg(s.total));
+    stepIndex_ = s.index + 1;
+    stepTotal_ = s.total;
+    stepSecondsSum_ += s.seconds;
+    updateStatus();
+}
+
+void MainWindow::onFinished(const app::JobResult& r) {
+    if (!ours_.contains(r.job.id)) {
+        return;
+    }
+    const QString model = QFileInfo(worker_->modelPath()).fileName();
+    shownId_ = -1;
+    shownRequest_ = app::request_for_image(r.request, 0);
+    if (history_ && !r.files.isEmpty()) {
+        try {
+            for (int i = 0; i < r.files.size(); ++i) {
+                const auto e = history_->addFile(r.files[i], app::request_for_image(r.request, i),
+                                                 r.job.parent_id, model, r.images.value(i));
+                if (i == 0) {
+                    shownId_ = e.id;
+                }
+                lastSaved_ = e.id;
+                Q_EMIT historyAdded(e.id);
+            }
+            historyView_->refresh();
+            historyView_->select(shownId_);
+        } catch (const std::exception& e) {
+            showError(tr("Saving to the history failed: %1").arg(QString::fromUtf8(e.what())));
         }
-        modelInfo_->setHtml(html + "</table>");
-        prompt_->setTokenizer(tokenizer);
-        negative_->setTokenizer(tokenizer);
-        modelLabel_->setText(QString::fromStdString(model.dir().filename().string()));
-        QSettings().setValue("model/folder", dir);
+    }
+    if (!r.images.isEmpty()) {
+        result_->setImage(r.images.first(), tr("seed %1 · %2 steps · CFG %3 · %4 s")
+                                                .arg(r.request.seed)
+                                                .arg(r.request.steps)
+                                                .arg(r.request.guidance_scale)
+                                                .arg(r.seconds, 0, 'f', 1));
+    }
+    onJobEnded(r.job.id);
+}
+
+void MainWindow::onJobEnded(quint64 id) {
+    if (!ours_.remove(id)) {
+        return;
+    }
+    if (id == current_) {
+        current_ = 0;
+        progress_->setValue(0);
+    }
+    panel_->setBusy(!ours_.isEmpty());
+    updateStatus();
+    Q_EMIT generationDone(id);
+}
+
+void MainWindow::updateStatus() {
+    QStringList parts;
+    if (!worker_->deviceName().isEmpty()) {
+        parts << worker_->deviceName().toUpper() << worker_->dtypeName()
+              << QFileInfo(worker_->modelPath()).fileName();
+    }
+    if (!loading_.isEmpty()) {
+        parts << loading_;
+    } else if (current_ && stepTotal_ > 0) {
+        const double per = stepIndex_ ? stepSecondsSum_ / stepIndex_ : 0;
+        parts << tr("step %1/%2").arg(stepIndex_).arg(stepTotal_);
+        if (stepIndex_) {
+            parts << tr("%1 s left").arg(per * (stepTotal_ - stepIndex_), 0, 'f', 1);
+        }
+        progress_->setValue(100 * stepIndex_ / stepTotal_);
+    }
+    const int waiting = worker_->pending();
+    if (waiting > 0) {
+        parts << tr("%1 queued").arg(waiting);
+    }
+    statusText_->setText(parts.isEmpty() ? tr("no model") : parts.join(QString::fromUtf8(" · ")));
+}
+
+void MainWindow::useAsInput(qint64 id) {
+    const auto e = history_ ? history_->get(id) : std::nullopt;
+    if (!e) {
+        return;
+    }
+    const QImage image(e->file);
+    if (image.isNull()) {
+        showError(tr("%1: cannot read the image").arg(e->file));
+        return;
+    }
+    canvas_->setPicture(image);
+    canvasParent_ = id;
+    panel_->setImg2img(true);
+    tabs_->setCurrentIndex(0);
+    statusBar()->showMessage(tr("#%1 is on the canvas: draw over it, then Generate").arg(id), 5000);
+}
+
+void MainWindow::reuseParameters(qint64 id) {
+    const auto e = history_ ? history_->get(id) : std::nullopt;
+    if (e) {
+        GenerationRequest r = e->request;
+        const bool img2img = r.is_img2img();
+        panel_->setRequest(r);
+        panel_->setImg2img(img2img);
+    }
+}
+
+void MainWindow::showEntry(qint64 id) {
+    const auto e = history_ ? history_->get(id) : std::nullopt;
+    if (!e) {
+        return;
+    }
+    const QImage image(e->file);
+    shownId_ = id;
+    shownRequest_ = e->request;
+    result_->setImage(image, tr("#%1 · seed %2 · %3 steps · CFG %4")
+                                 .arg(id)
+                                 .arg(e->request.seed)
+                                 .arg(e->request.steps)
+                                 .arg(e->request.guidance_scale));
+}
+
+bool MainWindow::openParametersFrom(const QString& png) {
+    try {
+        const GenerationRequest r = app::read_request(png);
+        panel_->setRequest(r);
+        panel_->setImg2img(false);
+        result_->setImage(QImage(png), QFileInfo(png).fileName());
+        shownId_ = -1;
+        shownRequest_ = r;
         return true;
-    } catch (const sds::Error& e) {
-        QMessageBox::warning(this, "Cannot open the model", QString::fromStdString(e.what()));
+    } catch (const std::exception& e) {
+        showError(QString::fromUtf8(e.what()));
         return false;
     }
 }
 
+void MainWindow::openSettings() {
+    QDialog dialog(this);
+    dialog.setWindowTitle(tr("Settings"));
+    auto* model = new QComboBox;
+    model->setEditable(true);
+    model->addItems(settings_.recent);
+    model->setCurrentText(settings_.model);
+    auto* browse = new QPushButton(tr("Browse…"));
+    connect(browse, &QPushButton::clicked, &dialog, [&] {
+        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("Model folder"));
+        if (!dir.isEmpty()) {
+            model->setCurrentText(dir);
+        }
+    });
+    auto* device = new QComboBox;
+    device->addItems({"auto", "cpu", "cuda"});
+    device->setCurrentText(settings_.device);
+    auto* dtype = new QComboBox;
+    dtype->addItems({"auto", "fp32", "bf16", "fp16"});
+    dtype->setCurrentText(settings_.dtype);
+    auto* folder = new QLineEdit(settings_.dataFolder());
+    auto* decode = new QSpinBox;
+    decode->setRange(0, 100);
+    decode->setSpecialValueText(tr("never (latent preview only)"));
+    decode->setValue(settings_.decode_every);
+    auto* modelRow = new QHBoxLayout;
+    modelRow->addWidget(model, 1);
+    modelRow->addWidget(browse);
+    auto* form = new QFormLayout(&dialog);
+    form->addRow(tr("Model folder"), modelRow);
+    form->addRow(tr("Device"), device);
+    form->addRow(tr("Precision"), dtype);
+    form->addRow(tr("History and images folder"), folder);
+    form->addRow(tr("Full VAE decode every N steps"), decode);
+    auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
+    form->addRow(buttons);
+    connect(buttons, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
+    connect(buttons, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+    if (dialog.exec() != QDialog::Accepted) {
+        return;
+    }
+    const bool reload = device->currentText() != settings_.device ||
+                        dtype->currentText() != settings_.dtype ||
+                        model->currentText() != settings_.model;
+    settings_.device = device->currentText();
+    settings_.dtype = dtype->currentText();
+    settings_.decode_every = decode->value();
+    if (folder->text() != settings_.dataFolder()) {
+        try {
+            history_ = std::make_unique<app::HistoryStore>(folder->text());
+            settings_.data_folder = folder->text();
+            historyView_->setStore(history_.get());
+        } catch (const std::exception& e) {
+            showError(QString::fromUtf8(e.what()));
+        }
+    }
+    settings_.save();
+    if (reload && !model->currentText().isEmpty()) {
+        openModel(model->currentText());
+    }
+}
+
 void MainWindow::closeEvent(QCloseEvent* event) {
-    QSettings().setValue("window/geometry", saveGeometry());
+    settings_.geometry = saveGeometry();
+    settings_.window_state = saveState();
+    settings_.save();
     event->accept();
 }
 

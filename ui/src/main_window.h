@@ -1,32 +1,118 @@
 #pragma once
-// The studio's main window. So far: choose a model folder, see what it holds, and write
-// prompts with a live token counter. Generation arrives with the engine (issue 3) and the
-// full studio (issue 4).
+// The studio's main window: parameters (left dock), the sketch canvas and the result side by
+// side (Studio tab) or the X/Y grid (Compare tab), the step strip (bottom dock), the history
+// (right dock), and a status bar with device, model, progress and time left.
+//
+// The window never runs model code: an InferenceWorker on its own thread owns the pipeline;
+// the window sends it jobs and shows what comes back.
 #include <QMainWindow>
+#include <QSet>
+
+#include <memory>
+
+#include "history_store.h"
+#include "inference_worker.h"
+#include "settings.h"
 
 class QLabel;
-class QTextBrowser;
+class QProgressBar;
+class QTabWidget;
+class QTimer;
+class QToolButton;
 
 namespace sds::ui {
 
-class PromptEdit;
+class GridView;
+class HistoryView;
+class ImageView;
+class ParameterPanel;
+class SketchCanvas;
+class StepStrip;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
   public:
-    explicit MainWindow(QWidget* parent = nullptr);
-    // Opens a diffusers model folder; on error shows the message and keeps the previous one.
+    // `settings` are the user's (StudioSettings::load()); tests pass their own.
+    explicit MainWindow(const app::StudioSettings& settings, QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    // Checks the folder and loads it on the worker; on error shows the message and keeps the
+    // model that was loaded.
     bool openModel(const QString& dir);
+    // Queues a generation from the panel (Generate / Ctrl+Enter). Returns the job id, 0 when
+    // nothing was queued (the message says why).
+    quint64 generate();
+    void cancel();
+    // Puts a history image on the canvas as the picture to draw over, in img2img mode, and
+    // records it as the parent of what is generated from it.
+    void useAsInput(qint64 history_id);
+    void reuseParameters(qint64 history_id);
+    void showEntry(qint64 history_id);
+    bool openParametersFrom(const QString& png);  // "Open PNG": our JSON or A1111 text
+
+    // For tests and screenshots.
+    app::InferenceWorker* worker() const { return worker_.get(); }
+    app::HistoryStore* history() const { return history_.get(); }
+    ParameterPanel* panel() const { return panel_; }
+    SketchCanvas* canvas() const { return canvas_; }
+    StepStrip* steps() const { return steps_; }
+    ImageView* result() const { return result_; }
+    HistoryView* historyView() const { return historyView_; }
+    GridView* grid() const { return grid_; }
+    QTabWidget* tabs() const { return tabs_; }
+    QString errorText() const;
+    qint64 canvasParent() const { return canvasParent_; }
+    qint64 lastSavedId() const { return lastSaved_; }
+
+  Q_SIGNALS:
+    void generationDone(quint64 job);  // finished, cancelled or failed
+    void historyAdded(qint64 id);
 
   protected:
     void closeEvent(QCloseEvent* event) override;
 
   private:
-    void chooseModel();
-    PromptEdit* prompt_;
-    PromptEdit* negative_;
-    QTextBrowser* modelInfo_;
-    QLabel* modelLabel_;
+    void buildMenus();
+    QWidget* buildCanvasPanel();
+    QWidget* buildResultPanel();
+    void showError(const QString& text);
+    void clearError();
+    void scheduleLive();
+    void submitLive();
+    void onStep(const app::StepInfo& s);
+    void onFinished(const app::JobResult& r);
+    void onJobEnded(quint64 id);
+    void updateStatus();
+    void openSettings();
+    void updateRecentMenu();
+    app::Job makeJob(app::Job::Policy policy);
+
+    app::StudioSettings settings_;
+    std::unique_ptr<app::InferenceWorker> worker_;
+    std::unique_ptr<app::HistoryStore> history_;
+    ParameterPanel* panel_;
+    SketchCanvas* canvas_;
+    ImageView* result_;
+    StepStrip* steps_;
+    HistoryView* historyView_;
+    GridView* grid_;
+    QTabWidget* tabs_;
+    QLabel* error_;
+    QLabel* statusText_;
+    QProgressBar* progress_;
+    QTimer* liveTimer_;
+    QMenu* recentMenu_ = nullptr;
+    QToolButton* colourButton_ = nullptr;
+
+    QSet<quint64> ours_;   // jobs this window queued (the grid queues its own)
+    quint64 current_ = 0;  // the job whose steps are shown
+    int stepIndex_ = 0, stepTotal_ = 0;
+    double stepSecondsSum_ = 0;
+    QString loading_;
+    qint64 canvasParent_ = -1;  // history id of the picture on the canvas
+    qint64 shownId_ = -1;       // history id of the image in the result view (-1: unsaved)
+    qint64 lastSaved_ = -1;
+    GenerationRequest shownRequest_;
 };
 
 }  // namespace sds::ui

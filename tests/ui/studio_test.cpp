@@ -1,0 +1,436 @@
+// The studio as a person uses it, offscreen: the canvas, generation with live steps, history
+// and chaining, cancel, live regeneration, the grid, a responsive GUI thread, errors, and a
+// history that survives a kill. With SDS_SCREENSHOTS=DIR it also saves the window at the
+// moments docs/screenshots shows.
+#include <QApplication>
+#include <QCheckBox>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QImageReader>
+#include <QProcess>
+#include <QSignalSpy>
+#include <QStandardPaths>
+#include <QTemporaryDir>
+#include <QTest>
+#include <QTimer>
+
+#include "grid_view.h"
+#include "history_view.h"
+#include "image_view.h"
+#include "main_window.h"
+#include "parameter_panel.h"
+#include "plot_panel.h"
+#include "prompt_edit.h"
+#include "sds/error.h"
+#include "sketch_canvas.h"
+#include "step_strip.h"
+#include "test_paths.h"
+
+using namespace sds;
+
+namespace {
+
+QString tiny_model() {
+    return QString::fromStdString((test::fixture_dir("tiny_pipeline") / "tiny-sd").string());
+}
+
+// Waits until `done` holds, processing events; false after `ms`.
+template <typename F>
+bool wait_for(F done, int ms = 120000) {
+    QElapsedTimer t;
+    t.start();
+    while (!done()) {
+        if (t.elapsed() > ms) {
+            return false;
+        }
+        QTest::qWait(5);
+    }
+    return true;
+}
+
+void drag(QWidget* w, QPoint from, QPoint to) {
+    QTest::mousePress(w, Qt::LeftButton, {}, from);
+    for (int k = 1; k <= 10; ++k) {
+        QTest::mouseMove(w, from + (to - from) * k / 10);
+    }
+    QTest::mouseRelease(w, Qt::LeftButton, {}, to);
+}
+
+void screenshot(QWidget* w, const QString& name) {
+    const QString dir = qEnvironmentVariable("SDS_SCREENSHOTS");
+    if (!dir.isEmpty()) {
+        QTest::qWait(50);
+        w->grab().save(QDir(dir).filePath(name));
+    }
+}
+
+}  // namespace
+
+class StudioTest : public QObject {
+    Q_OBJECT
+    QTemporaryDir data_;
+    std::unique_ptr<ui::MainWindow> window_;
+
+    ui::MainWindow& window() {
+        if (!window_) {
+            app::StudioSettings s;
+            s.data_folder = data_.path();
+            s.model = tiny_model();
+            window_ = std::make_unique<ui::MainWindow>(s);
+            window_->resize(1500, 900);
+            window_->show();
+            if (!wait_for([&] { return !window_->worker()->modelPath().isEmpty(); })) {
+                qFatal("the tiny model did not load: %s", qPrintable(window_->errorText()));
+            }
+        }
+        return *window_;
+    }
+
+    void setSmall(ui::ParameterPanel* p, int steps) {
+        GenerationRequest r;
+        r.prompt = "a red circle on a blue background";
+        r.steps = steps;
+        r.width = r.height = 128;
+        r.guidance_scale = 7.5;
+        r.sampler = Sampler::EulerAncestral;
+        r.seed = 42;
+        p->setRequest(r);
+    }
+
+  private Q_SLOTS:
+    void initTestCase() {
+        QStandardPaths::setTestModeEnabled(true);
+        QVERIFY(data_.isValid());
+    }
+    void cleanupTestCase() { window_.reset(); }
+
+    void strokeChangesCanvasAndUndoRestoresIt() {
+        ui::SketchCanvas canvas;
+        canvas.resize(400, 400);
+        canvas.setImageSize(QSize(256, 256));
+        canvas.show();
+        const QImage blank = canvas.image();
+        canvas.setColor(Qt::red);
+        canvas.setBrushSize(20);
+        drag(&canvas, QPoint(100, 100), QPoint(300, 200));
+        const QImage stroked = canvas.image();
+        QVERIFY(stroked != blank);
+        const QPointF mid = canvas.toImage(QPointF(200, 150));
+        QCOMPARE(QColor(stroked.pixel(mid.toPoint())), QColor(Qt::red));
+        // A second stroke, then one undo removes only the second.
+        drag(&canvas, QPoint(100, 300), QPoint(300, 300));
+        QVERIFY(canvas.image() != stroked);
+        canvas.undo();
+        QCOMPARE(canvas.image(), stroked);
+        canvas.undo();
+        QCOMPARE(canvas.image(), blank);
+        QVERIFY(!canvas.canUndo());
+        canvas.redo();
+        QCOMPARE(canvas.image(), stroked);
+        // The eraser takes the paint off again; half opacity blends.
+        canvas.setTool(ui::SketchCanvas::Tool::Eraser);
+        canvas.setBrushSize(60);
+        drag(&canvas, QPoint(100, 100), QPoint(300, 200));
+        QCOMPARE(QColor(canvas.image().pixel(mid.toPoint())), QColor(Qt::white));
+        canvas.setTool(ui::SketchCanvas::Tool::Brush);
+        canvas.setOpacity(0.5);
+        canvas.setColor(Qt::black);
+        drag(&canvas, QPoint(120, 150), QPoint(280, 150));
+        const int grey = qRed(canvas.image().pixel(mid.toPoint()));
+        QVERIFY2(grey > 100 && grey < 160, qPrintable(QString::number(grey)));
+        // Fill floods the white paper around the stroke.
+        canvas.setOpacity(1.0);
+        canvas.setTool(ui::SketchCanvas::Tool::Fill);
+        canvas.setColor(Qt::blue);
+        QTest::mouseClick(&canvas, Qt::LeftButton, {}, QPoint(60, 60));
+        const QPointF corner = canvas.toImage(QPointF(60, 60));
+        QCOMPARE(QColor(canvas.image().pixel(corner.toPoint())), QColor(Qt::blue));
+        canvas.undo();
+        QCOMPARE(QColor(canvas.image().pixel(corner.toPoint())), QColor(Qt::white));
+    }
+
+    void badModelFolderShowsAMessageAndKeepsTheStudioUsable() {
+        auto& w = window();
+        QVERIFY(!w.openModel(data_.filePath("no-such-model")));
+        QVERIFY2(w.errorText().contains("no-such-model"), qPrintable(w.errorText()));
+        QCOMPARE(w.worker()->modelPath(), tiny_model());  // the loaded model stays
+        // A model folder whose weights are broken fails on the worker, also with a message.
+        QTemporaryDir broken;
+        QVERIFY(QProcess::execute("cp", {"-r", tiny_model(), broken.filePath("m")}) == 0);
+        QFile f(broken.filePath("m/unet/diffusion_pytorch_model.safetensors"));
+        QVERIFY(f.open(QIODevice::WriteOnly | QIODevice::Truncate));
+        f.write("not a safetensors file");
+        f.close();
+        QSignalSpy failed(w.worker(), &app::InferenceWorker::modelFailed);
+        QVERIFY(w.openModel(broken.filePath("m")));
+        // The spy hears the worker at once; the window shows it once its event loop runs.
+        QVERIFY(wait_for([&] { return failed.count() == 1 && !w.errorText().isEmpty(); }));
+        qInfo("failed: %s | banner: %s", qPrintable(failed.at(0).at(1).toString()),
+              qPrintable(w.errorText()));
+        QVERIFY2(w.errorText().contains("diffusion_pytorch_model.safetensors"),
+                 qPrintable(w.errorText()));
+        QCOMPARE(w.worker()->modelPath(), tiny_model());
+        QVERIFY(w.openModel(tiny_model()));
+        QVERIFY(wait_for([&] { return !w.worker()->busy(); }));
+    }
+
+    void generationDeliversOnePreviewPerStepAndAHistoryEntry() {
+        auto& w = window();
+        setSmall(w.panel(), 6);
+        w.panel()->setImg2img(false);
+        QSignalSpy steps(w.worker(), &app::InferenceWorker::stepDone);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        const int before = w.history()->count();
+        const quint64 id = w.generate();
+        QVERIFY(id > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        QCOMPARE(steps.count(), 6);
+        for (int i = 0; i < steps.count(); ++i) {
+            const auto s = steps.at(i).at(0).value<app::StepInfo>();
+            QCOMPARE(s.index, i);
+            QVERIFY(!s.preview.isNull());  // latent size: 128 px / the VAE's downscale
+            QCOMPARE(s.preview.size(), steps.at(0).at(0).value<app::StepInfo>().preview.size());
+            QVERIFY(s.preview.width() < 128);
+        }
+        QCOMPARE(w.steps()->count(), 6);
+        QCOMPARE(w.history()->count(), before + 1);
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.steps, 6);
+        QCOMPARE(e->request.prompt, std::string("a red circle on a blue background"));
+        QCOMPARE(QImage(e->file).size(), QSize(128, 128));
+        QCOMPARE(w.result()->image(),
+                 QImage(e->file).convertToFormat(w.result()->image().format()));
+        // The PNG carries the parameters, and "Open PNG" reads them back.
+        QVERIFY(QImageReader(e->file).text("parameters").contains("Steps: 6"));
+        screenshot(&w, "studio-txt2img.png");
+        QVERIFY(w.openParametersFrom(e->file));
+        QCOMPARE(w.panel()->request().seed, e->request.seed);
+        // Scrubbing shows earlier steps.
+        w.steps()->setCurrent(0);
+        QCOMPARE(w.result()->image(), w.steps()->preview(0));
+    }
+
+    void chainingRecordsTheParent() {
+        auto& w = window();
+        const qint64 parent = w.lastSavedId();
+        QVERIFY(parent > 0);
+        w.useAsInput(parent);
+        QCOMPARE(w.canvasParent(), parent);
+        QVERIFY(w.panel()->img2img());
+        // Draw over it, then generate from the sketch.
+        w.canvas()->setColor(Qt::yellow);
+        w.canvas()->setBrushSize(30);
+        const QRectF r = w.canvas()->imageRect();
+        drag(w.canvas(), r.center().toPoint() - QPoint(40, 0),
+             r.center().toPoint() + QPoint(40, 0));
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        const auto child = w.history()->get(w.lastSavedId());
+        QVERIFY(child.has_value());
+        QCOMPARE(child->parent_id, parent);
+        QVERIFY(child->request.is_img2img());
+        QCOMPARE(QImageReader(child->file).text("sdstudio-parent"), QString::number(parent));
+        const auto chain = w.history()->lineage(child->id);
+        QCOMPARE(chain.size(), 2);
+        QCOMPARE(chain.first().id, parent);
+        w.historyView()->select(child->id);
+        QCOMPARE(w.historyView()->lineageCount(), 2);
+        screenshot(&w, "studio-img2img-from-sketch.png");
+    }
+
+    void cancelStopsWithinOneStep() {
+        auto& w = window();
+        setSmall(w.panel(), 40);
+        w.panel()->setImg2img(false);
+        QSignalSpy cancelled(w.worker(), &app::InferenceWorker::jobCancelled);
+        QSignalSpy finished(w.worker(), &app::InferenceWorker::jobFinished);
+        int steps = 0, after_cancel = -1;
+        auto c =
+            connect(w.worker(), &app::InferenceWorker::stepDone, this, [&](const app::StepInfo&) {
+                ++steps;
+                if (steps == 3) {
+                    w.cancel();
+                    after_cancel = 0;
+                } else if (after_cancel >= 0) {
+                    ++after_cancel;
+                }
+            });
+        QSignalSpy ended(&w, &ui::MainWindow::generationDone);
+        const quint64 id = w.generate();
+        QVERIFY(wait_for([&] { return ended.count() == 1; }));
+        disconnect(c);
+        QCOMPARE(cancelled.at(0).at(0).value<quint64>(), id);
+        QCOMPARE(finished.count(), 0);
+        qInfo("steps after cancel: %d (a step in flight may finish)", after_cancel);
+        QVERIFY(after_cancel <= 1);
+        // The pipeline is still usable.
+        setSmall(w.panel(), 2);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        QVERIFY2(w.errorText().isEmpty(), qPrintable(w.errorText()));
+        QCOMPARE(finished.count(), 1);
+    }
+
+    void liveRegenerationNewestWins() {
+        auto& w = window();
+        setSmall(w.panel(), 30);
+        QSignalSpy finished(w.worker(), &app::InferenceWorker::jobFinished);
+        QSignalSpy cancelled(w.worker(), &app::InferenceWorker::jobCancelled);
+        // Three slider moves in quick succession, as live regeneration sends them.
+        QList<quint64> ids;
+        for (double g : {3.0, 5.0, 9.0}) {
+            app::Job job;
+            job.policy = app::Job::Policy::Live;
+            job.request = w.panel()->request();
+            job.request.guidance_scale = g;
+            ids << w.worker()->submit(job);
+        }
+        QVERIFY(wait_for([&] { return finished.count() >= 1 && !w.worker()->busy(); }));
+        QCOMPARE(finished.count(), 1);
+        const auto r = finished.at(0).at(0).value<app::JobResult>();
+        QCOMPARE(r.job.id, ids.last());
+        QCOMPARE(r.request.guidance_scale, 9.0);
+        // Through the panel: moving the guidance slider with Live on regenerates.
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        w.findChild<QCheckBox*>("live")->setChecked(true);
+        QVERIFY(wait_for([&] { return done.count() >= 1 && !w.worker()->busy(); }, 60000));
+        const int runs = done.count();
+        Q_EMIT w.panel()->guidance()->sliderMoved(4.0);
+        QVERIFY(wait_for([&] { return done.count() > runs && !w.worker()->busy(); }, 60000));
+        w.findChild<QCheckBox*>("live")->setChecked(false);
+    }
+
+    void guiThreadNeverStallsDuringAGeneration() {
+        auto& w = window();
+        setSmall(w.panel(), 30);
+        w.panel()->setImg2img(false);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QElapsedTimer clock;
+        qint64 last = 0, worst = 0;
+        QTimer probe;
+        probe.setInterval(5);
+        connect(&probe, &QTimer::timeout, this, [&] {
+            const qint64 now = clock.elapsed();
+            worst = std::max(worst, now - last);
+            last = now;
+        });
+        clock.start();
+        probe.start();
+        w.generate();
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        probe.stop();
+        qInfo("longest GUI-thread gap during a 30-step generation: %lld ms", worst);
+        QVERIFY2(worst < 50, qPrintable(QString("%1 ms").arg(worst)));
+    }
+
+    void gridFillsEveryCell() {
+        auto& w = window();
+        setSmall(w.panel(), 8);
+        w.panel()->setImg2img(false);
+        w.tabs()->setCurrentIndex(1);
+        ui::GridView* g = w.grid();
+        QSignalSpy finished(g, &ui::GridView::finished);
+        g->start("steps", "2, 4, 8", "guidance", "1, 7.5");
+        QCOMPARE(g->spec().cells(), 6);
+        QVERIFY(wait_for([&] { return finished.count() == 1; }));
+        QCOMPARE(g->filled(), 6);
+        // Same seed everywhere; guidance 1 vs 7.5 differ; the plots have their points.
+        QCOMPARE(g->spec().cell(0, 0).seed, g->spec().cell(2, 1).seed);
+        QCOMPARE(g->stepSeconds().size(), 8);
+        const auto conv = g->convergence();
+        QCOMPARE(conv.size(), 2);
+        for (const auto& line : conv) {
+            QCOMPARE(line.size(), 3);
+            QCOMPARE(line[2], 0.0);  // the highest-step cell against itself
+            QVERIFY(line[0] > 0);
+        }
+        QCOMPARE(g->timePlot()->pointCount(0), 8);
+        QCOMPARE(g->convergencePlot()->seriesCount(), 2);
+        const QString out = data_.filePath("grid.png");
+        g->exportTo(out);
+        QImageReader reader(out);
+        QVERIFY(reader.text("sdstudio-grid").contains("\"guidance\""));
+        QVERIFY(reader.text("parameters").contains("X/Y plot"));
+        const QImage sheet = reader.read();
+        QVERIFY(sheet.width() >= 3 * 128 && sheet.height() >= 2 * 128);
+        screenshot(&w, "studio-grid.png");
+        // A bad axis value is refused before anything runs.
+        bool refused = false;
+        try {
+            g->start("steps", "2, x", "", "");
+        } catch (const sds::Error& e) {
+            refused = QString(e.what()).contains("'x'");
+        }
+        QVERIFY(refused);
+        w.tabs()->setCurrentIndex(0);
+    }
+
+    void historySurvivesAKillDuringSaves() {
+        QTemporaryDir dir;
+        QProcess helper;
+        helper.start(qEnvironmentVariable("SDS_KILL_HELPER"), {dir.path()});
+        QVERIFY(helper.waitForStarted());
+        QList<qint64> reported;
+        QString pending;
+        QVERIFY(wait_for(
+            [&] {
+                pending += QString::fromUtf8(helper.readAllStandardOutput());
+                while (pending.contains('\n')) {
+                    const QString line = pending.left(pending.indexOf('\n'));
+                    pending.remove(0, line.size() + 1);
+                    reported << line.section(' ', 1).toLongLong();
+                }
+                return reported.size() >= 40;
+            },
+            60000));
+        helper.kill();  // SIGKILL, mid-save
+        helper.waitForFinished();
+        pending += QString::fromUtf8(helper.readAllStandardOutput());
+        for (const QString& line : pending.split('\n', Qt::SkipEmptyParts)) {
+            reported << line.section(' ', 1).toLongLong();
+        }
+        app::HistoryStore store(dir.path());  // reconciles
+        for (qint64 id : reported) {
+            const auto e = store.get(id);
+            QVERIFY2(e.has_value(), qPrintable(QString("entry %1 was lost").arg(id)));
+            QVERIFY2(!QImage(e->file).isNull(), qPrintable(e->file));
+            QCOMPARE(e->request.seed, id - 1);
+        }
+        QVERIFY(store.count() >= reported.size());
+        // Every row has its file, every file a row.
+        for (const auto& e : store.list({}, 100000)) {
+            QVERIFY(QFileInfo::exists(e.file));
+        }
+        QCOMPARE(store.reconcile(), std::make_pair(0, 0));
+        qInfo("killed after %lld reported saves; %d entries after reopening",
+              static_cast<long long>(reported.size()), store.count());
+    }
+
+    void historySearchReuseAndDelete() {
+        auto& w = window();
+        app::HistoryStore& h = *w.history();
+        GenerationRequest r;
+        r.prompt = "a green triangle, 100% sure_thing";
+        r.steps = 7;
+        QImage image(64, 64, QImage::Format_RGB888);
+        image.fill(Qt::green);
+        const auto e = h.add(image, r, -1, "test");
+        QCOMPARE(h.list("100% sure").size(), 1);
+        QCOMPARE(h.list("GREEN TRI").size(), 1);
+        QCOMPARE(h.list("no such prompt").size(), 0);
+        w.historyView()->refresh();
+        QVERIFY(w.historyView()->shownCount() >= 1);
+        w.reuseParameters(e.id);
+        QCOMPARE(w.panel()->request().steps, 7);
+        QCOMPARE(w.panel()->request().prompt, r.prompt);
+        h.remove(e.id);
+        QVERIFY(!h.get(e.id).has_value());
+        QVERIFY(!QFileInfo::exists(e.file));
+    }
+};
+
+QTEST_MAIN(StudioTest)
+#include "studio_test.moc"

@@ -1,0 +1,264 @@
+#include "parameter_panel.h"
+
+#include <QButtonGroup>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QEvent>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QRadioButton>
+#include <QRandomGenerator>
+#include <QRegularExpressionValidator>
+#include <QSlider>
+#include <QSpinBox>
+#include <QVBoxLayout>
+
+#include <cmath>
+
+#include "prompt_edit.h"
+#include "sds/scheduler.h"
+
+namespace sds::ui {
+
+ValueSlider::ValueSlider(double min, double max, double step, int decimals, double value,
+                         QWidget* parent)
+    : QWidget(parent), min_(min), step_(step), default_(value) {
+    slider_ = new QSlider(Qt::Horizontal);
+    slider_->setRange(0, static_cast<int>(std::lround((max - min) / step)));
+    slider_->installEventFilter(this);
+    spin_ = new QDoubleSpinBox;
+    spin_->setRange(min, max);
+    spin_->setSingleStep(step);
+    spin_->setDecimals(decimals);
+    spin_->setKeyboardTracking(false);
+    spin_->setMinimumWidth(70);
+    auto* h = new QHBoxLayout(this);
+    h->setContentsMargins(0, 0, 0, 0);
+    h->addWidget(slider_, 1);
+    h->addWidget(spin_);
+    setValue(value);
+    connect(slider_, &QSlider::valueChanged, this, [this](int v) {
+        const double value = min_ + v * step_;
+        if (std::abs(spin_->value() - value) > step_ / 2) {
+            QSignalBlocker b(spin_);
+            spin_->setValue(value);
+        }
+        Q_EMIT valueChanged(value);
+    });
+    connect(slider_, &QSlider::actionTriggered, this, [this] {
+        // actionTriggered fires before the value moves; report after it did.
+        QMetaObject::invokeMethod(
+            this, [this] { Q_EMIT sliderMoved(this->value()); }, Qt::QueuedConnection);
+    });
+    connect(slider_, &QSlider::sliderReleased, this, [this] { Q_EMIT sliderMoved(this->value()); });
+    connect(spin_, &QDoubleSpinBox::valueChanged, this, [this](double v) {
+        QSignalBlocker b(slider_);
+        slider_->setValue(static_cast<int>(std::lround((v - min_) / step_)));
+        Q_EMIT valueChanged(v);
+        Q_EMIT sliderMoved(v);
+    });
+}
+
+double ValueSlider::value() const {
+    return spin_->value();
+}
+
+void ValueSlider::setValue(double v) {
+    QSignalBlocker a(spin_), b(slider_);
+    spin_->setValue(v);
+    slider_->setValue(static_cast<int>(std::lround((v - min_) / step_)));
+}
+
+bool ValueSlider::eventFilter(QObject* o, QEvent* e) {
+    if (o == slider_ && e->type() == QEvent::MouseButtonDblClick) {
+        setValue(default_);
+        Q_EMIT valueChanged(default_);
+        Q_EMIT sliderMoved(default_);
+        return true;
+    }
+    return QWidget::eventFilter(o, e);
+}
+
+ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
+    const GenerationRequest defaults;
+    prompt_ = new PromptEdit(tr("Prompt: what the image shows"));
+    negative_ = new PromptEdit(tr("Negative prompt: what to avoid"));
+    prompt_->setObjectName("prompt");
+    negative_->setObjectName("negative");
+    prompt_->setMinimumHeight(70);
+    prompt_->setMaximumHeight(160);
+    negative_->setMaximumHeight(70);
+
+    textMode_ = new QRadioButton(tr("Text"));
+    sketchMode_ = new QRadioButton(tr("Sketch (img2img)"));
+    textMode_->setChecked(true);
+    auto* modeGroup = new QButtonGroup(this);
+    modeGroup->addButton(textMode_);
+    modeGroup->addButton(sketchMode_);
+    auto* modeRow = new QHBoxLayout;
+    modeRow->addWidget(textMode_);
+    modeRow->addWidget(sketchMode_);
+    modeRow->addStretch();
+
+    steps_ = new ValueSlider(1, 150, 1, 0, 25);
+    guidance_ = new ValueSlider(1, 20, 0.5, 1, defaults.guidance_scale);
+    strength_ = new ValueSlider(0.05, 1, 0.05, 2, defaults.strength);
+    strength_->setEnabled(false);
+
+    seed_ = new QLineEdit(QString::number(defaults.seed));
+    seed_->setValidator(new QRegularExpressionValidator(QRegularExpression("[0-9]{1,18}"), seed_));
+    dice_ = new QPushButton(QString::fromUtf8("\u2684"));
+    dice_->setToolTip(tr("A new random seed"));
+    dice_->setFixedWidth(32);
+    lock_ = new QCheckBox(tr("Lock"));
+    lock_->setToolTip(tr("Keep this seed for the next generations"));
+    auto* seedRow = new QHBoxLayout;
+    seedRow->addWidget(seed_, 1);
+    seedRow->addWidget(dice_);
+    seedRow->addWidget(lock_);
+
+    sampler_ = new QComboBox;
+    for (const auto& name : sampler_names()) {
+        const Sampler s = sampler_from_name(name);
+        QString label = sampler_a1111(s);
+        if (*schedule_a1111(s)) {
+            label += QString(" ") + schedule_a1111(s);
+        }
+        sampler_->addItem(label, QString::fromStdString(name));
+    }
+    sampler_->setCurrentIndex(sampler_->findData("euler_a"));
+
+    width_ = new QSpinBox;
+    height_ = new QSpinBox;
+    for (QSpinBox* s : {width_, height_}) {
+        s->setRange(64, 2048);
+        s->setSingleStep(8);
+        s->setValue(512);
+        s->setKeyboardTracking(false);
+        connect(s, &QSpinBox::valueChanged, this, [this] {
+            Q_EMIT sizeChanged(QSize(width_->value() / 8 * 8, height_->value() / 8 * 8));
+        });
+    }
+    batch_ = new QSpinBox;
+    batch_->setRange(1, 16);
+    auto* sizeRow = new QHBoxLayout;
+    sizeRow->addWidget(width_);
+    sizeRow->addWidget(new QLabel(QString::fromUtf8("\u00d7")));
+    sizeRow->addWidget(height_);
+    sizeRow->addWidget(new QLabel(tr("batch")));
+    sizeRow->addWidget(batch_);
+
+    generate_ = new QPushButton(tr("Generate  (Ctrl+Enter)"));
+    generate_->setDefault(true);
+    cancel_ = new QPushButton(tr("Cancel (Esc)"));
+    cancel_->setEnabled(false);
+    live_ = new QCheckBox(tr("Live: regenerate when guidance, strength or the sketch change"));
+    live_->setObjectName("live");
+
+    auto* form = new QFormLayout;
+    form->addRow(tr("Mode"), modeRow);
+    form->addRow(tr("Steps"), steps_);
+    form->addRow(tr("Guidance"), guidance_);
+    form->addRow(tr("Strength"), strength_);
+    form->addRow(tr("Seed"), seedRow);
+    form->addRow(tr("Sampler"), sampler_);
+    form->addRow(tr("Size"), sizeRow);
+
+    auto* v = new QVBoxLayout(this);
+    v->addWidget(new QLabel(tr("Prompt")));
+    v->addWidget(prompt_, 2);
+    v->addWidget(new QLabel(tr("Negative prompt")));
+    v->addWidget(negative_, 1);
+    v->addLayout(form);
+    auto* buttons = new QHBoxLayout;
+    buttons->addWidget(generate_, 1);
+    buttons->addWidget(cancel_);
+    v->addLayout(buttons);
+    v->addWidget(live_);
+    v->addStretch();
+
+    connect(generate_, &QPushButton::clicked, this, &ParameterPanel::generateRequested);
+    connect(cancel_, &QPushButton::clicked, this, &ParameterPanel::cancelRequested);
+    connect(live_, &QCheckBox::toggled, this, &ParameterPanel::liveChanged);
+    connect(dice_, &QPushButton::clicked, this, [this] {
+        seed_->setText(QString::number(QRandomGenerator::global()->bounded(1u << 31)));
+    });
+    connect(sketchMode_, &QRadioButton::toggled, strength_, &QWidget::setEnabled);
+    connect(guidance_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
+    connect(strength_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
+}
+
+GenerationRequest ParameterPanel::request() const {
+    GenerationRequest r;
+    r.prompt = prompt_->toPlainText().toStdString();
+    r.negative_prompt = negative_->toPlainText().toStdString();
+    r.steps = static_cast<int>(steps_->value());
+    r.guidance_scale = guidance_->value();
+    r.strength = strength_->value();
+    r.seed = seed_->text().toLongLong();
+    r.sampler = sampler_from_name(sampler_->currentData().toString().toStdString());
+    r.width = width_->value() / 8 * 8;
+    r.height = height_->value() / 8 * 8;
+    r.batch_count = batch_->value();
+    if (img2img()) {
+        r.init_image = "canvas";
+    }
+    return r;
+}
+
+void ParameterPanel::setRequest(const GenerationRequest& r) {
+    prompt_->setPlainText(QString::fromStdString(r.prompt));
+    negative_->setPlainText(QString::fromStdString(r.negative_prompt));
+    steps_->setValue(r.steps);
+    guidance_->setValue(r.guidance_scale);
+    strength_->setValue(r.strength);
+    seed_->setText(QString::number(r.seed));
+    lock_->setChecked(true);
+    const int s = sampler_->findData(QString(sampler_name(r.sampler)));
+    if (s >= 0) {
+        sampler_->setCurrentIndex(s);
+    }
+    if (r.width > 0) {
+        width_->setValue(r.width);
+        height_->setValue(r.height);
+    }
+    setImg2img(r.is_img2img());
+}
+
+void ParameterPanel::rollSeedUnlessLocked() {
+    if (!lock_->isChecked()) {
+        dice_->click();
+    }
+}
+
+bool ParameterPanel::img2img() const {
+    return sketchMode_->isChecked();
+}
+void ParameterPanel::setImg2img(bool on) {
+    (on ? sketchMode_ : textMode_)->setChecked(true);
+}
+bool ParameterPanel::live() const {
+    return live_->isChecked();
+}
+
+void ParameterPanel::setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer) {
+    prompt_->setTokenizer(tokenizer);
+    negative_->setTokenizer(tokenizer);
+}
+
+void ParameterPanel::setNativeSize(int size) {
+    if (size > 0) {
+        width_->setValue(size);
+        height_->setValue(size);
+    }
+}
+
+void ParameterPanel::setBusy(bool busy) {
+    cancel_->setEnabled(busy);
+}
+
+}  // namespace sds::ui

@@ -1,0 +1,103 @@
+#pragma once
+// The parameter panel: prompt and negative prompt with token counters, text / sketch mode,
+// steps, guidance, strength, seed (random or locked), sampler, size and batch count; Generate,
+// Cancel and the Live toggle.
+#include <QWidget>
+
+#include <memory>
+
+#include "sds/generation_request.h"
+
+class QCheckBox;
+class QComboBox;
+class QDoubleSpinBox;
+class QLineEdit;
+class QPushButton;
+class QRadioButton;
+class QSlider;
+class QSpinBox;
+
+namespace sds {
+class ClipTokenizer;
+}
+
+namespace sds::ui {
+
+class PromptEdit;
+
+// A slider with its value in a spin box beside it (type to set; double-click the slider to
+// reset to the default).
+class ValueSlider : public QWidget {
+    Q_OBJECT
+  public:
+    ValueSlider(double min, double max, double step, int decimals, double value,
+                QWidget* parent = nullptr);
+    double value() const;
+    void setValue(double v);
+    QSlider* slider() const { return slider_; }
+
+  Q_SIGNALS:
+    void valueChanged(double v);
+    void sliderMoved(double v);  // by the person (drag, wheel, typing), not by setValue
+
+  protected:
+    bool eventFilter(QObject* o, QEvent* e) override;
+
+  private:
+    QSlider* slider_;
+    QDoubleSpinBox* spin_;
+    double min_, step_, default_;
+};
+
+class ParameterPanel : public QWidget {
+    Q_OBJECT
+  public:
+    explicit ParameterPanel(QWidget* parent = nullptr);
+
+    // The request as the panel shows it. img2img mode sets init_image to "canvas".
+    GenerationRequest request() const;
+    // Shows a request's values (Reuse parameters); the seed is locked so it is kept.
+    void setRequest(const GenerationRequest& r);
+    // Before an explicit Generate: a fresh random seed unless the seed is locked.
+    void rollSeedUnlessLocked();
+    bool img2img() const;
+    void setImg2img(bool on);
+    bool live() const;
+    void setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer);
+    void setNativeSize(int size);  // the model's size, used when a model loads
+    void setBusy(bool busy);
+
+    PromptEdit* prompt() const { return prompt_; }
+    ValueSlider* guidance() const { return guidance_; }
+    ValueSlider* strength() const { return strength_; }
+    QPushButton* generateButton() const { return generate_; }
+
+  Q_SIGNALS:
+    void generateRequested();
+    void cancelRequested();
+    void liveChanged(bool on);
+    // Guidance or strength moved by the person (for live regeneration).
+    void liveParameterMoved();
+    void sizeChanged(QSize size);
+
+  private:
+    PromptEdit* prompt_;
+    PromptEdit* negative_;
+    QRadioButton* textMode_;
+    QRadioButton* sketchMode_;
+    ValueSlider* steps_;
+    ValueSlider* guidance_;
+    ValueSlider* strength_;
+    QLineEdit* seed_;
+    QPushButton* dice_;
+    QCheckBox* lock_;
+    QComboBox* sampler_;
+    QSpinBox* width_;
+    QSpinBox* height_;
+    QSpinBox* batch_;
+    QPushButton* generate_;
+    QPushButton* cancel_;
+    QCheckBox* live_;
+};
+
+}  // namespace sds::ui
