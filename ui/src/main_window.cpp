@@ -187,7 +187,10 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     connect(worker_.get(), &app::InferenceWorker::modelLoaded, this, [this](const QString& dir) {
         loading_.clear();
         progress_->setValue(0);
-        panel_->setNativeSize(worker_->nativeSize());
+        if (worker_->nativeSize() != nativeSize_) {  // keep the person's size for the same model
+            nativeSize_ = worker_->nativeSize();
+            panel_->setNativeSize(nativeSize_);
+        }
         grid_->setModelName(QFileInfo(dir).fileName());
         updateStatus();
     });
