@@ -13,6 +13,8 @@ int command_tokenize(const Args& args);
 int command_txt2img(const Args& args);
 int command_img2img(const Args& args);
 int command_grid(const Args& args);
+int command_train(const Args& args);
+int command_dataset(const Args& args);
 
 // Thrown for wrong usage; main prints the message and the usage text, exit code 2.
 struct UsageError {

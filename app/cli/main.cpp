@@ -28,6 +28,13 @@ constexpr const char* kUsage =
     "  grid --x AXIS=V1,V2,.. [--y AXIS=..] [flags]\n"
     "                               an X/Y comparison sheet; axes: steps, guidance,\n"
     "                               strength, seed, sampler (same seed in every cell)\n"
+    "  train --data DIR --out DIR   train a model from scratch (--tokenizer DIR) or fine-tune\n"
+    "        [--base MODEL_DIR]     a model's UNet on images with .txt captions beside them;\n"
+    "                               --steps --vae-steps --batch --lr --vae-lr --resolution\n"
+    "                               --caption-dropout --ema --seed --checkpoint-every --device\n"
+    "                               --no-resume (by default a rerun resumes the checkpoint)\n"
+    "  dataset --out DIR            the synthetic shapes dataset (PNG + caption .txt)\n"
+    "        [--count N --size PX --seed S]\n"
     "  help                         this text\n"
     "\n"
     "generation flags:\n";
@@ -39,7 +46,8 @@ struct Command {
 constexpr Command kCommands[] = {
     {"info", sds::cli::command_info},       {"tokenize", sds::cli::command_tokenize},
     {"txt2img", sds::cli::command_txt2img}, {"img2img", sds::cli::command_img2img},
-    {"grid", sds::cli::command_grid},
+    {"grid", sds::cli::command_grid},       {"train", sds::cli::command_train},
+    {"dataset", sds::cli::command_dataset},
 };
 
 }  // namespace

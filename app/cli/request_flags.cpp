@@ -22,24 +22,6 @@ double seconds_now() {
     return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-template <typename T>
-T number(const std::string& flag, const std::string& v) {
-    try {
-        size_t used = 0;
-        T out;
-        if constexpr (std::is_same_v<T, double>) {
-            out = std::stod(v, &used);
-        } else {
-            out = static_cast<T>(std::stoll(v, &used));
-        }
-        if (used != v.size()) {
-            throw std::invalid_argument(v);
-        }
-        return out;
-    } catch (const std::exception&) {
-        throw UsageError{flag + " expects a number, not '" + v + "'"};
-    }
-}
 }  // namespace
 
 GenerateFlags parse_generate_flags(const Args& args) {

@@ -1,7 +1,9 @@
 #pragma once
 // The generation flags shared by txt2img, img2img and grid, parsed into a request and the
 // pipeline's options.
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "commands.h"
 #include "sds/generation_request.h"
@@ -17,6 +19,26 @@ struct GenerateFlags {
     std::string dtype = "auto";
     Args rest;  // arguments not consumed here (command-specific flags)
 };
+
+// A flag's value as a number; UsageError naming the flag when it is not one.
+template <typename T>
+T number(const std::string& flag, const std::string& v) {
+    try {
+        size_t used = 0;
+        T out;
+        if constexpr (std::is_same_v<T, double>) {
+            out = std::stod(v, &used);
+        } else {
+            out = static_cast<T>(std::stoll(v, &used));
+        }
+        if (used != v.size()) {
+            throw std::invalid_argument(v);
+        }
+        return out;
+    } catch (const std::exception&) {
+        throw UsageError{flag + " expects a number, not '" + v + "'"};
+    }
+}
 
 // --model --prompt --negative --steps --guidance --seed --sampler --batch --width --height
 // --strength --init --out --device --dtype --clip-skip --eta

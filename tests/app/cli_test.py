@@ -209,3 +209,32 @@ def test_generation_errors_are_clear(tmp_path):
     assert r.returncode == 1 and "fp16 is for CUDA GPUs" in r.stderr
     r = run("grid", "--model", str(PIPE), "--x", "colour=red")
     assert r.returncode == 2 and "unknown axis 'colour'" in r.stderr
+
+
+# --- dataset / train ---------------------------------------------------------------------------
+
+def test_dataset_writes_images_with_captions(tmp_path):
+    r = run("dataset", "--out", str(tmp_path / "d"), "--count", "5", "--size", "64", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    pngs = sorted((tmp_path / "d").glob("*.png"))
+    assert len(pngs) == 5
+    for p in pngs:
+        caption = p.with_suffix(".txt").read_text().strip()
+        assert "background" in caption
+    again = tmp_path / "e"
+    run("dataset", "--out", str(again), "--count", "5", "--size", "64", "--seed", "3")
+    assert (again / "000004.png").read_bytes() == (tmp_path / "d" / "000004.png").read_bytes()
+
+
+def test_train_says_which_image_has_no_caption(tmp_path):
+    data = tmp_path / "d"
+    run("dataset", "--out", str(data), "--count", "3", "--size", "64")
+    (data / "000001.txt").unlink()
+    r = run("train", "--data", str(data), "--out", str(tmp_path / "m"), "--tokenizer",
+            str(TINY / "tokenizer"), "--steps", "1")
+    assert r.returncode == 1
+    assert "000001.png: no caption file beside it" in r.stderr
+    r = run("train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m"))
+    assert r.returncode == 1 and "no such folder" in r.stderr
+    r = run("train", "--data", str(data), "--out", str(tmp_path / "m"), "--steps", "many")
+    assert r.returncode == 2 and "--steps expects a number" in r.stderr

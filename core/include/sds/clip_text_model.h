@@ -11,6 +11,10 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+namespace torch::nn {
+class Module;
+}
+
 namespace sds {
 
 struct ComponentFiles;
@@ -52,6 +56,11 @@ class ClipTextModel {
 
     const ClipTextConfig& config() const;
     int64_t parameter_count() const;
+
+  public:
+    // The module tree, for training (core/train): parameters, train()/eval(). In train mode the
+    // forward passes record gradients; in eval mode (the default) they never do.
+    torch::nn::Module& module();
 
   private:
     struct Impl;

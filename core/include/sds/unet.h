@@ -9,6 +9,10 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+namespace torch::nn {
+class Module;
+}
+
 namespace sds {
 
 struct UNetConfig {
@@ -36,7 +40,7 @@ struct UNetConfig {
 };
 
 class UNet {
-public:
+  public:
     explicit UNet(const UNetConfig& config);  // random init, fp32, CPU
     ~UNet();
     UNet(UNet&&) noexcept;
@@ -55,7 +59,12 @@ public:
     c10::Device device() const;
     c10::ScalarType dtype() const;
 
-private:
+  public:
+    // The module tree, for training (core/train): parameters, train()/eval(). In train mode the
+    // forward passes record gradients; in eval mode (the default) they never do.
+    torch::nn::Module& module();
+
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

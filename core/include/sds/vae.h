@@ -9,6 +9,10 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+namespace torch::nn {
+class Module;
+}
+
 namespace sds {
 
 struct VaeConfig {
@@ -27,7 +31,7 @@ struct VaeConfig {
 };
 
 class Vae {
-public:
+  public:
     explicit Vae(const VaeConfig& config);  // random init, fp32, CPU
     ~Vae();
     Vae(Vae&&) noexcept;
@@ -47,7 +51,12 @@ public:
     c10::Device device() const;
     c10::ScalarType dtype() const;
 
-private:
+  public:
+    // The module tree, for training (core/train): parameters, train()/eval(). In train mode the
+    // forward passes record gradients; in eval mode (the default) they never do.
+    torch::nn::Module& module();
+
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -69,6 +69,34 @@ at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) {
     return at::embedding(weight, ids);
 }
 
+void initialise_for_training(tnn::Module& root, at::Generator generator) {
+    torch::NoGradGuard no_grad;
+    auto uniform = [&](at::Tensor& t, int64_t fan_in) {
+        const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+        if (t.defined()) {
+            t.uniform_(-bound, bound, generator);
+        }
+    };
+    for (const auto& m : root.modules(/*include_self=*/true)) {
+        if (auto* l = m->as<LinearImpl>()) {
+            uniform(l->weight, l->weight.size(1));
+            uniform(l->bias, l->weight.size(1));
+        } else if (auto* c = m->as<Conv2dImpl>()) {
+            const int64_t fan_in = c->weight.size(1) * c->weight.size(2) * c->weight.size(3);
+            uniform(c->weight, fan_in);
+            uniform(c->bias, fan_in);
+        } else if (auto* g = m->as<GroupNormImpl>()) {
+            g->weight.fill_(1.0);
+            g->bias.zero_();
+        } else if (auto* n = m->as<LayerNormImpl>()) {
+            n->weight.fill_(1.0);
+            n->bias.zero_();
+        } else if (auto* e = m->as<EmbeddingImpl>()) {
+            e->weight.normal_(0.0, 0.02, generator);
+        }
+    }
+}
+
 GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
     return GroupNorm(groups, channels, eps);
 }

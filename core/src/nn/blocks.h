@@ -61,6 +61,12 @@ Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
                               double freq_shift);
 
+// Fresh weights for training from scratch, as PyTorch initialises these layers (uniform within
+// 1/sqrt(fan_in) for linear and convolution layers, ones and zeros for norms) and N(0, 0.02) for
+// embeddings (CLIP's initializer_range), drawn from `generator` so a seed repeats them. The
+// loaded models never need it.
+void initialise_for_training(tnn::Module& root, at::Generator generator);
+
 struct ResnetBlock2DImpl : tnn::Module {
     // temb_channels 0: no time embedding (the VAE's blocks).
     ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_channels, int64_t groups, double eps);

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/module.h>
 
 namespace sds::nn {
@@ -20,6 +21,17 @@ inline at::TensorOptions module_options(const torch::nn::Module& m) {
     const auto params = m.parameters();
     return params.empty() ? at::TensorOptions() : params.front().options();
 }
+
+// Inference never records gradients; a module put in train mode (core/train) does, unless the
+// caller turned gradients off.
+class GradOnlyInTraining {
+  public:
+    explicit GradOnlyInTraining(const torch::nn::Module& m)
+        : mode_(m.is_training() && at::GradMode::is_enabled()) {}
+
+  private:
+    at::AutoGradMode mode_;
+};
 
 // "320, 640, 1280" for config hints in messages.
 inline std::string join(const std::vector<int64_t>& values) {

@@ -334,9 +334,13 @@ void UNet::load_weights(const std::vector<std::filesystem::path>& files) {
     load_weights_into(*impl_->model, WeightFiles(files), opts);
 }
 
+torch::nn::Module& UNet::module() {
+    return *impl_->model;
+}
+
 at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
                          const at::Tensor& context) const {
-    torch::NoGradGuard no_grad;
+    const nn::GradOnlyInTraining grad(*impl_->model);
     return impl_->model->forward(sample, timesteps, context);
 }
 

@@ -229,8 +229,12 @@ void Vae::load_weights(const std::vector<std::filesystem::path>& files) {
     load_weights_into(*impl_->model, WeightFiles(files), opts);
 }
 
+torch::nn::Module& Vae::module() {
+    return *impl_->model;
+}
+
 std::pair<at::Tensor, at::Tensor> Vae::encode(const at::Tensor& image) const {
-    torch::NoGradGuard no_grad;
+    const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     at::Tensor moments = m.encoder(image);
     if (m.quant_conv) {
@@ -241,7 +245,7 @@ std::pair<at::Tensor, at::Tensor> Vae::encode(const at::Tensor& image) const {
 }
 
 at::Tensor Vae::decode(const at::Tensor& latents) const {
-    torch::NoGradGuard no_grad;
+    const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     at::Tensor z = m.post_quant_conv ? m.post_quant_conv(latents) : latents;
     return m.decoder(z);

@@ -165,6 +165,10 @@ const ClipTextConfig& ClipTextModel::config() const {
     return impl_->config;
 }
 
+torch::nn::Module& ClipTextModel::module() {
+    return *impl_->model;
+}
+
 int64_t ClipTextModel::parameter_count() const {
     return nn::count_parameters(*impl_->model);
 }
@@ -211,7 +215,7 @@ at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
         throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
                     std::to_string(c.num_hidden_layers - 1));
     }
-    torch::NoGradGuard no_grad;
+    const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     const auto device = m.final_layer_norm->weight.device();
     at::Tensor tokens = ids.to(device, at::kLong);

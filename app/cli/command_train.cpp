@@ -1,0 +1,141 @@
+// sdstudio-cli train: train a model from scratch or fine-tune one's UNet on a folder of images
+// with captions; sdstudio-cli dataset: write the synthetic shapes dataset.
+#include <QDir>
+#include <QFileInfo>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "image_io.h"
+#include "request_flags.h"
+#include "sds/error.h"
+#include "sds/shapes.h"
+#include "sds/train.h"
+
+namespace sds::cli {
+
+namespace {
+
+std::string take(const Args& args, size_t& i) {
+    if (i + 1 >= args.size()) {
+        throw UsageError{args[i] + " needs a value"};
+    }
+    return args[++i];
+}
+
+// Every image in `dir` (png, jpg, jpeg, webp, bmp) with the caption in the .txt beside it.
+std::vector<TrainExample> load_folder(const QString& dir) {
+    const QDir d(dir);
+    if (!d.exists()) {
+        throw FileError(dir.toStdString() + ": no such folder");
+    }
+    std::vector<TrainExample> out;
+    const auto files =
+        d.entryInfoList({"*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp"}, QDir::Files, QDir::Name);
+    for (const QFileInfo& f : files) {
+        const QString txt = f.dir().filePath(f.completeBaseName() + ".txt");
+        QFile caption(txt);
+        if (!caption.open(QIODevice::ReadOnly)) {
+            throw FileError(f.filePath().toStdString() + ": no caption file beside it (" +
+                            txt.toStdString() + ")");
+        }
+        out.push_back({app::load_image(f.filePath()),
+                       QString::fromUtf8(caption.readAll()).trimmed().toStdString()});
+    }
+    if (out.empty()) {
+        throw FileError(dir.toStdString() + ": no images (png, jpg, webp, bmp) in the folder");
+    }
+    return out;
+}
+
+}  // namespace
+
+int command_train(const Args& args) {
+    TrainOptions o;
+    std::string data;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--data")
+            data = take(args, i);
+        else if (a == "--out")
+            o.out_dir = take(args, i);
+        else if (a == "--base")
+            o.base_model = take(args, i);
+        else if (a == "--tokenizer")
+            o.tokenizer_dir = take(args, i);
+        else if (a == "--steps")
+            o.unet_steps = number<int>(a, take(args, i));
+        else if (a == "--vae-steps")
+            o.vae_steps = number<int>(a, take(args, i));
+        else if (a == "--batch")
+            o.batch_size = number<int>(a, take(args, i));
+        else if (a == "--lr")
+            o.learning_rate = number<double>(a, take(args, i));
+        else if (a == "--vae-lr")
+            o.vae_learning_rate = number<double>(a, take(args, i));
+        else if (a == "--caption-dropout")
+            o.caption_dropout = number<double>(a, take(args, i));
+        else if (a == "--ema")
+            o.ema_decay = number<double>(a, take(args, i));
+        else if (a == "--resolution")
+            o.arch.resolution = number<int>(a, take(args, i));
+        else if (a == "--seed")
+            o.seed = static_cast<uint64_t>(number<int>(a, take(args, i)));
+        else if (a == "--checkpoint-every")
+            o.checkpoint_every = number<int>(a, take(args, i));
+        else if (a == "--device")
+            o.device = take(args, i);
+        else if (a == "--no-resume")
+            o.resume = false;
+        else
+            throw UsageError{"unknown argument '" + a + "'"};
+    }
+    if (data.empty() || o.out_dir.empty()) {
+        throw UsageError{"train needs --data DIR and --out DIR"};
+    }
+    const auto examples = load_folder(QString::fromStdString(data));
+    std::fprintf(
+        stderr, "train: %zu images from %s -> %s (%s)\n", examples.size(), data.c_str(),
+        o.out_dir.string().c_str(),
+        o.base_model.empty() ? "from scratch" : ("fine-tuning " + o.base_model.string()).c_str());
+    train(examples, o, [](const TrainProgress& p) {
+        if (p.step % 10 == 0 || p.step == p.total) {
+            std::fprintf(stderr, "\r%s step %d/%d, loss %.4f, %.0f s left   ", p.phase.c_str(),
+                         p.step, p.total, p.loss, p.seconds_left);
+            if (p.step == p.total) {
+                std::fprintf(stderr, "\n");
+            }
+        }
+    });
+    std::printf("%s\n", o.out_dir.string().c_str());
+    return 0;
+}
+
+int command_dataset(const Args& args) {
+    std::string out;
+    int count = 1000, size = 128;
+    uint64_t seed = 0;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--out")
+            out = take(args, i);
+        else if (a == "--count")
+            count = number<int>(a, take(args, i));
+        else if (a == "--size")
+            size = number<int>(a, take(args, i));
+        else if (a == "--seed")
+            seed = static_cast<uint64_t>(number<int>(a, take(args, i)));
+        else
+            throw UsageError{"unknown argument '" + a + "'"};
+    }
+    if (out.empty() || count < 1 || size < 32) {
+        throw UsageError{
+            "dataset needs --out DIR, a --count of at least 1 and a --size of 32 or more"};
+    }
+    imaging::write_dataset(out, count, size, seed);
+    std::printf("%s\n", out.c_str());
+    return 0;
+}
+
+}  // namespace sds::cli

@@ -1,0 +1,79 @@
+#pragma once
+// Training and fine-tuning on images with captions.
+//
+// From scratch (no base model): the VAE first (reconstruction + a small KL term), then its
+// latents' scaling factor (1 / their standard deviation, as SD's 0.18215 was found), then the
+// UNet and the text encoder together on the noise-prediction loss. Fine-tuning (a base model):
+// the UNet only, the rest copied. Both: AdamW, caption dropout (an empty caption, so
+// classifier-free guidance has an unconditional model to work with), an EMA of the UNet weights
+// (what is saved), resumable checkpoints, and the result in diffusers layout (safetensors) that
+// this engine and diffusers both load.
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "sds/image.h"
+
+namespace sds {
+
+struct TrainExample {
+    Image image;
+    std::string caption;
+};
+
+// The sizes of a model made from scratch (SD 1.x architecture, small).
+struct ScratchArchitecture {
+    int resolution = 128;
+    std::vector<int64_t> vae_channels = {16, 32, 64, 64};  // 8x downscale
+    int vae_layers_per_block = 1;
+    std::vector<int64_t> unet_channels = {48, 96, 96};
+    std::vector<std::string> unet_down = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                          "DownBlock2D"};
+    std::vector<std::string> unet_up = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+    int unet_layers_per_block = 1;
+    int unet_heads = 4;
+    int norm_groups = 16;
+    int text_hidden = 64;
+    int text_layers = 2;
+    int text_heads = 2;
+};
+
+struct TrainOptions {
+    std::filesystem::path out_dir;        // the model folder written (diffusers layout)
+    std::filesystem::path base_model;     // fine-tune this model's UNet; empty: from scratch
+    std::filesystem::path tokenizer_dir;  // from scratch: the tokenizer folder to use and copy
+    ScratchArchitecture arch;
+    int vae_steps = 1000;   // from scratch only
+    int vae_crop = 64;      // the VAE trains on random crops this big (it is convolutional)
+    int unet_steps = 2000;  // UNet (+ text encoder from scratch)
+    int batch_size = 16;
+    double learning_rate = 3e-4;
+    double vae_learning_rate = 1e-3;
+    double weight_decay = 1e-2;
+    double caption_dropout = 0.1;
+    double ema_decay = 0.999;
+    double kl_weight = 1e-4;
+    uint64_t seed = 0;
+    int checkpoint_every = 200;  // steps (0: only at the end of each phase)
+    bool resume = true;          // continue from out_dir/checkpoint when it is there
+    std::string device = "auto";
+};
+
+struct TrainProgress {
+    std::string phase;  // "vae" or "unet"
+    int step = 0;       // steps done in this phase
+    int total = 0;
+    double loss = 0;  // running mean over the last steps
+    double seconds_left = 0;
+};
+
+// Throws sds::Error for bad options or data (naming the problem), sds::Cancelled when `cancel`
+// became true (a checkpoint is written first, so a rerun resumes).
+void train(const std::vector<TrainExample>& data, const TrainOptions& options,
+           const std::function<void(const TrainProgress&)>& progress = {},
+           const std::atomic<bool>* cancel = nullptr);
+
+}  // namespace sds

@@ -1,0 +1,142 @@
+// Training from scratch at a tiny size: the losses fall, the result loads and generates, a run
+// interrupted and resumed ends with the same weights as one that was not, and the model folder
+// is written for diffusers (train_test_reference.py compares diffusers' image with ours).
+#include <gtest/gtest.h>
+
+#include <ATen/ops/allclose.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/tensor.h>
+
+#include "sds/error.h"
+#include "sds/pipeline.h"
+#include "sds/safetensors.h"
+#include "sds/shapes.h"
+#include "sds/train.h"
+#include "test_paths.h"
+
+using namespace sds;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<TrainExample> tiny_data() {
+    std::vector<TrainExample> out;
+    for (uint64_t s = 0; s < 24; ++s) {
+        const auto scene = imaging::random_scene(s);
+        out.push_back({imaging::render_scene(scene, 32, s), scene.caption});
+    }
+    return out;
+}
+
+TrainOptions tiny_options(const fs::path& out) {
+    TrainOptions o;
+    o.out_dir = out;
+    o.tokenizer_dir = test::fixture_dir("tiny_pipeline") / "tiny-sd" / "tokenizer";
+    o.arch.resolution = 32;
+    o.arch.vae_channels = {8, 16};
+    o.arch.unet_channels = {16, 32};
+    o.arch.unet_down = {"CrossAttnDownBlock2D", "DownBlock2D"};
+    o.arch.unet_up = {"UpBlock2D", "CrossAttnUpBlock2D"};
+    o.arch.unet_heads = 2;
+    o.arch.norm_groups = 8;
+    o.arch.text_hidden = 16;
+    o.arch.text_heads = 2;
+    o.vae_crop = 0;
+    o.vae_steps = 30;
+    o.unet_steps = 30;
+    o.batch_size = 4;
+    o.checkpoint_every = 0;
+    o.device = "cpu";
+    return o;
+}
+
+at::Tensor weights_of(const fs::path& file) {
+    const auto f = SafeTensorsFile::open(file);
+    std::vector<at::Tensor> all;
+    for (const auto& t : f.tensors()) {
+        all.push_back(f.tensor(t.name).flatten());
+    }
+    return at::cat(all);
+}
+
+}  // namespace
+
+TEST(Train, FromScratchLossesFallAndTheModelGenerates) {
+    const fs::path out = test::temp_dir("train_scratch");
+    std::map<std::string, std::vector<double>> losses;
+    train(tiny_data(), tiny_options(out),
+          [&](const TrainProgress& p) { losses[p.phase].push_back(p.loss); });
+    ASSERT_EQ(losses["vae"].size(), 30u);
+    ASSERT_EQ(losses["unet"].size(), 30u);
+    EXPECT_LT(losses["vae"].back(), losses["vae"].front());
+    EXPECT_LT(losses["unet"].back(), losses["unet"].front());
+    for (const char* f :
+         {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+          "vae/config.json", "text_encoder/model.safetensors", "tokenizer/tokenizer.json",
+          "scheduler/scheduler_config.json"}) {
+        EXPECT_TRUE(fs::exists(out / f)) << f;
+    }
+    Pipeline p = Pipeline::load(out, {});
+    EXPECT_EQ(p.native_size(), 32);
+    GenerationRequest r;
+    r.prompt = "a red circle on a blue background";
+    r.steps = 8;
+    r.seed = 5;
+    r.sampler = Sampler::Euler;
+    const auto result = p.generate(r);
+    ASSERT_EQ(result.images.size(), 1u);
+    EXPECT_EQ(result.images[0].width, 32);
+    // For train_test_reference.py: diffusers must make the same image from this folder.
+    const auto& px = result.images[0].rgb;
+    save_safetensors(out / "ours.safetensors",
+                     {{"image", at::tensor(std::vector<int64_t>(px.begin(), px.end()))}});
+}
+
+TEST(Train, AResumedRunEndsWithTheSameWeights) {
+    const fs::path a = test::temp_dir("train_straight"), b = test::temp_dir("train_resumed");
+    const auto data = tiny_data();
+    TrainOptions oa = tiny_options(a);
+    oa.vae_steps = 6;
+    oa.unet_steps = 12;
+    train(data, oa);
+    // The same run, stopped after 4 UNet steps (checkpointing every 2) and started again.
+    TrainOptions ob = tiny_options(b);
+    ob.vae_steps = 6;
+    ob.unet_steps = 12;
+    ob.checkpoint_every = 2;
+    std::atomic<bool> stop{false};
+    EXPECT_THROW(train(
+                     data, ob,
+                     [&](const TrainProgress& p) {
+                         if (p.phase == "unet" && p.step == 4) {
+                             stop = true;
+                         }
+                     },
+                     &stop),
+                 Cancelled);
+    std::map<std::string, int> first_step;
+    train(data, ob, [&](const TrainProgress& p) {
+        if (!first_step.count(p.phase)) {
+            first_step[p.phase] = p.step;
+        }
+    });
+    EXPECT_FALSE(first_step.count("vae"));  // the VAE was finished and is not trained again
+    EXPECT_EQ(first_step["unet"], 5);       // resumed after step 4
+    for (const char* f :
+         {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+          "vae/diffusion_pytorch_model.safetensors"}) {
+        EXPECT_TRUE(at::allclose(weights_of(a / f), weights_of(b / f), 0, 0)) << f;
+    }
+}
+
+TEST(Train, ClearErrors) {
+    TrainOptions o = tiny_options(test::temp_dir("train_errors"));
+    EXPECT_THROW(train({}, o), Error);
+    o.tokenizer_dir.clear();
+    try {
+        train(tiny_data(), o);
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("tokenizer"), std::string::npos);
+    }
+}
