@@ -12,17 +12,17 @@ namespace sds {
 struct GenerationRequest {
     std::string prompt;
     std::string negative_prompt;
-    int steps = 50;                 // diffusers' default
-    double guidance_scale = 7.5;    // classifier-free guidance is on above 1
-    int64_t seed = 0;               // image i of the batch uses seed + i
-    int width = 0;                  // 0: the model's native size; else a multiple of 8
+    int steps = 50;               // diffusers' default
+    double guidance_scale = 7.5;  // classifier-free guidance is on above 1
+    int64_t seed = 0;             // image i of the batch uses seed + i
+    int width = 0;                // 0: the model's native size; else a multiple of 8
     int height = 0;
     Sampler sampler = Sampler::Pndm;  // the SD 1.x default (PLMS)
     int batch_count = 1;
-    double strength = 0.8;          // img2img only
-    std::string init_image;         // img2img when set: where the init image came from
-    int clip_skip = 0;              // diffusers' clip_skip (A1111's "Clip skip" minus one)
-    double eta = 0.0;               // DDIM only
+    double strength = 0.8;   // img2img only
+    std::string init_image;  // img2img when set: where the init image came from
+    int clip_skip = 0;       // diffusers' clip_skip (A1111's "Clip skip" minus one)
+    double eta = 0.0;        // DDIM only
 
     bool is_img2img() const { return !init_image.empty(); }
     bool guided() const { return guidance_scale > 1.0; }

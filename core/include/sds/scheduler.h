@@ -21,9 +21,9 @@ enum class Sampler { Pndm, Ddim, Euler, EulerAncestral, DpmPP2M, DpmPP2MKarras }
 // "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras" (also A1111's names:
 // "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"); throws sds::Error.
 Sampler sampler_from_name(const std::string& name);
-const char* sampler_name(Sampler s);     // "dpmpp_2m_karras"
-const char* sampler_a1111(Sampler s);    // "DPM++ 2M"
-const char* schedule_a1111(Sampler s);   // "Karras" or ""
+const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
+const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
+const char* schedule_a1111(Sampler s);  // "Karras" or ""
 std::vector<std::string> sampler_names();
 
 // Draws standard normal noise of `shape` and `dtype` on the CPU the way diffusers' randn_tensor
@@ -31,7 +31,7 @@ std::vector<std::string> sampler_names();
 using NoiseFn = std::function<at::Tensor(at::IntArrayRef shape, at::ScalarType dtype)>;
 
 class Scheduler {
-public:
+  public:
     virtual ~Scheduler() = default;
 
     // From a scheduler_config.json (or the defaults of diffusers' class when `config` is empty).
@@ -66,7 +66,7 @@ public:
     Sampler sampler() const { return sampler_; }
     const std::string& prediction_type() const { return prediction_type_; }
 
-protected:
+  protected:
     Sampler sampler_ = Sampler::Pndm;
     std::string prediction_type_ = "epsilon";
     int num_inference_steps_ = 0;
