@@ -1,12 +1,14 @@
 #include "request_flags.h"
 
+#include "settings.h"
+
 #include <chrono>
 #include <cstdio>
 
 namespace sds::cli {
 
 const char* const kGenerateFlagsHelp =
-    "  --model DIR        a diffusers model folder\n"
+    "  --model DIR        a diffusers model folder (default: the bundled demo model)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
     "  --sampler NAME     pndm (default), ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras\n"
@@ -72,8 +74,11 @@ GenerateFlags parse_generate_flags(const Args& args) {
         else
             f.rest.push_back(a);
     }
-    if (f.model.empty()) {
-        throw UsageError{"--model DIR is required (no bundled model yet)"};
+    if (f.model.empty()) {  // the bundled demo model
+        f.model = app::bundled_model_folder().toStdString();
+        if (f.model.empty()) {
+            throw UsageError{"--model DIR is required (the bundled demo model is not installed)"};
+        }
     }
     return f;
 }

@@ -1,9 +1,24 @@
 #include "settings.h"
 
+#include <QCoreApplication>
+#include <QDir>
+#include <QFileInfo>
 #include <QSettings>
 #include <QStandardPaths>
 
 namespace sds::app {
+
+QString bundled_model_folder() {
+    const QStringList candidates = {
+        QDir(QCoreApplication::applicationDirPath()).filePath("../share/sdstudio/models/demo"),
+        QStringLiteral(SDS_SOURCE_MODELS_DIR "/demo")};
+    for (const QString& c : candidates) {
+        if (QFileInfo::exists(QDir(c).filePath("model_index.json"))) {
+            return QDir(c).absolutePath();
+        }
+    }
+    return QString();
+}
 
 StudioSettings StudioSettings::load() {
     QSettings s;

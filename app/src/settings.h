@@ -7,6 +7,11 @@
 
 namespace sds::app {
 
+// The bundled demo model (models/demo): installed beside the executables
+// (../share/sdstudio/models/demo) or in the source tree this was built from; empty when neither
+// is there. The studio and the CLI use it when no model is chosen.
+QString bundled_model_folder();
+
 struct StudioSettings {
     QString model;            // the model folder last opened
     QStringList recent;       // most recent first, at most kMaxRecent

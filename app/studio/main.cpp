@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
     if (!parser.positionalArguments().isEmpty()) {
         settings.model.clear();  // opened below, after the window is up
     }
+    if (settings.model.isEmpty() && parser.positionalArguments().isEmpty()) {
+        settings.model = sds::app::bundled_model_folder();  // works out of the box
+    }
     sds::ui::MainWindow window(settings);
     if (!parser.positionalArguments().isEmpty()) {
         window.openModel(parser.positionalArguments().first());
