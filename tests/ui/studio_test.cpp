@@ -1,7 +1,7 @@
 // The studio as a person uses it, offscreen: the canvas, generation with live steps, history
 // and chaining, cancel, live regeneration, the grid, a responsive GUI thread, errors, and a
 // history that survives a kill. With SDS_SCREENSHOTS=DIR it also saves the window at the
-// moments docs/screenshots shows.
+// moments docs/screenshots shows (made with SDS_STUDIO_TEST_MODEL=models/demo).
 #include <QApplication>
 #include <QCheckBox>
 #include <QDir>
@@ -30,8 +30,12 @@ using namespace sds;
 
 namespace {
 
+// The tiny random fixture model; SDS_STUDIO_TEST_MODEL=DIR runs the same checks on another
+// model (the screenshots in docs/ use models/demo).
 QString tiny_model() {
-    return QString::fromStdString((test::fixture_dir("tiny_pipeline") / "tiny-sd").string());
+    return qEnvironmentVariable(
+        "SDS_STUDIO_TEST_MODEL",
+        QString::fromStdString((test::fixture_dir("tiny_pipeline") / "tiny-sd").string()));
 }
 
 // Waits until `done` holds, processing events; false after `ms`.

@@ -355,27 +355,10 @@ QWidget* MainWindow::buildResultPanel() {
     auto* use = new QPushButton(tr("Use as input"));
     use->setToolTip(tr("Put this image on the canvas to draw over, in img2img mode"));
     auto* save = new QPushButton(tr("Save to history"));
-    connect(use, &QPushButton::clicked, this, [this] {
-        if (result_->image().isNull()) {
-            return;
-        }
-        if (shownId_ < 0 && history_) {  // a live or grid result: keep it before chaining
-            try {
-                shownId_ = history_
-                               ->add(result_->image(), shownRequest_, -1,
-                                     QFileInfo(worker_->modelPath()).fileName())
-                               .id;
-                historyView_->refresh();
-            } catch (const std::exception& e) {
-                showError(QString::fromUtf8(e.what()));
-                return;
-            }
-        }
-        useAsInput(shownId_);
-    });
-    connect(save, &QPushButton::clicked, this, [this] {
-        if (result_->image().isNull() || shownId_ >= 0 || !history_) {
-            return;
+    // Keeps the shown result (a live or grid result is not saved yet) in the history.
+    auto save_shown = [this] {
+        if (shownId_ >= 0 || !history_) {
+            return shownId_ >= 0;
         }
         try {
             shownId_ = history_
@@ -384,9 +367,21 @@ QWidget* MainWindow::buildResultPanel() {
                            .id;
             historyView_->refresh();
             historyView_->select(shownId_);
-            statusBar()->showMessage(tr("Saved as #%1").arg(shownId_), 3000);
+            return true;
         } catch (const std::exception& e) {
             showError(QString::fromUtf8(e.what()));
+            return false;
+        }
+    };
+    connect(use, &QPushButton::clicked, this, [this, save_shown] {
+        if (!result_->image().isNull() && save_shown()) {
+            useAsInput(shownId_);
+        }
+    });
+    connect(save, &QPushButton::clicked, this, [this, save_shown] {
+        const bool was_saved = shownId_ >= 0;
+        if (!result_->image().isNull() && !was_saved && save_shown()) {
+            statusBar()->showMessage(tr("Saved as #%1").arg(shownId_), 3000);
         }
     });
     auto* w = new QWidget;

@@ -226,17 +226,19 @@ SceneAnalysis analyse(const Image& image) {
     SceneAnalysis a;
     const cv::Mat m = to_mat(image);
     const int w = m.cols, h = m.rows;
-    // The background: the median of the border pixels, per channel.
+    // The background: the median of a frame a few pixels in from the edge, per channel (decoders
+    // often leave a thin rim of off colour on the very edge).
+    const int in = std::min(3, std::min(w, h) / 8);
     std::vector<uint8_t> ch[3];
     for (int x = 0; x < w; ++x) {
-        for (int y : {0, 1, h - 2, h - 1}) {
+        for (int y : {in, in + 1, h - 2 - in, h - 1 - in}) {
             const auto& p = m.at<cv::Vec3b>(y, x);
             for (int k = 0; k < 3; ++k)
                 ch[k].push_back(p[k]);
         }
     }
     for (int y = 0; y < h; ++y) {
-        for (int x : {0, 1, w - 2, w - 1}) {
+        for (int x : {in, in + 1, w - 2 - in, w - 1 - in}) {
             const auto& p = m.at<cv::Vec3b>(y, x);
             for (int k = 0; k < 3; ++k)
                 ch[k].push_back(p[k]);
