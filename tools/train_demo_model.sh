@@ -15,6 +15,7 @@ mkdir -p "$work"
 start=$(date +%s)
 "$cli" train --data "$work/data" --out "$work/model" --tokenizer "$work/tokenizer" \
     --vae-steps "${DEMO_VAE_STEPS:-1500}" --steps "${DEMO_STEPS:-3200}" --batch 16 --lr 3e-4 \
+    --noise-offset 0.1 --snr-gamma 5 \
     --resolution 128 --seed 0 --device "${DEMO_DEVICE:-auto}"
 echo "trained in $(( $(date +%s) - start )) s on $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 rm -rf "$root/models/demo"

@@ -3,13 +3,16 @@
 #include <QDir>
 #include <QFileInfo>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 
 #include "image_io.h"
 #include "request_flags.h"
 #include "sds/error.h"
+#include "sds/pipeline.h"
 #include "sds/shapes.h"
 #include "sds/train.h"
 
@@ -49,6 +52,13 @@ std::vector<TrainExample> load_folder(const QString& dir) {
     return out;
 }
 
+// Ctrl-C (or SIGTERM) asks the trainer to stop: it writes a checkpoint first, so nothing is lost.
+std::atomic<bool> g_stop_training{false};
+
+extern "C" void request_stop(int) {
+    g_stop_training = true;
+}
+
 }  // namespace
 
 int command_train(const Args& args) {
@@ -76,6 +86,10 @@ int command_train(const Args& args) {
             o.vae_learning_rate = number<double>(a, take(args, i));
         else if (a == "--caption-dropout")
             o.caption_dropout = number<double>(a, take(args, i));
+        else if (a == "--noise-offset")
+            o.noise_offset = number<double>(a, take(args, i));
+        else if (a == "--snr-gamma")
+            o.snr_gamma = number<double>(a, take(args, i));
         else if (a == "--ema")
             o.ema_decay = number<double>(a, take(args, i));
         else if (a == "--resolution")
@@ -99,15 +113,30 @@ int command_train(const Args& args) {
         stderr, "train: %zu images from %s -> %s (%s)\n", examples.size(), data.c_str(),
         o.out_dir.string().c_str(),
         o.base_model.empty() ? "from scratch" : ("fine-tuning " + o.base_model.string()).c_str());
-    train(examples, o, [](const TrainProgress& p) {
-        if (p.step % 10 == 0 || p.step == p.total) {
-            std::fprintf(stderr, "\r%s step %d/%d, loss %.4f, %.0f s left   ", p.phase.c_str(),
-                         p.step, p.total, p.loss, p.seconds_left);
-            if (p.step == p.total) {
-                std::fprintf(stderr, "\n");
-            }
-        }
-    });
+    std::signal(SIGINT, request_stop);
+    std::signal(SIGTERM, request_stop);
+    TrainProgress last;
+    try {
+        train(
+            examples, o,
+            [&last](const TrainProgress& p) {
+                last = p;
+                if (p.step % 10 == 0 || p.step == p.total) {
+                    std::fprintf(stderr, "\r%s step %d/%d, loss %.4f, %.0f s left   ",
+                                 p.phase.c_str(), p.step, p.total, p.loss, p.seconds_left);
+                    if (p.step == p.total) {
+                        std::fprintf(stderr, "\n");
+                    }
+                }
+            },
+            &g_stop_training);
+    } catch (const Cancelled&) {
+        std::fprintf(stderr,
+                     "\nstopped after %s step %d; the checkpoint is saved in %s: run the same "
+                     "command again to continue\n",
+                     last.phase.c_str(), last.step, (o.out_dir / "checkpoint").string().c_str());
+        return 130;
+    }
     std::printf("%s\n", o.out_dir.string().c_str());
     return 0;
 }

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 #include "sds/image.h"
 
 namespace sds {
@@ -56,6 +58,14 @@ struct TrainOptions {
     double caption_dropout = 0.1;
     double ema_decay = 0.999;
     double kl_weight = 1e-4;
+    // Offset noise: each image's noise gets a constant per channel drawn with this standard
+    // deviation. Without it the mean of the noisy latents gives the image's mean colour away,
+    // so a model learns to copy it from the starting noise instead of reading it in the prompt
+    // (plain backgrounds come out muddy). 0: off.
+    double noise_offset = 0;
+    // Min-SNR loss weighting (Hang et al. 2023): each sample's loss times min(SNR, gamma) / SNR,
+    // so the nearly clean timesteps do not dominate. 0: off (every timestep weighs the same).
+    double snr_gamma = 0;
     uint64_t seed = 0;
     int checkpoint_every = 200;  // steps (0: only at the end of each phase)
     bool resume = true;          // continue from out_dir/checkpoint when it is there
@@ -69,6 +79,10 @@ struct TrainProgress {
     double loss = 0;  // running mean over the last steps
     double seconds_left = 0;
 };
+
+// The Min-SNR weight of each sample for noise prediction, given alphas_cumprod at its timestep:
+// min(SNR, gamma) / SNR with SNR = a / (1 - a). gamma <= 0 gives ones.
+at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma);
 
 // Throws sds::Error for bad options or data (naming the problem), sds::Cancelled when `cancel`
 // became true (a checkpoint is written first, so a rerun resumes).

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <optional>
 
+#include <ATen/ops/clamp_max.h>
+#include <ATen/ops/ones_like.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <torch/nn/functional/loss.h>
@@ -215,6 +217,14 @@ void check_cancel(const std::atomic<bool>* cancel, const std::function<void()>& 
 
 }  // namespace
 
+at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma) {
+    if (gamma <= 0) {
+        return at::ones_like(alphas_cumprod_t);
+    }
+    const at::Tensor snr = alphas_cumprod_t / (1 - alphas_cumprod_t);
+    return at::clamp_max(snr, gamma) / snr;
+}
+
 void train(const std::vector<TrainExample>& data, const TrainOptions& o,
            const std::function<void(const TrainProgress&)>& progress,
            const std::atomic<bool>* cancel) {
@@ -226,6 +236,9 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     }
     if (o.batch_size < 1 || o.unet_steps < 0 || o.vae_steps < 0) {
         throw Error("batch size must be at least 1 and step counts not negative");
+    }
+    if (o.noise_offset < 0 || o.snr_gamma < 0) {
+        throw Error("the noise offset and the SNR gamma must not be negative");
     }
     const bool scratch = o.base_model.empty();
     if (scratch && o.tokenizer_dir.empty()) {
@@ -462,15 +475,23 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         const at::Tensor z0 =
             ((lat_mean.index_select(0, idx) + lat_std.index_select(0, idx) * eps0) * sf).to(device);
         const at::Tensor t = at::randint(1000, {o.batch_size}, g, at::TensorOptions(at::kLong));
-        const at::Tensor noise = at::randn(z0.sizes(), g).to(device);
-        const at::Tensor a = acp.index_select(0, t).to(device).view({-1, 1, 1, 1});
-        const at::Tensor zt = a.sqrt() * z0 + (1 - a).sqrt() * noise;
+        at::Tensor noise = at::randn(z0.sizes(), g);
+        const at::Tensor a_t = acp.index_select(0, t);
+        const at::Tensor a = a_t.to(device).view({-1, 1, 1, 1});
         at::Tensor batch_ids = all_ids.index_select(0, idx);
         const at::Tensor drop = at::rand({o.batch_size}, g) < o.caption_dropout;
+        if (o.noise_offset > 0) {
+            noise = noise + o.noise_offset * at::randn({z0.size(0), z0.size(1), 1, 1}, g);
+        }
+        noise = noise.to(device);
+        const at::Tensor zt = a.sqrt() * z0 + (1 - a).sqrt() * noise;
         batch_ids = at::where(drop.unsqueeze(1), empty_ids.unsqueeze(0), batch_ids);
         const at::Tensor ctx = text->encode(batch_ids.to(device));
         const at::Tensor pred = unet->forward(zt, t.to(device), ctx);
-        const at::Tensor loss = (pred - noise).pow(2).mean();
+        const at::Tensor per_sample = (pred - noise).pow(2).mean({1, 2, 3});
+        const at::Tensor loss =
+            o.snr_gamma > 0 ? (per_sample * min_snr_weights(a_t, o.snr_gamma).to(device)).mean()
+                            : per_sample.mean();
         opt.zero_grad();
         loss.backward();
         torch::nn::utils::clip_grad_norm_(params, 1.0);

@@ -5,6 +5,8 @@
 
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/ones_like.h>
 #include <ATen/ops/tensor.h>
 
 #include "sds/error.h"
@@ -129,6 +131,44 @@ TEST(Train, AResumedRunEndsWithTheSameWeights) {
     }
 }
 
+TEST(Train, MinSnrWeights) {
+    // SNR = a / (1 - a): a = 0.5 is SNR 1 (weight 1), a = 0.99 is SNR 99 (weight 5 / 99 with
+    // gamma 5), a = 0.01 is SNR 1/99 (weight 1: below gamma nothing changes).
+    const at::Tensor a = at::tensor({0.5, 0.99, 0.01}, at::kDouble);
+    const at::Tensor w = min_snr_weights(a, 5.0);
+    EXPECT_NEAR(w[0].item<double>(), 1.0, 1e-12);
+    EXPECT_NEAR(w[1].item<double>(), 5.0 / 99.0, 1e-12);
+    EXPECT_NEAR(w[2].item<double>(), 1.0, 1e-12);
+    EXPECT_TRUE(at::equal(min_snr_weights(a, 0), at::ones_like(a)));
+}
+
+TEST(Train, OffsetNoiseAndMinSnrChangeTrainingAndItStillLearns) {
+    const fs::path a = test::temp_dir("train_plain"), b = test::temp_dir("train_offset_snr");
+    const auto data = tiny_data();
+    TrainOptions oa = tiny_options(a);
+    oa.vae_steps = 6;
+    oa.unet_steps = 30;
+    train(data, oa);
+    TrainOptions ob = tiny_options(b);
+    ob.vae_steps = 6;
+    ob.unet_steps = 30;
+    ob.noise_offset = 0.1;
+    ob.snr_gamma = 5;
+    ob.learning_rate = 2e-3;  // Min-SNR weighs the quickly learnt timesteps down: learn faster
+    std::vector<double> losses;
+    train(data, ob, [&](const TrainProgress& p) {
+        if (p.phase == "unet") {
+            losses.push_back(p.loss);
+        }
+    });
+    ASSERT_EQ(losses.size(), 30u);
+    EXPECT_LT(losses.back(), losses.front());
+    const char* unet = "unet/diffusion_pytorch_model.safetensors";
+    const char* vae = "vae/diffusion_pytorch_model.safetensors";
+    EXPECT_TRUE(at::equal(weights_of(a / vae), weights_of(b / vae)));  // the VAE phase is apart
+    EXPECT_FALSE(at::allclose(weights_of(a / unet), weights_of(b / unet)));
+}
+
 TEST(Train, ClearErrors) {
     TrainOptions o = tiny_options(test::temp_dir("train_errors"));
     EXPECT_THROW(train({}, o), Error);
@@ -139,4 +179,7 @@ TEST(Train, ClearErrors) {
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("tokenizer"), std::string::npos);
     }
+    o = tiny_options(test::temp_dir("train_errors"));
+    o.noise_offset = -0.1;
+    EXPECT_THROW(train(tiny_data(), o), Error);
 }
