@@ -238,3 +238,28 @@ def test_train_says_which_image_has_no_caption(tmp_path):
     assert r.returncode == 1 and "no such folder" in r.stderr
     r = run("train", "--data", str(data), "--out", str(tmp_path / "m"), "--steps", "many")
     assert r.returncode == 2 and "--steps expects a number" in r.stderr
+
+
+def test_train_ctrl_c_saves_a_checkpoint_and_a_rerun_continues(tmp_path):
+    import signal
+    import time
+    data, out, log = tmp_path / "d", tmp_path / "m", tmp_path / "stderr.txt"
+    run("dataset", "--out", str(data), "--count", "4", "--size", "32")
+    args = ["train", "--data", str(data), "--out", str(out), "--tokenizer",
+            str(TINY / "tokenizer"), "--resolution", "32", "--steps", "3", "--device", "cpu"]
+    with open(log, "w") as err:
+        p = subprocess.Popen([CLI, *args, "--vae-steps", "100000"], stderr=err, text=True)
+        deadline = time.time() + 120
+        while "vae step 10/" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 130
+    stderr = log.read_text()
+    assert "the checkpoint is saved in" in stderr and "run the same command again" in stderr
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["phase"] == "vae" and state["step"] >= 10
+    r = run(*args, "--vae-steps", str(state["step"] + 5))
+    assert r.returncode == 0, r.stderr
+    assert "vae step 10/" not in r.stderr  # resumed after the saved step, not from the start
+    assert "unet step 3/3" in r.stderr
+    assert (out / "model_index.json").exists()

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numbers>
 #include <random>
 
@@ -22,7 +23,9 @@ using namespace sds;
 
 namespace {
 
-const std::filesystem::path kDemo = SDS_DEMO_MODEL;
+// SDS_DEMO_MODEL_DIR measures another model folder (a training candidate) with the same checks.
+const std::filesystem::path kDemo =
+    std::getenv("SDS_DEMO_MODEL_DIR") ? std::getenv("SDS_DEMO_MODEL_DIR") : SDS_DEMO_MODEL;
 
 struct Case {
     std::string shape, colour, background, prompt;
