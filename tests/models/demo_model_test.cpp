@@ -122,17 +122,26 @@ TEST_F(DemoModel, IsSmallAndSd1x) {
 }
 
 TEST_F(DemoModel, DrawsTheColourShapeAndBackgroundItIsAskedFor) {
-    const Rates guided = measure(*pipe_, 7.5, 8);
     const Rates unguided = measure(*pipe_, 1.0, 8);
-    print("demo, guidance 7.5", guided);
+    const Rates g3 = measure(*pipe_, 3.0, 8);
+    const Rates g75 = measure(*pipe_, 7.5, 8);
     print("demo, guidance 1 (none)", unguided);
-    // Floors from the first CPU-trained model (docs/demo-model.md: colour 0.41, background 0.17,
-    // shape 0.23, all three 0.02; random UNet weights: colour 0.12). That model draws the
-    // object's colour better than chance but not yet the background or the shape, and guidance
-    // does not raise its adherence; a model that does should raise these floors and assert
-    // guided > unguided.
-    EXPECT_GE(guided.colour, 0.30);
-    EXPECT_GE(unguided.colour, 0.30);
+    print("demo, guidance 3", g3);
+    print("demo, guidance 7.5", g75);
+    // Floors below what the committed model measured (docs/demo-model.md): guidance 3: colour
+    // 0.59, background 1.00, shape 0.59, all three 0.44; guidance 7.5: 0.50, 1.00, 0.56, 0.38;
+    // guidance 1: 0.58, 1.00, 0.56, 0.38. Random UNet weights: 0.12, 0.12, 0.25, 0.00.
+    for (const Rates* r : {&g3, &g75}) {
+        EXPECT_GE(r->colour, 0.40);
+        EXPECT_GE(r->background, 0.90);
+        EXPECT_GE(r->shape, 0.45);
+        EXPECT_GE(r->all, 0.30);
+    }
+    // Guidance raises adherence: all three right more often at 3 than with no guidance (28 of 64
+    // images against 24 when measured). 7.5 is past the best for this small model: its object
+    // colours drift (see docs/demo-model.md).
+    EXPECT_GT(g3.all, unguided.all);
+    EXPECT_GE(g3.shape, unguided.shape);
 }
 
 TEST_F(DemoModel, RandomUNetWeightsFailTheSameChecks) {
@@ -147,7 +156,8 @@ TEST_F(DemoModel, RandomUNetWeightsFailTheSameChecks) {
     const Rates r = measure(random, 7.5, 4);
     print("random UNet, guidance 7.5", r);
     EXPECT_LE(r.all, 0.05);
-    EXPECT_LE(r.colour, 0.25);  // the trained model: 0.41
+    EXPECT_LE(r.colour, 0.25);      // the trained model: 0.50 to 0.59
+    EXPECT_LE(r.background, 0.30);  // the trained model: 1.00
 }
 
 TEST_F(DemoModel, Img2imgKeepsTheSketchedObjectWhereItWasAndCleansIt) {
@@ -176,6 +186,6 @@ TEST_F(DemoModel, Img2imgKeepsTheSketchedObjectWhereItWasAndCleansIt) {
         "img2img from rough sketches: mean IoU %.2f (%d/%d above 0.5), circularity %.3f -> "
         "%.3f\n",
         iou_sum / n, kept, n, circ_before / n, circ_after / n);
-    EXPECT_GE(iou_sum / n, 0.3);  // measured 0.41
-    EXPECT_GT(circ_after, circ_before);  // measured 0.621 -> 0.751
+    EXPECT_GE(iou_sum / n, 0.35);                  // measured 0.42
+    EXPECT_GT(circ_after, circ_before + 0.1 * n);  // measured 0.621 -> 0.840 (mean)
 }
