@@ -9,12 +9,14 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/group_norm.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/silu.h>
 
 namespace sds::nn {
 
@@ -97,6 +99,22 @@ void initialise_for_training(tnn::Module& root, at::Generator generator) {
     }
 }
 
+namespace {
+bool in_place() {
+    return !at::GradMode::is_enabled();
+}
+}  // namespace
+
+at::Tensor silu_temp(at::Tensor x) {
+    return in_place() ? at::silu_(x) : at::silu(x);
+}
+at::Tensor add_temp(at::Tensor x, const at::Tensor& y) {
+    return in_place() ? x.add_(y) : x + y;
+}
+at::Tensor mul_temp(at::Tensor x, const at::Tensor& y) {
+    return in_place() ? x.mul_(y) : x * y;
+}
+
 GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
     return GroupNorm(groups, channels, eps);
 }
@@ -135,12 +153,12 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_chann
 }
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const std::optional<at::Tensor>& temb) {
-    at::Tensor h = conv1(torch::silu(norm1(x)));
+    at::Tensor h = conv1(silu_temp(norm1(x)));
     if (time_emb_proj && temb) {
-        h = h + time_emb_proj(torch::silu(*temb)).unsqueeze(-1).unsqueeze(-1);
+        h = add_temp(h, time_emb_proj(torch::silu(*temb)).unsqueeze(-1).unsqueeze(-1));
     }
-    h = conv2(torch::silu(norm2(h)));
-    return (conv_shortcut ? conv_shortcut(x) : x) + h;
+    h = conv2(silu_temp(norm2(h)));
+    return add_temp(h, conv_shortcut ? conv_shortcut(x) : x);
 }
 
 Downsample2DImpl::Downsample2DImpl(int64_t channels, int64_t padding) : padding(padding) {
@@ -203,7 +221,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& input,
     out = out.transpose(1, 2).reshape({b, -1, o.heads * o.head_dim});
     out = to_out[0]->as<LinearImpl>()->forward(out);
     if (group_norm) {
-        out = out.transpose(1, 2).reshape({b, c, h, w}) + input;
+        out = add_temp(out.transpose(1, 2).reshape({b, c, h, w}), input);
     }
     return out;
 }
@@ -231,10 +249,10 @@ TransformerBlockImpl::TransformerBlockImpl(int64_t dim, int64_t heads, int64_t h
 }
 
 at::Tensor TransformerBlockImpl::forward(at::Tensor x, const at::Tensor& context) {
-    x = attn1(norm1(x)) + x;
-    x = attn2(norm2(x), context) + x;
+    x = add_temp(attn1(norm1(x)), x);
+    x = add_temp(attn2(norm2(x), context), x);
     auto parts = geglu(norm3(x)).chunk(2, -1);
-    return ff_out(parts[0] * torch::gelu(parts[1])) + x;
+    return add_temp(ff_out(mul_temp(torch::gelu(parts[1]), parts[0])), x);
 }
 
 Transformer2DImpl::Transformer2DImpl(int64_t channels, int64_t heads, int64_t context_dim,
@@ -279,7 +297,7 @@ at::Tensor Transformer2DImpl::forward(const at::Tensor& input, const at::Tensor&
     if (!linear_projection) {
         x = proj_out_conv(x);
     }
-    return x + input;
+    return add_temp(x, input);
 }
 
 }  // namespace sds::nn

@@ -57,6 +57,15 @@ TORCH_MODULE(Embedding);
 GroupNorm group_norm(int64_t groups, int64_t channels, double eps);
 Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
 
+// Elementwise steps on a temporary: a tensor nothing else holds, such as a layer's fresh output.
+// When no gradient is recorded (inference) they work in place, which saves a buffer the size of
+// `x` (at 512x512 the VAE decoder's are 128 MiB each, and fresh pages cost a page fault apiece);
+// under autograd they allocate, because the backward pass needs the inputs. The arithmetic is the
+// same either way. `y` may broadcast to `x`'s shape.
+at::Tensor silu_temp(at::Tensor x);
+at::Tensor add_temp(at::Tensor x, const at::Tensor& y);
+at::Tensor mul_temp(at::Tensor x, const at::Tensor& y);
+
 // Sinusoidal timestep embedding [B] -> [B, dim] (fp32), as diffusers' get_timestep_embedding.
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
                               double freq_shift);

@@ -282,7 +282,7 @@ struct UNetModuleImpl : tnn::Module {
         for (const auto& block : *up_blocks) {
             x = block->as<UpBlockImpl>()->forward(x, temb, ctx, skips);
         }
-        return conv_out(torch::silu(conv_norm_out(x)));
+        return conv_out(nn::silu_temp(conv_norm_out(x)));
     }
 
     UNetConfig c;

@@ -158,7 +158,7 @@ struct CoderImpl : tnn::Module {
         if (!decoder) {
             x = mid_block(x);
         }
-        return conv_out(torch::silu(conv_norm_out(x)));
+        return conv_out(nn::silu_temp(conv_norm_out(x)));
     }
     bool decoder = false;
     nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
