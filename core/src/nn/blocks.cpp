@@ -206,7 +206,10 @@ at::Tensor AttentionImpl::forward(const at::Tensor& input,
     int64_t b = x.size(0), c = 0, h = 0, w = 0;
     if (group_norm) {  // [B, C, H, W] -> [B, HW, C]
         c = x.size(1), h = x.size(2), w = x.size(3);
-        x = group_norm(x).view({b, c, h * w}).transpose(1, 2);
+        // Normalised as [B, C, HW], as diffusers does: for a channels-last input (an image
+        // straight from HWC pixels) the 3-D norm runs a different kernel than the 4-D one would,
+        // and in bf16 the two round differently.
+        x = group_norm(x.reshape({b, c, h * w})).transpose(1, 2);
     }
     const at::Tensor& ctx = context ? *context : x;
     auto split = [&](const at::Tensor& t) {
@@ -221,7 +224,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& input,
     out = out.transpose(1, 2).reshape({b, -1, o.heads * o.head_dim});
     out = to_out[0]->as<LinearImpl>()->forward(out);
     if (group_norm) {
-        out = add_temp(out.transpose(1, 2).reshape({b, c, h, w}), input);
+        // Not in place: a new tensor takes its memory layout from both operands (channels-last
+        // here when the input is), as diffusers' does; `out`'s own strides would not.
+        out = out.transpose(1, 2).reshape({b, c, h, w}) + input;
     }
     return out;
 }
