@@ -8,4 +8,6 @@ TEST(UNetFull, MatchesDiffusers) {
     sds::test::check_unet(sds::test::fixture_dir("unet_vae_full"), "unet", {""});
 }
 
-TEST(VaeFull, MatchesDiffusers) { sds::test::check_vae(sds::test::fixture_dir("unet_vae_full")); }
+TEST(VaeFull, MatchesDiffusers) {
+    sds::test::check_vae(sds::test::fixture_dir("unet_vae_full"));
+}

@@ -23,7 +23,21 @@ TEST(UNet, Sd2KnobsMatchDiffusers) {
     sds::test::check_unet(kDir, "unet_sd2", {""});
 }
 
-TEST(Vae, EncodeAndDecodeMatchDiffusers) { sds::test::check_vae(kDir); }
+TEST(Vae, EncodeAndDecodeMatchDiffusers) {
+    sds::test::check_vae(kDir);
+}
+
+// bf16 on the CPU (the precision the studio offers there): one forward pass stays within
+// bf16's rounding of diffusers' fp32 outputs. fp16 is for GPUs (unet_vae_cuda_test).
+TEST(UNet, Bf16OnCpuIsWithinRoundingOfFp32) {
+    const sds::test::RunOn bf16{.dtype = at::kBFloat16};
+    sds::test::check_unet(kDir, "unet", {"", "_odd"}, bf16);
+    sds::test::check_unet(kDir, "unet_sd2", {""}, bf16);
+}
+
+TEST(Vae, Bf16OnCpuIsWithinRoundingOfFp32) {
+    sds::test::check_vae(kDir, {.dtype = at::kBFloat16});
+}
 
 TEST(UNet, ConfigKnobsAreRead) {
     const auto c = sds::UNetConfig::from_file(kDir / "unet/config.json");

@@ -1,6 +1,7 @@
 // txt2img and img2img against diffusers on the tiny random pipeline, image for image
 // (tests/reference/make_pipeline_fixture.py), plus the step observer, cancellation and
-// device/precision errors.
+// device/precision errors. SDS_TEST_DEVICE=cuda runs the pipeline on the GPU in fp32 against the
+// same diffusers CPU images (ctest's pipeline_cuda_test, with -DSDS_TEST_CUDA=ON).
 #include "sds/pipeline.h"
 
 #include <gtest/gtest.h>
@@ -8,12 +9,13 @@
 #include <fstream>
 #include <thread>
 
+#include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/max.h>
-#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
+#include <nlohmann/json.hpp>
 
 #include "sds/safetensors.h"
 #include "test_paths.h"
@@ -23,9 +25,25 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kDir = sds::test::fixture_dir("pipeline");
 
+c10::Device test_device() {
+    const char* name = std::getenv("SDS_TEST_DEVICE");
+    const c10::Device d = sds::parse_device(name ? name : "cpu");
+    if (d.is_cuda()) {
+        // fp32 means fp32: TF32 convolutions (cuDNN's default) keep only 10 mantissa bits.
+        at::globalContext().setAllowTF32CuDNN(false);
+        at::globalContext().setAllowTF32CuBLAS(false);
+    }
+    return d;
+}
+
 sds::Pipeline& pipeline() {
-    static sds::Pipeline p = sds::Pipeline::load(kDir / "tiny-sd", {});
+    static sds::Pipeline p = sds::Pipeline::load(kDir / "tiny-sd", {.device = test_device()});
     return p;
+}
+
+TEST(Pipeline, RunsOnTheDeviceAskedFor) {
+    EXPECT_EQ(pipeline().device(), test_device());
+    EXPECT_EQ(pipeline().dtype(), at::kFloat);
 }
 
 const sds::SafeTensorsFile& expected() {
@@ -43,8 +61,8 @@ sds::Image init_image() {
 }
 
 int max_pixel_diff(const sds::Image& a, const at::Tensor& want) {
-    const at::Tensor got = at::from_blob(const_cast<uint8_t*>(a.rgb.data()),
-                                         {a.height, a.width, 3}, at::kByte);
+    const at::Tensor got =
+        at::from_blob(const_cast<uint8_t*>(a.rgb.data()), {a.height, a.width, 3}, at::kByte);
     EXPECT_EQ(got.sizes(), want.sizes());
     return (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
 }
@@ -82,14 +100,14 @@ TEST_P(PipelineParity, SameImagesAsDiffusers) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, PipelineParity, ::testing::ValuesIn(cases()),
-                         [](const auto& info) {
-                             std::string n = info.param.name;
-                             for (char& ch : n) {
-                                 if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                             }
-                             return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Tiny, PipelineParity, ::testing::ValuesIn(cases()), [](const auto& info) {
+    std::string n = info.param.name;
+    for (char& ch : n) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)))
+            ch = '_';
+    }
+    return n;
+});
 
 sds::GenerationRequest small_request() {
     sds::GenerationRequest r;
@@ -122,20 +140,21 @@ TEST(Pipeline, CancelFromAnotherThreadStopsWithinAStepAndLeavesItUsable) {
     std::atomic<bool> cancel{false};
     std::atomic<int> steps_after{0}, seen{0};
     std::thread canceller;
-    EXPECT_THROW(pipeline().generate(small_request(), nullptr,
-                                     [&](const sds::StepEvent& e) {
-                                         if (cancel) {
-                                             ++steps_after;
-                                         }
-                                         if (e.index == 1) {
-                                             canceller = std::thread([&] { cancel = true; });
-                                             canceller.join();
-                                         }
-                                         ++seen;
-                                     },
-                                     &cancel),
+    EXPECT_THROW(pipeline().generate(
+                     small_request(), nullptr,
+                     [&](const sds::StepEvent& e) {
+                         if (cancel) {
+                             ++steps_after;
+                         }
+                         if (e.index == 1) {
+                             canceller = std::thread([&] { cancel = true; });
+                             canceller.join();
+                         }
+                         ++seen;
+                     },
+                     &cancel),
                  sds::Cancelled);
-    EXPECT_EQ(seen.load(), 2);          // stopped before the third step
+    EXPECT_EQ(seen.load(), 2);  // stopped before the third step
     EXPECT_LE(steps_after.load(), 1);
     const auto again = pipeline().generate(small_request());
     EXPECT_EQ(again.images[0].rgb, whole.images[0].rgb);
@@ -166,7 +185,8 @@ TEST(Pipeline, DeviceAndPrecisionErrors) {
 
 TEST(Pipeline, Bf16OnCpuRunsDeterministically) {
     // A random tiny model amplifies bf16 rounding too much to compare with fp32 pixels; this
-    // checks the bf16 path runs end to end and repeats itself exactly.
+    // checks the bf16 path runs end to end and repeats itself exactly. Against diffusers' own
+    // bf16 images: tests/models/demo_diffusers_test.py.
     sds::Pipeline p = sds::Pipeline::load(kDir / "tiny-sd", {.dtype = at::kBFloat16});
     EXPECT_EQ(p.dtype(), at::kBFloat16);
     std::vector<at::ScalarType> seen;
