@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU machine's check (run through the device tool, from the repository root): builds core
-# and the C++ tests against that machine's own torch (CUDA 13) with no Qt, then runs them on
-# the CPU and on the GPU. Needs .deps/ (not in git) holding what that machine lacks:
-#   .deps/include/{nlohmann,gtest}, .deps/share/cmake/nlohmann_json, .deps/lib/libgtest*.a,
-#   .deps/fixtures/{tokenizer,text_encoder_tiny,safetensors,tiny_pipeline} (from build/fixtures)
-# The full-size text encoder fixture is made there (it needs only torch + transformers).
+# and the C++ tests against that machine's own torch (CUDA 13) with no Qt, then runs the tests
+# whose fixtures .deps/ holds, on the CPU and on the GPU. Stage .deps/ here first with
+# tools/gpu_deps.sh SET (text, nn or pipeline: one set per call, for the 64 MiB the working tree
+# may take) and carry it, e.g. the device call
+#   run(command="tools/gpu_check.sh", carry=[".deps"], timeout_s=540)
+# For the text set the full-size text encoder fixture is made there (torch + transformers).
 set -uo pipefail
 out=${OUT:-/tmp/sds_out}
 mkdir -p "$out"
@@ -19,12 +20,21 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDS_PYTHON=
 ninja -C build-gpu -j16 2>&1 | grep -E "error|warning:|FAILED|Linking" | tail -20
 echo "configure + build: $(( $(date +%s) - t0 )) s"
 export SDS_FIXTURES=$PWD/.deps/fixtures SDS_TEST_TMP=/tmp/sds_tmp
-(cd tests/reference && "$py" make_text_encoder_fixture.py "$SDS_FIXTURES/text_encoder_full" full >/dev/null 2>&1) || echo "full fixture: FAILED"
+set_name=$(cat .deps/set 2>/dev/null || echo text)
+case "$set_name" in
+text)
+    (cd tests/reference && "$py" make_text_encoder_fixture.py "$SDS_FIXTURES/text_encoder_full" full >/dev/null 2>&1) || echo "full fixture: FAILED"
+    tests="safetensors_test model_folder_test clip_tokenizer_test clip_text_model_test clip_text_model_full_test clip_text_model_cuda_test" ;;
+nn) tests="unet_vae_test unet_vae_cuda_test" ;;
+pipeline) tests="pipeline_test pipeline_cuda_test" ;;
+esac
+echo "set: $set_name"
 fail=0
-for t in safetensors_test model_folder_test clip_tokenizer_test clip_text_model_test \
-         clip_text_model_full_test clip_text_model_cuda_test; do
-    if build-gpu/tests/$t > "$out/$t.log" 2>&1; then r=ok; else r=FAILED; fail=1; fi
+for t in $tests; do
+    bin=$t; env=()
+    if [ "$t" = pipeline_cuda_test ]; then bin=pipeline_test; env=(SDS_TEST_DEVICE=cuda); fi
+    if env "${env[@]}" build-gpu/tests/$bin > "$out/$t.log" 2>&1; then r=ok; else r=FAILED; fail=1; fi
     echo "$t: $r ($(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' '))"
-    grep -E "max abs error|Failure" "$out/$t.log" | head -8
+    grep -E "max abs error|relative error|max pixel difference|Failure" "$out/$t.log" | head -40
 done
 exit $fail
