@@ -243,7 +243,7 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             s.index = e.index;
             s.total = e.total;
             s.timestep = e.timestep;
-            s.preview = to_qimage(Pipeline::preview(e.pred_x0.slice(0, 0, 1)).front());
+            s.preview = to_qimage(pipeline->preview(e.pred_x0.slice(0, 0, 1)).front());
             if (job.decode_every > 0 &&
                 ((e.index + 1) % job.decode_every == 0 || e.index + 1 == e.total)) {
                 s.decoded = to_qimage(pipeline->decode(e.pred_x0.slice(0, 0, 1)).front());

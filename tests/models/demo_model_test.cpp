@@ -160,6 +160,57 @@ TEST_F(DemoModel, RandomUNetWeightsFailTheSameChecks) {
     EXPECT_LE(r.background, 0.30);  // the trained model: 1.00
 }
 
+// The live step previews show the colours the result will have: the preview of the last step's
+// estimate against the decoded image shrunk to the same size (the mean of each 8x8 block). The
+// demo VAE is not SD's, so its preview map is fitted at load; SD 1.x's factors would be off.
+TEST_F(DemoModel, StepPreviewsShowTheColoursOfTheResult) {
+    double fitted = 0, sd1 = 0;
+    int n = 0;
+    for (const char* prompt :
+         {"a red circle on a blue background", "a yellow square, black background",
+          "a green triangle on a white background", "a purple star on an orange background"}) {
+        GenerationRequest q;
+        q.prompt = prompt;
+        q.steps = 15;
+        q.guidance_scale = 3.0;
+        q.sampler = Sampler::DpmPP2M;
+        q.seed = 4000 + n;
+        at::Tensor last;
+        const Image image =
+            pipe_->generate(q, nullptr, [&](const StepEvent& e) { last = e.pred_x0; })
+                .images.front();
+        const int f = pipe_->downscale(), w = image.width / f, h = image.height / f;
+        auto error = [&](const Image& p) {
+            EXPECT_EQ(p.width, w);
+            double e = 0;
+            for (int y = 0; y < h; ++y) {
+                for (int x = 0; x < w; ++x) {
+                    for (int k = 0; k < 3; ++k) {
+                        double block = 0;
+                        for (int dy = 0; dy < f; ++dy) {
+                            for (int dx = 0; dx < f; ++dx) {
+                                block +=
+                                    image.rgb[((y * f + dy) * image.width + x * f + dx) * 3 + k];
+                            }
+                        }
+                        e += std::abs(block / (f * f) - p.rgb[(y * w + x) * 3 + k]);
+                    }
+                }
+            }
+            return e / (w * h * 3);
+        };
+        fitted += error(pipe_->preview(last).front());
+        sd1 += error(latents_to_preview(last, sd1_preview_map()).front());
+        ++n;
+    }
+    std::printf(
+        "step preview against the result shrunk 8x: mean error %.1f/255 with the fitted "
+        "map, %.1f/255 with SD 1.x's\n",
+        fitted / n, sd1 / n);
+    EXPECT_LT(fitted / n, 45.0);  // measured 36.1
+    EXPECT_LT(fitted, 0.5 * sd1);  // SD 1.x: 107.9
+}
+
 TEST_F(DemoModel, Img2imgKeepsTheSketchedObjectWhereItWasAndCleansIt) {
     double iou_sum = 0, circ_before = 0, circ_after = 0;
     int n = 0, kept = 0;

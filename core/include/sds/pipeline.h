@@ -53,6 +53,15 @@ struct GenerationResult {
     std::vector<Image> images;  // image i: seed + i
 };
 
+// The live preview's linear map from scaled latents (C channels, then a constant 1) to RGB in
+// [-1, 1], as a [C + 1, 3] CPU fp32 tensor. SD 1.x's VAE gets REFERENCE.md's factors; any other
+// VAE (the demo model's, a custom one) gets a least-squares fit to its own encodings of 27 flat
+// colours, made when the pipeline loads (a fraction of a second for a small VAE).
+at::Tensor preview_map_for(const Vae& vae);
+at::Tensor sd1_preview_map();  // REFERENCE.md's, with a zero constant row
+// Scaled latents [B, C, h, w] through `map` -> images of h x w.
+std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tensor& map);
+
 class Pipeline {
   public:
     struct Options {
@@ -78,9 +87,10 @@ class Pipeline {
     at::Tensor encode_prompt(const std::string& text, int clip_skip = 0);
     // Latents (scaled) -> images.
     std::vector<Image> decode(const at::Tensor& latents);
-    // The linear latent -> RGB preview of SD 1.x latents (REFERENCE.md): [B, 4, h, w] -> images
-    // of h x w.
-    static std::vector<Image> preview(const at::Tensor& latents);
+    // The live preview: this model's linear latent -> RGB map (preview_map) applied to scaled
+    // latents, [B, C, h, w] -> images of h x w. Costs next to nothing.
+    std::vector<Image> preview(const at::Tensor& latents) const;
+    const at::Tensor& preview_map() const;  // [C + 1, 3], CPU fp32
 
     const ModelFolder& model() const;
     UNet& unet();

@@ -1,10 +1,14 @@
 #include "sds/pipeline.h"
 
+#include <cmath>
+
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Generator.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/exp.h>
+#include <ATen/ops/linalg_lstsq.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
 #include <torch/cuda.h>
@@ -71,6 +75,7 @@ struct Pipeline::Impl {
     std::unique_ptr<ClipTextModel> text;
     std::unique_ptr<UNet> unet;
     std::unique_ptr<Vae> vae;
+    at::Tensor preview_map;  // preview_map_for(*vae)
     Options options;
 };
 
@@ -106,6 +111,7 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
     m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
     m.vae->load_weights(vae.weights);
     m.vae->to(options.device, options.dtype);
+    m.preview_map = preview_map_for(*m.vae);
     // Check the schedulers can be made from this config before the first generation.
     Scheduler::create(Sampler::Pndm, m.folder.component("scheduler").config);
     tell("ready", 1.0);
@@ -152,14 +158,69 @@ std::vector<Image> Pipeline::decode(const at::Tensor& latents) {
     return out;
 }
 
-std::vector<Image> Pipeline::preview(const at::Tensor& latents) {
-    static const float kFactors[4][3] = {{0.3512f, 0.2297f, 0.3227f},
-                                         {0.3250f, 0.4974f, 0.2350f},
-                                         {-0.2829f, 0.1762f, 0.2721f},
-                                         {-0.2120f, -0.2616f, -0.7177f}};
-    const at::Tensor m = at::from_blob(const_cast<float*>(&kFactors[0][0]), {4, 3}, at::kFloat);
-    const at::Tensor x = latents.detach().to(at::kCPU, at::kFloat);  // [B, 4, h, w]
-    const at::Tensor rgb = at::einsum("bchw,cr->brhw", {x, m}).clamp(-1, 1);
+namespace {
+bool is_sd1_vae(const VaeConfig& c) {
+    return c.latent_channels == 4 &&
+           c.block_out_channels == std::vector<int64_t>{128, 256, 512, 512} &&
+           std::abs(c.scaling_factor - 0.18215) < 1e-6;
+}
+}  // namespace
+
+at::Tensor sd1_preview_map() {
+    // REFERENCE.md: rows = latent channels 0..3, columns = R, G, B; no constant term.
+    static const float kSd1[5][3] = {{0.3512f, 0.2297f, 0.3227f},
+                                     {0.3250f, 0.4974f, 0.2350f},
+                                     {-0.2829f, 0.1762f, 0.2721f},
+                                     {-0.2120f, -0.2616f, -0.7177f},
+                                     {0.0f, 0.0f, 0.0f}};
+    return at::from_blob(const_cast<float*>(&kSd1[0][0]), {5, 3}, at::kFloat).clone();
+}
+
+at::Tensor preview_map_for(const Vae& vae) {
+    const int64_t c = vae.config().latent_channels;
+    if (is_sd1_vae(vae.config())) {
+        return sd1_preview_map();
+    }
+    torch::NoGradGuard no_grad;
+    // Every mix of three levels per channel, as flat images 8 latents across; the centre 4x4
+    // latents (away from the borders' padding) stand for each colour.
+    std::vector<float> levels;
+    for (float r : {-0.7f, 0.0f, 0.7f}) {
+        for (float g : {-0.7f, 0.0f, 0.7f}) {
+            for (float b : {-0.7f, 0.0f, 0.7f}) {
+                levels.insert(levels.end(), {r, g, b});
+            }
+        }
+    }
+    const at::Tensor colours = at::tensor(levels, at::kFloat).view({27, 3});
+    const int64_t side = 8 * vae.config().downscale();
+    const at::Tensor images = colours.view({27, 3, 1, 1})
+                                  .expand({27, 3, side, side})
+                                  .to(vae.device(), vae.dtype())
+                                  .contiguous();
+    const at::Tensor mean = vae.encode(images).first.to(at::kCPU, at::kFloat);
+    const at::Tensor z = mean.slice(2, 2, 6).slice(3, 2, 6).mean({2, 3}) *
+                         static_cast<float>(vae.config().scaling_factor);  // [27, C]
+    const at::Tensor x = at::cat({z, at::ones({27, 1}, at::kFloat)}, 1);
+    at::Tensor map = std::get<0>(at::linalg_lstsq(x, colours));
+    TORCH_CHECK(map.size(0) == c + 1);
+    return map.contiguous();
+}
+
+const at::Tensor& Pipeline::preview_map() const {
+    return impl_->preview_map;
+}
+
+std::vector<Image> Pipeline::preview(const at::Tensor& latents) const {
+    return latents_to_preview(latents, impl_->preview_map);
+}
+
+std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tensor& map) {
+    const int64_t c = map.size(0) - 1;
+    const at::Tensor x = latents.detach().to(at::kCPU, at::kFloat);  // [B, C, h, w]
+    const at::Tensor rgb =
+        (at::einsum("bchw,cr->brhw", {x, map.slice(0, 0, c)}) + map[c].view({1, 3, 1, 1}))
+            .clamp(-1, 1);
     std::vector<Image> out;
     for (int64_t i = 0; i < rgb.size(0); ++i) {
         out.push_back(tensor_to_image(rgb[i]));

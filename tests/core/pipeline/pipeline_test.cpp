@@ -17,7 +17,9 @@
 #include <torch/cuda.h>
 #include <nlohmann/json.hpp>
 
+#include "sds/image.h"
 #include "sds/safetensors.h"
+#include "sds/vae.h"
 #include "test_paths.h"
 
 namespace {
@@ -130,9 +132,44 @@ TEST(Pipeline, ObserverSeesEveryStepWithItsEstimate) {
         EXPECT_EQ(events[i].pred_x0.sizes(), (std::vector<int64_t>{1, 4, 16, 16}));
     }
     EXPECT_GT(events[0].timestep, events[5].timestep);
-    const auto previews = sds::Pipeline::preview(events.back().pred_x0);
+    const auto previews = pipeline().preview(events.back().pred_x0);
     ASSERT_EQ(previews.size(), 1u);
     EXPECT_EQ(previews[0].width, 16);
+}
+
+TEST(Pipeline, PreviewMapIsReferencesForSd1VaeAndFittedToAnyOther) {
+    // SD 1.x's VAE (the default config): REFERENCE.md's factors, used as they are.
+    const sds::Vae sd1{sds::VaeConfig{}};
+    const at::Tensor ref = sds::preview_map_for(sd1);
+    ASSERT_EQ(ref.sizes(), (std::vector<int64_t>{5, 3}));
+    EXPECT_FLOAT_EQ(ref[0][0].item<float>(), 0.3512f);
+    EXPECT_FLOAT_EQ(ref[3][2].item<float>(), -0.7177f);
+    EXPECT_FLOAT_EQ(ref[4].abs().sum().item<float>(), 0.0f);
+    // The tiny model's VAE is not SD's: its own map, the least-squares fit to its encodings of
+    // flat colours, so it reproduces a flat colour better than SD's factors do.
+    const at::Tensor& fitted = pipeline().preview_map();
+    ASSERT_EQ(fitted.sizes(), (std::vector<int64_t>{5, 3}));
+    EXPECT_FALSE(fitted.equal(ref));
+    sds::Image flat;
+    flat.width = flat.height = 64;
+    flat.rgb.resize(64 * 64 * 3);
+    for (size_t i = 0; i < flat.rgb.size(); i += 3) {
+        flat.rgb[i] = 200, flat.rgb[i + 1] = 60, flat.rgb[i + 2] = 120;
+    }
+    const at::Tensor z = pipeline().vae().encode(sds::image_to_tensor(flat)).first *
+                         pipeline().vae().config().scaling_factor;
+    auto error = [&](const at::Tensor& map) {
+        const sds::Image p = sds::latents_to_preview(z, map).front();
+        const size_t centre = (p.height / 2 * p.width + p.width / 2) * 3;
+        int e = 0;
+        for (int k = 0; k < 3; ++k) {
+            e += std::abs(p.rgb[centre + k] - flat.rgb[k]);
+        }
+        return e;
+    };
+    std::printf("flat colour through the preview: fitted map off by %d, SD 1.x's by %d\n",
+                error(fitted), error(ref));
+    EXPECT_LT(error(fitted), error(ref));
 }
 
 TEST(Pipeline, CancelFromAnotherThreadStopsWithinAStepAndLeavesItUsable) {
