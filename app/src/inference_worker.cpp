@@ -43,6 +43,7 @@ struct InferenceWorker::Impl {
     // Model facts, read from any thread.
     QString model_path, device_name, dtype_name;
     int native_size = 0;
+    ModelHints hints;
     // Worker-thread only.
     std::optional<Pipeline> pipeline;
     std::thread thread;
@@ -157,6 +158,10 @@ int InferenceWorker::nativeSize() const {
     std::lock_guard lock(d->mutex);
     return d->native_size;
 }
+ModelHints InferenceWorker::hints() const {
+    std::lock_guard lock(d->mutex);
+    return d->hints;
+}
 
 void InferenceWorker::Impl::loop() {
     for (;;) {
@@ -207,6 +212,7 @@ void InferenceWorker::Impl::run_load(const LoadTask& t) {
             device_name = QString::fromStdString(device.str());
             dtype_name = dtype == at::kHalf ? "fp16" : dtype == at::kBFloat16 ? "bf16" : "fp32";
             native_size = pipeline->native_size();
+            hints = pipeline->model().hints();
         }
         Q_EMIT q->modelLoaded(t.dir);
     } catch (const std::exception& e) {

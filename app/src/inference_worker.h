@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "sds/generation_request.h"
+#include "sds/model_folder.h"
 
 namespace sds::app {
 
@@ -71,6 +72,7 @@ class InferenceWorker : public QObject {
     QString deviceName() const;
     QString dtypeName() const;
     int nativeSize() const;
+    ModelHints hints() const;  // the model's sdstudio.json (ModelHints)
 
   Q_SIGNALS:
     void modelLoading(const QString& what, double fraction);

@@ -178,6 +178,36 @@ class StudioTest : public QObject {
         QVERIFY(wait_for([&] { return !w.worker()->busy(); }));
     }
 
+    void aModelsSuggestedSettingsApplyOnceWhenItOpens() {
+        auto& w = window();
+        QTemporaryDir dir;
+        const QString hinted = dir.filePath("hinted");
+        QVERIFY(QProcess::execute("cp", {"-r", tiny_model(), hinted}) == 0);
+        QFile f(hinted + "/sdstudio.json");
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"guidance_scale": 4.5, "steps": 9, "sampler": "ddim"})");
+        f.close();
+        auto open = [&](const QString& model) {
+            QVERIFY(w.openModel(model));
+            QVERIFY(
+                wait_for([&] { return w.worker()->modelPath() == model && !w.worker()->busy(); }));
+            QTest::qWait(20);  // the window hears modelLoaded through its event loop
+        };
+        open(hinted);
+        GenerationRequest r = w.panel()->request();
+        QCOMPARE(r.guidance_scale, 4.5);
+        QCOMPARE(r.steps, 9);
+        QCOMPARE(r.sampler, Sampler::Ddim);
+        // The person's own choice then stands: reopening the same model keeps it, and a model
+        // without suggestions changes nothing.
+        w.panel()->guidance()->setValue(6.0);
+        open(hinted);
+        QCOMPARE(w.panel()->request().guidance_scale, 6.0);
+        open(tiny_model());
+        QCOMPARE(w.panel()->request().guidance_scale, 6.0);
+        QCOMPARE(w.panel()->request().steps, 9);
+    }
+
     void generationDeliversOnePreviewPerStepAndAHistoryEntry() {
         auto& w = window();
         setSmall(w.panel(), 6);

@@ -191,6 +191,10 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
             nativeSize_ = worker_->nativeSize();
             panel_->setNativeSize(nativeSize_);
         }
+        if (dir != hintedModel_) {  // and their settings: a model's suggestions apply once
+            hintedModel_ = dir;
+            panel_->applyHints(worker_->hints());
+        }
         grid_->setModelName(QFileInfo(dir).fileName());
         updateStatus();
     });

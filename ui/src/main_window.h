@@ -107,7 +107,8 @@ class MainWindow : public QMainWindow {
     QSet<quint64> ours_;   // jobs this window queued (the grid queues its own)
     quint64 current_ = 0;  // the job whose steps are shown
     int stepIndex_ = 0, stepTotal_ = 0;
-    int nativeSize_ = 0;  // of the model loaded last
+    QString hintedModel_;  // the model whose suggested settings were applied
+    int nativeSize_ = 0;   // of the model loaded last
     double stepSecondsSum_ = 0;
     QString loading_;
     qint64 canvasParent_ = -1;  // history id of the picture on the canvas

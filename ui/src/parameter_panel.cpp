@@ -257,6 +257,21 @@ void ParameterPanel::setNativeSize(int size) {
     }
 }
 
+void ParameterPanel::applyHints(const ModelHints& hints) {
+    if (hints.guidance_scale) {
+        guidance_->setValue(*hints.guidance_scale);
+    }
+    if (hints.steps) {
+        steps_->setValue(*hints.steps);
+    }
+    if (hints.sampler) {
+        const int i = sampler_->findData(QString::fromStdString(*hints.sampler));
+        if (i >= 0) {
+            sampler_->setCurrentIndex(i);
+        }
+    }
+}
+
 void ParameterPanel::setBusy(bool busy) {
     cancel_->setEnabled(busy);
 }

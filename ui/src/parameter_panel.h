@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "sds/generation_request.h"
+#include "sds/model_folder.h"
 
 class QCheckBox;
 class QComboBox;
@@ -64,7 +65,9 @@ class ParameterPanel : public QWidget {
     void setImg2img(bool on);
     bool live() const;
     void setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer);
-    void setNativeSize(int size);  // the model's size, used when a model loads
+    void setNativeSize(int size);
+    // A newly opened model's suggested guidance, steps and sampler (its sdstudio.json).
+    void applyHints(const ModelHints& hints);  // the model's size, used when a model loads
     void setBusy(bool busy);
 
     PromptEdit* prompt() const { return prompt_; }

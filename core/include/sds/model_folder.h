@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,16 @@ struct WeightsSummary {
 };
 WeightsSummary summarize_weights(const ComponentFiles& component);
 
+// Settings a model works best with, from an optional sdstudio.json in its folder (ours; diffusers
+// ignores it): {"guidance_scale": 3.0, "steps": 15, "sampler": "dpmpp_2m"}, every key optional.
+// The studio starts a model's session with them; the CLI and GenerationRequest keep diffusers'
+// defaults.
+struct ModelHints {
+    std::optional<double> guidance_scale;
+    std::optional<int> steps;
+    std::optional<std::string> sampler;  // one of sampler_names()
+};
+
 class ModelFolder {
   public:
     // Reads model_index.json and finds every component the pipeline needs; throws
@@ -49,9 +60,11 @@ class ModelFolder {
     const std::map<std::string, ComponentFiles>& components() const { return components_; }
 
     std::filesystem::path tokenizer_dir() const { return dir_ / "tokenizer"; }
+    const ModelHints& hints() const { return hints_; }
 
   private:
     std::filesystem::path dir_;
+    ModelHints hints_;
     std::string pipeline_class_;
     std::map<std::string, ComponentFiles> components_;
 };

@@ -7,6 +7,7 @@
 #include "io/json_config.h"
 #include "sds/error.h"
 #include "sds/safetensors.h"
+#include "sds/scheduler.h"
 
 namespace sds {
 
@@ -147,6 +148,32 @@ ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
         !fs::exists(tok / "tokenizer.json")) {
         throw ModelError(rel(m.dir_, tok) +
                          ": no tokenizer files (vocab.json + merges.txt, or tokenizer.json)");
+    }
+    const fs::path hints_path = m.dir_ / "sdstudio.json";
+    if (fs::exists(hints_path)) {
+        const JsonConfig h = JsonConfig::load(hints_path);
+        if (h.has("guidance_scale")) {
+            const double g = h.number("guidance_scale", 0.0);
+            if (!(g >= 0.0 && g <= 50.0)) {
+                h.fail("guidance_scale", "must be between 0 and 50");
+            }
+            m.hints_.guidance_scale = g;
+        }
+        if (h.has("steps")) {
+            const int64_t steps = h.integer("steps");
+            if (steps < 1 || steps > 1000) {
+                h.fail("steps", "must be between 1 and 1000");
+            }
+            m.hints_.steps = static_cast<int>(steps);
+        }
+        if (h.has("sampler")) {
+            const std::string name = h.string("sampler");
+            try {
+                m.hints_.sampler = sampler_name(sampler_from_name(name));
+            } catch (const Error& e) {
+                h.fail("sampler", e.what());
+            }
+        }
     }
     return m;
 }

@@ -61,6 +61,41 @@ TEST(ModelFolder, FindsEveryComponentOfADiffusersFolder) {
     EXPECT_FALSE(m.has("safety_checker"));
 }
 
+TEST(ModelFolder, SuggestedSettingsComeFromSdstudioJson) {
+    EXPECT_FALSE(sds::ModelFolder::open(kTiny).hints().guidance_scale);  // none: no file
+    const fs::path dir = copy_tiny("hints");
+    std::ofstream(dir / "sdstudio.json") << R"({"guidance_scale": 3, "steps": 15,
+                                               "sampler": "DPM++ 2M Karras"})";
+    const auto h = sds::ModelFolder::open(dir).hints();
+    EXPECT_EQ(h.guidance_scale, 3.0);
+    EXPECT_EQ(h.steps, 15);
+    EXPECT_EQ(h.sampler, "dpmpp_2m_karras");  // A1111's name, stored as ours
+    std::ofstream(dir / "sdstudio.json") << R"({"steps": 8})";
+    const auto partial = sds::ModelFolder::open(dir).hints();
+    EXPECT_FALSE(partial.guidance_scale);
+    EXPECT_EQ(partial.steps, 8);
+    // The bundled demo model suggests what it was measured best with (docs/demo-model.md).
+    const auto demo = sds::ModelFolder::open(fs::path(SDS_SOURCE_DIR) / "models/demo").hints();
+    EXPECT_EQ(demo.guidance_scale, 3.0);
+    EXPECT_EQ(demo.sampler, "dpmpp_2m");
+}
+
+TEST(ModelFolderErrors, BadSuggestedSettingsNameTheFileAndKey) {
+    const fs::path dir = copy_tiny("bad_hints");
+    std::ofstream(dir / "sdstudio.json") << R"({"sampler": "heun"})";
+    EXPECT_NE(open_error(dir).find("tiny-sd/sdstudio.json: sampler unknown sampler 'heun'"),
+              std::string::npos)
+        << open_error(dir);
+    std::ofstream(dir / "sdstudio.json") << R"({"steps": 0})";
+    EXPECT_NE(open_error(dir).find("sdstudio.json: steps must be between 1 and 1000"),
+              std::string::npos)
+        << open_error(dir);
+    std::ofstream(dir / "sdstudio.json") << R"({"guidance_scale": "high"})";
+    EXPECT_NE(open_error(dir).find("sdstudio.json"), std::string::npos) << open_error(dir);
+    std::ofstream(dir / "sdstudio.json") << "{ not json";
+    EXPECT_NE(open_error(dir).find("sdstudio.json"), std::string::npos) << open_error(dir);
+}
+
 TEST(ModelFolder, TextEncoderAndTokenizerLoadFromIt) {
     const auto m = sds::ModelFolder::open(kTiny);
     // diffusers with transformers 5 saves tokenizer.json only.
