@@ -9,10 +9,13 @@
 #include <QImageReader>
 #include <QProcess>
 #include <QSignalSpy>
+#include <QSlider>
+#include <QSplitter>
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QTest>
 #include <QTimer>
+#include <QToolButton>
 
 #include "grid_view.h"
 #include "history_view.h"
@@ -203,9 +206,53 @@ class StudioTest : public QObject {
         w.panel()->guidance()->setValue(6.0);
         open(hinted);
         QCOMPARE(w.panel()->request().guidance_scale, 6.0);
-        open(tiny_model());
+        const QString plain = dir.filePath("plain");
+        QVERIFY(QProcess::execute("cp", {"-r", tiny_model(), plain}) == 0);
+        QFile::remove(plain + "/sdstudio.json");
+        open(plain);
         QCOMPARE(w.panel()->request().guidance_scale, 6.0);
         QCOMPARE(w.panel()->request().steps, 9);
+        open(tiny_model());
+    }
+
+    void sketchOverlayAndSwapCompareTheSketchWithItsResult() {
+        auto& w = window();
+        QImage blue(64, 64, QImage::Format_RGB32);
+        blue.fill(QColor(20, 40, 220));
+        w.result()->setImage(blue);
+        auto* overlay = w.findChild<QCheckBox*>("overlaySketch");
+        auto* opacity = w.findChild<QSlider*>("overlayOpacity");
+        QVERIFY(overlay && opacity);
+        QVERIFY(!opacity->isEnabled());
+        const QPoint centre = w.result()->rect().center();
+        auto shown = [&] { return QColor(w.result()->grab().toImage().pixel(centre)); };
+        const QColor alone = shown();
+        QCOMPARE(alone, QColor(20, 40, 220));
+        overlay->setChecked(true);  // the (blank, white) sketch over the blue result
+        QVERIFY(opacity->isEnabled());
+        QCOMPARE(w.result()->overlay(), w.canvas()->image());
+        const QColor half = shown();
+        QVERIFY2(half.red() > 100 && half.blue() > 200, qPrintable(half.name()));
+        opacity->setValue(90);
+        QVERIFY(shown().red() > half.red());
+        // A stroke on the canvas shows over the result at once.
+        drag(w.canvas(), w.canvas()->rect().center() - QPoint(30, 0),
+             w.canvas()->rect().center() + QPoint(30, 0));
+        QCOMPARE(w.result()->overlay(), w.canvas()->image());
+        overlay->setChecked(false);
+        QVERIFY(w.result()->overlay().isNull());
+        QCOMPARE(shown(), alone);
+        // Swap: the result moves to the left of the sketch, and back.
+        auto* splitter = w.findChild<QSplitter*>("studioSplitter");
+        auto* swap = w.findChild<QToolButton*>("swapSides");
+        QVERIFY(splitter && swap);
+        QVERIFY(splitter->widget(0)->isAncestorOf(w.canvas()));
+        swap->click();
+        QVERIFY(splitter->widget(0)->isAncestorOf(w.result()));
+        QVERIFY(w.result()->mapTo(&w, QPoint()).x() < w.canvas()->mapTo(&w, QPoint()).x());
+        swap->click();
+        QVERIFY(splitter->widget(0)->isAncestorOf(w.canvas()));
+        w.canvas()->clear();
     }
 
     void generationDeliversOnePreviewPerStepAndAHistoryEntry() {
@@ -272,6 +319,11 @@ class StudioTest : public QObject {
         w.historyView()->select(child->id);
         QCOMPARE(w.historyView()->lineageCount(), 2);
         screenshot(&w, "studio-img2img-from-sketch.png");
+        auto* overlay = w.findChild<QCheckBox*>("overlaySketch");
+        w.findChild<QSlider*>("overlayOpacity")->setValue(50);
+        overlay->setChecked(true);
+        screenshot(&w, "studio-sketch-overlay.png");
+        overlay->setChecked(false);
     }
 
     void cancelStopsWithinOneStep() {

@@ -1,5 +1,7 @@
 #include "image_view.h"
 
+#include <algorithm>
+
 #include <QMouseEvent>
 #include <QPainter>
 
@@ -20,6 +22,12 @@ void ImageView::setPlaceholder(const QString& text) {
     update();
 }
 
+void ImageView::setOverlay(const QImage& overlay, double opacity) {
+    overlay_ = overlay;
+    overlayOpacity_ = std::clamp(opacity, 0.0, 1.0);
+    update();
+}
+
 void ImageView::paintEvent(QPaintEvent*) {
     QPainter p(this);
     p.fillRect(rect(), palette().window());
@@ -36,6 +44,11 @@ void ImageView::paintEvent(QPaintEvent*) {
                    s);
     p.setRenderHint(QPainter::SmoothPixmapTransform, s.width() < image_.width() * 3);
     p.drawImage(r, image_);
+    if (!overlay_.isNull()) {
+        p.setOpacity(overlayOpacity_);
+        p.drawImage(r, overlay_);
+        p.setOpacity(1.0);
+    }
     p.setPen(palette().mid().color());
     p.drawRect(r.adjusted(-0.5, -0.5, 0.5, 0.5));
     if (caption_h) {

@@ -3,6 +3,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QButtonGroup>
+#include <QCheckBox>
 #include <QCloseEvent>
 #include <QColorDialog>
 #include <QComboBox>
@@ -67,6 +68,7 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     result_->setObjectName("result");
     result_->setPlaceholder(tr("The preview of each step, then the result, appear here."));
     auto* studio = new QSplitter(Qt::Horizontal);
+    studio->setObjectName("studioSplitter");
     studio->addWidget(buildCanvasPanel());
     studio->addWidget(buildResultPanel());
     studio->setChildrenCollapsible(false);
@@ -355,6 +357,12 @@ QWidget* MainWindow::buildCanvasPanel() {
     return w;
 }
 
+void MainWindow::refreshOverlay() {
+    const bool on = overlayBox_->isChecked();
+    overlayOpacity_->setEnabled(on);
+    result_->setOverlay(on ? canvas_->image() : QImage(), overlayOpacity_->value() / 100.0);
+}
+
 QWidget* MainWindow::buildResultPanel() {
     auto* use = new QPushButton(tr("Use as input"));
     use->setToolTip(tr("Put this image on the canvas to draw over, in img2img mode"));
@@ -388,10 +396,42 @@ QWidget* MainWindow::buildResultPanel() {
             statusBar()->showMessage(tr("Saved as #%1").arg(shownId_), 3000);
         }
     });
+    // Comparing the sketch with what became of it: the sketch over the result, half
+    // transparent (the slider sets how much), and the two panels swapped left to right.
+    auto* overlay = overlayBox_ = new QCheckBox(tr("Sketch over it"));
+    overlay->setObjectName("overlaySketch");
+    overlay->setToolTip(tr("Draw the sketch over the result, see-through, to compare them"));
+    auto* opacity = overlayOpacity_ = new QSlider(Qt::Horizontal);
+    opacity->setObjectName("overlayOpacity");
+    opacity->setRange(10, 90);
+    opacity->setValue(50);
+    opacity->setMaximumWidth(90);
+    opacity->setEnabled(false);
+    opacity->setToolTip(tr("How much of the sketch shows"));
+    connect(overlay, &QCheckBox::toggled, this, &MainWindow::refreshOverlay);
+    connect(opacity, &QSlider::valueChanged, this, &MainWindow::refreshOverlay);
+    connect(canvas_, &SketchCanvas::strokeFinished, this, &MainWindow::refreshOverlay);
+    auto* swap = new QToolButton;
+    swap->setObjectName("swapSides");
+    swap->setText(tr("⇄"));
+    swap->setToolTip(tr("Swap the sketch and the result left and right"));
+    connect(swap, &QToolButton::clicked, this, [this] {
+        auto* splitter = findChild<QSplitter*>("studioSplitter");
+        const QList<int> sizes = splitter->sizes();
+        splitter->insertWidget(0, splitter->widget(1));
+        splitter->setSizes({sizes.value(1), sizes.value(0)});
+    });
+    auto* header = new QHBoxLayout;
+    header->addWidget(new QLabel(tr("<b>Result</b>")));
+    header->addStretch();
+    header->addWidget(overlay);
+    header->addWidget(opacity);
+    header->addWidget(swap);
+
     auto* w = new QWidget;
     auto* v = new QVBoxLayout(w);
     v->setContentsMargins(0, 0, 0, 0);
-    v->addWidget(new QLabel(tr("<b>Result</b>")));
+    v->addLayout(header);
     v->addWidget(result_, 1);
     auto* buttons = new QHBoxLayout;
     buttons->addStretch();
@@ -415,6 +455,7 @@ void MainWindow::buildMenus() {
             return;
         }
         canvas_->setPicture(image);
+        refreshOverlay();
         canvasParent_ = -1;
     });
     file->addAction(tr("Open PNG parameters…"), this, [this] {
@@ -674,6 +715,7 @@ void MainWindow::useAsInput(qint64 id) {
         return;
     }
     canvas_->setPicture(image);
+    refreshOverlay();
     canvasParent_ = id;
     panel_->setImg2img(true);
     tabs_->setCurrentIndex(0);

@@ -14,8 +14,10 @@
 #include "inference_worker.h"
 #include "settings.h"
 
+class QCheckBox;
 class QLabel;
 class QProgressBar;
+class QSlider;
 class QTabWidget;
 class QTimer;
 class QToolButton;
@@ -75,6 +77,7 @@ class MainWindow : public QMainWindow {
     void buildMenus();
     QWidget* buildCanvasPanel();
     QWidget* buildResultPanel();
+    void refreshOverlay();  // the sketch over the result when asked for, at its opacity
     void showError(const QString& text);
     void clearError();
     void scheduleLive();
@@ -107,6 +110,8 @@ class MainWindow : public QMainWindow {
     QSet<quint64> ours_;   // jobs this window queued (the grid queues its own)
     quint64 current_ = 0;  // the job whose steps are shown
     int stepIndex_ = 0, stepTotal_ = 0;
+    QCheckBox* overlayBox_ = nullptr;  // the sketch drawn over the result
+    QSlider* overlayOpacity_ = nullptr;
     QString hintedModel_;  // the model whose suggested settings were applied
     int nativeSize_ = 0;   // of the model loaded last
     double stepSecondsSum_ = 0;
