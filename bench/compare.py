@@ -2,7 +2,7 @@
 process, same machine, same torch) and prints a table of times and ratios (ours / diffusers).
 
 usage: compare.py --bench BUILD/bench/sdstudio-bench --model DIR [--device cpu] [--dtypes fp32,bf16]
-                  [--steps 20] [--size 512] [--repeat 3] [--what unet,vae,image]
+                  [--steps 20] [--size 512] [--repeat 3] [--what unet,vae,image] [--warmup 1]
 """
 import argparse
 import json
@@ -28,6 +28,7 @@ def main():
     p.add_argument("--size", default="512")
     p.add_argument("--repeat", default="3")
     p.add_argument("--what", default="unet,vae,image")
+    p.add_argument("--warmup", default="1", help="0: time the first run (for very long ones)")
     a = p.parse_args()
     here = Path(__file__).resolve().parent
     rows = []
@@ -35,7 +36,8 @@ def main():
     for dtype in a.dtypes.split(","):
         # One process per implementation and precision, measuring everything asked for.
         common = ["--model", a.model, "--device", a.device, "--dtype", dtype, "--what", a.what,
-                  "--steps", a.steps, "--size", a.size, "--repeat", a.repeat]
+                  "--steps", a.steps, "--size", a.size, "--repeat", a.repeat,
+                  "--warmup", a.warmup]
         ours = run([a.bench, *common])
         ref = run([sys.executable, str(here / "diffusers_bench.py"), *common])
         print(json.dumps({"ours": ours, "diffusers": ref}), file=sys.stderr)

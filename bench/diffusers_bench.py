@@ -15,12 +15,16 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+WARMUP = 1
+
+
 def time_it(repeat, device, f):
     def sync():
         if device == "cuda":
             torch.cuda.synchronize()
-    f()
-    sync()
+    if WARMUP:
+        f()
+        sync()
     out = []
     for _ in range(repeat):
         s = time.perf_counter()
@@ -45,8 +49,11 @@ def main():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (0 or 1)")
     p.add_argument("--trace", help="Chrome trace of one VAE decode (or UNet step) here")
     a = p.parse_args()
+    global WARMUP
+    WARMUP = a.warmup
     dtype = DTYPES[a.dtype]
     t0 = time.perf_counter()
     pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(a.device)

@@ -3,6 +3,7 @@
 //
 // usage: sdstudio-bench --model DIR [--device cpu|cuda] [--dtype fp32|bf16|fp16]
 //                       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
+//                       [--warmup 1]
 //                       [--sampler euler] [--trace FILE]
 //
 // --trace FILE writes a Chrome trace of one VAE decode (or, without vae in --what, one UNet step)
@@ -43,7 +44,8 @@ long peak_rss_kib() {
     return -1;
 }
 
-// Median seconds of `repeat` runs after one warm-up.
+// Median seconds of `repeat` runs after `warmup` (0 or 1) unmeasured ones.
+int warmup = 1;
 template <typename F>
 double time_it(int repeat, c10::Device device, F&& f) {
     auto sync = [&] {
@@ -51,8 +53,10 @@ double time_it(int repeat, c10::Device device, F&& f) {
             torch::cuda::synchronize();
         }
     };
-    f();
-    sync();
+    if (warmup > 0) {
+        f();
+        sync();
+    }
     std::vector<double> t;
     for (int i = 0; i < repeat; ++i) {
         const double s = now();
@@ -86,6 +90,8 @@ int main(int argc, char** argv) {
             steps = std::stoi(v);
         else if (a == "--repeat")
             repeat = std::stoi(v);
+        else if (a == "--warmup")
+            warmup = std::stoi(v);
         else if (a == "--sampler")
             sampler = v;
         else if (a == "--trace")
@@ -98,7 +104,7 @@ int main(int argc, char** argv) {
     if (model.empty()) {
         std::fprintf(stderr,
                      "usage: sdstudio-bench --model DIR [--device] [--dtype] [--what] "
-                     "[--size] [--steps] [--repeat] [--sampler] [--trace FILE]\n");
+                     "[--size] [--steps] [--repeat] [--warmup] [--sampler] [--trace FILE]\n");
         return 2;
     }
     try {
