@@ -65,9 +65,9 @@ class ParameterPanel : public QWidget {
     void setImg2img(bool on);
     bool live() const;
     void setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer);
-    void setNativeSize(int size);
+    void setNativeSize(int size);  // the model's size, used when a model loads
     // A newly opened model's suggested guidance, steps and sampler (its sdstudio.json).
-    void applyHints(const ModelHints& hints);  // the model's size, used when a model loads
+    void applyHints(const ModelHints& hints);
     void setBusy(bool busy);
 
     PromptEdit* prompt() const { return prompt_; }
