@@ -22,6 +22,7 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 
+#include "sds/cpu_buffer_cache.h"
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/unet.h"
@@ -125,6 +126,8 @@ int main(int argc, char** argv) {
             const at::Tensor x = at::randn({2, 4, h, h}, opts);
             const at::Tensor ctx = at::randn({2, 77, unet.config().cross_attention_dim}, opts);
             const at::Tensor t = at::full({1}, 500, at::kLong);
+            // As in a denoising loop, which keeps the step's CPU buffers for the next step.
+            const sds::CpuBufferScope keep_buffers;
             const double s = time_it(repeat, device, [&] { unet.forward(x, t, ctx); });
             std::printf(", \"unet_step_s\": %.4f", s);
             if (!trace.empty() && what.find("vae") == std::string::npos) {

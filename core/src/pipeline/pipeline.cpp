@@ -1,6 +1,7 @@
 #include "sds/pipeline.h"
 
 #include <cmath>
+#include <optional>
 
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
@@ -16,6 +17,7 @@
 
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
+#include "sds/cpu_buffer_cache.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
 
@@ -231,6 +233,9 @@ std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tenso
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const StepObserver& observer, const std::atomic<bool>* cancel) {
     torch::NoGradGuard no_grad;
+    // Every step allocates the same buffers: keep them from one step to the next, and let them
+    // go before the VAE decode, whose sizes differ.
+    std::optional<CpuBufferScope> keep_buffers(std::in_place);
     auto& m = *impl_;
     GenerationRequest req = in;
     if (req.width == 0)
@@ -327,6 +332,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     if (cancel != nullptr && cancel->load()) {
         throw Cancelled();
     }
+    keep_buffers.reset();
     return GenerationResult{req, decode(latents)};
 }
 

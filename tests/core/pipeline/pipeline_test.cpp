@@ -17,6 +17,7 @@
 #include <torch/cuda.h>
 #include <nlohmann/json.hpp>
 
+#include "sds/cpu_buffer_cache.h"
 #include "sds/image.h"
 #include "sds/safetensors.h"
 #include "sds/vae.h"
@@ -192,6 +193,7 @@ TEST(Pipeline, CancelFromAnotherThreadStopsWithinAStepAndLeavesItUsable) {
                      &cancel),
                  sds::Cancelled);
     EXPECT_EQ(seen.load(), 2);  // stopped before the third step
+    EXPECT_EQ(sds::cpu_buffer_stats().idle_bytes, 0u) << "a cancelled run kept its step buffers";
     EXPECT_LE(steps_after.load(), 1);
     const auto again = pipeline().generate(small_request());
     EXPECT_EQ(again.images[0].rgb, whole.images[0].rgb);
