@@ -2,12 +2,14 @@
 output, and the img2img cut, for every sampler, several step counts and two configs.
 
 usage: make_scheduler_fixture.py OUT_DIR
-OUT_DIR/configs/{sd15,leading}.json: the scheduler configs used (as in a model folder)
-OUT_DIR/expected.safetensors: "bank/eps" [51, 1, 4, 8, 8] (model outputs, one per call),
+OUT_DIR/configs/{sd15,leading,prk}.json: the scheduler configs used (as in a model folder;
+prk: PNDM with its Runge-Kutta warm-up, diffusers' default, for pndm only)
+OUT_DIR/expected.safetensors: "bank/eps" [60, 1, 4, 8, 8] (model outputs, one per call),
 "bank/x" [1, 4, 8, 8] (start sample), "bank/noise" (img2img noise), and per CFG/SAMPLER/STEPS:
   timesteps, sigmas (sigma schedulers), init_noise_sigma, scaled [calls, ...] (the model input),
   prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given);
-per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8].
+per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8], and for prk the steps
+after the cut, prev [calls, ...] (the warm-up follows the scheduler's own call counter).
 """
 import json
 import sys
@@ -28,13 +30,24 @@ LEADING = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "
            "beta_start": 0.00085, "num_train_timesteps": 1000, "prediction_type": "epsilon",
            "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
            "timestep_spacing": "leading", "trained_betas": None}
+PRK = {**SD15, "skip_prk_steps": False}
 SAMPLERS = {
     "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
     "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
 }
 STEPS = [1, 2, 3, 10, 25, 50]
+PRK_STEPS = [4, 5, 10, 25, 50]  # fewer than 4: diffusers fails (and so do we, with a message)
 STRENGTHS = [0.3, 0.75, 1.0]
+
+
+def run_after_cut(tensors, key, sched, bank, start):
+    x = tensors[f"{key}/noised"]
+    prev = []
+    for i, t in enumerate(sched.timesteps[start:]):
+        x = sched.step(bank["bank/eps"][i], t, x).prev_sample
+        prev.append(x)
+    tensors[f"{key}/prev"] = torch.stack(prev).contiguous()
 
 
 def run(tensors, key, sched, bank, eta=None):
@@ -67,15 +80,17 @@ def main(out_dir):
     out = Path(out_dir)
     (out / "configs").mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
-    bank = {"bank/eps": torch.randn(51, 1, 4, 8, 8, generator=g),
+    bank = {"bank/eps": torch.randn(60, 1, 4, 8, 8, generator=g),
             "bank/x": torch.randn(1, 4, 8, 8, generator=g),
             "bank/x0": torch.randn(1, 4, 8, 8, generator=g),
             "bank/noise": torch.randn(1, 4, 8, 8, generator=g)}
     tensors = dict(bank)
-    for cfg_name, cfg in [("sd15", SD15), ("leading", LEADING)]:
+    for cfg_name, cfg in [("sd15", SD15), ("leading", LEADING), ("prk", PRK)]:
         (out / "configs" / f"{cfg_name}.json").write_text(json.dumps(cfg, indent=2))
         for name, (cls, extra) in SAMPLERS.items():
-            for n in STEPS:
+            if cfg_name == "prk" and name != "pndm":
+                continue
+            for n in (STEPS if cfg_name != "prk" else PRK_STEPS):
                 sched = cls.from_config(cfg, **extra)
                 sched.set_timesteps(n)
                 run(tensors, f"{cfg_name}/{name}/{n}", sched, bank)
@@ -93,6 +108,8 @@ def main(out_dir):
                     k = f"{cfg_name}/{name}/{n}/img2img/{strength}"
                     tensors[f"{k}/t_start"] = torch.tensor([t_start])
                     tensors[f"{k}/noised"] = noised.contiguous()
+                    if cfg_name == "prk":
+                        run_after_cut(tensors, k, sched, bank, t_start)
             if name == "ddim":
                 for n in (10, 25):
                     sched = cls.from_config(cfg)

@@ -1,6 +1,7 @@
 // Every scheduler against diffusers (tests/reference/make_scheduler_fixture.py): timesteps,
 // sigmas, the scaled model input and each step's output for 1..50 steps on a bank of fixed
-// model outputs, two scheduler configs, and the img2img cut at several strengths.
+// model outputs, three scheduler configs (the third: PNDM with its Runge-Kutta warm-up), and the
+// img2img cut at several strengths.
 #include "sds/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -52,6 +53,9 @@ std::vector<Case> cases() {
             out.push_back({cfg, "ddim_eta", n});
         }
     }
+    for (int n : {4, 5, 10, 25, 50}) {
+        out.push_back({"prk", "pndm", n});
+    }
     return out;
 }
 
@@ -78,8 +82,8 @@ TEST_P(SchedulerParity, TimestepsSigmasAndStepsMatchDiffusers) {
     auto s = make(c);
     const at::Tensor want_t = e.tensor(key + "/timesteps");
     ASSERT_EQ(s->timesteps().scalar_type(), want_t.scalar_type()) << key;
-    EXPECT_LE(max_abs(s->timesteps(), want_t), 1e-4) << key << "\n ours " << s->timesteps()
-                                                     << "\n want " << want_t;
+    EXPECT_LE(max_abs(s->timesteps(), want_t), 1e-4)
+        << key << "\n ours " << s->timesteps() << "\n want " << want_t;
     if (e.contains(key + "/sigmas")) {
         EXPECT_LE(max_abs(s->sigmas(), e.tensor(key + "/sigmas")), 1e-6) << key;
     }
@@ -126,8 +130,19 @@ TEST_P(SchedulerParity, Img2ImgCutMatchesDiffusers) {
         }
         const int64_t t_start = s->first_index_for_strength(c.steps, strength);
         EXPECT_EQ(t_start, e.tensor(key.str() + "/t_start").item<int64_t>()) << key.str();
-        const at::Tensor noised = s->add_noise(e.tensor("bank/x0"), e.tensor("bank/noise"), t_start);
+        const at::Tensor noised =
+            s->add_noise(e.tensor("bank/x0"), e.tensor("bank/noise"), t_start);
         EXPECT_LE(max_abs(noised, e.tensor(key.str() + "/noised")), 1e-6) << key.str();
+        if (e.contains(key.str() + "/prev")) {
+            // The steps after the cut, from diffusers' noised sample.
+            at::Tensor x = e.tensor(key.str() + "/noised");
+            std::vector<at::Tensor> prev;
+            for (int64_t i = t_start; i < s->timesteps().size(0); ++i) {
+                x = s->step(e.tensor("bank/eps")[i - t_start], i, x, {}).prev_sample;
+                prev.push_back(x);
+            }
+            EXPECT_LE(max_abs(at::stack(prev), e.tensor(key.str() + "/prev")), 1e-5) << key.str();
+        }
     }
 }
 
@@ -158,6 +173,20 @@ TEST(Scheduler, PndmFiftyStepsAreTheKnownSchedule) {
     EXPECT_EQ(t[2].item<int64_t>(), 961);
     EXPECT_EQ(t[3].item<int64_t>(), 941);
     EXPECT_EQ(t[50].item<int64_t>(), 1);
+}
+
+TEST(Scheduler, PndmRungeKuttaWarmUpNeedsFourSteps) {
+    // diffusers fails there too (its warm-up takes the top four timesteps).
+    auto s = sds::Scheduler::create(sds::Sampler::Pndm, kDir / "configs/prk.json");
+    try {
+        s->set_timesteps(3);
+        ADD_FAILURE() << "3 steps with the Runge-Kutta warm-up were accepted";
+    } catch (const sds::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("prk.json"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("at least 4 steps"), std::string::npos) << e.what();
+    }
+    s->set_timesteps(4);
+    EXPECT_EQ(s->timesteps().size(0), 4 + 9);  // 12 warm-up calls, then PLMS
 }
 
 }  // namespace
