@@ -1,10 +1,52 @@
 #include "io/json_config.h"
 
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "sds/error.h"
 
 namespace sds {
+
+namespace {
+// Python's json module writes NaN, Infinity and -Infinity, which JSON does not have (diffusers'
+// DPMSolverMultistepScheduler saves lambda_min_clipped: -Infinity). Outside strings, those
+// become null and the largest finite doubles.
+std::string finite_json(std::string text) {
+    std::string out;
+    out.reserve(text.size());
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char ch = text[i];
+        if (in_string) {
+            out += ch;
+            if (ch == '\\' && i + 1 < text.size()) {
+                out += text[++i];
+            } else if (ch == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        if (ch == '"') {
+            in_string = true;
+        } else if (text.compare(i, 9, "-Infinity") == 0) {
+            out += "-1.7976931348623157e308";
+            i += 8;
+            continue;
+        } else if (text.compare(i, 8, "Infinity") == 0) {
+            out += "1.7976931348623157e308";
+            i += 7;
+            continue;
+        } else if (text.compare(i, 3, "NaN") == 0) {
+            out += "null";
+            i += 2;
+            continue;
+        }
+        out += ch;
+    }
+    return out;
+}
+}  // namespace
 
 JsonConfig JsonConfig::load(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
@@ -14,7 +56,9 @@ JsonConfig JsonConfig::load(const std::filesystem::path& path) {
     JsonConfig c;
     c.path_ = path;
     try {
-        c.json_ = nlohmann::json::parse(in);
+        const std::string text((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+        c.json_ = nlohmann::json::parse(finite_json(text));
     } catch (const nlohmann::json::exception& e) {
         throw ModelError(path.string() + ": not valid JSON: " + e.what());
     }

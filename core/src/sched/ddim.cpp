@@ -8,7 +8,7 @@ namespace sds::sched {
 namespace {
 
 class Ddim : public Scheduler {
-public:
+  public:
     explicit Ddim(const JsonConfig& c)
         : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
           offset_(static_cast<int>(c.integer("steps_offset", 0))),
@@ -59,7 +59,8 @@ public:
         Step s;
         s.prev_sample = a_prev.pow(0.5) * x0 + direction;
         if (eta_ > 0) {
-            s.prev_sample = s.prev_sample + std_dev * noise(out.sizes(), out.scalar_type()).to(out.device());
+            s.prev_sample =
+                s.prev_sample + std_dev * noise(out.sizes(), out.scalar_type()).to(out.device());
         }
         s.pred_x0 = x0;
         return s;
@@ -70,7 +71,7 @@ public:
         return add_noise_alphas(alphas_cumprod_, timesteps_[index].item<int64_t>(), x0, noise);
     }
 
-private:
+  private:
     int train_, offset_;
     std::string spacing_;
     bool set_alpha_to_one_, clip_sample_;
@@ -82,6 +83,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_ddim(const JsonConfig& c) { return std::make_unique<Ddim>(c); }
+std::unique_ptr<Scheduler> make_ddim(const JsonConfig& c) {
+    return std::make_unique<Ddim>(c);
+}
 
 }  // namespace sds::sched

@@ -10,7 +10,7 @@ namespace sds::sched {
 namespace {
 
 class DpmPP2M : public Scheduler {
-public:
+  public:
     DpmPP2M(const JsonConfig& c, bool karras)
         : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
           offset_(static_cast<int>(c.integer("steps_offset", 0))),
@@ -22,8 +22,18 @@ public:
                 c.fail(key, "'" + c.string(key, dflt) + "' is not supported (" + want + ")");
             }
         };
-        require("algorithm_type", "dpmsolver++", "dpmsolver++");
-        require("solver_type", "midpoint", "midpoint");
+        // As diffusers: DEIS's algorithm and UniPC's/DEIS's solver types (a config made for
+        // them) fall back to DPM++ and the midpoint solver.
+        const std::string algorithm = c.string("algorithm_type", "dpmsolver++");
+        if (algorithm != "deis") {
+            require("algorithm_type", "dpmsolver++", "dpmsolver++");
+        }
+        const std::string solver = c.string("solver_type", "midpoint");
+        if (solver == "heun") {
+            heun_ = true;
+        } else if (solver != "logrho" && solver != "bh1" && solver != "bh2") {
+            require("solver_type", "midpoint", "midpoint");
+        }
         require("final_sigmas_type", "zero", "zero");
         if (c.integer("solver_order", 2) != 2) {
             c.fail("solver_order", "must be 2 for DPM++ 2M");
@@ -54,8 +64,8 @@ public:
         std::vector<double> sigmas;
         if (karras_) {
             const auto logs = log_sigmas(full);
-            sigmas = karras_sigmas(static_cast<float>(full.front()),
-                                   static_cast<float>(full.back()), n);
+            sigmas =
+                karras_sigmas(static_cast<float>(full.front()), static_cast<float>(full.back()), n);
             t.clear();
             for (double s : sigmas) {
                 t.push_back(round_half_even(sigma_to_t(s, logs)));
@@ -78,9 +88,8 @@ public:
         // lower_order_final with a final sigma of 0: the last step is first order.
         const bool first_order = lower_order_nums_ < 1 || index == n - 1;
         const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_[index]);
-        at::Tensor x0 = prediction_type_ == "epsilon"
-                            ? (sample_in - sigma_s0 * out) / alpha_s0
-                            : alpha_s0 * sample_in - sigma_s0 * out;
+        at::Tensor x0 = prediction_type_ == "epsilon" ? (sample_in - sigma_s0 * out) / alpha_s0
+                                                      : alpha_s0 * sample_in - sigma_s0 * out;
         outputs_[0] = outputs_[1];
         outputs_[1] = x0;
         const at::Tensor sample = sample_in.to(at::kFloat);
@@ -99,8 +108,13 @@ public:
             const at::Tensor& m0 = outputs_[1];
             const at::Tensor& m1 = outputs_[0];
             const at::Tensor d1 = (1.0 / r0) * (m0 - m1);
-            prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 -
-                   0.5 * (alpha_t * (at::exp(-h) - 1.0)) * d1;
+            if (heun_) {
+                prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 +
+                       (alpha_t * ((at::exp(-h) - 1.0) / h + 1.0)) * d1;
+            } else {
+                prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 -
+                       0.5 * (alpha_t * (at::exp(-h) - 1.0)) * d1;
+            }
         }
         if (lower_order_nums_ < 2) {
             ++lower_order_nums_;
@@ -114,7 +128,7 @@ public:
         return alpha * x0 + sigma * noise;
     }
 
-private:
+  private:
     static std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
         const at::Tensor alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
         return {alpha, sigma * alpha};
@@ -123,6 +137,7 @@ private:
     int train_, offset_;
     std::string spacing_;
     bool karras_;
+    bool heun_ = false;  // solver_type heun (else midpoint)
     std::string where_;
     at::Tensor outputs_[2];
     int lower_order_nums_ = 0;

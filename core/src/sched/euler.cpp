@@ -8,7 +8,7 @@ namespace sds::sched {
 namespace {
 
 class Euler : public Scheduler {
-public:
+  public:
     Euler(const JsonConfig& c, bool ancestral)
         : ancestral_(ancestral),
           train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
@@ -74,7 +74,8 @@ public:
         if (prediction_type_ == "epsilon") {
             s.pred_x0 = sample - sigma * out;
         } else {  // v_prediction
-            s.pred_x0 = out * (-sigma / (sigma.pow(2) + 1).pow(0.5)) + (sample / (sigma.pow(2) + 1));
+            s.pred_x0 =
+                out * (-sigma / (sigma.pow(2) + 1).pow(0.5)) + (sample / (sigma.pow(2) + 1));
         }
         if (!ancestral_) {
             const at::Tensor sigma_hat = sigma * 1.0;  // s_churn = 0: no extra noise
@@ -99,7 +100,7 @@ public:
         return x0 + noise * sigmas_.to(x0.device(), x0.scalar_type())[index];
     }
 
-private:
+  private:
     bool ancestral_;
     int train_, offset_;
     std::string spacing_;

@@ -17,7 +17,19 @@ JsonConfig load_config(const std::filesystem::path& path) {
     if (path.empty()) {
         return JsonConfig::from_json(nlohmann::json::object(), "(defaults)");
     }
-    return JsonConfig::load(path);
+    JsonConfig c = JsonConfig::load(path);
+    // What diffusers' StableDiffusionPipeline does to a model's scheduler config when it loads
+    // (its __init__ corrects two settings of old configs), before a sampler is made from it with
+    // from_config. Only keys written in the file carry over to another scheduler class: the
+    // values a class filled in itself are left out (its config's _use_default_values).
+    nlohmann::json j = c.json();
+    if (j.contains("steps_offset") && j["steps_offset"].is_number() && j["steps_offset"] != 1) {
+        j["steps_offset"] = 1;
+    }
+    if (j.contains("clip_sample") && j["clip_sample"].is_boolean() && j["clip_sample"]) {
+        j["clip_sample"] = false;
+    }
+    return JsonConfig::from_json(std::move(j), path.string());
 }
 
 at::Tensor alphas_cumprod(const JsonConfig& c) {
@@ -38,8 +50,23 @@ at::Tensor alphas_cumprod(const JsonConfig& c) {
         betas = at::linspace(start, end, t, at::kFloat);
     } else if (schedule == "scaled_linear") {
         betas = at::linspace(std::sqrt(start), std::sqrt(end), t, at::kFloat).pow(2);
+    } else if (schedule == "squaredcos_cap_v2") {
+        // The cosine schedule (Nichol & Dhariwal): betas from alpha_bar(t) = cos²((t + 0.008) /
+        // 1.008 · π/2), capped at 0.999, computed in double and stored as float32.
+        const double pi = std::acos(-1.0);
+        auto alpha_bar = [&](double x) {
+            const double v = std::cos((x + 0.008) / 1.008 * pi / 2);
+            return v * v;
+        };
+        std::vector<float> v;
+        for (int64_t i = 0; i < t; ++i) {
+            const double t1 = static_cast<double>(i) / t, t2 = static_cast<double>(i + 1) / t;
+            v.push_back(static_cast<float>(std::min(1 - alpha_bar(t2) / alpha_bar(t1), 0.999)));
+        }
+        betas = at::tensor(v);
     } else {
-        c.fail("beta_schedule", "'" + schedule + "' is not supported (linear, scaled_linear)");
+        c.fail("beta_schedule",
+               "'" + schedule + "' is not supported (linear, scaled_linear, squaredcos_cap_v2)");
     }
     if (c.boolean("rescale_betas_zero_snr", false)) {
         c.fail("rescale_betas_zero_snr", "= true is not supported");

@@ -35,8 +35,8 @@ std::string lower(std::string s) {
 Sampler sampler_from_name(const std::string& name) {
     const std::string n = lower(name);
     for (const auto& row : kSamplers) {
-        const std::string a1111 = lower(std::string(row.a1111) +
-                                        (*row.schedule ? std::string(" ") + row.schedule : ""));
+        const std::string a1111 =
+            lower(std::string(row.a1111) + (*row.schedule ? std::string(" ") + row.schedule : ""));
         if (n == row.name || n == a1111) {
             return row.sampler;
         }
@@ -51,9 +51,15 @@ Sampler sampler_from_name(const std::string& name) {
     throw Error("unknown sampler '" + name + "' (known: " + known + ")");
 }
 
-const char* sampler_name(Sampler s) { return kSamplers[static_cast<int>(s)].name; }
-const char* sampler_a1111(Sampler s) { return kSamplers[static_cast<int>(s)].a1111; }
-const char* schedule_a1111(Sampler s) { return kSamplers[static_cast<int>(s)].schedule; }
+const char* sampler_name(Sampler s) {
+    return kSamplers[static_cast<int>(s)].name;
+}
+const char* sampler_a1111(Sampler s) {
+    return kSamplers[static_cast<int>(s)].a1111;
+}
+const char* schedule_a1111(Sampler s) {
+    return kSamplers[static_cast<int>(s)].schedule;
+}
 std::vector<std::string> sampler_names() {
     std::vector<std::string> out;
     for (const auto& row : kSamplers) {
@@ -62,29 +68,42 @@ std::vector<std::string> sampler_names() {
     return out;
 }
 
-std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler,
-                                             const std::filesystem::path& config) {
+std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesystem::path& config) {
     const JsonConfig c = sched::load_config(config);
     std::unique_ptr<Scheduler> s;
     switch (sampler) {
-        case Sampler::Pndm: s = sched::make_pndm(c); break;
-        case Sampler::Ddim: s = sched::make_ddim(c); break;
-        case Sampler::Euler: s = sched::make_euler(c, false); break;
-        case Sampler::EulerAncestral: s = sched::make_euler(c, true); break;
-        case Sampler::DpmPP2M: s = sched::make_dpmpp_2m(c, false); break;
-        case Sampler::DpmPP2MKarras: s = sched::make_dpmpp_2m(c, true); break;
+        case Sampler::Pndm:
+            s = sched::make_pndm(c);
+            break;
+        case Sampler::Ddim:
+            s = sched::make_ddim(c);
+            break;
+        case Sampler::Euler:
+            s = sched::make_euler(c, false);
+            break;
+        case Sampler::EulerAncestral:
+            s = sched::make_euler(c, true);
+            break;
+        case Sampler::DpmPP2M:
+            s = sched::make_dpmpp_2m(c, false);
+            break;
+        case Sampler::DpmPP2MKarras:
+            s = sched::make_dpmpp_2m(c, true);
+            break;
     }
     s->sampler_ = sampler;
     s->prediction_type_ = c.string("prediction_type", "epsilon");
     if (s->prediction_type_ != "epsilon" && s->prediction_type_ != "v_prediction") {
-        c.fail("prediction_type", "'" + s->prediction_type_ +
-                                      "' is not supported (epsilon, v_prediction)");
+        c.fail("prediction_type",
+               "'" + s->prediction_type_ + "' is not supported (epsilon, v_prediction)");
     }
     s->alphas_cumprod_ = sched::alphas_cumprod(c);
     return s;
 }
 
-at::Tensor Scheduler::init_noise_sigma() const { return at::scalar_tensor(1.0, at::kFloat); }
+at::Tensor Scheduler::init_noise_sigma() const {
+    return at::scalar_tensor(1.0, at::kFloat);
+}
 
 at::Tensor Scheduler::scale_model_input(const at::Tensor& sample, int64_t) const {
     return sample;

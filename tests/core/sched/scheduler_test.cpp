@@ -1,7 +1,7 @@
 // Every scheduler against diffusers (tests/reference/make_scheduler_fixture.py): timesteps,
 // sigmas, the scaled model input and each step's output for 1..50 steps on a bank of fixed
-// model outputs, three scheduler configs (the third: PNDM with its Runge-Kutta warm-up), and the
-// img2img cut at several strengths.
+// model outputs, several scheduler configs (SD 1.5's, PNDM with its Runge-Kutta warm-up, each
+// scheduler class's defaults), and the img2img cut at several strengths.
 #include "sds/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -43,9 +43,13 @@ struct Case {
 
 std::vector<Case> cases() {
     std::vector<Case> out;
-    for (const char* cfg : {"sd15", "leading"}) {
+    for (const char* cfg : {"sd15", "leading", "pndm_default", "ddim_default", "euler_default",
+                            "dpm_default", "unipc_default", "dpm_heun", "cosine"}) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
+                if (std::string(cfg) == "cosine" && s == "dpmpp_2m_karras") {
+                    continue;  // diffusers breaks there: see make_scheduler_fixture.py
+                }
                 out.push_back({cfg, s, n});
             }
         }
@@ -79,6 +83,11 @@ TEST_P(SchedulerParity, TimestepsSigmasAndStepsMatchDiffusers) {
     const Case& c = GetParam();
     const std::string key = c.config + "/" + c.sampler + "/" + std::to_string(c.steps);
     const auto& e = expected();
+    if (!e.contains(key + "/timesteps")) {
+        // diffusers fails here (PNDM's warm-up with fewer than 4 steps): so must we.
+        EXPECT_THROW(make(c), sds::Error) << key;
+        return;
+    }
     auto s = make(c);
     const at::Tensor want_t = e.tensor(key + "/timesteps");
     ASSERT_EQ(s->timesteps().scalar_type(), want_t.scalar_type()) << key;
@@ -119,6 +128,9 @@ TEST_P(SchedulerParity, Img2ImgCutMatchesDiffusers) {
         return;
     }
     const auto& e = expected();
+    if (!e.contains(c.config + "/" + c.sampler + "/" + std::to_string(c.steps) + "/timesteps")) {
+        return;  // diffusers fails to set the schedule up: see the test above
+    }
     for (const char* text : {"0.3", "0.75", "1.0"}) {  // as Python prints them
         const double strength = std::stod(text);
         std::ostringstream key;
