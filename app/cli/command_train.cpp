@@ -124,8 +124,9 @@ int command_train(const Args& args) {
                 if (p.step % 10 == 0 || p.step == p.total) {
                     std::fprintf(stderr, "\r%s step %d/%d, loss %.4f, %.0f s left   ",
                                  p.phase.c_str(), p.step, p.total, p.loss, p.seconds_left);
+                    progress_line_open(true);
                     if (p.step == p.total) {
-                        std::fprintf(stderr, "\n");
+                        end_progress_line();
                     }
                 }
             },

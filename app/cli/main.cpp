@@ -82,10 +82,8 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "sdstudio-cli %s: %s\n\n%s%s", c.name, e.message.c_str(), kUsage,
                          sds::cli::kGenerateFlagsHelp);
             return 2;
-        } catch (const sds::Error& e) {
-            std::fprintf(stderr, "error: %s\n", e.what());
-            return 1;
         } catch (const std::exception& e) {
+            sds::cli::end_progress_line();
             std::fprintf(stderr, "error: %s\n", e.what());
             return 1;
         }

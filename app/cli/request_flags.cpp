@@ -83,6 +83,21 @@ GenerateFlags parse_generate_flags(const Args& args) {
     return f;
 }
 
+namespace {
+bool line_open = false;  // a progress line on stderr waits for its newline
+}  // namespace
+
+void progress_line_open(bool open) {
+    line_open = open;
+}
+
+void end_progress_line() {
+    if (line_open) {
+        std::fputc('\n', stderr);
+        line_open = false;
+    }
+}
+
 Pipeline load_pipeline(const GenerateFlags& f) {
     const c10::Device device = parse_device(f.device);
     Pipeline::Options options;
@@ -90,8 +105,9 @@ Pipeline load_pipeline(const GenerateFlags& f) {
     options.dtype = parse_dtype(f.dtype, device);
     return Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
         std::fprintf(stderr, "\rloading: %-28s %3.0f%%", what.c_str(), fraction * 100);
+        progress_line_open(true);
         if (fraction >= 1.0) {
-            std::fputc('\n', stderr);
+            end_progress_line();
         }
         std::fflush(stderr);
     });
@@ -104,11 +120,13 @@ void Progress::operator()(const StepEvent& e) {
     const double per = elapsed / (e.index + 1);
     std::fprintf(stderr, "\r%s step %d/%d, %.2f s/step, %.0f s left   ", label_.c_str(),
                  e.index + 1, e.total, per, per * (e.total - e.index - 1));
+    progress_line_open(true);
     std::fflush(stderr);
 }
 
 void Progress::done() {
     std::fprintf(stderr, "\n");
+    progress_line_open(false);
     start_ = seconds_now();
 }
 

@@ -49,6 +49,11 @@ extern const char* const kGenerateFlagsHelp;
 Pipeline load_pipeline(const GenerateFlags& flags);
 
 // Prints "step 3/20, 1.2 s/step, 21 s left" on stderr, overwriting the line.
+// Progress lines on stderr are rewritten in place with \r; an error printed after one first
+// ends it, so that the message starts a line of its own.
+void progress_line_open(bool open);
+void end_progress_line();
+
 class Progress {
   public:
     explicit Progress(std::string label);

@@ -1,6 +1,7 @@
 #include "sds/pipeline.h"
 
 #include <cmath>
+#include <exception>
 #include <optional>
 
 #include <ATen/Context.h>
@@ -114,8 +115,23 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
     m.vae->load_weights(vae.weights);
     m.vae->to(options.device, options.dtype);
     m.preview_map = preview_map_for(*m.vae);
-    // Check the schedulers can be made from this config before the first generation.
-    Scheduler::create(Sampler::Pndm, m.folder.component("scheduler").config);
+    // Check before the first generation that this scheduler config makes a sampler at all (one
+    // for a model that predicts x0 makes no PNDM, say: choosing that one then says why).
+    std::exception_ptr first_error;
+    for (const auto& name : sampler_names()) {
+        try {
+            Scheduler::create(sampler_from_name(name), m.folder.component("scheduler").config);
+            first_error = nullptr;
+            break;
+        } catch (const Error&) {
+            if (!first_error) {
+                first_error = std::current_exception();
+            }
+        }
+    }
+    if (first_error) {
+        std::rethrow_exception(first_error);
+    }
     tell("ready", 1.0);
     return p;
 }

@@ -45,6 +45,9 @@ class Ddim : public Scheduler {
         if (prediction_type_ == "epsilon") {
             x0 = (sample - b_t.pow(0.5) * out) / a_t.pow(0.5);
             eps = out;
+        } else if (prediction_type_ == "sample") {
+            x0 = out;
+            eps = (sample - a_t.pow(0.5) * x0) / b_t.pow(0.5);
         } else {  // v_prediction
             x0 = a_t.pow(0.5) * sample - b_t.pow(0.5) * out;
             eps = a_t.pow(0.5) * out + b_t.pow(0.5) * sample;

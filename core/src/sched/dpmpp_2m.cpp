@@ -88,8 +88,9 @@ class DpmPP2M : public Scheduler {
         // lower_order_final with a final sigma of 0: the last step is first order.
         const bool first_order = lower_order_nums_ < 1 || index == n - 1;
         const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_[index]);
-        at::Tensor x0 = prediction_type_ == "epsilon" ? (sample_in - sigma_s0 * out) / alpha_s0
-                                                      : alpha_s0 * sample_in - sigma_s0 * out;
+        at::Tensor x0 = prediction_type_ == "epsilon"  ? (sample_in - sigma_s0 * out) / alpha_s0
+                        : prediction_type_ == "sample" ? out
+                                                       : alpha_s0 * sample_in - sigma_s0 * out;
         outputs_[0] = outputs_[1];
         outputs_[1] = x0;
         const at::Tensor sample = sample_in.to(at::kFloat);

@@ -73,6 +73,8 @@ class Euler : public Scheduler {
         Step s;
         if (prediction_type_ == "epsilon") {
             s.pred_x0 = sample - sigma * out;
+        } else if (prediction_type_ == "sample") {
+            s.pred_x0 = out;
         } else {  // v_prediction
             s.pred_x0 =
                 out * (-sigma / (sigma.pow(2) + 1).pow(0.5)) + (sample / (sigma.pow(2) + 1));

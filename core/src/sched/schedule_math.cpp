@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/cumprod.h>
 #include <ATen/ops/linspace.h>
 #include <ATen/ops/tensor.h>
@@ -32,7 +33,7 @@ JsonConfig load_config(const std::filesystem::path& path) {
     return JsonConfig::from_json(std::move(j), path.string());
 }
 
-at::Tensor alphas_cumprod(const JsonConfig& c) {
+at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr) {
     const int64_t t = c.integer("num_train_timesteps", 1000);
     const double start = c.number("beta_start", 0.0001), end = c.number("beta_end", 0.02);
     const std::string schedule = c.string("beta_schedule", "linear");
@@ -68,8 +69,16 @@ at::Tensor alphas_cumprod(const JsonConfig& c) {
         c.fail("beta_schedule",
                "'" + schedule + "' is not supported (linear, scaled_linear, squaredcos_cap_v2)");
     }
-    if (c.boolean("rescale_betas_zero_snr", false)) {
-        c.fail("rescale_betas_zero_snr", "= true is not supported");
+    if (zero_snr && c.boolean("rescale_betas_zero_snr", false)) {
+        // Lin et al.'s zero terminal SNR: shift and scale sqrt(alphā) so that its last entry
+        // is 0 and its first unchanged, then back to betas (diffusers' arithmetic, in float32).
+        at::Tensor root = at::cumprod(1.0 - betas, 0).sqrt();
+        const at::Tensor first = root[0].clone(), last = root[-1].clone();
+        root = (root - last) * (first / (first - last));
+        const at::Tensor bar = root.pow(2);
+        const at::Tensor alphas =
+            at::cat({bar.slice(0, 0, 1), bar.slice(0, 1) / bar.slice(0, 0, -1)});
+        betas = 1 - alphas;
     }
     return at::cumprod(1.0 - betas, 0);
 }

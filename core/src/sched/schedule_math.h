@@ -15,8 +15,9 @@ namespace sds::sched {
 JsonConfig load_config(const std::filesystem::path& path);
 
 // alphas_cumprod [T] float32 from num_train_timesteps, beta_start, beta_end, beta_schedule,
-// trained_betas (with the defaults every diffusers scheduler shares: 1000, 1e-4, 0.02, linear).
-at::Tensor alphas_cumprod(const JsonConfig& c);
+// trained_betas (with the defaults every diffusers scheduler shares: 1000, 1e-4, 0.02, linear),
+// and, where `zero_snr` (the scheduler class has the option), rescale_betas_zero_snr.
+at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr = true);
 
 // np.linspace(start, stop, n) (endpoint included).
 std::vector<double> linspace(double start, double stop, int n);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 #include <ATen/ops/scalar_tensor.h>
 
@@ -93,11 +94,21 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
     }
     s->sampler_ = sampler;
     s->prediction_type_ = c.string("prediction_type", "epsilon");
-    if (s->prediction_type_ != "epsilon" && s->prediction_type_ != "v_prediction") {
-        c.fail("prediction_type",
-               "'" + s->prediction_type_ + "' is not supported (epsilon, v_prediction)");
+    // "sample" (the model predicts x0) as far as diffusers has it: not for PNDM or Euler a.
+    const bool x0_ok = sampler != Sampler::Pndm && sampler != Sampler::EulerAncestral;
+    if (s->prediction_type_ != "epsilon" && s->prediction_type_ != "v_prediction" &&
+        !(s->prediction_type_ == "sample" && x0_ok)) {
+        c.fail("prediction_type", "'" + s->prediction_type_ + "' is not supported by " +
+                                      sampler_name(sampler) + " (epsilon, v_prediction" +
+                                      (x0_ok ? ", sample)" : ")"));
     }
-    s->alphas_cumprod_ = sched::alphas_cumprod(c);
+    // PNDM has no rescale_betas_zero_snr option (diffusers ignores the key there); the sigma
+    // samplers keep the last alphā just above 0 so that the first sigma is finite.
+    s->alphas_cumprod_ = sched::alphas_cumprod(c, sampler != Sampler::Pndm);
+    if (sampler != Sampler::Pndm && sampler != Sampler::Ddim &&
+        c.boolean("rescale_betas_zero_snr", false)) {
+        s->alphas_cumprod_[-1] = std::pow(2.0, -24);
+    }
     return s;
 }
 

@@ -43,8 +43,9 @@ struct Case {
 
 std::vector<Case> cases() {
     std::vector<Case> out;
-    for (const char* cfg : {"sd15", "leading", "pndm_default", "ddim_default", "euler_default",
-                            "dpm_default", "unipc_default", "dpm_heun", "cosine"}) {
+    for (const char* cfg :
+         {"sd15", "leading", "pndm_default", "ddim_default", "euler_default", "dpm_default",
+          "unipc_default", "dpm_heun", "cosine", "zero_snr", "x0_pred"}) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
                 if (std::string(cfg) == "cosine" && s == "dpmpp_2m_karras") {
@@ -83,6 +84,11 @@ TEST_P(SchedulerParity, TimestepsSigmasAndStepsMatchDiffusers) {
     const Case& c = GetParam();
     const std::string key = c.config + "/" + c.sampler + "/" + std::to_string(c.steps);
     const auto& e = expected();
+    if (e.contains(key + "/diffusers_breaks")) {
+        // Karras sigmas on a schedule that reaches (almost) zero SNR repeat a timestep and
+        // diffusers' step index lookup runs off the end: no reference to compare with.
+        GTEST_SKIP() << key << ": diffusers fails with an IndexError here";
+    }
     if (!e.contains(key + "/timesteps")) {
         // diffusers fails here (PNDM's warm-up with fewer than 4 steps): so must we.
         EXPECT_THROW(make(c), sds::Error) << key;
