@@ -124,8 +124,6 @@ def main(out_dir):
         for name, (cls, extra) in SAMPLERS.items():
             if cfg_name == "prk" and name != "pndm":
                 continue
-            if cfg_name == "cosine" and name == "dpmpp_2m_karras":
-                continue  # diffusers itself breaks there (IndexError from 10 steps): not compared
             for n in (STEPS if cfg_name != "prk" else PRK_STEPS):
                 sched = cls.from_config(cfg, **extra)
                 try:

@@ -1,5 +1,7 @@
 // DPM-Solver++(2M), optionally on Karras sigmas: diffusers' DPMSolverMultistepScheduler with
-// algorithm_type dpmsolver++, solver_order 2, midpoint, lower_order_final, final sigma 0.
+// algorithm_type dpmsolver++, solver_order 2, midpoint or heun, lower_order_final, final sigma 0.
+#include <cmath>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/log.h>
@@ -28,6 +30,7 @@ class DpmPP2M : public Scheduler {
         if (algorithm != "deis") {
             require("algorithm_type", "dpmsolver++", "dpmsolver++");
         }
+        cosine_ = c.string("beta_schedule", "linear") == "squaredcos_cap_v2";
         const std::string solver = c.string("solver_type", "midpoint");
         if (solver == "heun") {
             heun_ = true;
@@ -68,7 +71,10 @@ class DpmPP2M : public Scheduler {
                 karras_sigmas(static_cast<float>(full.front()), static_cast<float>(full.back()), n);
             t.clear();
             for (double s : sigmas) {
-                t.push_back(round_half_even(sigma_to_t(s, logs)));
+                // diffusers rounds these, except for the cosine schedule, whose fractional
+                // timesteps the conversion to int64 truncates.
+                const double v = sigma_to_t(s, logs);
+                t.push_back(cosine_ ? std::trunc(v) : round_half_even(v));
             }
         } else {
             for (double v : t) {
@@ -138,7 +144,8 @@ class DpmPP2M : public Scheduler {
     int train_, offset_;
     std::string spacing_;
     bool karras_;
-    bool heun_ = false;  // solver_type heun (else midpoint)
+    bool heun_ = false;    // solver_type heun (else midpoint)
+    bool cosine_ = false;  // beta_schedule squaredcos_cap_v2
     std::string where_;
     at::Tensor outputs_[2];
     int lower_order_nums_ = 0;
