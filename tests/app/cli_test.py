@@ -233,6 +233,67 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     assert compared >= 4
 
 
+# Model configs beyond the tiny SD 1.x one: SD 2.x's knobs (per-block heads, linear
+# projections, upcast attention, a GELU text encoder of another width), three blocks with one
+# layer each and 8 norm groups, and the timestep embedding's flip/shift, two transformer layers
+# per block, other epsilons and VAE scaling factor.
+MODEL_VARIANTS = {
+    "sd2_knobs": ({"attention_head_dim": [2, 4], "use_linear_projection": True,
+                   "upcast_attention": True, "cross_attention_dim": 48}, {},
+                  {"hidden_size": 48, "hidden_act": "gelu"}),
+    "three_blocks": ({"block_out_channels": [16, 32, 32], "layers_per_block": 1,
+                      "norm_num_groups": 8, "attention_head_dim": 4,
+                      "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                           "DownBlock2D"],
+                      "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]},
+                     {"block_out_channels": [16, 32, 32], "norm_num_groups": 8,
+                      "layers_per_block": 1, "down_block_types": ["DownEncoderBlock2D"] * 3,
+                      "up_block_types": ["UpDecoderBlock2D"] * 3}, {}),
+    "embedding_knobs": ({"flip_sin_to_cos": False, "freq_shift": 1,
+                         "transformer_layers_per_block": 2, "norm_eps": 1e-6},
+                        {"scaling_factor": 0.13025}, {"num_hidden_layers": 2, "layer_norm_eps": 1e-6}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(MODEL_VARIANTS))
+def test_other_model_configs_match_diffusers(tmp_path, variant):
+    import diffusers
+    import numpy as np
+    import torch
+    import transformers
+    from PIL import Image
+    unet_cfg, vae_cfg, text_cfg = MODEL_VARIANTS[variant]
+    base = {c: json.loads((PIPE / c / "config.json").read_text()) for c in ("unet", "vae", "text_encoder")}
+    torch.manual_seed(1)
+    unet = diffusers.UNet2DConditionModel.from_config({**base["unet"], **unet_cfg})
+    vae = diffusers.AutoencoderKL.from_config({**base["vae"], **vae_cfg})
+    text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**{**base["text_encoder"], **text_cfg}))
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(PIPE)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=pipe.tokenizer, unet=unet, scheduler=pipe.scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    model = tmp_path / "model"
+    pipe.save_pretrained(model, safe_serialization=True)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    loaded = pipe.scheduler.config
+    for sampler, cls, extra in [("pndm", diffusers.PNDMScheduler, {}),
+                                ("dpmpp_2m_karras", diffusers.DPMSolverMultistepScheduler,
+                                 {"use_karras_sigmas": True})]:
+        pipe.scheduler = cls.from_config(loaded, **extra)
+        gens = [torch.Generator("cpu").manual_seed(5 + i) for i in range(2)]
+        want = pipe("a blue square", negative_prompt="red", num_inference_steps=5,
+                    guidance_scale=6.0, generator=gens, num_images_per_prompt=2, width=48,
+                    height=32).images
+        r = run("txt2img", "--model", str(model), "--prompt", "a blue square", "--negative", "red",
+                "--steps", "5", "--guidance", "6", "--seed", "5", "--batch", "2", "--width", "48",
+                "--height", "32", "--sampler", sampler, "--out", str(tmp_path / sampler))
+        assert r.returncode == 0, r.stderr
+        for path, w in zip(r.stdout.split(), want):
+            got = np.array(Image.open(path).convert("RGB")).astype(int)
+            assert np.abs(got - np.array(w).astype(int)).max() <= 2, (sampler, path)
+
+
 def test_img2img_matches_diffusers(tmp_path):
     import numpy as np
     from PIL import Image

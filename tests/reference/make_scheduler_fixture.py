@@ -47,7 +47,11 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
             "zero_snr": DDIMScheduler(rescale_betas_zero_snr=True, timestep_spacing="trailing",
                                       beta_schedule="scaled_linear", beta_start=0.00085,
                                       beta_end=0.012, prediction_type="v_prediction"),
-            "x0_pred": DDIMScheduler(prediction_type="sample")}
+            "x0_pred": DDIMScheduler(prediction_type="sample"),
+            "euler_karras": EulerDiscreteScheduler(use_karras_sigmas=True),
+            "trailing": EulerDiscreteScheduler(timestep_spacing="trailing",
+                                               beta_schedule="scaled_linear", beta_start=0.00085,
+                                               beta_end=0.012)}
 
 
 def as_pipeline_loads_it(cfg):
