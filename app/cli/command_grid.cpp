@@ -41,9 +41,10 @@ int command_grid(const Args& args) {
     }
     spec.base = f.request;
     spec.validate();  // every cell, before loading anything
+    Pipeline pipeline = load_pipeline(f);
+    spec.base.sampler = f.request.sampler;  // the model's own unless --sampler
     std::fprintf(stderr, "grid: %d x %d cells, request: %s\n", spec.x.size(), spec.y.size(),
                  f.request.to_json().c_str());
-    Pipeline pipeline = load_pipeline(f);
     std::vector<std::vector<QImage>> cells(spec.y.size());
     for (int j = 0; j < spec.y.size(); ++j) {
         for (int i = 0; i < spec.x.size(); ++i) {

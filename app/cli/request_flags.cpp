@@ -11,7 +11,8 @@ const char* const kGenerateFlagsHelp =
     "  --model DIR        a diffusers model folder (default: the bundled demo model)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
-    "  --sampler NAME     pndm (default), ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras\n"
+    "  --sampler NAME     pndm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras (default: the\n"
+    "                     model's own scheduler, as diffusers)\n"
     "  --batch N (1)      images i = 0..N-1 use seed + i\n"
     "  --width W --height H   multiples of 8 (default: the model's size)\n"
     "  --init IMAGE --strength S (0.8)   img2img\n"
@@ -49,9 +50,10 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.guidance_scale = number<double>(a, value());
         else if (a == "--seed")
             r.seed = number<int64_t>(a, value());
-        else if (a == "--sampler")
+        else if (a == "--sampler") {
             r.sampler = sampler_from_name(value());
-        else if (a == "--batch")
+            f.sampler_given = true;
+        } else if (a == "--batch")
             r.batch_count = number<int>(a, value());
         else if (a == "--width")
             r.width = number<int>(a, value());
@@ -98,12 +100,12 @@ void end_progress_line() {
     }
 }
 
-Pipeline load_pipeline(const GenerateFlags& f) {
+Pipeline load_pipeline(GenerateFlags& f) {
     const c10::Device device = parse_device(f.device);
     Pipeline::Options options;
     options.device = device;
     options.dtype = parse_dtype(f.dtype, device);
-    return Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
+    Pipeline p = Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
         std::fprintf(stderr, "\rloading: %-28s %3.0f%%", what.c_str(), fraction * 100);
         progress_line_open(true);
         if (fraction >= 1.0) {
@@ -111,6 +113,10 @@ Pipeline load_pipeline(const GenerateFlags& f) {
         }
         std::fflush(stderr);
     });
+    if (!f.sampler_given) {
+        f.request.sampler = p.default_sampler();
+    }
+    return p;
 }
 
 Progress::Progress(std::string label) : label_(std::move(label)), start_(seconds_now()) {}

@@ -17,7 +17,8 @@ struct GenerateFlags {
     std::string out_dir = "outputs";
     std::string device = "auto";
     std::string dtype = "auto";
-    Args rest;  // arguments not consumed here (command-specific flags)
+    bool sampler_given = false;  // else the model's own (Pipeline::default_sampler)
+    Args rest;                   // arguments not consumed here (command-specific flags)
 };
 
 // A flag's value as a number; UsageError naming the flag when it is not one.
@@ -46,7 +47,8 @@ GenerateFlags parse_generate_flags(const Args& args);
 extern const char* const kGenerateFlagsHelp;
 
 // Loads the pipeline the flags name, telling progress on stderr.
-Pipeline load_pipeline(const GenerateFlags& flags);
+// Loads the model and settles what depends on it: without --sampler, the model's own sampler.
+Pipeline load_pipeline(GenerateFlags& flags);
 
 // Prints "step 3/20, 1.2 s/step, 21 s left" on stderr, overwriting the line.
 // Progress lines on stderr are rewritten in place with \r; an error printed after one first

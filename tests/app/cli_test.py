@@ -233,6 +233,38 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     assert compared >= 4
 
 
+@pytest.mark.parametrize("cls_name,settings,sampler", [
+    ("DDIMScheduler", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                       "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}, "ddim"),
+    ("EulerAncestralDiscreteScheduler", {}, "euler_a"),
+    ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpmpp_2m_karras"),
+])
+def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
+    # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    model = tmp_path / "model"
+    shutil.copytree(PIPE, model)
+    shutil.rmtree(model / "scheduler")
+    getattr(diffusers, cls_name)(**settings).save_config(model / "scheduler")
+    index = json.loads((model / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", cls_name]
+    (model / "model_index.json").write_text(json.dumps(index))
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    want = np.array(pipe("a red circle", num_inference_steps=6, guidance_scale=7.5, width=32,
+                         height=32, generator=[torch.Generator("cpu").manual_seed(8)]).images[0])
+    r = run("txt2img", "--model", str(model), "--prompt", "a red circle", "--steps", "6",
+            "--seed", "8", "--width", "32", "--height", "32", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.split()[0]
+    got = np.array(Image.open(path).convert("RGB")).astype(int)
+    assert np.abs(got - want.astype(int)).max() <= 2
+    assert json.loads(Image.open(path).text["sdstudio"])["sampler"] == sampler
+
+
 # Model configs beyond the tiny SD 1.x one: SD 2.x's knobs (per-block heads, linear
 # projections, upcast attention, a GELU text encoder of another width), three blocks with one
 # layer each and 8 norm groups, and the timestep embedding's flip/shift, two transformer layers

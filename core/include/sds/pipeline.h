@@ -20,6 +20,7 @@
 #include "sds/generation_request.h"
 #include "sds/image.h"
 #include "sds/model_folder.h"
+#include "sds/scheduler.h"
 
 namespace sds {
 
@@ -99,7 +100,11 @@ class Pipeline {
     c10::Device device() const;
     c10::ScalarType dtype() const;
     int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)
-    int downscale() const;    // 8 for SD models
+    // The sampler diffusers' pipeline uses for this model when none is chosen: the model's own
+    // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M; with Karras sigmas when its config
+    // says so). PNDM for a class SD Studio does not have (UniPC, LMS, ...).
+    Sampler default_sampler() const;
+    int downscale() const;  // 8 for SD models
 
   private:
     Pipeline();

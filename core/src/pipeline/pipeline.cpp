@@ -16,6 +16,7 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 
+#include "io/json_config.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
@@ -159,6 +160,22 @@ int Pipeline::downscale() const {
 }
 int Pipeline::native_size() const {
     return static_cast<int>(impl_->unet->config().sample_size) * downscale();
+}
+
+Sampler Pipeline::default_sampler() const {
+    const ComponentFiles& sc = impl_->folder.component("scheduler");
+    if (sc.class_name == "DDIMScheduler")
+        return Sampler::Ddim;
+    if (sc.class_name == "EulerDiscreteScheduler")
+        return Sampler::Euler;  // Karras sigmas from its config, if set
+    if (sc.class_name == "EulerAncestralDiscreteScheduler")
+        return Sampler::EulerAncestral;
+    if (sc.class_name == "DPMSolverMultistepScheduler") {
+        return JsonConfig::load(sc.config).boolean("use_karras_sigmas", false)
+                   ? Sampler::DpmPP2MKarras
+                   : Sampler::DpmPP2M;
+    }
+    return Sampler::Pndm;
 }
 
 at::Tensor Pipeline::encode_prompt(const std::string& text, int clip_skip) {
