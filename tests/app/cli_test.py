@@ -168,6 +168,22 @@ def test_txt2img_matches_diffusers(tmp_path, req):
     assert stored["sampler"] == req["sampler"] and stored["steps"] == req["steps"]
 
 
+def model_with_scheduler(tmp_path, cls_name, settings):
+    """The tiny pipeline with a scheduler config as diffusers' class saves it; and diffusers'
+    pipeline loaded from that folder."""
+    import diffusers
+    model = tmp_path / "model"
+    shutil.copytree(PIPE, model)
+    shutil.rmtree(model / "scheduler")
+    getattr(diffusers, cls_name)(**settings).save_config(model / "scheduler")
+    index = json.loads((model / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", cls_name]
+    (model / "model_index.json").write_text(json.dumps(index))
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    return model, pipe
+
+
 # A model's scheduler config as diffusers' classes save it, with their own defaults or settings
 # seen in the wild: the CLI must make every sampler from it as the pipeline does (its load-time
 # rewrite of steps_offset and clip_sample, then from_config), or refuse where diffusers does.
@@ -193,15 +209,7 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     import torch
     from PIL import Image
     cls_name, settings = SCHEDULER_CONFIGS[config]
-    model = tmp_path / "model"
-    shutil.copytree(PIPE, model)
-    shutil.rmtree(model / "scheduler")
-    getattr(diffusers, cls_name)(**settings).save_config(model / "scheduler")
-    index = json.loads((model / "model_index.json").read_text())
-    index["scheduler"] = ["diffusers", cls_name]
-    (model / "model_index.json").write_text(json.dumps(index))
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model)
-    pipe.set_progress_bar_config(disable=True)
+    model, pipe = model_with_scheduler(tmp_path, cls_name, settings)
     loaded = pipe.scheduler.config
     samplers = {"pndm": ("PNDMScheduler", {}), "ddim": ("DDIMScheduler", {}),
                 "euler": ("EulerDiscreteScheduler", {}),
@@ -241,19 +249,10 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.
-    import diffusers
     import numpy as np
     import torch
     from PIL import Image
-    model = tmp_path / "model"
-    shutil.copytree(PIPE, model)
-    shutil.rmtree(model / "scheduler")
-    getattr(diffusers, cls_name)(**settings).save_config(model / "scheduler")
-    index = json.loads((model / "model_index.json").read_text())
-    index["scheduler"] = ["diffusers", cls_name]
-    (model / "model_index.json").write_text(json.dumps(index))
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model)
-    pipe.set_progress_bar_config(disable=True)
+    model, pipe = model_with_scheduler(tmp_path, cls_name, settings)
     want = np.array(pipe("a red circle", num_inference_steps=6, guidance_scale=7.5, width=32,
                          height=32, generator=[torch.Generator("cpu").manual_seed(8)]).images[0])
     r = run("txt2img", "--model", str(model), "--prompt", "a red circle", "--steps", "6",
