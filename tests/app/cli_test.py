@@ -202,6 +202,14 @@ SCHEDULER_CONFIGS = {
 }
 
 
+SAMPLER_CLASSES = {
+    "pndm": ("PNDMScheduler", {}), "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}), "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+}
+
+
 @pytest.mark.parametrize("config", sorted(SCHEDULER_CONFIGS))
 def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path, config):
     import diffusers
@@ -211,13 +219,8 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     cls_name, settings = SCHEDULER_CONFIGS[config]
     model, pipe = model_with_scheduler(tmp_path, cls_name, settings)
     loaded = pipe.scheduler.config
-    samplers = {"pndm": ("PNDMScheduler", {}), "ddim": ("DDIMScheduler", {}),
-                "euler": ("EulerDiscreteScheduler", {}),
-                "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-                "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-                "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True})}
     compared = 0
-    for sampler, (name, extra) in samplers.items():
+    for sampler, (name, extra) in SAMPLER_CLASSES.items():
         try:
             pipe.scheduler = getattr(diffusers, name).from_config(loaded, **extra)
             want = np.array(pipe("a red circle", num_inference_steps=5, guidance_scale=7.5,
@@ -262,6 +265,32 @@ def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, set
     got = np.array(Image.open(path).convert("RGB")).astype(int)
     assert np.abs(got - want.astype(int)).max() <= 2
     assert json.loads(Image.open(path).text["sdstudio"])["sampler"] == sampler
+
+
+@pytest.mark.parametrize("config", ["pndm_default", "ddim_default", "zero_snr_v"])
+def test_img2img_from_a_models_scheduler_config_matches_diffusers(tmp_path, config):
+    # The strength cut on each sampler's schedule (PNDM's warm-up after the cut included).
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    model, pipe = model_with_scheduler(tmp_path, *SCHEDULER_CONFIGS[config])
+    loaded = pipe.scheduler.config
+    img2img = diffusers.StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    init = Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype(np.uint8))
+    init.save(tmp_path / "init.png")
+    for sampler, (name, extra) in SAMPLER_CLASSES.items():
+        img2img.scheduler = getattr(diffusers, name).from_config(loaded, **extra)
+        want = np.array(img2img("a red circle", image=init, strength=0.6, num_inference_steps=10,
+                                guidance_scale=7.5,
+                                generator=[torch.Generator("cpu").manual_seed(4)]).images[0])
+        r = run("img2img", "--model", str(model), "--prompt", "a red circle", "--init",
+                str(tmp_path / "init.png"), "--strength", "0.6", "--steps", "10", "--guidance",
+                "7.5", "--seed", "4", "--sampler", sampler, "--out", str(tmp_path / sampler))
+        assert r.returncode == 0, (sampler, r.stderr)
+        got = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
+        assert np.abs(got - want.astype(int)).max() <= 2, sampler
 
 
 # Model configs beyond the tiny SD 1.x one: SD 2.x's knobs (per-block heads, linear
