@@ -41,6 +41,8 @@ class DpmPP2M : public Scheduler {
         if (c.integer("solver_order", 2) != 2) {
             c.fail("solver_order", "must be 2 for DPM++ 2M");
         }
+        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
+                        "use_flow_sigmas", "use_dynamic_shifting"});
         if (c.boolean("thresholding", false)) {
             c.fail("thresholding", "= true is not supported");
         }

@@ -26,6 +26,7 @@ class Euler : public Scheduler {
             if (c.string("timestep_type", "discrete") != "discrete") {
                 c.fail("timestep_type", "is not supported (discrete)");
             }
+            refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas"});
         }
     }
 

@@ -33,6 +33,14 @@ JsonConfig load_config(const std::filesystem::path& path) {
     return JsonConfig::from_json(std::move(j), path.string());
 }
 
+void refuse_true(const JsonConfig& c, std::initializer_list<const char*> keys) {
+    for (const char* key : keys) {
+        if (c.boolean(key, false)) {
+            c.fail(key, "= true is not supported");
+        }
+    }
+}
+
 at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr) {
     const int64_t t = c.integer("num_train_timesteps", 1000);
     const double start = c.number("beta_start", 0.0001), end = c.number("beta_end", 0.02);

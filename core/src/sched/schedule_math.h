@@ -2,6 +2,7 @@
 // What the schedulers share: the beta schedule read from a scheduler config, and the numpy
 // arithmetic diffusers uses to place timesteps and sigmas (done in double, as numpy does).
 #include <filesystem>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ std::vector<double> linspace(double start, double stop, int n);
 double round_half_even(double x);
 // ((1 - ac) / ac) ** 0.5 in float32, as doubles.
 std::vector<double> full_sigmas(const at::Tensor& alphas_cumprod);
+
+// Throws "FILE: KEY = true is not supported" for the first of `keys` the config sets true (sigma
+// spacings and options SD Studio does not have: refused rather than ignored).
+void refuse_true(const JsonConfig& c, std::initializer_list<const char*> keys);
 // np.interp(x, arange(len(fp)), fp)
 double interp_index(double x, const std::vector<double>& fp);
 // diffusers' _convert_to_karras (rho 7) from in_sigmas' last (min) and first (max) entries.

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Generator.h>
 #include <ATen/ops/abs.h>
@@ -188,6 +190,27 @@ TEST(Scheduler, PndmFiftyStepsAreTheKnownSchedule) {
     EXPECT_EQ(t[2].item<int64_t>(), 961);
     EXPECT_EQ(t[3].item<int64_t>(), 941);
     EXPECT_EQ(t[50].item<int64_t>(), 1);
+}
+
+TEST(Scheduler, OptionsWeDoNotHaveAreRefusedByName) {
+    const fs::path dir = fs::temp_directory_path() / "sds_scheduler_options";
+    fs::create_directories(dir);
+    const std::pair<sds::Sampler, const char*> cases[] = {
+        {sds::Sampler::Euler, "use_exponential_sigmas"},
+        {sds::Sampler::DpmPP2M, "use_lu_lambdas"},
+        {sds::Sampler::DpmPP2MKarras, "use_beta_sigmas"},
+    };
+    for (const auto& [sampler, key] : cases) {
+        const fs::path file = dir / (std::string(key) + ".json");
+        std::ofstream(file) << "{\"" << key << "\": true}";
+        try {
+            sds::Scheduler::create(sampler, file);
+            ADD_FAILURE() << key << " = true was accepted";
+        } catch (const sds::Error& e) {
+            EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+        }
+    }
+    fs::remove_all(dir);
 }
 
 TEST(Scheduler, PndmRungeKuttaWarmUpNeedsFourSteps) {
