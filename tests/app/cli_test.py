@@ -294,13 +294,14 @@ def test_img2img_from_a_models_scheduler_config_matches_diffusers(tmp_path, conf
 
 
 # Model configs beyond the tiny SD 1.x one: SD 2.x's knobs (per-block heads, linear
-# projections, upcast attention, a GELU text encoder of another width), three blocks with one
-# layer each and 8 norm groups, and the timestep embedding's flip/shift, two transformer layers
-# per block, other epsilons and VAE scaling factor.
+# projections, upcast attention, a GELU text encoder of another width, a tokenizer padding with
+# "!"), three blocks with one layer each and 8 norm groups and a tokenizer with
+# model_max_length 24, and the timestep embedding's flip/shift, two transformer layers per
+# block, other epsilons and VAE scaling factor. (UNet, VAE, text encoder, tokenizer) settings.
 MODEL_VARIANTS = {
     "sd2_knobs": ({"attention_head_dim": [2, 4], "use_linear_projection": True,
                    "upcast_attention": True, "cross_attention_dim": 48}, {},
-                  {"hidden_size": 48, "hidden_act": "gelu"}),
+                  {"hidden_size": 48, "hidden_act": "gelu"}, {"pad_token": "!"}),
     "three_blocks": ({"block_out_channels": [16, 32, 32], "layers_per_block": 1,
                       "norm_num_groups": 8, "attention_head_dim": 4,
                       "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
@@ -308,10 +309,12 @@ MODEL_VARIANTS = {
                       "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]},
                      {"block_out_channels": [16, 32, 32], "norm_num_groups": 8,
                       "layers_per_block": 1, "down_block_types": ["DownEncoderBlock2D"] * 3,
-                      "up_block_types": ["UpDecoderBlock2D"] * 3}, {}),
+                      "up_block_types": ["UpDecoderBlock2D"] * 3}, {},
+                     {"model_max_length": 24}),
     "embedding_knobs": ({"flip_sin_to_cos": False, "freq_shift": 1,
                          "transformer_layers_per_block": 2, "norm_eps": 1e-6},
-                        {"scaling_factor": 0.13025}, {"num_hidden_layers": 2, "layer_norm_eps": 1e-6}),
+                        {"scaling_factor": 0.13025}, {"num_hidden_layers": 2, "layer_norm_eps": 1e-6},
+                        {}),
 }
 
 
@@ -322,15 +325,16 @@ def test_other_model_configs_match_diffusers(tmp_path, variant):
     import torch
     import transformers
     from PIL import Image
-    unet_cfg, vae_cfg, text_cfg = MODEL_VARIANTS[variant]
+    unet_cfg, vae_cfg, text_cfg, tokenizer_cfg = MODEL_VARIANTS[variant]
     base = {c: json.loads((PIPE / c / "config.json").read_text()) for c in ("unet", "vae", "text_encoder")}
     torch.manual_seed(1)
     unet = diffusers.UNet2DConditionModel.from_config({**base["unet"], **unet_cfg})
     vae = diffusers.AutoencoderKL.from_config({**base["vae"], **vae_cfg})
     text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**{**base["text_encoder"], **text_cfg}))
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(PIPE)
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(PIPE / "tokenizer", **tokenizer_cfg)
     pipe = diffusers.StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=pipe.tokenizer, unet=unet, scheduler=pipe.scheduler,
+        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=pipe.scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     model = tmp_path / "model"
     pipe.save_pretrained(model, safe_serialization=True)

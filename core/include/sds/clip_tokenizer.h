@@ -19,25 +19,30 @@ class ClipTokenizer {
     static ClipTokenizer load(const std::filesystem::path& vocab_json,
                               const std::filesystem::path& merges_txt);
     // A model's tokenizer folder: vocab.json + merges.txt, or else tokenizer.json (what
-    // transformers 5 saves). Throws sds::FileError naming the file.
+    // transformers 5 saves); the padding token and model_max_length from
+    // tokenizer_config.json / special_tokens_map.json as CLIPTokenizer reads them (SD 2.x pads
+    // with "!"). Throws sds::FileError naming the file.
     static ClipTokenizer load_folder(const std::filesystem::path& dir);
 
     // The ids of the text, without start and end markers.
     std::vector<int32_t> encode(std::string_view text) const;
 
     // [start] + ids + [end], truncated to `length` (the end marker always kept) and padded
-    // with `pad_id` (SD 1.x pads with the end marker; pass 0 for SD 2.x).
-    std::vector<int64_t> encode_padded(std::string_view text, int length = 77,
-                                       int64_t pad_id = -1) const;
+    // with the padding token: what diffusers feeds the text encoder. length < 0: the
+    // tokenizer's model_max_length (77 unless its config says otherwise).
+    std::vector<int64_t> encode_padded(std::string_view text, int length = -1) const;
 
     // The prompt's token count the way A1111 shows it: "23/75", "80/150".
     std::string count_text(std::string_view text) const;
 
     int32_t start_id() const { return start_id_; }
     int32_t end_id() const { return end_id_; }
+    int32_t pad_id() const { return pad_id_; }
+    int max_length() const { return max_length_; }
     size_t vocab_size() const { return vocab_.size(); }
 
   private:
+    static ClipTokenizer load_folder_vocabulary(const std::filesystem::path& dir);
     using Merge = std::pair<std::string, std::string>;
     static ClipTokenizer build(std::unordered_map<std::string, int32_t> vocab,
                                const std::vector<Merge>& merges, const std::string& vocab_file,
@@ -50,6 +55,8 @@ class ClipTokenizer {
     std::unordered_map<uint64_t, uint64_t> merges_;
     int32_t start_id_ = -1;
     int32_t end_id_ = -1;
+    int32_t pad_id_ = -1;  // CLIPTokenizer's default padding token is the end marker
+    int max_length_ = 77;
     std::string byte_symbol_[256];  // byte -> its printable character, UTF-8
 };
 

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -102,7 +103,71 @@ ClipTokenizer ClipTokenizer::load(const fs::path& vocab_json, const fs::path& me
     return build(std::move(vocab), merges, vocab_json.string(), merges_txt.string());
 }
 
+namespace {
+
+// A special token as tokenizer files write it: "text", or {"content": "text", ...}.
+std::optional<std::string> token_text(const nlohmann::json& config, const char* key,
+                                      const fs::path& file) {
+    if (!config.contains(key) || config[key].is_null()) {
+        return std::nullopt;
+    }
+    const auto& v = config[key];
+    if (v.is_string()) {
+        return v.get<std::string>();
+    }
+    if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+        return v["content"].get<std::string>();
+    }
+    throw FileError(file.string() + ": " + key + " must be a token (text or {\"content\": ...})");
+}
+
+}  // namespace
+
 ClipTokenizer ClipTokenizer::load_folder(const fs::path& dir) {
+    ClipTokenizer tok = load_folder_vocabulary(dir);
+    // As transformers: tokenizer_config.json, then special_tokens_map.json's tokens over it
+    // when the config does not list its added tokens itself.
+    std::optional<std::string> pad;
+    const fs::path config_file = dir / "tokenizer_config.json";
+    bool added_tokens_listed = false;
+    if (fs::exists(config_file)) {
+        const nlohmann::json config = parse_json(config_file);
+        if (!config.is_object()) {
+            throw FileError(config_file.string() + ": expected a JSON object");
+        }
+        pad = token_text(config, "pad_token", config_file);
+        added_tokens_listed = config.contains("added_tokens_decoder");
+        if (config.contains("model_max_length") && !config["model_max_length"].is_null()) {
+            const auto& m = config["model_max_length"];
+            // Without a limit transformers writes a huge number; diffusers then cannot pad,
+            // and a CLIP text encoder takes 77.
+            if (!m.is_number() || m.get<double>() < 2) {
+                throw FileError(config_file.string() + ": model_max_length must be a number >= 2");
+            }
+            if (m.get<double>() <= 100000) {
+                tok.max_length_ = m.get<int>();
+            }
+        }
+    }
+    const fs::path map_file = dir / "special_tokens_map.json";
+    if (!added_tokens_listed && fs::exists(map_file)) {
+        if (auto p = token_text(parse_json(map_file), "pad_token", map_file)) {
+            pad = p;
+        }
+    }
+    if (pad) {
+        const auto it = tok.vocab_.find(*pad);
+        if (it == tok.vocab_.end()) {
+            throw FileError(
+                (fs::exists(map_file) && !added_tokens_listed ? map_file : config_file).string() +
+                ": pad_token '" + *pad + "' is not in the vocabulary");
+        }
+        tok.pad_id_ = it->second;
+    }
+    return tok;
+}
+
+ClipTokenizer ClipTokenizer::load_folder_vocabulary(const fs::path& dir) {
     if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
         return load(dir / "vocab.json", dir / "merges.txt");
     }
@@ -158,6 +223,7 @@ ClipTokenizer ClipTokenizer::build(std::unordered_map<std::string, int32_t> voca
     };
     tok.start_id_ = id_of("<|startoftext|>", vocab_file);
     tok.end_id_ = id_of("<|endoftext|>", vocab_file);
+    tok.pad_id_ = tok.end_id_;
     for (const auto& sym : tok.byte_symbol_) {
         id_of(sym, vocab_file);
         id_of(sym + std::string(kEndOfWord), vocab_file);
@@ -306,8 +372,10 @@ std::vector<int32_t> ClipTokenizer::encode(std::string_view text) const {
     return ids;
 }
 
-std::vector<int64_t> ClipTokenizer::encode_padded(std::string_view text, int length,
-                                                  int64_t pad_id) const {
+std::vector<int64_t> ClipTokenizer::encode_padded(std::string_view text, int length) const {
+    if (length < 0) {
+        length = max_length_;
+    }
     if (length < 2) {
         throw Error("encode_padded: length must be at least 2");
     }
@@ -318,7 +386,7 @@ std::vector<int64_t> ClipTokenizer::encode_padded(std::string_view text, int len
     const size_t keep = std::min(ids.size(), static_cast<size_t>(length - 2));
     seq.insert(seq.end(), ids.begin(), ids.begin() + static_cast<long>(keep));
     seq.push_back(end_id_);
-    seq.resize(length, pad_id < 0 ? end_id_ : pad_id);
+    seq.resize(length, pad_id_);
     return seq;
 }
 

@@ -261,11 +261,11 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         const Image& im = ex.image;
         images.push_back(
             image_to_tensor(im.width == res && im.height == res ? im : resize(im, res, res)));
-        ids.push_back(at::tensor(tokenizer.encode_padded(ex.caption, 77), at::kLong));
+        ids.push_back(at::tensor(tokenizer.encode_padded(ex.caption), at::kLong));
     }
     const at::Tensor all_images = at::cat(images);
     const at::Tensor all_ids = at::stack(ids);
-    const at::Tensor empty_ids = at::tensor(tokenizer.encode_padded("", 77), at::kLong);
+    const at::Tensor empty_ids = at::tensor(tokenizer.encode_padded(""), at::kLong);
     images.clear();
     const int64_t n = all_images.size(0);
     auto batch_indices = [&](at::Generator& g) {

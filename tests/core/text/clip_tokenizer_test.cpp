@@ -68,9 +68,8 @@ TEST(ClipTokenizer, PaddingAndTruncation) {
     EXPECT_EQ(p[1], 320);
     EXPECT_EQ(p[3], 49407);
     EXPECT_EQ(p[76], 49407);
-    auto zero_pad = tok.encode_padded("a cat", 77, 0);  // SD 2.x style
-    EXPECT_EQ(zero_pad[3], 49407);
-    EXPECT_EQ(zero_pad[4], 0);
+    EXPECT_EQ(tok.encode_padded("a cat", 5),
+              (std::vector<int64_t>{49406, 320, 2368, 49407, 49407}));
     std::string longer;
     for (int i = 0; i < 100; ++i) {
         longer += "cat ";
@@ -79,6 +78,43 @@ TEST(ClipTokenizer, PaddingAndTruncation) {
     ASSERT_EQ(t.size(), 77u);
     EXPECT_EQ(t[75], 2368);  // the 75th "cat"
     EXPECT_EQ(t[76], 49407);
+}
+
+TEST(ClipTokenizer, FolderPaddingSettingsAreTheOnesDiffusersUses) {
+    // Padding token and model_max_length from tokenizer_config.json / special_tokens_map.json:
+    // SD 2.x pads with "!" (id 0), a short model_max_length truncates, an older hub folder's
+    // map wins over its config unless the config lists its added tokens.
+    std::ifstream in(kFixture / "settings" / "expected.json");
+    const auto want = nlohmann::json::parse(in);
+    const auto prompts = want["prompts"].get<std::vector<std::string>>();
+    ASSERT_EQ(want["padded"].size(), 4u);
+    for (const auto& [name, rows] : want["padded"].items()) {
+        const auto tok = sds::ClipTokenizer::load_folder(kFixture / "settings" / name);
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            EXPECT_EQ(tok.encode_padded(prompts[i]), rows[i].get<std::vector<int64_t>>())
+                << name << ": " << prompts[i];
+        }
+    }
+    EXPECT_EQ(sds::ClipTokenizer::load_folder(kFixture / "settings" / "sd2_pad").pad_id(), 0);
+    EXPECT_EQ(sds::ClipTokenizer::load_folder(kFixture / "settings" / "short").max_length(), 20);
+}
+
+TEST(ClipTokenizer, UnknownPaddingTokenNamesTheFile) {
+    const auto dir = std::filesystem::temp_directory_path() / "sds_tok_bad_pad";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"vocab.json", "merges.txt"}) {
+        std::filesystem::copy_file(kFixture / "tokenizer" / f, dir / f);
+    }
+    std::ofstream(dir / "tokenizer_config.json") << R"({"pad_token": "<pad>"})";
+    try {
+        sds::ClipTokenizer::load_folder(dir);
+        FAIL() << "expected an error";
+    } catch (const sds::FileError& e) {
+        EXPECT_NE(std::string(e.what()).find("tokenizer_config.json"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("<pad>"), std::string::npos);
+    }
+    std::filesystem::remove_all(dir);
 }
 
 TEST(ClipTokenizer, CountsLikeA1111) {
