@@ -19,7 +19,8 @@ struct Image {
 at::Tensor image_to_tensor(const Image& image);
 // [3, H, W] or [1, 3, H, W], any float dtype and device, in [-1, 1].
 Image tensor_to_image(const at::Tensor& t);
-// Bilinear resize (for an init image of another size than requested).
+// Lanczos resize, the same bytes as Pillow's Image.resize(size, Image.LANCZOS), which
+// diffusers' image processor uses for an init image of another size.
 Image resize(const Image& image, int width, int height);
 
 }  // namespace sds

@@ -3,7 +3,10 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/round.h>
-#include <ATen/ops/upsample_bilinear2d.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
 
 #include "sds/error.h"
 
@@ -33,13 +36,121 @@ Image tensor_to_image(const at::Tensor& input) {
     return out;
 }
 
-Image resize(const Image& image, int width, int height) {
-    if (image.width == width && image.height == height) {
-        return image;
+namespace {
+
+// Pillow's resampling as Image.resize(size, Image.LANCZOS) does it for 8-bit images (what
+// diffusers' image processor calls): per output pixel a window of a*max(scale, 1) input pixels
+// around its centre, Lanczos-3 weights normalised to sum 1, held as fixed-point integers with
+// 22 fraction bits, one pass along each axis, each rounded and clamped to a byte.
+constexpr int kFractionBits = 22;
+
+double lanczos3(double x) {
+    auto sinc = [](double v) {
+        if (v == 0.0) {
+            return 1.0;
+        }
+        v *= M_PI;
+        return std::sin(v) / v;
+    };
+    return (x >= -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
+}
+
+struct Taps {
+    std::vector<int> first, count;  // per output pixel: its input window
+    std::vector<int32_t> weights;   // per output pixel: `width` fixed-point weights
+    int width = 0;
+};
+
+Taps lanczos_taps(int in_size, int out_size) {
+    const double scale = double(in_size) / out_size;
+    const double stretch = std::max(scale, 1.0);
+    const double support = 3.0 * stretch;
+    Taps t;
+    t.width = static_cast<int>(std::ceil(support)) * 2 + 1;
+    t.first.resize(out_size);
+    t.count.resize(out_size);
+    t.weights.assign(static_cast<size_t>(out_size) * t.width, 0);
+    std::vector<double> w(t.width);
+    for (int o = 0; o < out_size; ++o) {
+        const double centre = (o + 0.5) * scale;
+        // Truncation toward zero, as a C cast.
+        const int lo = std::max(static_cast<int>(centre - support + 0.5), 0);
+        const int hi = std::min(static_cast<int>(centre + support + 0.5), in_size);
+        const int n = hi - lo;
+        double sum = 0;
+        for (int k = 0; k < n; ++k) {
+            w[k] = lanczos3((k + lo - centre + 0.5) / stretch);
+            sum += w[k];
+        }
+        for (int k = 0; k < n; ++k) {
+            const double v = (sum != 0.0 ? w[k] / sum : w[k]) * (1 << kFractionBits);
+            t.weights[static_cast<size_t>(o) * t.width + k] =
+                static_cast<int32_t>(v < 0 ? v - 0.5 : v + 0.5);
+        }
+        t.first[o] = lo;
+        t.count[o] = n;
     }
-    const at::Tensor t = image_to_tensor(image);
-    const at::Tensor r = at::upsample_bilinear2d(t, {height, width}, /*align_corners=*/false);
-    return tensor_to_image(r.clamp(-1, 1));
+    return t;
+}
+
+uint8_t fixed_to_byte(int64_t acc) {
+    return static_cast<uint8_t>(std::clamp<int64_t>(acc >> kFractionBits, 0, 255));
+}
+
+// One pass along x (step 3 between taps) or along y (step = a row).
+Image resample_x(const Image& in, int width) {
+    const Taps t = lanczos_taps(in.width, width);
+    Image out{width, in.height, std::vector<uint8_t>(size_t(width) * in.height * 3)};
+    for (int y = 0; y < in.height; ++y) {
+        const uint8_t* row = in.rgb.data() + size_t(y) * in.width * 3;
+        for (int x = 0; x < width; ++x) {
+            const int32_t* w = t.weights.data() + size_t(x) * t.width;
+            for (int c = 0; c < 3; ++c) {
+                int64_t acc = int64_t(1) << (kFractionBits - 1);
+                for (int k = 0; k < t.count[x]; ++k) {
+                    acc += int64_t(row[(t.first[x] + k) * 3 + c]) * w[k];
+                }
+                out.rgb[(size_t(y) * width + x) * 3 + c] = fixed_to_byte(acc);
+            }
+        }
+    }
+    return out;
+}
+
+Image resample_y(const Image& in, int height) {
+    const Taps t = lanczos_taps(in.height, height);
+    const size_t stride = size_t(in.width) * 3;
+    Image out{in.width, height, std::vector<uint8_t>(stride * height)};
+    for (int y = 0; y < height; ++y) {
+        const int32_t* w = t.weights.data() + size_t(y) * t.width;
+        for (size_t i = 0; i < stride; ++i) {
+            int64_t acc = int64_t(1) << (kFractionBits - 1);
+            for (int k = 0; k < t.count[y]; ++k) {
+                acc += int64_t(in.rgb[(t.first[y] + k) * stride + i]) * w[k];
+            }
+            out.rgb[y * stride + i] = fixed_to_byte(acc);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+Image resize(const Image& image, int width, int height) {
+    if (width <= 0 || height <= 0 || image.empty()) {
+        throw Error("resize: cannot resize a " + std::to_string(image.width) + "x" +
+                    std::to_string(image.height) + " image to " + std::to_string(width) + "x" +
+                    std::to_string(height));
+    }
+    // Pillow 13 runs the vertical pass first when the height shrinks by more than twice as
+    // many pixels as the width; the order decides some roundings.
+    const bool y_first = height < image.height && image.height - height > 2 * (image.width - width);
+    if (y_first) {
+        Image out = resample_y(image, height);
+        return out.width == width ? out : resample_x(out, width);
+    }
+    Image out = image.width == width ? image : resample_x(image, width);
+    return out.height == height ? out : resample_y(out, height);
 }
 
 }  // namespace sds
