@@ -106,11 +106,12 @@ def diffusers_images(req, init=None):
     import torch
     from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                            EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionPipeline)
+                           StableDiffusionPipeline, UniPCMultistepScheduler)
     samplers = {"pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}),
                 "euler": (EulerDiscreteScheduler, {}), "euler_a": (EulerAncestralDiscreteScheduler, {}),
                 "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
-                "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True})}
+                "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+                "unipc": (UniPCMultistepScheduler, {})}
     pipe = StableDiffusionPipeline.from_pretrained(PIPE)
     pipe.set_progress_bar_config(disable=True)
     cls, extra = samplers[req["sampler"]]
@@ -207,6 +208,7 @@ SAMPLER_CLASSES = {
     "euler": ("EulerDiscreteScheduler", {}), "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
 }
 
 
@@ -249,6 +251,7 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
                        "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}, "ddim"),
     ("EulerAncestralDiscreteScheduler", {}, "euler_a"),
     ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpmpp_2m_karras"),
+    ("UniPCMultistepScheduler", {}, "unipc"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.

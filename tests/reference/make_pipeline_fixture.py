@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
-                       StableDiffusionPipeline)
+                       StableDiffusionPipeline, UniPCMultistepScheduler)
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -25,6 +25,7 @@ SAMPLERS = {
     "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
     "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+    "unipc": (UniPCMultistepScheduler, {}),
 }
 
 
@@ -71,9 +72,11 @@ def main(out_dir):
     init = init_image(32, 32)
     tensors = {"init": torch.from_numpy(init)}
     listed = []
+    # Every sampler from the model's own config (not from the sampler the last case left).
+    model_config = pipe.scheduler.config
     for name, req in cases():
         cls, extra = SAMPLERS[req["sampler"]]
-        scheduler = cls.from_config(pipe.scheduler.config, **extra)
+        scheduler = cls.from_config(model_config, **extra)
         b = req["batch_count"]
         gens = [torch.Generator("cpu").manual_seed(req["seed"] + i) for i in range(b)]
         kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative_prompt") or None,

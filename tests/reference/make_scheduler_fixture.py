@@ -3,16 +3,18 @@ bank of fixed model outputs: timesteps, sigmas, each step's output, and the img2
 every sampler, several step counts and several configs.
 
 usage: make_scheduler_fixture.py OUT_DIR
-OUT_DIR/configs/{sd15,leading,prk,*_default}.json: the scheduler configs used (as in a model
-folder; prk: PNDM with its Runge-Kutta warm-up, for pndm only; *_default: a scheduler class's own
-defaults). A case diffusers fails on has no entries: ours must fail too.
+OUT_DIR/configs/{sd15,leading,prk,*_default,...}.json: the scheduler configs used (as in a model
+folder; prk: PNDM with its Runge-Kutta warm-up, for pndm only; unipc_*: UniPC's options, for
+unipc only; *_default: a scheduler class's own defaults). A case diffusers fails on has no
+entries: ours must fail too.
 OUT_DIR/expected.safetensors: "bank/eps" [60, 1, 4, 8, 8] (model outputs, one per call),
 "bank/x" [1, 4, 8, 8] (start sample), "bank/noise" (img2img noise), and per CFG/SAMPLER/STEPS:
   timesteps, sigmas (sigma schedulers), init_noise_sigma, scaled [calls, ...] (the model input),
   prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given);
-per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8], and for prk the steps
-after the cut, prev [calls, ...] (the warm-up follows the scheduler's own call counter).
+per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8], and for prk and unipc
+the steps after the cut, prev [calls, ...] (their warm-ups start again after the cut).
 """
+import inspect
 import json
 import sys
 import tempfile
@@ -51,7 +53,26 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
             "euler_karras": EulerDiscreteScheduler(use_karras_sigmas=True),
             "trailing": EulerDiscreteScheduler(timestep_spacing="trailing",
                                                beta_schedule="scaled_linear", beta_start=0.00085,
-                                               beta_end=0.012)}
+                                               beta_end=0.012),
+            # UniPC's own options, for unipc only (see ONLY).
+            # bh1 and predict_x0 False end in NaN on a final sigma of 0 (refused): sigma_min.
+            "unipc_bh1": UniPCMultistepScheduler(solver_type="bh1", beta_schedule="scaled_linear",
+                                                 beta_start=0.00085, beta_end=0.012,
+                                                 final_sigmas_type="sigma_min"),
+            "unipc_order3": UniPCMultistepScheduler(solver_order=3),
+            "unipc_order1": UniPCMultistepScheduler(solver_order=1, timestep_spacing="leading",
+                                                    steps_offset=1),
+            "unipc_karras_min": UniPCMultistepScheduler(use_karras_sigmas=True,
+                                                        final_sigmas_type="sigma_min",
+                                                        timestep_spacing="trailing"),
+            "unipc_eps_v": UniPCMultistepScheduler(predict_x0=False, prediction_type="v_prediction",
+                                                   final_sigmas_type="sigma_min"),
+            "unipc_no_corrector": UniPCMultistepScheduler(disable_corrector=[0, 2],
+                                                          lower_order_final=False,
+                                                          final_sigmas_type="sigma_min")}
+# Configs with options only one sampler has: run for that one alone.
+ONLY = {"prk": "pndm", **{k: "unipc" for k in DEFAULTS
+                          if k.startswith("unipc_") and k != "unipc_default"}}
 
 
 def as_pipeline_loads_it(cfg):
@@ -66,6 +87,7 @@ SAMPLERS = {
     "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
     "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+    "unipc": (UniPCMultistepScheduler, {}),
 }
 STEPS = [1, 2, 3, 10, 25, 50]
 PRK_STEPS = [4, 5, 10, 25, 50]  # fewer than 4: diffusers fails (and so do we, with a message)
@@ -92,7 +114,8 @@ def run(tensors, key, sched, bank, eta=None):
     scaled, prev, x0 = [], [], []
     for i, t in enumerate(ts):
         inp = sched.scale_model_input(x, t)
-        kwargs = {"generator": g} if not isinstance(sched, PNDMScheduler) else {}
+        takes_generator = "generator" in inspect.signature(sched.step).parameters
+        kwargs = {"generator": g} if takes_generator else {}
         if eta is not None:
             kwargs["eta"] = eta
         out = sched.step(bank["bank/eps"][i], t, x, **kwargs)
@@ -126,14 +149,15 @@ def main(out_dir):
         (out / "configs" / f"{cfg_name}.json").write_text(json.dumps(file_cfg, indent=2))
         cfg = as_pipeline_loads_it(file_cfg)
         for name, (cls, extra) in SAMPLERS.items():
-            if cfg_name == "prk" and name != "pndm":
+            if ONLY.get(cfg_name, name) != name:
                 continue
             for n in (STEPS if cfg_name != "prk" else PRK_STEPS):
                 sched = cls.from_config(cfg, **extra)
                 try:
                     sched.set_timesteps(n)
                     run(tensors, f"{cfg_name}/{name}/{n}", sched, bank)
-                except Exception as e:  # e.g. PNDM's warm-up with fewer than 4 steps
+                except (ValueError, NotImplementedError, IndexError) as e:
+                    # A refusal (e.g. PNDM's warm-up with fewer than 4 steps) or a crash.
                     print(f"{cfg_name}/{name}/{n}: diffusers fails: {type(e).__name__}: {e}")
                     tensors = {k: v for k, v in tensors.items()
                                if not k.startswith(f"{cfg_name}/{name}/{n}/")}
@@ -154,7 +178,7 @@ def main(out_dir):
                     k = f"{cfg_name}/{name}/{n}/img2img/{strength}"
                     tensors[f"{k}/t_start"] = torch.tensor([t_start])
                     tensors[f"{k}/noised"] = noised.contiguous()
-                    if cfg_name == "prk":
+                    if cfg_name == "prk" or name == "unipc":  # samplers with a warm-up
                         run_after_cut(tensors, k, sched, bank, t_start)
             if name == "ddim":
                 for n in (10, 25):

@@ -16,10 +16,11 @@
 
 namespace sds {
 
-enum class Sampler { Pndm, Ddim, Euler, EulerAncestral, DpmPP2M, DpmPP2MKarras };
+enum class Sampler { Pndm, Ddim, Euler, EulerAncestral, DpmPP2M, DpmPP2MKarras, UniPC };
 
-// "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras" (also A1111's names:
-// "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"); throws sds::Error.
+// "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc" (also A1111's
+// names: "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC"); throws
+// sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
@@ -39,7 +40,8 @@ class Scheduler {
                                              const std::filesystem::path& config = {});
 
     virtual void set_timesteps(int steps) = 0;
-    // [N] int64 (PNDM, DDIM, DPM++) or float32 (Euler, Euler a); PNDM has steps + 1 entries.
+    // [N] int64 (PNDM, DDIM, DPM++, UniPC) or float32 (Euler, Euler a); PNDM has steps + 1
+    // entries.
     const at::Tensor& timesteps() const { return timesteps_; }
     // [N + 1] float32 for the sigma-based schedulers; undefined for PNDM/DDIM.
     const at::Tensor& sigmas() const { return sigmas_; }

@@ -170,6 +170,8 @@ Sampler Pipeline::default_sampler() const {
         return Sampler::Euler;  // Karras sigmas from its config, if set
     if (sc.class_name == "EulerAncestralDiscreteScheduler")
         return Sampler::EulerAncestral;
+    if (sc.class_name == "UniPCMultistepScheduler")
+        return Sampler::UniPC;  // Karras sigmas from its config, if set
     if (sc.class_name == "DPMSolverMultistepScheduler") {
         return JsonConfig::load(sc.config).boolean("use_karras_sigmas", false)
                    ? Sampler::DpmPP2MKarras

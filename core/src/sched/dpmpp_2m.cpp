@@ -50,21 +50,8 @@ class DpmPP2M : public Scheduler {
 
     void set_timesteps(int n) override {
         num_inference_steps_ = n;
-        const int last = train_;  // lambda_min_clipped = -inf clips nothing
-        std::vector<double> t;
-        if (spacing_ == "linspace") {
-            auto l = linspace(0, last - 1, n + 1);
-            for (int i = n; i >= 1; --i) {
-                t.push_back(round_half_even(l[i]));
-            }
-        } else if (spacing_ == "leading") {
-            const int ratio = last / (n + 1);
-            for (int i = n; i >= 1; --i) {
-                t.push_back(static_cast<double>(i) * ratio + offset_);
-            }
-        } else {
-            t = spaced_timesteps(spacing_, train_, n, offset_, where_);
-        }
+        // lambda_min_clipped = -inf clips nothing: the full train range.
+        std::vector<double> t = multistep_timesteps(spacing_, train_, n, offset_, where_);
         const std::vector<double> full = full_sigmas(alphas_cumprod_);
         std::vector<double> sigmas;
         if (karras_) {
@@ -133,16 +120,10 @@ class DpmPP2M : public Scheduler {
 
     at::Tensor add_noise(const at::Tensor& x0, const at::Tensor& noise,
                          int64_t index) const override {
-        const auto [alpha, sigma] = alpha_sigma(sigmas_.to(x0.device(), x0.scalar_type())[index]);
-        return alpha * x0 + sigma * noise;
+        return add_noise_sigmas(sigmas_, index, x0, noise);
     }
 
   private:
-    static std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
-        const at::Tensor alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
-        return {alpha, sigma * alpha};
-    }
-
     int train_, offset_;
     std::string spacing_;
     bool karras_;

@@ -190,6 +190,36 @@ std::vector<double> spaced_timesteps(const std::string& spacing, int train, int 
     return t;
 }
 
+std::vector<double> multistep_timesteps(const std::string& spacing, int train, int n, int offset,
+                                        const std::string& where) {
+    std::vector<double> t;
+    if (spacing == "linspace") {
+        const auto l = linspace(0, train - 1, n + 1);
+        for (int i = n; i >= 1; --i) {
+            t.push_back(round_half_even(l[i]));
+        }
+    } else if (spacing == "leading") {
+        const int ratio = train / (n + 1);
+        for (int i = n; i >= 1; --i) {
+            t.push_back(static_cast<double>(i) * ratio + offset);
+        }
+    } else {
+        t = spaced_timesteps(spacing, train, n, offset, where);
+    }
+    return t;
+}
+
+std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
+    const at::Tensor alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
+    return {alpha, sigma * alpha};
+}
+
+at::Tensor add_noise_sigmas(const at::Tensor& sigmas, int64_t index, const at::Tensor& x0,
+                            const at::Tensor& noise) {
+    const auto [alpha, sigma] = alpha_sigma(sigmas.to(x0.device(), x0.scalar_type())[index]);
+    return alpha * x0 + sigma * noise;
+}
+
 at::Tensor to_tensor(const std::vector<double>& v, at::ScalarType dtype) {
     return at::tensor(v, at::kDouble).to(dtype);
 }

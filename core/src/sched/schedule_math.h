@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -43,6 +44,18 @@ std::vector<float> log_sigmas(const std::vector<double>& sigmas);
 // before the scheduler's own rounding/casting).
 std::vector<double> spaced_timesteps(const std::string& spacing, int train_steps, int n,
                                      int steps_offset, const std::string& where);
+
+// The timesteps of diffusers' multistep solvers (DPM-Solver, UniPC): "linspace" and "leading"
+// place n + 1 points and drop the last; "trailing" as above.
+std::vector<double> multistep_timesteps(const std::string& spacing, int train_steps, int n,
+                                        int steps_offset, const std::string& where);
+
+// alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (diffusers'
+// _sigma_to_alpha_sigma_t), on 0-dim float32 tensors as diffusers computes them.
+std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma);
+// The multistep solvers' add_noise: alpha_t * x0 + sigma_t * noise at sigmas[index].
+at::Tensor add_noise_sigmas(const at::Tensor& sigmas, int64_t index, const at::Tensor& x0,
+                            const at::Tensor& noise);
 
 at::Tensor to_tensor(const std::vector<double>& v, at::ScalarType dtype);
 

@@ -25,6 +25,7 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::EulerAncestral, "euler_a", "Euler a", ""},
     {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", ""},
     {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", "Karras"},
+    {Sampler::UniPC, "unipc", "UniPC", ""},
 };
 
 std::string lower(std::string s) {
@@ -90,6 +91,9 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
             break;
         case Sampler::DpmPP2MKarras:
             s = sched::make_dpmpp_2m(c, true);
+            break;
+        case Sampler::UniPC:
+            s = sched::make_unipc(c);
             break;
     }
     s->sampler_ = sampler;

@@ -60,6 +60,12 @@ std::vector<Case> cases() {
     for (int n : {4, 5, 10, 25, 50}) {
         out.push_back({"prk", "pndm", n});
     }
+    for (const char* cfg : {"unipc_bh1", "unipc_order3", "unipc_order1", "unipc_karras_min",
+                            "unipc_eps_v", "unipc_no_corrector"}) {
+        for (int n : {1, 2, 3, 10, 25, 50}) {
+            out.push_back({cfg, "unipc", n});
+        }
+    }
     return out;
 }
 
@@ -176,6 +182,7 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("Euler a"), sds::Sampler::EulerAncestral);
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M Karras"), sds::Sampler::DpmPP2MKarras);
     EXPECT_EQ(sds::sampler_from_name("PLMS"), sds::Sampler::Pndm);
+    EXPECT_EQ(sds::sampler_from_name("UniPC"), sds::Sampler::UniPC);
     EXPECT_THROW(sds::sampler_from_name("heun"), sds::Error);
 }
 
@@ -209,6 +216,26 @@ TEST(Scheduler, OptionsWeDoNotHaveAreRefusedByName) {
         } catch (const sds::Error& e) {
             EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
         }
+    }
+    fs::remove_all(dir);
+}
+
+TEST(Scheduler, UniPcConfigsThatEndInNanAreRefused) {
+    // bh1 or predict_x0 false, stepping to a final sigma of 0, compute 0 * inf in diffusers.
+    const fs::path dir = fs::temp_directory_path() / "sds_scheduler_unipc";
+    fs::create_directories(dir);
+    for (const char* body : {R"({"solver_type": "bh1"})", R"({"predict_x0": false})"}) {
+        const fs::path file = dir / "scheduler_config.json";
+        std::ofstream(file) << body;
+        try {
+            sds::Scheduler::create(sds::Sampler::UniPC, file);
+            ADD_FAILURE() << body << " was accepted";
+        } catch (const sds::Error& e) {
+            EXPECT_NE(std::string(e.what()).find("sigma_min"), std::string::npos) << e.what();
+        }
+        std::ofstream(file) << std::string(body).insert(1,
+                                                        "\"final_sigmas_type\": \"sigma_min\", ");
+        EXPECT_NO_THROW(sds::Scheduler::create(sds::Sampler::UniPC, file)) << body;
     }
     fs::remove_all(dir);
 }
