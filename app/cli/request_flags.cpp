@@ -115,6 +115,13 @@ Pipeline load_pipeline(GenerateFlags& f) {
     });
     if (!f.sampler_given) {
         f.request.sampler = p.default_sampler();
+        const std::string& own = p.model().component("scheduler").class_name;
+        if (f.request.sampler == Sampler::Pndm && own != "PNDMScheduler") {
+            std::fprintf(stderr,
+                         "note: the model's scheduler %s is not one SD Studio has; using pndm "
+                         "(choose one with --sampler)\n",
+                         own.c_str());
+        }
     }
     return p;
 }

@@ -270,6 +270,17 @@ def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, set
     assert json.loads(Image.open(path).text["sdstudio"])["sampler"] == sampler
 
 
+def test_a_scheduler_class_we_do_not_have_falls_back_to_pndm_and_says_so(tmp_path):
+    from PIL import Image
+    model, _ = model_with_scheduler(tmp_path, "HeunDiscreteScheduler", {})
+    # PNDM made from Heun's config has PNDM's own warm-up (skip_prk_steps false): 4+ steps.
+    r = run("txt2img", "--model", str(model), "--prompt", "a red circle", "--steps", "5",
+            "--width", "32", "--height", "32", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert "HeunDiscreteScheduler is not one SD Studio has; using pndm" in r.stderr
+    assert json.loads(Image.open(r.stdout.split()[0]).text["sdstudio"])["sampler"] == "pndm"
+
+
 @pytest.mark.parametrize("config", ["pndm_default", "ddim_default", "zero_snr_v"])
 def test_img2img_from_a_models_scheduler_config_matches_diffusers(tmp_path, config):
     # The strength cut on each sampler's schedule (PNDM's warm-up after the cut included).
