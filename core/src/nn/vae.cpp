@@ -50,6 +50,9 @@ VaeConfig VaeConfig::from_file(const std::filesystem::path& path) {
                                              std::to_string(c.norm_num_groups));
         }
     }
+    if (j.string("act_fn", "silu") != "silu") {
+        j.fail("act_fn", "'" + j.string("act_fn", "silu") + "' is not supported (silu)");
+    }
     if (j.has("mid_block_add_attention") && !j.boolean("mid_block_add_attention", true)) {
         j.fail("mid_block_add_attention", "= false is not supported");
     }

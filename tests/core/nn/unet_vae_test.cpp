@@ -77,4 +77,17 @@ TEST(UNet, UnsupportedOrInconsistentConfigsAreErrors) {
               std::string::npos);
 }
 
+TEST(Vae, UnsupportedConfigsAreErrors) {
+    const auto dir = sds::test::temp_dir("vae_cfg_act");
+    std::ofstream(dir / "config.json") << R"({"act_fn": "gelu"})";
+    try {
+        sds::VaeConfig::from_file(dir / "config.json");
+        ADD_FAILURE() << "act_fn gelu was accepted";
+    } catch (const sds::ModelError& e) {
+        EXPECT_NE(std::string(e.what()).find("config.json: act_fn 'gelu' is not supported"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
 }  // namespace
