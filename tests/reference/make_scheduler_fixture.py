@@ -11,8 +11,8 @@ OUT_DIR/expected.safetensors: "bank/eps" [60, 1, 4, 8, 8] (model outputs, one pe
 "bank/x" [1, 4, 8, 8] (start sample), "bank/noise" (img2img noise), and per CFG/SAMPLER/STEPS:
   timesteps, sigmas (sigma schedulers), init_noise_sigma, scaled [calls, ...] (the model input),
   prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given);
-per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8], and for prk and unipc
-the steps after the cut, prev [calls, ...] (their warm-ups start again after the cut).
+per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8], and but for euler_a
+(random) the steps after the cut, prev [calls, ...] (multistep warm-ups start again there).
 """
 import inspect
 import json
@@ -54,6 +54,10 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
             "trailing": EulerDiscreteScheduler(timestep_spacing="trailing",
                                                beta_schedule="scaled_linear", beta_start=0.00085,
                                                beta_end=0.012),
+            # DPM++ 3M (and for the others, a config written for it); DPM-Solver++ 1S.
+            "dpm_order3": DPMSolverMultistepScheduler(solver_order=3, beta_schedule="scaled_linear",
+                                                      beta_start=0.00085, beta_end=0.012),
+            "dpm_order1": DPMSolverMultistepScheduler(solver_order=1),
             # UniPC's own options, for unipc only (see ONLY).
             # bh1 and predict_x0 False end in NaN on a final sigma of 0 (refused): sigma_min.
             "unipc_bh1": UniPCMultistepScheduler(solver_type="bh1", beta_schedule="scaled_linear",
@@ -169,8 +173,8 @@ def main(out_dir):
                     sched.set_timesteps(n)
                     init = min(int(n * strength), n)
                     t_start = max(n - init, 0)
-                    if n - t_start < 1:
-                        continue
+                    if len(sched.timesteps[t_start * sched.order:]) < 1:
+                        continue  # diffusers' img2img fails: nothing left to denoise
                     if hasattr(sched, "set_begin_index"):
                         sched.set_begin_index(t_start * sched.order)
                     t = sched.timesteps[t_start * sched.order:][:1]
@@ -178,7 +182,7 @@ def main(out_dir):
                     k = f"{cfg_name}/{name}/{n}/img2img/{strength}"
                     tensors[f"{k}/t_start"] = torch.tensor([t_start])
                     tensors[f"{k}/noised"] = noised.contiguous()
-                    if cfg_name == "prk" or name == "unipc":  # samplers with a warm-up
+                    if name != "euler_a":  # the deterministic ones: warm-ups restart
                         run_after_cut(tensors, k, sched, bank, t_start)
             if name == "ddim":
                 for n in (10, 25):

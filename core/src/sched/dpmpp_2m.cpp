@@ -1,5 +1,6 @@
 // DPM-Solver++(2M), optionally on Karras sigmas: diffusers' DPMSolverMultistepScheduler with
-// algorithm_type dpmsolver++, solver_order 2, midpoint or heun, lower_order_final, final sigma 0.
+// algorithm_type dpmsolver++, midpoint or heun, lower_order_final, final sigma 0; a config's
+// solver_order 1 or 3 makes it first order (DPM-Solver++ 1S) or DPM++ 3M, as in diffusers.
 #include <cmath>
 
 #include <ATen/TensorOperators.h>
@@ -38,9 +39,12 @@ class DpmPP2M : public Scheduler {
             require("solver_type", "midpoint", "midpoint");
         }
         require("final_sigmas_type", "zero", "zero");
-        if (c.integer("solver_order", 2) != 2) {
-            c.fail("solver_order", "must be 2 for DPM++ 2M");
+        // A config's solver_order decides, as in diffusers (DPM++ 2M is order 2).
+        order_ = static_cast<int>(c.integer("solver_order", 2));
+        if (order_ < 1 || order_ > 3) {
+            c.fail("solver_order", "must be 1, 2 or 3");
         }
+        lower_order_final_ = c.boolean("lower_order_final", true);
         refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
                         "use_flow_sigmas", "use_dynamic_shifting"});
         if (c.boolean("thresholding", false)) {
@@ -73,36 +77,42 @@ class DpmPP2M : public Scheduler {
         sigmas.push_back(0.0);
         sigmas_ = to_tensor(sigmas, at::kFloat);
         timesteps_ = to_tensor(t, at::kLong);
-        outputs_[0] = outputs_[1] = at::Tensor();
+        outputs_[0] = outputs_[1] = outputs_[2] = at::Tensor();
         lower_order_nums_ = 0;
     }
 
     Step step(const at::Tensor& out, int64_t index, const at::Tensor& sample_in,
               const NoiseFn&) override {
         const int64_t n = timesteps_.size(0);
-        // lower_order_final with a final sigma of 0: the last step is first order.
-        const bool first_order = lower_order_nums_ < 1 || index == n - 1;
+        // With a final sigma of 0 the last step is first order; with lower_order_final and
+        // fewer than 15 steps, the one before it at most second order.
+        const bool first_order = order_ == 1 || lower_order_nums_ < 1 || index == n - 1;
+        const bool second_order = order_ == 2 || lower_order_nums_ < 2 ||
+                                  (index == n - 2 && lower_order_final_ && n < 15);
         const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_[index]);
         at::Tensor x0 = prediction_type_ == "epsilon"  ? (sample_in - sigma_s0 * out) / alpha_s0
                         : prediction_type_ == "sample" ? out
                                                        : alpha_s0 * sample_in - sigma_s0 * out;
         outputs_[0] = outputs_[1];
-        outputs_[1] = x0;
+        outputs_[1] = outputs_[2];
+        outputs_[2] = x0;
         const at::Tensor sample = sample_in.to(at::kFloat);
         const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_[index + 1]);
         const at::Tensor lambda_t = at::log(alpha_t) - at::log(sigma_t);
         const at::Tensor lambda_s0 = at::log(alpha_s0) - at::log(sigma_s0);
         const at::Tensor h = lambda_t - lambda_s0;
+        const at::Tensor& m0 = outputs_[2];
+        const at::Tensor& m1 = outputs_[1];
+        const at::Tensor& m2 = outputs_[0];
+        auto lambda_at = [&](int64_t i) {
+            const auto [alpha, sigma] = alpha_sigma(sigmas_[i]);
+            return at::log(alpha) - at::log(sigma);
+        };
         at::Tensor prev;
         if (first_order) {
             prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * x0;
-        } else {
-            const auto [alpha_s1, sigma_s1] = alpha_sigma(sigmas_[index - 1]);
-            const at::Tensor lambda_s1 = at::log(alpha_s1) - at::log(sigma_s1);
-            const at::Tensor h0 = lambda_s0 - lambda_s1;
-            const at::Tensor r0 = h0 / h;
-            const at::Tensor& m0 = outputs_[1];
-            const at::Tensor& m1 = outputs_[0];
+        } else if (second_order) {
+            const at::Tensor r0 = (lambda_s0 - lambda_at(index - 1)) / h;
             const at::Tensor d1 = (1.0 / r0) * (m0 - m1);
             if (heun_) {
                 prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 +
@@ -111,8 +121,19 @@ class DpmPP2M : public Scheduler {
                 prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 -
                        0.5 * (alpha_t * (at::exp(-h) - 1.0)) * d1;
             }
+        } else {  // DPM++ 3M
+            const at::Tensor lambda_s1 = lambda_at(index - 1);
+            const at::Tensor r0 = (lambda_s0 - lambda_s1) / h;
+            const at::Tensor r1 = (lambda_s1 - lambda_at(index - 2)) / h;
+            const at::Tensor d1_0 = (1.0 / r0) * (m0 - m1);
+            const at::Tensor d1_1 = (1.0 / r1) * (m1 - m2);
+            const at::Tensor d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1);
+            const at::Tensor d2 = (1.0 / (r0 + r1)) * (d1_0 - d1_1);
+            prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 +
+                   (alpha_t * ((at::exp(-h) - 1.0) / h + 1.0)) * d1 -
+                   (alpha_t * ((at::exp(-h) - 1.0 + h) / h.pow(2) - 0.5)) * d2;
         }
-        if (lower_order_nums_ < 2) {
+        if (lower_order_nums_ < order_) {
             ++lower_order_nums_;
         }
         return {prev.to(out.scalar_type()), x0};
@@ -130,7 +151,9 @@ class DpmPP2M : public Scheduler {
     bool heun_ = false;    // solver_type heun (else midpoint)
     bool cosine_ = false;  // beta_schedule squaredcos_cap_v2
     std::string where_;
-    at::Tensor outputs_[2];
+    int order_ = 2;
+    bool lower_order_final_ = true;
+    at::Tensor outputs_[3];  // the last data predictions, newest last
     int lower_order_nums_ = 0;
 };
 

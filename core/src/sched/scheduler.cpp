@@ -125,10 +125,12 @@ at::Tensor Scheduler::scale_model_input(const at::Tensor& sample, int64_t) const
 }
 
 int64_t Scheduler::first_index_for_strength(int steps, double strength) const {
-    // diffusers' StableDiffusionImg2ImgPipeline.get_timesteps (every scheduler here has order 1)
+    // diffusers' StableDiffusionImg2ImgPipeline.get_timesteps (every scheduler here has order
+    // 1): it cuts timesteps()[t_start:], so PNDM, with one timestep more than steps, keeps its
+    // last one even where int(steps * strength) is 0.
     const int init = std::min(static_cast<int>(steps * strength), steps);
     const int t_start = std::max(steps - init, 0);
-    if (steps - t_start < 1) {
+    if (t_start >= timesteps_.size(0)) {
         throw Error("strength " + std::to_string(strength) + " with " + std::to_string(steps) +
                     " steps leaves no denoising step; raise the strength or the steps");
     }

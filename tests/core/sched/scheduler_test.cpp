@@ -47,7 +47,7 @@ std::vector<Case> cases() {
     std::vector<Case> out;
     for (const char* cfg : {"sd15", "leading", "pndm_default", "ddim_default", "euler_default",
                             "dpm_default", "unipc_default", "dpm_heun", "cosine", "zero_snr",
-                            "x0_pred", "euler_karras", "trailing"}) {
+                            "x0_pred", "euler_karras", "trailing", "dpm_order3", "dpm_order1"}) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
                 out.push_back({cfg, s, n});
