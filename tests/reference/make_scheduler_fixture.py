@@ -58,6 +58,13 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
             "dpm_order3": DPMSolverMultistepScheduler(solver_order=3, beta_schedule="scaled_linear",
                                                       beta_start=0.00085, beta_end=0.012),
             "dpm_order1": DPMSolverMultistepScheduler(solver_order=1),
+            # Final sigma sigma_min: DPM's last step second order from 15 steps on (lower order
+            # below), Euler's log-linear sigmas end there.
+            "dpm_sigma_min": DPMSolverMultistepScheduler(final_sigmas_type="sigma_min",
+                                                         beta_schedule="scaled_linear",
+                                                         beta_start=0.00085, beta_end=0.012),
+            "euler_log_linear": EulerDiscreteScheduler(interpolation_type="log_linear",
+                                                       final_sigmas_type="sigma_min"),
             # UniPC's own options, for unipc only (see ONLY).
             # bh1 and predict_x0 False end in NaN on a final sigma of 0 (refused): sigma_min.
             "unipc_bh1": UniPCMultistepScheduler(solver_type="bh1", beta_schedule="scaled_linear",

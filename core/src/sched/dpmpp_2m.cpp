@@ -1,6 +1,6 @@
 // DPM-Solver++(2M), optionally on Karras sigmas: diffusers' DPMSolverMultistepScheduler with
-// algorithm_type dpmsolver++, midpoint or heun, lower_order_final, final sigma 0; a config's
-// solver_order 1 or 3 makes it first order (DPM-Solver++ 1S) or DPM++ 3M, as in diffusers.
+// algorithm_type dpmsolver++, midpoint or heun, lower_order_final, final sigma 0 or sigma_min; a
+// config's solver_order 1 or 3 makes it first order (DPM-Solver++ 1S) or DPM++ 3M, as in diffusers.
 #include <cmath>
 
 #include <ATen/TensorOperators.h>
@@ -38,7 +38,12 @@ class DpmPP2M : public Scheduler {
         } else if (solver != "logrho" && solver != "bh1" && solver != "bh2") {
             require("solver_type", "midpoint", "midpoint");
         }
-        require("final_sigmas_type", "zero", "zero");
+        const std::string final_sigma = c.string("final_sigmas_type", "zero");
+        if (final_sigma != "sigma_min") {
+            require("final_sigmas_type", "zero", "zero");
+        }
+        final_sigma_min_ = final_sigma == "sigma_min";
+        euler_at_final_ = c.boolean("euler_at_final", false);
         // A config's solver_order decides, as in diffusers (DPM++ 2M is order 2).
         order_ = static_cast<int>(c.integer("solver_order", 2));
         if (order_ < 1 || order_ > 3) {
@@ -74,7 +79,7 @@ class DpmPP2M : public Scheduler {
                 sigmas.push_back(interp_index(v, full));
             }
         }
-        sigmas.push_back(0.0);
+        sigmas.push_back(final_sigma_min_ ? full.front() : 0.0);
         sigmas_ = to_tensor(sigmas, at::kFloat);
         timesteps_ = to_tensor(t, at::kLong);
         outputs_[0] = outputs_[1] = outputs_[2] = at::Tensor();
@@ -84,11 +89,15 @@ class DpmPP2M : public Scheduler {
     Step step(const at::Tensor& out, int64_t index, const at::Tensor& sample_in,
               const NoiseFn&) override {
         const int64_t n = timesteps_.size(0);
-        // With a final sigma of 0 the last step is first order; with lower_order_final and
-        // fewer than 15 steps, the one before it at most second order.
-        const bool first_order = order_ == 1 || lower_order_nums_ < 1 || index == n - 1;
-        const bool second_order = order_ == 2 || lower_order_nums_ < 2 ||
-                                  (index == n - 2 && lower_order_final_ && n < 15);
+        // The last step is first order to a final sigma of 0, with euler_at_final, or with
+        // lower_order_final and fewer than 15 steps; in that last case the one before it is at
+        // most second order.
+        const bool short_final = lower_order_final_ && n < 15;
+        const bool first_order =
+            order_ == 1 || lower_order_nums_ < 1 ||
+            (index == n - 1 && (euler_at_final_ || short_final || !final_sigma_min_));
+        const bool second_order =
+            order_ == 2 || lower_order_nums_ < 2 || (index == n - 2 && short_final);
         const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_[index]);
         at::Tensor x0 = prediction_type_ == "epsilon"  ? (sample_in - sigma_s0 * out) / alpha_s0
                         : prediction_type_ == "sample" ? out
@@ -153,6 +162,8 @@ class DpmPP2M : public Scheduler {
     std::string where_;
     int order_ = 2;
     bool lower_order_final_ = true;
+    bool final_sigma_min_ = false;  // final_sigmas_type sigma_min (else 0)
+    bool euler_at_final_ = false;
     at::Tensor outputs_[3];  // the last data predictions, newest last
     int lower_order_nums_ = 0;
 };

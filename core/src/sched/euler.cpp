@@ -1,6 +1,9 @@
 // Euler and Euler ancestral (k-diffusion samplers over sigmas), diffusers'
 // EulerDiscreteScheduler / EulerAncestralDiscreteScheduler.
+#include <cmath>
+
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/linspace.h>
 
 #include "sched/schedulers.h"
 
@@ -17,12 +20,18 @@ class Euler : public Scheduler {
           karras_(!ancestral && c.boolean("use_karras_sigmas", false)),
           where_(c.path().string()) {
         if (!ancestral) {
-            if (c.string("interpolation_type", "linear") != "linear") {
-                c.fail("interpolation_type", "is not supported (linear)");
+            const std::string interpolation = c.string("interpolation_type", "linear");
+            if (interpolation != "linear" && interpolation != "log_linear") {
+                c.fail("interpolation_type",
+                       "'" + interpolation + "' is not supported (linear, log_linear)");
             }
-            if (c.string("final_sigmas_type", "zero") != "zero") {
-                c.fail("final_sigmas_type", "is not supported (zero)");
+            log_linear_ = interpolation == "log_linear";
+            const std::string final_sigma = c.string("final_sigmas_type", "zero");
+            if (final_sigma != "zero" && final_sigma != "sigma_min") {
+                c.fail("final_sigmas_type",
+                       "'" + final_sigma + "' is not supported (zero, sigma_min)");
             }
+            final_sigma_min_ = final_sigma == "sigma_min";
             if (c.string("timestep_type", "discrete") != "discrete") {
                 c.fail("timestep_type", "is not supported (discrete)");
             }
@@ -38,8 +47,20 @@ class Euler : public Scheduler {
         }
         const std::vector<double> full = full_sigmas(alphas_cumprod_);
         std::vector<double> sigmas;
-        for (double v : t) {
-            sigmas.push_back(interp_index(v, full));
+        if (log_linear_) {
+            // n + 1 sigmas evenly spaced in log between the largest and the smallest (torch,
+            // float32), over n timesteps: the last step ends at sigma_min, not at 0.
+            const at::Tensor l =
+                at::linspace(std::log(static_cast<float>(full.back())),
+                             std::log(static_cast<float>(full.front())), n + 1, at::kFloat)
+                    .exp()
+                    .to(at::kDouble)
+                    .contiguous();
+            sigmas.assign(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
+        } else {
+            for (double v : t) {
+                sigmas.push_back(interp_index(v, full));
+            }
         }
         if (karras_) {
             const auto logs = log_sigmas(full);
@@ -49,7 +70,7 @@ class Euler : public Scheduler {
                 t.push_back(static_cast<float>(sigma_to_t(s, logs)));
             }
         }
-        sigmas.push_back(0.0);
+        sigmas.push_back(final_sigma_min_ ? full.front() : 0.0);
         sigmas_ = to_tensor(sigmas, at::kFloat);
         timesteps_ = to_tensor(t, at::kFloat);
     }
@@ -108,6 +129,8 @@ class Euler : public Scheduler {
     int train_, offset_;
     std::string spacing_;
     bool karras_;
+    bool log_linear_ = false;       // interpolation_type log_linear
+    bool final_sigma_min_ = false;  // final_sigmas_type sigma_min (else 0)
     std::string where_;
 };
 
