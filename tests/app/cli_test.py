@@ -200,6 +200,8 @@ SCHEDULER_CONFIGS = {
                                      "beta_schedule": "scaled_linear", "beta_start": 0.00085,
                                      "beta_end": 0.012, "prediction_type": "v_prediction"}),
     "x0_prediction": ("DDIMScheduler", {"prediction_type": "sample"}),
+    "dpm_3m_sigma_min": ("DPMSolverMultistepScheduler", {"solver_order": 3,
+                                                         "final_sigmas_type": "sigma_min"}),
 }
 
 
