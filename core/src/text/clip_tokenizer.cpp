@@ -128,6 +128,7 @@ ClipTokenizer ClipTokenizer::load_folder(const fs::path& dir) {
     // As transformers: tokenizer_config.json, then special_tokens_map.json's tokens over it
     // when the config does not list its added tokens itself.
     std::optional<std::string> pad;
+    fs::path pad_file;  // where it was read, for the error
     const fs::path config_file = dir / "tokenizer_config.json";
     bool added_tokens_listed = false;
     if (fs::exists(config_file)) {
@@ -136,6 +137,7 @@ ClipTokenizer ClipTokenizer::load_folder(const fs::path& dir) {
             throw FileError(config_file.string() + ": expected a JSON object");
         }
         pad = token_text(config, "pad_token", config_file);
+        pad_file = config_file;
         added_tokens_listed = config.contains("added_tokens_decoder");
         if (config.contains("model_max_length") && !config["model_max_length"].is_null()) {
             const auto& m = config["model_max_length"];
@@ -153,14 +155,14 @@ ClipTokenizer ClipTokenizer::load_folder(const fs::path& dir) {
     if (!added_tokens_listed && fs::exists(map_file)) {
         if (auto p = token_text(parse_json(map_file), "pad_token", map_file)) {
             pad = p;
+            pad_file = map_file;
         }
     }
     if (pad) {
         const auto it = tok.vocab_.find(*pad);
         if (it == tok.vocab_.end()) {
-            throw FileError(
-                (fs::exists(map_file) && !added_tokens_listed ? map_file : config_file).string() +
-                ": pad_token '" + *pad + "' is not in the vocabulary");
+            throw FileError(pad_file.string() + ": pad_token '" + *pad +
+                            "' is not in the vocabulary");
         }
         tok.pad_id_ = it->second;
     }
