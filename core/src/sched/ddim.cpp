@@ -17,9 +17,7 @@ class Ddim : public Scheduler {
           clip_sample_(c.boolean("clip_sample", true)),
           clip_range_(c.number("clip_sample_range", 1.0)),
           where_(c.path().string()) {
-        if (c.boolean("thresholding", false)) {
-            c.fail("thresholding", "= true is not supported");
-        }
+        refuse_true(c, {"thresholding"});
     }
 
     void set_eta(double eta) override { eta_ = eta; }

@@ -5,7 +5,6 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/exp.h>
-#include <ATen/ops/log.h>
 
 #include "sched/schedulers.h"
 
@@ -51,10 +50,7 @@ class DpmPP2M : public Scheduler {
         }
         lower_order_final_ = c.boolean("lower_order_final", true);
         refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
-                        "use_flow_sigmas", "use_dynamic_shifting"});
-        if (c.boolean("thresholding", false)) {
-            c.fail("thresholding", "= true is not supported");
-        }
+                        "use_flow_sigmas", "use_dynamic_shifting", "thresholding"});
     }
 
     void set_timesteps(int n) override {
@@ -107,21 +103,17 @@ class DpmPP2M : public Scheduler {
         outputs_[2] = x0;
         const at::Tensor sample = sample_in.to(at::kFloat);
         const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_[index + 1]);
-        const at::Tensor lambda_t = at::log(alpha_t) - at::log(sigma_t);
-        const at::Tensor lambda_s0 = at::log(alpha_s0) - at::log(sigma_s0);
+        const at::Tensor lambda_t = log_snr(sigmas_[index + 1]);
+        const at::Tensor lambda_s0 = log_snr(sigmas_[index]);
         const at::Tensor h = lambda_t - lambda_s0;
         const at::Tensor& m0 = outputs_[2];
         const at::Tensor& m1 = outputs_[1];
         const at::Tensor& m2 = outputs_[0];
-        auto lambda_at = [&](int64_t i) {
-            const auto [alpha, sigma] = alpha_sigma(sigmas_[i]);
-            return at::log(alpha) - at::log(sigma);
-        };
         at::Tensor prev;
         if (first_order) {
             prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * x0;
         } else if (second_order) {
-            const at::Tensor r0 = (lambda_s0 - lambda_at(index - 1)) / h;
+            const at::Tensor r0 = (lambda_s0 - log_snr(sigmas_[index - 1])) / h;
             const at::Tensor d1 = (1.0 / r0) * (m0 - m1);
             if (heun_) {
                 prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 +
@@ -131,9 +123,9 @@ class DpmPP2M : public Scheduler {
                        0.5 * (alpha_t * (at::exp(-h) - 1.0)) * d1;
             }
         } else {  // DPM++ 3M
-            const at::Tensor lambda_s1 = lambda_at(index - 1);
+            const at::Tensor lambda_s1 = log_snr(sigmas_[index - 1]);
             const at::Tensor r0 = (lambda_s0 - lambda_s1) / h;
-            const at::Tensor r1 = (lambda_s1 - lambda_at(index - 2)) / h;
+            const at::Tensor r1 = (lambda_s1 - log_snr(sigmas_[index - 2])) / h;
             const at::Tensor d1_0 = (1.0 / r0) * (m0 - m1);
             const at::Tensor d1_1 = (1.0 / r1) * (m1 - m2);
             const at::Tensor d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1);

@@ -8,6 +8,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cumprod.h>
 #include <ATen/ops/linspace.h>
+#include <ATen/ops/log.h>
 #include <ATen/ops/tensor.h>
 
 #include "sds/error.h"
@@ -212,6 +213,11 @@ std::vector<double> multistep_timesteps(const std::string& spacing, int train, i
 std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
     const at::Tensor alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
     return {alpha, sigma * alpha};
+}
+
+at::Tensor log_snr(const at::Tensor& sigma) {
+    const auto [alpha, sigma_t] = alpha_sigma(sigma);
+    return at::log(alpha) - at::log(sigma_t);
 }
 
 at::Tensor add_noise_sigmas(const at::Tensor& sigmas, int64_t index, const at::Tensor& x0,

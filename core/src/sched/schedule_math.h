@@ -54,6 +54,8 @@ std::vector<double> multistep_timesteps(const std::string& spacing, int train_st
 // _sigma_to_alpha_sigma_t), on 0-dim float32 tensors as diffusers computes them.
 std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma);
 // The multistep solvers' add_noise: alpha_t * x0 + sigma_t * noise at sigmas[index].
+// lambda = log(alpha_t) - log(sigma_t), the log signal-to-noise ratio of a sigma.
+at::Tensor log_snr(const at::Tensor& sigma);
 at::Tensor add_noise_sigmas(const at::Tensor& sigmas, int64_t index, const at::Tensor& x0,
                             const at::Tensor& noise);
 

@@ -12,7 +12,6 @@
 #include <ATen/ops/expm1.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/linalg_solve.h>
-#include <ATen/ops/log.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/pow.h>
 #include <ATen/ops/stack.h>
@@ -129,10 +128,7 @@ class UniPC : public Scheduler {
     }
 
   private:
-    at::Tensor lambda_at(int64_t index) const {
-        const auto [alpha, sigma] = alpha_sigma(sigmas_[index]);
-        return at::log(alpha) - at::log(sigma);
-    }
+    at::Tensor lambda_at(int64_t index) const { return log_snr(sigmas_[index]); }
 
     // What the solver works on: the data prediction (predict_x0) or the noise prediction.
     at::Tensor convert(const at::Tensor& out, const at::Tensor& sample, int64_t index) const {

@@ -48,7 +48,7 @@ std::vector<Case> cases() {
     for (const char* cfg :
          {"sd15", "leading", "pndm_default", "ddim_default", "euler_default", "dpm_default",
           "unipc_default", "dpm_heun", "cosine", "zero_snr", "x0_pred", "euler_karras", "trailing",
-          "dpm_order3", "dpm_order1", "dpm_sigma_min", "euler_log_linear"}) {
+          "dpm_order3", "dpm_order1", "dpm_sigma_min", "dpm_euler_at_final", "euler_log_linear"}) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
                 out.push_back({cfg, s, n});
