@@ -1,10 +1,12 @@
-// sdstudio-cli info MODEL_DIR: what a model folder holds, read from the headers only.
+// sdstudio-cli info MODEL [--config DIR]: what a model folder or a single-file checkpoint
+// holds, read from the headers only.
 #include <cstdio>
 #include <filesystem>
 
 #include "commands.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/model_folder.h"
+#include "settings.h"
 
 namespace sds::cli {
 
@@ -19,11 +21,26 @@ std::string thousands(uint64_t n) {
 }  // namespace
 
 int command_info(const Args& args) {
-    if (args.size() != 1) {
-        throw UsageError{"expects MODEL_DIR"};
+    std::string path, config = app::single_file_config_folder().toStdString();
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--config" && i + 1 < args.size()) {
+            config = args[++i];
+        } else if (path.empty() && args[i].rfind("--", 0) != 0) {
+            path = args[i];
+        } else {
+            throw UsageError{"expects MODEL_DIR or CHECKPOINT.safetensors [--config DIR]"};
+        }
     }
-    const ModelFolder model = ModelFolder::open(args[0]);
-    std::printf("model: %s (%s)\n\n", model.dir().string().c_str(), model.pipeline_class().c_str());
+    if (path.empty()) {
+        throw UsageError{"expects MODEL_DIR or CHECKPOINT.safetensors [--config DIR]"};
+    }
+    const ModelFolder model = ModelFolder::open_any(path, config);
+    std::printf("model: %s (%s)\n", model.source().string().c_str(),
+                model.pipeline_class().c_str());
+    if (model.is_single_file()) {
+        std::printf("configs: %s\n", model.dir().string().c_str());
+    }
+    std::printf("\n");
     std::printf("%-13s %-22s %-8s %15s  %s\n", "component", "class", "dtypes", "parameters",
                 "files");
     uint64_t total = 0;
@@ -32,7 +49,10 @@ int command_info(const Args& args) {
         const uint64_t params = summary.parameters;
         std::string files, dt;
         for (const auto& w : c.weights) {
-            files += (files.empty() ? "" : ", ") + w.lexically_relative(model.dir()).string();
+            files +=
+                (files.empty() ? "" : ", ") +
+                (model.is_single_file() ? w.filename().string() + " (" + c.original_prefix + "*)"
+                                        : w.lexically_relative(model.dir()).string());
         }
         for (const auto& d : summary.dtypes) {
             dt += (dt.empty() ? "" : ",") + d;

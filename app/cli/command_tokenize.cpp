@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "sds/clip_tokenizer.h"
+#include "settings.h"
 
 namespace sds::cli {
 
@@ -20,8 +21,12 @@ int command_tokenize(const Args& args) {
     if (pos.size() != 2) {
         throw UsageError{"expects MODEL_DIR and PROMPT"};
     }
-    // Only the tokenizer is needed: MODEL_DIR/tokenizer, or a tokenizer folder itself.
+    // Only the tokenizer is needed: MODEL_DIR/tokenizer, or a tokenizer folder itself; a
+    // single-file checkpoint is read with SD 1.5's (models/sd1-config/tokenizer).
     std::filesystem::path dir = pos[0];
+    if (std::filesystem::is_regular_file(dir)) {
+        dir = app::single_file_config_folder().toStdString();
+    }
     if (std::filesystem::is_directory(dir / "tokenizer")) {
         dir /= "tokenizer";
     }

@@ -11,6 +11,7 @@
 
 #include "image_io.h"
 #include "request_flags.h"
+#include "settings.h"
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/shapes.h"
@@ -72,6 +73,8 @@ int command_train(const Args& args) {
             o.out_dir = take(args, i);
         else if (a == "--base")
             o.base_model = take(args, i);
+        else if (a == "--config")
+            o.base_config = take(args, i);
         else if (a == "--tokenizer")
             o.tokenizer_dir = take(args, i);
         else if (a == "--steps")
@@ -104,6 +107,9 @@ int command_train(const Args& args) {
             o.resume = false;
         else
             throw UsageError{"unknown argument '" + a + "'"};
+    }
+    if (o.base_config.empty()) {
+        o.base_config = app::single_file_config_folder().toStdString();
     }
     if (data.empty() || o.out_dir.empty()) {
         throw UsageError{"train needs --data DIR and --out DIR"};

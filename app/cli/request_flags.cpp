@@ -8,7 +8,10 @@
 namespace sds::cli {
 
 const char* const kGenerateFlagsHelp =
-    "  --model DIR        a diffusers model folder (default: the bundled demo model)\n"
+    "  --model PATH       a diffusers model folder or a single-file SD 1.x checkpoint\n"
+    "                     (.safetensors, original layout; default: the bundled demo model)\n"
+    "  --config DIR       a single file's configs and tokenizer: a diffusers folder,\n"
+    "                     weights optional (default: SD 1.5's, models/sd1-config)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
     "  --sampler NAME     pndm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc\n"
@@ -40,6 +43,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
         };
         if (a == "--model")
             f.model = value();
+        else if (a == "--config")
+            f.config = value();
         else if (a == "--prompt")
             r.prompt = value();
         else if (a == "--negative")
@@ -105,6 +110,8 @@ Pipeline load_pipeline(GenerateFlags& f) {
     Pipeline::Options options;
     options.device = device;
     options.dtype = parse_dtype(f.dtype, device);
+    options.single_file_config =
+        f.config.empty() ? app::single_file_config_folder().toStdString() : f.config;
     Pipeline p = Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
         std::fprintf(stderr, "\rloading: %-28s %3.0f%%", what.c_str(), fraction * 100);
         progress_line_open(true);

@@ -13,7 +13,8 @@ namespace sds::cli {
 
 struct GenerateFlags {
     GenerationRequest request;
-    std::string model;
+    std::string model;   // a diffusers folder or a single-file checkpoint
+    std::string config;  // --config: a single file's configs (default: SD 1.5's)
     std::string out_dir = "outputs";
     std::string device = "auto";
     std::string dtype = "auto";
@@ -41,7 +42,7 @@ T number(const std::string& flag, const std::string& v) {
     }
 }
 
-// --model --prompt --negative --steps --guidance --seed --sampler --batch --width --height
+// --model --config --prompt --negative --steps --guidance --seed --sampler --batch --width --height
 // --strength --init --out --device --dtype --clip-skip --eta
 GenerateFlags parse_generate_flags(const Args& args);
 extern const char* const kGenerateFlagsHelp;

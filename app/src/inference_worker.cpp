@@ -14,6 +14,7 @@
 
 #include "image_io.h"
 #include "sds/pipeline.h"
+#include "settings.h"
 
 namespace sds::app {
 
@@ -24,7 +25,7 @@ double now_s() {
 }
 
 struct LoadTask {
-    QString dir, device, dtype;
+    QString dir, device, dtype, single_file_config;
 };
 }  // namespace
 
@@ -78,10 +79,13 @@ InferenceWorker::~InferenceWorker() {
     d->thread.join();
 }
 
-void InferenceWorker::loadModel(const QString& dir, const QString& device, const QString& dtype) {
+void InferenceWorker::loadModel(const QString& dir, const QString& device, const QString& dtype,
+                                const QString& single_file_config) {
     {
         std::lock_guard lock(d->mutex);
-        d->queue.push_back(LoadTask{dir, device, dtype});
+        d->queue.push_back(LoadTask{
+            dir, device, dtype,
+            single_file_config.isEmpty() ? single_file_config_folder() : single_file_config});
     }
     d->wake.notify_all();
 }
@@ -200,10 +204,13 @@ void InferenceWorker::Impl::run_load(const LoadTask& t) {
     try {
         const c10::Device device = parse_device(t.device.toStdString());
         const c10::ScalarType dtype = parse_dtype(t.dtype.toStdString(), device);
-        Pipeline p = Pipeline::load(t.dir.toStdString(), {.device = device, .dtype = dtype},
-                                    [this](const std::string& what, double f) {
-                                        Q_EMIT q->modelLoading(QString::fromStdString(what), f);
-                                    });
+        const Pipeline::Options options{.device = device,
+                                        .dtype = dtype,
+                                        .single_file_config = t.single_file_config.toStdString()};
+        Pipeline p =
+            Pipeline::load(t.dir.toStdString(), options, [this](const std::string& what, double f) {
+                Q_EMIT q->modelLoading(QString::fromStdString(what), f);
+            });
         pipeline.reset();  // free the old model before moving the new one in
         pipeline.emplace(std::move(p));
         {

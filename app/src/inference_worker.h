@@ -58,10 +58,11 @@ class InferenceWorker : public QObject {
     InferenceWorker();
     ~InferenceWorker() override;  // cancels what runs and joins the thread
 
-    // Loads (or replaces) the model on the worker thread; earlier waiting jobs still run on
-    // the model they were queued for.
+    // Loads (or replaces) the model, a diffusers folder or a single-file checkpoint, on the
+    // worker thread; earlier waiting jobs still run on the model they were queued for.
+    // `single_file_config`: the configs a single file opens with (empty: SD 1.5's).
     void loadModel(const QString& dir, const QString& device = "auto",
-                   const QString& dtype = "auto");
+                   const QString& dtype = "auto", const QString& single_file_config = {});
     quint64 submit(Job job);
     void cancelAll();          // empties the queue and cancels the job in flight
     void cancel(quint64 job);  // one job, waiting or in flight

@@ -8,10 +8,10 @@
 
 namespace sds::app {
 
-QString bundled_model_folder() {
+QString bundled_model_folder(const QString& name) {
     const QStringList candidates = {
-        QDir(QCoreApplication::applicationDirPath()).filePath("../share/sdstudio/models/demo"),
-        QStringLiteral(SDS_SOURCE_MODELS_DIR "/demo")};
+        QDir(QCoreApplication::applicationDirPath()).filePath("../share/sdstudio/models/" + name),
+        QStringLiteral(SDS_SOURCE_MODELS_DIR "/") + name};
     for (const QString& c : candidates) {
         if (QFileInfo::exists(QDir(c).filePath("model_index.json"))) {
             return QDir(c).absolutePath();
@@ -20,11 +20,16 @@ QString bundled_model_folder() {
     return QString();
 }
 
+QString single_file_config_folder() {
+    return bundled_model_folder(QStringLiteral("sd1-config"));
+}
+
 StudioSettings StudioSettings::load() {
     QSettings s;
     StudioSettings out;
     out.model = s.value("model/folder").toString();
     out.recent = s.value("model/recent").toStringList();
+    out.single_file_config = s.value("model/single_file_config").toString();
     out.device = s.value("engine/device", out.device).toString();
     out.dtype = s.value("engine/dtype", out.dtype).toString();
     out.data_folder = s.value("output/folder").toString();
@@ -38,6 +43,7 @@ void StudioSettings::save() const {
     QSettings s;
     s.setValue("model/folder", model);
     s.setValue("model/recent", recent);
+    s.setValue("model/single_file_config", single_file_config);
     s.setValue("engine/device", device);
     s.setValue("engine/dtype", dtype);
     s.setValue("output/folder", data_folder);
@@ -53,6 +59,10 @@ void StudioSettings::addRecent(const QString& folder) {
     while (recent.size() > kMaxRecent) {
         recent.removeLast();
     }
+}
+
+QString StudioSettings::singleFileConfig() const {
+    return single_file_config.isEmpty() ? single_file_config_folder() : single_file_config;
 }
 
 QString StudioSettings::dataFolder() const {

@@ -7,13 +7,20 @@
 
 namespace sds::app {
 
-// The bundled demo model (models/demo): installed beside the executables
-// (../share/sdstudio/models/demo) or in the source tree this was built from; empty when neither
-// is there. The studio and the CLI use it when no model is chosen.
-QString bundled_model_folder();
+// A folder under the bundled models/ (default: the demo model, models/demo): installed beside
+// the executables (../share/sdstudio/models/NAME) or in the source tree this was built from;
+// empty when neither is there. The studio and the CLI use the demo model when no model is
+// chosen.
+QString bundled_model_folder(const QString& name = QStringLiteral("demo"));
+// The configs a single-file checkpoint is opened with unless told otherwise: SD 1.5's
+// (models/sd1-config).
+QString single_file_config_folder();
 
 struct StudioSettings {
-    QString model;            // the model folder last opened
+    QString model;  // the model folder (or single-file checkpoint) last opened
+    // The configs single-file checkpoints open with (a diffusers folder, weights optional);
+    // empty: SD 1.5's (single_file_config_folder()).
+    QString single_file_config;
     QStringList recent;       // most recent first, at most kMaxRecent
     QString device = "auto";  // auto | cpu | cuda
     QString dtype = "auto";   // auto | fp32 | bf16 | fp16
@@ -27,6 +34,8 @@ struct StudioSettings {
     void addRecent(const QString& folder);
     // data_folder, or the platform's per-user data folder when empty.
     QString dataFolder() const;
+    // single_file_config, or SD 1.5's when empty.
+    QString singleFileConfig() const;
 };
 
 }  // namespace sds::app

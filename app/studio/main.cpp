@@ -11,9 +11,19 @@ int main(int argc, char** argv) {
     QApplication::setApplicationName("SD Studio");
     QCommandLineParser parser;
     parser.addHelpOption();
-    parser.addPositionalArgument("model", "A diffusers model folder to open.");
+    parser.addPositionalArgument("model",
+                                 "A diffusers model folder or a single-file SD 1.x checkpoint.");
+    const QCommandLineOption config(
+        "config",
+        "The configs single-file checkpoints open with: a diffusers folder (remembered in the "
+        "settings; default: SD 1.5's).",
+        "dir");
+    parser.addOption(config);
     parser.process(app);
     sds::app::StudioSettings settings = sds::app::StudioSettings::load();
+    if (parser.isSet(config)) {
+        settings.single_file_config = parser.value(config);
+    }
     if (!parser.positionalArguments().isEmpty()) {
         settings.model.clear();  // opened below, after the window is up
     }

@@ -215,6 +215,46 @@ class StudioTest : public QObject {
         open(tiny_model());
     }
 
+    void aSingleFileCheckpointOpensWithTheConfigsSetForIt() {
+        auto& w = window();
+        const auto dir = test::fixture_dir("single_file");
+        const QString file = QString::fromStdString((dir / "model.safetensors").string());
+        // With the default configs (SD 1.5's) this tiny checkpoint does not fit: the banner
+        // says why and where the configs came from, and the loaded model stays.
+        QSignalSpy failed(w.worker(), &app::InferenceWorker::modelFailed);
+        QVERIFY(w.openModel(file));
+        QVERIFY(wait_for([&] { return failed.count() == 1 && !w.errorText().isEmpty(); }));
+        QVERIFY2(w.errorText().contains("model.safetensors") &&
+                     w.errorText().contains("configs came from"),
+                 qPrintable(w.errorText()));
+        QCOMPARE(w.worker()->modelPath(), tiny_model());
+        QVERIFY(w.openModel(tiny_model()));
+        QVERIFY(wait_for([&] { return !w.worker()->busy(); }));
+        // A studio whose settings name the checkpoint's configs opens it and generates.
+        QTemporaryDir data;
+        app::StudioSettings s;
+        s.data_folder = data.path();
+        s.model = file;
+        s.single_file_config = QString::fromStdString((dir / "config").string());
+        ui::MainWindow other(s);
+        QVERIFY2(wait_for([&] { return other.worker()->modelPath() == file; }),
+                 qPrintable(other.errorText()));
+        QVERIFY(other.errorText().isEmpty());
+        GenerationRequest r;
+        r.prompt = "a red circle";
+        r.steps = 3;
+        r.width = r.height = 32;
+        other.panel()->setRequest(r);
+        other.panel()->setImg2img(false);
+        QSignalSpy done(&other, &ui::MainWindow::generationDone);
+        QVERIFY(other.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        const auto e = other.history()->get(other.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.steps, 3);
+        QCOMPARE(QImage(e->file).size(), QSize(e->request.width, e->request.height));
+    }
+
     void sketchOverlayAndSwapCompareTheSketchWithItsResult() {
         auto& w = window();
         QImage blue(64, 64, QImage::Format_RGB32);

@@ -486,6 +486,14 @@ void MainWindow::buildMenus() {
             openModel(dir);
         }
     });
+    model->addAction(tr("Open &checkpoint file…"), this, [this] {
+        const QString file =
+            QFileDialog::getOpenFileName(this, tr("Open a Stable Diffusion 1.x checkpoint"),
+                                         QString(), tr("Single-file checkpoints (*.safetensors)"));
+        if (!file.isEmpty()) {
+            openModel(file);
+        }
+    });
     recentMenu_ = model->addMenu(tr("Recent"));
     updateRecentMenu();
 
@@ -543,8 +551,9 @@ void MainWindow::clearError() {
 }
 
 bool MainWindow::openModel(const QString& dir) {
-    try {
-        const ModelFolder model = ModelFolder::open(dir.toStdString());
+    try {  // a folder or a single-file checkpoint (read with SD 1.5's configs)
+        const ModelFolder model =
+            ModelFolder::open_any(dir.toStdString(), settings_.singleFileConfig().toStdString());
         panel_->setTokenizer(std::make_shared<const ClipTokenizer>(
             ClipTokenizer::load_folder(model.tokenizer_dir())));
     } catch (const std::exception& e) {
@@ -552,7 +561,7 @@ bool MainWindow::openModel(const QString& dir) {
         return false;
     }
     clearError();
-    worker_->loadModel(dir, settings_.device, settings_.dtype);
+    worker_->loadModel(dir, settings_.device, settings_.dtype, settings_.singleFileConfig());
     loading_ = tr("loading %1").arg(QFileInfo(dir).fileName());
     settings_.model = dir;
     settings_.addRecent(dir);
@@ -776,6 +785,18 @@ void MainWindow::openSettings() {
             model->setCurrentText(dir);
         }
     });
+    auto* singleConfig = new QLineEdit(settings_.single_file_config);
+    singleConfig->setPlaceholderText(tr("SD 1.5's (bundled)"));
+    singleConfig->setToolTip(
+        tr("A diffusers folder (weights optional) whose configs and tokenizer single-file "
+           "checkpoints are read with"));
+    auto* browseConfig = new QPushButton(tr("Browse…"));
+    connect(browseConfig, &QPushButton::clicked, &dialog, [&] {
+        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("Config folder"));
+        if (!dir.isEmpty()) {
+            singleConfig->setText(dir);
+        }
+    });
     auto* device = new QComboBox;
     device->addItems({"auto", "cpu", "cuda"});
     device->setCurrentText(settings_.device);
@@ -791,7 +812,11 @@ void MainWindow::openSettings() {
     modelRow->addWidget(model, 1);
     modelRow->addWidget(browse);
     auto* form = new QFormLayout(&dialog);
-    form->addRow(tr("Model folder"), modelRow);
+    auto* configRow = new QHBoxLayout;
+    configRow->addWidget(singleConfig, 1);
+    configRow->addWidget(browseConfig);
+    form->addRow(tr("Model folder or checkpoint"), modelRow);
+    form->addRow(tr("Configs for single-file checkpoints"), configRow);
     form->addRow(tr("Device"), device);
     form->addRow(tr("Precision"), dtype);
     form->addRow(tr("History and images folder"), folder);
@@ -805,7 +830,10 @@ void MainWindow::openSettings() {
     }
     const bool reload = device->currentText() != settings_.device ||
                         dtype->currentText() != settings_.dtype ||
-                        model->currentText() != settings_.model;
+                        model->currentText() != settings_.model ||
+                        (singleConfig->text() != settings_.single_file_config &&
+                         QFileInfo(model->currentText()).isFile());
+    settings_.single_file_config = singleConfig->text();
     settings_.device = device->currentText();
     settings_.dtype = dtype->currentText();
     settings_.decode_every = decode->value();

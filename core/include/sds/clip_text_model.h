@@ -45,7 +45,10 @@ class ClipTextModel {
     // converted to `dtype` on `device`.
     static ClipTextModel load(const ComponentFiles& component, c10::ScalarType dtype = at::kFloat,
                               c10::Device device = c10::Device(c10::kCPU));
-    void load_weights(const std::vector<std::filesystem::path>& files);
+    // `original_prefix`: the files are one single-file checkpoint in the original SD layout
+    // with this model under that prefix (ComponentFiles::original_prefix).
+    void load_weights(const std::vector<std::filesystem::path>& files,
+                      const std::string& original_prefix = "");
     void to(c10::Device device, c10::ScalarType dtype);
 
     // ids [B, L] int64 -> hidden states [B, L, hidden]. clip_skip as diffusers defines it:

@@ -5,9 +5,11 @@
 //   text_encoder/{config.json,model[.fp16].safetensors},
 //   unet|vae/{config.json,diffusion_pytorch_model[.fp16].safetensors}
 // Sharded weights (NAME.safetensors.index.json) are followed. Pickle-only weights (.bin) are
-// refused with a message saying how to convert them.
+// refused with a message saying how to convert them. A single-file checkpoint in the original
+// SD layout (sds/original_layout.h) is opened as such a folder's configs plus the one file.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -28,6 +30,9 @@ struct ComponentFiles {
     std::filesystem::path config;                // config.json / scheduler_config.json
     std::vector<std::filesystem::path> weights;  // safetensors files (shards in order)
     bool fp16_variant = false;
+    // Set for a single-file checkpoint in the original layout: `weights` is that one file and
+    // this component's tensors are the ones under this prefix ("model.diffusion_model.").
+    std::string original_prefix;
 };
 
 // What a component's weight files hold, from their headers alone.
@@ -52,8 +57,28 @@ class ModelFolder {
     // Reads model_index.json and finds every component the pipeline needs; throws
     // sds::ModelError naming the file and what is missing.
     static ModelFolder open(const std::filesystem::path& dir, Variant variant = Variant::Auto);
+    // A single-file SD 1.x checkpoint in the original layout (what A1111 loads), with the
+    // configs, tokenizer and scheduler of `config_dir`: a diffusers folder, weights optional
+    // (like diffusers' from_single_file(config=...)). Throws sds::ModelError naming the file for
+    // a pickle checkpoint, an SD 2.x or SDXL checkpoint, or one that lacks a component.
+    static ModelFolder open_single_file(const std::filesystem::path& file,
+                                        const std::filesystem::path& config_dir);
+    // A folder -> open(path, variant); a file -> open_single_file(path, config_dir).
+    static ModelFolder open_any(const std::filesystem::path& path,
+                                const std::filesystem::path& config_dir,
+                                Variant variant = Variant::Auto);
+
+    // Runs `load` (which reads this model's weights); for a single file, a ModelError from it
+    // is rethrown saying where the configs came from, since a checkpoint of other sizes needs
+    // other configs.
+    void explain_load_errors(const std::function<void()>& load) const;
+
+    // The folder, or for a single file the folder its configs come from.
 
     const std::filesystem::path& dir() const { return dir_; }
+    // What was opened: the folder, or the single checkpoint file.
+    const std::filesystem::path& source() const { return source_; }
+    bool is_single_file() const { return source_ != dir_; }
     const std::string& pipeline_class() const { return pipeline_class_; }
     bool has(const std::string& name) const { return components_.count(name) != 0; }
     const ComponentFiles& component(const std::string& name) const;
@@ -63,7 +88,9 @@ class ModelFolder {
     const ModelHints& hints() const { return hints_; }
 
   private:
+    static ModelFolder read(const std::filesystem::path& dir, Variant variant, bool weights);
     std::filesystem::path dir_;
+    std::filesystem::path source_;
     ModelHints hints_;
     std::string pipeline_class_;
     std::map<std::string, ComponentFiles> components_;

@@ -69,9 +69,13 @@ class Pipeline {
         c10::Device device = c10::Device(c10::kCPU);
         c10::ScalarType dtype = at::kFloat;
         Variant variant = Variant::Auto;
+        // For a single-file checkpoint: the diffusers folder its configs, tokenizer and
+        // scheduler come from (ModelFolder::open_single_file). Unused for a folder.
+        std::filesystem::path single_file_config = {};
     };
-    // Loads every component; `progress(what, fraction)` is told as it goes.
-    static Pipeline load(const std::filesystem::path& model_dir, const Options& options,
+    // Loads every component of a diffusers folder or a single-file checkpoint;
+    // `progress(what, fraction)` is told as it goes.
+    static Pipeline load(const std::filesystem::path& model, const Options& options,
                          const std::function<void(const std::string&, double)>& progress = {});
     ~Pipeline();
     Pipeline(Pipeline&&) noexcept;

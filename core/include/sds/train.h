@@ -46,6 +46,7 @@ struct ScratchArchitecture {
 struct TrainOptions {
     std::filesystem::path out_dir;        // the model folder written (diffusers layout)
     std::filesystem::path base_model;     // fine-tune this model's UNet; empty: from scratch
+    std::filesystem::path base_config;    // configs of a single-file base (ModelFolder::open_any)
     std::filesystem::path tokenizer_dir;  // from scratch: the tokenizer folder to use and copy
     ScratchArchitecture arch;
     int vae_steps = 1000;   // from scratch only

@@ -46,7 +46,10 @@ class UNet {
     UNet(UNet&&) noexcept;
     UNet& operator=(UNet&&) noexcept;
 
-    void load_weights(const std::vector<std::filesystem::path>& files);
+    // `original_prefix`: the files are one single-file checkpoint in the original SD layout
+    // with this model under that prefix (ComponentFiles::original_prefix).
+    void load_weights(const std::vector<std::filesystem::path>& files,
+                      const std::string& original_prefix = "");
     void to(c10::Device device, c10::ScalarType dtype);
 
     // sample [B, C, H, W], timesteps [B] (or one), context [B, L, cross_attention_dim]

@@ -37,7 +37,10 @@ class Vae {
     Vae(Vae&&) noexcept;
     Vae& operator=(Vae&&) noexcept;
 
-    void load_weights(const std::vector<std::filesystem::path>& files);
+    // `original_prefix`: the files are one single-file checkpoint in the original SD layout
+    // with this model under that prefix (ComponentFiles::original_prefix).
+    void load_weights(const std::vector<std::filesystem::path>& files,
+                      const std::string& original_prefix = "");
     void to(c10::Device device, c10::ScalarType dtype);
 
     // Image [B, 3, H, W] in [-1, 1] -> the posterior's mean and logvar (clamped to [-30, 20]),

@@ -6,6 +6,7 @@
 
 #include "io/json_config.h"
 #include "sds/error.h"
+#include "sds/original_layout.h"
 #include "sds/safetensors.h"
 #include "sds/scheduler.h"
 
@@ -99,6 +100,10 @@ void find_weights(const fs::path& root, ComponentFiles& c, const std::string& st
 }  // namespace
 
 ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
+    return read(dir, variant, /*weights=*/true);
+}
+
+ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights) {
     if (!fs::is_directory(dir)) {
         throw ModelError(dir.string() + ": not a folder (a diffusers model folder is expected)");
     }
@@ -107,6 +112,7 @@ ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
     if (m.dir_.filename().empty()) {
         m.dir_ = m.dir_.parent_path();
     }
+    m.source_ = m.dir_;
     const fs::path index_path = m.dir_ / "model_index.json";
     if (!fs::exists(index_path)) {
         throw ModelError(dir.string() +
@@ -138,7 +144,7 @@ ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
                 throw ModelError(rel(m.dir_, c.config) + ": missing");
             }
         }
-        if (*kind.weights_stem != '\0') {
+        if (weights && *kind.weights_stem != '\0') {
             find_weights(m.dir_, c, kind.weights_stem, variant);
         }
         m.components_.emplace(c.name, std::move(c));
@@ -178,12 +184,108 @@ ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
     return m;
 }
 
+ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& config_dir) {
+    const std::string where = file.string();
+    if (!fs::is_regular_file(file)) {
+        throw ModelError(where + ": no such file");
+    }
+    std::string ext = file.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (ext == ".ckpt" || ext == ".pt" || ext == ".pth" || ext == ".bin") {
+        throw ModelError(where +
+                         ": a PyTorch pickle checkpoint, which SD Studio does not load because "
+                         "unpickling can run arbitrary code. Convert it to safetensors, e.g. in "
+                         "Python: safetensors.torch.save_file(torch.load(F, weights_only=True)"
+                         "[\"state_dict\"], \"model.safetensors\")");
+    }
+    if (config_dir.empty()) {
+        throw ModelError(where +
+                         ": a single-file checkpoint needs a folder with the model's "
+                         "configs and tokenizer (a diffusers folder; weights optional)");
+    }
+    const SafeTensorsFile checkpoint = SafeTensorsFile::open(file);
+    size_t unet = 0, vae = 0, text = 0;
+    for (const auto& t : checkpoint.tensors()) {
+        auto starts = [&](const char* prefix) { return t.name.rfind(prefix, 0) == 0; };
+        if (starts("conditioner.embedders.")) {
+            throw ModelError(where +
+                             ": an SDXL checkpoint (conditioner.embedders.*); SD Studio "
+                             "runs Stable Diffusion 1.x single files");
+        }
+        if (starts("cond_stage_model.model.")) {
+            throw ModelError(where +
+                             ": an SD 2.x checkpoint (an OpenCLIP text encoder, "
+                             "cond_stage_model.model.*); SD Studio opens SD 2.x models as "
+                             "diffusers folders, single files only for SD 1.x");
+        }
+        unet += starts(kOriginalUNetPrefix);
+        vae += starts(kOriginalVaePrefix);
+        text += starts(kOriginalTextPrefix);
+    }
+    if (unet == 0) {
+        throw ModelError(where + ": no UNet tensors (" + kOriginalUNetPrefix +
+                         "*), so this is not a Stable Diffusion checkpoint in the original "
+                         "layout (a LoRA, a VAE or an embedding file?)");
+    }
+    if (vae == 0 || text == 0) {
+        throw ModelError(where + ": has no " +
+                         (vae == 0 ? std::string("VAE (") + kOriginalVaePrefix
+                                   : std::string("text encoder (") + kOriginalTextPrefix) +
+                         "*) tensors; SD Studio needs a checkpoint with all three models");
+    }
+    const std::string conv_in = std::string(kOriginalUNetPrefix) + "input_blocks.0.0.weight";
+    if (checkpoint.contains(conv_in) && checkpoint.info(conv_in).shape.size() == 4 &&
+        checkpoint.info(conv_in).shape[1] == 9) {
+        throw ModelError(where +
+                         ": an inpainting checkpoint (its UNet takes 9 input channels); "
+                         "SD Studio runs txt2img and img2img models");
+    }
+    ModelFolder m = read(config_dir, Variant::Auto, /*weights=*/false);
+    m.source_ = fs::absolute(file).lexically_normal();
+    const std::pair<const char*, const char*> prefixes[] = {{"unet", kOriginalUNetPrefix},
+                                                            {"vae", kOriginalVaePrefix},
+                                                            {"text_encoder", kOriginalTextPrefix}};
+    for (const auto& [name, prefix] : prefixes) {
+        ComponentFiles& c = m.components_.at(name);
+        c.weights = {m.source_};
+        c.original_prefix = prefix;
+    }
+    return m;
+}
+
+ModelFolder ModelFolder::open_any(const fs::path& path, const fs::path& config_dir,
+                                  Variant variant) {
+    if (fs::is_directory(path)) {
+        return open(path, variant);
+    }
+    const std::string ext = path.extension().string();
+    const bool file_like = fs::exists(path) || ext == ".safetensors" || ext == ".ckpt";
+    return file_like ? open_single_file(path, config_dir) : open(path, variant);
+}
+
+void ModelFolder::explain_load_errors(const std::function<void()>& load) const {
+    try {
+        load();
+    } catch (const ModelError& e) {
+        if (!is_single_file()) {
+            throw;
+        }
+        throw ModelError(std::string(e.what()) + ". The configs came from " + dir_.string() +
+                         "; a checkpoint whose models have other sizes needs the diffusers "
+                         "configs that match it (--config DIR)");
+    }
+}
+
 WeightsSummary summarize_weights(const ComponentFiles& component) {
     std::set<std::string> dtypes;
     WeightsSummary s;
     for (const auto& path : component.weights) {
         const auto file = SafeTensorsFile::open(path);
         for (const auto& t : file.tensors()) {
+            if (t.name.rfind(component.original_prefix, 0) != 0) {
+                continue;  // another component of a single-file checkpoint
+            }
             dtypes.insert(dtype_name(t.dtype));
             const bool floating = t.dtype == DType::F16 || t.dtype == DType::BF16 ||
                                   t.dtype == DType::F32 || t.dtype == DType::F64 ||

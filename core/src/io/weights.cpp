@@ -77,7 +77,7 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
     std::vector<std::string> missing;
     std::set<std::string> used;
     auto load_one = [&](const std::string& name, at::Tensor& dst) {
-        std::string key = opts.prefix + name;
+        std::string key = opts.prefix + (opts.rename ? opts.rename(name) : name);
         for (const auto& [now, old] : opts.legacy_names) {
             if (files.contains(key)) {
                 break;
@@ -91,11 +91,15 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
             }
         }
         if (!files.contains(key)) {
-            missing.push_back(opts.prefix + name);
+            missing.push_back(key);
             return;
         }
         used.insert(key);
         at::Tensor src = files.tensor(key);
+        if (opts.rename && src.dim() == 4 && dst.dim() == 2 && src.size(2) == 1 &&
+            src.size(3) == 1) {
+            src = src.flatten(1);  // a 1x1 convolution's weight as a linear one's, still mapped
+        }
         if (src.sizes() != dst.sizes()) {
             throw ModelError(files.file_of(key).string() + ": tensor '" + key + "' has shape " +
                              shape_text(src.sizes()) + " but the model's config expects " +
@@ -120,7 +124,8 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
     }
     std::vector<std::string> unexpected;
     for (const auto& name : files.names()) {
-        if (!used.count(name) && !opts.may_ignore.count(name)) {
+        if (!used.count(name) && !opts.may_ignore.count(name) &&
+            name.compare(0, opts.scope.size(), opts.scope) == 0) {
             unexpected.push_back(name);
         }
     }

@@ -3,6 +3,7 @@
 // the checkpoint's keys, so loading is a walk down the module tree, then a check that nothing
 // is missing, left over or of the wrong shape.
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -34,6 +35,13 @@ struct LoadOptions {
     // (new, old) name pieces: a tensor missing under its name is looked up with `new`
     // replaced by `old` (checkpoints saved by older diffusers).
     std::vector<std::pair<std::string, std::string>> legacy_names;
+    // A checkpoint with other names than the module's (the original single-file layout): the key
+    // of a module name, `prefix` added after. Its 1x1 convolution weights also fill linear
+    // weights ([O, I, 1, 1] for [O, I]).
+    std::function<std::string(const std::string&)> rename;
+    // When set, only checkpoint keys that start with it can be left over (a single file holds
+    // the other components too).
+    std::string scope;
 };
 
 // Fills every parameter and buffer of `module` from `files`, keeping the module's device and

@@ -7,6 +7,7 @@
 #include "nn/blocks.h"
 #include "nn/module_utils.h"
 #include "sds/error.h"
+#include "sds/original_layout.h"
 
 namespace sds {
 
@@ -324,9 +325,14 @@ void UNet::to(c10::Device device, c10::ScalarType dtype) {
     impl_->model->to(device, dtype);
 }
 
-void UNet::load_weights(const std::vector<std::filesystem::path>& files) {
+void UNet::load_weights(const std::vector<std::filesystem::path>& files,
+                        const std::string& original_prefix) {
     const auto& c = config();
     LoadOptions opts;
+    if (!original_prefix.empty()) {
+        opts.rename = [&c](const std::string& name) { return original_unet_key(name, c); };
+        opts.prefix = opts.scope = original_prefix;
+    }
     const std::string boc = nn::join(c.block_out_channels);
     opts.config_hint = "unet config: block_out_channels [" + boc + "], layers_per_block " +
                        std::to_string(c.layers_per_block) + ", cross_attention_dim " +

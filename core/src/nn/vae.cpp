@@ -7,6 +7,7 @@
 #include "nn/blocks.h"
 #include "nn/module_utils.h"
 #include "sds/error.h"
+#include "sds/original_layout.h"
 
 namespace sds {
 
@@ -220,8 +221,13 @@ void Vae::to(c10::Device device, c10::ScalarType dtype) {
     impl_->model->to(device, dtype);
 }
 
-void Vae::load_weights(const std::vector<std::filesystem::path>& files) {
+void Vae::load_weights(const std::vector<std::filesystem::path>& files,
+                       const std::string& original_prefix) {
     LoadOptions opts;
+    if (!original_prefix.empty()) {
+        opts.rename = [this](const std::string& name) { return original_vae_key(name, config()); };
+        opts.prefix = opts.scope = original_prefix;
+    }
     // Older VAE checkpoints name the mid-block attention query/key/value/proj_attn.
     opts.legacy_names = {{".to_q.", ".query."},
                          {".to_k.", ".key."},

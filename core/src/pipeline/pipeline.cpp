@@ -99,22 +99,25 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
     auto& m = *p.impl_;
     m.options = options;
     tell("reading the model folder", 0.0);
-    m.folder = ModelFolder::open(dir, options.variant);
+    m.folder = ModelFolder::open_any(dir, options.single_file_config, options.variant);
     m.tokenizer =
         std::make_unique<ClipTokenizer>(ClipTokenizer::load_folder(m.folder.tokenizer_dir()));
-    tell("loading the text encoder", 0.05);
-    m.text = std::make_unique<ClipTextModel>(
-        ClipTextModel::load(m.folder.component("text_encoder"), options.dtype, options.device));
-    tell("loading the UNet", 0.2);
-    const auto& unet = m.folder.component("unet");
-    m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
-    m.unet->load_weights(unet.weights);  // in place from the mapped file, then converted
-    m.unet->to(options.device, options.dtype);
-    tell("loading the VAE", 0.85);
-    const auto& vae = m.folder.component("vae");
-    m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
-    m.vae->load_weights(vae.weights);
-    m.vae->to(options.device, options.dtype);
+    m.folder.explain_load_errors([&] {
+        tell("loading the text encoder", 0.05);
+        m.text = std::make_unique<ClipTextModel>(
+            ClipTextModel::load(m.folder.component("text_encoder"), options.dtype, options.device));
+        tell("loading the UNet", 0.2);
+        const auto& unet = m.folder.component("unet");
+        m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
+        // In place from the mapped file, then converted.
+        m.unet->load_weights(unet.weights, unet.original_prefix);
+        m.unet->to(options.device, options.dtype);
+        tell("loading the VAE", 0.85);
+        const auto& vae = m.folder.component("vae");
+        m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
+        m.vae->load_weights(vae.weights, vae.original_prefix);
+        m.vae->to(options.device, options.dtype);
+    });
     m.preview_map = preview_map_for(*m.vae);
     // Check before the first generation that this scheduler config makes a sampler at all (one
     // for a model that predicts x0 makes no PNDM, say: choosing that one then says why).

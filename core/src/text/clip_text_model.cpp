@@ -177,13 +177,19 @@ void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
     impl_->model->to(device, dtype);
 }
 
-void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files) {
+void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files,
+                                 const std::string& original_prefix) {
     const ClipTextConfig& c = impl_->config;
     const WeightFiles weights(files);
     LoadOptions opts;
     // Checkpoints name the tensors "text_model.embeddings..." (SD releases, transformers 4);
-    // transformers 5 saves them without the "text_model." level.
-    opts.prefix = weights.contains("text_model.final_layer_norm.weight") ? "text_model." : "";
+    // transformers 5 saves them without the "text_model." level. A single file holds the
+    // same names under its prefix (the oldest without "text_model." too).
+    opts.scope = original_prefix;
+    opts.prefix =
+        original_prefix + (weights.contains(original_prefix + "text_model.final_layer_norm.weight")
+                               ? "text_model."
+                               : "");
     // Older transformers saved the position ids buffer; it is always arange(77).
     opts.may_ignore = {opts.prefix + "embeddings.position_ids"};
     opts.config_hint = "text_encoder config: vocab_size " + std::to_string(c.vocab_size) +
@@ -196,7 +202,8 @@ void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files
 ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarType dtype,
                                   c10::Device device) {
     ClipTextModel m(ClipTextConfig::from_file(component.config));
-    m.load_weights(component.weights);  // in place from the mapped file, then converted
+    m.load_weights(component.weights,
+                   component.original_prefix);  // in place from the mapped file, then converted
     m.to(device, dtype);
     return m;
 }

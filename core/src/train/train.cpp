@@ -254,7 +254,11 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     const int res = o.arch.resolution;
 
     // The data as tensors: images [N, 3, res, res] in [-1, 1], caption ids [N, 77].
-    const fs::path tok_dir = scratch ? o.tokenizer_dir : o.base_model / "tokenizer";
+    ModelFolder base;  // a diffusers folder or a single-file checkpoint
+    if (!scratch) {
+        base = ModelFolder::open_any(o.base_model, o.base_config);
+    }
+    const fs::path tok_dir = scratch ? o.tokenizer_dir : base.tokenizer_dir();
     const ClipTokenizer tokenizer = ClipTokenizer::load_folder(tok_dir);
     std::vector<at::Tensor> images, ids;
     for (const auto& ex : data) {
@@ -276,7 +280,6 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     std::optional<Vae> vae;
     std::optional<ClipTextModel> text;
     std::optional<UNet> unet;
-    ModelFolder base;
     if (scratch) {
         at::Generator init = at::make_generator<at::CPUGeneratorImpl>(o.seed);
         VaeConfig vc;
@@ -304,14 +307,15 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         unet.emplace(uc);
         nn::initialise_for_training(unet->module(), init);
     } else {
-        base = ModelFolder::open(o.base_model);
-        text.emplace(ClipTextModel::load(base.component("text_encoder")));
-        const auto& uf = base.component("unet");
-        unet.emplace(UNetConfig::from_file(uf.config));
-        unet->load_weights(uf.weights);
-        const auto& vf = base.component("vae");
-        vae.emplace(VaeConfig::from_file(vf.config));
-        vae->load_weights(vf.weights);
+        base.explain_load_errors([&] {
+            text.emplace(ClipTextModel::load(base.component("text_encoder")));
+            const auto& uf = base.component("unet");
+            unet.emplace(UNetConfig::from_file(uf.config));
+            unet->load_weights(uf.weights, uf.original_prefix);
+            const auto& vf = base.component("vae");
+            vae.emplace(VaeConfig::from_file(vf.config));
+            vae->load_weights(vf.weights, vf.original_prefix);
+        });
         state.phase = state.phase == "vae" ? "unet" : state.phase;
         state.scaling_factor = vae->config().scaling_factor;
     }
@@ -531,11 +535,21 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
             fs::copy_file(f.path(), out / "tokenizer" / f.path().filename(),
                           fs::copy_options::overwrite_existing);
         }
-    } else {
+    } else if (!base.is_single_file()) {
         for (const std::string c : {"vae", "text_encoder", "tokenizer"}) {
             fs::copy(o.base_model / c, out / c,
                      fs::copy_options::recursive | fs::copy_options::overwrite_existing);
         }
+    } else {  // the base's VAE and text encoder as diffusers files, with its configs' files
+        const auto copy = fs::copy_options::recursive | fs::copy_options::overwrite_existing;
+        for (const std::string c : {"vae", "text_encoder"}) {
+            fs::create_directories(out / c);
+            fs::copy(base.component(c).config, out / c / "config.json", copy);
+        }
+        save_safetensors(out / "vae" / "diffusion_pytorch_model.safetensors",
+                         named_weights(vae->module()));
+        save_safetensors(out / "text_encoder" / "model.safetensors", named_weights(tm));
+        fs::copy(base.tokenizer_dir(), out / "tokenizer", copy);
     }
     write_json(out / "model_index.json", model_index());
 }

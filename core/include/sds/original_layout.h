@@ -1,0 +1,23 @@
+#pragma once
+// Stable Diffusion's original single-file layout: the CompVis latent-diffusion module names that
+// A1111 and most shared .safetensors checkpoints use. One file holds the UNet under
+// "model.diffusion_model.", the VAE under "first_stage_model." and the CLIP text encoder under
+// "cond_stage_model.transformer."; training leftovers (betas, model_ema.*, ...) sit beside them.
+// These functions give, for a diffusers module name, the name the same tensor has there.
+#include <string>
+
+#include "sds/unet.h"
+#include "sds/vae.h"
+
+namespace sds {
+
+inline constexpr const char* kOriginalUNetPrefix = "model.diffusion_model.";
+inline constexpr const char* kOriginalVaePrefix = "first_stage_model.";
+inline constexpr const char* kOriginalTextPrefix = "cond_stage_model.transformer.";
+
+// Without the component's prefix. Throws sds::ModelError for a name that has no place in the
+// original model (an SDXL or ControlNet module, say).
+std::string original_unet_key(const std::string& name, const UNetConfig& config);
+std::string original_vae_key(const std::string& name, const VaeConfig& config);
+
+}  // namespace sds

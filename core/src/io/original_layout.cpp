@@ -1,0 +1,153 @@
+#include "sds/original_layout.h"
+
+#include <map>
+
+#include "sds/error.h"
+
+namespace sds {
+
+namespace {
+
+std::vector<std::string> split(const std::string& name) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t dot; (dot = name.find('.', start)) != std::string::npos; start = dot + 1) {
+        parts.push_back(name.substr(start, dot - start));
+    }
+    parts.push_back(name.substr(start));
+    return parts;
+}
+
+// parts[from..] joined by dots, the first one renamed through `renames` when listed there.
+std::string join_from(const std::vector<std::string>& parts, size_t from,
+                      const std::map<std::string, std::string>& renames = {}) {
+    std::string out;
+    for (size_t i = from; i < parts.size(); ++i) {
+        const auto it = i == from ? renames.find(parts[i]) : renames.end();
+        out += (out.empty() ? "" : ".") + (it != renames.end() ? it->second : parts[i]);
+    }
+    return out;
+}
+
+int index_at(const std::vector<std::string>& parts, size_t i) {
+    return std::stoi(parts.at(i));
+}
+
+// diffusers' ResnetBlock2D names -> the original ResBlock's sequential layers.
+const std::map<std::string, std::string> kUNetResnet = {
+    {"norm1", "in_layers.0"},  {"conv1", "in_layers.2"},  {"time_emb_proj", "emb_layers.1"},
+    {"norm2", "out_layers.0"}, {"conv2", "out_layers.3"}, {"conv_shortcut", "skip_connection"}};
+const std::map<std::string, std::string> kVaeResnet = {{"conv_shortcut", "nin_shortcut"}};
+const std::map<std::string, std::string> kVaeAttention = {
+    {"group_norm", "norm"}, {"to_q", "q"}, {"to_k", "k"}, {"to_v", "v"}, {"to_out", "proj_out"}};
+
+}  // namespace
+
+std::string original_unet_key(const std::string& name, const UNetConfig& config) {
+    const auto p = split(name);
+    const int layers_per_block = static_cast<int>(config.layers_per_block);
+    const int per_down = layers_per_block + 1;  // resnets (+ attentions), then the downsampler
+    const int per_up = layers_per_block + 1;    // one resnet more than a down block
+    try {
+        if (p[0] == "time_embedding" && p.size() == 3) {
+            return std::string("time_embed.") + (p[1] == "linear_1" ? "0." : "2.") + p[2];
+        }
+        if (p[0] == "conv_in") {
+            return "input_blocks.0.0." + join_from(p, 1);
+        }
+        if (p[0] == "conv_norm_out") {
+            return "out.0." + join_from(p, 1);
+        }
+        if (p[0] == "conv_out") {
+            return "out.2." + join_from(p, 1);
+        }
+        if (p[0] == "down_blocks") {
+            const int first = 1 + index_at(p, 1) * per_down;
+            if (p[2] == "resnets") {
+                return "input_blocks." + std::to_string(first + index_at(p, 3)) + ".0." +
+                       join_from(p, 4, kUNetResnet);
+            }
+            if (p[2] == "attentions") {
+                return "input_blocks." + std::to_string(first + index_at(p, 3)) + ".1." +
+                       join_from(p, 4);
+            }
+            if (p[2] == "downsamplers" && p.at(4) == "conv") {
+                return "input_blocks." + std::to_string(first + layers_per_block) + ".0.op." +
+                       join_from(p, 5);
+            }
+        }
+        if (p[0] == "mid_block") {
+            if (p[1] == "resnets") {
+                return "middle_block." + std::to_string(2 * index_at(p, 2)) + "." +
+                       join_from(p, 3, kUNetResnet);
+            }
+            if (p[1] == "attentions") {
+                return "middle_block.1." + join_from(p, 3);
+            }
+        }
+        if (p[0] == "up_blocks") {
+            const size_t block = static_cast<size_t>(index_at(p, 1));
+            const int first = static_cast<int>(block) * per_up;
+            if (p[2] == "resnets") {
+                return "output_blocks." + std::to_string(first + index_at(p, 3)) + ".0." +
+                       join_from(p, 4, kUNetResnet);
+            }
+            if (p[2] == "attentions") {
+                return "output_blocks." + std::to_string(first + index_at(p, 3)) + ".1." +
+                       join_from(p, 4);
+            }
+            if (p[2] == "upsamplers" && p.at(4) == "conv") {
+                // The upsampler comes after the attention in the original output block.
+                const bool attention = config.up_block_types.at(block) == "CrossAttnUpBlock2D";
+                return "output_blocks." + std::to_string(first + layers_per_block) +
+                       (attention ? ".2.conv." : ".1.conv.") + join_from(p, 5);
+            }
+        }
+    } catch (const std::exception&) {  // a missing or non-numeric index
+    }
+    throw ModelError("the UNet module '" + name +
+                     "' has no place in an original Stable Diffusion checkpoint");
+}
+
+std::string original_vae_key(const std::string& name, const VaeConfig& config) {
+    const auto p = split(name);
+    const int blocks = static_cast<int>(config.block_out_channels.size());
+    try {
+        const std::string& coder = p.at(0);  // encoder / decoder
+        if (p.size() == 3 && p[1] == "conv_norm_out") {
+            return coder + ".norm_out." + p[2];
+        }
+        if (p.size() > 2 && p[1] == "mid_block") {
+            if (p[2] == "resnets") {
+                return coder + ".mid.block_" + std::to_string(index_at(p, 3) + 1) + "." +
+                       join_from(p, 4);
+            }
+            if (p[2] == "attentions") {  // attentions.0.to_out.0.weight -> attn_1.proj_out.weight
+                return coder + ".mid.attn_1." + kVaeAttention.at(p.at(4)) + "." + p.back();
+            }
+        }
+        if (p.size() > 3 && (p[1] == "down_blocks" || p[1] == "up_blocks")) {
+            const bool down = p[1] == "down_blocks";
+            // The original numbers both stacks from the full-resolution level.
+            const int level = down ? index_at(p, 2) : blocks - 1 - index_at(p, 2);
+            const std::string base = coder + (down ? ".down." : ".up.") + std::to_string(level);
+            if (p[3] == "resnets") {
+                return base + ".block." + p.at(4) + "." + join_from(p, 5, kVaeResnet);
+            }
+            if (p[3] == "downsamplers" || p[3] == "upsamplers") {
+                return base + (down ? ".downsample." : ".upsample.") + join_from(p, 5);
+            }
+        }
+        if (p.size() == 3 && (p[1] == "conv_in" || p[1] == "conv_out")) {
+            return name;
+        }
+        if (p.size() == 2 && (p[0] == "quant_conv" || p[0] == "post_quant_conv")) {
+            return name;
+        }
+    } catch (const std::exception&) {
+    }
+    throw ModelError("the VAE module '" + name +
+                     "' has no place in an original Stable Diffusion checkpoint");
+}
+
+}  // namespace sds

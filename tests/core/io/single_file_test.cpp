@@ -1,0 +1,225 @@
+// Single-file checkpoints in the original Stable Diffusion layout: the tiny three-level model of
+// tests/reference/make_single_file_fixture.py (checked there against diffusers' own single-file
+// loader), SD 1.5's names against diffusers' converters, and the error a user sees for each
+// kind of file SD Studio cannot run.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <torch/nn/module.h>
+#include <nlohmann/json.hpp>
+
+#include "sds/clip_text_model.h"
+#include "sds/error.h"
+#include "sds/model_folder.h"
+#include "sds/original_layout.h"
+#include "sds/pipeline.h"
+#include "sds/safetensors.h"
+#include "sds/unet.h"
+#include "sds/vae.h"
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kDir = sds::test::fixture_dir("single_file");
+const fs::path kFile = kDir / "model.safetensors";
+const fs::path kConfig = kDir / "config";
+const fs::path kSd1Config = fs::path(SDS_SOURCE_DIR) / "models" / "sd1-config";
+
+nlohmann::json read_json(const fs::path& path) {
+    nlohmann::json j;
+    std::ifstream(path) >> j;
+    return j;
+}
+
+TEST(OriginalLayout, Sd15NamesAreTheOnesDiffusersConvertersMapBack) {
+    const nlohmann::json names = read_json(kDir / "sd15_names.json");
+    const auto unet = sds::UNetConfig::from_file(kSd1Config / "unet" / "config.json");
+    const auto vae = sds::VaeConfig::from_file(kSd1Config / "vae" / "config.json");
+    ASSERT_EQ(names["unet"].size(), 686u);  // every tensor of SD 1.5's UNet
+    for (const auto& [name, original] : names["unet"].items()) {
+        EXPECT_EQ(sds::original_unet_key(name, unet), original.get<std::string>()) << name;
+    }
+    ASSERT_EQ(names["vae"].size(), 248u);
+    for (const auto& [name, original] : names["vae"].items()) {
+        EXPECT_EQ(sds::original_vae_key(name, vae), original.get<std::string>()) << name;
+    }
+    EXPECT_THROW(sds::original_unet_key("add_embedding.linear_1.weight", unet), sds::ModelError);
+    EXPECT_THROW(sds::original_vae_key("decoder.up_blocks.x.resnets.0.conv1.weight", vae),
+                 sds::ModelError);
+}
+
+TEST(SingleFile, OpensWithTheConfigFoldersSettingsAndTheFilesWeights) {
+    const auto m = sds::ModelFolder::open_single_file(kFile, kConfig);
+    EXPECT_TRUE(m.is_single_file());
+    EXPECT_EQ(m.source().filename(), "model.safetensors");
+    EXPECT_EQ(m.dir().filename(), "config");
+    EXPECT_EQ(m.component("scheduler").class_name, "PNDMScheduler");
+    EXPECT_EQ(m.tokenizer_dir(), m.dir() / "tokenizer");
+    const auto folder = sds::ModelFolder::open(kDir / "model");
+    EXPECT_FALSE(folder.is_single_file());
+    for (const char* name : {"unet", "vae", "text_encoder"}) {
+        const auto& c = m.component(name);
+        ASSERT_EQ(c.weights.size(), 1u);
+        EXPECT_EQ(c.weights[0], m.source());
+        EXPECT_FALSE(c.original_prefix.empty());
+        // Each component counts only its own tensors of the shared file.
+        EXPECT_EQ(sds::summarize_weights(c).parameters,
+                  sds::summarize_weights(folder.component(name)).parameters)
+            << name;
+    }
+    // open_any tells a file from a folder.
+    EXPECT_TRUE(sds::ModelFolder::open_any(kFile, kConfig).is_single_file());
+    EXPECT_FALSE(sds::ModelFolder::open_any(kDir / "model", kConfig).is_single_file());
+}
+
+void expect_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
+    const auto pa = a.named_parameters();
+    const auto pb = b.named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (const auto& item : pa) {
+        EXPECT_TRUE(at::equal(item.value(), pb[item.key()])) << item.key();
+    }
+}
+
+TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
+    const auto m = sds::ModelFolder::open_single_file(kFile, kConfig);
+    const auto folder = sds::ModelFolder::open(kDir / "model");
+    {
+        const auto& c = m.component("unet");
+        sds::UNet ours(sds::UNetConfig::from_file(c.config));
+        ours.load_weights(c.weights, c.original_prefix);
+        sds::UNet theirs(sds::UNetConfig::from_file(c.config));
+        theirs.load_weights(folder.component("unet").weights);
+        expect_same_parameters(ours.module(), theirs.module());
+    }
+    {
+        const auto& c = m.component("vae");
+        sds::Vae ours(sds::VaeConfig::from_file(c.config));
+        ours.load_weights(c.weights, c.original_prefix);
+        sds::Vae theirs(sds::VaeConfig::from_file(c.config));
+        theirs.load_weights(folder.component("vae").weights);
+        expect_same_parameters(ours.module(), theirs.module());
+    }
+    auto ours = sds::ClipTextModel::load(m.component("text_encoder"));
+    auto theirs = sds::ClipTextModel::load(folder.component("text_encoder"));
+    expect_same_parameters(ours.module(), theirs.module());
+}
+
+TEST(SingleFile, MakesDiffusersImagesFromTheFile) {
+    auto pipe = sds::Pipeline::load(kFile, {.single_file_config = kConfig});
+    EXPECT_TRUE(pipe.model().is_single_file());
+    const auto expected = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
+    const nlohmann::json cases = read_json(kDir / "cases.json");
+    ASSERT_EQ(cases.size(), 2u);
+    for (const auto& c : cases) {
+        const auto request = sds::GenerationRequest::from_json(c["request"].dump());
+        const auto result = pipe.generate(request);
+        const at::Tensor want = expected.tensor(c["name"].get<std::string>());
+        ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
+        for (size_t i = 0; i < result.images.size(); ++i) {
+            const auto& img = result.images[i];
+            const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
+                                                 {img.height, img.width, 3}, at::kByte);
+            ASSERT_EQ(got.sizes(), want[static_cast<int64_t>(i)].sizes());
+            const int diff = (got.to(at::kInt) - want[static_cast<int64_t>(i)].to(at::kInt))
+                                 .abs()
+                                 .max()
+                                 .item<int>();
+            EXPECT_LE(diff, 2) << c["name"] << " image " << i;
+        }
+    }
+}
+
+// The fixture's file with some tensors dropped and others added, written to a scratch folder.
+fs::path variant_of(const std::string& name, const std::vector<std::string>& drop_prefixes,
+                    const std::vector<std::pair<std::string, at::Tensor>>& add) {
+    const auto src = sds::SafeTensorsFile::open(kFile);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& t : src.tensors()) {
+        bool drop = false;
+        for (const auto& p : drop_prefixes) {
+            drop = drop || t.name.rfind(p, 0) == 0;
+        }
+        if (!drop) {
+            tensors.emplace_back(t.name, src.tensor(t.name));
+        }
+    }
+    tensors.insert(tensors.end(), add.begin(), add.end());
+    const fs::path out = sds::test::temp_dir("single_file_" + name) / (name + ".safetensors");
+    sds::save_safetensors(out, tensors);
+    return out;
+}
+
+std::string load_error(const fs::path& file, const fs::path& config = kConfig) {
+    try {
+        sds::Pipeline::load(file, {.single_file_config = config});
+    } catch (const sds::ModelError& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+TEST(SingleFile, SaysWhatIsWrongWithAFileItCannotRun) {
+    const fs::path pickle = sds::test::temp_dir("single_file_pickle") / "model.ckpt";
+    std::ofstream(pickle) << "PK";
+    EXPECT_NE(load_error(pickle).find("model.ckpt: a PyTorch pickle checkpoint"),
+              std::string::npos);
+
+    const auto sd2 = variant_of("sd2", {"cond_stage_model."},
+                                {{"cond_stage_model.model.ln_final.weight", at::ones({4})}});
+    EXPECT_NE(load_error(sd2).find("sd2.safetensors: an SD 2.x checkpoint"), std::string::npos);
+    const auto sdxl = variant_of("sdxl", {"cond_stage_model."},
+                                 {{"conditioner.embedders.0.transformer.x", at::ones({4})}});
+    EXPECT_NE(load_error(sdxl).find("sdxl.safetensors: an SDXL checkpoint"), std::string::npos);
+    const auto lora = variant_of("lora", {"model.", "first_stage_model.", "cond_stage_model."},
+                                 {{"lora_unet_down_blocks_0.alpha", at::ones({1})}});
+    EXPECT_NE(load_error(lora).find("lora.safetensors: no UNet tensors (model.diffusion_model.*)"),
+              std::string::npos);
+    const auto no_vae = variant_of("no_vae", {"first_stage_model."}, {});
+    EXPECT_NE(load_error(no_vae).find("no_vae.safetensors: has no VAE (first_stage_model.*)"),
+              std::string::npos);
+    const auto inpaint =
+        variant_of("inpaint", {"model.diffusion_model.input_blocks.0.0.weight"},
+                   {{"model.diffusion_model.input_blocks.0.0.weight", at::zeros({32, 9, 3, 3})}});
+    EXPECT_NE(load_error(inpaint).find("an inpainting checkpoint"), std::string::npos);
+
+    // A missing tensor is named as the file names it; a stray one in a model's part too, but
+    // what lies outside the three models (training leftovers) is fine.
+    const auto missing =
+        variant_of("missing", {"model.diffusion_model.output_blocks.2.1.conv.weight"}, {});
+    EXPECT_NE(
+        load_error(missing).find("missing: model.diffusion_model.output_blocks.2.1.conv.weight"),
+        std::string::npos);
+    const auto stray = variant_of("stray", {},
+                                  {{"first_stage_model.decoder.extra.weight", at::ones({2})},
+                                   {"model_ema.num_updates", at::ones({1})}});
+    const std::string stray_error = load_error(stray);
+    EXPECT_NE(stray_error.find("do not belong to this model"), std::string::npos) << stray_error;
+    EXPECT_NE(stray_error.find("first_stage_model.decoder.extra.weight"), std::string::npos);
+    EXPECT_EQ(stray_error.find("model_ema"), std::string::npos);
+
+    // Configs that do not fit the file: the shape, and where the configs came from.
+    const std::string wrong = load_error(kFile, kSd1Config);
+    EXPECT_NE(wrong.find("has shape [49408, 32] but the model's config expects [49408, 768]"),
+              std::string::npos)
+        << wrong;
+    EXPECT_NE(
+        wrong.find("The configs came from " + fs::absolute(kSd1Config).lexically_normal().string()),
+        std::string::npos)
+        << wrong;
+    EXPECT_NE(load_error(kFile, "").find("needs a folder with the model's configs"),
+              std::string::npos);
+    EXPECT_NE(load_error(kDir / "nothing.safetensors").find("nothing.safetensors: no such file"),
+              std::string::npos);
+}
+
+}  // namespace
