@@ -22,11 +22,10 @@ import torch
 from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint,
                                                  convert_ldm_vae_checkpoint)
 from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel)
+                       StableDiffusionPipeline, UNet2DConditionModel)
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-import make_clip_vocab
+import make_tiny_pipeline
 import original_checkpoint
 
 CASES = [
@@ -50,20 +49,7 @@ def make_model(out):
         block_out_channels=(16, 32, 32), layers_per_block=2, norm_num_groups=8,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         latent_channels=4, sample_size=32)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    tok_dir = out / "_tokenizer_src"
-    make_clip_vocab.main(str(tok_dir))
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
-    shutil.rmtree(tok_dir)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(out / "model", safe_serialization=True)
+    make_tiny_pipeline.save_pipeline(out / "model", unet, vae, text_layers=2)
     shutil.copytree(out / "model", out / "config",
                     ignore=shutil.ignore_patterns("*.safetensors"))
     original_checkpoint.write(out / "model", out / "model.safetensors")

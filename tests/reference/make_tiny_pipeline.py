@@ -3,6 +3,7 @@ SD 1.x tokenizer files.
 
 usage: make_tiny_pipeline.py OUT_DIR
 """
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,8 +14,27 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 import make_clip_vocab
 
 
+def save_pipeline(out, unet, vae, text_layers):
+    """unet and vae with a random tiny CLIP text encoder (hidden 32), the real SD 1.x tokenizer
+    and SD 1.5's PNDM settings, saved by diffusers to the folder `out`."""
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=text_layers,
+        num_attention_heads=4, vocab_size=49408, max_position_embeddings=77,
+        hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    tok_dir = Path(out).parent / "_tokenizer_src"
+    make_clip_vocab.main(str(tok_dir))
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
+    shutil.rmtree(tok_dir)
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, set_alpha_to_one=False,
+                              skip_prk_steps=True, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
 def main(out_dir):
-    out = Path(out_dir)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4,
@@ -25,23 +45,7 @@ def main(out_dir):
         block_out_channels=(32, 64), in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4, norm_num_groups=32, sample_size=32)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
-        vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    tok_dir = out / "_tokenizer_src"
-    make_clip_vocab.main(str(tok_dir))
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, set_alpha_to_one=False,
-                              skip_prk_steps=True, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
+    save_pipeline(Path(out_dir) / "tiny-sd", unet, vae, text_layers=3)
 
 
 if __name__ == "__main__":
