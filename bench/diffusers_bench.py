@@ -1,6 +1,6 @@
 """The reference side of bench/compare.py: the same measurements with diffusers, JSON on stdout.
 
-usage: diffusers_bench.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+usage: diffusers_bench.py --model DIR|FILE [--config DIR] [--device cpu|cuda] [--dtype fp32|bf16|fp16]
        [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3] [--trace FILE]
 """
 import argparse
@@ -43,6 +43,7 @@ def write_trace(path, f):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
+    p.add_argument("--config", help="a single-file checkpoint's configs (from_single_file)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--what", default="unet,vae,image")
@@ -56,7 +57,11 @@ def main():
     WARMUP = a.warmup
     dtype = DTYPES[a.dtype]
     t0 = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(a.device)
+    if a.config:
+        pipe = StableDiffusionPipeline.from_single_file(
+            a.model, config=a.config, local_files_only=True, torch_dtype=dtype).to(a.device)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(a.device)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     res = {"impl": "diffusers", "device": a.device, "dtype": a.dtype,

@@ -1,7 +1,7 @@
 // sdstudio-bench: times one guided UNet step, a VAE decode and a whole image, and reports the
 // peak resident memory, as JSON on stdout. bench/compare.py runs it beside diffusers.
 //
-// usage: sdstudio-bench --model DIR [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+// usage: sdstudio-bench --model DIR|FILE [--config DIR] [--device cpu|cuda] [--dtype fp32|bf16|fp16]
 //                       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
 //                       [--warmup 1]
 //                       [--sampler euler] [--trace FILE]
@@ -72,13 +72,15 @@ double time_it(int repeat, c10::Device device, F&& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string model, device_name = "cpu", dtype_name = "fp32", what = "unet,vae,image";
+    std::string model, config, device_name = "cpu", dtype_name = "fp32", what = "unet,vae,image";
     std::string sampler = "euler", trace;
     int size = 512, steps = 20, repeat = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
         if (a == "--model")
             model = v;
+        else if (a == "--config")  // a single-file checkpoint's configs
+            config = v;
         else if (a == "--device")
             device_name = v;
         else if (a == "--dtype")
@@ -104,7 +106,7 @@ int main(int argc, char** argv) {
     }
     if (model.empty()) {
         std::fprintf(stderr,
-                     "usage: sdstudio-bench --model DIR [--device] [--dtype] [--what] "
+                     "usage: sdstudio-bench --model DIR|FILE [--config DIR] [--device] [--dtype] [--what] "
                      "[--size] [--steps] [--repeat] [--warmup] [--sampler] [--trace FILE]\n");
         return 2;
     }
@@ -113,7 +115,8 @@ int main(int argc, char** argv) {
         const c10::Device device = sds::parse_device(device_name);
         const auto dtype = sds::parse_dtype(dtype_name, device);
         const double t0 = now();
-        sds::Pipeline pipe = sds::Pipeline::load(model, {.device = device, .dtype = dtype});
+        sds::Pipeline pipe = sds::Pipeline::load(
+            model, {.device = device, .dtype = dtype, .single_file_config = config});
         const double load_s = now() - t0;
         std::printf(
             "{\"impl\": \"sdstudio\", \"device\": \"%s\", \"dtype\": \"%s\", "
