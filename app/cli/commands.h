@@ -15,6 +15,7 @@ int command_img2img(const Args& args);
 int command_grid(const Args& args);
 int command_train(const Args& args);
 int command_dataset(const Args& args);
+int command_export(const Args& args);
 
 // Thrown for wrong usage; main prints the message and the usage text, exit code 2.
 struct UsageError {

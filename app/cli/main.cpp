@@ -38,6 +38,8 @@ constexpr const char* kUsage =
     "                               --no-resume (by default a rerun resumes the checkpoint)\n"
     "  dataset --out DIR            the synthetic shapes dataset (PNG + caption .txt)\n"
     "        [--count N --size PX --seed S]\n"
+    "  export MODEL --out FILE      a model as one single-file checkpoint in the original SD\n"
+    "        [--dtype fp16|fp32]    layout, as A1111 loads it (default fp16)\n"
     "  help                         this text\n"
     "\n"
     "generation flags:\n";
@@ -50,7 +52,7 @@ constexpr Command kCommands[] = {
     {"info", sds::cli::command_info},       {"tokenize", sds::cli::command_tokenize},
     {"txt2img", sds::cli::command_txt2img}, {"img2img", sds::cli::command_img2img},
     {"grid", sds::cli::command_grid},       {"train", sds::cli::command_train},
-    {"dataset", sds::cli::command_dataset},
+    {"dataset", sds::cli::command_dataset}, {"export", sds::cli::command_export},
 };
 
 }  // namespace

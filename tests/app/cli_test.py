@@ -425,12 +425,20 @@ def test_generation_errors_are_clear(tmp_path):
 
 # --- single-file checkpoints ------------------------------------------------------------------
 
-def single_file_of(pipe_dir, out_file, dtype=None):
+def _original_checkpoint():
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
     import original_checkpoint
-    original_checkpoint.write(pipe_dir, out_file, dtype=dtype)
+    return original_checkpoint
+
+
+def single_file_of(pipe_dir, out_file, dtype=None):
+    _original_checkpoint().write(pipe_dir, out_file, dtype=dtype)
     return out_file
+
+
+def original_layout_of(pipe_dir):
+    return _original_checkpoint().convert(pipe_dir)
 
 
 def test_a_single_file_checkpoint_makes_diffusers_images(tmp_path):
@@ -471,6 +479,42 @@ def test_a_single_file_checkpoint_makes_diffusers_images(tmp_path):
     (tmp_path / "old.ckpt").write_bytes(b"PK\x03\x04")
     r = run("info", str(tmp_path / "old.ckpt"))
     assert r.returncode == 1 and "old.ckpt: a PyTorch pickle checkpoint" in r.stderr
+
+
+def test_export_writes_a_single_file_that_diffusers_and_we_read_back(tmp_path):
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    folder = diffusers.StableDiffusionPipeline.from_pretrained(PIPE)
+    for dtype, torch_dtype in [("fp32", torch.float32), ("fp16", torch.float16)]:
+        out = tmp_path / f"tiny-{dtype}.safetensors"
+        r = run("export", str(PIPE), "--out", str(out), "--dtype", dtype)
+        assert r.returncode == 0, r.stderr
+        with safe_open(out, "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32" if dtype == "fp32" else "F16"}
+            # The original's names and shapes (its VAE attention projections are 1x1 convs).
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+        assert shapes == {k: list(v.shape) for k, v in original_layout_of(PIPE).items()}
+        single = diffusers.StableDiffusionPipeline.from_single_file(
+            str(out), config=str(PIPE), local_files_only=True, torch_dtype=torch.float32)
+        for c in ("unet", "vae", "text_encoder"):
+            a, b = getattr(folder, c).state_dict(), getattr(single, c).state_dict()
+            assert a.keys() == b.keys(), c
+            for k in a:
+                assert torch.equal(a[k].to(torch_dtype).float(), b[k]), (dtype, c, k)
+    # Our own reading of the fp32 file makes the folder's images exactly.
+    flags = ["--prompt", "a cat", "--steps", "3", "--seed", "2", "--sampler", "euler",
+             "--device", "cpu"]
+    r1 = run("txt2img", "--model", str(PIPE), *flags, "--out", str(tmp_path / "a"))
+    r2 = run("txt2img", "--model", str(tmp_path / "tiny-fp32.safetensors"), "--config", str(PIPE),
+             *flags, "--out", str(tmp_path / "b"))
+    assert r1.returncode == 0 and r2.returncode == 0, r2.stderr
+    a = np.array(Image.open(r1.stdout.strip()))
+    b = np.array(Image.open(r2.stdout.strip()))
+    assert np.array_equal(a, b)
+    r = run("export", str(PIPE), "--out", str(tmp_path / "x.safetensors"), "--dtype", "bf16")
+    assert r.returncode == 2 and "fp16 or fp32" in r.stderr
 
 
 # --- dataset / train ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@
 // "model.diffusion_model.", the VAE under "first_stage_model." and the CLIP text encoder under
 // "cond_stage_model.transformer."; training leftovers (betas, model_ema.*, ...) sit beside them.
 // These functions give, for a diffusers module name, the name the same tensor has there.
+#include <filesystem>
 #include <string>
+
+#include <c10/core/ScalarType.h>
 
 #include "sds/unet.h"
 #include "sds/vae.h"
@@ -19,5 +22,14 @@ inline constexpr const char* kOriginalTextPrefix = "cond_stage_model.transformer
 // original model (an SDXL or ControlNet module, say).
 std::string original_unet_key(const std::string& name, const UNetConfig& config);
 std::string original_vae_key(const std::string& name, const VaeConfig& config);
+
+class ModelFolder;
+// Writes a model (a diffusers folder, or a single file opened with its configs) as one
+// single-file checkpoint in the original layout, the weights in `dtype` (fp16 or fp32) and the
+// VAE's attention projections as the 1x1 convolutions the original has: what A1111 and
+// diffusers' from_single_file load. Atomic (a temporary file renamed over `out`). The configs
+// are not in the file: a model of other sizes than SD 1.5 needs its folder to be read again.
+void write_original_checkpoint(const ModelFolder& model, const std::filesystem::path& out,
+                               c10::ScalarType dtype);
 
 }  // namespace sds
