@@ -90,25 +90,24 @@ void expect_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
     }
 }
 
+// One network read from the single file and from the folder.
+template <typename Model, typename Config>
+void expect_file_loads_as_folder(const sds::ComponentFiles& file,
+                                 const sds::ComponentFiles& folder) {
+    Model ours(Config::from_file(file.config));
+    ours.load_weights(file.weights, file.original_prefix);
+    Model theirs(Config::from_file(file.config));
+    theirs.load_weights(folder.weights);
+    expect_same_parameters(ours.module(), theirs.module());
+}
+
 TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
     const auto m = sds::ModelFolder::open_single_file(kFile, kConfig);
     const auto folder = sds::ModelFolder::open(kDir / "model");
-    {
-        const auto& c = m.component("unet");
-        sds::UNet ours(sds::UNetConfig::from_file(c.config));
-        ours.load_weights(c.weights, c.original_prefix);
-        sds::UNet theirs(sds::UNetConfig::from_file(c.config));
-        theirs.load_weights(folder.component("unet").weights);
-        expect_same_parameters(ours.module(), theirs.module());
-    }
-    {
-        const auto& c = m.component("vae");
-        sds::Vae ours(sds::VaeConfig::from_file(c.config));
-        ours.load_weights(c.weights, c.original_prefix);
-        sds::Vae theirs(sds::VaeConfig::from_file(c.config));
-        theirs.load_weights(folder.component("vae").weights);
-        expect_same_parameters(ours.module(), theirs.module());
-    }
+    expect_file_loads_as_folder<sds::UNet, sds::UNetConfig>(m.component("unet"),
+                                                            folder.component("unet"));
+    expect_file_loads_as_folder<sds::Vae, sds::VaeConfig>(m.component("vae"),
+                                                          folder.component("vae"));
     auto ours = sds::ClipTextModel::load(m.component("text_encoder"));
     auto theirs = sds::ClipTextModel::load(folder.component("text_encoder"));
     expect_same_parameters(ours.module(), theirs.module());
