@@ -1,4 +1,4 @@
-// sdstudio-cli tokenize MODEL_DIR PROMPT [--padded]
+// sdstudio-cli tokenize MODEL PROMPT [--padded] [--config DIR]
 #include <cstdio>
 #include <filesystem>
 
@@ -11,21 +11,24 @@ namespace sds::cli {
 int command_tokenize(const Args& args) {
     std::vector<std::string> pos;
     bool padded = false;
-    for (const auto& a : args) {
-        if (a == "--padded") {
+    std::string config = app::single_file_config_folder().toStdString();
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--padded") {
             padded = true;
+        } else if (args[i] == "--config" && i + 1 < args.size()) {
+            config = args[++i];
         } else {
-            pos.push_back(a);
+            pos.push_back(args[i]);
         }
     }
     if (pos.size() != 2) {
         throw UsageError{"expects MODEL_DIR and PROMPT"};
     }
     // Only the tokenizer is needed: MODEL_DIR/tokenizer, or a tokenizer folder itself; a
-    // single-file checkpoint is read with SD 1.5's (models/sd1-config/tokenizer).
+    // single-file checkpoint has none, so --config's (default SD 1.5's) is used.
     std::filesystem::path dir = pos[0];
     if (std::filesystem::is_regular_file(dir)) {
-        dir = app::single_file_config_folder().toStdString();
+        dir = config;
     }
     if (std::filesystem::is_directory(dir / "tokenizer")) {
         dir /= "tokenizer";

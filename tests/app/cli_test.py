@@ -476,6 +476,12 @@ def test_a_single_file_checkpoint_makes_diffusers_images(tmp_path):
     assert "tiny.safetensors: tensor" in r.stderr and "models/sd1-config" in r.stderr, r.stderr
     r = run("tokenize", str(ckpt), "a red fox")
     assert r.returncode == 0 and r.stdout.split()[:5] == ["49406", "320", "736", "3240", "49407"]
+    cfg = tmp_path / "cfg"  # a config folder whose tokenizer pads to 24
+    shutil.copytree(TINY / "tokenizer", cfg / "tokenizer")
+    tc = json.loads((cfg / "tokenizer" / "tokenizer_config.json").read_text())
+    (cfg / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({**tc, "model_max_length": 24}))
+    r = run("tokenize", str(ckpt), "a red fox", "--padded", "--config", str(cfg))
+    assert r.returncode == 0 and len(r.stdout.split()) == 25, r.stdout  # 24 ids, then the count
     (tmp_path / "old.ckpt").write_bytes(b"PK\x03\x04")
     r = run("info", str(tmp_path / "old.ckpt"))
     assert r.returncode == 1 and "old.ckpt: a PyTorch pickle checkpoint" in r.stderr
