@@ -273,7 +273,8 @@ void ModelFolder::explain_load_errors(const std::function<void()>& load) const {
         }
         throw ModelError(std::string(e.what()) + ". The configs came from " + dir_.string() +
                          "; a checkpoint whose models have other sizes needs the diffusers "
-                         "configs that match it (--config DIR)");
+                         "configs that match it (--config DIR, or in the studio File → Settings → "
+                         "Configs for single-file checkpoints)");
     }
 }
 
