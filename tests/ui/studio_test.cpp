@@ -181,6 +181,35 @@ class StudioTest : public QObject {
         QVERIFY(wait_for([&] { return !w.worker()->busy(); }));
     }
 
+    // Reuse parameters / Open PNG parameters: what the panel shows is the request it was given,
+    // every field (so a PNG regenerates exactly), whatever the panel showed before.
+    void everyParameterSurvivesThePanel() {
+        ui::ParameterPanel panel;
+        GenerationRequest r;
+        r.prompt = "a red fox";
+        r.negative_prompt = "blurry";
+        r.steps = 17;
+        r.guidance_scale = 3.5;
+        r.seed = 123456789012;
+        r.width = 320;
+        r.height = 192;
+        r.sampler = Sampler::Ddim;
+        r.strength = 0.45;
+        r.init_image = "canvas";
+        r.clip_skip = 2;
+        r.eta = 0.3;
+        panel.setRequest(r);
+        QCOMPARE(panel.request().to_json(), r.to_json());
+        QVERIFY(panel.findChild<QWidget*>("eta")->isEnabled());
+        // The defaults back again, and eta is only for DDIM.
+        GenerationRequest d;
+        d.width = d.height = 512;
+        d.sampler = Sampler::EulerAncestral;
+        panel.setRequest(d);
+        QCOMPARE(panel.request().to_json(), d.to_json());
+        QVERIFY(!panel.findChild<QWidget*>("eta")->isEnabled());
+    }
+
     void aModelsSuggestedSettingsApplyOnceWhenItOpens() {
         auto& w = window();
         QTemporaryDir dir;

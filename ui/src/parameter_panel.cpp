@@ -131,6 +131,28 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         sampler_->addItem(label, QString::fromStdString(name));
     }
     sampler_->setCurrentIndex(sampler_->findData("euler_a"));
+    eta_ = new QDoubleSpinBox;
+    eta_->setObjectName("eta");
+    eta_->setRange(0, 1);
+    eta_->setSingleStep(0.1);
+    eta_->setDecimals(2);
+    eta_->setValue(defaults.eta);
+    eta_->setToolTip(tr("DDIM's eta: 0 is deterministic DDIM, 1 adds DDPM's noise at every step"));
+    auto* samplerRow = new QHBoxLayout;
+    samplerRow->addWidget(sampler_, 1);
+    samplerRow->addWidget(new QLabel(tr("eta")));
+    samplerRow->addWidget(eta_);
+    const auto enableEta = [this] { eta_->setEnabled(sampler_->currentData() == "ddim"); };
+    connect(sampler_, &QComboBox::currentIndexChanged, this, enableEta);
+    enableEta();
+    clipSkip_ = new QSpinBox;
+    clipSkip_->setObjectName("clipSkip");
+    clipSkip_->setRange(0, 11);
+    clipSkip_->setValue(defaults.clip_skip);
+    clipSkip_->setSpecialValueText(tr("0 (none)"));
+    clipSkip_->setToolTip(
+        tr("Text encoder layers to skip at the end, as diffusers counts them: 1 is A1111's "
+           "\"Clip skip: 2\""));
 
     width_ = new QSpinBox;
     height_ = new QSpinBox;
@@ -165,7 +187,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Guidance"), guidance_);
     form->addRow(tr("Strength"), strength_);
     form->addRow(tr("Seed"), seedRow);
-    form->addRow(tr("Sampler"), sampler_);
+    form->addRow(tr("Sampler"), samplerRow);
+    form->addRow(tr("Clip skip"), clipSkip_);
     form->addRow(tr("Size"), sizeRow);
 
     auto* v = new QVBoxLayout(this);
@@ -201,6 +224,8 @@ GenerationRequest ParameterPanel::request() const {
     r.strength = strength_->value();
     r.seed = seed_->text().toLongLong();
     r.sampler = sampler_from_name(sampler_->currentData().toString().toStdString());
+    r.eta = eta_->value();
+    r.clip_skip = clipSkip_->value();
     r.width = width_->value() / 8 * 8;
     r.height = height_->value() / 8 * 8;
     r.batch_count = batch_->value();
@@ -222,6 +247,8 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     if (s >= 0) {
         sampler_->setCurrentIndex(s);
     }
+    eta_->setValue(r.eta);
+    clipSkip_->setValue(r.clip_skip);
     if (r.width > 0) {
         width_->setValue(r.width);
         height_->setValue(r.height);

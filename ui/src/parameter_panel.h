@@ -1,7 +1,7 @@
 #pragma once
 // The parameter panel: prompt and negative prompt with token counters, text / sketch mode,
-// steps, guidance, strength, seed (random or locked), sampler, size and batch count; Generate,
-// Cancel and the Live toggle.
+// steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip, size
+// and batch count; Generate, Cancel and the Live toggle.
 #include <QWidget>
 
 #include <memory>
@@ -95,6 +95,8 @@ class ParameterPanel : public QWidget {
     QPushButton* dice_;
     QCheckBox* lock_;
     QComboBox* sampler_;
+    QDoubleSpinBox* eta_;
+    QSpinBox* clipSkip_;
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
