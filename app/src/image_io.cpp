@@ -63,11 +63,14 @@ void save_png(const QString& path, const QImage& image, const QMap<QString, QStr
     if (!file.open(QIODevice::WriteOnly)) {
         throw FileError(path.toStdString() + ": cannot write: " + file.errorString().toStdString());
     }
-    QImageWriter writer(&file, "png");
+    // The text goes on the image: QImageWriter::setText would simplify it, joining the lines of
+    // A1111's parameters into one.
+    QImage tagged = image;
     for (auto it = text.begin(); it != text.end(); ++it) {
-        writer.setText(it.key(), it.value());
+        tagged.setText(it.key(), it.value());
     }
-    if (!writer.write(image) || !file.commit()) {
+    QImageWriter writer(&file, "png");
+    if (!writer.write(tagged) || !file.commit()) {
         throw FileError(path.toStdString() +
                         ": writing the PNG failed: " + writer.errorString().toStdString());
     }

@@ -410,6 +410,20 @@ def test_grid_is_a_labelled_sheet_with_the_same_seed(tmp_path):
     assert "cell 6/6" in r.stderr and "s left" in r.stderr
 
 
+
+def test_png_parameters_keep_their_lines_and_spaces(tmp_path):
+    from PIL import Image
+    prompt = "a  red\ncircle"
+    r = run("txt2img", "--model", str(PIPE), "--prompt", prompt, "--negative", "noise",
+            "--steps", "2", "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    im = Image.open(r.stdout.strip())
+    lines = im.text["parameters"].split("\n")
+    assert lines[:3] == ["a  red", "circle", "Negative prompt: noise"], lines
+    assert lines[3].startswith("Steps: 2, Sampler: PLMS, CFG scale: 7.5, Seed: 0"), lines
+    assert json.loads(im.text["sdstudio"])["prompt"] == prompt
+
+
 def test_generation_errors_are_clear(tmp_path):
     r = run("txt2img", "--model", str(PIPE), "--width", "33", "--device", "cpu")
     assert r.returncode == 1 and "multiple of 8" in r.stderr
