@@ -1,5 +1,6 @@
-// sdstudio-cli grid --x AXIS=V1,V2,.. [--y AXIS=..] [flags]: an X/Y sheet like A1111's X/Y
-// plot, same seed in every cell (unless an axis is the seed), labelled, saved as one PNG.
+// sdstudio-cli grid --x AXIS=V1,V2,.. [--y AXIS=..] [--cells] [flags]: an X/Y sheet like
+// A1111's X/Y plot, same seed in every cell (unless an axis is the seed), labelled, saved as
+// one PNG; with --cells each cell also as its own PNG with its parameters.
 #include <QDir>
 #include <QFileInfo>
 
@@ -14,8 +15,11 @@ namespace sds::cli {
 int command_grid(const Args& args) {
     GenerateFlags f = parse_generate_flags(args);
     app::GridSpec spec;
+    bool save_cells = false;
     for (size_t i = 0; i < f.rest.size(); ++i) {
-        if ((f.rest[i] == "--x" || f.rest[i] == "--y") && i + 1 < f.rest.size()) {
+        if (f.rest[i] == "--cells") {
+            save_cells = true;
+        } else if ((f.rest[i] == "--x" || f.rest[i] == "--y") && i + 1 < f.rest.size()) {
             try {
                 (f.rest[i] == "--x" ? spec.x : spec.y) =
                     app::parse_grid_axis(QString::fromStdString(f.rest[i + 1]));
@@ -43,9 +47,19 @@ int command_grid(const Args& args) {
     spec.validate();  // every cell, before loading anything
     Pipeline pipeline = load_pipeline(f);
     spec.base.sampler = f.request.sampler;  // the model's own unless --sampler
+    spec.base.width = spec.base.width ? spec.base.width : pipeline.native_size();
+    spec.base.height = spec.base.height ? spec.base.height : pipeline.native_size();
     std::fprintf(stderr, "grid: %d x %d cells, request: %s\n", spec.x.size(), spec.y.size(),
                  f.request.to_json().c_str());
+    const QString model = QFileInfo(QString::fromStdString(f.model)).fileName();
+    QDir().mkpath(QString::fromStdString(f.out_dir));
+    const QString stem =
+        QDir(QString::fromStdString(f.out_dir))
+            .filePath(QString("grid-%1-%2")
+                          .arg(spec.x.name + (spec.y.empty() ? "" : "-" + spec.y.name))
+                          .arg(f.request.seed));
     std::vector<std::vector<QImage>> cells(spec.y.size());
+    QStringList cell_paths;
     for (int j = 0; j < spec.y.size(); ++j) {
         for (int i = 0; i < spec.x.size(); ++i) {
             const GenerationRequest r = spec.cell(i, j);
@@ -55,19 +69,21 @@ int command_grid(const Args& args) {
                 pipeline.generate(r, r.is_img2img() ? &init : nullptr, std::ref(progress));
             progress.done();
             cells[j].push_back(app::to_qimage(result.images.front()));
+            if (save_cells) {
+                cell_paths << QString("%1-x%2-y%3.png").arg(stem).arg(i + 1).arg(j + 1);
+                app::save_png(cell_paths.back(), cells[j].back(),
+                              app::metadata_for(result.request, 0, model));
+            }
         }
     }
     const QImage sheet = app::render_grid_sheet(spec, cells);
-    const QString model = QFileInfo(QString::fromStdString(f.model)).fileName();
-    QDir().mkpath(QString::fromStdString(f.out_dir));
-    const QString path =
-        QDir(QString::fromStdString(f.out_dir))
-            .filePath(QString("grid-%1-%2.png")
-                          .arg(spec.x.name + (spec.y.empty() ? "" : "-" + spec.y.name))
-                          .arg(f.request.seed));
+    const QString path = stem + ".png";
     app::save_png(path, sheet,
                   {{"parameters", spec.parameters_text(model)}, {"sdstudio-grid", spec.to_json()}});
     std::printf("%s\n", path.toStdString().c_str());
+    for (const QString& p : cell_paths) {
+        std::printf("%s\n", p.toStdString().c_str());
+    }
     return 0;
 }
 

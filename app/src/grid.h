@@ -15,22 +15,35 @@
 namespace sds::app {
 
 struct GridAxis {
-    QString name;  // steps, guidance, strength, seed, sampler; empty for none
-    QStringList values;
+    QString name;        // one of grid_axis_names(); empty for none
+    QStringList values;  // one per row or column, ranges expanded
+    QString text;        // the values as typed ("10-40 (+10)")
     bool empty() const { return name.isEmpty(); }
     int size() const { return empty() ? 1 : static_cast<int>(values.size()); }
 };
 
-// The axis names a grid accepts, in menu order.
+// The axis names a grid accepts, in menu order: steps, guidance, strength, seed, sampler,
+// prompt (search and replace, as A1111's "Prompt S/R"), clip_skip, eta.
 QStringList grid_axis_names();
-// "NAME=V1,V2,..." -> axis; throws sds::Error on an unknown axis or no values.
+// What an axis does and how its values are typed, for help texts and tooltips.
+QString grid_axis_help(const QString& name);
+// Values to start with when a person picks the axis.
+QString grid_axis_example(const QString& name);
+// The typed values of an axis: separated by commas; "double quotes" keep commas and spaces
+// ("" inside quotes is one quote; "" alone is an empty value); on number axes a range
+// "A-B" is every value from A to B in steps of 1, "A-B (+S)" in steps of S (or -S going down),
+// "A-B [N]" N values spread evenly from A to B. Throws sds::Error naming the axis and the value.
+QStringList expand_grid_values(const QString& name, const QString& text);
+// "NAME=V1,V2,..." -> axis; throws sds::Error on an unknown axis or a bad value.
 GridAxis parse_grid_axis(const QString& text);
-// `name` with values "V1, V2, ..." (as typed in a field); throws like parse_grid_axis.
-GridAxis make_grid_axis(const QString& name, const QString& values);
-// Sets the axis' parameter of `request` to `value`; throws sds::Error for a bad value.
-void apply_grid_value(GenerationRequest& request, const QString& axis, const QString& value);
-// "CFG: 7.5" (A1111's labels).
-QString grid_label(const QString& axis, const QString& value);
+// `name` with its typed values; throws like parse_grid_axis.
+GridAxis make_grid_axis(const QString& name, const QString& text);
+// Sets the parameter of value `index` of the axis in `request`; throws sds::Error for a bad
+// value, or a prompt search text found in neither prompt.
+void apply_grid_value(GenerationRequest& request, const GridAxis& axis, int index);
+// The label of value `index` on the sheet: "CFG: 7.5", "Sampler: ddim"; a prompt axis shows
+// the replacement alone, as A1111 does.
+QString grid_label(const GridAxis& axis, int index);
 
 struct GridSpec {
     GenerationRequest base;

@@ -404,11 +404,71 @@ def test_grid_is_a_labelled_sheet_with_the_same_seed(tmp_path):
     assert r.returncode == 0, r.stderr
     im = Image.open(r.stdout.strip())
     assert im.width >= 3 * 32 and im.height > 2 * 32
-    assert "X Type: steps" in im.text["parameters"] and "Seed: 8" in im.text["parameters"]
+    params = im.text["parameters"]
+    assert "X Type: Steps" in params and "Y Type: CFG Scale" in params and "Seed: 8" in params
+    assert "Size: 32x32" in params  # the model's size, not 0x0
     grid = json.loads(im.text["sdstudio-grid"])
     assert grid["x"]["values"] == ["2", "4", "6"] and grid["y"]["axis"] == "guidance"
     assert "cell 6/6" in r.stderr and "s left" in r.stderr
 
+
+def _find(sheet, cell):
+    """The (x, y) where `cell` sits in `sheet` pixel for pixel, or None."""
+    import numpy as np
+    h, w = cell.shape[:2]
+    for y in range(sheet.shape[0] - h + 1):
+        for x in range(sheet.shape[1] - w + 1):
+            if np.array_equal(sheet[y:y + h, x:x + w], cell):
+                return x, y
+    return None
+
+
+def test_grid_prompt_search_and_replace_and_clip_skip_cells_are_those_images(tmp_path):
+    """Each cell of a prompt S/R x clip skip grid is the image txt2img makes with that prompt
+    and clip skip; --cells writes them with their parameters, and the sheet shows them."""
+    import numpy as np
+    from PIL import Image
+    prompt, negative = "a red circle, red border", "red noise"
+    r = run("grid", "--model", str(PIPE), "--prompt", prompt, "--negative", negative,
+            "--x", 'prompt=red,"dark, blue",""', "--y", "clip_skip=0-1", "--steps", "4",
+            "--sampler", "euler", "--seed", "3", "--device", "cpu", "--cells",
+            "--out", str(tmp_path / "grid"))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split("\n")[:-1]
+    assert len(paths) == 7, paths
+    sheet = np.array(Image.open(paths[0]).convert("RGB"))
+    params = Image.open(paths[0]).text["parameters"]
+    assert 'X Type: Prompt S/R, X Values: "red,\\"dark, blue\\",\\"\\""' in params, params
+    assert 'Y Type: Clip skip, Y Values: "1, 2"' in params, params
+    places = set()
+    for j, clip_skip in enumerate([0, 1]):
+        for i, word in enumerate(["red", "dark, blue", ""]):
+            cell_path = paths[1 + j * 3 + i]
+            assert cell_path.endswith(f"-x{i + 1}-y{j + 1}.png")
+            want_prompt = prompt.replace("red", word)
+            want_negative = negative.replace("red", word)
+            cell = Image.open(cell_path)
+            saved = json.loads(cell.text["sdstudio"])
+            assert (saved["prompt"], saved["negative_prompt"], saved["clip_skip"], saved["seed"]) \
+                == (want_prompt, want_negative, clip_skip, 3)
+            single = run("txt2img", "--model", str(PIPE), "--prompt", want_prompt,
+                         "--negative", want_negative, "--clip-skip", str(clip_skip),
+                         "--steps", "4", "--sampler", "euler", "--seed", "3", "--device", "cpu",
+                         "--out", str(tmp_path / f"single{i}{j}"))
+            assert single.returncode == 0, single.stderr
+            want = np.array(Image.open(single.stdout.strip()).convert("RGB"))
+            got = np.array(cell.convert("RGB"))
+            assert np.array_equal(got, want), cell_path
+            place = _find(sheet, got)
+            assert place is not None, cell_path
+            places.add(place)
+    # Six different places, in three columns and two rows.
+    assert len(places) == 6
+    assert len({x for x, _ in places}) == 3 and len({y for _, y in places}) == 2
+    # A search text in neither prompt: refused before the model loads.
+    r = run("grid", "--model", str(PIPE), "--prompt", prompt, "--x", "prompt=green,blue")
+    assert r.returncode == 1 and "'green' is in neither the prompt nor the negative prompt" \
+        in r.stderr
 
 
 def test_png_parameters_keep_their_lines_and_spaces(tmp_path):

@@ -4,10 +4,13 @@
 // moments docs/screenshots shows (made with SDS_STUDIO_TEST_MODEL=models/demo).
 #include <QApplication>
 #include <QCheckBox>
+#include <QComboBox>
 #include <QDir>
 #include <QElapsedTimer>
 #include <QImageReader>
+#include <QLineEdit>
 #include <QProcess>
+#include <QSet>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSplitter>
@@ -89,6 +92,7 @@ class StudioTest : public QObject {
             if (!wait_for([&] { return !window_->worker()->modelPath().isEmpty(); })) {
                 qFatal("the tiny model did not load: %s", qPrintable(window_->errorText()));
             }
+            QTest::qWait(50);  // the window hears modelLoaded (and applies its hints) first
         }
         return *window_;
     }
@@ -504,6 +508,7 @@ class StudioTest : public QObject {
         }
         QCOMPARE(g->timePlot()->pointCount(0), 8);
         QCOMPARE(g->convergencePlot()->seriesCount(), 2);
+        QCOMPARE(g->convergencePlot()->shownText(), QString());
         const QString out = data_.filePath("grid.png");
         g->exportTo(out);
         QImageReader reader(out);
@@ -518,6 +523,64 @@ class StudioTest : public QObject {
             g->start("steps", "2, x", "", "");
         } catch (const sds::Error& e) {
             refused = QString(e.what()).contains("'x'");
+        }
+        QVERIFY(refused);
+        w.tabs()->setCurrentIndex(0);
+    }
+
+    // Prompt search and replace on both axes (colours across, shapes down), as A1111's
+    // "Prompt S/R": every cell is the prompt with its two words put in.
+    void gridSearchesAndReplacesThePrompt() {
+        auto& w = window();
+        setSmall(w.panel(), 15);
+        GenerationRequest r = w.panel()->request();
+        r.guidance_scale = 3;  // the demo model's suggestions (its sdstudio.json)
+        r.sampler = Sampler::DpmPP2M;
+        w.panel()->setRequest(r);
+        w.panel()->setImg2img(false);
+        w.tabs()->setCurrentIndex(1);
+        ui::GridView* g = w.grid();
+        // Picking an axis puts example values in its field and says how values are typed.
+        auto* yAxis = g->findChild<QComboBox*>("yAxis");
+        auto* yValues = g->findChild<QLineEdit*>("yValues");
+        yAxis->setCurrentIndex(yAxis->findData("strength"));
+        Q_EMIT yAxis->activated(yAxis->currentIndex());
+        QCOMPARE(yValues->text(), QString("0.3-0.9 (+0.2)"));
+        QVERIFY(yValues->toolTip().contains("A-B (+step)"));
+        yAxis->setCurrentIndex(yAxis->findData("prompt"));
+        Q_EMIT yAxis->activated(yAxis->currentIndex());
+        QCOMPARE(yValues->text(), QString());
+        QVERIFY(yValues->toolTip().contains("search and replace"));
+
+        QSignalSpy finished(g, &ui::GridView::finished);
+        g->start("prompt", "red, green, yellow", "prompt", "circle, square, triangle");
+        QCOMPARE(g->spec().cells(), 9);
+        QCOMPARE(g->spec().cell(2, 1).prompt, std::string("a yellow square on a blue background"));
+        QVERIFY(wait_for([&] { return finished.count() == 1; }));
+        QCOMPARE(g->filled(), 9);
+        QCOMPARE(g->findChild<QLineEdit*>("xValues")->text(), QString("red, green, yellow"));
+        // Nine different prompts, nine different images.
+        const QImage sheet = g->sheet();
+        QSet<QByteArray> distinct;
+        for (int j = 0; j < 3; ++j) {
+            for (int i = 0; i < 3; ++i) {
+                const QImage cell =
+                    sheet.copy(app::grid_geometry(g->spec(), QSize(128, 128)).cellRect(i, j));
+                distinct.insert(QByteArray(reinterpret_cast<const char*>(cell.constBits()),
+                                           cell.sizeInBytes()));
+            }
+        }
+        QCOMPARE(distinct.size(), 9);
+        // No steps axis: the convergence plot says how to get one.
+        QCOMPARE(g->convergencePlot()->seriesCount(), 0);
+        QVERIFY(g->convergencePlot()->shownText().contains("Put steps on an axis"));
+        screenshot(&w, "studio-grid-prompt.png");
+        // A text in neither prompt is refused before anything runs.
+        bool refused = false;
+        try {
+            g->start("prompt", "purple, red", "", "");
+        } catch (const sds::Error& e) {
+            refused = QString(e.what()).contains("'purple' is in neither");
         }
         QVERIFY(refused);
         w.tabs()->setCurrentIndex(0);

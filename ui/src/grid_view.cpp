@@ -79,8 +79,33 @@ GridView::GridView(app::InferenceWorker* worker, QWidget* parent)
     }
     xValues_ = new QLineEdit("5, 10, 20, 30");
     yValues_ = new QLineEdit("1.5, 4, 7.5, 12");
+    xAxis_->setObjectName("xAxis");
+    yAxis_->setObjectName("yAxis");
+    xValues_->setObjectName("xValues");
+    yValues_->setObjectName("yValues");
     yAxis_->setCurrentIndex(yAxis_->findData("guidance"));
     xAxis_->setCurrentIndex(xAxis_->findData("steps"));
+    // Picking an axis puts example values in its field; the tooltip says how values are typed.
+    for (auto [axis, values] : {std::pair{xAxis_, xValues_}, std::pair{yAxis_, yValues_}}) {
+        const auto describe = [axis, values] {
+            const QString name = axis->currentData().toString();
+            values->setEnabled(!name.isEmpty());
+            values->setPlaceholderText(name == "prompt" ? tr("text to replace, replacement, ...")
+                                                        : QString());
+            values->setToolTip(
+                name.isEmpty()
+                    ? QString()
+                    : app::grid_axis_help(name) +
+                          tr(".\nValues are separated by commas; \"quotes\" keep commas. "
+                             "Numbers take ranges: A-B, A-B (+step), A-B [count]."));
+        };
+        connect(axis, &QComboBox::activated, values, [axis, values, describe] {
+            values->setText(app::grid_axis_example(axis->currentData().toString()));
+            describe();
+        });
+        connect(axis, &QComboBox::currentIndexChanged, values, describe);
+        describe();
+    }
     run_ = new QPushButton(tr("Run grid"));
     stop_ = new QPushButton(tr("Stop"));
     export_ = new QPushButton(tr("Export PNG..."));
@@ -110,6 +135,7 @@ GridView::GridView(app::InferenceWorker* worker, QWidget* parent)
     timePlot_ = new PlotPanel(tr("Time per denoising step"), tr("step"), tr("seconds"));
     convergencePlot_ = new PlotPanel(tr("Difference from the highest-step cell"), tr("steps"),
                                      tr("mean |diff| of 0-255"));
+    convergencePlot_->setEmptyText(tr("Put steps on an axis to see each row converge"));
     auto* plots = new QHBoxLayout;
     plots->addWidget(timePlot_);
     plots->addWidget(convergencePlot_);
@@ -165,9 +191,6 @@ void GridView::start(const QString& x_axis, const QString& x_values, const QStri
     spec.x = app::make_grid_axis(x_axis, x_values);
     if (!y_axis.isEmpty()) {
         spec.y = app::make_grid_axis(y_axis, y_values);
-        if (spec.y.name == spec.x.name) {
-            throw Error("the X and Y axes are the same parameter");
-        }
     }
     auto [base, init] = base_ ? base_() : std::pair<GenerationRequest, QImage>{};
     spec.base = base;
@@ -175,9 +198,9 @@ void GridView::start(const QString& x_axis, const QString& x_values, const QStri
     cancel();
     spec_ = spec;
     xAxis_->setCurrentIndex(xAxis_->findData(spec.x.name));
-    xValues_->setText(spec.x.values.join(", "));
+    xValues_->setText(spec.x.text);
     yAxis_->setCurrentIndex(yAxis_->findData(spec.y.name));
-    yValues_->setText(spec.y.values.join(", "));
+    yValues_->setText(spec.y.text);
     cells_.assign(spec.y.size(), std::vector<QImage>(spec.x.size()));
     times_.assign(spec.y.size(), std::vector<QList<double>>(spec.x.size()));
     jobs_.clear();
@@ -331,10 +354,7 @@ void GridView::updatePlots() {
     const app::GridAxis& other = x_steps ? spec_.y : spec_.x;
     QList<PlotPanel::Series> lines;
     for (auto it = conv.begin(); it != conv.end(); ++it) {
-        PlotPanel::Series s{
-            other.empty() ? tr("all") : app::grid_label(other.name, other.values[it.key()]),
-            {},
-            {}};
+        PlotPanel::Series s{other.empty() ? tr("all") : app::grid_label(other, it.key()), {}, {}};
         for (int k = 0; k < it.value().size(); ++k) {
             if (it.value()[k] >= 0) {
                 s.x << steps[k].toDouble();

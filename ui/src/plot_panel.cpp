@@ -16,7 +16,17 @@ PlotPanel::PlotPanel(const QString& title, const QString& x_label, const QString
     font.setBold(true);
     plot_->plotLayout()->addElement(0, 0, new QCPTextElement(plot_, title, font));
     plot_->xAxis->setLabel(x_label);
+    // Both plots count steps along x: whole-number ticks (1, 2, 5, 10, ... apart).
+    auto ticker = QSharedPointer<QCPAxisTickerFixed>::create();
+    ticker->setTickStep(1.0);
+    ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+    plot_->xAxis->setTicker(ticker);
     plot_->yAxis->setLabel(y_label);
+    note_ = new QCPItemText(plot_);
+    note_->position->setType(QCPItemPosition::ptAxisRectRatio);
+    note_->position->setCoords(0.5, 0.5);
+    note_->setColor(palette().placeholderText().color());
+    note_->setVisible(false);
     auto* v = new QVBoxLayout(this);
     v->setContentsMargins(0, 0, 0, 0);
     v->addWidget(plot_);
@@ -35,13 +45,32 @@ void PlotPanel::setSeries(const QList<Series>& series) {
         g->setData(series[i].x, series[i].y);
     }
     plot_->legend->setVisible(series.size() > 1);
+    int points = 0;
+    for (const auto& s : series) {
+        points += static_cast<int>(s.x.size());
+    }
+    note_->setVisible(points == 0 && !note_->text().isEmpty());
     plot_->rescaleAxes();
-    plot_->xAxis->scaleRange(1.1, plot_->xAxis->range().center());
+    if (points == 0) {
+        plot_->xAxis->setRange(0, 10);
+        plot_->yAxis->setRange(0, 10);
+    } else {
+        plot_->xAxis->scaleRange(1.1, plot_->xAxis->range().center());
+    }
     plot_->yAxis->setRangeLower(0);
     if (plot_->yAxis->range().upper <= 0) {
         plot_->yAxis->setRangeUpper(1);
     }
     plot_->replot();
+}
+
+void PlotPanel::setEmptyText(const QString& text) {
+    note_->setText(text);
+    setSeries({});
+}
+
+QString PlotPanel::shownText() const {
+    return note_->visible() ? note_->text() : QString();
 }
 
 int PlotPanel::seriesCount() const {

@@ -1,0 +1,157 @@
+// X/Y grid axes: how typed values expand (commas, quotes, ranges), what each value sets in a
+// cell's request (prompt search and replace included), the labels and A1111's parameters text.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "grid.h"
+#include "sds/error.h"
+
+using namespace sds;
+using sds::app::expand_grid_values;
+using sds::app::make_grid_axis;
+
+namespace {
+
+QStringList values(const char* axis, const char* text) {
+    return expand_grid_values(axis, QString::fromUtf8(text));
+}
+
+std::string error_of(const char* axis, const char* text) {
+    try {
+        make_grid_axis(axis, QString::fromUtf8(text));
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+app::GridSpec spec_of(const char* x, const char* y = nullptr) {
+    app::GridSpec spec;
+    spec.base.prompt = "a red circle on a blue background";
+    spec.base.negative_prompt = "red noise";
+    spec.base.seed = 7;
+    spec.x = app::parse_grid_axis(x);
+    if (y) {
+        spec.y = app::parse_grid_axis(y);
+    }
+    return spec;
+}
+
+}  // namespace
+
+TEST(GridValues, CommasSeparateAndQuotesKeepCommas) {
+    EXPECT_EQ(values("steps", " 5, 10 ,20,"), (QStringList{"5", "10", "20"}));
+    EXPECT_EQ(values("prompt", R"(red, "deep blue, dark" , "say ""hi""", "")"),
+              (QStringList{"red", "deep blue, dark", "say \"hi\"", ""}));
+    EXPECT_EQ(values("prompt", R"(" padded ",x)"), (QStringList{" padded ", "x"}));
+    EXPECT_NE(error_of("prompt", R"(red, "open)").find("quote that is not closed"),
+              std::string::npos);
+    EXPECT_NE(error_of("prompt", R"("a"b, c)").find("text after a closing quote"),
+              std::string::npos);
+    EXPECT_NE(error_of("steps", " , ").find("axis 'steps' has no values"), std::string::npos);
+}
+
+TEST(GridValues, IntegerRanges) {
+    EXPECT_EQ(values("steps", "10-40 (+10)"), (QStringList{"10", "20", "30", "40"}));
+    EXPECT_EQ(values("steps", "1-3, 8"), (QStringList{"1", "2", "3", "8"}));
+    EXPECT_EQ(values("steps", "10-50 [3]"), (QStringList{"10", "30", "50"}));
+    EXPECT_EQ(values("steps", "10-12 [4]"), (QStringList{"10", "10", "11", "12"}));  // truncated
+    EXPECT_EQ(values("seed", "5-3"), (QStringList{"5", "4", "3"}));
+    EXPECT_EQ(values("seed", "9-1 (-4)"), (QStringList{"9", "5", "1"}));
+    EXPECT_EQ(values("steps", "10-35 (+10)"), (QStringList{"10", "20", "30"}));  // stops at B
+    EXPECT_EQ(values("seed", "4-4"), (QStringList{"4"}));
+    EXPECT_NE(error_of("steps", "10-1 (+2)").find("never reaches its end"), std::string::npos);
+    EXPECT_NE(error_of("steps", "1-5 (+0)").find("never reaches its end"), std::string::npos);
+    EXPECT_NE(error_of("seed", "0-5000").find("gives 5001 values (at most 1000)"),
+              std::string::npos);
+    EXPECT_NE(error_of("steps", "1-9 [0]").find("asks for 0 values"), std::string::npos);
+    // Not a range on an integer axis: a bad value, named.
+    EXPECT_NE(error_of("steps", "1.5-3").find("axis steps: '1.5-3' is not a valid value"),
+              std::string::npos);
+}
+
+TEST(GridValues, DecimalRanges) {
+    EXPECT_EQ(values("guidance", "2-14 [4]"), (QStringList{"2", "6", "10", "14"}));
+    EXPECT_EQ(values("strength", "0.2-1 (+0.2)"),
+              (QStringList{"0.2", "0.4", "0.6", "0.8", "1"}));  // no 0.6000000000000001
+    EXPECT_EQ(values("guidance", "1.5-3"), (QStringList{"1.5", "2.5"}));
+    EXPECT_EQ(values("eta", ".5-0 [3]"), (QStringList{"0.5", "0.25", "0"}));
+    EXPECT_EQ(values("guidance", "7.5"), (QStringList{"7.5"}));
+    // Text axes take a dash as it is.
+    EXPECT_EQ(values("prompt", "red-blue, 1-3"), (QStringList{"red-blue", "1-3"}));
+}
+
+TEST(GridAxes, EachValueSetsItsParameter) {
+    const auto spec = spec_of("clip_skip=0-2", "eta=0, 0.5");
+    EXPECT_EQ(spec.cells(), 6);
+    EXPECT_EQ(spec.cell(2, 1).clip_skip, 2);
+    EXPECT_EQ(spec.cell(2, 1).eta, 0.5);
+    EXPECT_EQ(spec.cell(0, 0).clip_skip, 0);
+    EXPECT_EQ(spec.cell(1, 0).seed, 7);  // the same seed in every cell
+    const auto s = spec_of("sampler=DPM++ 2M Karras, ddim", "steps=3-4");
+    EXPECT_EQ(s.cell(0, 1).sampler, Sampler::DpmPP2MKarras);
+    EXPECT_EQ(s.cell(1, 1).steps, 4);
+    EXPECT_EQ(s.cell(1, 0).prompt, s.base.prompt);
+    // Out of range values fail on the cell, before anything runs.
+    EXPECT_THROW(spec_of("clip_skip=10-12").validate(), Error);
+    EXPECT_THROW(spec_of("eta=0.5-1.5 (+0.5)").validate(), Error);
+    EXPECT_NE(error_of("sampler", "euler, heun").find("unknown sampler 'heun'"), std::string::npos);
+    EXPECT_NE(error_of("colour", "red")
+                  .find("unknown axis 'colour' (steps, guidance, strength, "
+                        "seed, sampler, prompt, clip_skip, eta)"),
+              std::string::npos);
+}
+
+TEST(GridAxes, PromptSearchAndReplaceInBothPrompts) {
+    const auto spec = spec_of(R"(prompt=red, green, "deep blue", "")");
+    ASSERT_EQ(spec.x.size(), 4);
+    // The first value is the search text: its own cell is the prompt unchanged.
+    EXPECT_EQ(spec.cell(0, 0).prompt, spec.base.prompt);
+    EXPECT_EQ(spec.cell(1, 0).prompt, "a green circle on a blue background");
+    EXPECT_EQ(spec.cell(1, 0).negative_prompt, "green noise");
+    EXPECT_EQ(spec.cell(2, 0).prompt, "a deep blue circle on a blue background");
+    EXPECT_EQ(spec.cell(3, 0).prompt, "a  circle on a blue background");
+    EXPECT_EQ(spec.cell(3, 0).negative_prompt, " noise");
+    // Every occurrence, as A1111 does.
+    auto twice = spec_of("prompt=blue, red");
+    twice.base.prompt = "blue sky, blue sea";
+    EXPECT_EQ(twice.cell(1, 0).prompt, "red sky, red sea");
+    // Only in the negative prompt is enough.
+    auto neg = spec_of("prompt=noise, blur");
+    EXPECT_EQ(neg.cell(1, 0).negative_prompt, "red blur");
+    EXPECT_EQ(neg.cell(1, 0).prompt, neg.base.prompt);
+    // Not found: an error naming the text, before anything runs.
+    try {
+        spec_of("prompt=square, circle").validate();
+        FAIL() << "no error";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("'square' is in neither the prompt nor the negative"),
+                  std::string::npos);
+    }
+    EXPECT_NE(error_of("prompt", R"("", red)").find("it cannot be empty"), std::string::npos);
+    // Two prompt axes replace two texts; other axes only once.
+    const auto both = spec_of("prompt=red, green", "prompt=circle, square");
+    both.validate();
+    EXPECT_EQ(both.cell(1, 1).prompt, "a green square on a blue background");
+    EXPECT_THROW(spec_of("steps=1,2", "steps=3").validate(), Error);
+}
+
+TEST(GridAxes, LabelsAndParametersText) {
+    const auto spec = spec_of(R"(prompt=red, "green, bright")", "clip_skip=0-1");
+    EXPECT_EQ(app::grid_label(spec.x, 1), "green, bright");
+    EXPECT_EQ(app::grid_label(spec.y, 1), "Clip skip: 1");
+    EXPECT_EQ(app::grid_label(spec_of("guidance=7.5").x, 0), "CFG: 7.5");
+    EXPECT_EQ(app::grid_label(spec_of(R"(prompt=red, "")").x, 1), "(empty)");
+    const std::string text = spec.parameters_text("tiny").toStdString();
+    // A1111's axis types; clip skip counted as A1111 counts it.
+    EXPECT_NE(
+        text.find(R"(Script: X/Y plot, X Type: Prompt S/R, X Values: "red, \"green, bright\"")"),
+        std::string::npos)
+        << text;
+    EXPECT_NE(text.find(R"(Y Type: Clip skip, Y Values: "1, 2")"), std::string::npos) << text;
+    const auto json = nlohmann::json::parse(spec.to_json().toStdString());
+    EXPECT_EQ(json["x"]["values"][1], "green, bright");
+    EXPECT_EQ(json["y"]["text"], "0-1");
+    EXPECT_EQ(json["request"]["seed"], 7);
+}
