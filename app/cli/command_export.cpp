@@ -12,7 +12,7 @@ namespace sds::cli {
 
 int command_export(const Args& args) {
     std::string model, out, dtype = "fp16";
-    std::string config = app::single_file_config_folder().toStdString();
+    std::string config;
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         if ((a == "--out" || a == "--dtype" || a == "--config") && i + 1 < args.size()) {
@@ -28,6 +28,9 @@ int command_export(const Args& args) {
     }
     if (dtype != "fp16" && dtype != "fp32") {
         throw UsageError{"--dtype is fp16 or fp32, not '" + dtype + "'"};
+    }
+    if (config.empty()) {
+        config = app::single_file_config_folder(QString::fromStdString(model)).toStdString();
     }
     const ModelFolder folder = ModelFolder::open_any(model, config);
     write_original_checkpoint(folder, out, dtype == "fp16" ? at::kHalf : at::kFloat);

@@ -21,7 +21,7 @@ std::string thousands(uint64_t n) {
 }  // namespace
 
 int command_info(const Args& args) {
-    std::string path, config = app::single_file_config_folder().toStdString();
+    std::string path, config;
     for (size_t i = 0; i < args.size(); ++i) {
         if (args[i] == "--config" && i + 1 < args.size()) {
             config = args[++i];
@@ -33,6 +33,9 @@ int command_info(const Args& args) {
     }
     if (path.empty()) {
         throw UsageError{"expects MODEL_DIR or CHECKPOINT.safetensors [--config DIR]"};
+    }
+    if (config.empty()) {
+        config = app::single_file_config_folder(QString::fromStdString(path)).toStdString();
     }
     const ModelFolder model = ModelFolder::open_any(path, config);
     std::printf("model: %s (%s)\n", model.source().string().c_str(),

@@ -11,7 +11,7 @@ namespace sds::cli {
 int command_tokenize(const Args& args) {
     std::vector<std::string> pos;
     bool padded = false;
-    std::string config = app::single_file_config_folder().toStdString();
+    std::string config;
     for (size_t i = 0; i < args.size(); ++i) {
         if (args[i] == "--padded") {
             padded = true;
@@ -25,10 +25,13 @@ int command_tokenize(const Args& args) {
         throw UsageError{"expects MODEL_DIR and PROMPT"};
     }
     // Only the tokenizer is needed: MODEL_DIR/tokenizer, or a tokenizer folder itself; a
-    // single-file checkpoint has none, so --config's (default SD 1.5's) is used.
+    // single-file checkpoint has none, so --config's (default the bundled configs of its SD
+    // version) is used.
     std::filesystem::path dir = pos[0];
     if (std::filesystem::is_regular_file(dir)) {
-        dir = config;
+        dir = config.empty()
+                  ? app::single_file_config_folder(QString::fromStdString(pos[0])).toStdString()
+                  : config;
     }
     if (std::filesystem::is_directory(dir / "tokenizer")) {
         dir /= "tokenizer";

@@ -11,11 +11,11 @@
 
 #include "image_io.h"
 #include "request_flags.h"
-#include "settings.h"
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/shapes.h"
 #include "sds/train.h"
+#include "settings.h"
 
 namespace sds::cli {
 
@@ -109,7 +109,9 @@ int command_train(const Args& args) {
             throw UsageError{"unknown argument '" + a + "'"};
     }
     if (o.base_config.empty()) {
-        o.base_config = app::single_file_config_folder().toStdString();
+        o.base_config =
+            app::single_file_config_folder(QString::fromStdString(o.base_model.string()))
+                .toStdString();
     }
     if (data.empty() || o.out_dir.empty()) {
         throw UsageError{"train needs --data DIR and --out DIR"};

@@ -8,10 +8,11 @@
 namespace sds::cli {
 
 const char* const kGenerateFlagsHelp =
-    "  --model PATH       a diffusers model folder or a single-file SD 1.x checkpoint\n"
+    "  --model PATH       a diffusers model folder or a single-file SD 1.x/2.x checkpoint\n"
     "                     (.safetensors, original layout; default: the bundled demo model)\n"
     "  --config DIR       a single file's configs and tokenizer: a diffusers folder,\n"
-    "                     weights optional (default: SD 1.5's, models/sd1-config)\n"
+    "                     weights optional (default: SD 1.5's, models/sd1-config,\n"
+    "                     or SD 2.1's, models/sd2-config, for an SD 2.x file)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
     "  --sampler NAME     pndm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc\n"
@@ -111,7 +112,9 @@ Pipeline load_pipeline(GenerateFlags& f) {
     options.device = device;
     options.dtype = parse_dtype(f.dtype, device);
     options.single_file_config =
-        f.config.empty() ? app::single_file_config_folder().toStdString() : f.config;
+        f.config.empty()
+            ? app::single_file_config_folder(QString::fromStdString(f.model)).toStdString()
+            : f.config;
     Pipeline p = Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
         std::fprintf(stderr, "\rloading: %-28s %3.0f%%", what.c_str(), fraction * 100);
         progress_line_open(true);

@@ -14,7 +14,7 @@ namespace sds::cli {
 struct GenerateFlags {
     GenerationRequest request;
     std::string model;   // a diffusers folder or a single-file checkpoint
-    std::string config;  // --config: a single file's configs (default: SD 1.5's)
+    std::string config;  // --config: a single file's configs (default: the bundled ones)
     std::string out_dir = "outputs";
     std::string device = "auto";
     std::string dtype = "auto";

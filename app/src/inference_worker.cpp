@@ -85,7 +85,7 @@ void InferenceWorker::loadModel(const QString& dir, const QString& device, const
         std::lock_guard lock(d->mutex);
         d->queue.push_back(LoadTask{
             dir, device, dtype,
-            single_file_config.isEmpty() ? single_file_config_folder() : single_file_config});
+            single_file_config.isEmpty() ? single_file_config_folder(dir) : single_file_config});
     }
     d->wake.notify_all();
 }

@@ -60,7 +60,8 @@ class InferenceWorker : public QObject {
 
     // Loads (or replaces) the model, a diffusers folder or a single-file checkpoint, on the
     // worker thread; earlier waiting jobs still run on the model they were queued for.
-    // `single_file_config`: the configs a single file opens with (empty: SD 1.5's).
+    // `single_file_config`: the configs a single file opens with (empty: the bundled SD 1.5
+    // or SD 2.1 configs, by the file).
     void loadModel(const QString& dir, const QString& device = "auto",
                    const QString& dtype = "auto", const QString& single_file_config = {});
     quint64 submit(Job job);

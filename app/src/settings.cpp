@@ -6,6 +6,8 @@
 #include <QSettings>
 #include <QStandardPaths>
 
+#include "sds/model_folder.h"
+
 namespace sds::app {
 
 QString bundled_model_folder(const QString& name) {
@@ -20,8 +22,17 @@ QString bundled_model_folder(const QString& name) {
     return QString();
 }
 
-QString single_file_config_folder() {
-    return bundled_model_folder(QStringLiteral("sd1-config"));
+QString single_file_config_folder(const QString& checkpoint) {
+    int version = 1;
+    if (!checkpoint.isEmpty() && QFileInfo(checkpoint).isFile()) {
+        try {
+            version = ModelFolder::single_file_version(checkpoint.toStdString());
+        } catch (const std::exception&) {
+            // not safetensors: opening it says so
+        }
+    }
+    return bundled_model_folder(version == 2 ? QStringLiteral("sd2-config")
+                                             : QStringLiteral("sd1-config"));
 }
 
 StudioSettings StudioSettings::load() {
@@ -61,8 +72,9 @@ void StudioSettings::addRecent(const QString& folder) {
     }
 }
 
-QString StudioSettings::singleFileConfig() const {
-    return single_file_config.isEmpty() ? single_file_config_folder() : single_file_config;
+QString StudioSettings::singleFileConfig(const QString& checkpoint) const {
+    return single_file_config.isEmpty() ? single_file_config_folder(checkpoint)
+                                        : single_file_config;
 }
 
 QString StudioSettings::dataFolder() const {

@@ -12,14 +12,14 @@ namespace sds::app {
 // empty when neither is there. The studio and the CLI use the demo model when no model is
 // chosen.
 QString bundled_model_folder(const QString& name = QStringLiteral("demo"));
-// The configs a single-file checkpoint is opened with unless told otherwise: SD 1.5's
-// (models/sd1-config).
-QString single_file_config_folder();
+// The configs a single-file checkpoint is opened with unless told otherwise: SD 2.1's
+// (models/sd2-config) for an SD 2.x file, else SD 1.5's (models/sd1-config).
+QString single_file_config_folder(const QString& checkpoint = {});
 
 struct StudioSettings {
     QString model;  // the model folder (or single-file checkpoint) last opened
     // The configs single-file checkpoints open with (a diffusers folder, weights optional);
-    // empty: SD 1.5's (single_file_config_folder()).
+    // empty: the bundled ones for the file's SD version (single_file_config_folder()).
     QString single_file_config;
     QStringList recent;       // most recent first, at most kMaxRecent
     QString device = "auto";  // auto | cpu | cuda
@@ -34,8 +34,8 @@ struct StudioSettings {
     void addRecent(const QString& folder);
     // data_folder, or the platform's per-user data folder when empty.
     QString dataFolder() const;
-    // single_file_config, or SD 1.5's when empty.
-    QString singleFileConfig() const;
+    // single_file_config, or the bundled configs for `checkpoint` when empty.
+    QString singleFileConfig(const QString& checkpoint) const;
 };
 
 }  // namespace sds::app

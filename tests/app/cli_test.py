@@ -543,7 +543,7 @@ def test_a_single_file_checkpoint_makes_diffusers_images(tmp_path):
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[3:] if line.strip()}
     assert rows["unet"][2] == "F16" and rows["unet"][4:] == ["tiny.safetensors", "(model.diffusion_model.*)"]
     assert f"configs: {PIPE}" in r.stdout
-    # Without --config a single file is read with SD 1.5's configs, which this tiny one does
+    # Without --config an SD 1.x file is read with SD 1.5's configs, which this tiny one does
     # not fit: the error says so and where the configs came from.
     r = run("txt2img", "--model", str(ckpt), "--steps", "1", "--out", str(tmp_path / "x"))
     assert r.returncode == 1
@@ -561,6 +561,20 @@ def test_a_single_file_checkpoint_makes_diffusers_images(tmp_path):
     assert r.returncode == 1 and "old.ckpt: a PyTorch pickle checkpoint" in r.stderr
 
 
+def assert_reads_back_as(folder, single_file, config, dtype):
+    """diffusers' from_single_file reads `single_file` (written in `dtype`) as the pipeline
+    `folder`: every tensor of the three models, rounded to that dtype."""
+    import diffusers
+    import torch
+    single = diffusers.StableDiffusionPipeline.from_single_file(
+        str(single_file), config=str(config), local_files_only=True, torch_dtype=torch.float32)
+    for c in ("unet", "vae", "text_encoder"):
+        a, b = getattr(folder, c).state_dict(), getattr(single, c).state_dict()
+        assert a.keys() == b.keys(), c
+        for k in a:
+            assert torch.equal(a[k].to(dtype).float(), b[k]), (dtype, c, k)
+
+
 def test_export_writes_a_single_file_that_diffusers_and_we_read_back(tmp_path):
     import diffusers
     import numpy as np
@@ -576,13 +590,7 @@ def test_export_writes_a_single_file_that_diffusers_and_we_read_back(tmp_path):
             # The original's names and shapes (its VAE attention projections are 1x1 convs).
             shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
         assert shapes == {k: list(v.shape) for k, v in original_layout_of(PIPE).items()}
-        single = diffusers.StableDiffusionPipeline.from_single_file(
-            str(out), config=str(PIPE), local_files_only=True, torch_dtype=torch.float32)
-        for c in ("unet", "vae", "text_encoder"):
-            a, b = getattr(folder, c).state_dict(), getattr(single, c).state_dict()
-            assert a.keys() == b.keys(), c
-            for k in a:
-                assert torch.equal(a[k].to(torch_dtype).float(), b[k]), (dtype, c, k)
+        assert_reads_back_as(folder, out, PIPE, torch_dtype)
     # Our own reading of the fp32 file makes the folder's images exactly.
     flags = ["--prompt", "a cat", "--steps", "3", "--seed", "2", "--sampler", "euler",
              "--device", "cpu"]
@@ -595,6 +603,50 @@ def test_export_writes_a_single_file_that_diffusers_and_we_read_back(tmp_path):
     assert np.array_equal(a, b)
     r = run("export", str(PIPE), "--out", str(tmp_path / "x.safetensors"), "--dtype", "bf16")
     assert r.returncode == 2 and "fp16 or fp32" in r.stderr
+
+
+SD2 = FIXTURES / "single_file_sd2"
+
+
+def test_an_sd2_single_file_opens_with_sd2_configs_and_exports_back(tmp_path):
+    """An SD 2.x file (OpenCLIP text encoder) is read with SD 2.1's configs unless --config says
+    otherwise; with its own configs it makes diffusers' from_single_file images (the fixture's),
+    and exporting its folder gives a file diffusers reads back as the folder."""
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    ckpt, cfg = SD2 / "model.safetensors", SD2 / "config"
+    r = run("info", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert "configs: " in r.stdout and r.stdout.split("configs: ")[1].split()[0].endswith(
+        "models/sd2-config"), r.stdout
+    # SD 2.x's tokenizer pads with "!" (id 0), from the bundled SD 2.1 configs.
+    r = run("tokenize", str(ckpt), "a red fox", "--padded")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[:7] == ["49406", "320", "736", "3240", "49407", "0", "0"], r.stdout
+    r = run("info", str(ckpt), "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "(cond_stage_model.model.*)" in r.stdout and "DDIMScheduler" in r.stdout, r.stdout
+    case = json.loads((SD2 / "cases.json").read_text())[0]
+    req = case["request"]
+    r = run("txt2img", "--model", str(ckpt), "--config", str(cfg), "--prompt", req["prompt"],
+            "--negative", req["negative_prompt"], "--steps", str(req["steps"]),
+            "--guidance", str(req["guidance_scale"]), "--seed", str(req["seed"]),
+            "--batch", str(req["batch_count"]), "--width", str(req["width"]),
+            "--height", str(req["height"]), "--sampler", req["sampler"], "--device", "cpu",
+            "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    from safetensors.torch import load_file
+    want = load_file(SD2 / "expected.safetensors")[case["name"]].numpy().astype(int)
+    for i, path in enumerate(r.stdout.split()):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want[i]).max() <= 2, path
+    out = tmp_path / "sd2-export.safetensors"
+    r = run("export", str(SD2 / "model"), "--out", str(out), "--dtype", "fp32")
+    assert r.returncode == 0, r.stderr
+    folder = diffusers.StableDiffusionPipeline.from_pretrained(SD2 / "model")
+    assert_reads_back_as(folder, out, cfg, torch.float32)
 
 
 # --- dataset / train ---------------------------------------------------------------------------

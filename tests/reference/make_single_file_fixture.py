@@ -78,10 +78,11 @@ def sd15_names(unet_config, vae_config):
     return out
 
 
-def main(out_dir, unet_config, vae_config):
-    out = Path(out_dir)
-    (out / "sd15_names.json").write_text(json.dumps(sd15_names(unet_config, vae_config), indent=0))
-    make_model(out)
+def check_and_render(out, cases, schedulers):
+    """diffusers' own from_single_file must read OUT/model.safetensors (with the configs of
+    OUT/config) as the folder OUT/model, tensor for tensor; then the images it makes from the
+    file for `cases` go to OUT/expected.safetensors and the cases to OUT/cases.json. Returns the
+    single-file pipeline."""
     folder = StableDiffusionPipeline.from_pretrained(out / "model")
     single = StableDiffusionPipeline.from_single_file(
         str(out / "model.safetensors"), config=str(out / "config"), local_files_only=True)
@@ -92,8 +93,8 @@ def main(out_dir, unet_config, vae_config):
         bad = [k for k in a if not torch.equal(a[k], b[k])]
         assert not bad, (c, bad[:5])
     expected = {}
-    for name, req in CASES:
-        single.scheduler = SCHEDULERS[req["sampler"]].from_config(folder.scheduler.config)
+    for name, req in cases:
+        single.scheduler = schedulers[req["sampler"]].from_config(folder.scheduler.config)
         gens = [torch.Generator("cpu").manual_seed(req["seed"] + i)
                 for i in range(req["batch_count"])]
         images = single(req["prompt"], negative_prompt=req.get("negative_prompt"),
@@ -102,8 +103,16 @@ def main(out_dir, unet_config, vae_config):
                         num_images_per_prompt=req["batch_count"]).images
         expected[name] = torch.from_numpy(np.stack([np.array(i) for i in images]))
     save_file(expected, str(out / "expected.safetensors"))
-    (out / "cases.json").write_text(json.dumps([{"name": n, "request": r} for n, r in CASES],
+    (out / "cases.json").write_text(json.dumps([{"name": n, "request": r} for n, r in cases],
                                                indent=1))
+    return single
+
+
+def main(out_dir, unet_config, vae_config):
+    out = Path(out_dir)
+    (out / "sd15_names.json").write_text(json.dumps(sd15_names(unet_config, vae_config), indent=0))
+    make_model(out)
+    check_and_render(out, CASES, SCHEDULERS)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""A diffusers Stable Diffusion 1.x folder written as one single-file checkpoint in the original
-(CompVis latent-diffusion) layout that A1111 and most shared .safetensors checkpoints use:
-model.diffusion_model.* (UNet), first_stage_model.* (VAE), cond_stage_model.transformer.*
-(CLIP text encoder). The names are derived from the LDM module tree (input_blocks /
-middle_block / output_blocks, encoder.down.N.block.M, ...); the fixture makers check the
-result against diffusers' own single-file loader, so a wrong name fails there.
+"""A diffusers Stable Diffusion 1.x or 2.x folder written as one single-file checkpoint in the
+original (CompVis latent-diffusion) layout that A1111 and most shared .safetensors checkpoints
+use: model.diffusion_model.* (UNet), first_stage_model.* (VAE), and the text encoder as
+cond_stage_model.transformer.* (SD 1.x: CLIP with transformers' names) or
+cond_stage_model.model.* (SD 2.x: OpenCLIP's names, q/k/v stacked in one in_proj, and one layer
+more than the model uses). The names are derived from the LDM and OpenCLIP module trees
+(input_blocks / middle_block / output_blocks, encoder.down.N.block.M, transformer.resblocks.N,
+...); the fixture makers check the result against diffusers' own single-file loader, so a
+wrong name fails there.
 
-usage (as a module): write(PIPE_DIR, OUT_FILE, extra=True, dtype=None)
+usage (as a module): write(PIPE_DIR, OUT_FILE, extra=True, dtype=None, openclip=False)
 """
 import json
 from pathlib import Path
@@ -78,7 +81,55 @@ def vae_key(name, cfg):
     return name  # encoder/decoder conv_in, conv_out, quant_conv, post_quant_conv
 
 
-def convert(pipe_dir):
+OPENCLIP_WHOLE = {"embeddings.token_embedding.weight": "token_embedding.weight",
+                  "embeddings.position_embedding.weight": "positional_embedding",
+                  "final_layer_norm.weight": "ln_final.weight",
+                  "final_layer_norm.bias": "ln_final.bias"}
+OPENCLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+                  "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+OPENCLIP_QKV = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2}
+
+
+def openclip_key(name):
+    """A CLIPTextModel name (without "text_model.") -> (OpenCLIP name, part): part 0/1/2 is the
+    q/k/v third of an in_proj tensor, None for a whole tensor."""
+    if name in OPENCLIP_WHOLE:
+        return OPENCLIP_WHOLE[name], None
+    p = name.split(".")  # encoder.layers.I.MODULE[.SUB].weight|bias
+    assert p[:2] == ["encoder", "layers"], name
+    layer, module = f"transformer.resblocks.{int(p[2])}", ".".join(p[3:-1])
+    if module in OPENCLIP_LAYER:
+        return f"{layer}.{OPENCLIP_LAYER[module]}.{p[-1]}", None
+    return f"{layer}.attn.in_proj_{p[-1]}", OPENCLIP_QKV[module]
+
+
+def openclip_text(tensors, layers):
+    """CLIPTextModel tensors -> OpenCLIP's, with a random extra last layer (SD 2.x files keep
+    all 24 of OpenCLIP's layers; the model uses 23) and the image-side projection and scale."""
+    out, parts = {}, {}
+    for k, v in tensors.items():
+        k = k.removeprefix("text_model.")
+        if k.endswith("position_ids"):
+            continue
+        key, part = openclip_key(k)
+        if part is None:
+            out[key] = v
+        else:
+            parts.setdefault(key, {})[part] = v
+    for key, qkv in parts.items():
+        out[key] = torch.cat([qkv[0], qkv[1], qkv[2]], 0)
+    gen = torch.Generator().manual_seed(99)
+    last = f"transformer.resblocks.{layers - 1}."
+    for k in [k for k in out if k.startswith(last)]:
+        out[k.replace(last, f"transformer.resblocks.{layers}.")] = torch.randn(
+            out[k].shape, generator=gen)
+    hidden = out["ln_final.weight"].shape[0]
+    out["text_projection"] = torch.randn(hidden, hidden, generator=gen)
+    out["logit_scale"] = torch.tensor(4.6052)
+    return out
+
+
+def convert(pipe_dir, openclip=False):
     pipe = Path(pipe_dir)
     out = {}
     cfg = json.loads((pipe / "unet/config.json").read_text())
@@ -89,17 +140,24 @@ def convert(pipe_dir):
         if ".mid_block.attentions." in k and k.endswith("weight") and v.ndim == 2:
             v = v[:, :, None, None]  # the original VAE's attention projections are 1x1 convs
         out["first_stage_model." + vae_key(k, cfg)] = v
-    for k, v in load_file(pipe / "text_encoder/model.safetensors").items():
+    text = load_file(pipe / "text_encoder/model.safetensors")
+    if openclip:
+        layers = json.loads((pipe / "text_encoder/config.json").read_text())["num_hidden_layers"]
+        for k, v in openclip_text(text, layers).items():
+            out["cond_stage_model.model." + k] = v
+        return out
+    for k, v in text.items():
         k = k if k.startswith("text_model.") else "text_model." + k
         out["cond_stage_model.transformer." + k] = v
     return out
 
 
-def write(pipe_dir, out_file, extra=True, dtype=None):
-    sd = convert(pipe_dir)
-    if extra:  # what original checkpoints carry besides the three models, left unused
+def write(pipe_dir, out_file, extra=True, dtype=None, openclip=False):
+    sd = convert(pipe_dir, openclip)
+    if extra and not openclip:  # SD 1.x files keep transformers' position ids buffer
         sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = \
             torch.arange(77)[None]
+    if extra:  # what original checkpoints carry besides the three models, left unused
         sd["betas"] = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
         sd["alphas_cumprod"] = torch.cumprod(1 - sd["betas"], 0)
         sd["model_ema.decay"] = torch.tensor(0.9999)

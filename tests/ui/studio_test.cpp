@@ -252,13 +252,23 @@ class StudioTest : public QObject {
         auto& w = window();
         const auto dir = test::fixture_dir("single_file");
         const QString file = QString::fromStdString((dir / "model.safetensors").string());
-        // With the default configs (SD 1.5's) this tiny checkpoint does not fit: the banner
-        // says why and where the configs came from, and the loaded model stays.
+        // With the default configs (SD 1.5's for an SD 1.x file) this tiny checkpoint does not
+        // fit: the banner says why and where the configs came from, and the loaded model stays.
         QSignalSpy failed(w.worker(), &app::InferenceWorker::modelFailed);
         QVERIFY(w.openModel(file));
         QVERIFY(wait_for([&] { return failed.count() == 1 && !w.errorText().isEmpty(); }));
         QVERIFY2(w.errorText().contains("model.safetensors") &&
                      w.errorText().contains("configs came from"),
+                 qPrintable(w.errorText()));
+        QCOMPARE(w.worker()->modelPath(), tiny_model());
+        QVERIFY(w.errorText().contains("sd1-config"));
+        // An SD 2.x file gets SD 2.1's configs (which this tiny one does not fit either).
+        const QString sd2 = QString::fromStdString(
+            (test::fixture_dir("single_file_sd2") / "model.safetensors").string());
+        QVERIFY(w.openModel(sd2));
+        // (The spy counts in the worker's thread; the banner follows through the event loop.)
+        QVERIFY(wait_for([&] { return failed.count() == 2; }));
+        QVERIFY2(wait_for([&] { return w.errorText().contains("sd2-config"); }, 5000),
                  qPrintable(w.errorText()));
         QCOMPARE(w.worker()->modelPath(), tiny_model());
         QVERIFY(w.openModel(tiny_model()));

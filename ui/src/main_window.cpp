@@ -551,9 +551,9 @@ void MainWindow::clearError() {
 }
 
 bool MainWindow::openModel(const QString& dir) {
-    try {  // a folder or a single-file checkpoint (read with SD 1.5's configs)
+    try {  // a folder or a single-file checkpoint (read with the configs for its SD version)
         const ModelFolder model =
-            ModelFolder::open_any(dir.toStdString(), settings_.singleFileConfig().toStdString());
+            ModelFolder::open_any(dir.toStdString(), settings_.singleFileConfig(dir).toStdString());
         panel_->setTokenizer(std::make_shared<const ClipTokenizer>(
             ClipTokenizer::load_folder(model.tokenizer_dir())));
     } catch (const std::exception& e) {
@@ -561,7 +561,7 @@ bool MainWindow::openModel(const QString& dir) {
         return false;
     }
     clearError();
-    worker_->loadModel(dir, settings_.device, settings_.dtype, settings_.singleFileConfig());
+    worker_->loadModel(dir, settings_.device, settings_.dtype, settings_.singleFileConfig(dir));
     loading_ = tr("loading %1").arg(QFileInfo(dir).fileName());
     settings_.model = dir;
     settings_.addRecent(dir);
@@ -786,7 +786,7 @@ void MainWindow::openSettings() {
         }
     });
     auto* singleConfig = new QLineEdit(settings_.single_file_config);
-    singleConfig->setPlaceholderText(tr("SD 1.5's (bundled)"));
+    singleConfig->setPlaceholderText(tr("SD 1.5's or SD 2.1's, by the file (bundled)"));
     singleConfig->setToolTip(
         tr("A diffusers folder (weights optional) whose configs and tokenizer single-file "
            "checkpoints are read with"));

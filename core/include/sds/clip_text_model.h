@@ -33,6 +33,8 @@ struct ClipTextConfig {
     static ClipTextConfig from_file(const std::filesystem::path& config_json);
 };
 
+class WeightFiles;
+
 class ClipTextModel {
   public:
     // Parameters initialised as LibTorch initialises them (random), fp32 on the CPU.
@@ -46,7 +48,8 @@ class ClipTextModel {
     static ClipTextModel load(const ComponentFiles& component, c10::ScalarType dtype = at::kFloat,
                               c10::Device device = c10::Device(c10::kCPU));
     // `original_prefix`: the files are one single-file checkpoint in the original SD layout
-    // with this model under that prefix (ComponentFiles::original_prefix).
+    // with this model under that prefix (ComponentFiles::original_prefix): transformers' names
+    // (SD 1.x), or OpenCLIP's (SD 2.x, kOriginalOpenClipPrefix).
     void load_weights(const std::vector<std::filesystem::path>& files,
                       const std::string& original_prefix = "");
     void to(c10::Device device, c10::ScalarType dtype);
@@ -66,6 +69,7 @@ class ClipTextModel {
     torch::nn::Module& module();
 
   private:
+    void load_openclip_weights(const WeightFiles& weights, const std::string& prefix);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

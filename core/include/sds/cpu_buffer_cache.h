@@ -10,8 +10,8 @@
 // c10::alloc_cpu/free_cpu, as LibTorch's own CPU allocator does them.
 //
 // The cache holds at most cpu_buffer_max_idle_bytes() of freed buffers; a buffer freed beyond
-// that goes back to the system. Thread-safe; scopes may nest and may live on different threads (the cache
-// is process-wide, like LibTorch's CPU allocator it wraps).
+// that goes back to the system. Thread-safe; scopes may nest and may live on different threads (the
+// cache is process-wide, like LibTorch's CPU allocator it wraps).
 #include <cstddef>
 #include <cstdint>
 

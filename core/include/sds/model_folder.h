@@ -57,12 +57,16 @@ class ModelFolder {
     // Reads model_index.json and finds every component the pipeline needs; throws
     // sds::ModelError naming the file and what is missing.
     static ModelFolder open(const std::filesystem::path& dir, Variant variant = Variant::Auto);
-    // A single-file SD 1.x checkpoint in the original layout (what A1111 loads), with the
+    // A single-file SD 1.x or 2.x checkpoint in the original layout (what A1111 loads), with the
     // configs, tokenizer and scheduler of `config_dir`: a diffusers folder, weights optional
     // (like diffusers' from_single_file(config=...)). Throws sds::ModelError naming the file for
-    // a pickle checkpoint, an SD 2.x or SDXL checkpoint, or one that lacks a component.
+    // a pickle checkpoint, an SDXL checkpoint, or one that lacks a component.
     static ModelFolder open_single_file(const std::filesystem::path& file,
                                         const std::filesystem::path& config_dir);
+    // Which Stable Diffusion a single file is, by its text encoder: 1 (CLIP under
+    // cond_stage_model.transformer.), 2 (OpenCLIP under cond_stage_model.model.), 0 neither.
+    // Reads the header only; throws sds::Error for a file that is not safetensors.
+    static int single_file_version(const std::filesystem::path& file);
     // A folder -> open(path, variant); a file -> open_single_file(path, config_dir).
     static ModelFolder open_any(const std::filesystem::path& path,
                                 const std::filesystem::path& config_dir,

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "io/json_config.h"
+#include "sds/clip_text_model.h"
 #include "sds/error.h"
 #include "sds/original_layout.h"
 #include "sds/safetensors.h"
@@ -205,24 +206,20 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
                          "configs and tokenizer (a diffusers folder; weights optional)");
     }
     const SafeTensorsFile checkpoint = SafeTensorsFile::open(file);
-    size_t unet = 0, vae = 0, text = 0;
+    size_t unet = 0, vae = 0, clip = 0, openclip = 0;
     for (const auto& t : checkpoint.tensors()) {
         auto starts = [&](const char* prefix) { return t.name.rfind(prefix, 0) == 0; };
         if (starts("conditioner.embedders.")) {
             throw ModelError(where +
                              ": an SDXL checkpoint (conditioner.embedders.*); SD Studio "
-                             "runs Stable Diffusion 1.x single files");
-        }
-        if (starts("cond_stage_model.model.")) {
-            throw ModelError(where +
-                             ": an SD 2.x checkpoint (an OpenCLIP text encoder, "
-                             "cond_stage_model.model.*); SD Studio opens SD 2.x models as "
-                             "diffusers folders, single files only for SD 1.x");
+                             "runs Stable Diffusion 1.x and 2.x single files");
         }
         unet += starts(kOriginalUNetPrefix);
         vae += starts(kOriginalVaePrefix);
-        text += starts(kOriginalTextPrefix);
+        clip += starts(kOriginalTextPrefix);
+        openclip += starts(kOriginalOpenClipPrefix);
     }
+    const size_t text = clip + openclip;
     if (unet == 0) {
         throw ModelError(where + ": no UNet tensors (" + kOriginalUNetPrefix +
                          "*), so this is not a Stable Diffusion checkpoint in the original "
@@ -231,8 +228,14 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
     if (vae == 0 || text == 0) {
         throw ModelError(where + ": has no " +
                          (vae == 0 ? std::string("VAE (") + kOriginalVaePrefix
-                                   : std::string("text encoder (") + kOriginalTextPrefix) +
+                                   : std::string("text encoder (") + kOriginalTextPrefix + "* or " +
+                                         kOriginalOpenClipPrefix) +
                          "*) tensors; SD Studio needs a checkpoint with all three models");
+    }
+    if (clip > 0 && openclip > 0) {
+        throw ModelError(where + ": has both a CLIP (" + kOriginalTextPrefix +
+                         "*) and an OpenCLIP (" + kOriginalOpenClipPrefix +
+                         "*) text encoder; which one is the model's is unclear");
     }
     const std::string conv_in = std::string(kOriginalUNetPrefix) + "input_blocks.0.0.weight";
     if (checkpoint.contains(conv_in) && checkpoint.info(conv_in).shape.size() == 4 &&
@@ -243,15 +246,29 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
     }
     ModelFolder m = read(config_dir, Variant::Auto, /*weights=*/false);
     m.source_ = fs::absolute(file).lexically_normal();
-    const std::pair<const char*, const char*> prefixes[] = {{"unet", kOriginalUNetPrefix},
-                                                            {"vae", kOriginalVaePrefix},
-                                                            {"text_encoder", kOriginalTextPrefix}};
+    const std::pair<const char*, const char*> prefixes[] = {
+        {"unet", kOriginalUNetPrefix},
+        {"vae", kOriginalVaePrefix},
+        {"text_encoder", openclip > 0 ? kOriginalOpenClipPrefix : kOriginalTextPrefix}};
     for (const auto& [name, prefix] : prefixes) {
         ComponentFiles& c = m.components_.at(name);
         c.weights = {m.source_};
         c.original_prefix = prefix;
     }
     return m;
+}
+
+int ModelFolder::single_file_version(const fs::path& file) {
+    const SafeTensorsFile checkpoint = SafeTensorsFile::open(file);
+    for (const auto& t : checkpoint.tensors()) {
+        if (t.name.rfind(kOriginalTextPrefix, 0) == 0) {
+            return 1;
+        }
+        if (t.name.rfind(kOriginalOpenClipPrefix, 0) == 0) {
+            return 2;
+        }
+    }
+    return 0;
 }
 
 ModelFolder ModelFolder::open_any(const fs::path& path, const fs::path& config_dir,
@@ -281,11 +298,20 @@ void ModelFolder::explain_load_errors(const std::function<void()>& load) const {
 WeightsSummary summarize_weights(const ComponentFiles& component) {
     std::set<std::string> dtypes;
     WeightsSummary s;
+    // An SD 2.x file's OpenCLIP text encoder has more than the model uses: counted out.
+    int64_t openclip_layers = -1;
+    if (component.original_prefix == kOriginalOpenClipPrefix) {
+        openclip_layers = ClipTextConfig::from_file(component.config).num_hidden_layers;
+    }
     for (const auto& path : component.weights) {
         const auto file = SafeTensorsFile::open(path);
         for (const auto& t : file.tensors()) {
             if (t.name.rfind(component.original_prefix, 0) != 0) {
                 continue;  // another component of a single-file checkpoint
+            }
+            if (openclip_layers >= 0 &&
+                openclip_unused(t.name.substr(component.original_prefix.size()), openclip_layers)) {
+                continue;
             }
             dtypes.insert(dtype_name(t.dtype));
             const bool floating = t.dtype == DType::F16 || t.dtype == DType::BF16 ||

@@ -109,6 +109,60 @@ std::string original_unet_key(const std::string& name, const UNetConfig& config)
                      "' has no place in an original Stable Diffusion checkpoint");
 }
 
+TensorSource original_openclip_key(const std::string& name) {
+    static const std::map<std::string, std::string> whole = {
+        {"embeddings.token_embedding.weight", "token_embedding.weight"},
+        {"embeddings.position_embedding.weight", "positional_embedding"},
+        {"final_layer_norm.weight", "ln_final.weight"},
+        {"final_layer_norm.bias", "ln_final.bias"}};
+    static const std::map<std::string, std::string> in_layer = {
+        {"layer_norm1", "ln_1"},
+        {"layer_norm2", "ln_2"},
+        {"mlp.fc1", "mlp.c_fc"},
+        {"mlp.fc2", "mlp.c_proj"},
+        {"self_attn.out_proj", "attn.out_proj"}};
+    if (const auto it = whole.find(name); it != whole.end()) {
+        return it->second;
+    }
+    const auto p = split(name);  // encoder.layers.I.MODULE[.SUB].weight|bias
+    if (p.size() >= 5 && p[0] == "encoder" && p[1] == "layers" &&
+        (p.back() == "weight" || p.back() == "bias")) {
+        try {
+            const std::string layer = "transformer.resblocks." + std::to_string(index_at(p, 2));
+            std::string module;
+            for (size_t i = 3; i + 1 < p.size(); ++i) {
+                module += (module.empty() ? "" : ".") + p[i];
+            }
+            if (const auto it = in_layer.find(module); it != in_layer.end()) {
+                return layer + "." + it->second + "." + p.back();
+            }
+            static const std::map<std::string, int> qkv = {
+                {"self_attn.q_proj", 0}, {"self_attn.k_proj", 1}, {"self_attn.v_proj", 2}};
+            if (const auto it = qkv.find(module); it != qkv.end()) {
+                return {layer + ".attn.in_proj_" + p.back(), it->second, 3};
+            }
+        } catch (const std::exception&) {
+        }
+    }
+    throw ModelError("the text encoder module '" + name +
+                     "' has no place in an OpenCLIP (SD 2.x) checkpoint");
+}
+
+bool openclip_unused(const std::string& key, int64_t layers) {
+    if (key == "text_projection" || key == "logit_scale") {
+        return true;
+    }
+    const std::string blocks = "transformer.resblocks.";
+    if (key.rfind(blocks, 0) != 0) {
+        return false;
+    }
+    const std::string index =
+        key.substr(blocks.size(), key.find('.', blocks.size()) - blocks.size());
+    return !index.empty() && index.size() < 9 &&
+           index.find_first_not_of("0123456789") == std::string::npos &&
+           std::stoll(index) >= layers;
+}
+
 std::string original_vae_key(const std::string& name, const VaeConfig& config) {
     const auto p = split(name);
     const int blocks = static_cast<int>(config.block_out_channels.size());

@@ -77,7 +77,8 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
     std::vector<std::string> missing;
     std::set<std::string> used;
     auto load_one = [&](const std::string& name, at::Tensor& dst) {
-        std::string key = opts.prefix + (opts.rename ? opts.rename(name) : name);
+        const TensorSource source = opts.rename ? opts.rename(name) : TensorSource(name);
+        std::string key = opts.prefix + source.key;
         for (const auto& [now, old] : opts.legacy_names) {
             if (files.contains(key)) {
                 break;
@@ -96,6 +97,14 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
         }
         used.insert(key);
         at::Tensor src = files.tensor(key);
+        if (source.parts > 1) {
+            if (src.dim() == 0 || src.size(0) % source.parts != 0) {
+                throw ModelError(files.file_of(key).string() + ": tensor '" + key + "' has shape " +
+                                 shape_text(src.sizes()) + ", which does not split into " +
+                                 std::to_string(source.parts) + " equal parts");
+            }
+            src = src.chunk(source.parts, 0)[source.part];  // a view of the mapped file
+        }
         if (opts.rename && src.dim() == 4 && dst.dim() == 2 && src.size(2) == 1 &&
             src.size(3) == 1) {
             src = src.flatten(1);  // a 1x1 convolution's weight as a linear one's, still mapped

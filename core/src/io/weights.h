@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 
 #include "sds/safetensors.h"
+#include "sds/tensor_source.h"
 
 namespace sds {
 
@@ -36,9 +37,9 @@ struct LoadOptions {
     // replaced by `old` (checkpoints saved by older diffusers).
     std::vector<std::pair<std::string, std::string>> legacy_names;
     // A checkpoint with other names than the module's (the original single-file layout): the key
-    // of a module name, `prefix` added after. Its 1x1 convolution weights also fill linear
-    // weights ([O, I, 1, 1] for [O, I]).
-    std::function<std::string(const std::string&)> rename;
+    // (or the slice of one) of a module name, `prefix` added after. Its 1x1 convolution weights
+    // also fill linear weights ([O, I, 1, 1] for [O, I]).
+    std::function<TensorSource(const std::string&)> rename;
     // When set, only checkpoint keys that start with it can be left over (a single file holds
     // the other components too).
     std::string scope;

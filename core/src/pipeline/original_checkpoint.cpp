@@ -1,4 +1,9 @@
-// write_original_checkpoint: a model's three networks under their original single-file names.
+// write_original_checkpoint: a model's three networks under their original single-file names
+// (the text encoder as OpenCLIP's for SD 2.x, whose text encoder is the one with gelu).
+#include <array>
+#include <map>
+
+#include <ATen/ops/cat.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
@@ -34,6 +39,25 @@ void add_module(Named& out, torch::nn::Module& module, const std::string& prefix
     }
 }
 
+// SD 2.x's text encoder as OpenCLIP names it, each attention's q, k and v stacked into one
+// in_proj. The layers the model does not use (OpenCLIP's last) and the image-side projection are
+// not written: loaders leave them out anyway.
+void add_openclip(Named& out, torch::nn::Module& text, c10::ScalarType dtype) {
+    std::map<std::string, std::array<at::Tensor, 3>> stacked;
+    for (const auto& p : text.named_parameters()) {
+        const TensorSource source = original_openclip_key(p.key());
+        const at::Tensor v = p.value().detach().to(at::kCPU, dtype);
+        if (source.parts == 1) {
+            out.emplace_back(kOriginalOpenClipPrefix + source.key, v.contiguous());
+        } else {
+            stacked[source.key].at(static_cast<size_t>(source.part)) = v;
+        }
+    }
+    for (const auto& [key, qkv] : stacked) {
+        out.emplace_back(kOriginalOpenClipPrefix + key, at::cat({qkv[0], qkv[1], qkv[2]}, 0));
+    }
+}
+
 }  // namespace
 
 void write_original_checkpoint(const ModelFolder& model, const std::filesystem::path& out,
@@ -57,9 +81,13 @@ void write_original_checkpoint(const ModelFolder& model, const std::filesystem::
             tensors, vae.module(), kOriginalVaePrefix,
             [&](const std::string& n) { return original_vae_key(n, vae.config()); }, dtype);
         auto text = ClipTextModel::load(model.component("text_encoder"));
-        add_module(
-            tensors, text.module(), std::string(kOriginalTextPrefix) + "text_model.",
-            [](const std::string& n) { return n; }, dtype);
+        if (text.config().hidden_act == "gelu") {
+            add_openclip(tensors, text.module(), dtype);
+        } else {
+            add_module(
+                tensors, text.module(), std::string(kOriginalTextPrefix) + "text_model.",
+                [](const std::string& n) { return n; }, dtype);
+        }
     });
     save_safetensors(out, tensors, {{"format", "pt"}});
 }

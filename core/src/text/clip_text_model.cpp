@@ -11,6 +11,7 @@
 #include "nn/module_utils.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sds/original_layout.h"
 
 namespace sds {
 
@@ -177,11 +178,36 @@ void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
     impl_->model->to(device, dtype);
 }
 
+// SD 2.x single files: OpenCLIP's names, q/k/v stacked in one in_proj, and one layer more than
+// SD 2.x uses (diffusers drops it), with the projection and logit scale of CLIP's image side
+// (unused for text conditioning).
+void ClipTextModel::load_openclip_weights(const WeightFiles& weights, const std::string& prefix) {
+    const ClipTextConfig& c = impl_->config;
+    LoadOptions opts;
+    opts.prefix = prefix;
+    opts.scope = prefix;
+    opts.rename = original_openclip_key;
+    for (const auto& name : weights.names()) {
+        if (name.rfind(prefix, 0) == 0 &&
+            openclip_unused(name.substr(prefix.size()), c.num_hidden_layers)) {
+            opts.may_ignore.insert(name);
+        }
+    }
+    opts.config_hint = "text_encoder config: hidden_size " + std::to_string(c.hidden_size) +
+                       ", intermediate_size " + std::to_string(c.intermediate_size) +
+                       ", num_hidden_layers " + std::to_string(c.num_hidden_layers);
+    load_weights_into(*impl_->model, weights, opts);
+}
+
 void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files,
                                  const std::string& original_prefix) {
     const ClipTextConfig& c = impl_->config;
     const WeightFiles weights(files);
     LoadOptions opts;
+    if (weights.contains(original_prefix + "transformer.resblocks.0.attn.in_proj_weight")) {
+        load_openclip_weights(weights, original_prefix);
+        return;
+    }
     // Checkpoints name the tensors "text_model.embeddings..." (SD releases, transformers 4);
     // transformers 5 saves them without the "text_model." level. A single file holds the
     // same names under its prefix (the oldest without "text_model." too).

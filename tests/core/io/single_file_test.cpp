@@ -1,10 +1,12 @@
-// Single-file checkpoints in the original Stable Diffusion layout: the tiny three-level model of
-// tests/reference/make_single_file_fixture.py (checked there against diffusers' own single-file
-// loader), SD 1.5's names against diffusers' converters, and the error a user sees for each
+// Single-file checkpoints in the original Stable Diffusion layout: the tiny three-level SD 1.x
+// and SD 2.x models of tests/reference/make_single_file_fixture.py and
+// make_single_file_sd2_fixture.py (checked there against diffusers' own single-file loader),
+// SD 1.5's and SD 2.1's names against diffusers' converters, and the error a user sees for each
 // kind of file SD Studio cannot run.
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
@@ -33,6 +35,9 @@ const fs::path kDir = sds::test::fixture_dir("single_file");
 const fs::path kFile = kDir / "model.safetensors";
 const fs::path kConfig = kDir / "config";
 const fs::path kSd1Config = fs::path(SDS_SOURCE_DIR) / "models" / "sd1-config";
+const fs::path kSd2Dir = sds::test::fixture_dir("single_file_sd2");
+const fs::path kSd2File = kSd2Dir / "model.safetensors";
+const fs::path kSd2Config = fs::path(SDS_SOURCE_DIR) / "models" / "sd2-config";
 
 nlohmann::json read_json(const fs::path& path) {
     nlohmann::json j;
@@ -101,9 +106,9 @@ void expect_file_loads_as_folder(const sds::ComponentFiles& file,
     expect_same_parameters(ours.module(), theirs.module());
 }
 
-TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
-    const auto m = sds::ModelFolder::open_single_file(kFile, kConfig);
-    const auto folder = sds::ModelFolder::open(kDir / "model");
+void expect_loads_as_folder(const fs::path& dir) {
+    const auto m = sds::ModelFolder::open_single_file(dir / "model.safetensors", dir / "config");
+    const auto folder = sds::ModelFolder::open(dir / "model");
     expect_file_loads_as_folder<sds::UNet, sds::UNetConfig>(m.component("unet"),
                                                             folder.component("unet"));
     expect_file_loads_as_folder<sds::Vae, sds::VaeConfig>(m.component("vae"),
@@ -113,11 +118,16 @@ TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
     expect_same_parameters(ours.module(), theirs.module());
 }
 
-TEST(SingleFile, MakesDiffusersImagesFromTheFile) {
-    auto pipe = sds::Pipeline::load(kFile, {.single_file_config = kConfig});
+TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
+    expect_loads_as_folder(kDir);
+}
+
+void expect_diffusers_images(const fs::path& dir) {
+    auto pipe =
+        sds::Pipeline::load(dir / "model.safetensors", {.single_file_config = dir / "config"});
     EXPECT_TRUE(pipe.model().is_single_file());
-    const auto expected = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
-    const nlohmann::json cases = read_json(kDir / "cases.json");
+    const auto expected = sds::SafeTensorsFile::open(dir / "expected.safetensors");
+    const nlohmann::json cases = read_json(dir / "cases.json");
     ASSERT_EQ(cases.size(), 2u);
     for (const auto& c : cases) {
         const auto request = sds::GenerationRequest::from_json(c["request"].dump());
@@ -138,10 +148,54 @@ TEST(SingleFile, MakesDiffusersImagesFromTheFile) {
     }
 }
 
+TEST(SingleFile, MakesDiffusersImagesFromTheFile) {
+    expect_diffusers_images(kDir);
+}
+
+// SD 2.x: OpenCLIP's text encoder names, q/k/v in one in_proj, one layer more than used.
+TEST(OriginalLayout, Sd21TextNamesAreTheOnesDiffusersConverterMapsBack) {
+    const nlohmann::json names = read_json(kSd2Dir / "sd21_text_names.json");
+    ASSERT_EQ(names.size(), 23u * 16 + 4);  // every tensor of SD 2.1's text encoder
+    for (const auto& [name, original] : names.items()) {
+        const int part = original[1].get<int>();
+        const sds::TensorSource want(original[0].get<std::string>(), part < 0 ? 0 : part,
+                                     part < 0 ? 1 : 3);
+        EXPECT_EQ(sds::original_openclip_key(name), want) << name;
+    }
+    EXPECT_THROW(sds::original_openclip_key("encoder.layers.0.self_attn.w_proj.weight"),
+                 sds::ModelError);
+    EXPECT_THROW(sds::original_openclip_key("text_projection.weight"), sds::ModelError);
+}
+
+TEST(SingleFileSd2, TellsTheVersionsApart) {
+    EXPECT_EQ(sds::ModelFolder::single_file_version(kFile), 1);
+    EXPECT_EQ(sds::ModelFolder::single_file_version(kSd2File), 2);
+    const auto m = sds::ModelFolder::open_single_file(kSd2File, kSd2Dir / "config");
+    EXPECT_EQ(m.component("text_encoder").original_prefix, sds::kOriginalOpenClipPrefix);
+    EXPECT_EQ(m.component("scheduler").class_name, "DDIMScheduler");
+    // The file's unused OpenCLIP layer and projection are not counted as the model's.
+    const auto folder = sds::ModelFolder::open(kSd2Dir / "model");
+    EXPECT_EQ(sds::summarize_weights(m.component("text_encoder")).parameters,
+              sds::summarize_weights(folder.component("text_encoder")).parameters);
+    EXPECT_TRUE(sds::openclip_unused("transformer.resblocks.2.ln_1.weight", 2));
+    EXPECT_FALSE(sds::openclip_unused("transformer.resblocks.1.ln_1.weight", 2));
+    EXPECT_TRUE(sds::openclip_unused("text_projection", 2));
+    EXPECT_FALSE(sds::openclip_unused("ln_final.weight", 2));
+}
+
+TEST(SingleFileSd2, LoadsTheSameTensorsAsTheDiffusersFolder) {
+    expect_loads_as_folder(kSd2Dir);
+}
+
+TEST(SingleFileSd2, MakesDiffusersImagesFromTheFile) {
+    expect_diffusers_images(kSd2Dir);
+}
+
 // The fixture's file with some tensors dropped and others added, written to a scratch folder.
 fs::path variant_of(const std::string& name, const std::vector<std::string>& drop_prefixes,
-                    const std::vector<std::pair<std::string, at::Tensor>>& add) {
-    const auto src = sds::SafeTensorsFile::open(kFile);
+                    const std::vector<std::pair<std::string, at::Tensor>>& add,
+                    const fs::path& file = kFile) {
+    const auto src = sds::SafeTensorsFile::open(file);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& t : src.tensors()) {
         bool drop = false;
@@ -173,9 +227,9 @@ TEST(SingleFile, SaysWhatIsWrongWithAFileItCannotRun) {
     EXPECT_NE(load_error(pickle).find("model.ckpt: a PyTorch pickle checkpoint"),
               std::string::npos);
 
-    const auto sd2 = variant_of("sd2", {"cond_stage_model."},
-                                {{"cond_stage_model.model.ln_final.weight", at::ones({4})}});
-    EXPECT_NE(load_error(sd2).find("sd2.safetensors: an SD 2.x checkpoint"), std::string::npos);
+    const auto both =
+        variant_of("both", {}, {{"cond_stage_model.model.ln_final.weight", at::ones({4})}});
+    EXPECT_NE(load_error(both).find("both.safetensors: has both a CLIP"), std::string::npos);
     const auto sdxl = variant_of("sdxl", {"cond_stage_model."},
                                  {{"conditioner.embedders.0.transformer.x", at::ones({4})}});
     EXPECT_NE(load_error(sdxl).find("sdxl.safetensors: an SDXL checkpoint"), std::string::npos);
@@ -219,6 +273,74 @@ TEST(SingleFile, SaysWhatIsWrongWithAFileItCannotRun) {
               std::string::npos);
     EXPECT_NE(load_error(kDir / "nothing.safetensors").find("nothing.safetensors: no such file"),
               std::string::npos);
+}
+
+// An SD 2.x folder written as one file has the names the fixture's file (which diffusers
+// reads) has, without what loaders leave out, and reads back as the folder.
+TEST(SingleFileSd2, ExportWritesOpenClipsLayout) {
+    const auto folder = sds::ModelFolder::open(kSd2Dir / "model");
+    const fs::path out = sds::test::temp_dir("single_file_sd2_export") / "export.safetensors";
+    sds::write_original_checkpoint(folder, out, at::kFloat);
+    std::set<std::string> want;
+    const auto fixture = sds::SafeTensorsFile::open(kSd2File);
+    for (const auto& t : fixture.tensors()) {
+        const bool model = t.name.rfind("model.diffusion_model.", 0) == 0 ||
+                           t.name.rfind("first_stage_model.", 0) == 0 ||
+                           t.name.rfind("cond_stage_model.model.", 0) == 0;
+        const bool unused =
+            t.name.rfind("cond_stage_model.model.transformer.resblocks.2.", 0) == 0 ||
+            t.name == "cond_stage_model.model.text_projection" ||
+            t.name == "cond_stage_model.model.logit_scale";
+        if (model && !unused) {
+            want.insert(t.name);
+        }
+    }
+    std::set<std::string> got;
+    const auto written = sds::SafeTensorsFile::open(out);
+    for (const auto& t : written.tensors()) {
+        got.insert(t.name);
+    }
+    EXPECT_EQ(got, want);
+    const std::string qkv = "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight";
+    EXPECT_TRUE(at::equal(written.tensor(qkv), fixture.tensor(qkv)));
+    const auto m = sds::ModelFolder::open_single_file(out, kSd2Dir / "config");
+    auto ours = sds::ClipTextModel::load(m.component("text_encoder"));
+    auto theirs = sds::ClipTextModel::load(folder.component("text_encoder"));
+    expect_same_parameters(ours.module(), theirs.module());
+}
+
+TEST(SingleFileSd2, SaysWhatIsWrongWithAnSd2File) {
+    const fs::path config = kSd2Dir / "config";
+    // A layer the model uses is missing (the one after them may be).
+    const auto missing = variant_of(
+        "sd2_missing", {"cond_stage_model.model.transformer.resblocks.1."}, {}, kSd2File);
+    EXPECT_NE(load_error(missing, config)
+                  .find("cond_stage_model.model.transformer.resblocks.1.attn.in_proj_bias"),
+              std::string::npos)
+        << load_error(missing, config);
+    const auto no_extra =
+        variant_of("sd2_no_extra",
+                   {"cond_stage_model.model.transformer.resblocks.2.",
+                    "cond_stage_model.model.text_proj", "cond_stage_model.model.logit_scale"},
+                   {}, kSd2File);
+    EXPECT_EQ(load_error(no_extra, config), "(no error)");
+    // A stray tensor inside the text encoder is named.
+    const auto stray = variant_of(
+        "sd2_stray", {}, {{"cond_stage_model.model.transformer.extra", at::ones({2})}}, kSd2File);
+    EXPECT_NE(load_error(stray, config).find("cond_stage_model.model.transformer.extra"),
+              std::string::npos);
+    // q, k and v stacked in a tensor that does not split in three.
+    const auto uneven = variant_of(
+        "sd2_uneven", {"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_bias"},
+        {{"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_bias", at::ones({97})}},
+        kSd2File);
+    EXPECT_NE(load_error(uneven, config).find("does not split into 3 equal parts"),
+              std::string::npos)
+        << load_error(uneven, config);
+    // SD 1.5's configs for an SD 2.x file: the sizes do not fit, and the message says whence
+    // the configs came.
+    const std::string wrong = load_error(kSd2File, kSd1Config);
+    EXPECT_NE(wrong.find("The configs came from"), std::string::npos) << wrong;
 }
 
 }  // namespace
