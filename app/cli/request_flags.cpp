@@ -1,5 +1,6 @@
 #include "request_flags.h"
 
+#include "image_io.h"
 #include "settings.h"
 
 #include <chrono>
@@ -21,6 +22,10 @@ const char* const kGenerateFlagsHelp =
     "  --width W --height H   multiples of 8 (default: the model's size)\n"
     "  --init IMAGE --strength S (0.8)   img2img\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
+    "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
+    "                     parameters text): prompt, negative, steps, guidance, seed,\n"
+    "                     sampler, size, strength, clip skip, eta; the flags given override\n"
+    "                     them (an img2img PNG still needs --init for img2img)\n"
     "  --out DIR (outputs)   --device auto|cpu|cuda   --dtype auto|fp32|bf16|fp16\n";
 
 namespace {
@@ -34,6 +39,15 @@ double seconds_now() {
 GenerateFlags parse_generate_flags(const Args& args) {
     GenerateFlags f;
     auto& r = f.request;
+    // --from first, wherever it stands: the flags override what the PNG says.
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+        if (args[i] == "--from") {
+            r = app::read_request(QString::fromStdString(args[i + 1]));
+            r.init_image.clear();  // where its init image came from; --init names one here
+            r.batch_count = 1;
+            f.sampler_given = true;
+        }
+    }
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         auto value = [&]() -> const std::string& {
@@ -44,6 +58,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
         };
         if (a == "--model")
             f.model = value();
+        else if (a == "--from")
+            value();  // read above
         else if (a == "--config")
             f.config = value();
         else if (a == "--prompt")

@@ -92,15 +92,18 @@ QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
 
 GenerationRequest read_request(const QString& path) {
     QImageReader reader(path);
-    if (!reader.canRead()) {
+    // The text as the file has it: QImageReader::text() simplifies it (A1111's parameters
+    // would lose their lines), the image's own text does not.
+    const QImage image = reader.read();
+    if (image.isNull()) {
         throw FileError(path.toStdString() +
                         ": cannot read the image: " + reader.errorString().toStdString());
     }
-    const QString json = reader.text("sdstudio");
+    const QString json = image.text("sdstudio");
     if (!json.isEmpty()) {
         return GenerationRequest::from_json(json.toStdString());
     }
-    const QString a1111 = reader.text("parameters");
+    const QString a1111 = image.text("parameters");
     if (!a1111.isEmpty()) {
         return GenerationRequest::from_a1111(a1111.toStdString());
     }

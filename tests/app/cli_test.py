@@ -484,6 +484,50 @@ def test_png_parameters_keep_their_lines_and_spaces(tmp_path):
     assert json.loads(im.text["sdstudio"])["prompt"] == prompt
 
 
+def test_from_png_regenerates_the_same_image(tmp_path):
+    """txt2img --from PNG takes every parameter from the PNG (our JSON, or A1111's text alone)
+    and makes the same image; flags given override it."""
+    import numpy as np
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    def pixels(path):
+        return np.array(Image.open(path).convert("RGB"))
+
+    r = run("txt2img", "--model", str(PIPE), "--prompt", "a red  circle", "--negative", "blue",
+            "--steps", "4", "--guidance", "5.5", "--seed", "77", "--sampler", "ddim",
+            "--eta", "0.5", "--clip-skip", "1", "--width", "40", "--height", "32",
+            "--device", "cpu", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    png = r.stdout.strip()
+    r = run("txt2img", "--model", str(PIPE), "--from", png, "--device", "cpu",
+            "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    again = r.stdout.strip()
+    assert np.array_equal(pixels(again), pixels(png))
+    assert json.loads(Image.open(again).text["sdstudio"]) == json.loads(Image.open(png).text["sdstudio"])
+    # A1111's parameters text alone (as from A1111 or another tool).
+    info = PngInfo()
+    info.add_text("parameters", Image.open(png).text["parameters"])
+    Image.open(png).save(tmp_path / "a1111.png", pnginfo=info)
+    r = run("txt2img", "--model", str(PIPE), "--from", str(tmp_path / "a1111.png"),
+            "--device", "cpu", "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(pixels(r.stdout.strip()), pixels(png))
+    # A flag overrides the PNG, before or after --from.
+    r = run("txt2img", "--model", str(PIPE), "--seed", "78", "--from", png, "--device", "cpu",
+            "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    changed = json.loads(Image.open(r.stdout.strip()).text["sdstudio"])
+    assert changed["seed"] == 78 and changed["eta"] == 0.5 and changed["clip_skip"] == 1
+    assert not np.array_equal(pixels(r.stdout.strip()), pixels(png))
+    r = run("txt2img", "--model", str(PIPE), "--from", str(tmp_path / "missing.png"))
+    assert r.returncode == 1 and "missing.png: cannot read the image" in r.stderr
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    r = run("txt2img", "--model", str(PIPE), "--from", str(tmp_path / "plain.png"))
+    assert r.returncode == 1 and "plain.png: has no generation parameters" in r.stderr
+
+
 def test_generation_errors_are_clear(tmp_path):
     r = run("txt2img", "--model", str(PIPE), "--width", "33", "--device", "cpu")
     assert r.returncode == 1 and "multiple of 8" in r.stderr
