@@ -183,6 +183,33 @@ TEST(SingleFileSd2, TellsTheVersionsApart) {
     EXPECT_FALSE(sds::openclip_unused("ln_final.weight", 2));
 }
 
+// The bundled SD 2.x configs: the 768 px v-prediction model by default, and the 512 px
+// epsilon "base" model's for --config.
+TEST(SingleFileSd2, BundledConfigsForBothKinds) {
+    const fs::path models = fs::path(SDS_SOURCE_DIR) / "models";
+    const auto v = sds::ModelFolder::open_single_file(kSd2File, models / "sd2-config");
+    const auto base = sds::ModelFolder::open_single_file(kSd2File, models / "sd2-base-config");
+    EXPECT_EQ(v.component("scheduler").class_name, "DDIMScheduler");
+    EXPECT_EQ(base.component("scheduler").class_name, "PNDMScheduler");
+    const nlohmann::json vs = read_json(v.component("scheduler").config);
+    const nlohmann::json bs = read_json(base.component("scheduler").config);
+    EXPECT_EQ(vs["prediction_type"], "v_prediction");
+    EXPECT_FALSE(bs.contains("prediction_type"));  // epsilon, diffusers' default
+    EXPECT_EQ(read_json(v.component("unet").config)["sample_size"], 96);
+    EXPECT_EQ(read_json(base.component("unet").config)["sample_size"], 64);
+    // The rest is SD 2.1's either way.
+    for (const char* c : {"text_encoder", "vae"}) {
+        EXPECT_EQ(read_json(v.component(c).config), read_json(base.component(c).config)) << c;
+    }
+    nlohmann::json vu = read_json(v.component("unet").config);
+    nlohmann::json bu = read_json(base.component("unet").config);
+    vu.erase("sample_size");
+    bu.erase("sample_size");
+    EXPECT_EQ(vu, bu);
+    EXPECT_EQ(v.tokenizer_dir().filename(), "tokenizer");
+    EXPECT_TRUE(fs::exists(base.tokenizer_dir() / "tokenizer.json"));
+}
+
 TEST(SingleFileSd2, LoadsTheSameTensorsAsTheDiffusersFolder) {
     expect_loads_as_folder(kSd2Dir);
 }
