@@ -40,8 +40,9 @@ void add_module(Named& out, torch::nn::Module& module, const std::string& prefix
 }
 
 // SD 2.x's text encoder as OpenCLIP names it, each attention's q, k and v stacked into one
-// in_proj. The layers the model does not use (OpenCLIP's last) and the image-side projection are
-// not written: loaders leave them out anyway.
+// in_proj. The layer the model does not use (OpenCLIP's last) and the image-side projection are
+// not written: the model does not have them. diffusers reads such a file (single_file_test,
+// cli_test); A1111, which builds OpenCLIP from its own config, is not checked here.
 void add_openclip(Named& out, torch::nn::Module& text, c10::ScalarType dtype) {
     std::map<std::string, std::array<at::Tensor, 3>> stacked;
     for (const auto& p : text.named_parameters()) {
