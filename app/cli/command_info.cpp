@@ -28,11 +28,12 @@ int command_info(const Args& args) {
         } else if (path.empty() && args[i].rfind("--", 0) != 0) {
             path = args[i];
         } else {
-            throw UsageError{"expects MODEL_DIR or CHECKPOINT.safetensors [--config DIR]"};
+            throw UsageError{
+                "expects MODEL_DIR or CHECKPOINT (.safetensors or .ckpt) [--config DIR]"};
         }
     }
     if (path.empty()) {
-        throw UsageError{"expects MODEL_DIR or CHECKPOINT.safetensors [--config DIR]"};
+        throw UsageError{"expects MODEL_DIR or CHECKPOINT (.safetensors or .ckpt) [--config DIR]"};
     }
     if (config.empty()) {
         config = app::single_file_config_folder(QString::fromStdString(path)).toStdString();

@@ -28,7 +28,7 @@ QString single_file_config_folder(const QString& checkpoint) {
         try {
             version = ModelFolder::single_file_version(checkpoint.toStdString());
         } catch (const std::exception&) {
-            // not safetensors: opening it says so
+            // unreadable: opening it says so
         }
     }
     return bundled_model_folder(version == 2 ? QStringLiteral("sd2-config")

@@ -602,7 +602,72 @@ def test_a_single_file_checkpoint_makes_diffusers_images(tmp_path):
     assert r.returncode == 0 and len(r.stdout.split()) == 25, r.stdout  # 24 ids, then the count
     (tmp_path / "old.ckpt").write_bytes(b"PK\x03\x04")
     r = run("info", str(tmp_path / "old.ckpt"))
-    assert r.returncode == 1 and "old.ckpt: a PyTorch pickle checkpoint" in r.stderr
+    assert r.returncode == 1 and "old.ckpt: not a readable PyTorch checkpoint" in r.stderr
+
+
+class RunsACommand:
+    """What a hostile .ckpt carries: unpickling it in Python (torch.load without weights_only)
+    runs the command."""
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def pixels(paths):
+    import numpy as np
+    from PIL import Image
+    return [np.array(Image.open(p).convert("RGB")) for p in paths]
+
+
+def test_ckpt_files_and_bin_folders_make_the_same_images_and_run_nothing(tmp_path):
+    import diffusers
+    import torch
+    from safetensors.torch import load_file
+    st = single_file_of(PIPE, tmp_path / "tiny.safetensors", dtype=torch.float16)
+    marker = tmp_path / "the_pickle_ran"
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": load_file(str(st)), "global_step": 4000, "epoch": 2,
+                "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.1)}},
+                "hook": RunsACommand(f"touch {marker}")}, ckpt)
+    gen = ["--prompt", "a blue square", "--negative", "red", "--steps", "4", "--seed", "8",
+           "--width", "32", "--height", "40", "--sampler", "euler_a", "--device", "cpu"]
+    images = {}
+    for name, model in [("st", st), ("ckpt", ckpt)]:
+        r = run("txt2img", "--model", str(model), "--config", str(PIPE), *gen,
+                "--out", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+        images[name] = pixels(r.stdout.split())
+    assert (images["st"][0] == images["ckpt"][0]).all()
+    assert not marker.exists(), "the .ckpt's pickle ran a command"
+    r = run("info", str(ckpt), "--config", str(PIPE))
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[3:] if line.strip()}
+    assert rows["unet"][2] == "F16" and rows["unet"][4] == "tiny.ckpt", rows["unet"]
+    # export converts a .ckpt to safetensors: the same file as from the .safetensors.
+    for name, model in [("st", st), ("ckpt", ckpt)]:
+        r = run("export", str(model), "--config", str(PIPE), "--out", str(tmp_path / f"{name}.out.safetensors"))
+        assert r.returncode == 0, r.stderr
+    a, b = (load_file(str(tmp_path / f"{n}.out.safetensors")) for n in ("st", "ckpt"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not marker.exists()
+
+    # A diffusers folder with PyTorch's .bin weights only (as older models on the hub are).
+    bin_dir = tmp_path / "bin-sd"
+    diffusers.StableDiffusionPipeline.from_pretrained(PIPE).save_pretrained(
+        bin_dir, safe_serialization=False)
+    te = bin_dir / "text_encoder"  # transformers 5 writes safetensors only; older ones wrote this
+    torch.save(load_file(str(te / "model.safetensors")), te / "pytorch_model.bin")
+    (te / "model.safetensors").unlink()
+    assert not list(bin_dir.rglob("*.safetensors")) and len(list(bin_dir.rglob("*.bin"))) == 3
+    for name, model in [("folder", PIPE), ("bin", bin_dir)]:
+        r = run("txt2img", "--model", str(model), *gen, "--out", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+        images[name] = pixels(r.stdout.split())
+    assert (images["folder"][0] == images["bin"][0]).all()
+    r = run("info", str(bin_dir))
+    assert r.returncode == 0 and "diffusion_pytorch_model.bin" in r.stdout, r.stdout
 
 
 def assert_reads_back_as(folder, single_file, config, dtype):

@@ -9,7 +9,9 @@ UNET_CONFIG, VAE_CONFIG: the SD 1.5 configs SD Studio opens single files with
 original name, checked by diffusers' converters.
 OUT_DIR/model (the diffusers folder), OUT_DIR/config (the same without weights: what a
 single file is opened with), OUT_DIR/model.safetensors (the single file, with the unused extras
-original checkpoints carry), OUT_DIR/cases.json ([{"name", "request"}]) and
+original checkpoints carry), OUT_DIR/model.ckpt (the same tensors as torch.save writes them,
+under "state_dict" beside the training step, as the original SD .ckpt files are),
+OUT_DIR/cases.json ([{"name", "request"}]) and
 OUT_DIR/expected.safetensors (per case NAME [B, H, W, 3] uint8).
 """
 import json
@@ -23,7 +25,7 @@ from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint,
                                                  convert_ldm_vae_checkpoint)
 from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        StableDiffusionPipeline, UNet2DConditionModel)
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import make_tiny_pipeline
 import original_checkpoint
@@ -112,7 +114,15 @@ def main(out_dir, unet_config, vae_config):
     out = Path(out_dir)
     (out / "sd15_names.json").write_text(json.dumps(sd15_names(unet_config, vae_config), indent=0))
     make_model(out)
-    check_and_render(out, CASES, SCHEDULERS)
+    single = check_and_render(out, CASES, SCHEDULERS)
+    # The .ckpt: diffusers reads it (with torch.load(weights_only=True)) as the same model.
+    sd = load_file(str(out / "model.safetensors"))
+    torch.save({"state_dict": sd, "global_step": 470000, "epoch": 6}, out / "model.ckpt")
+    from_ckpt = StableDiffusionPipeline.from_single_file(
+        str(out / "model.ckpt"), config=str(out / "config"), local_files_only=True)
+    for c in ("unet", "vae", "text_encoder"):
+        a, b = getattr(single, c).state_dict(), getattr(from_ckpt, c).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), c
 
 
 if __name__ == "__main__":

@@ -487,9 +487,9 @@ void MainWindow::buildMenus() {
         }
     });
     model->addAction(tr("Open &checkpoint file…"), this, [this] {
-        const QString file =
-            QFileDialog::getOpenFileName(this, tr("Open a Stable Diffusion 1.x checkpoint"),
-                                         QString(), tr("Single-file checkpoints (*.safetensors)"));
+        const QString file = QFileDialog::getOpenFileName(
+            this, tr("Open a Stable Diffusion 1.x checkpoint"), QString(),
+            tr("Single-file checkpoints (*.safetensors *.ckpt)"));
         if (!file.isEmpty()) {
             openModel(file);
         }

@@ -4,9 +4,11 @@
 //   tokenizer/{vocab.json,merges.txt} or tokenizer/tokenizer.json,
 //   text_encoder/{config.json,model[.fp16].safetensors},
 //   unet|vae/{config.json,diffusion_pytorch_model[.fp16].safetensors}
-// Sharded weights (NAME.safetensors.index.json) are followed. Pickle-only weights (.bin) are
-// refused with a message saying how to convert them. A single-file checkpoint in the original
-// SD layout (sds/original_layout.h) is opened as such a folder's configs plus the one file.
+// Sharded weights (NAME.safetensors.index.json) are followed. Without safetensors, PyTorch's
+// files are used (text_encoder/pytorch_model[.fp16].bin, unet|vae/diffusion_pytorch_model
+// [.fp16].bin), read without running them (sds/torch_checkpoint.h). A single-file checkpoint
+// in the original SD layout (sds/original_layout.h; .safetensors or .ckpt) is opened as such a
+// folder's configs plus the one file.
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -59,13 +61,14 @@ class ModelFolder {
     static ModelFolder open(const std::filesystem::path& dir, Variant variant = Variant::Auto);
     // A single-file SD 1.x or 2.x checkpoint in the original layout (what A1111 loads), with the
     // configs, tokenizer and scheduler of `config_dir`: a diffusers folder, weights optional
-    // (like diffusers' from_single_file(config=...)). Throws sds::ModelError naming the file for
-    // a pickle checkpoint, an SDXL checkpoint, or one that lacks a component.
+    // (like diffusers' from_single_file(config=...)). The file is safetensors or a PyTorch
+    // checkpoint (.ckpt). Throws sds::ModelError naming the file for an SDXL checkpoint or one
+    // that lacks a component, sds::FileError for one that cannot be read.
     static ModelFolder open_single_file(const std::filesystem::path& file,
                                         const std::filesystem::path& config_dir);
     // Which Stable Diffusion a single file is, by its text encoder: 1 (CLIP under
     // cond_stage_model.transformer.), 2 (OpenCLIP under cond_stage_model.model.), 0 neither.
-    // Reads the header only; throws sds::Error for a file that is not safetensors.
+    // Reads the header (or a .ckpt's pickle) only; throws sds::Error for a file it cannot read.
     static int single_file_version(const std::filesystem::path& file);
     // A folder -> open(path, variant); a file -> open_single_file(path, config_dir).
     static ModelFolder open_any(const std::filesystem::path& path,

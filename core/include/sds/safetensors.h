@@ -1,7 +1,9 @@
 #pragma once
 // Reading and writing safetensors files. Reading maps the file and hands out tensors that use
 // the mapped bytes in place when the dtype's alignment allows (copy-on-write: writing to such a
-// tensor never changes the file); otherwise the tensor is a copy.
+// tensor never changes the file); otherwise the tensor is a copy. Reading also takes a PyTorch
+// checkpoint (torch.save's zip: .ckpt, .pt, .bin), interpreted without running it
+// (sds/torch_checkpoint.h), so every weight file is read the same way.
 #include <filesystem>
 #include <memory>
 #include <unordered_map>
@@ -15,7 +17,8 @@ namespace sds {
 
 class SafeTensorsFile {
   public:
-    // Maps and validates the file; throws sds::FileError naming it.
+    // Maps and validates the file (safetensors, or a torch.save zip archive: told apart by its
+    // first bytes); throws sds::FileError naming it.
     static SafeTensorsFile open(const std::filesystem::path& path);
 
     const std::filesystem::path& path() const { return path_; }

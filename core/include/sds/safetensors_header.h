@@ -41,6 +41,9 @@ struct TensorInfo {
     std::vector<int64_t> shape;
     uint64_t begin = 0;  // offsets relative to the start of the data buffer
     uint64_t end = 0;
+    // Elements between neighbours along each dimension, for a strided view read from a PyTorch
+    // checkpoint (sds/torch_checkpoint.h); empty for contiguous data (always so in safetensors).
+    std::vector<int64_t> strides;
     uint64_t numel() const;
 };
 

@@ -63,10 +63,14 @@ std::vector<fs::path> shards_of(const fs::path& index) {
 
 void find_weights(const fs::path& root, ComponentFiles& c, const std::string& stem,
                   Variant variant) {
-    auto try_variant = [&](bool fp16) {
-        const std::string base = stem + (fp16 ? ".fp16" : "");
-        const fs::path single = c.dir / (base + ".safetensors");
-        const fs::path index = c.dir / (base + ".safetensors.index.json");
+    // safetensors first, then PyTorch's own files (read without running them, as diffusers
+    // falls back to them); within each, the variants in the order `variant` asks for.
+    const std::string pickle_stem = stem == "model" ? "pytorch_model" : stem;
+    auto try_variant = [&](bool fp16, bool pickle) {
+        const std::string base = (pickle ? pickle_stem : stem) + (fp16 ? ".fp16" : "");
+        const std::string ext = pickle ? ".bin" : ".safetensors";
+        const fs::path single = c.dir / (base + ext);
+        const fs::path index = c.dir / (base + ext + ".index.json");
         if (fs::exists(single)) {
             c.weights = {single};
         } else if (fs::exists(index)) {
@@ -77,25 +81,18 @@ void find_weights(const fs::path& root, ComponentFiles& c, const std::string& st
         c.fp16_variant = fp16;
         return true;
     };
-    const bool found = variant == Variant::Fp16   ? (try_variant(true) || try_variant(false))
-                       : variant == Variant::Full ? try_variant(false)
-                                                  : (try_variant(false) || try_variant(true));
-    if (found) {
-        return;
-    }
-    for (const char* pickle : {"pytorch_model.bin", "diffusion_pytorch_model.bin",
-                               "pytorch_model.fp16.bin", "diffusion_pytorch_model.fp16.bin"}) {
-        if (fs::exists(c.dir / pickle)) {
-            throw ModelError(
-                rel(root, c.dir / pickle) +
-                ": weights only in PyTorch pickle format (.bin), which SD Studio does not "
-                "load because unpickling can run arbitrary code. Convert the model to "
-                "safetensors, e.g. in Python: DiffusionPipeline.from_pretrained(DIR)"
-                ".save_pretrained(NEW_DIR, safe_serialization=True)");
+    for (bool pickle : {false, true}) {
+        const bool found =
+            variant == Variant::Fp16   ? (try_variant(true, pickle) || try_variant(false, pickle))
+            : variant == Variant::Full ? try_variant(false, pickle)
+                                       : (try_variant(false, pickle) || try_variant(true, pickle));
+        if (found) {
+            return;
         }
     }
     throw ModelError(rel(root, c.dir) + ": no weights found (expected " + stem +
-                     (variant == Variant::Full ? "" : "[.fp16]") + ".safetensors)");
+                     (variant == Variant::Full ? "" : "[.fp16]") + ".safetensors or " +
+                     pickle_stem + (variant == Variant::Full ? "" : "[.fp16]") + ".bin)");
 }
 
 }  // namespace
@@ -189,16 +186,6 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
     const std::string where = file.string();
     if (!fs::is_regular_file(file)) {
         throw ModelError(where + ": no such file");
-    }
-    std::string ext = file.extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
-    if (ext == ".ckpt" || ext == ".pt" || ext == ".pth" || ext == ".bin") {
-        throw ModelError(where +
-                         ": a PyTorch pickle checkpoint, which SD Studio does not load because "
-                         "unpickling can run arbitrary code. Convert it to safetensors, e.g. in "
-                         "Python: safetensors.torch.save_file(torch.load(F, weights_only=True)"
-                         "[\"state_dict\"], \"model.safetensors\")");
     }
     if (config_dir.empty()) {
         throw ModelError(where +

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sds/error.h"
+#include "sds/torch_checkpoint.h"
 
 namespace sds {
 
@@ -63,8 +64,16 @@ SafeTensorsFile SafeTensorsFile::open(const fs::path& path) {
     }
     ::close(fd);
     static const uint8_t kEmpty[1] = {0};
-    f.header_ =
-        parse_safetensors(f.map_->size ? f.map_->bytes() : kEmpty, f.map_->size, path.string());
+    const uint8_t* bytes = f.map_->size ? f.map_->bytes() : kEmpty;
+    if (is_legacy_torch_file(bytes, f.map_->size)) {
+        throw FileError(path.string() +
+                        ": a PyTorch checkpoint in the format before PyTorch 1.6, which SD Studio "
+                        "does not read. Save it again with a newer PyTorch (torch.save), or as "
+                        "safetensors");
+    }
+    f.header_ = looks_like_zip(bytes, f.map_->size)
+                    ? parse_torch_checkpoint(bytes, f.map_->size, path.string())
+                    : parse_safetensors(bytes, f.map_->size, path.string());
     for (size_t i = 0; i < f.header_.tensors.size(); ++i) {
         f.index_.emplace(f.header_.tensors[i].name, i);
     }
@@ -134,6 +143,11 @@ at::Tensor SafeTensorsFile::tensor(const std::string& name) const {
     const size_t nbytes = ti.end - ti.begin;
     if (nbytes == 0) {
         return at::empty(ti.shape, opts);
+    }
+    if (!ti.strides.empty()) {  // a strided view from a PyTorch checkpoint: gathered into a copy
+        at::Tensor bytes = at::empty({static_cast<int64_t>(nbytes)}, at::kByte);
+        std::memcpy(bytes.data_ptr(), p, nbytes);
+        return bytes.view(to_scalar_type(ti.dtype)).as_strided(ti.shape, ti.strides).contiguous();
     }
     if (reinterpret_cast<uintptr_t>(p) % dtype_size(ti.dtype) == 0) {
         auto keep = map_;  // the tensor holds the mapping

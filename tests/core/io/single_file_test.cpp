@@ -106,8 +106,8 @@ void expect_file_loads_as_folder(const sds::ComponentFiles& file,
     expect_same_parameters(ours.module(), theirs.module());
 }
 
-void expect_loads_as_folder(const fs::path& dir) {
-    const auto m = sds::ModelFolder::open_single_file(dir / "model.safetensors", dir / "config");
+void expect_loads_as_folder(const fs::path& dir, const std::string& file = "model.safetensors") {
+    const auto m = sds::ModelFolder::open_single_file(dir / file, dir / "config");
     const auto folder = sds::ModelFolder::open(dir / "model");
     expect_file_loads_as_folder<sds::UNet, sds::UNetConfig>(m.component("unet"),
                                                             folder.component("unet"));
@@ -122,9 +122,8 @@ TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
     expect_loads_as_folder(kDir);
 }
 
-void expect_diffusers_images(const fs::path& dir) {
-    auto pipe =
-        sds::Pipeline::load(dir / "model.safetensors", {.single_file_config = dir / "config"});
+void expect_diffusers_images(const fs::path& dir, const std::string& file = "model.safetensors") {
+    auto pipe = sds::Pipeline::load(dir / file, {.single_file_config = dir / "config"});
     EXPECT_TRUE(pipe.model().is_single_file());
     const auto expected = sds::SafeTensorsFile::open(dir / "expected.safetensors");
     const nlohmann::json cases = read_json(dir / "cases.json");
@@ -150,6 +149,27 @@ void expect_diffusers_images(const fs::path& dir) {
 
 TEST(SingleFile, MakesDiffusersImagesFromTheFile) {
     expect_diffusers_images(kDir);
+}
+
+// The same checkpoint as torch.save writes it (.ckpt, as the original SD releases and many shared
+// checkpoints are; diffusers' from_single_file reads it as the folder in the fixture): its
+// pickle interpreted, never run, and its tensors read in place.
+TEST(SingleFile, ReadsTheCkptOfTheSameModel) {
+    const auto st = sds::SafeTensorsFile::open(kFile);
+    const auto ckpt = sds::SafeTensorsFile::open(kDir / "model.ckpt");
+    ASSERT_EQ(ckpt.tensors().size(), st.tensors().size());
+    for (const auto& t : st.tensors()) {
+        ASSERT_TRUE(ckpt.contains(t.name)) << t.name;
+        EXPECT_TRUE(at::equal(ckpt.tensor(t.name), st.tensor(t.name))) << t.name;
+    }
+    EXPECT_EQ(sds::ModelFolder::single_file_version(kDir / "model.ckpt"), 1);
+    expect_loads_as_folder(kDir, "model.ckpt");
+    expect_diffusers_images(kDir, "model.ckpt");
+    const auto m = sds::ModelFolder::open_any(kDir / "model.ckpt", kConfig);
+    EXPECT_TRUE(m.is_single_file());
+    EXPECT_EQ(sds::summarize_weights(m.component("unet")).parameters,
+              sds::summarize_weights(sds::ModelFolder::open(kDir / "model").component("unet"))
+                  .parameters);
 }
 
 // SD 2.x: OpenCLIP's text encoder names, q/k/v in one in_proj, one layer more than used.
@@ -242,7 +262,7 @@ fs::path variant_of(const std::string& name, const std::vector<std::string>& dro
 std::string load_error(const fs::path& file, const fs::path& config = kConfig) {
     try {
         sds::Pipeline::load(file, {.single_file_config = config});
-    } catch (const sds::ModelError& e) {
+    } catch (const sds::Error& e) {
         return e.what();
     }
     return "(no error)";
@@ -250,9 +270,11 @@ std::string load_error(const fs::path& file, const fs::path& config = kConfig) {
 
 TEST(SingleFile, SaysWhatIsWrongWithAFileItCannotRun) {
     const fs::path pickle = sds::test::temp_dir("single_file_pickle") / "model.ckpt";
-    std::ofstream(pickle) << "PK";
-    EXPECT_NE(load_error(pickle).find("model.ckpt: a PyTorch pickle checkpoint"),
-              std::string::npos);
+    std::ofstream(pickle) << "PK\x03\x04";
+    EXPECT_NE(load_error(pickle).find("model.ckpt: not a readable PyTorch checkpoint: the zip "
+                                      "archive is truncated"),
+              std::string::npos)
+        << load_error(pickle);
 
     const auto both =
         variant_of("both", {}, {{"cond_stage_model.model.ln_final.weight", at::ones({4})}});
