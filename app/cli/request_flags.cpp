@@ -9,9 +9,9 @@
 namespace sds::cli {
 
 const char* const kGenerateFlagsHelp =
-    "  --model PATH       a diffusers model folder or a single-file SD 1.x/2.x checkpoint\n"
-    "                     (.safetensors or .ckpt, original layout; default: the bundled\n"
-    "                     demo model)\n"
+    "  --model PATH       a diffusers model folder (SD 1.x, 2.x, SDXL) or a single-file\n"
+    "                     SD 1.x/2.x checkpoint (.safetensors or .ckpt, original layout;\n"
+    "                     default: the bundled demo model)\n"
     "  --config DIR       a single file's configs and tokenizer: a diffusers folder,\n"
     "                     weights optional (default: SD 1.5's, models/sd1-config,\n"
     "                     or SD 2.1's, models/sd2-config, for an SD 2.x file)\n"

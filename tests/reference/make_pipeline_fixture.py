@@ -58,7 +58,21 @@ def cases():
     out.append(("euler_a_50steps", dict(base, sampler="euler_a", steps=50, width=32)))
     out.append(("pndm_img_s1.0", dict(base, sampler="pndm", strength=1.0, width=32,
                                       init_image="init.png")))
+    # Clip skip, which diffusers applies to the prompt and not to the negative prompt.
+    out.append(("dpmpp_2m_clip_skip1_neg", dict(base, sampler="dpmpp_2m", steps=6, width=32,
+                                                negative_prompt="green", clip_skip=1)))
     return out
+
+
+def clip_skip_embeds(pipe, prompt, clip_skip):
+    """What diffusers' StableDiffusionPipeline.encode_prompt makes of `prompt` with clip_skip
+    (its own call reaches for text_encoder.text_model, which transformers 5 no longer has): the
+    state `clip_skip` layers before the last, through the final layer norm."""
+    ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = pipe.text_encoder(ids, output_hidden_states=True)
+        return pipe.text_encoder.final_layer_norm(out.hidden_states[-(clip_skip + 1)])
 
 
 def main(out_dir):
@@ -83,6 +97,9 @@ def main(out_dir):
                       num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
                       num_images_per_prompt=b, generator=gens, eta=req.get("eta", 0.0),
                       output_type="pil")
+        if req.get("clip_skip"):  # the prompt's embeddings given, the negative prompt encoded
+            kwargs["prompt_embeds"] = clip_skip_embeds(pipe, kwargs.pop("prompt"),
+                                                       req["clip_skip"])
         if "init_image" in req:
             img2img.scheduler = scheduler
             images = img2img(image=Image.fromarray(init), strength=req["strength"], **kwargs).images

@@ -1,6 +1,7 @@
 #pragma once
 // The CLIP text encoder of SD 1.x (transformers' CLIPTextModel): token + position embeddings,
-// pre-norm transformer layers with causal self-attention, final layer norm.
+// pre-norm transformer layers with causal self-attention, final layer norm; and SDXL's second
+// encoder (CLIPTextModelWithProjection): the same with a projection of the pooled output.
 // One model, one thread at a time.
 #include <filesystem>
 #include <memory>
@@ -28,9 +29,17 @@ struct ClipTextConfig {
     int64_t max_position_embeddings = 77;
     std::string hidden_act = "quick_gelu";  // or "gelu" (SD 2.x)
     double layer_norm_eps = 1e-5;
+    // The end-of-text token, whose final state is the pooled output (2 in configs saved before
+    // transformers fixed it: then the highest id is taken, as transformers does).
+    int64_t eos_token_id = 49407;
+    // Width of text_projection (CLIPTextModelWithProjection); 0: the model has none.
+    int64_t projection_dim = 0;
 
     // Reads text_encoder/config.json; throws sds::ModelError naming the file and field.
-    static ClipTextConfig from_file(const std::filesystem::path& config_json);
+    // `with_projection`: the model is a CLIPTextModelWithProjection (model_index.json says so;
+    // every CLIP config has a projection_dim).
+    static ClipTextConfig from_file(const std::filesystem::path& config_json,
+                                    bool with_projection = false);
 };
 
 class WeightFiles;
@@ -59,6 +68,15 @@ class ClipTextModel {
     // k > 0 = the output of the layer k before the last, with the final layer norm applied.
     // (A1111's "Clip skip: 2" is clip_skip 1 here.)
     at::Tensor encode(const at::Tensor& ids, int clip_skip = 0) const;
+
+    // What SDXL takes from each of its encoders: `hidden`, the states leaving the layer before
+    // the last (clip_skip k: k layers earlier), without the final layer norm ([B, L, hidden]);
+    // `pooled`, the final-normed state at each end token ([B, hidden]), projected by
+    // text_projection when the model has one ([B, projection_dim]).
+    struct Encoding {
+        at::Tensor hidden, pooled;
+    };
+    Encoding encode_xl(const at::Tensor& ids, int clip_skip = 0) const;
 
     const ClipTextConfig& config() const;
     int64_t parameter_count() const;

@@ -1,8 +1,10 @@
 #pragma once
-// The one place that knows the diffusers folder layout of a Stable Diffusion 1.x model:
+// The one place that knows the diffusers folder layout of a Stable Diffusion 1.x/2.x or SDXL
+// model:
 //   model_index.json, scheduler/scheduler_config.json,
 //   tokenizer/{vocab.json,merges.txt} or tokenizer/tokenizer.json,
 //   text_encoder/{config.json,model[.fp16].safetensors},
+//   SDXL also: tokenizer_2/..., text_encoder_2/{config.json,model[.fp16].safetensors},
 //   unet|vae/{config.json,diffusion_pytorch_model[.fp16].safetensors}
 // Sharded weights (NAME.safetensors.index.json) are followed. Without safetensors, PyTorch's
 // files are used (text_encoder/pytorch_model[.fp16].bin, unet|vae/diffusion_pytorch_model
@@ -92,6 +94,11 @@ class ModelFolder {
     const std::map<std::string, ComponentFiles>& components() const { return components_; }
 
     std::filesystem::path tokenizer_dir() const { return dir_ / "tokenizer"; }
+    // SDXL: a second text encoder (CLIPTextModelWithProjection) and its tokenizer.
+    bool is_xl() const { return has("text_encoder_2"); }
+    std::filesystem::path tokenizer_2_dir() const { return dir_ / "tokenizer_2"; }
+    // SDXL: no negative prompt means zero embeddings, not those of "" (model_index.json).
+    bool force_zeros_for_empty_prompt() const { return force_zeros_for_empty_prompt_; }
     const ModelHints& hints() const { return hints_; }
 
   private:
@@ -100,6 +107,7 @@ class ModelFolder {
     std::filesystem::path source_;
     ModelHints hints_;
     std::string pipeline_class_;
+    bool force_zeros_for_empty_prompt_ = false;
     std::map<std::string, ComponentFiles> components_;
 };
 

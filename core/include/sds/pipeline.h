@@ -1,7 +1,7 @@
 #pragma once
-// txt2img and img2img for Stable Diffusion 1.x/2.x, step for step as diffusers'
-// StableDiffusionPipeline / StableDiffusionImg2ImgPipeline (called with one CPU generator per
-// image, seeded seed + i).
+// txt2img and img2img for Stable Diffusion 1.x/2.x and SDXL, step for step as diffusers'
+// StableDiffusionPipeline / StableDiffusionImg2ImgPipeline / StableDiffusionXLPipeline /
+// StableDiffusionXLImg2ImgPipeline (called with one CPU generator per image, seeded seed + i).
 //
 // Threads: one Pipeline is used by one thread at a time; `cancel` may be set from any thread
 // and is checked between steps.
@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -88,8 +89,12 @@ class Pipeline {
                               const StepObserver& observer = {},
                               const std::atomic<bool>* cancel = nullptr);
 
-    // The text encoder's output for a prompt, [1, 77, hidden].
+    // The text encoder's output for a prompt, [1, 77, hidden] (SDXL: both encoders', side by
+    // side, as encode_prompt_xl).
     at::Tensor encode_prompt(const std::string& text, int clip_skip = 0);
+    // SDXL: the conditioning [1, 77, hidden + hidden_2] and the pooled embedding
+    // [1, projection_dim], as diffusers' StableDiffusionXLPipeline.encode_prompt makes them.
+    std::pair<at::Tensor, at::Tensor> encode_prompt_xl(const std::string& text, int clip_skip = 0);
     // Latents (scaled) -> images.
     std::vector<Image> decode(const at::Tensor& latents);
     // The live preview: this model's linear latent -> RGB map (preview_map) applied to scaled

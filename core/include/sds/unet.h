@@ -1,5 +1,6 @@
 #pragma once
-// diffusers' UNet2DConditionModel for SD 1.x/2.x configs. One model, one thread at a time.
+// diffusers' UNet2DConditionModel for SD 1.x/2.x and SDXL configs. One model, one thread at a
+// time.
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -26,7 +27,9 @@ struct UNetConfig {
                                                "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
     int64_t layers_per_block = 2;
     std::vector<int64_t> heads = {8, 8, 8, 8};  // per down block (attention_head_dim in SD 1.x)
-    int64_t transformer_layers_per_block = 1;
+    // Transformer blocks in each attention of a down block (SDXL: [1, 2, 10]); the up blocks
+    // take them reversed, the mid block the last.
+    std::vector<int64_t> transformer_layers = {1, 1, 1, 1};
     int64_t cross_attention_dim = 768;
     int64_t norm_num_groups = 32;
     double norm_eps = 1e-5;
@@ -34,6 +37,16 @@ struct UNetConfig {
     double freq_shift = 0;
     bool use_linear_projection = false;
     bool upcast_attention = false;
+    // SDXL's micro-conditioning (addition_embed_type "text_time"): a pooled text embedding and
+    // six size/crop numbers, each number embedded sinusoidally in addition_time_embed_dim, all
+    // projected (projection_class_embeddings_input_dim in) and added to the time embedding.
+    bool text_time = false;
+    int64_t addition_time_embed_dim = 0;
+    int64_t projection_class_embeddings_input_dim = 0;
+    // The pooled text embedding's width a text_time model expects.
+    int64_t text_embeds_dim() const {
+        return projection_class_embeddings_input_dim - 6 * addition_time_embed_dim;
+    }
 
     // Reads unet/config.json; unsupported options are errors naming the file and field.
     static UNetConfig from_file(const std::filesystem::path& config_json);
@@ -52,10 +65,16 @@ class UNet {
                       const std::string& original_prefix = "");
     void to(c10::Device device, c10::ScalarType dtype);
 
+    // SDXL's added conditioning (UNetConfig::text_time): text_embeds [B, text_embeds_dim()],
+    // time_ids [B, 6] (original height and width, crop top and left, target height and width).
+    struct Added {
+        at::Tensor text_embeds, time_ids;
+    };
     // sample [B, C, H, W], timesteps [B] (or one), context [B, L, cross_attention_dim]
-    // -> [B, out_channels, H, W], in the model's dtype.
+    // -> [B, out_channels, H, W], in the model's dtype. `added` is required by a text_time
+    // model and refused by any other.
     at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                       const at::Tensor& context) const;
+                       const at::Tensor& context, const Added& added = {}) const;
 
     const UNetConfig& config() const;
     int64_t parameter_count() const;

@@ -25,6 +25,9 @@ struct VaeConfig {
     double scaling_factor = 0.18215;
     bool use_quant_conv = true;
     bool use_post_quant_conv = true;
+    // SDXL's pipelines run such a VAE in fp32 when the model runs in fp16 (its activations
+    // overflow fp16); diffusers' SD 1.x/2.x pipelines ignore the flag.
+    bool force_upcast = true;
 
     static VaeConfig from_file(const std::filesystem::path& config_json);
     int64_t downscale() const { return int64_t(1) << (block_out_channels.size() - 1); }

@@ -31,6 +31,11 @@ constexpr ComponentKind kRequired[] = {
     {"vae", "diffusion_pytorch_model", "config.json"},
     {"scheduler", "", "scheduler_config.json"},
 };
+// SDXL's second text encoder and tokenizer: both or neither.
+constexpr ComponentKind kXl[] = {
+    {"text_encoder_2", "model", "config.json"},
+    {"tokenizer_2", "", ""},
+};
 
 std::string rel(const fs::path& root, const fs::path& p) {
     return (root.filename() / p.lexically_relative(root)).string();
@@ -118,14 +123,14 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
     }
     JsonConfig index = JsonConfig::load(index_path);
     m.pipeline_class_ = index.string("_class_name", "");
-    for (const ComponentKind& kind : kRequired) {
-        if (!index.has(kind.name)) {
-            throw ModelError(rel(m.dir_, index_path) + ": the component '" + kind.name +
-                             "' is missing (a Stable Diffusion pipeline needs text_encoder, "
-                             "tokenizer, unet, vae and scheduler)");
-        }
+    auto read_component = [&](const ComponentKind& kind) {
         const auto& entry = index.json()[kind.name];
         if (!entry.is_array() || entry.size() != 2 || !entry[1].is_string()) {
+            if (entry.is_array() && entry.size() == 2 && entry[1].is_null()) {
+                throw ModelError(rel(m.dir_, index_path) + ": has no '" + kind.name +
+                                 "' (an SDXL refiner, which conditions on its second text "
+                                 "encoder alone, is not supported; open the SDXL base model)");
+            }
             index.fail(kind.name, "must be [library, class name] (found " + entry.dump() + ")");
         }
         ComponentFiles c;
@@ -146,12 +151,33 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
             find_weights(m.dir_, c, kind.weights_stem, variant);
         }
         m.components_.emplace(c.name, std::move(c));
+    };
+    for (const ComponentKind& kind : kRequired) {
+        if (!index.has(kind.name)) {
+            throw ModelError(rel(m.dir_, index_path) + ": the component '" + kind.name +
+                             "' is missing (a Stable Diffusion pipeline needs text_encoder, "
+                             "tokenizer, unet, vae and scheduler)");
+        }
+        read_component(kind);
     }
-    const fs::path tok = m.tokenizer_dir();
-    if (!(fs::exists(tok / "vocab.json") && fs::exists(tok / "merges.txt")) &&
-        !fs::exists(tok / "tokenizer.json")) {
-        throw ModelError(rel(m.dir_, tok) +
-                         ": no tokenizer files (vocab.json + merges.txt, or tokenizer.json)");
+    if (index.has("text_encoder_2") || index.has("tokenizer_2")) {
+        for (const ComponentKind& kind : kXl) {
+            if (!index.has(kind.name)) {
+                throw ModelError(rel(m.dir_, index_path) +
+                                 ": has text_encoder_2 or tokenizer_2 but not both (an SDXL "
+                                 "pipeline needs both)");
+            }
+            read_component(kind);
+        }
+        m.force_zeros_for_empty_prompt_ = index.boolean("force_zeros_for_empty_prompt", true);
+    }
+    for (const fs::path& tok :
+         {m.tokenizer_dir(), m.is_xl() ? m.tokenizer_2_dir() : m.tokenizer_dir()}) {
+        if (!(fs::exists(tok / "vocab.json") && fs::exists(tok / "merges.txt")) &&
+            !fs::exists(tok / "tokenizer.json")) {
+            throw ModelError(rel(m.dir_, tok) +
+                             ": no tokenizer files (vocab.json + merges.txt, or tokenizer.json)");
+        }
     }
     const fs::path hints_path = m.dir_ / "sdstudio.json";
     if (fs::exists(hints_path)) {
@@ -232,6 +258,11 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
                          "SD Studio runs txt2img and img2img models");
     }
     ModelFolder m = read(config_dir, Variant::Auto, /*weights=*/false);
+    if (m.is_xl()) {
+        throw ModelError(where + ": the configs of " + config_dir.string() +
+                         " are SDXL's; SD Studio runs SD 1.x and 2.x single files (open an SDXL "
+                         "model as a diffusers folder)");
+    }
     m.source_ = fs::absolute(file).lexically_normal();
     const std::pair<const char*, const char*> prefixes[] = {
         {"unet", kOriginalUNetPrefix},

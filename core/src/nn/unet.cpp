@@ -31,9 +31,40 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
     c.freq_shift = j.number("freq_shift", c.freq_shift);
     c.use_linear_projection = j.boolean("use_linear_projection", c.use_linear_projection);
     c.upcast_attention = j.boolean("upcast_attention", c.upcast_attention);
-    c.transformer_layers_per_block = j.integer("transformer_layers_per_block", 1);
 
     const size_t n = c.block_out_channels.size();
+    c.transformer_layers = j.has("transformer_layers_per_block")
+                               ? j.integers("transformer_layers_per_block")
+                               : std::vector<int64_t>{1};
+    if (c.transformer_layers.size() == 1) {
+        c.transformer_layers.assign(n, c.transformer_layers[0]);
+    }
+    if (c.transformer_layers.size() != n) {
+        j.fail("transformer_layers_per_block",
+               "must be one number or one per block (" + std::to_string(n) + ")");
+    }
+    for (int64_t v : c.transformer_layers) {
+        if (v < 1) {
+            j.fail("transformer_layers_per_block", "entries must be at least 1");
+        }
+    }
+    if (j.has("addition_embed_type")) {
+        if (j.string("addition_embed_type") != "text_time") {
+            j.fail("addition_embed_type", "'" + j.string("addition_embed_type") +
+                                              "' is not supported (text_time, as SDXL, or null)");
+        }
+        c.text_time = true;
+        c.addition_time_embed_dim = j.integer("addition_time_embed_dim");
+        c.projection_class_embeddings_input_dim =
+            j.integer("projection_class_embeddings_input_dim");
+        if (c.addition_time_embed_dim <= 0 || c.text_embeds_dim() <= 0) {
+            j.fail("projection_class_embeddings_input_dim",
+                   "(" + std::to_string(c.projection_class_embeddings_input_dim) +
+                       ") must exceed 6 x addition_time_embed_dim (" +
+                       std::to_string(c.addition_time_embed_dim) +
+                       "): it is the pooled text embedding and six embedded size numbers");
+        }
+    }
     if (c.down_block_types.size() != n || c.up_block_types.size() != n) {
         j.fail("block_out_channels", "has " + std::to_string(n) +
                                          " entries but down_block_types "
@@ -92,7 +123,7 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
     require("act_fn", "silu");
     require("center_input_sample", false);
     require("class_embed_type", nullptr);
-    require("addition_embed_type", nullptr);
+    require("reverse_transformer_layers_per_block", nullptr);
     require("encoder_hid_dim", nullptr);
     require("time_cond_proj_dim", nullptr);
     require("time_embedding_type", "positional");
@@ -236,27 +267,33 @@ struct UNetModuleImpl : tnn::Module {
         const int64_t temb = boc[0] * 4;
         conv_in = register_module("conv_in", nn::conv2d(c.in_channels, boc[0], 3, 1, 1));
         time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb));
+        if (c.text_time) {
+            add_embedding = register_module(
+                "add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, temb));
+        }
         BlockOptions o{.temb = temb,
                        .groups = c.norm_num_groups,
                        .context = c.cross_attention_dim,
-                       .tlayers = c.transformer_layers_per_block,
                        .eps = c.norm_eps,
                        .linear_projection = c.use_linear_projection,
                        .upcast = c.upcast_attention};
         down_blocks = register_module("down_blocks", tnn::ModuleList());
         for (size_t i = 0; i < n; ++i) {
             o.heads = c.heads[i];
+            o.tlayers = c.transformer_layers[i];
             down_blocks->push_back(
                 DownBlock(i == 0 ? boc[0] : boc[i - 1], boc[i], c.layers_per_block,
                           c.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < n, o));
         }
         o.heads = c.heads.back();
+        o.tlayers = c.transformer_layers.back();
         mid_block = register_module("mid_block", MidBlock(boc.back(), o));
         up_blocks = register_module("up_blocks", tnn::ModuleList());
         for (size_t i = 0; i < n; ++i) {
             const size_t r = n - 1 - i;  // reversed index
             const int64_t prev_out = boc[std::min(n - 1, r + 1)];
             o.heads = c.heads[r];
+            o.tlayers = c.transformer_layers[r];
             up_blocks->push_back(UpBlock(
                 boc[r == 0 ? 0 : r - 1], i == 0 ? boc.back() : prev_out, boc[r],
                 c.layers_per_block + 1, c.up_block_types[i] == "CrossAttnUpBlock2D", i + 1 < n, o));
@@ -266,14 +303,24 @@ struct UNetModuleImpl : tnn::Module {
         conv_out = register_module("conv_out", nn::conv2d(boc[0], c.out_channels, 3, 1, 1));
     }
 
-    at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                       const at::Tensor& ctx) {
+    at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps, const at::Tensor& ctx,
+                       const UNet::Added& added) {
         const int64_t b = sample.size(0);
         at::Tensor t = timesteps.to(sample.device()).reshape({-1}).expand({b});
         at::Tensor emb =
             nn::timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)
                 .to(sample.scalar_type());
         at::Tensor temb = time_embedding(emb);
+        if (add_embedding) {
+            // Each size number embedded as a timestep is, then all next to the text embedding.
+            const at::Tensor ids =
+                nn::timestep_embedding(added.time_ids.reshape({-1}), c.addition_time_embed_dim,
+                                       c.flip_sin_to_cos, c.freq_shift)
+                    .reshape({added.text_embeds.size(0), -1});
+            temb =
+                temb + add_embedding(torch::cat({added.text_embeds.to(ids.scalar_type()), ids}, -1)
+                                         .to(temb.scalar_type()));
+        }
         at::Tensor x = conv_in(sample);
         std::vector<at::Tensor> skips = {x};
         for (const auto& block : *down_blocks) {
@@ -288,7 +335,7 @@ struct UNetModuleImpl : tnn::Module {
 
     UNetConfig c;
     nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
-    TimestepEmbedding time_embedding{nullptr};
+    TimestepEmbedding time_embedding{nullptr}, add_embedding{nullptr};
     tnn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
     MidBlock mid_block{nullptr};
     nn::GroupNorm conv_norm_out{nullptr};
@@ -345,9 +392,24 @@ torch::nn::Module& UNet::module() {
 }
 
 at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                         const at::Tensor& context) const {
+                         const at::Tensor& context, const Added& added) const {
+    const UNetConfig& c = config();
+    const bool given = added.text_embeds.defined() && added.time_ids.defined();
+    if (c.text_time != given) {
+        throw Error(c.text_time ? "unet: this SDXL UNet needs the pooled text embedding and the "
+                                  "size ids (addition_embed_type text_time)"
+                                : "unet: added conditioning given to a UNet without "
+                                  "addition_embed_type");
+    }
+    if (given &&
+        (added.text_embeds.dim() != 2 || added.text_embeds.size(1) != c.text_embeds_dim() ||
+         added.time_ids.dim() != 2 || added.time_ids.size(1) != 6 ||
+         added.text_embeds.size(0) != sample.size(0) || added.time_ids.size(0) != sample.size(0))) {
+        throw Error("unet: the added conditioning must be text_embeds [B, " +
+                    std::to_string(c.text_embeds_dim()) + "] and time_ids [B, 6]");
+    }
     const nn::GradOnlyInTraining grad(*impl_->model);
-    return impl_->model->forward(sample, timesteps, context);
+    return impl_->model->forward(sample, timesteps, context, added);
 }
 
 }  // namespace sds

@@ -24,6 +24,12 @@ VaeConfig VaeConfig::from_file(const std::filesystem::path& path) {
     c.scaling_factor = j.number("scaling_factor", c.scaling_factor);
     c.use_quant_conv = j.boolean("use_quant_conv", c.use_quant_conv);
     c.use_post_quant_conv = j.boolean("use_post_quant_conv", c.use_post_quant_conv);
+    c.force_upcast = j.boolean("force_upcast", c.force_upcast);
+    for (const char* key : {"latents_mean", "latents_std", "shift_factor"}) {
+        if (j.has(key)) {
+            j.fail(key, "is not supported (SD 1.x, 2.x and SDXL VAEs have none)");
+        }
+    }
     const size_t n = c.block_out_channels.size();
     for (const char* key : {"down_block_types", "up_block_types"}) {
         if (!j.has(key)) {

@@ -13,6 +13,7 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
 
@@ -77,11 +78,43 @@ struct Pipeline::Impl {
     ModelFolder folder;
     std::unique_ptr<ClipTokenizer> tokenizer;
     std::unique_ptr<ClipTextModel> text;
+    std::unique_ptr<ClipTokenizer> tokenizer_2;  // SDXL
+    std::unique_ptr<ClipTextModel> text_2;
     std::unique_ptr<UNet> unet;
     std::unique_ptr<Vae> vae;
     at::Tensor preview_map;  // preview_map_for(*vae)
     Options options;
 };
+
+namespace {
+// The UNet's conditioning widths against the text encoders' (diffusers checks the added
+// embedding's width too).
+void check_xl_fits(const ModelFolder& folder, const UNetConfig& unet, const ClipTextModel* text,
+                   const ClipTextModel* text_2) {
+    const std::string where = folder.component("unet").config.string();
+    if (text_2 == nullptr) {
+        if (unet.text_time) {
+            throw ModelError(where +
+                             ": an SDXL UNet (addition_embed_type text_time) in a folder "
+                             "without text_encoder_2 and tokenizer_2");
+        }
+        return;
+    }
+    const int64_t context = text->config().hidden_size + text_2->config().hidden_size;
+    if (!unet.text_time || unet.cross_attention_dim != context ||
+        unet.text_embeds_dim() != text_2->config().projection_dim) {
+        throw ModelError(
+            where +
+            ": does not fit the SDXL text encoders: it needs addition_embed_type "
+            "text_time, cross_attention_dim " +
+            std::to_string(context) +
+            " (both encoders' widths) and "
+            "projection_class_embeddings_input_dim " +
+            std::to_string(text_2->config().projection_dim + 6 * unet.addition_time_embed_dim) +
+            " (text_encoder_2's projection_dim + 6 x addition_time_embed_dim)");
+    }
+}
+}  // namespace
 
 Pipeline::Pipeline() : impl_(std::make_unique<Impl>()) {}
 Pipeline::~Pipeline() = default;
@@ -106,6 +139,12 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         tell("loading the text encoder", 0.05);
         m.text = std::make_unique<ClipTextModel>(
             ClipTextModel::load(m.folder.component("text_encoder"), options.dtype, options.device));
+        if (m.folder.is_xl()) {
+            m.tokenizer_2 = std::make_unique<ClipTokenizer>(
+                ClipTokenizer::load_folder(m.folder.tokenizer_2_dir()));
+            m.text_2 = std::make_unique<ClipTextModel>(ClipTextModel::load(
+                m.folder.component("text_encoder_2"), options.dtype, options.device));
+        }
         tell("loading the UNet", 0.2);
         const auto& unet = m.folder.component("unet");
         m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
@@ -116,8 +155,11 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         const auto& vae = m.folder.component("vae");
         m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
         m.vae->load_weights(vae.weights, vae.original_prefix);
-        m.vae->to(options.device, options.dtype);
+        const bool upcast =
+            m.folder.is_xl() && options.dtype == at::kHalf && m.vae->config().force_upcast;
+        m.vae->to(options.device, upcast ? at::kFloat : options.dtype);
     });
+    check_xl_fits(m.folder, m.unet->config(), m.text.get(), m.text_2.get());
     m.preview_map = preview_map_for(*m.vae);
     // Check before the first generation that this scheduler config makes a sampler at all (one
     // for a model that predicts x0 makes no PNDM, say: choosing that one then says why).
@@ -184,13 +226,31 @@ Sampler Pipeline::default_sampler() const {
 }
 
 at::Tensor Pipeline::encode_prompt(const std::string& text, int clip_skip) {
+    if (impl_->text_2) {
+        return encode_prompt_xl(text, clip_skip).first;
+    }
     const auto ids = impl_->tokenizer->encode_padded(text);
     return impl_->text->encode(at::tensor(ids, at::kLong).unsqueeze(0), clip_skip);
 }
 
+std::pair<at::Tensor, at::Tensor> Pipeline::encode_prompt_xl(const std::string& text,
+                                                             int clip_skip) {
+    auto& m = *impl_;
+    if (!m.text_2) {
+        throw Error("encode_prompt_xl: " + m.folder.source().string() + " is not an SDXL model");
+    }
+    auto ids = [&](const ClipTokenizer& tok) {
+        return at::tensor(tok.encode_padded(text), at::kLong).unsqueeze(0);
+    };
+    const auto first = m.text->encode_xl(ids(*m.tokenizer), clip_skip);
+    const auto second = m.text_2->encode_xl(ids(*m.tokenizer_2), clip_skip);
+    return {at::cat({first.hidden, second.hidden}, -1), second.pooled};
+}
+
 std::vector<Image> Pipeline::decode(const at::Tensor& latents) {
     torch::NoGradGuard no_grad;
-    const at::Tensor images = impl_->vae->decode(latents / impl_->vae->config().scaling_factor);
+    const at::Tensor images =
+        impl_->vae->decode((latents / impl_->vae->config().scaling_factor).to(impl_->vae->dtype()));
     std::vector<Image> out;
     for (int64_t i = 0; i < images.size(0); ++i) {
         out.push_back(tensor_to_image(images[i]));
@@ -309,12 +369,41 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         return at::cat(parts, 0);
     };
 
-    // Text: [negative x B, prompt x B] when guided.
-    const at::Tensor cond = encode_prompt(req.prompt, req.clip_skip).to(dtype);
-    at::Tensor context = cond.repeat({b, 1, 1});
-    if (req.guided()) {
-        const at::Tensor uncond = encode_prompt(req.negative_prompt, req.clip_skip).to(dtype);
-        context = at::cat({uncond.repeat({b, 1, 1}), context}, 0);
+    // Text: [negative x B, prompt x B] when guided. Clip skip applies to the prompt only:
+    // diffusers' pipelines (SD and SDXL) encode the negative prompt as if there were none.
+    at::Tensor context;
+    UNet::Added added;
+    if (!m.text_2) {
+        const at::Tensor cond = encode_prompt(req.prompt, req.clip_skip).to(dtype);
+        context = cond.repeat({b, 1, 1});
+        if (req.guided()) {
+            const at::Tensor uncond = encode_prompt(req.negative_prompt).to(dtype);
+            context = at::cat({uncond.repeat({b, 1, 1}), context}, 0);
+        }
+    } else {
+        // SDXL: both encoders' states side by side, the second's pooled output, and the size
+        // ids (original size, crop corner 0, target size: the image's size, as diffusers
+        // defaults them). No negative prompt: zeros, when the model says so.
+        auto [cond, pooled] = encode_prompt_xl(req.prompt, req.clip_skip);
+        context = cond.to(dtype).repeat({b, 1, 1});
+        at::Tensor text_embeds = pooled.to(dtype).repeat({b, 1});
+        if (req.guided()) {
+            at::Tensor uncond, uncond_pooled;
+            if (req.negative_prompt.empty() && m.folder.force_zeros_for_empty_prompt()) {
+                uncond = at::zeros_like(cond);
+                uncond_pooled = at::zeros_like(pooled);
+            } else {
+                std::tie(uncond, uncond_pooled) = encode_prompt_xl(req.negative_prompt);
+            }
+            context = at::cat({uncond.to(dtype).repeat({b, 1, 1}), context}, 0);
+            text_embeds = at::cat({uncond_pooled.to(dtype).repeat({b, 1}), text_embeds}, 0);
+        }
+        const double h = req.height, w = req.width;
+        added.text_embeds = text_embeds;
+        added.time_ids = at::tensor(std::vector<double>{h, w, 0, 0, h, w}, at::kDouble)
+                             .to(device, dtype)
+                             .view({1, 6})
+                             .repeat({text_embeds.size(0), 1});
     }
 
     auto scheduler = Scheduler::create(req.sampler, m.folder.component("scheduler").config);
@@ -330,7 +419,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     } else {
         first = scheduler->first_index_for_strength(req.steps, req.strength);
         const Image sized = resize(*init, req.width, req.height);
-        const at::Tensor image = image_to_tensor(sized).to(device, dtype);
+        const at::Tensor image = image_to_tensor(sized).to(device, m.vae->dtype());
         // diffusers encodes the image once per batch entry; the encoding is deterministic, so
         // once is enough. Each entry samples the posterior with its own generator.
         const auto [mean, logvar] = m.vae->encode(image);
@@ -342,7 +431,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
                                        .to(device);
             encoded.push_back(mean + std_dev * eps);
         }
-        const at::Tensor x0 = m.vae->config().scaling_factor * at::cat(encoded, 0);
+        const at::Tensor x0 = m.vae->config().scaling_factor * at::cat(encoded, 0).to(dtype);
         latents = scheduler->add_noise(x0, noise(x0.sizes(), dtype).to(device), first);
     }
 
@@ -355,7 +444,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         const at::Tensor t = timesteps[i];
         at::Tensor input = req.guided() ? at::cat({latents, latents}, 0) : latents;
         input = scheduler->scale_model_input(input, i);
-        at::Tensor eps = m.unet->forward(input, t, context);
+        at::Tensor eps = m.unet->forward(input, t, context, added);
         if (req.guided()) {
             auto parts = eps.chunk(2, 0);
             eps = parts[0] + req.guidance_scale * (parts[1] - parts[0]);

@@ -20,7 +20,7 @@ using sds::nn::Embedding;
 using sds::nn::LayerNorm;
 using sds::nn::Linear;
 
-ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& path) {
+ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& path, bool with_projection) {
     JsonConfig j = JsonConfig::load(path);
     ClipTextConfig c;
     c.vocab_size = j.integer("vocab_size", c.vocab_size);
@@ -31,6 +31,13 @@ ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& path) {
     c.max_position_embeddings = j.integer("max_position_embeddings", c.max_position_embeddings);
     c.hidden_act = j.string("hidden_act", c.hidden_act);
     c.layer_norm_eps = j.number("layer_norm_eps", c.layer_norm_eps);
+    c.eos_token_id = j.integer("eos_token_id", c.eos_token_id);
+    if (with_projection) {
+        c.projection_dim = j.integer("projection_dim", 512);
+        if (c.projection_dim <= 0) {
+            j.fail("projection_dim", "must be positive");
+        }
+    }
     for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size},
                           {"hidden_size", c.hidden_size},
                           {"intermediate_size", c.intermediate_size},
@@ -146,16 +153,33 @@ struct ClipTextTransformerImpl : tnn::Module {
 };
 TORCH_MODULE(ClipTextTransformer);
 
+// CLIPTextModelWithProjection's names: "text_model." and "text_projection.".
+struct ClipWithProjectionImpl : tnn::Module {
+    ClipWithProjectionImpl(ClipTextTransformer model, Linear projection) {
+        text_model = register_module("text_model", std::move(model));
+        text_projection = register_module("text_projection", std::move(projection));
+    }
+    ClipTextTransformer text_model{nullptr};
+    Linear text_projection{nullptr};
+};
+TORCH_MODULE(ClipWithProjection);
+
 }  // namespace
 
 struct ClipTextModel::Impl {
     ClipTextConfig config;
     ClipTextTransformer model{nullptr};
+    ClipWithProjection with_projection{nullptr};  // holds `model` too, when projected
 };
 
 ClipTextModel::ClipTextModel(const ClipTextConfig& config) : impl_(std::make_unique<Impl>()) {
     impl_->config = config;
     impl_->model = ClipTextTransformer(config);
+    if (config.projection_dim > 0) {
+        impl_->with_projection = ClipWithProjection(
+            impl_->model, Linear(config.hidden_size, config.projection_dim, /*bias=*/false));
+        impl_->with_projection->eval();
+    }
     impl_->model->eval();
 }
 ClipTextModel::~ClipTextModel() = default;
@@ -171,11 +195,16 @@ torch::nn::Module& ClipTextModel::module() {
 }
 
 int64_t ClipTextModel::parameter_count() const {
-    return nn::count_parameters(*impl_->model);
+    return impl_->with_projection ? nn::count_parameters(*impl_->with_projection)
+                                  : nn::count_parameters(*impl_->model);
 }
 
 void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
-    impl_->model->to(device, dtype);
+    if (impl_->with_projection) {
+        impl_->with_projection->to(device, dtype);
+    } else {
+        impl_->model->to(device, dtype);
+    }
 }
 
 // SD 2.x single files: OpenCLIP's names, q/k/v stacked in one in_proj, and one layer more than
@@ -204,6 +233,15 @@ void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files
     const ClipTextConfig& c = impl_->config;
     const WeightFiles weights(files);
     LoadOptions opts;
+    if (impl_->with_projection) {  // SDXL's second encoder, from a diffusers folder
+        opts.prefix = opts.scope = original_prefix;
+        opts.may_ignore = {original_prefix + "text_model.embeddings.position_ids"};
+        opts.config_hint = "text_encoder_2 config: hidden_size " + std::to_string(c.hidden_size) +
+                           ", projection_dim " + std::to_string(c.projection_dim) +
+                           ", num_hidden_layers " + std::to_string(c.num_hidden_layers);
+        load_weights_into(*impl_->with_projection, weights, opts);
+        return;
+    }
     if (weights.contains(original_prefix + "transformer.resblocks.0.attn.in_proj_weight")) {
         load_openclip_weights(weights, original_prefix);
         return;
@@ -227,15 +265,16 @@ void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files
 
 ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarType dtype,
                                   c10::Device device) {
-    ClipTextModel m(ClipTextConfig::from_file(component.config));
+    ClipTextModel m(ClipTextConfig::from_file(
+        component.config, component.class_name == "CLIPTextModelWithProjection"));
     m.load_weights(component.weights,
                    component.original_prefix);  // in place from the mapped file, then converted
     m.to(device, dtype);
     return m;
 }
 
-at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
-    const ClipTextConfig& c = impl_->config;
+namespace {
+void check_ids(const ClipTextConfig& c, const at::Tensor& ids) {
     if (ids.dim() != 2) {
         throw Error("text encoder: token ids must be [batch, length]");
     }
@@ -244,22 +283,64 @@ at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
                     " tokens exceed max_position_embeddings " +
                     std::to_string(c.max_position_embeddings));
     }
+}
+
+// The embeddings, then `layers` layers.
+at::Tensor run_layers(ClipTextTransformerImpl& m, const at::Tensor& ids, int64_t layers,
+                      at::Tensor* after = nullptr, int64_t after_layers = -1) {
+    const auto device = m.final_layer_norm->weight.device();
+    at::Tensor tokens = ids.to(device, at::kLong);
+    at::Tensor positions = torch::arange(ids.size(1), tokens.options());
+    at::Tensor x = m.embeddings->token_embedding(tokens) +
+                   m.embeddings->position_embedding(positions).unsqueeze(0);  // [B, L, H]
+    for (int64_t i = 0; i < layers; ++i) {
+        if (i == after_layers) {
+            *after = x;
+        }
+        x = m.encoder->layers->ptr<ClipLayerImpl>(i)->forward(x);
+    }
+    if (after_layers == layers) {
+        *after = x;
+    }
+    return x;
+}
+}  // namespace
+
+at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
+    const ClipTextConfig& c = impl_->config;
+    check_ids(c, ids);
     if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
         throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
                     std::to_string(c.num_hidden_layers - 1));
     }
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
-    const auto device = m.final_layer_norm->weight.device();
-    at::Tensor tokens = ids.to(device, at::kLong);
-    at::Tensor positions = torch::arange(ids.size(1), tokens.options());
-    at::Tensor x = m.embeddings->token_embedding(tokens) +
-                   m.embeddings->position_embedding(positions).unsqueeze(0);  // [B, L, H]
-    const int64_t run = c.num_hidden_layers - clip_skip;
-    for (int64_t i = 0; i < run; ++i) {
-        x = m.encoder->layers->ptr<ClipLayerImpl>(i)->forward(x);
+    return m.final_layer_norm(run_layers(m, ids, c.num_hidden_layers - clip_skip));
+}
+
+ClipTextModel::Encoding ClipTextModel::encode_xl(const at::Tensor& ids, int clip_skip) const {
+    const ClipTextConfig& c = impl_->config;
+    check_ids(c, ids);
+    if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
+        throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
+                    std::to_string(c.num_hidden_layers - 1));
     }
-    return m.final_layer_norm(x);
+    const nn::GradOnlyInTraining grad(*impl_->model);
+    auto& m = *impl_->model;
+    Encoding out;
+    const at::Tensor last = m.final_layer_norm(
+        run_layers(m, ids, c.num_hidden_layers, &out.hidden, c.num_hidden_layers - 1 - clip_skip));
+    const at::Tensor tokens = ids.to(last.device(), at::kLong);
+    // The end token's position: the first eos_token_id, or the highest id for configs saved
+    // with eos_token_id 2 (transformers' rule).
+    const at::Tensor at_end = c.eos_token_id == 2
+                                  ? tokens.argmax(-1)
+                                  : (tokens == c.eos_token_id).to(at::kInt).argmax(-1);
+    out.pooled = last.index({torch::arange(ids.size(0), tokens.options()), at_end});
+    if (impl_->with_projection) {
+        out.pooled = impl_->with_projection->text_projection(out.pooled);
+    }
+    return out;
 }
 
 }  // namespace sds

@@ -257,6 +257,10 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     ModelFolder base;  // a diffusers folder or a single-file checkpoint
     if (!scratch) {
         base = ModelFolder::open_any(o.base_model, o.base_config);
+        if (base.is_xl()) {
+            throw Error(o.base_model.string() +
+                        ": an SDXL model; training fine-tunes SD 1.x and 2.x models only");
+        }
     }
     const fs::path tok_dir = scratch ? o.tokenizer_dir : base.tokenizer_dir();
     const ClipTokenizer tokenizer = ClipTokenizer::load_folder(tok_dir);

@@ -1,0 +1,194 @@
+// SDXL against diffusers (tests/reference/make_sdxl_fixture.py): the UNet with its added size
+// conditioning, the two text encoders' conditioning, and the images of
+// StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline for the same seeds (txt2img and
+// img2img, with and without a negative prompt, both readings of "no negative prompt", guidance
+// 1, clip skip, batch 2, a size that is not square).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/max.h>
+#include <nlohmann/json.hpp>
+
+#include "sds/clip_text_model.h"
+#include "sds/error.h"
+#include "sds/model_folder.h"
+#include "sds/pipeline.h"
+#include "sds/safetensors.h"
+#include "sds/unet.h"
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kDir = sds::test::fixture_dir("sdxl");
+
+const sds::SafeTensorsFile& reference() {
+    static const auto f = sds::SafeTensorsFile::open(kDir / "unet.safetensors");
+    return f;
+}
+
+double rel_error(const at::Tensor& got, const at::Tensor& want) {
+    return ((got.to(at::kFloat) - want).abs().max() / want.abs().max()).item<double>();
+}
+
+sds::Pipeline& pipeline(const std::string& model) {
+    static std::map<std::string, sds::Pipeline> loaded;
+    auto it = loaded.find(model);
+    if (it == loaded.end()) {
+        it = loaded.emplace(model, sds::Pipeline::load(kDir / model, {})).first;
+    }
+    return it->second;
+}
+
+TEST(Sdxl, FolderHasBothEncodersAndItsEmptyPromptRule) {
+    const auto m = sds::ModelFolder::open(kDir / "tiny-sdxl");
+    EXPECT_TRUE(m.is_xl());
+    EXPECT_TRUE(m.force_zeros_for_empty_prompt());
+    EXPECT_EQ(m.component("text_encoder_2").class_name, "CLIPTextModelWithProjection");
+    EXPECT_FALSE(sds::ModelFolder::open(kDir / "tiny-sdxl-nozeros").force_zeros_for_empty_prompt());
+    const auto config = sds::UNetConfig::from_file(m.component("unet").config);
+    EXPECT_TRUE(config.text_time);
+    EXPECT_EQ(config.transformer_layers, (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(config.text_embeds_dim(), 24);
+}
+
+TEST(Sdxl, UNetWithAddedConditioningMatchesDiffusers) {
+    const auto m = sds::ModelFolder::open(kDir / "tiny-sdxl");
+    sds::UNet unet(sds::UNetConfig::from_file(m.component("unet").config));
+    unet.load_weights(m.component("unet").weights);
+    const auto& r = reference();
+    const at::Tensor out =
+        unet.forward(r.tensor("sample"), r.tensor("timestep"), r.tensor("context"),
+                     {.text_embeds = r.tensor("text_embeds"), .time_ids = r.tensor("time_ids")});
+    EXPECT_LE(rel_error(out, r.tensor("out")), 1e-4);
+    // The size ids count: other sizes give another output.
+    const at::Tensor other = unet.forward(
+        r.tensor("sample"), r.tensor("timestep"), r.tensor("context"),
+        {.text_embeds = r.tensor("text_embeds"), .time_ids = r.tensor("time_ids") * 2});
+    EXPECT_GT(rel_error(other, r.tensor("out")), 1e-3);
+    // Without the added conditioning an SDXL UNet refuses to run.
+    EXPECT_THROW(unet.forward(r.tensor("sample"), r.tensor("timestep"), r.tensor("context")),
+                 sds::Error);
+}
+
+TEST(Sdxl, PromptConditioningMatchesDiffusers) {
+    auto& p = pipeline("tiny-sdxl");
+    const std::string prompt = "a red fox in the snow, 4k";
+    const auto [embeds, pooled] = p.encode_prompt_xl(prompt);
+    const auto& r = reference();
+    ASSERT_EQ(embeds.sizes(), r.tensor("prompt_embeds").sizes());
+    EXPECT_LE(rel_error(embeds, r.tensor("prompt_embeds")), 1e-5);
+    ASSERT_EQ(pooled.sizes(), r.tensor("pooled").sizes());
+    EXPECT_LE(rel_error(pooled, r.tensor("pooled")), 1e-5);
+    EXPECT_LE(rel_error(p.encode_prompt_xl(prompt, 1).first, r.tensor("prompt_embeds_skip1")),
+              1e-5);
+}
+
+struct Case {
+    std::string name, model, request_json;
+};
+
+std::vector<Case> cases() {
+    std::ifstream in(kDir / "cases.json");
+    if (!in) {
+        return {{"missing_fixture", "tiny-sdxl", "{}"}};
+    }
+    std::vector<Case> out;
+    for (const auto& c : nlohmann::json::parse(in)) {
+        out.push_back({c["name"], c["model"], c["request"].dump()});
+    }
+    return out;
+}
+
+const sds::SafeTensorsFile& expected() {
+    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
+    return f;
+}
+
+class SdxlParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SdxlParity, SameImagesAsDiffusers) {
+    const Case& c = GetParam();
+    const auto request = sds::GenerationRequest::from_json(c.request_json);
+    const at::Tensor init_t = expected().tensor("init").contiguous();
+    sds::Image init;
+    init.height = static_cast<int>(init_t.size(0));
+    init.width = static_cast<int>(init_t.size(1));
+    init.rgb.assign(init_t.data_ptr<uint8_t>(), init_t.data_ptr<uint8_t>() + init_t.numel());
+    const auto result = pipeline(c.model).generate(request, request.is_img2img() ? &init : nullptr);
+    const at::Tensor want = expected().tensor(c.name);
+    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
+    for (size_t i = 0; i < result.images.size(); ++i) {
+        const auto& img = result.images[i];
+        const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
+                                             {img.height, img.width, 3}, at::kByte);
+        const at::Tensor w = want[static_cast<int64_t>(i)];
+        ASSERT_EQ(got.sizes(), w.sizes());
+        const int diff = (got.to(at::kInt) - w.to(at::kInt)).abs().max().item<int>();
+        EXPECT_LE(diff, 2) << c.name << " image " << i;
+        std::printf("%s image %zu: max pixel difference %d/255\n", c.name.c_str(), i, diff);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, SdxlParity, ::testing::ValuesIn(cases()), [](const auto& info) {
+    std::string n = info.param.name;
+    for (char& ch : n) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)))
+            ch = '_';
+    }
+    return n;
+});
+
+std::string open_error(const fs::path& dir) {
+    try {
+        sds::Pipeline::load(dir, {});
+    } catch (const sds::Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+TEST(Sdxl, SaysWhatItCannotRun) {
+    // A refiner: only the second encoder.
+    const fs::path refiner = sds::test::temp_dir("sdxl_refiner") / "refiner";
+    fs::remove_all(refiner);
+    fs::copy(kDir / "tiny-sdxl", refiner, fs::copy_options::recursive);
+    nlohmann::json index;
+    std::ifstream(refiner / "model_index.json") >> index;
+    index["text_encoder"] = {nullptr, nullptr};
+    index["tokenizer"] = {nullptr, nullptr};
+    std::ofstream(refiner / "model_index.json") << index.dump();
+    EXPECT_NE(open_error(refiner).find("an SDXL refiner"), std::string::npos)
+        << open_error(refiner);
+    // A second encoder of another kind (a CLIPTextModel's weights, without the projection):
+    // the file and what is missing are named.
+    const fs::path narrow = sds::test::temp_dir("sdxl_narrow") / "narrow";
+    fs::remove_all(narrow);
+    fs::copy(kDir / "tiny-sdxl", narrow, fs::copy_options::recursive);
+    fs::remove_all(narrow / "text_encoder_2");
+    fs::copy(kDir / "tiny-sdxl" / "text_encoder", narrow / "text_encoder_2",
+             fs::copy_options::recursive);
+    nlohmann::json te2;
+    std::ifstream(narrow / "text_encoder_2" / "config.json") >> te2;
+    te2["projection_dim"] = 24;
+    std::ofstream(narrow / "text_encoder_2" / "config.json") << te2.dump();
+    const std::string narrow_error = open_error(narrow);
+    EXPECT_NE(narrow_error.find("text_encoder_2/model.safetensors: "), std::string::npos)
+        << narrow_error;
+    EXPECT_NE(narrow_error.find("the model needs are missing"), std::string::npos) << narrow_error;
+    // SDXL configs for a single file.
+    try {
+        sds::ModelFolder::open_single_file(
+            sds::test::fixture_dir("single_file") / "model.safetensors", kDir / "tiny-sdxl");
+        ADD_FAILURE() << "opened a single file with SDXL configs";
+    } catch (const sds::ModelError& e) {
+        EXPECT_NE(std::string(e.what()).find("are SDXL's"), std::string::npos) << e.what();
+    }
+}
+
+}  // namespace

@@ -1,0 +1,170 @@
+"""A tiny random SDXL pipeline saved by diffusers (two CLIP text encoders, the second with a
+projection and the tokenizer padding with "!", a UNet with SDXL's added size conditioning and
+two transformer blocks in its second level, SDXL's Euler scheduler), the UNet's output for one
+input, and the images diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline
+make, each image from a CPU generator seeded seed + i.
+
+usage: make_sdxl_fixture.py OUT_DIR
+OUT_DIR/tiny-sdxl (the model), OUT_DIR/tiny-sdxl-nozeros (the same with
+force_zeros_for_empty_prompt false: no negative prompt means that of ""),
+OUT_DIR/unet.safetensors (sample, timestep, context, text_embeds, time_ids, out; and
+prompt_embeds, pooled: encode_prompt's for PROMPT and clip skip 0, prompt_embeds_skip1 for 1),
+OUT_DIR/cases.json ([{"name", "model", "request"}]), OUT_DIR/expected.safetensors ("init"
+[H, W, 3] uint8, and per case NAME [B, H, W, 3] uint8).
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler,
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
+                       StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline,
+                       UNet2DConditionModel)
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
+                          CLIPTokenizer)
+
+import make_clip_vocab
+import make_pipeline_fixture
+
+SAMPLERS = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
+            "dpmpp_2m": DPMSolverMultistepScheduler, "ddim": DDIMScheduler}
+
+
+def make_model(out):
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 24,
+        cross_attention_dim=32 + 40, norm_num_groups=16)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4, norm_num_groups=32, sample_size=32, scaling_factor=0.13025)
+    common = dict(intermediate_size=37, num_attention_heads=4, vocab_size=49408,
+                  max_position_embeddings=77, hidden_act="gelu", bos_token_id=0, pad_token_id=1)
+    # SDXL's configs carry transformers' old eos_token_id 2 (the end token is then the highest
+    # id); the first encoder here has the real one, so both rules are exercised.
+    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, num_hidden_layers=3,
+                                                eos_token_id=49407, **common))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        hidden_size=40, num_hidden_layers=4, projection_dim=24, eos_token_id=2, **common))
+    tok_dir = out / "_tokenizer_src"
+    make_clip_vocab.main(str(tok_dir))
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77, pad_token="!")
+    shutil.rmtree(tok_dir)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
+        interpolation_type="linear", use_karras_sigmas=False, prediction_type="epsilon")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder,
+                                     text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=True)
+    pipe.save_pretrained(out / "tiny-sdxl", safe_serialization=True)
+    nozeros = out / "tiny-sdxl-nozeros"
+    shutil.copytree(out / "tiny-sdxl", nozeros)
+    index = json.loads((nozeros / "model_index.json").read_text())
+    index["force_zeros_for_empty_prompt"] = False
+    (nozeros / "model_index.json").write_text(json.dumps(index, indent=1))
+
+
+CASES = [
+    ("euler_neg_b2_wide", "tiny-sdxl",
+     {"prompt": "a red circle on a blue background", "negative_prompt": "green, blurry",
+      "steps": 6, "guidance_scale": 5.0, "seed": 11, "batch_count": 2, "width": 48,
+      "height": 32, "sampler": "euler"}),
+    ("dpmpp_2m_no_negative_zeros", "tiny-sdxl",
+     {"prompt": "a yellow star", "steps": 5, "guidance_scale": 7.5, "seed": 3, "batch_count": 1,
+      "width": 32, "height": 40, "sampler": "dpmpp_2m"}),
+    ("dpmpp_2m_no_negative_empty_prompt", "tiny-sdxl-nozeros",
+     {"prompt": "a yellow star", "steps": 5, "guidance_scale": 7.5, "seed": 3, "batch_count": 1,
+      "width": 32, "height": 40, "sampler": "dpmpp_2m"}),
+    ("euler_a_g1", "tiny-sdxl",
+     {"prompt": "a green square", "steps": 4, "guidance_scale": 1.0, "seed": 8, "batch_count": 2,
+      "width": 32, "height": 32, "sampler": "euler_a"}),
+    ("ddim_clip_skip1_neg", "tiny-sdxl",
+     {"prompt": "two small circles", "negative_prompt": "red", "steps": 5, "guidance_scale": 4.0,
+      "seed": 21, "batch_count": 1, "width": 32, "height": 32, "sampler": "ddim",
+      "clip_skip": 1}),
+    ("img_euler_s0.6_neg_b2", "tiny-sdxl",
+     {"prompt": "a blue disc", "negative_prompt": "dark", "steps": 8, "guidance_scale": 6.0,
+      "seed": 5, "batch_count": 2, "width": 32, "height": 32, "sampler": "euler",
+      "strength": 0.6, "init_image": "init.png"}),
+    ("img_dpmpp_2m_s0.9_no_negative", "tiny-sdxl",
+     {"prompt": "a blue disc", "steps": 6, "guidance_scale": 3.0, "seed": 9, "batch_count": 1,
+      "width": 32, "height": 32, "sampler": "dpmpp_2m", "strength": 0.9,
+      "init_image": "init.png"}),
+]
+
+
+PROMPT = "a red fox in the snow, 4k"
+
+
+def unet_check(out, pipe):
+    unet = pipe.unet
+    g = torch.Generator("cpu").manual_seed(1)
+    sample = torch.randn(2, 4, 6, 4, generator=g)
+    context = torch.randn(2, 77, 72, generator=g)
+    text_embeds = torch.randn(2, 24, generator=g)
+    time_ids = torch.tensor([[48.0, 32.0, 0.0, 0.0, 48.0, 32.0], [1024.0, 768.0, 8.0, 16.0,
+                                                                  1024.0, 1024.0]])
+    timestep = torch.tensor([601.0, 33.0])
+    with torch.no_grad():
+        y = unet(sample, timestep, context,
+                 added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids}).sample
+    embeds, _, pooled, _ = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=False)
+    embeds_skip1 = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=False, clip_skip=1)[0]
+    save_file({"sample": sample, "timestep": timestep, "context": context,
+               "text_embeds": text_embeds, "time_ids": time_ids, "out": y,
+               "prompt_embeds": embeds, "pooled": pooled, "prompt_embeds_skip1": embeds_skip1},
+              str(out / "unet.safetensors"))
+
+
+def main(out_dir):
+    out = Path(out_dir)
+    make_model(out)
+    init = make_pipeline_fixture.init_image(32, 32)
+    tensors = {"init": torch.from_numpy(init)}
+    listed = []
+    pipes = {}
+    for name, model, req in CASES:
+        if model not in pipes:
+            pipe = StableDiffusionXLPipeline.from_pretrained(out / model)
+            pipe.set_progress_bar_config(disable=True)
+            img2img = StableDiffusionXLImg2ImgPipeline(**pipe.components)
+            img2img.set_progress_bar_config(disable=True)
+            pipes[model] = (pipe, img2img, pipe.scheduler.config)
+        pipe, img2img, config = pipes[model]
+        scheduler = SAMPLERS[req["sampler"]].from_config(config)
+        b = req["batch_count"]
+        gens = [torch.Generator("cpu").manual_seed(req["seed"] + i) for i in range(b)]
+        kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative_prompt") or None,
+                      num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
+                      num_images_per_prompt=b, generator=gens, output_type="pil",
+                      clip_skip=req.get("clip_skip") or None)
+        if "init_image" in req:
+            img2img.scheduler = scheduler
+            images = img2img(image=Image.fromarray(init), strength=req["strength"],
+                             **kwargs).images
+        else:
+            pipe.scheduler = scheduler
+            images = pipe(height=req["height"], width=req["width"], **kwargs).images
+        assert images[0].size == (req["width"], req["height"])
+        tensors[name] = torch.from_numpy(np.stack([np.array(i) for i in images]))
+        listed.append({"name": name, "model": model, "request": req})
+    unet_check(out, pipes["tiny-sdxl"][0])
+    (out / "cases.json").write_text(json.dumps(listed, indent=1))
+    save_file(tensors, str(out / "expected.safetensors"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
