@@ -10,7 +10,7 @@ import statistics
 import time
 
 import torch
-from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+from diffusers import DiffusionPipeline, EulerDiscreteScheduler, StableDiffusionPipeline
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -61,7 +61,8 @@ def main():
         pipe = StableDiffusionPipeline.from_single_file(
             a.model, config=a.config, local_files_only=True, torch_dtype=dtype).to(a.device)
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(a.device)
+        # The folder's own pipeline class (StableDiffusionPipeline, StableDiffusionXLPipeline).
+        pipe = DiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(a.device)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     res = {"impl": "diffusers", "device": a.device, "dtype": a.dtype,
@@ -72,7 +73,14 @@ def main():
             x = torch.randn(2, 4, h, h, device=a.device, dtype=dtype)
             ctx = torch.randn(2, 77, pipe.unet.config.cross_attention_dim, device=a.device, dtype=dtype)
             t = torch.tensor([500], device=a.device)
-            step = lambda: pipe.unet(x, t, ctx)
+            added = None
+            if pipe.unet.config.addition_embed_type == "text_time":  # SDXL
+                width = (pipe.unet.config.projection_class_embeddings_input_dim
+                         - 6 * pipe.unet.config.addition_time_embed_dim)
+                added = {"text_embeds": torch.randn(2, width, device=a.device, dtype=dtype),
+                         "time_ids": torch.tensor([[a.size, a.size, 0, 0, a.size, a.size]] * 2,
+                                                  device=a.device, dtype=dtype)}
+            step = lambda: pipe.unet(x, t, ctx, added_cond_kwargs=added)
             res["unet_step_s"] = round(time_it(a.repeat, a.device, step), 4)
             if a.trace and "vae" not in a.what:
                 write_trace(a.trace, step)

@@ -1,7 +1,8 @@
 // sdstudio-bench: times one guided UNet step, a VAE decode and a whole image, and reports the
 // peak resident memory, as JSON on stdout. bench/compare.py runs it beside diffusers.
 //
-// usage: sdstudio-bench --model DIR|FILE [--config DIR] [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+// usage: sdstudio-bench --model DIR|FILE [--config DIR] [--device cpu|cuda] [--dtype
+// fp32|bf16|fp16]
 //                       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
 //                       [--warmup 1]
 //                       [--sampler euler] [--trace FILE]
@@ -18,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
@@ -105,9 +107,10 @@ int main(int argc, char** argv) {
         }
     }
     if (model.empty()) {
-        std::fprintf(stderr,
-                     "usage: sdstudio-bench --model DIR|FILE [--config DIR] [--device] [--dtype] [--what] "
-                     "[--size] [--steps] [--repeat] [--warmup] [--sampler] [--trace FILE]\n");
+        std::fprintf(
+            stderr,
+            "usage: sdstudio-bench --model DIR|FILE [--config DIR] [--device] [--dtype] [--what] "
+            "[--size] [--steps] [--repeat] [--warmup] [--sampler] [--trace FILE]\n");
         return 2;
     }
     try {
@@ -129,13 +132,22 @@ int main(int argc, char** argv) {
             const at::Tensor x = at::randn({2, 4, h, h}, opts);
             const at::Tensor ctx = at::randn({2, 77, unet.config().cross_attention_dim}, opts);
             const at::Tensor t = at::full({1}, 500, at::kLong);
+            sds::UNet::Added added;  // SDXL: a pooled text embedding and the size ids
+            if (unet.config().text_time) {
+                added.text_embeds = at::randn({2, unet.config().text_embeds_dim()}, opts);
+                const double px = static_cast<double>(size);
+                added.time_ids = at::tensor(std::vector<double>{px, px, 0, 0, px, px}, at::kDouble)
+                                     .to(opts)
+                                     .view({1, 6})
+                                     .repeat({2, 1});
+            }
             // As in a denoising loop, which keeps the step's CPU buffers for the next step.
             const sds::CpuBufferScope keep_buffers;
-            const double s = time_it(repeat, device, [&] { unet.forward(x, t, ctx); });
+            const double s = time_it(repeat, device, [&] { unet.forward(x, t, ctx, added); });
             std::printf(", \"unet_step_s\": %.4f", s);
             if (!trace.empty() && what.find("vae") == std::string::npos) {
                 torch::autograd::profiler::RecordProfile guard(trace);
-                unet.forward(x, t, ctx);
+                unet.forward(x, t, ctx, added);
             }
         }
         if (what.find("vae") != std::string::npos) {

@@ -1,5 +1,6 @@
 // sdstudio-cli info MODEL [--config DIR]: what a model folder or a single-file checkpoint
 // holds, read from the headers only.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -45,8 +46,13 @@ int command_info(const Args& args) {
         std::printf("configs: %s\n", model.dir().string().c_str());
     }
     std::printf("\n");
-    std::printf("%-13s %-22s %-8s %15s  %s\n", "component", "class", "dtypes", "parameters",
-                "files");
+    int name_w = 13, class_w = 22;  // wider for SDXL's text_encoder_2 and its class
+    for (const auto& [name, c] : model.components()) {
+        name_w = std::max(name_w, static_cast<int>(name.size()));
+        class_w = std::max(class_w, static_cast<int>(c.class_name.size()));
+    }
+    std::printf("%-*s %-*s %-8s %15s  %s\n", name_w, "component", class_w, "class", "dtypes",
+                "parameters", "files");
     uint64_t total = 0;
     for (const auto& [name, c] : model.components()) {
         const WeightsSummary summary = summarize_weights(c);
@@ -62,19 +68,20 @@ int command_info(const Args& args) {
             dt += (dt.empty() ? "" : ",") + d;
         }
         std::string count = c.weights.empty() ? "-" : thousands(params);
-        if (name == "tokenizer") {
-            count = thousands(ClipTokenizer::load_folder(model.tokenizer_dir()).vocab_size()) +
-                    " tokens";
-            const bool split = std::filesystem::exists(model.tokenizer_dir() / "vocab.json");
-            files =
-                split ? "tokenizer/vocab.json, tokenizer/merges.txt" : "tokenizer/tokenizer.json";
+        if (name == "tokenizer" || name == "tokenizer_2") {
+            const auto dir = name == "tokenizer" ? model.tokenizer_dir() : model.tokenizer_2_dir();
+            count = thousands(ClipTokenizer::load_folder(dir).vocab_size()) + " tokens";
+            files = std::filesystem::exists(dir / "vocab.json")
+                        ? name + "/vocab.json, " + name + "/merges.txt"
+                        : name + "/tokenizer.json";
         }
         if (files.empty()) {
             files = c.config.empty() ? c.dir.lexically_relative(model.dir()).string() + "/"
                                      : c.config.lexically_relative(model.dir()).string();
         }
-        std::printf("%-13s %-22s %-8s %15s  %s\n", name.c_str(), c.class_name.c_str(),
-                    dt.empty() ? "-" : dt.c_str(), count.c_str(), files.c_str());
+        std::printf("%-*s %-*s %-8s %15s  %s\n", name_w, name.c_str(), class_w,
+                    c.class_name.c_str(), dt.empty() ? "-" : dt.c_str(), count.c_str(),
+                    files.c_str());
         total += params;
     }
     std::printf("\ntotal parameters: %s\n", thousands(total).c_str());

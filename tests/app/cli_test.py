@@ -810,3 +810,46 @@ def test_train_ctrl_c_saves_a_checkpoint_and_a_rerun_continues(tmp_path):
     assert "vae step 10/" not in r.stderr  # resumed after the saved step, not from the start
     assert "unet step 3/3" in r.stderr
     assert (out / "model_index.json").exists()
+
+
+SDXL = FIXTURES / "sdxl"
+
+
+def test_an_sdxl_folder_makes_diffusers_images_from_the_cli(tmp_path):
+    """The fixture's StableDiffusionXLPipeline images (checked in C++ too), through the CLI: its
+    flags, the model's own Euler scheduler without --sampler, and the PNG's parameters."""
+    import numpy as np
+    from safetensors.torch import load_file
+    from PIL import Image
+    cases = {c["name"]: c for c in json.loads((SDXL / "cases.json").read_text())}
+    want = load_file(str(SDXL / "expected.safetensors"))
+    req = cases["euler_neg_b2_wide"]["request"]
+    r = run("txt2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", req["prompt"],
+            "--negative", req["negative_prompt"], "--steps", str(req["steps"]),
+            "--guidance", str(req["guidance_scale"]), "--seed", str(req["seed"]),
+            "--batch", str(req["batch_count"]), "--width", str(req["width"]),
+            "--height", str(req["height"]), "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    assert len(paths) == 2
+    for i, path in enumerate(paths):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want["euler_neg_b2_wide"][i].numpy().astype(int)).max() <= 2, path
+    params = Image.open(paths[0]).text["parameters"]
+    assert "Sampler: Euler" in params and "Size: 48x32" in params, params
+    # No size given: the model's own (its UNet's sample_size 16 x its two-level VAE's 2).
+    r = run("txt2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", "x", "--steps", "1",
+            "--device", "cpu", "--out", str(tmp_path / "native"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(r.stdout.split()[0]).size == (32, 32)
+
+    r = run("info", str(SDXL / "tiny-sdxl"))
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[3:] if line.strip()}
+    assert rows["text_encoder_2"][1] == "CLIPTextModelWithProjection", rows
+    assert rows["tokenizer_2"][2:5] == ["-", "49,408", "tokens"], rows["tokenizer_2"]
+    for png in tmp_path.glob("*.png"):  # a dataset: the images made above, captioned
+        png.with_suffix(".txt").write_text("a red circle")
+    r = run("train", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--base",
+            str(SDXL / "tiny-sdxl"), "--steps", "1")
+    assert r.returncode == 1 and "an SDXL model; training fine-tunes SD 1.x and 2.x" in r.stderr, r.stderr

@@ -87,6 +87,12 @@ struct Pipeline::Impl {
 };
 
 namespace {
+bool is_sd1_vae(const VaeConfig& c) {
+    return c.latent_channels == 4 &&
+           c.block_out_channels == std::vector<int64_t>{128, 256, 512, 512} &&
+           std::abs(c.scaling_factor - 0.18215) < 1e-6;
+}
+
 // The UNet's conditioning widths against the text encoders' (diffusers checks the added
 // embedding's width too).
 void check_xl_fits(const ModelFolder& folder, const UNetConfig& unet, const ClipTextModel* text,
@@ -148,19 +154,32 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         tell("loading the UNet", 0.2);
         const auto& unet = m.folder.component("unet");
         m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
-        // In place from the mapped file, then converted.
-        m.unet->load_weights(unet.weights, unet.original_prefix);
+        // The (uninitialised) model in its device and precision first, then the weights copied
+        // into it converted on the way; or, when the file has that precision and the device is
+        // the CPU, used in place from the mapped file.
         m.unet->to(options.device, options.dtype);
+        m.unet->load_weights(unet.weights, unet.original_prefix);
         tell("loading the VAE", 0.85);
         const auto& vae = m.folder.component("vae");
         m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
-        m.vae->load_weights(vae.weights, vae.original_prefix);
         const bool upcast =
             m.folder.is_xl() && options.dtype == at::kHalf && m.vae->config().force_upcast;
         m.vae->to(options.device, upcast ? at::kFloat : options.dtype);
+        m.vae->load_weights(vae.weights, vae.original_prefix);
     });
     check_xl_fits(m.folder, m.unet->config(), m.text.get(), m.text_2.get());
+    // The preview map's fit encodes 27 small images: in fp32 on the CPU, where bf16
+    // convolutions are slower (the round trip through fp32 keeps the weights as they are).
+    const c10::ScalarType vae_dtype = m.vae->dtype();
+    const bool fit_in_fp32 =
+        !options.device.is_cuda() && vae_dtype != at::kFloat && !is_sd1_vae(m.vae->config());
+    if (fit_in_fp32) {
+        m.vae->to(options.device, at::kFloat);
+    }
     m.preview_map = preview_map_for(*m.vae);
+    if (fit_in_fp32) {
+        m.vae->to(options.device, vae_dtype);
+    }
     // Check before the first generation that this scheduler config makes a sampler at all (one
     // for a model that predicts x0 makes no PNDM, say: choosing that one then says why).
     std::exception_ptr first_error;
@@ -257,14 +276,6 @@ std::vector<Image> Pipeline::decode(const at::Tensor& latents) {
     }
     return out;
 }
-
-namespace {
-bool is_sd1_vae(const VaeConfig& c) {
-    return c.latent_channels == 4 &&
-           c.block_out_channels == std::vector<int64_t>{128, 256, 512, 512} &&
-           std::abs(c.scaling_factor - 0.18215) < 1e-6;
-}
-}  // namespace
 
 at::Tensor sd1_preview_map() {
     // REFERENCE.md: rows = latent channels 0..3, columns = R, G, B; no constant term.

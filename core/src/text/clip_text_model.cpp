@@ -267,9 +267,8 @@ ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarTy
                                   c10::Device device) {
     ClipTextModel m(ClipTextConfig::from_file(
         component.config, component.class_name == "CLIPTextModelWithProjection"));
-    m.load_weights(component.weights,
-                   component.original_prefix);  // in place from the mapped file, then converted
-    m.to(device, dtype);
+    m.to(device, dtype);  // then the weights converted into it, or used in place (same dtype, CPU)
+    m.load_weights(component.weights, component.original_prefix);
     return m;
 }
 
