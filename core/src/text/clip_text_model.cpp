@@ -273,7 +273,11 @@ ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarTy
 }
 
 namespace {
-void check_ids(const ClipTextConfig& c, const at::Tensor& ids) {
+void check_input(const ClipTextConfig& c, const at::Tensor& ids, int clip_skip) {
+    if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
+        throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
+                    std::to_string(c.num_hidden_layers - 1));
+    }
     if (ids.dim() != 2) {
         throw Error("text encoder: token ids must be [batch, length]");
     }
@@ -307,11 +311,7 @@ at::Tensor run_layers(ClipTextTransformerImpl& m, const at::Tensor& ids, int64_t
 
 at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
     const ClipTextConfig& c = impl_->config;
-    check_ids(c, ids);
-    if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
-        throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
-                    std::to_string(c.num_hidden_layers - 1));
-    }
+    check_input(c, ids, clip_skip);
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     return m.final_layer_norm(run_layers(m, ids, c.num_hidden_layers - clip_skip));
@@ -319,11 +319,7 @@ at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
 
 ClipTextModel::Encoding ClipTextModel::encode_xl(const at::Tensor& ids, int clip_skip) const {
     const ClipTextConfig& c = impl_->config;
-    check_ids(c, ids);
-    if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
-        throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
-                    std::to_string(c.num_hidden_layers - 1));
-    }
+    check_input(c, ids, clip_skip);
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     Encoding out;
