@@ -10,11 +10,12 @@ namespace sds::cli {
 
 const char* const kGenerateFlagsHelp =
     "  --model PATH       a diffusers model folder (SD 1.x, 2.x, SDXL) or a single-file\n"
-    "                     SD 1.x/2.x checkpoint (.safetensors or .ckpt, original layout;\n"
-    "                     default: the bundled demo model)\n"
-    "  --config DIR       a single file's configs and tokenizer: a diffusers folder,\n"
-    "                     weights optional (default: SD 1.5's, models/sd1-config,\n"
-    "                     or SD 2.1's, models/sd2-config, for an SD 2.x file)\n"
+    "                     SD 1.x/2.x/SDXL checkpoint (.safetensors or .ckpt, original\n"
+    "                     layout; default: the bundled demo model)\n"
+    "  --config DIR       a single file's configs and tokenizers: a diffusers folder,\n"
+    "                     weights optional (default: SD 1.5's, models/sd1-config; SD 2.1's,\n"
+    "                     models/sd2-config, for an SD 2.x file; SDXL 1.0's,\n"
+    "                     models/sdxl-config, for an SDXL file)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
     "  --sampler NAME     pndm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc\n"

@@ -23,16 +23,22 @@ QString bundled_model_folder(const QString& name) {
 }
 
 QString single_file_config_folder(const QString& checkpoint) {
-    int version = 1;
+    SingleFileKind kind = SingleFileKind::SD1;
     if (!checkpoint.isEmpty() && QFileInfo(checkpoint).isFile()) {
         try {
-            version = ModelFolder::single_file_version(checkpoint.toStdString());
+            kind = ModelFolder::single_file_kind(checkpoint.toStdString());
         } catch (const std::exception&) {
             // unreadable: opening it says so
         }
     }
-    return bundled_model_folder(version == 2 ? QStringLiteral("sd2-config")
-                                             : QStringLiteral("sd1-config"));
+    switch (kind) {
+        case SingleFileKind::SD2:
+            return bundled_model_folder(QStringLiteral("sd2-config"));
+        case SingleFileKind::SDXL:
+            return bundled_model_folder(QStringLiteral("sdxl-config"));
+        default:
+            return bundled_model_folder(QStringLiteral("sd1-config"));
+    }
 }
 
 StudioSettings StudioSettings::load() {

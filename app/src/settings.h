@@ -13,7 +13,8 @@ namespace sds::app {
 // chosen.
 QString bundled_model_folder(const QString& name = QStringLiteral("demo"));
 // The configs a single-file checkpoint is opened with unless told otherwise: SD 2.1's
-// (models/sd2-config) for an SD 2.x file, else SD 1.5's (models/sd1-config).
+// (models/sd2-config) for an SD 2.x file, SDXL 1.0 base's (models/sdxl-config) for an SDXL
+// file, else SD 1.5's (models/sd1-config).
 QString single_file_config_folder(const QString& checkpoint = {});
 
 struct StudioSettings {

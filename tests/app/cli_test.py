@@ -672,12 +672,14 @@ def test_ckpt_files_and_bin_folders_make_the_same_images_and_run_nothing(tmp_pat
 
 def assert_reads_back_as(folder, single_file, config, dtype):
     """diffusers' from_single_file reads `single_file` (written in `dtype`) as the pipeline
-    `folder`: every tensor of the three models, rounded to that dtype."""
+    `folder`: every tensor of its models (three, SDXL's four), rounded to that dtype."""
     import diffusers
     import torch
-    single = diffusers.StableDiffusionPipeline.from_single_file(
+    single = type(folder).from_single_file(
         str(single_file), config=str(config), local_files_only=True, torch_dtype=torch.float32)
-    for c in ("unet", "vae", "text_encoder"):
+    for c in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if not hasattr(folder, c):
+            continue
         a, b = getattr(folder, c).state_dict(), getattr(single, c).state_dict()
         assert a.keys() == b.keys(), c
         for k in a:
@@ -853,3 +855,47 @@ def test_an_sdxl_folder_makes_diffusers_images_from_the_cli(tmp_path):
     r = run("train", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--base",
             str(SDXL / "tiny-sdxl"), "--steps", "1")
     assert r.returncode == 1 and "an SDXL model; training fine-tunes SD 1.x and 2.x" in r.stderr, r.stderr
+
+
+def test_an_sdxl_single_file_makes_the_folder_images_and_exports_back(tmp_path):
+    """An SDXL single file (Stability's layout, conditioner.embedders.*; the fixture's, which
+    diffusers reads as the folder) opens with SDXL 1.0's bundled configs unless --config says
+    otherwise; with the folder's configs it makes diffusers' images; the folder exported in fp16
+    is read back by diffusers as the folder."""
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file
+    ckpt = SDXL / "tiny-sdxl.safetensors"
+    r = run("info", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("configs: ")[1].split()[0].endswith("models/sdxl-config"), r.stdout
+    assert "(conditioner.embedders.1.model.*)" in r.stdout, r.stdout
+    # Those configs are SDXL 1.0's sizes, not the tiny model's: the error says so and whence.
+    r = run("txt2img", "--model", str(ckpt), "--prompt", "x", "--steps", "1", "--device", "cpu",
+            "--out", str(tmp_path / "no"))
+    assert r.returncode == 1 and "The configs came from" in r.stderr, r.stderr
+    assert "sdxl-config" in r.stderr, r.stderr
+    name = "img_euler_s0.6_neg_b2"
+    req = {c["name"]: c for c in json.loads((SDXL / "cases.json").read_text())}[name]["request"]
+    want = load_file(str(SDXL / "expected.safetensors"))
+    init = tmp_path / "init.png"
+    Image.fromarray(want["init"].numpy()).save(init)
+    r = run("img2img", "--model", str(ckpt), "--config", str(SDXL / "tiny-sdxl"), "--init",
+            str(init), "--strength", str(req["strength"]), "--prompt", req["prompt"],
+            "--negative", req["negative_prompt"], "--steps", str(req["steps"]),
+            "--guidance", str(req["guidance_scale"]), "--seed", str(req["seed"]),
+            "--batch", str(req["batch_count"]), "--sampler", req["sampler"], "--device", "cpu",
+            "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    assert len(paths) == 2
+    for i, path in enumerate(paths):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want[name][i].numpy().astype(int)).max() <= 2, path
+    out = tmp_path / "sdxl-export.safetensors"
+    r = run("export", str(SDXL / "tiny-sdxl"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    folder = diffusers.StableDiffusionXLPipeline.from_pretrained(SDXL / "tiny-sdxl")
+    assert_reads_back_as(folder, out, SDXL / "tiny-sdxl", torch.float16)

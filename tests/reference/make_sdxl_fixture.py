@@ -4,13 +4,20 @@ two transformer blocks in its second level, SDXL's Euler scheduler), the UNet's 
 input, and the images diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline
 make, each image from a CPU generator seeded seed + i.
 
-usage: make_sdxl_fixture.py OUT_DIR
+usage: make_sdxl_fixture.py OUT_DIR UNET_CONFIG TEXT_2_CONFIG
+UNET_CONFIG, TEXT_2_CONFIG: SDXL 1.0's UNet and second text encoder configs, which SD Studio
+opens SDXL single files with (models/sdxl-config); OUT_DIR/sdxl_names.json maps each tensor name
+of those models to its original name ("unet": name -> key; "text_encoder_2": name -> [OpenCLIP
+key, part of 3, -1 for the whole tensor or -2 for its transpose]), checked by diffusers'
+converters.
 OUT_DIR/tiny-sdxl (the model), OUT_DIR/tiny-sdxl-nozeros (the same with
 force_zeros_for_empty_prompt false: no negative prompt means that of ""),
 OUT_DIR/unet.safetensors (sample, timestep, context, text_embeds, time_ids, out; and
 prompt_embeds, pooled: encode_prompt's for PROMPT and clip skip 0, prompt_embeds_skip1 for 1),
 OUT_DIR/cases.json ([{"name", "model", "request"}]), OUT_DIR/expected.safetensors ("init"
-[H, W, 3] uint8, and per case NAME [B, H, W, 3] uint8).
+[H, W, 3] uint8, and per case NAME [B, H, W, 3] uint8), OUT_DIR/tiny-sdxl.safetensors (the model
+as one single-file checkpoint in SDXL's original layout, original_checkpoint.py, which diffusers'
+StableDiffusionXLPipeline.from_single_file reads as the folder: checked here).
 """
 import json
 import shutil
@@ -23,6 +30,8 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
                        StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline,
                        UNet2DConditionModel)
+from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint,
+                                                 convert_open_clip_checkpoint)
 from PIL import Image
 from safetensors.torch import save_file
 from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
@@ -30,6 +39,7 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjec
 
 import make_clip_vocab
 import make_pipeline_fixture
+import original_checkpoint
 
 SAMPLERS = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
             "dpmpp_2m": DPMSolverMultistepScheduler, "ddim": DDIMScheduler}
@@ -129,9 +139,68 @@ def unet_check(out, pipe):
               str(out / "unet.safetensors"))
 
 
-def main(out_dir):
+def single_file(out):
+    """The folder as one original-layout file; diffusers' own single-file loader must give every
+    tensor of every component back."""
+    file = out / "tiny-sdxl.safetensors"
+    original_checkpoint.write(out / "tiny-sdxl", file)
+    folder = StableDiffusionXLPipeline.from_pretrained(out / "tiny-sdxl")
+    single = StableDiffusionXLPipeline.from_single_file(str(file), config=str(out / "tiny-sdxl"))
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want = getattr(folder, name).state_dict()
+        got = getattr(single, name).state_dict()
+        assert sorted(got) == sorted(want), (name, sorted(set(got) ^ set(want))[:5])
+        for k, v in want.items():
+            assert torch.equal(got[k], v), (name, k)
+    assert single.tokenizer_2.pad_token == "!"
+
+
+def sdxl_names(unet_config, text_2_config):
+    """Our original names for every tensor of SDXL 1.0's UNet and second text encoder, each
+    tensor marked with its own number, run back through diffusers' converters: every tensor must
+    come back, each with its own mark."""
+    cfg = json.loads(Path(unet_config).read_text())
+    with torch.device("meta"):  # names only, no memory
+        unet = UNet2DConditionModel.from_config(cfg)
+    names = list(unet.state_dict())
+    unet_map = {n: original_checkpoint.unet_key(n, cfg) for n in names}
+    marked = {"model.diffusion_model." + o: torch.tensor([float(i)])
+              for i, o in enumerate(unet_map.values())}
+    back = convert_ldm_unet_checkpoint(marked, dict(unet.config))
+    assert sorted(back) == sorted(names), sorted(set(back) ^ set(names))[:5]
+    for i, n in enumerate(names):
+        assert back[n].flatten()[0].item() == i, n
+
+    text_cfg = CLIPTextConfig.from_json_file(text_2_config)
+    with torch.device("meta"):
+        text = CLIPTextModelWithProjection(text_cfg)
+    names = [n for n in text.state_dict() if not n.endswith("position_ids")]
+    text_map = {n: original_checkpoint.openclip_key(n.removeprefix("text_model.")) for n in names}
+    hidden, prefix = text_cfg.hidden_size, "conditioner.embedders.1.model."
+    marked = {}
+    for i, (name, (key, part)) in enumerate(text_map.items()):
+        if part is None:
+            marked[prefix + key] = torch.tensor([float(i)])
+        elif part == "T":  # [hidden, projection]: diffusers splits q/k/v by its first size
+            marked[prefix + key] = torch.full((hidden, 1), float(i))
+        else:
+            fused = marked.setdefault(prefix + key, torch.zeros(3 * hidden, 1))
+            fused[part * hidden:(part + 1) * hidden] = float(i)
+    back = convert_open_clip_checkpoint(text, marked, prefix=prefix)
+    assert sorted(back) == sorted(names), sorted(set(back) ^ set(names))[:5]
+    for i, n in enumerate(names):
+        assert torch.all(back[n] == i), n
+    code = {None: -1, "T": -2}
+    return {"unet": unet_map,
+            "text_encoder_2": {n: [k, code.get(p, p)] for n, (k, p) in text_map.items()}}
+
+
+def main(out_dir, unet_config, text_2_config):
     out = Path(out_dir)
+    names = sdxl_names(unet_config, text_2_config)
+    (out / "sdxl_names.json").write_text(json.dumps(names, indent=0))
     make_model(out)
+    single_file(out)
     init = make_pipeline_fixture.init_image(32, 32)
     tensors = {"init": torch.from_numpy(init)}
     listed = []
@@ -167,4 +236,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:4])

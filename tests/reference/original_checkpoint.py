@@ -3,12 +3,17 @@ original (CompVis latent-diffusion) layout that A1111 and most shared .safetenso
 use: model.diffusion_model.* (UNet), first_stage_model.* (VAE), and the text encoder as
 cond_stage_model.transformer.* (SD 1.x: CLIP with transformers' names) or
 cond_stage_model.model.* (SD 2.x: OpenCLIP's names, q/k/v stacked in one in_proj, and one layer
-more than the model uses). The names are derived from the LDM and OpenCLIP module trees
+more than the model uses). An SDXL folder (one with text_encoder_2) is written in Stability's
+generative-models layout: the UNet's added conditioning as label_emb.0.*, the first encoder
+under conditioner.embedders.0.transformer.* (transformers' names), the second under
+conditioner.embedders.1.model.* (OpenCLIP's, its projection stored transposed, as OpenCLIP
+multiplies by it from the right). The names are derived from the LDM and OpenCLIP module trees
 (input_blocks / middle_block / output_blocks, encoder.down.N.block.M, transformer.resblocks.N,
 ...); the fixture makers check the result against diffusers' own single-file loader, so a
 wrong name fails there.
 
 usage (as a module): write(PIPE_DIR, OUT_FILE, extra=True, dtype=None, openclip=False)
+(openclip: SD 2.x; an SDXL folder is recognised by its text_encoder_2)
 """
 import json
 from pathlib import Path
@@ -30,6 +35,8 @@ def unet_key(name, cfg):
     n = cfg["layers_per_block"]
     if p[0] == "time_embedding":
         return f"time_embed.{0 if p[1] == 'linear_1' else 2}.{p[2]}"
+    if p[0] == "add_embedding":
+        return f"label_emb.0.{0 if p[1] == 'linear_1' else 2}.{p[2]}"
     if p[0] == "conv_in":
         return f"input_blocks.0.0.{p[1]}"
     if p[0] == "conv_norm_out":
@@ -92,9 +99,11 @@ OPENCLIP_QKV = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj"
 
 def openclip_key(name):
     """A CLIPTextModel name (without "text_model.") -> (OpenCLIP name, part): part 0/1/2 is the
-    q/k/v third of an in_proj tensor, None for a whole tensor."""
+    q/k/v third of an in_proj tensor, None for a whole tensor, "T" for the transpose."""
     if name in OPENCLIP_WHOLE:
         return OPENCLIP_WHOLE[name], None
+    if name == "text_projection.weight":  # CLIPTextModelWithProjection's, transposed
+        return "text_projection", "T"
     p = name.split(".")  # encoder.layers.I.MODULE[.SUB].weight|bias
     assert p[:2] == ["encoder", "layers"], name
     layer, module = f"transformer.resblocks.{int(p[2])}", ".".join(p[3:-1])
@@ -103,9 +112,8 @@ def openclip_key(name):
     return f"{layer}.attn.in_proj_{p[-1]}", OPENCLIP_QKV[module]
 
 
-def openclip_text(tensors, layers):
-    """CLIPTextModel tensors -> OpenCLIP's, with a random extra last layer (SD 2.x files keep
-    all 24 of OpenCLIP's layers; the model uses 23) and the image-side projection and scale."""
+def openclip_tensors(tensors):
+    """CLIPTextModel(WithProjection) tensors -> OpenCLIP's."""
     out, parts = {}, {}
     for k, v in tensors.items():
         k = k.removeprefix("text_model.")
@@ -114,10 +122,19 @@ def openclip_text(tensors, layers):
         key, part = openclip_key(k)
         if part is None:
             out[key] = v
+        elif part == "T":
+            out[key] = v.T.contiguous()
         else:
             parts.setdefault(key, {})[part] = v
     for key, qkv in parts.items():
         out[key] = torch.cat([qkv[0], qkv[1], qkv[2]], 0)
+    return out
+
+
+def openclip_text(tensors, layers):
+    """CLIPTextModel tensors -> OpenCLIP's, with a random extra last layer (SD 2.x files keep
+    all 24 of OpenCLIP's layers; the model uses 23) and the image-side projection and scale."""
+    out = openclip_tensors(tensors)
     gen = torch.Generator().manual_seed(99)
     last = f"transformer.resblocks.{layers - 1}."
     for k in [k for k in out if k.startswith(last)]:
@@ -141,6 +158,15 @@ def convert(pipe_dir, openclip=False):
             v = v[:, :, None, None]  # the original VAE's attention projections are 1x1 convs
         out["first_stage_model." + vae_key(k, cfg)] = v
     text = load_file(pipe / "text_encoder/model.safetensors")
+    if (pipe / "text_encoder_2").is_dir():
+        for k, v in text.items():
+            k = k if k.startswith("text_model.") else "text_model." + k
+            out["conditioner.embedders.0.transformer." + k] = v
+        text_2 = load_file(pipe / "text_encoder_2/model.safetensors")
+        for k, v in openclip_tensors(text_2).items():
+            out["conditioner.embedders.1.model." + k] = v
+        out["conditioner.embedders.1.model.logit_scale"] = torch.tensor(4.6052)
+        return out
     if openclip:
         layers = json.loads((pipe / "text_encoder/config.json").read_text())["num_hidden_layers"]
         for k, v in openclip_text(text, layers).items():
@@ -154,9 +180,10 @@ def convert(pipe_dir, openclip=False):
 
 def write(pipe_dir, out_file, extra=True, dtype=None, openclip=False):
     sd = convert(pipe_dir, openclip)
-    if extra and not openclip:  # SD 1.x files keep transformers' position ids buffer
-        sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = \
-            torch.arange(77)[None]
+    clip = next((p for p in ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
+                 if any(k.startswith(p) for k in sd)), None)
+    if extra and clip:  # SD 1.x and SDXL files keep transformers' position ids buffer
+        sd[clip + "text_model.embeddings.position_ids"] = torch.arange(77)[None]
     if extra:  # what original checkpoints carry besides the three models, left unused
         sd["betas"] = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
         sd["alphas_cumprod"] = torch.cumprod(1 - sd["betas"], 0)

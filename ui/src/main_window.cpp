@@ -488,7 +488,7 @@ void MainWindow::buildMenus() {
     });
     model->addAction(tr("Open &checkpoint file…"), this, [this] {
         const QString file = QFileDialog::getOpenFileName(
-            this, tr("Open a Stable Diffusion 1.x checkpoint"), QString(),
+            this, tr("Open a Stable Diffusion checkpoint (SD 1.x, 2.x or SDXL)"), QString(),
             tr("Single-file checkpoints (*.safetensors *.ckpt)"));
         if (!file.isEmpty()) {
             openModel(file);

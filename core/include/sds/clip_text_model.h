@@ -58,7 +58,7 @@ class ClipTextModel {
                               c10::Device device = c10::Device(c10::kCPU));
     // `original_prefix`: the files are one single-file checkpoint in the original SD layout
     // with this model under that prefix (ComponentFiles::original_prefix): transformers' names
-    // (SD 1.x), or OpenCLIP's (SD 2.x, kOriginalOpenClipPrefix).
+    // (SD 1.x, SDXL's first encoder), or OpenCLIP's (SD 2.x, SDXL's second encoder).
     void load_weights(const std::vector<std::filesystem::path>& files,
                       const std::string& original_prefix = "");
     void to(c10::Device device, c10::ScalarType dtype);
@@ -83,7 +83,9 @@ class ClipTextModel {
 
   public:
     // The module tree, for training (core/train): parameters, train()/eval(). In train mode the
-    // forward passes record gradients; in eval mode (the default) they never do.
+    // forward passes record gradients; in eval mode (the default) they never do. Its names are
+    // transformers' ("embeddings.", "encoder.", "final_layer_norm."; with a projection,
+    // "text_model." before those and "text_projection.").
     torch::nn::Module& module();
 
   private:

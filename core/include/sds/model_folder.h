@@ -56,22 +56,29 @@ struct ModelHints {
     std::optional<std::string> sampler;  // one of sampler_names()
 };
 
+// Which Stable Diffusion a single file in the original layout is, by its text encoders.
+enum class SingleFileKind {
+    Unknown,
+    SD1,   // CLIP under cond_stage_model.transformer.
+    SD2,   // OpenCLIP under cond_stage_model.model.
+    SDXL,  // conditioner.embedders.*
+};
+
 class ModelFolder {
   public:
     // Reads model_index.json and finds every component the pipeline needs; throws
     // sds::ModelError naming the file and what is missing.
     static ModelFolder open(const std::filesystem::path& dir, Variant variant = Variant::Auto);
-    // A single-file SD 1.x or 2.x checkpoint in the original layout (what A1111 loads), with the
-    // configs, tokenizer and scheduler of `config_dir`: a diffusers folder, weights optional
-    // (like diffusers' from_single_file(config=...)). The file is safetensors or a PyTorch
-    // checkpoint (.ckpt). Throws sds::ModelError naming the file for an SDXL checkpoint or one
-    // that lacks a component, sds::FileError for one that cannot be read.
+    // A single-file SD 1.x, 2.x or SDXL (base) checkpoint in the original layout (what A1111
+    // loads), with the configs, tokenizers and scheduler of `config_dir`: a diffusers folder,
+    // weights optional (like diffusers' from_single_file(config=...)), SDXL's for an SDXL file.
+    // The file is safetensors or a PyTorch checkpoint (.ckpt). Throws sds::ModelError naming the
+    // file for one that lacks a component (the SDXL refiner, a LoRA, ...) or whose configs are
+    // of the other family, sds::FileError for one that cannot be read.
     static ModelFolder open_single_file(const std::filesystem::path& file,
                                         const std::filesystem::path& config_dir);
-    // Which Stable Diffusion a single file is, by its text encoder: 1 (CLIP under
-    // cond_stage_model.transformer.), 2 (OpenCLIP under cond_stage_model.model.), 0 neither.
     // Reads the header (or a .ckpt's pickle) only; throws sds::Error for a file it cannot read.
-    static int single_file_version(const std::filesystem::path& file);
+    static SingleFileKind single_file_kind(const std::filesystem::path& file);
     // A folder -> open(path, variant); a file -> open_single_file(path, config_dir).
     static ModelFolder open_any(const std::filesystem::path& path,
                                 const std::filesystem::path& config_dir,

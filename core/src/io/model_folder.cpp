@@ -208,6 +208,40 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
     return m;
 }
 
+namespace {
+
+// What a single file's tensor names say about it.
+struct OriginalLayoutCounts {
+    size_t unet = 0, vae = 0, clip = 0, openclip = 0, xl_clip = 0, xl_openclip = 0, other_xl = 0;
+    SingleFileKind kind() const {
+        if (xl_clip > 0 || xl_openclip > 0 || other_xl > 0) {
+            return SingleFileKind::SDXL;
+        }
+        if (openclip > 0) {
+            return SingleFileKind::SD2;
+        }
+        return clip > 0 ? SingleFileKind::SD1 : SingleFileKind::Unknown;
+    }
+};
+
+OriginalLayoutCounts count_original_layout(const SafeTensorsFile& checkpoint) {
+    OriginalLayoutCounts n;
+    for (const auto& t : checkpoint.tensors()) {
+        auto starts = [&](const char* prefix) { return t.name.rfind(prefix, 0) == 0; };
+        n.unet += starts(kOriginalUNetPrefix);
+        n.vae += starts(kOriginalVaePrefix);
+        n.clip += starts(kOriginalTextPrefix);
+        n.openclip += starts(kOriginalOpenClipPrefix);
+        n.xl_clip += starts(kOriginalXlTextPrefix);
+        n.xl_openclip += starts(kOriginalXlText2Prefix);
+        n.other_xl += starts("conditioner.embedders.") && !starts(kOriginalXlTextPrefix) &&
+                      !starts(kOriginalXlText2Prefix);
+    }
+    return n;
+}
+
+}  // namespace
+
 ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& config_dir) {
     const std::string where = file.string();
     if (!fs::is_regular_file(file)) {
@@ -219,33 +253,32 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
                          "configs and tokenizer (a diffusers folder; weights optional)");
     }
     const SafeTensorsFile checkpoint = SafeTensorsFile::open(file);
-    size_t unet = 0, vae = 0, clip = 0, openclip = 0;
-    for (const auto& t : checkpoint.tensors()) {
-        auto starts = [&](const char* prefix) { return t.name.rfind(prefix, 0) == 0; };
-        if (starts("conditioner.embedders.")) {
-            throw ModelError(where +
-                             ": an SDXL checkpoint (conditioner.embedders.*); SD Studio "
-                             "runs Stable Diffusion 1.x and 2.x single files");
-        }
-        unet += starts(kOriginalUNetPrefix);
-        vae += starts(kOriginalVaePrefix);
-        clip += starts(kOriginalTextPrefix);
-        openclip += starts(kOriginalOpenClipPrefix);
-    }
-    const size_t text = clip + openclip;
-    if (unet == 0) {
+    const OriginalLayoutCounts n = count_original_layout(checkpoint);
+    const bool xl = n.kind() == SingleFileKind::SDXL;
+    if (n.unet == 0) {
         throw ModelError(where + ": no UNet tensors (" + kOriginalUNetPrefix +
                          "*), so this is not a Stable Diffusion checkpoint in the original "
                          "layout (a LoRA, a VAE or an embedding file?)");
     }
-    if (vae == 0 || text == 0) {
+    if (xl && (n.xl_clip == 0 || n.xl_openclip == 0)) {
+        throw ModelError(
+            where + ": an SDXL checkpoint without " +
+            (n.xl_clip == 0 ? std::string("the CLIP text encoder (") + kOriginalXlTextPrefix
+                            : std::string("the OpenCLIP text encoder (") + kOriginalXlText2Prefix) +
+            "*)" +
+            (n.xl_clip == 0 && n.other_xl > 0
+                 ? ": the SDXL refiner, which SD Studio does not run (it refines the base "
+                   "model's images; open the SDXL base model)"
+                 : "; SD Studio needs a checkpoint with all its models"));
+    }
+    if (n.vae == 0 || (!xl && n.clip + n.openclip == 0)) {
         throw ModelError(where + ": has no " +
-                         (vae == 0 ? std::string("VAE (") + kOriginalVaePrefix
-                                   : std::string("text encoder (") + kOriginalTextPrefix + "* or " +
-                                         kOriginalOpenClipPrefix) +
+                         (n.vae == 0 ? std::string("VAE (") + kOriginalVaePrefix
+                                     : std::string("text encoder (") + kOriginalTextPrefix +
+                                           "* or " + kOriginalOpenClipPrefix) +
                          "*) tensors; SD Studio needs a checkpoint with all three models");
     }
-    if (clip > 0 && openclip > 0) {
+    if (n.clip > 0 && n.openclip > 0) {
         throw ModelError(where + ": has both a CLIP (" + kOriginalTextPrefix +
                          "*) and an OpenCLIP (" + kOriginalOpenClipPrefix +
                          "*) text encoder; which one is the model's is unclear");
@@ -258,16 +291,23 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
                          "SD Studio runs txt2img and img2img models");
     }
     ModelFolder m = read(config_dir, Variant::Auto, /*weights=*/false);
-    if (m.is_xl()) {
-        throw ModelError(where + ": the configs of " + config_dir.string() +
-                         " are SDXL's; SD Studio runs SD 1.x and 2.x single files (open an SDXL "
-                         "model as a diffusers folder)");
+    if (m.is_xl() != xl) {
+        throw ModelError(
+            where + ": " + (xl ? "an SDXL" : "a Stable Diffusion 1.x/2.x") +
+            " checkpoint, but the configs of " + config_dir.string() + " are " +
+            (m.is_xl() ? "SDXL's" : "not SDXL's") + " (" +
+            (xl ? "SDXL's are in models/sdxl-config" : "SD 1.5's are in models/sd1-config") + ")");
     }
     m.source_ = fs::absolute(file).lexically_normal();
-    const std::pair<const char*, const char*> prefixes[] = {
-        {"unet", kOriginalUNetPrefix},
-        {"vae", kOriginalVaePrefix},
-        {"text_encoder", openclip > 0 ? kOriginalOpenClipPrefix : kOriginalTextPrefix}};
+    std::vector<std::pair<const char*, const char*>> prefixes = {{"unet", kOriginalUNetPrefix},
+                                                                 {"vae", kOriginalVaePrefix}};
+    if (xl) {
+        prefixes.emplace_back("text_encoder", kOriginalXlTextPrefix);
+        prefixes.emplace_back("text_encoder_2", kOriginalXlText2Prefix);
+    } else {
+        prefixes.emplace_back("text_encoder",
+                              n.openclip > 0 ? kOriginalOpenClipPrefix : kOriginalTextPrefix);
+    }
     for (const auto& [name, prefix] : prefixes) {
         ComponentFiles& c = m.components_.at(name);
         c.weights = {m.source_};
@@ -276,17 +316,8 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
     return m;
 }
 
-int ModelFolder::single_file_version(const fs::path& file) {
-    const SafeTensorsFile checkpoint = SafeTensorsFile::open(file);
-    for (const auto& t : checkpoint.tensors()) {
-        if (t.name.rfind(kOriginalTextPrefix, 0) == 0) {
-            return 1;
-        }
-        if (t.name.rfind(kOriginalOpenClipPrefix, 0) == 0) {
-            return 2;
-        }
-    }
-    return 0;
+SingleFileKind ModelFolder::single_file_kind(const fs::path& file) {
+    return count_original_layout(SafeTensorsFile::open(file)).kind();
 }
 
 ModelFolder ModelFolder::open_any(const fs::path& path, const fs::path& config_dir,
@@ -316,19 +347,19 @@ void ModelFolder::explain_load_errors(const std::function<void()>& load) const {
 WeightsSummary summarize_weights(const ComponentFiles& component) {
     std::set<std::string> dtypes;
     WeightsSummary s;
-    // An SD 2.x file's OpenCLIP text encoder has more than the model uses: counted out.
-    int64_t openclip_layers = -1;
-    if (component.original_prefix == kOriginalOpenClipPrefix) {
-        openclip_layers = ClipTextConfig::from_file(component.config).num_hidden_layers;
-    }
+    // An OpenCLIP text encoder in a single file has more than the model uses: counted out.
+    const bool openclip = is_openclip_prefix(component.original_prefix);
+    const bool projected = component.class_name == "CLIPTextModelWithProjection";
+    const int64_t openclip_layers =
+        openclip ? ClipTextConfig::from_file(component.config, projected).num_hidden_layers : -1;
     for (const auto& path : component.weights) {
         const auto file = SafeTensorsFile::open(path);
         for (const auto& t : file.tensors()) {
             if (t.name.rfind(component.original_prefix, 0) != 0) {
                 continue;  // another component of a single-file checkpoint
             }
-            if (openclip_layers >= 0 &&
-                openclip_unused(t.name.substr(component.original_prefix.size()), openclip_layers)) {
+            if (openclip && openclip_unused(t.name.substr(component.original_prefix.size()),
+                                            openclip_layers, projected)) {
                 continue;
             }
             dtypes.insert(dtype_name(t.dtype));

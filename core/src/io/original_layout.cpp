@@ -52,6 +52,9 @@ std::string original_unet_key(const std::string& name, const UNetConfig& config)
         if (p[0] == "time_embedding" && p.size() == 3) {
             return std::string("time_embed.") + (p[1] == "linear_1" ? "0." : "2.") + p[2];
         }
+        if (p[0] == "add_embedding" && p.size() == 3) {  // SDXL's pooled text and size ids
+            return std::string("label_emb.0.") + (p[1] == "linear_1" ? "0." : "2.") + p[2];
+        }
         if (p[0] == "conv_in") {
             return "input_blocks.0.0." + join_from(p, 1);
         }
@@ -124,6 +127,9 @@ TensorSource original_openclip_key(const std::string& name) {
     if (const auto it = whole.find(name); it != whole.end()) {
         return it->second;
     }
+    if (name == "text_projection.weight") {
+        return TensorSource::transposed_of("text_projection");
+    }
     const auto p = split(name);  // encoder.layers.I.MODULE[.SUB].weight|bias
     if (p.size() >= 5 && p[0] == "encoder" && p[1] == "layers" &&
         (p.back() == "weight" || p.back() == "bias")) {
@@ -145,11 +151,15 @@ TensorSource original_openclip_key(const std::string& name) {
         }
     }
     throw ModelError("the text encoder module '" + name +
-                     "' has no place in an OpenCLIP (SD 2.x) checkpoint");
+                     "' has no place in an OpenCLIP checkpoint");
 }
 
-bool openclip_unused(const std::string& key, int64_t layers) {
-    if (key == "text_projection" || key == "logit_scale") {
+bool is_openclip_prefix(const std::string& prefix) {
+    return prefix == kOriginalOpenClipPrefix || prefix == kOriginalXlText2Prefix;
+}
+
+bool openclip_unused(const std::string& key, int64_t layers, bool with_projection) {
+    if ((key == "text_projection" && !with_projection) || key == "logit_scale") {
         return true;
     }
     const std::string blocks = "transformer.resblocks.";

@@ -105,15 +105,26 @@ void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
             }
             src = src.chunk(source.parts, 0)[source.part];  // a view of the mapped file
         }
+        std::string stored;  // for a transposed tensor, the shape the file gives
+        if (source.transposed) {
+            stored = shape_text(src.sizes());
+            if (src.dim() != 2) {
+                throw ModelError(files.file_of(key).string() + ": tensor '" + key + "' has shape " +
+                                 stored + " where a matrix was expected");
+            }
+            src = src.t().contiguous();
+        }
         if (opts.rename && src.dim() == 4 && dst.dim() == 2 && src.size(2) == 1 &&
             src.size(3) == 1) {
             src = src.flatten(1);  // a 1x1 convolution's weight as a linear one's, still mapped
         }
         if (src.sizes() != dst.sizes()) {
-            throw ModelError(files.file_of(key).string() + ": tensor '" + key + "' has shape " +
-                             shape_text(src.sizes()) + " but the model's config expects " +
-                             shape_text(dst.sizes()) +
-                             (opts.config_hint.empty() ? "" : " (" + opts.config_hint + ")"));
+            throw ModelError(
+                files.file_of(key).string() + ": tensor '" + key + "' has shape " +
+                (stored.empty() ? shape_text(src.sizes()) : stored + " (used transposed)") +
+                " but the model's config expects " +
+                (stored.empty() ? shape_text(dst.sizes()) : shape_text(dst.t().sizes())) +
+                (opts.config_hint.empty() ? "" : " (" + opts.config_hint + ")"));
         }
         if (src.scalar_type() == dst.scalar_type() && dst.device().is_cpu()) {
             dst.set_data(src);  // use the mapped file in place (copy-on-write)

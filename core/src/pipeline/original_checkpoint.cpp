@@ -39,24 +39,38 @@ void add_module(Named& out, torch::nn::Module& module, const std::string& prefix
     }
 }
 
-// SD 2.x's text encoder as OpenCLIP names it, each attention's q, k and v stacked into one
-// in_proj. The layer the model does not use (OpenCLIP's last) and the image-side projection are
-// not written: the model does not have them. diffusers reads such a file (single_file_test,
-// cli_test); A1111, which builds OpenCLIP from its own config, is not checked here.
-void add_openclip(Named& out, torch::nn::Module& text, c10::ScalarType dtype) {
+// A text encoder as OpenCLIP names it, each attention's q, k and v stacked into one in_proj and
+// the projection (SDXL's second encoder) transposed. For SD 2.x, the layer the model does not
+// use (OpenCLIP's last) and the image-side projection are not written: the model does not have
+// them. diffusers reads such files (single_file_test, sdxl_test, cli_test); A1111, which builds
+// OpenCLIP from its own config, is not checked here.
+void add_openclip(Named& out, ClipTextModel& text, const std::string& prefix,
+                  c10::ScalarType dtype) {
     std::map<std::string, std::array<at::Tensor, 3>> stacked;
-    for (const auto& p : text.named_parameters()) {
-        const TensorSource source = original_openclip_key(p.key());
-        const at::Tensor v = p.value().detach().to(at::kCPU, dtype);
+    const std::string inner = "text_model.";
+    for (const auto& p : text.module().named_parameters()) {
+        const std::string& name = p.key();
+        const TensorSource source =
+            original_openclip_key(name.rfind(inner, 0) == 0 ? name.substr(inner.size()) : name);
+        at::Tensor v = p.value().detach().to(at::kCPU, dtype);
+        if (source.transposed) {
+            v = v.t();
+        }
         if (source.parts == 1) {
-            out.emplace_back(kOriginalOpenClipPrefix + source.key, v.contiguous());
+            out.emplace_back(prefix + source.key, v.contiguous());
         } else {
             stacked[source.key].at(static_cast<size_t>(source.part)) = v;
         }
     }
     for (const auto& [key, qkv] : stacked) {
-        out.emplace_back(kOriginalOpenClipPrefix + key, at::cat({qkv[0], qkv[1], qkv[2]}, 0));
+        out.emplace_back(prefix + key, at::cat({qkv[0], qkv[1], qkv[2]}, 0));
     }
+}
+
+// A text encoder with transformers' names (SD 1.x, SDXL's first encoder).
+void add_clip(Named& out, ClipTextModel& text, const std::string& prefix, c10::ScalarType dtype) {
+    add_module(
+        out, text.module(), prefix + "text_model.", [](const std::string& n) { return n; }, dtype);
 }
 
 }  // namespace
@@ -82,12 +96,14 @@ void write_original_checkpoint(const ModelFolder& model, const std::filesystem::
             tensors, vae.module(), kOriginalVaePrefix,
             [&](const std::string& n) { return original_vae_key(n, vae.config()); }, dtype);
         auto text = ClipTextModel::load(model.component("text_encoder"));
-        if (text.config().hidden_act == "gelu") {
-            add_openclip(tensors, text.module(), dtype);
+        if (model.is_xl()) {
+            add_clip(tensors, text, kOriginalXlTextPrefix, dtype);
+            auto text_2 = ClipTextModel::load(model.component("text_encoder_2"));
+            add_openclip(tensors, text_2, kOriginalXlText2Prefix, dtype);
+        } else if (text.config().hidden_act == "gelu") {
+            add_openclip(tensors, text, kOriginalOpenClipPrefix, dtype);
         } else {
-            add_module(
-                tensors, text.module(), std::string(kOriginalTextPrefix) + "text_model.",
-                [](const std::string& n) { return n; }, dtype);
+            add_clip(tensors, text, kOriginalTextPrefix, dtype);
         }
     });
     save_safetensors(out, tensors, {{"format", "pt"}});

@@ -191,6 +191,9 @@ const ClipTextConfig& ClipTextModel::config() const {
 }
 
 torch::nn::Module& ClipTextModel::module() {
+    if (impl_->with_projection) {
+        return *impl_->with_projection;
+    }
     return *impl_->model;
 }
 
@@ -207,25 +210,36 @@ void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
     }
 }
 
-// SD 2.x single files: OpenCLIP's names, q/k/v stacked in one in_proj, and one layer more than
-// SD 2.x uses (diffusers drops it), with the projection and logit scale of CLIP's image side
-// (unused for text conditioning).
+// Single files with an OpenCLIP text encoder: OpenCLIP's names, q/k/v stacked in one in_proj.
+// SD 2.x files have one layer more than SD 2.x uses (diffusers drops it) and the projection and
+// logit scale of CLIP's image side (unused for text conditioning); SDXL's second encoder uses
+// its projection (stored transposed).
 void ClipTextModel::load_openclip_weights(const WeightFiles& weights, const std::string& prefix) {
     const ClipTextConfig& c = impl_->config;
+    const bool projected = static_cast<bool>(impl_->with_projection);
     LoadOptions opts;
     opts.prefix = prefix;
     opts.scope = prefix;
-    opts.rename = original_openclip_key;
+    opts.rename = [projected](const std::string& name) {
+        const std::string inner = "text_model.";
+        return original_openclip_key(
+            projected && name.rfind(inner, 0) == 0 ? name.substr(inner.size()) : name);
+    };
     for (const auto& name : weights.names()) {
         if (name.rfind(prefix, 0) == 0 &&
-            openclip_unused(name.substr(prefix.size()), c.num_hidden_layers)) {
+            openclip_unused(name.substr(prefix.size()), c.num_hidden_layers, projected)) {
             opts.may_ignore.insert(name);
         }
     }
-    opts.config_hint = "text_encoder config: hidden_size " + std::to_string(c.hidden_size) +
+    opts.config_hint = "text encoder config: hidden_size " + std::to_string(c.hidden_size) +
                        ", intermediate_size " + std::to_string(c.intermediate_size) +
-                       ", num_hidden_layers " + std::to_string(c.num_hidden_layers);
-    load_weights_into(*impl_->model, weights, opts);
+                       ", num_hidden_layers " + std::to_string(c.num_hidden_layers) +
+                       (projected ? ", projection_dim " + std::to_string(c.projection_dim) : "");
+    if (projected) {
+        load_weights_into(*impl_->with_projection, weights, opts);
+    } else {
+        load_weights_into(*impl_->model, weights, opts);
+    }
 }
 
 void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files,
@@ -233,6 +247,10 @@ void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files
     const ClipTextConfig& c = impl_->config;
     const WeightFiles weights(files);
     LoadOptions opts;
+    if (weights.contains(original_prefix + "transformer.resblocks.0.attn.in_proj_weight")) {
+        load_openclip_weights(weights, original_prefix);
+        return;
+    }
     if (impl_->with_projection) {  // SDXL's second encoder, from a diffusers folder
         opts.prefix = opts.scope = original_prefix;
         opts.may_ignore = {original_prefix + "text_model.embeddings.position_ids"};
@@ -240,10 +258,6 @@ void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files
                            ", projection_dim " + std::to_string(c.projection_dim) +
                            ", num_hidden_layers " + std::to_string(c.num_hidden_layers);
         load_weights_into(*impl_->with_projection, weights, opts);
-        return;
-    }
-    if (weights.contains(original_prefix + "transformer.resblocks.0.attn.in_proj_weight")) {
-        load_openclip_weights(weights, original_prefix);
         return;
     }
     // Checkpoints name the tensors "text_model.embeddings..." (SD releases, transformers 4);

@@ -38,6 +38,10 @@ const fs::path kSd1Config = fs::path(SDS_SOURCE_DIR) / "models" / "sd1-config";
 const fs::path kSd2Dir = sds::test::fixture_dir("single_file_sd2");
 const fs::path kSd2File = kSd2Dir / "model.safetensors";
 const fs::path kSd2Config = fs::path(SDS_SOURCE_DIR) / "models" / "sd2-config";
+const fs::path kXlDir = sds::test::fixture_dir("sdxl");  // make_sdxl_fixture.py
+const fs::path kXlFile = kXlDir / "tiny-sdxl.safetensors";
+const fs::path kXlFolder = kXlDir / "tiny-sdxl";
+const fs::path kXlConfig = fs::path(SDS_SOURCE_DIR) / "models" / "sdxl-config";
 
 nlohmann::json read_json(const fs::path& path) {
     nlohmann::json j;
@@ -57,7 +61,7 @@ TEST(OriginalLayout, Sd15NamesAreTheOnesDiffusersConvertersMapBack) {
     for (const auto& [name, original] : names["vae"].items()) {
         EXPECT_EQ(sds::original_vae_key(name, vae), original.get<std::string>()) << name;
     }
-    EXPECT_THROW(sds::original_unet_key("add_embedding.linear_1.weight", unet), sds::ModelError);
+    EXPECT_THROW(sds::original_unet_key("encoder_hid_proj.weight", unet), sds::ModelError);
     EXPECT_THROW(sds::original_vae_key("decoder.up_blocks.x.resnets.0.conv1.weight", vae),
                  sds::ModelError);
 }
@@ -122,6 +126,21 @@ TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
     expect_loads_as_folder(kDir);
 }
 
+// A generation's images against diffusers' ([B, H, W, 3] uint8): at most 2/255 apart.
+void expect_images(const sds::GenerationResult& result, const at::Tensor& want,
+                   const std::string& name) {
+    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0)) << name;
+    for (size_t i = 0; i < result.images.size(); ++i) {
+        const auto& img = result.images[i];
+        const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
+                                             {img.height, img.width, 3}, at::kByte);
+        ASSERT_EQ(got.sizes(), want[static_cast<int64_t>(i)].sizes()) << name;
+        const int diff =
+            (got.to(at::kInt) - want[static_cast<int64_t>(i)].to(at::kInt)).abs().max().item<int>();
+        EXPECT_LE(diff, 2) << name << " image " << i;
+    }
+}
+
 void expect_diffusers_images(const fs::path& dir, const std::string& file = "model.safetensors") {
     auto pipe = sds::Pipeline::load(dir / file, {.single_file_config = dir / "config"});
     EXPECT_TRUE(pipe.model().is_single_file());
@@ -130,20 +149,8 @@ void expect_diffusers_images(const fs::path& dir, const std::string& file = "mod
     ASSERT_EQ(cases.size(), 2u);
     for (const auto& c : cases) {
         const auto request = sds::GenerationRequest::from_json(c["request"].dump());
-        const auto result = pipe.generate(request);
-        const at::Tensor want = expected.tensor(c["name"].get<std::string>());
-        ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
-        for (size_t i = 0; i < result.images.size(); ++i) {
-            const auto& img = result.images[i];
-            const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
-                                                 {img.height, img.width, 3}, at::kByte);
-            ASSERT_EQ(got.sizes(), want[static_cast<int64_t>(i)].sizes());
-            const int diff = (got.to(at::kInt) - want[static_cast<int64_t>(i)].to(at::kInt))
-                                 .abs()
-                                 .max()
-                                 .item<int>();
-            EXPECT_LE(diff, 2) << c["name"] << " image " << i;
-        }
+        const std::string name = c["name"];
+        expect_images(pipe.generate(request), expected.tensor(name), name);
     }
 }
 
@@ -162,7 +169,7 @@ TEST(SingleFile, ReadsTheCkptOfTheSameModel) {
         ASSERT_TRUE(ckpt.contains(t.name)) << t.name;
         EXPECT_TRUE(at::equal(ckpt.tensor(t.name), st.tensor(t.name))) << t.name;
     }
-    EXPECT_EQ(sds::ModelFolder::single_file_version(kDir / "model.ckpt"), 1);
+    EXPECT_EQ(sds::ModelFolder::single_file_kind(kDir / "model.ckpt"), sds::SingleFileKind::SD1);
     expect_loads_as_folder(kDir, "model.ckpt");
     expect_diffusers_images(kDir, "model.ckpt");
     const auto m = sds::ModelFolder::open_any(kDir / "model.ckpt", kConfig);
@@ -184,12 +191,14 @@ TEST(OriginalLayout, Sd21TextNamesAreTheOnesDiffusersConverterMapsBack) {
     }
     EXPECT_THROW(sds::original_openclip_key("encoder.layers.0.self_attn.w_proj.weight"),
                  sds::ModelError);
-    EXPECT_THROW(sds::original_openclip_key("text_projection.weight"), sds::ModelError);
+    // A CLIPTextModelWithProjection's projection (SDXL's second encoder) is OpenCLIP's, transposed.
+    EXPECT_EQ(sds::original_openclip_key("text_projection.weight"),
+              sds::TensorSource::transposed_of("text_projection"));
 }
 
 TEST(SingleFileSd2, TellsTheVersionsApart) {
-    EXPECT_EQ(sds::ModelFolder::single_file_version(kFile), 1);
-    EXPECT_EQ(sds::ModelFolder::single_file_version(kSd2File), 2);
+    EXPECT_EQ(sds::ModelFolder::single_file_kind(kFile), sds::SingleFileKind::SD1);
+    EXPECT_EQ(sds::ModelFolder::single_file_kind(kSd2File), sds::SingleFileKind::SD2);
     const auto m = sds::ModelFolder::open_single_file(kSd2File, kSd2Dir / "config");
     EXPECT_EQ(m.component("text_encoder").original_prefix, sds::kOriginalOpenClipPrefix);
     EXPECT_EQ(m.component("scheduler").class_name, "DDIMScheduler");
@@ -281,7 +290,18 @@ TEST(SingleFile, SaysWhatIsWrongWithAFileItCannotRun) {
     EXPECT_NE(load_error(both).find("both.safetensors: has both a CLIP"), std::string::npos);
     const auto sdxl = variant_of("sdxl", {"cond_stage_model."},
                                  {{"conditioner.embedders.0.transformer.x", at::ones({4})}});
-    EXPECT_NE(load_error(sdxl).find("sdxl.safetensors: an SDXL checkpoint"), std::string::npos);
+    EXPECT_NE(load_error(sdxl).find("sdxl.safetensors: an SDXL checkpoint without the OpenCLIP "
+                                    "text encoder (conditioner.embedders.1.model.*)"),
+              std::string::npos)
+        << load_error(sdxl);
+    const auto refiner =
+        variant_of("refiner", {"cond_stage_model."},
+                   {{"conditioner.embedders.0.model.ln_final.weight", at::ones({4})}});
+    EXPECT_NE(load_error(refiner).find("refiner.safetensors: an SDXL checkpoint without the CLIP "
+                                       "text encoder (conditioner.embedders.0.transformer.*): the "
+                                       "SDXL refiner"),
+              std::string::npos)
+        << load_error(refiner);
     const auto lora = variant_of("lora", {"model.", "first_stage_model.", "cond_stage_model."},
                                  {{"lora_unet_down_blocks_0.alpha", at::ones({1})}});
     EXPECT_NE(load_error(lora).find("lora.safetensors: no UNet tensors (model.diffusion_model.*)"),
@@ -390,6 +410,139 @@ TEST(SingleFileSd2, SaysWhatIsWrongWithAnSd2File) {
     // the configs came.
     const std::string wrong = load_error(kSd2File, kSd1Config);
     EXPECT_NE(wrong.find("The configs came from"), std::string::npos) << wrong;
+}
+
+// SDXL in Stability's layout (label_emb, conditioner.embedders.0/1): every tensor of SDXL 1.0's
+// UNet and second text encoder (models/sdxl-config) named as diffusers' converters read them.
+TEST(OriginalLayout, SdxlNamesAreTheOnesDiffusersConvertersMapBack) {
+    const nlohmann::json names = read_json(kXlDir / "sdxl_names.json");
+    const auto unet = sds::UNetConfig::from_file(kXlConfig / "unet" / "config.json");
+    ASSERT_EQ(names["unet"].size(), 1680u);  // every tensor of SDXL 1.0's UNet
+    for (const auto& [name, original] : names["unet"].items()) {
+        EXPECT_EQ(sds::original_unet_key(name, unet), original.get<std::string>()) << name;
+    }
+    ASSERT_EQ(names["text_encoder_2"].size(), 32u * 16 + 5);  // OpenCLIP ViT-bigG's text side
+    const std::string inner = "text_model.";
+    for (const auto& [name, original] : names["text_encoder_2"].items()) {
+        const std::string key = original[0].get<std::string>();
+        const int part = original[1].get<int>();
+        const sds::TensorSource want = part == -2   ? sds::TensorSource::transposed_of(key)
+                                       : part == -1 ? sds::TensorSource(key)
+                                                    : sds::TensorSource(key, part, 3);
+        const std::string bare = name.rfind(inner, 0) == 0 ? name.substr(inner.size()) : name;
+        EXPECT_EQ(sds::original_openclip_key(bare), want) << name;
+    }
+}
+
+TEST(SingleFileSdxl, OpensWithSdxlConfigsAndLoadsTheFolderTensors) {
+    EXPECT_EQ(sds::ModelFolder::single_file_kind(kXlFile), sds::SingleFileKind::SDXL);
+    const auto m = sds::ModelFolder::open_single_file(kXlFile, kXlFolder);
+    EXPECT_TRUE(m.is_single_file());
+    EXPECT_TRUE(m.is_xl());
+    EXPECT_TRUE(m.force_zeros_for_empty_prompt());
+    EXPECT_EQ(m.component("text_encoder").original_prefix, sds::kOriginalXlTextPrefix);
+    EXPECT_EQ(m.component("text_encoder_2").original_prefix, sds::kOriginalXlText2Prefix);
+    const auto folder = sds::ModelFolder::open(kXlFolder);
+    expect_file_loads_as_folder<sds::UNet, sds::UNetConfig>(m.component("unet"),
+                                                            folder.component("unet"));
+    expect_file_loads_as_folder<sds::Vae, sds::VaeConfig>(m.component("vae"),
+                                                          folder.component("vae"));
+    for (const char* name : {"text_encoder", "text_encoder_2"}) {
+        auto ours = sds::ClipTextModel::load(m.component(name));
+        auto theirs = sds::ClipTextModel::load(folder.component(name));
+        expect_same_parameters(ours.module(), theirs.module());
+    }
+    // Each component counts its own tensors: the projection is the model's, the logit scale and
+    // the position ids are not.
+    for (const char* name : {"unet", "vae", "text_encoder", "text_encoder_2"}) {
+        EXPECT_EQ(sds::summarize_weights(m.component(name)).parameters,
+                  sds::summarize_weights(folder.component(name)).parameters)
+            << name;
+    }
+}
+
+TEST(SingleFileSdxl, MakesDiffusersImagesFromTheFile) {
+    auto pipe = sds::Pipeline::load(kXlFile, {.single_file_config = kXlFolder});
+    EXPECT_TRUE(pipe.model().is_single_file());
+    const auto expected = sds::SafeTensorsFile::open(kXlDir / "expected.safetensors");
+    const at::Tensor init_t = expected.tensor("init").contiguous();
+    sds::Image init;
+    init.height = static_cast<int>(init_t.size(0));
+    init.width = static_cast<int>(init_t.size(1));
+    init.rgb.assign(init_t.data_ptr<uint8_t>(), init_t.data_ptr<uint8_t>() + init_t.numel());
+    int compared = 0;
+    for (const auto& c : read_json(kXlDir / "cases.json")) {
+        const std::string name = c["name"];
+        if (c["model"] != "tiny-sdxl" ||
+            (name != "euler_neg_b2_wide" && name != "img_euler_s0.6_neg_b2")) {
+            continue;
+        }
+        const auto request = sds::GenerationRequest::from_json(c["request"].dump());
+        expect_images(pipe.generate(request, request.is_img2img() ? &init : nullptr),
+                      expected.tensor(name), name);
+        ++compared;
+    }
+    EXPECT_EQ(compared, 2);
+}
+
+// An SDXL folder written as one file has the fixture file's names (which diffusers reads as the
+// folder), without what loaders leave out, and the same tensors.
+TEST(SingleFileSdxl, ExportWritesTheLayoutDiffusersReads) {
+    const fs::path out = sds::test::temp_dir("single_file_sdxl_export") / "export.safetensors";
+    sds::write_original_checkpoint(sds::ModelFolder::open(kXlFolder), out, at::kFloat);
+    const auto fixture = sds::SafeTensorsFile::open(kXlFile);
+    std::set<std::string> want;
+    for (const auto& t : fixture.tensors()) {
+        const bool leftover = t.name.find("position_ids") != std::string::npos ||
+                              t.name == "conditioner.embedders.1.model.logit_scale" ||
+                              t.name.rfind("model_ema.", 0) == 0 || t.name == "betas" ||
+                              t.name == "alphas_cumprod";
+        if (!leftover) {
+            want.insert(t.name);
+        }
+    }
+    const auto written = sds::SafeTensorsFile::open(out);
+    std::set<std::string> got;
+    for (const auto& t : written.tensors()) {
+        got.insert(t.name);
+        if (want.count(t.name)) {
+            EXPECT_TRUE(at::equal(written.tensor(t.name), fixture.tensor(t.name))) << t.name;
+        }
+    }
+    EXPECT_EQ(got, want);
+}
+
+TEST(SingleFileSdxl, SaysWhatIsWrongWithAnSdxlFile) {
+    // SD 1.5's configs for it, and SDXL's for an SD 1.x file.
+    EXPECT_NE(load_error(kXlFile, kSd1Config)
+                  .find("tiny-sdxl.safetensors: an SDXL checkpoint, but the configs of " +
+                        kSd1Config.string() + " are not SDXL's (SDXL's are in models/sdxl-config)"),
+              std::string::npos)
+        << load_error(kXlFile, kSd1Config);
+    EXPECT_NE(load_error(kFile, kXlConfig).find("are SDXL's (SD 1.5's are in models/sd1-config)"),
+              std::string::npos)
+        << load_error(kFile, kXlConfig);
+    // SDXL 1.0's configs for the tiny file: the sizes do not fit, and whence the configs came.
+    const std::string sizes = load_error(kXlFile, kXlConfig);
+    EXPECT_NE(
+        sizes.find("The configs came from " + fs::absolute(kXlConfig).lexically_normal().string()),
+        std::string::npos)
+        << sizes;
+    // Without the projection (which SDXL uses) it names the tensor; without the logit scale
+    // (which it does not) it runs.
+    const std::string projection = "conditioner.embedders.1.model.text_projection";
+    const auto no_projection = variant_of("sdxl_no_projection", {projection}, {}, kXlFile);
+    EXPECT_NE(load_error(no_projection, kXlFolder).find(projection), std::string::npos)
+        << load_error(no_projection, kXlFolder);
+    const auto no_scale =
+        variant_of("sdxl_no_scale", {"conditioner.embedders.1.model.logit_scale"}, {}, kXlFile);
+    EXPECT_EQ(load_error(no_scale, kXlFolder), "(no error)");
+    // A projection stored the wrong way round.
+    const at::Tensor p = sds::SafeTensorsFile::open(kXlFile).tensor(projection);
+    const auto flipped =
+        variant_of("sdxl_flipped", {projection}, {{projection, p.t().contiguous()}}, kXlFile);
+    EXPECT_NE(load_error(flipped, kXlFolder).find("has shape [24, 40]"), std::string::npos)
+        << load_error(flipped, kXlFolder);
 }
 
 }  // namespace
