@@ -8,9 +8,11 @@ import json
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, EulerDiscreteScheduler, StableDiffusionPipeline
+import diffusers
+from diffusers import DiffusionPipeline, EulerDiscreteScheduler
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,7 +60,9 @@ def main():
     dtype = DTYPES[a.dtype]
     t0 = time.perf_counter()
     if a.config:
-        pipe = StableDiffusionPipeline.from_single_file(
+        # The configs' pipeline class (StableDiffusionPipeline, StableDiffusionXLPipeline).
+        index = json.loads((Path(a.config) / "model_index.json").read_text())
+        pipe = getattr(diffusers, index["_class_name"]).from_single_file(
             a.model, config=a.config, local_files_only=True, torch_dtype=dtype).to(a.device)
     else:
         # The folder's own pipeline class (StableDiffusionPipeline, StableDiffusionXLPipeline).
