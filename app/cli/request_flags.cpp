@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 namespace sds::cli {
 
@@ -24,6 +25,8 @@ const char* const kGenerateFlagsHelp =
     "  --width W --height H   multiples of 8 (default: the model's size)\n"
     "  --init IMAGE --strength S (0.8)   img2img\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
+    "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 .safetensors) at weight W (1);\n"
+    "                     repeat for several (their changes add up)\n"
     "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
     "                     parameters text): prompt, negative, steps, guidance, seed,\n"
     "                     sampler, size, strength, clip skip, eta; the flags given override\n"
@@ -34,6 +37,21 @@ namespace {
 double seconds_now() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// FILE or FILE:WEIGHT (a file name may hold ':' itself: only a number after the last one is a
+// weight).
+LoraRef parse_lora(const std::string& text) {
+    const size_t colon = text.rfind(':');
+    if (colon != std::string::npos && colon + 1 < text.size()) {
+        const std::string tail = text.substr(colon + 1);
+        char* end = nullptr;
+        const double w = std::strtod(tail.c_str(), &end);
+        if (end != nullptr && *end == '\0') {
+            return {text.substr(0, colon), w};
+        }
+    }
+    return {text, 1.0};
 }
 
 }  // namespace
@@ -50,6 +68,7 @@ GenerateFlags parse_generate_flags(const Args& args) {
             f.sampler_given = true;
         }
     }
+    bool lora_given = false;
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         auto value = [&]() -> const std::string& {
@@ -91,7 +110,13 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")
             r.eta = number<double>(a, value());
-        else if (a == "--out")
+        else if (a == "--lora") {
+            if (!lora_given) {  // the flags' LoRAs replace those a --from PNG names
+                r.loras.clear();
+                lora_given = true;
+            }
+            r.loras.push_back(parse_lora(value()));
+        } else if (a == "--out")
             f.out_dir = value();
         else if (a == "--device")
             f.device = value();

@@ -899,3 +899,53 @@ def test_an_sdxl_single_file_makes_the_folder_images_and_exports_back(tmp_path):
     assert r.returncode == 0, r.stderr
     folder = diffusers.StableDiffusionXLPipeline.from_pretrained(SDXL / "tiny-sdxl")
     assert_reads_back_as(folder, out, SDXL / "tiny-sdxl", torch.float16)
+
+
+LORA = FIXTURES / "lora"
+
+
+def test_loras_from_the_cli_make_diffusers_images_and_travel_with_the_png(tmp_path):
+    """--lora FILE:W (twice, one negative) makes the images diffusers' load_lora_weights +
+    set_adapters make (the fixture's); the PNG names them (A1111's "Lora" entry and our JSON) and
+    --from that PNG makes the same image again; --lora after --from replaces its LoRAs; a LoRA
+    that is missing or made for another model is an error naming the file."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+    case = {c["name"]: c for c in json.loads((LORA / "cases.json").read_text())}["sd_two_weighted"]
+    req = case["request"]
+    (a, wa), (b, wb) = case["loras"]
+    flags = ["--model", str(LORA / "tiny-sd"), "--prompt", req["prompt"],
+             "--steps", str(req["steps"]), "--guidance", str(req["guidance_scale"]),
+             "--seed", str(req["seed"]), "--width", str(req["width"]),
+             "--height", str(req["height"]), "--sampler", req["sampler"], "--device", "cpu"]
+    r = run("txt2img", *flags, "--batch", str(req["batch_count"]), "--lora",
+            f"{LORA / a}:{wa}", "--lora", f"{LORA / b}:{wb}", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    want = load_file(str(LORA / "expected.safetensors"))["sd_two_weighted"].numpy().astype(int)
+    paths = r.stdout.split()
+    assert len(paths) == 2
+    for i, path in enumerate(paths):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want[i]).max() <= 2, path
+    png = Image.open(paths[0])
+    assert 'Lora: "sd_a: 0.6, sd_b: -0.8"' in png.text["parameters"], png.text["parameters"]
+    assert json.loads(png.text["sdstudio"])["loras"] == [
+        {"file": str(LORA / a), "weight": wa}, {"file": str(LORA / b), "weight": wb}]
+    r = run("txt2img", "--model", str(LORA / "tiny-sd"), "--from", paths[0], "--device", "cpu",
+            "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    again = np.array(Image.open(r.stdout.strip()).convert("RGB")).astype(int)
+    assert np.abs(again - want[0]).max() <= 2
+    r = run("txt2img", "--model", str(LORA / "tiny-sd"), "--from", paths[0], "--lora",
+            str(LORA / a), "--device", "cpu", "--out", str(tmp_path / "other"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(Image.open(r.stdout.strip()).text["sdstudio"])["loras"] == [
+        {"file": str(LORA / a), "weight": 1.0}]
+    r = run("txt2img", *flags, "--lora", str(tmp_path / "missing.safetensors"), "--out",
+            str(tmp_path / "no"))
+    assert r.returncode == 1 and "missing.safetensors" in r.stderr, r.stderr
+    r = run("txt2img", *flags, "--lora", str(LORA / "sdxl_a.safetensors") + ":0.5", "--out",
+            str(tmp_path / "no"))
+    assert r.returncode == 1 and "sdxl_a.safetensors: " in r.stderr, r.stderr
+    assert "LoRA modules are not in this model" in r.stderr, r.stderr

@@ -20,6 +20,10 @@
 #include <QTimer>
 #include <QToolButton>
 
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/randn.h>
+#include <algorithm>
+
 #include "grid_view.h"
 #include "history_view.h"
 #include "image_view.h"
@@ -28,6 +32,8 @@
 #include "plot_panel.h"
 #include "prompt_edit.h"
 #include "sds/error.h"
+#include "sds/model_folder.h"
+#include "sds/safetensors.h"
 #include "sketch_canvas.h"
 #include "step_strip.h"
 #include "test_paths.h"
@@ -202,6 +208,7 @@ class StudioTest : public QObject {
         r.init_image = "canvas";
         r.clip_skip = 2;
         r.eta = 0.3;
+        r.loras = {{"/loras/ink.safetensors", 0.65}, {"/loras/b.safetensors", -1.5}};
         panel.setRequest(r);
         QCOMPARE(panel.request().to_json(), r.to_json());
         QVERIFY(panel.findChild<QWidget*>("eta")->isEnabled());
@@ -373,6 +380,61 @@ class StudioTest : public QObject {
         // Scrubbing shows earlier steps.
         w.steps()->setCurrent(0);
         QCOMPARE(w.result()->image(), w.steps()->preview(0));
+    }
+
+    // A LoRA made here for the loaded model (a random rank-2 change to every cross-attention
+    // output projection) changes the image, travels with it (history, PNG, Reuse) and, taken
+    // out, gives the model's own image back.
+    void aLoraChangesTheImageAndTravelsWithIt() {
+        auto& w = window();
+        QTemporaryDir dir;
+        const QString lora = dir.filePath("test-lora.safetensors");
+        {
+            const auto unet =
+                ModelFolder::open(w.worker()->modelPath().toStdString()).component("unet");
+            const auto file = SafeTensorsFile::open(unet.weights.at(0));
+            std::vector<std::pair<std::string, at::Tensor>> tensors;
+            for (const auto& t : file.tensors()) {
+                const std::string suffix = "attn2.to_out.0.weight";
+                if (t.name.size() > suffix.size() &&
+                    t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+                    std::string key = "lora_unet_" + t.name.substr(0, t.name.size() - 7);
+                    std::replace(key.begin(), key.end(), '.', '_');
+                    tensors.emplace_back(key + ".lora_down.weight",
+                                         at::randn({2, t.shape[1]}) * 0.3);
+                    tensors.emplace_back(key + ".lora_up.weight", at::randn({t.shape[0], 2}) * 0.3);
+                }
+            }
+            QVERIFY(!tensors.empty());
+            save_safetensors(lora.toStdString(), tensors);
+        }
+        auto generate = [&] {
+            QSignalSpy done(&w, &ui::MainWindow::generationDone);
+            w.generate();
+            return wait_for([&] { return done.count() == 1; });
+        };
+        setSmall(w.panel(), 4);
+        w.panel()->setImg2img(false);
+        QVERIFY(generate());
+        const QImage plain = w.result()->image();
+        w.panel()->addLora({lora.toStdString(), 0.8});
+        QVERIFY(generate());
+        QVERIFY(w.result()->image() != plain);
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.loras.size(), size_t(1));
+        QCOMPARE(e->request.loras[0].file, lora.toStdString());
+        QCOMPARE(e->request.loras[0].weight, 0.8);
+        const QString params = QImageReader(e->file).text("parameters");
+        QVERIFY2(params.contains("Lora: \"test-lora: 0.8\""), qPrintable(params));
+        screenshot(&w, "studio-lora.png");
+        setSmall(w.panel(), 4);  // no LoRA: the model's own image again
+        QVERIFY(w.panel()->request().loras.empty());
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), plain);
+        QVERIFY(w.openParametersFrom(e->file));  // Reuse brings the LoRA back
+        QCOMPARE(w.panel()->request().loras, e->request.loras);
+        setSmall(w.panel(), 4);
     }
 
     void chainingRecordsTheParent() {

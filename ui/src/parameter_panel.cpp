@@ -5,8 +5,11 @@
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QEvent>
+#include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QHeaderView>
 #include <QLabel>
 #include <QLineEdit>
 #include <QPushButton>
@@ -15,6 +18,7 @@
 #include <QRegularExpressionValidator>
 #include <QSlider>
 #include <QSpinBox>
+#include <QTableWidget>
 #include <QVBoxLayout>
 
 #include <cmath>
@@ -174,11 +178,49 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     sizeRow->addWidget(new QLabel(tr("batch")));
     sizeRow->addWidget(batch_);
 
+    loras_ = new QTableWidget(0, 2);
+    loras_->setObjectName("loras");
+    loras_->setHorizontalHeaderLabels({tr("LoRA"), tr("Weight")});
+    loras_->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    loras_->horizontalHeader()->setSectionResizeMode(1, QHeaderView::ResizeToContents);
+    loras_->verticalHeader()->hide();
+    loras_->setSelectionBehavior(QAbstractItemView::SelectRows);
+    loras_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    loras_->setMaximumHeight(96);
+    loras_->setToolTip(
+        tr("LoRA files (kohya-ss/A1111 .safetensors) merged into the model for "
+           "the next generations; their changes add up"));
+    auto* addLora = new QPushButton(tr("Add LoRA…"));
+    addLora->setObjectName("addLora");
+    auto* removeLora = new QPushButton(tr("Remove"));
+    connect(addLora, &QPushButton::clicked, this, [this] {
+        const QString file = QFileDialog::getOpenFileName(
+            this, tr("Add a LoRA"), QString(), tr("LoRA files (*.safetensors *.pt *.ckpt)"));
+        if (!file.isEmpty()) {
+            this->addLora({file.toStdString(), 1.0});
+        }
+    });
+    connect(removeLora, &QPushButton::clicked, this, [this] {
+        const int row = loras_->currentRow();
+        if (row >= 0) {
+            loras_->removeRow(row);
+            Q_EMIT liveParameterMoved();
+        }
+    });
+    auto* loraButtons = new QHBoxLayout;
+    loraButtons->addWidget(addLora);
+    loraButtons->addWidget(removeLora);
+    loraButtons->addStretch();
+    auto* loraBox = new QVBoxLayout;
+    loraBox->addWidget(loras_);
+    loraBox->addLayout(loraButtons);
+
     generate_ = new QPushButton(tr("Generate  (Ctrl+Enter)"));
     generate_->setDefault(true);
     cancel_ = new QPushButton(tr("Cancel (Esc)"));
     cancel_->setEnabled(false);
     live_ = new QCheckBox(tr("Live: regenerate when guidance, strength or the sketch change"));
+    live_->setToolTip(tr("A LoRA's weight regenerates too; the newest change wins"));
     live_->setObjectName("live");
 
     auto* form = new QFormLayout;
@@ -190,6 +232,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Sampler"), samplerRow);
     form->addRow(tr("Clip skip"), clipSkip_);
     form->addRow(tr("Size"), sizeRow);
+    form->addRow(tr("LoRA"), loraBox);
 
     auto* v = new QVBoxLayout(this);
     v->addWidget(new QLabel(tr("Prompt")));
@@ -229,6 +272,11 @@ GenerationRequest ParameterPanel::request() const {
     r.width = width_->value() / 8 * 8;
     r.height = height_->value() / 8 * 8;
     r.batch_count = batch_->value();
+    for (int row = 0; row < loras_->rowCount(); ++row) {
+        const auto* weight = static_cast<QDoubleSpinBox*>(loras_->cellWidget(row, 1));
+        r.loras.push_back(
+            {loras_->item(row, 0)->data(Qt::UserRole).toString().toStdString(), weight->value()});
+    }
     if (img2img()) {
         r.init_image = "canvas";
     }
@@ -254,6 +302,28 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
         height_->setValue(r.height);
     }
     setImg2img(r.is_img2img());
+    loras_->setRowCount(0);
+    for (const auto& l : r.loras) {
+        addLora(l);
+    }
+}
+
+void ParameterPanel::addLora(const LoraRef& lora) {
+    const QString path = QString::fromStdString(lora.file);
+    const int row = loras_->rowCount();
+    loras_->insertRow(row);
+    auto* name = new QTableWidgetItem(QFileInfo(path).completeBaseName());
+    name->setData(Qt::UserRole, path);
+    name->setToolTip(path);
+    loras_->setItem(row, 0, name);
+    auto* weight = new QDoubleSpinBox;
+    weight->setRange(-100, 100);  // what GenerationRequest::validate allows
+    weight->setSingleStep(0.05);
+    weight->setDecimals(2);
+    weight->setValue(lora.weight);
+    weight->setKeyboardTracking(false);
+    connect(weight, &QDoubleSpinBox::valueChanged, this, &ParameterPanel::liveParameterMoved);
+    loras_->setCellWidget(row, 1, weight);
 }
 
 void ParameterPanel::rollSeedUnlessLocked() {

@@ -1,7 +1,7 @@
 #pragma once
 // The parameter panel: prompt and negative prompt with token counters, text / sketch mode,
 // steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip, size
-// and batch count; Generate, Cancel and the Live toggle.
+// and batch count, LoRAs with their weights; Generate, Cancel and the Live toggle.
 #include <QWidget>
 
 #include <memory>
@@ -17,6 +17,7 @@ class QPushButton;
 class QRadioButton;
 class QSlider;
 class QSpinBox;
+class QTableWidget;
 
 namespace sds {
 class ClipTokenizer;
@@ -69,6 +70,8 @@ class ParameterPanel : public QWidget {
     // A newly opened model's suggested guidance, steps and sampler (its sdstudio.json).
     void applyHints(const ModelHints& hints);
     void setBusy(bool busy);
+    // Adds a LoRA row (file and weight); Add LoRA… asks for the file.
+    void addLora(const LoraRef& lora);
 
     PromptEdit* prompt() const { return prompt_; }
     ValueSlider* guidance() const { return guidance_; }
@@ -79,7 +82,7 @@ class ParameterPanel : public QWidget {
     void generateRequested();
     void cancelRequested();
     void liveChanged(bool on);
-    // Guidance or strength moved by the person (for live regeneration).
+    // Guidance, strength or a LoRA's weight moved by the person (for live regeneration).
     void liveParameterMoved();
     void sizeChanged(QSize size);
 
@@ -100,6 +103,7 @@ class ParameterPanel : public QWidget {
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
+    QTableWidget* loras_;
     QPushButton* generate_;
     QPushButton* cancel_;
     QCheckBox* live_;

@@ -4,10 +4,19 @@
 // derived from it for other tools).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "sds/scheduler.h"
 
 namespace sds {
+
+// A LoRA to merge into the model for a generation: a file in the kohya-ss / A1111 format and
+// the multiplier of its change (1: as trained; 0: none; negative: the opposite).
+struct LoraRef {
+    std::string file;
+    double weight = 1.0;
+    bool operator==(const LoraRef&) const = default;
+};
 
 struct GenerationRequest {
     std::string prompt;
@@ -19,10 +28,11 @@ struct GenerationRequest {
     int height = 0;
     Sampler sampler = Sampler::Pndm;  // the SD 1.x default (PLMS)
     int batch_count = 1;
-    double strength = 0.8;   // img2img only
-    std::string init_image;  // img2img when set: where the init image came from
-    int clip_skip = 0;       // diffusers' clip_skip (A1111's "Clip skip" minus one)
-    double eta = 0.0;        // DDIM only
+    double strength = 0.8;       // img2img only
+    std::string init_image;      // img2img when set: where the init image came from
+    int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
+    double eta = 0.0;            // DDIM only
+    std::vector<LoraRef> loras;  // merged in this order (their changes add up)
 
     bool is_img2img() const { return !init_image.empty(); }
     bool guided() const { return guidance_scale > 1.0; }

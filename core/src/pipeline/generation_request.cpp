@@ -1,6 +1,7 @@
 #include "sds/generation_request.h"
 
 #include <cmath>
+#include <filesystem>
 #include <regex>
 #include <sstream>
 
@@ -12,21 +13,34 @@ namespace sds {
 
 void GenerationRequest::validate() const {
     auto fail = [](const std::string& m) { throw Error("request: " + m); };
-    if (steps < 1 || steps > 1000) fail("steps must be 1..1000 (got " + std::to_string(steps) + ")");
+    if (steps < 1 || steps > 1000)
+        fail("steps must be 1..1000 (got " + std::to_string(steps) + ")");
     if (!std::isfinite(guidance_scale) || guidance_scale < 0 || guidance_scale > 100) {
         fail("guidance must be 0..100");
     }
-    if (seed < 0) fail("seed must not be negative");
+    if (seed < 0)
+        fail("seed must not be negative");
     for (auto [name, v] : {std::pair{"width", width}, {"height", height}}) {
         if (v != 0 && (v < 8 || v > 8192 || v % 8 != 0)) {
             fail(std::string(name) + " must be a multiple of 8 from 8 to 8192 (got " +
                  std::to_string(v) + ")");
         }
     }
-    if (batch_count < 1 || batch_count > 64) fail("batch count must be 1..64");
-    if (!(strength > 0 && strength <= 1)) fail("strength must be in (0, 1]");
-    if (clip_skip < 0 || clip_skip > 11) fail("clip_skip must be 0..11");
-    if (!(eta >= 0 && eta <= 1)) fail("eta must be 0..1");
+    if (batch_count < 1 || batch_count > 64)
+        fail("batch count must be 1..64");
+    if (!(strength > 0 && strength <= 1))
+        fail("strength must be in (0, 1]");
+    if (clip_skip < 0 || clip_skip > 11)
+        fail("clip_skip must be 0..11");
+    if (!(eta >= 0 && eta <= 1))
+        fail("eta must be 0..1");
+    for (const auto& l : loras) {
+        if (l.file.empty())
+            fail("a LoRA needs a file");
+        if (!std::isfinite(l.weight) || std::abs(l.weight) > 100) {
+            fail("LoRA weight must be -100..100 (" + l.file + ")");
+        }
+    }
 }
 
 std::string GenerationRequest::to_json() const {
@@ -44,6 +58,10 @@ std::string GenerationRequest::to_json() const {
     j["init_image"] = init_image;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
+    j["loras"] = nlohmann::ordered_json::array();
+    for (const auto& l : loras) {
+        j["loras"].push_back({{"file", l.file}, {"weight", l.weight}});
+    }
     return j.dump();
 }
 
@@ -84,6 +102,20 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("init_image", r.init_image);
     get("clip_skip", r.clip_skip);
     get("eta", r.eta);
+    if (j.contains("loras")) {
+        const auto& list = j.at("loras");
+        if (!list.is_array()) {
+            throw Error("request JSON: loras must be a list (" + list.dump() + ")");
+        }
+        for (const auto& l : list) {
+            if (!l.is_object() || !l.contains("file") || !l.at("file").is_string() ||
+                (l.contains("weight") && !l.at("weight").is_number())) {
+                throw Error("request JSON: a LoRA is {\"file\": path, \"weight\": number} (got " +
+                            l.dump() + ")");
+            }
+            r.loras.push_back({l.at("file").get<std::string>(), l.value("weight", 1.0)});
+        }
+    }
     return r;
 }
 
@@ -100,6 +132,16 @@ std::string number(double v) {
     std::ostringstream s;
     s << v;
     return s.str();
+}
+
+// "name: weight" per LoRA, its file's name without folder and extension (what A1111 shows).
+std::string lora_list(const std::vector<LoraRef>& loras) {
+    std::string out;
+    for (const auto& l : loras) {
+        const std::string stem = std::filesystem::path(l.file).stem().string();
+        out += (out.empty() ? "" : ", ") + stem + ": " + number(l.weight);
+    }
+    return out;
 }
 }  // namespace
 
@@ -119,6 +161,7 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"Denoising strength", is_img2img() ? number(strength) : ""},
         {"Clip skip", clip_skip > 0 ? std::to_string(clip_skip + 1) : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
+        {"Lora", lora_list(loras)},
         {"Version", "SD Studio"},
     };
     std::string line;
@@ -176,26 +219,33 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
     std::string sampler, schedule;
     for (const auto& [k, v] : settings) {
         try {
-            if (k == "Steps") r.steps = std::stoi(v);
-            else if (k == "Sampler") sampler = v;
-            else if (k == "Schedule type") schedule = v;
-            else if (k == "CFG scale") r.guidance_scale = std::stod(v);
-            else if (k == "Seed") r.seed = std::stoll(v);
+            if (k == "Steps")
+                r.steps = std::stoi(v);
+            else if (k == "Sampler")
+                sampler = v;
+            else if (k == "Schedule type")
+                schedule = v;
+            else if (k == "CFG scale")
+                r.guidance_scale = std::stod(v);
+            else if (k == "Seed")
+                r.seed = std::stoll(v);
             else if (k == "Size") {
                 const auto x = v.find('x');
                 r.width = std::stoi(v.substr(0, x));
                 r.height = std::stoi(v.substr(x + 1));
-            } else if (k == "Denoising strength") r.strength = std::stod(v);
-            else if (k == "Clip skip") r.clip_skip = std::max(0, std::stoi(v) - 1);
-            else if (k == "Eta") r.eta = std::stod(v);
+            } else if (k == "Denoising strength")
+                r.strength = std::stod(v);
+            else if (k == "Clip skip")
+                r.clip_skip = std::max(0, std::stoi(v) - 1);
+            else if (k == "Eta")
+                r.eta = std::stod(v);
         } catch (const std::exception&) {
             throw Error("A1111 parameters: '" + k + ": " + v + "' is not a valid value");
         }
     }
     if (!sampler.empty()) {
-        const std::string full = schedule.empty() || schedule == "Automatic"
-                                     ? sampler
-                                     : sampler + " " + schedule;
+        const std::string full =
+            schedule.empty() || schedule == "Automatic" ? sampler : sampler + " " + schedule;
         try {
             r.sampler = sampler_from_name(full);
         } catch (const Error&) {

@@ -18,9 +18,11 @@
 #include <torch/types.h>
 
 #include "io/json_config.h"
+#include "pipeline/lora.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
+#include "sds/original_layout.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
 
@@ -84,6 +86,7 @@ struct Pipeline::Impl {
     std::unique_ptr<Vae> vae;
     at::Tensor preview_map;  // preview_map_for(*vae)
     Options options;
+    LoraMerger lora;  // the LoRAs merged into the weights now
 };
 
 namespace {
@@ -168,6 +171,13 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         m.vae->load_weights(vae.weights, vae.original_prefix);
     });
     check_xl_fits(m.folder, m.unet->config(), m.text.get(), m.text_2.get());
+    const UNetConfig unet_config = m.unet->config();
+    m.lora.add(LoraMerger::Component::UNet, m.unet->module(),
+               [unet_config](const std::string& n) { return original_unet_key(n, unet_config); });
+    m.lora.add(LoraMerger::Component::TextEncoder, m.text->module());
+    if (m.text_2) {
+        m.lora.add(LoraMerger::Component::TextEncoder2, m.text_2->module());
+    }
     // The preview map's fit encodes 27 small images: in fp32 on the CPU, where bf16
     // convolutions are slower (the round trip through fp32 keeps the weights as they are).
     const c10::ScalarType vae_dtype = m.vae->dtype();
@@ -199,6 +209,15 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
     }
     tell("ready", 1.0);
     return p;
+}
+
+void Pipeline::set_loras(const std::vector<LoraRef>& loras) {
+    torch::NoGradGuard no_grad;
+    impl_->lora.apply(loras);
+}
+
+const std::vector<LoraRef>& Pipeline::loras() const {
+    return impl_->lora.applied();
 }
 
 const ModelFolder& Pipeline::model() const {
@@ -358,6 +377,9 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     }
     if (req.is_img2img() && (init == nullptr || init->empty())) {
         throw Error("img2img needs an init image (" + req.init_image + ")");
+    }
+    if (req.loras != m.lora.applied()) {
+        m.lora.apply(req.loras);
     }
     const auto device = m.options.device;
     const auto dtype = m.options.dtype;

@@ -1,0 +1,46 @@
+#pragma once
+// LoRA files merged into a loaded model's weights (private to core/pipeline).
+//
+// The format is kohya-ss's (what A1111 loads and most shared LoRAs are): each changed module
+// is named by its path with "_" for "." under lora_unet_ (diffusers' UNet names, or for SDXL the
+// original UNet's: input_blocks_4_1_...), lora_te_ / lora_te1_ (the first text encoder,
+// transformers' names with text_model.) or lora_te2_ (SDXL's second), and carries
+// NAME.lora_down.weight [rank, in(, kh, kw)], NAME.lora_up.weight [out, rank(, 1, 1)] and
+// optionally NAME.alpha (default: rank). Merging adds weight * alpha / rank * up @ down to the
+// module's weight, which is what diffusers' (peft's) LoRA layers add to the module's output.
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "sds/generation_request.h"
+
+namespace sds {
+
+class LoraMerger {
+  public:
+    enum class Component { UNet, TextEncoder, TextEncoder2 };
+    // Registers the weights of `module` (linear and convolution weights) under every name LoRA
+    // files use for them. `original_name` (UNet): the module's name in the original layout.
+    void add(Component component, torch::nn::Module& module,
+             const std::function<std::string(const std::string&)>& original_name = {});
+
+    // Puts back the weights as loaded, then merges `loras` in order. Throws sds::Error naming
+    // the file for one that cannot be read, is of another format, or does not fit this model;
+    // the weights are then as loaded and applied() is empty.
+    void apply(const std::vector<LoraRef>& loras);
+    const std::vector<LoraRef>& applied() const { return applied_; }
+
+  private:
+    void restore();
+    void merge(const LoraRef& lora);
+    std::unordered_map<std::string, at::Tensor> targets_;   // LoRA module name -> weight
+    std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // (weight, its loaded values)
+    std::vector<LoraRef> applied_;
+};
+
+}  // namespace sds

@@ -1,0 +1,217 @@
+// LoRA files (kohya-ss/A1111 format) merged into the model, against diffusers' load_lora_weights
+// + set_adapters (tests/reference/make_lora_fixture.py): SD 1.x with LoRA and LoCon modules (1x1
+// and 3x3 convolutions, attention, feed-forward, the text encoder), two LoRAs at once with
+// weights (one negative), and SDXL with its original UNet names and both text encoders.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/ones.h>
+#include <torch/nn/module.h>
+#include <nlohmann/json.hpp>
+
+#include "sds/error.h"
+#include "sds/pipeline.h"
+#include "sds/safetensors.h"
+#include "sds/unet.h"
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kDir = sds::test::fixture_dir("lora");
+
+struct Case {
+    std::string name, model;
+    std::vector<sds::LoraRef> loras;
+    std::string request_json;
+};
+
+std::vector<Case> cases() {
+    std::ifstream in(kDir / "cases.json");
+    if (!in) {
+        return {{"missing_fixture", "tiny-sd", {}, "{}"}};
+    }
+    std::vector<Case> out;
+    for (const auto& c : nlohmann::json::parse(in)) {
+        Case k{c["name"], c["model"], {}, c["request"].dump()};
+        for (const auto& l : c["loras"]) {
+            k.loras.push_back({(kDir / l[0].get<std::string>()).string(), l[1].get<double>()});
+        }
+        out.push_back(k);
+    }
+    return out;
+}
+
+sds::Pipeline& pipeline(const std::string& model) {
+    static std::map<std::string, sds::Pipeline> loaded;
+    auto it = loaded.find(model);
+    if (it == loaded.end()) {
+        it = loaded.emplace(model, sds::Pipeline::load(kDir / model, {})).first;
+    }
+    return it->second;
+}
+
+const sds::SafeTensorsFile& expected() {
+    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
+    return f;
+}
+
+int max_difference(const sds::GenerationResult& result, const at::Tensor& want) {
+    EXPECT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
+    int worst = 0;
+    for (size_t i = 0; i < result.images.size() && static_cast<int64_t>(i) < want.size(0); ++i) {
+        const auto& img = result.images[i];
+        const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
+                                             {img.height, img.width, 3}, at::kByte);
+        const at::Tensor w = want[static_cast<int64_t>(i)];
+        EXPECT_EQ(got.sizes(), w.sizes());
+        worst = std::max(worst, (got.to(at::kInt) - w.to(at::kInt)).abs().max().item<int>());
+    }
+    return worst;
+}
+
+std::map<std::string, at::Tensor> weights_of(torch::nn::Module& m) {
+    std::map<std::string, at::Tensor> out;
+    for (const auto& p : m.named_parameters()) {
+        out[p.key()] = p.value().clone();
+    }
+    return out;
+}
+
+void expect_same_weights(torch::nn::Module& m, const std::map<std::string, at::Tensor>& want) {
+    for (const auto& p : m.named_parameters()) {
+        ASSERT_TRUE(at::equal(p.value(), want.at(p.key()))) << p.key();
+    }
+}
+
+class LoraParity : public ::testing::TestWithParam<Case> {};
+
+// With the LoRAs: diffusers' images. Without them again: diffusers' images without, and the
+// very weights as loaded.
+TEST_P(LoraParity, SameImagesAsDiffusersAndTheModelBackAfter) {
+    const Case& c = GetParam();
+    auto request = sds::GenerationRequest::from_json(c.request_json);
+    auto& p = pipeline(c.model);
+    const auto loaded = weights_of(p.unet().module());
+    request.loras = c.loras;
+    const int with = max_difference(p.generate(request), expected().tensor(c.name));
+    EXPECT_LE(with, 2) << c.name;
+    EXPECT_EQ(p.loras(), c.loras);
+    request.loras.clear();
+    const int without = max_difference(p.generate(request), expected().tensor(c.name + ".nolora"));
+    EXPECT_LE(without, 2) << c.name;
+    EXPECT_TRUE(p.loras().empty());
+    expect_same_weights(p.unet().module(), loaded);
+    std::printf("%s: max pixel difference %d/255 with the LoRAs, %d/255 without\n", c.name.c_str(),
+                with, without);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, LoraParity, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return info.param.name; });
+
+std::string apply_error(sds::Pipeline& p, const std::vector<sds::LoraRef>& loras) {
+    try {
+        p.set_loras(loras);
+    } catch (const sds::Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+// A copy of a fixture LoRA with some tensors changed, in a scratch folder.
+fs::path lora_variant(const std::string& name, const std::string& from,
+                      const std::map<std::string, at::Tensor>& replace) {
+    const auto src = sds::SafeTensorsFile::open(kDir / from);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& t : src.tensors()) {
+        const auto it = replace.find(t.name);
+        if (it == replace.end()) {
+            tensors.emplace_back(t.name, src.tensor(t.name));
+        } else if (it->second.defined()) {
+            tensors.emplace_back(t.name, it->second);
+        }
+    }
+    for (const auto& [k, v] : replace) {
+        if (v.defined() && !src.contains(k)) {
+            tensors.emplace_back(k, v);
+        }
+    }
+    const fs::path out = sds::test::temp_dir("lora_" + name) / (name + ".safetensors");
+    sds::save_safetensors(out, tensors);
+    return out;
+}
+
+TEST(Lora, SaysWhatIsWrongAndKeepsTheModelAsLoaded) {
+    auto& p = pipeline("tiny-sd");
+    const auto loaded = weights_of(p.unet().module());
+    const std::string good = (kDir / "sd_a.safetensors").string();
+    // An SDXL LoRA on an SD 1.x model.
+    const std::string xl =
+        apply_error(p, {{good, 1.0}, {(kDir / "sdxl_a.safetensors").string(), 1.0}});
+    EXPECT_NE(xl.find("sdxl_a.safetensors: "), std::string::npos) << xl;
+    EXPECT_NE(xl.find("LoRA modules are not in this model"), std::string::npos) << xl;
+    EXPECT_TRUE(p.loras().empty());
+    expect_same_weights(p.unet().module(), loaded);  // the first one was taken back out
+    EXPECT_NE(
+        apply_error(p, {{(kDir / "none.safetensors").string(), 1.0}}).find("none.safetensors"),
+        std::string::npos);
+    const std::string q = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q";
+    const auto wrong_shape =
+        lora_variant("shape", "sd_a.safetensors", {{q + ".lora_down.weight", at::ones({4, 48})}});
+    EXPECT_NE(apply_error(p, {{wrong_shape.string(), 1.0}})
+                  .find(q + ": lora_up [64, 4] and lora_down [4, 48] do not make the model's "
+                            "weight [64, 64]"),
+              std::string::npos)
+        << apply_error(p, {{wrong_shape.string(), 1.0}});
+    const auto no_up = lora_variant("no_up", "sd_a.safetensors", {{q + ".lora_up.weight", {}}});
+    EXPECT_NE(apply_error(p, {{no_up.string(), 1.0}}).find(q + " has lora_down but no lora_up"),
+              std::string::npos);
+    const auto peft = lora_variant(
+        "peft", "sd_a.safetensors",
+        {{"unet.down_blocks.1.attentions.0.proj_in.lora_A.weight", at::ones({4, 64})}});
+    EXPECT_NE(apply_error(p, {{peft.string(), 1.0}}).find("diffusers' or peft's format"),
+              std::string::npos);
+    const auto loha =
+        lora_variant("loha", "sd_a.safetensors", {{"lora_unet_x.hada_w1_a", at::ones({4, 4})}});
+    EXPECT_NE(apply_error(p, {{loha.string(), 1.0}}).find("LyCORIS LoHa/LoKr"), std::string::npos);
+    const auto stray =
+        lora_variant("stray", "sd_a.safetensors", {{"something_else", at::ones({1})}});
+    EXPECT_NE(apply_error(p, {{stray.string(), 1.0}})
+                  .find("1 tensor(s) that are not a LoRA module's: something_else"),
+              std::string::npos);
+    EXPECT_NE(apply_error(
+                  p, {{(kDir / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").string(),
+                       1.0}})
+                  .find("no LoRA modules"),
+              std::string::npos);
+    EXPECT_TRUE(p.loras().empty());
+    expect_same_weights(p.unet().module(), loaded);
+    // Weight 0 changes nothing.
+    p.set_loras({{good, 0.0}});
+    expect_same_weights(p.unet().module(), loaded);
+    p.set_loras({});
+}
+
+TEST(Lora, TheRequestCarriesItsLoras) {
+    sds::GenerationRequest r;
+    r.prompt = "a cat";
+    r.loras = {{"/models/loras/ink style.safetensors", 0.6}, {"b.safetensors", -0.8}};
+    const auto back = sds::GenerationRequest::from_json(r.to_json());
+    EXPECT_EQ(back.loras, r.loras);
+    EXPECT_NE(r.to_a1111().find("Lora: \"ink style: 0.6, b: -0.8\""), std::string::npos)
+        << r.to_a1111();
+    EXPECT_TRUE(sds::GenerationRequest::from_json("{}").loras.empty());
+    EXPECT_THROW(sds::GenerationRequest::from_json(R"({"loras": [{"weight": 1}]})"), sds::Error);
+    EXPECT_THROW(sds::GenerationRequest::from_json(R"({"loras": "a.safetensors"})"), sds::Error);
+    r.loras = {{"a.safetensors", 1e9}};
+    EXPECT_THROW(r.validate(), sds::Error);
+}
+
+}  // namespace

@@ -1,0 +1,191 @@
+"""LoRA files in the format A1111 and kohya-ss's sd-scripts write (what people share), and the
+images diffusers makes with them: a tiny SD 1.x pipeline (1x1-convolution proj_in/proj_out, as
+SD 1.x has) and a tiny SDXL pipeline (make_sdxl_fixture.make_model), each with random LoRAs,
+loaded by diffusers' own load_lora_weights (peft) and weighted with set_adapters.
+
+A kohya LoRA names each module it changes by its path with "_" for ".", under lora_unet_ (SD 1.x:
+diffusers' UNet names; SDXL: the original UNet's, input_blocks_4_1_...), lora_te_ (SD 1.x's text
+encoder, transformers' names) or lora_te1_ / lora_te2_ (SDXL's two), with NAME.lora_down.weight
+[rank, in(, kh, kw)], NAME.lora_up.weight [out, rank(, 1, 1)] and NAME.alpha: the module's weight
+gains weight * alpha / rank * up @ down.
+
+usage: make_lora_fixture.py OUT_DIR
+OUT_DIR/tiny-sd, OUT_DIR/tiny-sdxl (the models), OUT_DIR/*.safetensors (the LoRAs),
+OUT_DIR/cases.json ([{"name", "model", "loras": [[file, weight]...], "request"}]),
+OUT_DIR/expected.safetensors (per case NAME [B, H, W, 3] uint8, and NAME.nolora: the same
+request without LoRAs).
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
+                       StableDiffusionXLPipeline, UNet2DConditionModel)
+from safetensors.torch import load_file, save_file
+
+import make_sdxl_fixture
+import make_tiny_pipeline
+import original_checkpoint
+
+
+def make_sd(out):
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=8, norm_num_groups=16)
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4, sample_size=16)
+    make_tiny_pipeline.save_pipeline(out / "tiny-sd", unet, vae, text_layers=2)
+
+
+def kohya_lora(modules, rank, seed, scale, alpha):
+    """{prefix + module path: weight tensor} -> a kohya LoRA for each (random down/up)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, w in modules.items():
+        out_ch, in_ch = w.shape[0], w.shape[1]
+        kernel = tuple(w.shape[2:])  # () linear, (1, 1) or (3, 3) convolution
+        down = torch.randn((rank, in_ch) + kernel, generator=g) * scale
+        up = torch.randn((out_ch, rank) + ((1, 1) if kernel else ()), generator=g) * scale
+        sd[name + ".lora_down.weight"] = down
+        sd[name + ".lora_up.weight"] = up
+        if alpha is not None:
+            sd[name + ".alpha"] = torch.tensor(float(alpha))
+    return sd
+
+
+def flat(name):
+    return name.removesuffix(".weight").replace(".", "_")
+
+
+def sd_targets(pipe):
+    """SD 1.x modules kohya's LoRA/LoCon touch: attention projections, 1x1 proj_in/proj_out,
+    feed-forward, a resnet's 3x3 convolution and its time projection; the text encoder's
+    attention and MLP."""
+    out = {}
+    for n, w in pipe.unet.state_dict().items():
+        keep = any(k in n for k in ("attn1.to_", "attn2.to_", "proj_in.weight", "proj_out.weight",
+                                    "ff.net.", "down_blocks.0.resnets.0.conv1.weight",
+                                    "down_blocks.0.resnets.0.time_emb_proj.weight"))
+        if keep and n.endswith(".weight") and w.dim() in (2, 4):
+            out["lora_unet_" + flat(n)] = w
+    for n, w in pipe.text_encoder.state_dict().items():
+        if any(k in n for k in ("self_attn.", "mlp.")) and n.endswith(".weight"):
+            out["lora_te_" + flat("text_model." + n.removeprefix("text_model."))] = w
+    return out
+
+
+def sdxl_targets(pipe):
+    """SDXL modules by the original UNet's names (as kohya's SDXL LoRAs name them) and both
+    text encoders."""
+    cfg = dict(pipe.unet.config)
+    out = {}
+    for n, w in pipe.unet.state_dict().items():
+        keep = any(k in n for k in ("attn1.to_", "attn2.to_", "proj_in.weight",
+                                    "up_blocks.0.resnets.1.conv2.weight"))
+        if keep and n.endswith(".weight") and w.dim() in (2, 4):
+            out["lora_unet_" + flat(original_checkpoint.unet_key(n, cfg))] = w
+    for prefix, te in (("lora_te1_", pipe.text_encoder), ("lora_te2_", pipe.text_encoder_2)):
+        for n, w in te.state_dict().items():
+            if any(k in n for k in ("self_attn.", "mlp.")) and n.endswith(".weight"):
+                out[prefix + flat("text_model." + n.removeprefix("text_model."))] = w
+    return out
+
+
+# (name, model, [(lora file, weight)], request)
+CASES = [
+    ("sd_one", "tiny-sd", [("sd_a.safetensors", 1.0)],
+     {"prompt": "a red circle on a blue background", "negative_prompt": "green", "steps": 5,
+      "guidance_scale": 7.5, "seed": 4, "batch_count": 1, "width": 32, "height": 32,
+      "sampler": "euler"}),
+    ("sd_two_weighted", "tiny-sd", [("sd_a.safetensors", 0.6), ("sd_b.safetensors", -0.8)],
+     {"prompt": "a yellow star", "steps": 4, "guidance_scale": 5.0, "seed": 9, "batch_count": 2,
+      "width": 32, "height": 32, "sampler": "euler"}),
+    ("sdxl_one", "tiny-sdxl", [("sdxl_a.safetensors", 0.7)],
+     {"prompt": "a green square", "negative_prompt": "blurry", "steps": 4,
+      "guidance_scale": 6.0, "seed": 2, "batch_count": 1, "width": 32, "height": 32,
+      "sampler": "euler"}),
+]
+
+
+def check_text_encoders_took_it(pipe, file, adapter):
+    """transformers 5 prints a load report calling the text encoder's LoRA tensors "missing"
+    (CLIPTextModel lost its text_model level; diffusers renames for that): each text encoder's
+    LoRA up weights must be the file's, so that the reference has the text encoder part."""
+    sd = load_file(str(file))
+    encoders = [("lora_te_" if "lora_te_" in " ".join(sd) else "lora_te1_", pipe.text_encoder)]
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        encoders.append(("lora_te2_", pipe.text_encoder_2))
+    for prefix, te in encoders:
+        found = 0
+        for k, v in te.named_parameters():
+            if f".lora_B.{adapter}." in k:
+                base = k.split(".lora_B.")[0].removeprefix("text_model.")
+                assert torch.equal(v.data, sd[prefix + flat("text_model." + base) + ".lora_up.weight"]), k
+                found += 1
+        assert found > 0, prefix
+
+
+def text_conditioning(pipe, prompt):
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        return torch.cat([pipe.encode_prompt(prompt, do_classifier_free_guidance=False)[i]
+                          .flatten() for i in (0, 2)])
+    return pipe.encode_prompt(prompt, "cpu", 1, False)[0].flatten()
+
+
+def render(pipe, req):
+    gens = [torch.Generator("cpu").manual_seed(req["seed"] + i)
+            for i in range(req["batch_count"])]
+    images = pipe(req["prompt"], negative_prompt=req.get("negative_prompt"),
+                  num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
+                  width=req["width"], height=req["height"], generator=gens,
+                  num_images_per_prompt=req["batch_count"]).images
+    return torch.from_numpy(np.stack([np.array(i) for i in images]))
+
+
+def main(out_dir):
+    out = Path(out_dir)
+    make_sd(out)
+    make_sdxl_fixture.make_model(out)
+    pipes = {"tiny-sd": StableDiffusionPipeline.from_pretrained(out / "tiny-sd"),
+             "tiny-sdxl": StableDiffusionXLPipeline.from_pretrained(out / "tiny-sdxl")}
+    sd_t, xl_t = sd_targets(pipes["tiny-sd"]), sdxl_targets(pipes["tiny-sdxl"])
+    save_file(kohya_lora(sd_t, rank=4, seed=1, scale=0.3, alpha=2), str(out / "sd_a.safetensors"))
+    # Without alpha (= rank: scale 1), rank 2.
+    save_file(kohya_lora(sd_t, rank=2, seed=2, scale=0.2, alpha=None),
+              str(out / "sd_b.safetensors"))
+    save_file(kohya_lora(xl_t, rank=4, seed=3, scale=0.3, alpha=8),
+              str(out / "sdxl_a.safetensors"))
+    expected, listed = {}, []
+    for name, model, loras, req in CASES:
+        pipe = pipes[model]
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        expected[name + ".nolora"] = render(pipe, req)
+        before = text_conditioning(pipe, req["prompt"])
+        adapters = []
+        for i, (file, _) in enumerate(loras):
+            pipe.load_lora_weights(str(out / file), adapter_name=f"l{i}")
+            check_text_encoders_took_it(pipe, out / file, f"l{i}")
+            adapters.append(f"l{i}")
+        pipe.set_adapters(adapters, adapter_weights=[w for _, w in loras])
+        # Every text encoder took its part of the LoRA (the conditioning moved), and the
+        # images changed: the test means something.
+        after = text_conditioning(pipe, req["prompt"])
+        assert (after - before).abs().max() > 1e-2, name
+        expected[name] = render(pipe, req)
+        pipe.unload_lora_weights()
+        assert (expected[name].int() - expected[name + ".nolora"].int()).abs().max() > 20, name
+        listed.append({"name": name, "model": model, "loras": loras, "request": req})
+    save_file(expected, str(out / "expected.safetensors"))
+    (out / "cases.json").write_text(json.dumps(listed, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
