@@ -50,6 +50,9 @@ const std::vector<AxisInfo>& axis_table() {
         {"clip_skip", "Clip skip", "Clip skip", ValueKind::Int, "0, 1, 2",
          "text encoder layers skipped, as --clip-skip counts them (1 is A1111's Clip skip 2)"},
         {"eta", "Eta", "Eta", ValueKind::Float, "0, 0.5, 1", "DDIM's eta, 0 to 1"},
+        {"lora_weight", "LoRA", "LoRA weight", ValueKind::Float, "0, 0.5, 1",
+         "the weight of the first LoRA chosen (--lora, or the studio's LoRA list), e.g. 0, 0.5, 1 "
+         "or 0-1 [5]"},
     };
     return table;
 }
@@ -215,6 +218,7 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
         return a;  // checked against the prompts by GridSpec::validate
     }
     GenerationRequest probe;
+    probe.loras = {{"(the first LoRA)", 1.0}};  // the values are checked, not the LoRA
     for (int k = 0; k < a.values.size(); ++k) {
         apply_grid_value(probe, a, k);
     }
@@ -246,6 +250,13 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         r.clip_skip = value.toInt(&ok);
     } else if (axis.name == "eta") {
         r.eta = value.toDouble(&ok);
+    } else if (axis.name == "lora_weight") {
+        if (r.loras.empty()) {
+            throw Error(
+                "axis lora_weight: no LoRA is chosen (--lora FILE, or the studio's "
+                "LoRA list); the axis sets the first one's weight");
+        }
+        r.loras.front().weight = value.toDouble(&ok);
     } else if (axis.name == "prompt") {
         const QString search = axis.values.front();
         QString prompt = QString::fromStdString(r.prompt);

@@ -23,7 +23,8 @@ struct GridAxis {
 };
 
 // The axis names a grid accepts, in menu order: steps, guidance, strength, seed, sampler,
-// prompt (search and replace, as A1111's "Prompt S/R"), clip_skip, eta.
+// prompt (search and replace, as A1111's "Prompt S/R"), clip_skip, eta, lora_weight (the
+// first LoRA's).
 QStringList grid_axis_names();
 // What an axis does and how its values are typed, for help texts and tooltips.
 QString grid_axis_help(const QString& name);

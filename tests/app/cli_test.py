@@ -949,3 +949,29 @@ def test_loras_from_the_cli_make_diffusers_images_and_travel_with_the_png(tmp_pa
             str(tmp_path / "no"))
     assert r.returncode == 1 and "sdxl_a.safetensors: " in r.stderr, r.stderr
     assert "LoRA modules are not in this model" in r.stderr, r.stderr
+
+
+def test_a_lora_weight_grid_has_diffusers_images_in_its_cells(tmp_path):
+    """grid --x lora_weight=0,1: the weight-0 cell is diffusers' image without the LoRA, the
+    weight-1 cell diffusers' image with it (the fixture's sd_one)."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+    case = {c["name"]: c for c in json.loads((LORA / "cases.json").read_text())}["sd_one"]
+    req, ((file, _),) = case["request"], case["loras"]
+    r = run("grid", "--model", str(LORA / "tiny-sd"), "--prompt", req["prompt"],
+            "--negative", req["negative_prompt"], "--steps", str(req["steps"]),
+            "--guidance", str(req["guidance_scale"]), "--seed", str(req["seed"]),
+            "--width", str(req["width"]), "--height", str(req["height"]),
+            "--sampler", req["sampler"], "--lora", str(LORA / file), "--x", "lora_weight=0,1",
+            "--device", "cpu", "--cells", "--out", str(tmp_path / "grid"))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split("\n")[:-1]
+    assert len(paths) == 3, paths
+    assert "X Type: LoRA weight" in Image.open(paths[0]).text["parameters"]
+    want = load_file(str(LORA / "expected.safetensors"))
+    for path, name in zip(paths[1:], ["sd_one.nolora", "sd_one"]):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want[name][0].numpy().astype(int)).max() <= 2, (path, name)
+    r = run("grid", "--model", str(LORA / "tiny-sd"), "--prompt", "x", "--x", "lora_weight=0,1")
+    assert r.returncode == 1 and "no LoRA is chosen" in r.stderr, r.stderr

@@ -99,8 +99,18 @@ TEST(GridAxes, EachValueSetsItsParameter) {
     EXPECT_NE(error_of("sampler", "euler, heun").find("unknown sampler 'heun'"), std::string::npos);
     EXPECT_NE(error_of("colour", "red")
                   .find("unknown axis 'colour' (steps, guidance, strength, "
-                        "seed, sampler, prompt, clip_skip, eta)"),
+                        "seed, sampler, prompt, clip_skip, eta, lora_weight)"),
               std::string::npos);
+}
+
+TEST(GridAxes, LoraWeightSetsTheFirstLoras) {
+    auto spec = spec_of("lora_weight=0-1 [3]");
+    EXPECT_THROW(spec.validate(), Error);  // no LoRA chosen
+    spec.base.loras = {{"a.safetensors", 1.0}, {"b.safetensors", 0.3}};
+    spec.validate();
+    EXPECT_EQ(spec.cell(1, 0).loras,
+              (std::vector<LoraRef>{{"a.safetensors", 0.5}, {"b.safetensors", 0.3}}));
+    EXPECT_EQ(app::grid_label(spec.x, 2), QString("LoRA: 1"));
 }
 
 TEST(GridAxes, PromptSearchAndReplaceInBothPrompts) {
