@@ -85,7 +85,7 @@ void LoraMerger::add(Component component, torch::nn::Module& module,
 void LoraMerger::restore() {
     torch::NoGradGuard no_grad;
     for (auto& [weight, loaded] : saved_) {
-        weight.copy_(loaded);
+        weight.set_data(loaded);
     }
     saved_.clear();
     applied_.clear();
@@ -198,10 +198,13 @@ void LoraMerger::merge(const LoraRef& lora) {
         }
         const at::Tensor delta =
             at::mm(up.reshape({up.size(0), rank}), down.reshape({rank, -1})).reshape(w.sizes());
+        // The weight as loaded stays aside untouched (often the mapped file itself); the
+        // module gets a new tensor with the change added.
         if (saved.insert(w.unsafeGetTensorImpl()).second) {
-            saved_.emplace_back(w, w.clone());
+            saved_.emplace_back(w, w.detach());
         }
-        w.add_((delta * (lora.weight * alpha / static_cast<double>(rank))).to(w.scalar_type()));
+        const double scale = lora.weight * alpha / static_cast<double>(rank);
+        w.set_data(w.detach() + (delta * scale).to(w.scalar_type()));
     }
 }
 

@@ -39,7 +39,8 @@ class LoraMerger {
     void restore();
     void merge(const LoraRef& lora);
     std::unordered_map<std::string, at::Tensor> targets_;   // LoRA module name -> weight
-    std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // (weight, its loaded values)
+    // (weight, its data as loaded): merged weights get new data, and restoring points them back.
+    std::vector<std::pair<at::Tensor, at::Tensor>> saved_;
     std::vector<LoraRef> applied_;
 };
 
