@@ -9,6 +9,8 @@ encoder, transformers' names) or lora_te1_ / lora_te2_ (SDXL's two), with NAME.l
 [rank, in(, kh, kw)], NAME.lora_up.weight [out, rank(, 1, 1)] and NAME.alpha: the module's weight
 gains weight * alpha / rank * up @ down.
 
+Also one LoRA in diffusers' own format (lora_A/lora_B, its settings in the file's metadata).
+
 usage: make_lora_fixture.py OUT_DIR
 OUT_DIR/tiny-sd, OUT_DIR/tiny-sdxl (the models), OUT_DIR/*.safetensors (the LoRAs),
 OUT_DIR/cases.json ([{"name", "model", "loras": [[file, weight]...], "request"}]),
@@ -23,6 +25,8 @@ import numpy as np
 import torch
 from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
                        StableDiffusionXLPipeline, UNet2DConditionModel)
+from peft import LoraConfig, inject_adapter_in_model
+from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 import make_sdxl_fixture
@@ -98,6 +102,33 @@ def sdxl_targets(pipe):
     return out
 
 
+def peft_lora(pipe, out_file):
+    """A LoRA in diffusers' own format (save_lora_weights: unet.MODULE.lora_A/lora_B.weight, the
+    adapter's LoraConfig in the file's metadata), with a rank and an alpha that differ per module
+    (rank_pattern, alpha_pattern) on the UNet, and rsLoRA scaling on the text encoder."""
+    ucfg = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0",
+                                                         "proj_in", "conv1"],
+                      rank_pattern={"proj_in": 2}, alpha_pattern={"to_k": 3})
+    tcfg = LoraConfig(r=2, lora_alpha=1, use_rslora=True, target_modules=["q_proj", "v_proj",
+                                                                          "fc1"])
+    pipe.unet.add_adapter(ucfg)
+    # transformers' add_adapter asks for a newer peft than diffusers needs; peft's own does it.
+    inject_adapter_in_model(tcfg, pipe.text_encoder)
+    g = torch.Generator().manual_seed(5)
+    for m in (pipe.unet, pipe.text_encoder):
+        for n, p in m.named_parameters():
+            if "lora_" in n:
+                p.data = torch.randn(p.shape, generator=g) * 0.3
+    tmp = out_file.parent / "_peft"
+    type(pipe).save_lora_weights(
+        tmp, unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder),
+        unet_lora_adapter_metadata=ucfg.to_dict(), text_encoder_lora_adapter_metadata=tcfg.to_dict(),
+        safe_serialization=True)
+    (tmp / "pytorch_lora_weights.safetensors").rename(out_file)
+    tmp.rmdir()
+
+
 # (name, model, [(lora file, weight)], request)
 CASES = [
     ("sd_one", "tiny-sd", [("sd_a.safetensors", 1.0)],
@@ -107,6 +138,9 @@ CASES = [
     ("sd_two_weighted", "tiny-sd", [("sd_a.safetensors", 0.6), ("sd_b.safetensors", -0.8)],
      {"prompt": "a yellow star", "steps": 4, "guidance_scale": 5.0, "seed": 9, "batch_count": 2,
       "width": 32, "height": 32, "sampler": "euler"}),
+    ("sd_peft", "tiny-sd", [("sd_peft.safetensors", 0.9)],
+     {"prompt": "a blue square", "negative_prompt": "red", "steps": 4, "guidance_scale": 6.0,
+      "seed": 12, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler"}),
     ("sdxl_one", "tiny-sdxl", [("sdxl_a.safetensors", 0.7)],
      {"prompt": "a green square", "negative_prompt": "blurry", "steps": 4,
       "guidance_scale": 6.0, "seed": 2, "batch_count": 1, "width": 32, "height": 32,
@@ -115,6 +149,12 @@ CASES = [
 
 
 def check_text_encoders_took_it(pipe, file, adapter):
+    if file.name == "sd_peft.safetensors":  # diffusers' own format: diffusers' own names
+        sd = load_file(str(file))
+        for k, v in pipe.text_encoder.named_parameters():
+            if f".lora_B.{adapter}." in k:
+                assert torch.equal(v.data, sd["text_encoder." + k.replace(f".{adapter}", "")]), k
+        return
     """transformers 5 prints a load report calling the text encoder's LoRA tensors "missing"
     (CLIPTextModel lost its text_model level; diffusers renames for that): each text encoder's
     LoRA up weights must be the file's, so that the reference has the text encoder part."""
@@ -162,6 +202,7 @@ def main(out_dir):
               str(out / "sd_b.safetensors"))
     save_file(kohya_lora(xl_t, rank=4, seed=3, scale=0.3, alpha=8),
               str(out / "sdxl_a.safetensors"))
+    peft_lora(StableDiffusionPipeline.from_pretrained(out / "tiny-sd"), out / "sd_peft.safetensors")
     expected, listed = {}, []
     for name, model, loras, req in CASES:
         pipe = pipes[model]

@@ -10,8 +10,8 @@
 
 namespace sds {
 
-// A LoRA to merge into the model for a generation: a file in the kohya-ss / A1111 format and
-// the multiplier of its change (1: as trained; 0: none; negative: the opposite).
+// A LoRA to merge into the model for a generation: a file (kohya-ss/A1111 or diffusers
+// format) and the multiplier of its change (1: as trained; 0: none; negative: the opposite).
 struct LoraRef {
     std::string file;
     double weight = 1.0;

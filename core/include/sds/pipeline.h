@@ -89,8 +89,8 @@ class Pipeline {
                               const StepObserver& observer = {},
                               const std::atomic<bool>* cancel = nullptr);
 
-    // Merges LoRA files (kohya-ss/A1111 format) into the weights, after putting back the
-    // weights as loaded: generate() does this when its request's loras differ from loras().
+    // Merges LoRA files (kohya-ss/A1111 or diffusers format) into the weights, after putting back
+    // the weights as loaded: generate() does this when its request's loras differ from loras().
     // Throws sds::Error naming the file for one that cannot be read or does not fit this model,
     // leaving the weights as loaded.
     void set_loras(const std::vector<LoraRef>& loras);

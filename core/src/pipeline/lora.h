@@ -6,8 +6,11 @@
 // original UNet's: input_blocks_4_1_...), lora_te_ / lora_te1_ (the first text encoder,
 // transformers' names with text_model.) or lora_te2_ (SDXL's second), and carries
 // NAME.lora_down.weight [rank, in(, kh, kw)], NAME.lora_up.weight [out, rank(, 1, 1)] and
-// optionally NAME.alpha (default: rank). Merging adds weight * alpha / rank * up @ down to the
-// module's weight, which is what diffusers' (peft's) LoRA layers add to the module's output.
+// optionally NAME.alpha (default: rank). diffusers' own format (save_lora_weights) names them
+// unet.MODULE / text_encoder.MODULE / text_encoder_2.MODULE with lora_A (down) and lora_B (up),
+// the alpha (per module with alpha_pattern, over sqrt(rank) with rsLoRA) in the file's
+// "lora_adapter_metadata". Merging adds weight * alpha / rank * up @ down to the module's weight,
+// which is what diffusers' (peft's) LoRA layers add to the module's output.
 #include <functional>
 #include <string>
 #include <unordered_map>

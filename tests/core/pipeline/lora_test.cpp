@@ -1,7 +1,8 @@
-// LoRA files (kohya-ss/A1111 format) merged into the model, against diffusers' load_lora_weights
-// + set_adapters (tests/reference/make_lora_fixture.py): SD 1.x with LoRA and LoCon modules (1x1
-// and 3x3 convolutions, attention, feed-forward, the text encoder), two LoRAs at once with
-// weights (one negative), and SDXL with its original UNet names and both text encoders.
+// LoRA files merged into the model, against diffusers' load_lora_weights + set_adapters
+// (tests/reference/make_lora_fixture.py): kohya-ss/A1111 files for SD 1.x with LoRA and LoCon
+// modules (1x1 and 3x3 convolutions, attention, feed-forward, the text encoder), two LoRAs at
+// once with weights (one negative), SDXL with its original UNet names and both text encoders;
+// and one in diffusers' own format (lora_A/lora_B, rank and alpha patterns, rsLoRA).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -166,18 +167,21 @@ TEST(Lora, SaysWhatIsWrongAndKeepsTheModelAsLoaded) {
     const auto wrong_shape =
         lora_variant("shape", "sd_a.safetensors", {{q + ".lora_down.weight", at::ones({4, 48})}});
     EXPECT_NE(apply_error(p, {{wrong_shape.string(), 1.0}})
-                  .find(q + ": lora_up [64, 4] and lora_down [4, 48] do not make the model's "
+                  .find(q + ": up [64, 4] and down [4, 48] do not make the model's "
                             "weight [64, 64]"),
               std::string::npos)
         << apply_error(p, {{wrong_shape.string(), 1.0}});
     const auto no_up = lora_variant("no_up", "sd_a.safetensors", {{q + ".lora_up.weight", {}}});
-    EXPECT_NE(apply_error(p, {{no_up.string(), 1.0}}).find(q + " has lora_down but no lora_up"),
+    EXPECT_NE(apply_error(p, {{no_up.string(), 1.0}})
+                  .find(q + " has lora_down.weight but no lora_up.weight"),
               std::string::npos);
-    const auto peft = lora_variant(
-        "peft", "sd_a.safetensors",
-        {{"unet.down_blocks.1.attentions.0.proj_in.lora_A.weight", at::ones({4, 64})}});
-    EXPECT_NE(apply_error(p, {{peft.string(), 1.0}}).find("diffusers' or peft's format"),
-              std::string::npos);
+    const auto peft =
+        lora_variant("peft", "sd_a.safetensors",
+                     {{"unet.down_blocks.1.attentions.0.proj_in.processor.to_q_lora.down.weight",
+                       at::ones({4, 64})}});
+    EXPECT_NE(apply_error(p, {{peft.string(), 1.0}}).find("diffusers' old attention-processor"),
+              std::string::npos)
+        << apply_error(p, {{peft.string(), 1.0}});
     const auto loha =
         lora_variant("loha", "sd_a.safetensors", {{"lora_unet_x.hada_w1_a", at::ones({4, 4})}});
     EXPECT_NE(apply_error(p, {{loha.string(), 1.0}}).find("LyCORIS LoHa/LoKr"), std::string::npos);
