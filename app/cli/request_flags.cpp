@@ -27,6 +27,8 @@ const char* const kGenerateFlagsHelp =
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 or diffusers format) at weight W\n"
     "                     (default 1);\n"
+    "  --lora-dir DIR     where A1111's <lora:NAME:W> prompt tags find NAME.safetensors\n"
+    "                     (in DIR or below); the tags are taken out of the prompt\n"
     "                     repeat for several (their changes add up)\n"
     "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
     "                     parameters text): prompt, negative, steps, guidance, seed,\n"
@@ -70,6 +72,7 @@ GenerateFlags parse_generate_flags(const Args& args) {
         }
     }
     bool lora_given = false;
+    std::string lora_dir;
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         auto value = [&]() -> const std::string& {
@@ -117,7 +120,9 @@ GenerateFlags parse_generate_flags(const Args& args) {
                 lora_given = true;
             }
             r.loras.push_back(parse_lora(value()));
-        } else if (a == "--out")
+        } else if (a == "--lora-dir")
+            lora_dir = value();
+        else if (a == "--out")
             f.out_dir = value();
         else if (a == "--device")
             f.device = value();
@@ -126,6 +131,7 @@ GenerateFlags parse_generate_flags(const Args& args) {
         else
             f.rest.push_back(a);
     }
+    r.take_lora_tags(lora_dir);
     if (f.model.empty()) {  // the bundled demo model
         f.model = app::bundled_model_folder().toStdString();
         if (f.model.empty()) {

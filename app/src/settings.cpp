@@ -50,6 +50,7 @@ StudioSettings StudioSettings::load() {
     out.device = s.value("engine/device", out.device).toString();
     out.dtype = s.value("engine/dtype", out.dtype).toString();
     out.data_folder = s.value("output/folder").toString();
+    out.lora_folder = s.value("model/lora_folder").toString();
     out.decode_every = s.value("preview/decode_every", 0).toInt();
     out.geometry = s.value("window/geometry").toByteArray();
     out.window_state = s.value("window/state").toByteArray();
@@ -64,6 +65,7 @@ void StudioSettings::save() const {
     s.setValue("engine/device", device);
     s.setValue("engine/dtype", dtype);
     s.setValue("output/folder", data_folder);
+    s.setValue("model/lora_folder", lora_folder);
     s.setValue("preview/decode_every", decode_every);
     s.setValue("window/geometry", geometry);
     s.setValue("window/state", window_state);

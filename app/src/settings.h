@@ -26,6 +26,7 @@ struct StudioSettings {
     QString device = "auto";  // auto | cpu | cuda
     QString dtype = "auto";   // auto | fp32 | bf16 | fp16
     QString data_folder;      // history database and images; default: the user's data folder
+    QString lora_folder;      // where A1111's <lora:NAME:W> prompt tags find NAME.safetensors
     int decode_every = 0;     // full VAE decode of the preview every N steps (0: never)
     QByteArray geometry, window_state;
 

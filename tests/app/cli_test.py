@@ -975,3 +975,30 @@ def test_a_lora_weight_grid_has_diffusers_images_in_its_cells(tmp_path):
         assert np.abs(got - want[name][0].numpy().astype(int)).max() <= 2, (path, name)
     r = run("grid", "--model", str(LORA / "tiny-sd"), "--prompt", "x", "--x", "lora_weight=0,1")
     assert r.returncode == 1 and "no LoRA is chosen" in r.stderr, r.stderr
+
+
+def test_a1111_lora_tags_in_the_prompt_find_their_files(tmp_path):
+    """--lora-dir: A1111's <lora:NAME:W> tags come out of the prompt and bring in NAME's file,
+    making the images of --lora FILE:W (the fixture's sd_two_weighted, diffusers' images)."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+    case = {c["name"]: c for c in json.loads((LORA / "cases.json").read_text())}["sd_two_weighted"]
+    req = case["request"]
+    (a, wa), (b, wb) = case["loras"]
+    prompt = f"{req['prompt']} <lora:{a[:-12]}:{wa}> <lora:{b[:-12]}:{wb}>"
+    r = run("txt2img", "--model", str(LORA / "tiny-sd"), "--prompt", prompt, "--lora-dir",
+            str(LORA), "--steps", str(req["steps"]), "--guidance", str(req["guidance_scale"]),
+            "--seed", str(req["seed"]), "--width", str(req["width"]), "--height",
+            str(req["height"]), "--sampler", req["sampler"], "--batch",
+            str(req["batch_count"]), "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    want = load_file(str(LORA / "expected.safetensors"))["sd_two_weighted"].numpy().astype(int)
+    for i, path in enumerate(r.stdout.split()):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want[i]).max() <= 2, path
+    saved = json.loads(Image.open(r.stdout.split()[0]).text["sdstudio"])
+    assert "<lora:" not in saved["prompt"] and len(saved["loras"]) == 2, saved
+    r = run("txt2img", "--model", str(LORA / "tiny-sd"), "--prompt", prompt, "--out",
+            str(tmp_path / "no"))
+    assert r.returncode == 1 and "but no LoRA folder" in r.stderr, r.stderr

@@ -91,6 +91,7 @@ class StudioTest : public QObject {
         if (!window_) {
             app::StudioSettings s;
             s.data_folder = data_.path();
+            s.lora_folder = data_.filePath("loras");  // <lora:NAME:W> prompt tags look here
             s.model = tiny_model();
             window_ = std::make_unique<ui::MainWindow>(s);
             window_->resize(1500, 900);
@@ -382,61 +383,6 @@ class StudioTest : public QObject {
         QCOMPARE(w.result()->image(), w.steps()->preview(0));
     }
 
-    // A LoRA made here for the loaded model (a random rank-2 change to every cross-attention
-    // output projection) changes the image, travels with it (history, PNG, Reuse) and, taken
-    // out, gives the model's own image back.
-    void aLoraChangesTheImageAndTravelsWithIt() {
-        auto& w = window();
-        QTemporaryDir dir;
-        const QString lora = dir.filePath("test-lora.safetensors");
-        {
-            const auto unet =
-                ModelFolder::open(w.worker()->modelPath().toStdString()).component("unet");
-            const auto file = SafeTensorsFile::open(unet.weights.at(0));
-            std::vector<std::pair<std::string, at::Tensor>> tensors;
-            for (const auto& t : file.tensors()) {
-                const std::string suffix = "attn2.to_out.0.weight";
-                if (t.name.size() > suffix.size() &&
-                    t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
-                    std::string key = "lora_unet_" + t.name.substr(0, t.name.size() - 7);
-                    std::replace(key.begin(), key.end(), '.', '_');
-                    tensors.emplace_back(key + ".lora_down.weight",
-                                         at::randn({2, t.shape[1]}) * 0.3);
-                    tensors.emplace_back(key + ".lora_up.weight", at::randn({t.shape[0], 2}) * 0.3);
-                }
-            }
-            QVERIFY(!tensors.empty());
-            save_safetensors(lora.toStdString(), tensors);
-        }
-        auto generate = [&] {
-            QSignalSpy done(&w, &ui::MainWindow::generationDone);
-            w.generate();
-            return wait_for([&] { return done.count() == 1; });
-        };
-        setSmall(w.panel(), 4);
-        w.panel()->setImg2img(false);
-        QVERIFY(generate());
-        const QImage plain = w.result()->image();
-        w.panel()->addLora({lora.toStdString(), 0.8});
-        QVERIFY(generate());
-        QVERIFY(w.result()->image() != plain);
-        const auto e = w.history()->get(w.lastSavedId());
-        QVERIFY(e.has_value());
-        QCOMPARE(e->request.loras.size(), size_t(1));
-        QCOMPARE(e->request.loras[0].file, lora.toStdString());
-        QCOMPARE(e->request.loras[0].weight, 0.8);
-        const QString params = QImageReader(e->file).text("parameters");
-        QVERIFY2(params.contains("Lora: \"test-lora: 0.8\""), qPrintable(params));
-        screenshot(&w, "studio-lora.png");
-        setSmall(w.panel(), 4);  // no LoRA: the model's own image again
-        QVERIFY(w.panel()->request().loras.empty());
-        QVERIFY(generate());
-        QCOMPARE(w.result()->image(), plain);
-        QVERIFY(w.openParametersFrom(e->file));  // Reuse brings the LoRA back
-        QCOMPARE(w.panel()->request().loras, e->request.loras);
-        setSmall(w.panel(), 4);
-    }
-
     void chainingRecordsTheParent() {
         auto& w = window();
         const qint64 parent = w.lastSavedId();
@@ -719,6 +665,78 @@ class StudioTest : public QObject {
         h.remove(e.id);
         QVERIFY(!h.get(e.id).has_value());
         QVERIFY(!QFileInfo::exists(e.file));
+    }
+
+    // A LoRA made here for the loaded model (a random rank-2 change to every cross-attention
+    // output projection) changes the image, travels with it (history, PNG, Reuse) and, taken
+    // out, gives the model's own image back.
+    void aLoraChangesTheImageAndTravelsWithIt() {
+        auto& w = window();
+        QDir(data_.path()).mkpath("loras/styles");
+        const QString lora = data_.filePath("loras/styles/test-lora.safetensors");
+        {
+            const auto unet =
+                ModelFolder::open(w.worker()->modelPath().toStdString()).component("unet");
+            const auto file = SafeTensorsFile::open(unet.weights.at(0));
+            std::vector<std::pair<std::string, at::Tensor>> tensors;
+            for (const auto& t : file.tensors()) {
+                const std::string suffix = "attn2.to_out.0.weight";
+                if (t.name.size() > suffix.size() &&
+                    t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+                    std::string key = "lora_unet_" + t.name.substr(0, t.name.size() - 7);
+                    std::replace(key.begin(), key.end(), '.', '_');
+                    tensors.emplace_back(key + ".lora_down.weight",
+                                         at::randn({2, t.shape[1]}) * 0.3);
+                    tensors.emplace_back(key + ".lora_up.weight", at::randn({t.shape[0], 2}) * 0.3);
+                }
+            }
+            QVERIFY(!tensors.empty());
+            save_safetensors(lora.toStdString(), tensors);
+        }
+        auto generate = [&] {
+            QSignalSpy done(&w, &ui::MainWindow::generationDone);
+            w.generate();
+            return wait_for([&] { return done.count() == 1; });
+        };
+        setSmall(w.panel(), 4);
+        w.panel()->setImg2img(false);
+        QVERIFY(generate());
+        const QImage plain = w.result()->image();
+        w.panel()->addLora({lora.toStdString(), 0.8});
+        QVERIFY(generate());
+        QVERIFY(w.result()->image() != plain);
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.loras.size(), size_t(1));
+        QCOMPARE(e->request.loras[0].file, lora.toStdString());
+        QCOMPARE(e->request.loras[0].weight, 0.8);
+        const QString params = QImageReader(e->file).text("parameters");
+        QVERIFY2(params.contains("Lora: \"test-lora: 0.8\""), qPrintable(params));
+        screenshot(&w, "studio-lora.png");
+        setSmall(w.panel(), 4);  // no LoRA: the model's own image again
+        QVERIFY(w.panel()->request().loras.empty());
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), plain);
+        QVERIFY(w.openParametersFrom(e->file));  // Reuse brings the LoRA back
+        QCOMPARE(w.panel()->request().loras, e->request.loras);
+        // A1111's prompt tag finds the file in the LoRA folder (below it here) and makes the
+        // image the LoRA list made; an unknown one is a message, not a generation.
+        const QImage listed = QImage(e->file).convertToFormat(plain.format());
+        setSmall(w.panel(), 4);
+        GenerationRequest tagged = w.panel()->request();
+        tagged.prompt += " <lora:test-lora:0.8>";
+        w.panel()->setRequest(tagged);
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), listed);
+        const auto t = w.history()->get(w.lastSavedId());
+        QCOMPARE(t->request.loras, e->request.loras);
+        QVERIFY(t->request.prompt.find("<lora:") == std::string::npos);
+        tagged.prompt += " <lora:no-such-lora>";
+        w.panel()->setRequest(tagged);
+        QCOMPARE(w.generate(), quint64(0));
+        QVERIFY2(w.errorText().contains("<lora:no-such-lora>: no no-such-lora.safetensors"),
+                 qPrintable(w.errorText()));
+        setSmall(w.panel(), 4);
     }
 };
 

@@ -167,6 +167,11 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     // The grid.
     grid_->setBaseProvider([this] {
         GenerationRequest r = panel_->request();
+        try {
+            r.take_lora_tags(settings_.lora_folder.toStdString());
+        } catch (const std::exception& e) {
+            showError(QString::fromUtf8(e.what()));  // the tags stay in the prompt
+        }
         return std::pair{r, r.is_img2img() ? canvas_->image() : QImage()};
     });
     connect(grid_, &GridView::cellOpened, this,
@@ -593,6 +598,7 @@ quint64 MainWindow::generate() {
     panel_->rollSeedUnlessLocked();
     app::Job job = makeJob(app::Job::Policy::Fifo);
     try {
+        job.request.take_lora_tags(settings_.lora_folder.toStdString());
         job.request.validate();
     } catch (const std::exception& e) {
         showError(QString::fromUtf8(e.what()));
@@ -623,6 +629,7 @@ void MainWindow::scheduleLive() {
 void MainWindow::submitLive() {
     app::Job job = makeJob(app::Job::Policy::Live);
     try {
+        job.request.take_lora_tags(settings_.lora_folder.toStdString());
         job.request.validate();
     } catch (const std::exception&) {
         return;  // a half-typed value: the next change tries again
@@ -786,7 +793,7 @@ void MainWindow::openSettings() {
         }
     });
     auto* singleConfig = new QLineEdit(settings_.single_file_config);
-    singleConfig->setPlaceholderText(tr("SD 1.5's or SD 2.1's, by the file (bundled)"));
+    singleConfig->setPlaceholderText(tr("SD 1.5's, SD 2.1's or SDXL's, by the file (bundled)"));
     singleConfig->setToolTip(
         tr("A diffusers folder (weights optional) whose configs and tokenizer single-file "
            "checkpoints are read with"));
@@ -795,6 +802,19 @@ void MainWindow::openSettings() {
         const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("Config folder"));
         if (!dir.isEmpty()) {
             singleConfig->setText(dir);
+        }
+    });
+    auto* loraFolder = new QLineEdit(settings_.lora_folder);
+    loraFolder->setObjectName("loraFolder");
+    loraFolder->setPlaceholderText(tr("none"));
+    loraFolder->setToolTip(
+        tr("Where A1111's <lora:NAME:WEIGHT> prompt tags find NAME.safetensors "
+           "(in the folder or below)"));
+    auto* browseLora = new QPushButton(tr("Browse…"));
+    connect(browseLora, &QPushButton::clicked, &dialog, [&] {
+        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("LoRA folder"));
+        if (!dir.isEmpty()) {
+            loraFolder->setText(dir);
         }
     });
     auto* device = new QComboBox;
@@ -817,6 +837,10 @@ void MainWindow::openSettings() {
     configRow->addWidget(browseConfig);
     form->addRow(tr("Model folder or checkpoint"), modelRow);
     form->addRow(tr("Configs for single-file checkpoints"), configRow);
+    auto* loraRow = new QHBoxLayout;
+    loraRow->addWidget(loraFolder, 1);
+    loraRow->addWidget(browseLora);
+    form->addRow(tr("LoRA folder (<lora:…> tags)"), loraRow);
     form->addRow(tr("Device"), device);
     form->addRow(tr("Precision"), dtype);
     form->addRow(tr("History and images folder"), folder);
@@ -834,6 +858,7 @@ void MainWindow::openSettings() {
                         (singleConfig->text() != settings_.single_file_config &&
                          QFileInfo(model->currentText()).isFile());
     settings_.single_file_config = singleConfig->text();
+    settings_.lora_folder = loraFolder->text();
     settings_.device = device->currentText();
     settings_.dtype = dtype->currentText();
     settings_.decode_every = decode->value();

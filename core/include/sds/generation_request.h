@@ -48,6 +48,13 @@ struct GenerationRequest {
     std::string to_a1111(int index = 0, const std::string& model_name = "") const;
     // Reads A1111's parameters text (prompt, negative, and the settings line).
     static GenerationRequest from_a1111(const std::string& text);
+
+    // A1111's LoRA tags in the prompt and the negative prompt, <lora:NAME> or
+    // <lora:NAME:WEIGHT>: each is taken out of the text and added to `loras` as the file NAME
+    // (.safetensors, .pt or .ckpt) found in `lora_dir` or a folder below it, as A1111 finds
+    // them in its LoRA folder. Throws sds::Error naming the tag when there is no such file, no
+    // folder was given, or the weight is not a number.
+    void take_lora_tags(const std::string& lora_dir);
 };
 
 }  // namespace sds

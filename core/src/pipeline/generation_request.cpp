@@ -1,6 +1,8 @@
 #include "sds/generation_request.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <regex>
 #include <sstream>
@@ -253,6 +255,70 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
         }
     }
     return r;
+}
+
+namespace {
+// The LoRA file NAME names in `dir` or below: NAME.safetensors, .pt or .ckpt, the first found
+// in a sorted walk (the folder itself first).
+std::string find_lora(const std::filesystem::path& dir, const std::string& name) {
+    namespace fs = std::filesystem;
+    for (const char* ext : {".safetensors", ".pt", ".ckpt"}) {
+        if (fs::is_regular_file(dir / (name + ext))) {
+            return (dir / (name + ext)).string();
+        }
+    }
+    std::vector<fs::path> found;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+         it.increment(ec)) {
+        const auto& p = it->path();
+        const std::string ext = p.extension().string();
+        if (p.stem() == name && (ext == ".safetensors" || ext == ".pt" || ext == ".ckpt") &&
+            it->is_regular_file()) {
+            found.push_back(p);
+        }
+    }
+    std::sort(found.begin(), found.end());
+    return found.empty() ? std::string() : found.front().string();
+}
+}  // namespace
+
+void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
+    static const std::regex tag(R"(<lora:([^:>]+)(?::([^:>]*))?>)");
+    for (std::string* text : {&prompt, &negative_prompt}) {
+        std::string rest;
+        auto begin = std::sregex_iterator(text->begin(), text->end(), tag);
+        size_t last = 0;
+        for (auto it = begin; it != std::sregex_iterator(); ++it) {
+            const std::smatch& m = *it;
+            const std::string name = m[1].str();
+            const std::string whole = m[0].str();
+            double weight = 1.0;
+            if (m[2].matched) {
+                const std::string w = m[2].str();
+                char* end = nullptr;
+                weight = std::strtod(w.c_str(), &end);
+                if (w.empty() || end == nullptr || *end != '\0') {
+                    throw Error("the prompt's " + whole + ": its weight '" + w +
+                                "' is not a number");
+                }
+            }
+            if (lora_dir.empty()) {
+                throw Error("the prompt names a LoRA, " + whole +
+                            ", but no LoRA folder was given to find it in");
+            }
+            const std::string file = find_lora(lora_dir, name);
+            if (file.empty()) {
+                throw Error("the prompt's " + whole + ": no " + name +
+                            ".safetensors (.pt, .ckpt) in " + lora_dir + " or below");
+            }
+            loras.push_back({file, weight});
+            rest += text->substr(last, static_cast<size_t>(m.position(0)) - last);
+            last = static_cast<size_t>(m.position(0) + m.length(0));
+        }
+        rest += text->substr(last);
+        *text = rest;
+    }
 }
 
 }  // namespace sds

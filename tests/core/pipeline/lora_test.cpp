@@ -218,4 +218,46 @@ TEST(Lora, TheRequestCarriesItsLoras) {
     EXPECT_THROW(r.validate(), sds::Error);
 }
 
+// A1111's <lora:NAME:WEIGHT> prompt tags: taken out of the text, found by name in the folder
+// or below.
+TEST(Lora, A1111PromptTagsFindTheirFiles) {
+    const fs::path dir = sds::test::temp_dir("lora_tags");
+    fs::create_directories(dir / "styles");
+    fs::copy_file(kDir / "sd_a.safetensors", dir / "sd_a.safetensors",
+                  fs::copy_options::overwrite_existing);
+    fs::copy_file(kDir / "sd_b.safetensors", dir / "styles" / "ink wash.safetensors",
+                  fs::copy_options::overwrite_existing);
+    sds::GenerationRequest r;
+    r.prompt = "a yellow star <lora:sd_a:0.6>, <lora:ink wash:-0.8>";
+    r.negative_prompt = "<lora:sd_a>blurry";
+    r.loras = {{"given.safetensors", 0.5}};
+    r.take_lora_tags(dir.string());
+    EXPECT_EQ(r.prompt, "a yellow star , ");
+    EXPECT_EQ(r.negative_prompt, "blurry");
+    EXPECT_EQ(r.loras,
+              (std::vector<sds::LoraRef>{{"given.safetensors", 0.5},
+                                         {(dir / "sd_a.safetensors").string(), 0.6},
+                                         {(dir / "styles" / "ink wash.safetensors").string(), -0.8},
+                                         {(dir / "sd_a.safetensors").string(), 1.0}}));
+    auto error = [&](const std::string& prompt, const std::string& folder) {
+        sds::GenerationRequest q;
+        q.prompt = prompt;
+        try {
+            q.take_lora_tags(folder);
+        } catch (const sds::Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    EXPECT_NE(error("x <lora:sd_a:0.6>", "").find("<lora:sd_a:0.6>, but no LoRA folder"),
+              std::string::npos);
+    EXPECT_NE(error("x <lora:nothing:1>", dir.string())
+                  .find("<lora:nothing:1>: no nothing.safetensors (.pt, .ckpt) in"),
+              std::string::npos);
+    EXPECT_NE(
+        error("x <lora:sd_a:strong>", dir.string()).find("its weight 'strong' is not a number"),
+        std::string::npos);
+    EXPECT_EQ(error("no tags <b>here</b>", ""), "(no error)");
+}
+
 }  // namespace
