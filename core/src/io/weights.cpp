@@ -50,7 +50,6 @@ std::string WeightFiles::describe() const {
     return s;
 }
 
-namespace {
 std::string shape_text(at::IntArrayRef s) {
     std::string out = "[";
     for (size_t i = 0; i < s.size(); ++i) {
@@ -69,7 +68,6 @@ std::string list_some(const std::vector<std::string>& names) {
     }
     return out;
 }
-}  // namespace
 
 void load_weights_into(torch::nn::Module& module, const WeightFiles& files,
                        const LoadOptions& opts) {

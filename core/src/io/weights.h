@@ -45,6 +45,10 @@ struct LoadOptions {
     std::string scope;
 };
 
+// For messages: "[64, 4]"; and the first five names, then "and N more".
+std::string shape_text(at::IntArrayRef shape);
+std::string list_some(const std::vector<std::string>& names);
+
 // Fills every parameter and buffer of `module` from `files`, keeping the module's device and
 // dtype: a CPU tensor of the file's dtype uses the mapped file in place (no copy); otherwise the
 // values are copied and converted. Throws sds::ModelError naming the file for a missing, unexpected

@@ -1,5 +1,6 @@
 #include "pipeline/lora.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -9,6 +10,7 @@
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
+#include "io/weights.h"
 #include "sds/error.h"
 #include "sds/safetensors.h"
 
@@ -21,38 +23,16 @@ bool ends_with(const std::string& s, const std::string& suffix) {
            s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// "down_blocks.0.attentions.0.proj_in.weight" -> "down_blocks_0_attentions_0_proj_in"
-std::string flat(std::string name) {
-    if (ends_with(name, ".weight")) {
-        name.resize(name.size() - 7);
-    }
-    for (char& c : name) {
-        if (c == '.') {
-            c = '_';
-        }
-    }
-    return name;
-}
-
 // "encoder.layers.0.self_attn.q_proj.weight" -> "encoder.layers.0.self_attn.q_proj"
 std::string bare(const std::string& name) {
     return ends_with(name, ".weight") ? name.substr(0, name.size() - 7) : name;
 }
 
-std::string shape_of(const at::Tensor& t) {
-    std::string out = "[";
-    for (int64_t i = 0; i < t.dim(); ++i) {
-        out += (i ? ", " : "") + std::to_string(t.size(i));
-    }
-    return out + "]";
-}
-
-std::string some(const std::vector<std::string>& names) {
-    std::string out;
-    for (size_t i = 0; i < names.size() && i < 3; ++i) {
-        out += (i ? ", " : "") + names[i];
-    }
-    return out + (names.size() > 3 ? ", ..." : "");
+// "down_blocks.0.attentions.0.proj_in.weight" -> "down_blocks_0_attentions_0_proj_in"
+std::string flat(const std::string& name) {
+    std::string out = bare(name);
+    std::replace(out.begin(), out.end(), '.', '_');
+    return out;
 }
 
 }  // namespace
@@ -258,7 +238,7 @@ void LoraMerger::merge(const LoraRef& lora) {
     }
     if (!unknown.empty()) {
         throw ModelError(where + ": " + std::to_string(unknown.size()) +
-                         " tensor(s) that are not a LoRA module's: " + some(unknown));
+                         " tensor(s) that are not a LoRA module's: " + list_some(unknown));
     }
     std::vector<std::string> missing;
     for (const auto& m : modules) {
@@ -271,7 +251,7 @@ void LoraMerger::merge(const LoraRef& lora) {
                          std::to_string(modules.size()) +
                          " LoRA modules are not in this model (a LoRA made for another model? "
                          "SD 1.x, SD 2.x and SDXL LoRAs do not fit each other): " +
-                         some(missing));
+                         list_some(missing));
     }
     std::unordered_set<const void*> saved;
     for (const auto& [weight, loaded] : saved_) {
@@ -290,8 +270,9 @@ void LoraMerger::merge(const LoraRef& lora) {
                           up.numel() == up.size(0) * rank && up.size(0) == w.size(0) &&
                           down.numel() / rank * w.size(0) == w.numel();
         if (!fits) {
-            throw ModelError(where + ": " + m.name + ": up " + shape_of(up) + " and down " +
-                             shape_of(down) + " do not make the model's weight " + shape_of(w));
+            throw ModelError(where + ": " + m.name + ": up " + shape_text(up.sizes()) +
+                             " and down " + shape_text(down.sizes()) +
+                             " do not make the model's weight " + shape_text(w.sizes()));
         }
         const auto r = static_cast<double>(rank);
         const double scale = lora.weight * m.alpha.value_or(r) / (m.rslora ? std::sqrt(r) : r);

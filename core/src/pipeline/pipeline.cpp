@@ -212,7 +212,6 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
 }
 
 void Pipeline::set_loras(const std::vector<LoraRef>& loras) {
-    torch::NoGradGuard no_grad;
     impl_->lora.apply(loras);
 }
 
