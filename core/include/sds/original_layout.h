@@ -34,8 +34,9 @@ bool is_openclip_prefix(const std::string& prefix);
 // original model (an SDXL or ControlNet module, say).
 std::string original_unet_key(const std::string& name, const UNetConfig& config);
 std::string original_vae_key(const std::string& name, const VaeConfig& config);
-// A CLIPTextModel name ("encoder.layers.3.self_attn.k_proj.weight", without "text_model.") in
-// OpenCLIP's layout: "transformer.resblocks.3.attn.in_proj_weight", part 1 of 3. The projection
+// A CLIPTextModel name ("encoder.layers.3.self_attn.k_proj.weight", "text_model." before it or
+// not) in OpenCLIP's layout: "transformer.resblocks.3.attn.in_proj_weight", part 1 of 3. The
+// projection
 // of a CLIPTextModelWithProjection ("text_projection.weight") is OpenCLIP's "text_projection"
 // transposed.
 TensorSource original_openclip_key(const std::string& name);

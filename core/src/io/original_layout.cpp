@@ -112,7 +112,11 @@ std::string original_unet_key(const std::string& name, const UNetConfig& config)
                      "' has no place in an original Stable Diffusion checkpoint");
 }
 
-TensorSource original_openclip_key(const std::string& name) {
+TensorSource original_openclip_key(const std::string& full_name) {
+    // A CLIPTextModelWithProjection's names have a text_model. level; OpenCLIP's do not.
+    const std::string inner = "text_model.";
+    const std::string name =
+        full_name.rfind(inner, 0) == 0 ? full_name.substr(inner.size()) : full_name;
     static const std::map<std::string, std::string> whole = {
         {"embeddings.token_embedding.weight", "token_embedding.weight"},
         {"embeddings.position_embedding.weight", "positional_embedding"},

@@ -47,11 +47,8 @@ void add_module(Named& out, torch::nn::Module& module, const std::string& prefix
 void add_openclip(Named& out, ClipTextModel& text, const std::string& prefix,
                   c10::ScalarType dtype) {
     std::map<std::string, std::array<at::Tensor, 3>> stacked;
-    const std::string inner = "text_model.";
     for (const auto& p : text.module().named_parameters()) {
-        const std::string& name = p.key();
-        const TensorSource source =
-            original_openclip_key(name.rfind(inner, 0) == 0 ? name.substr(inner.size()) : name);
+        const TensorSource source = original_openclip_key(p.key());
         at::Tensor v = p.value().detach().to(at::kCPU, dtype);
         if (source.transposed) {
             v = v.t();

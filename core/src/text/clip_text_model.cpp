@@ -220,11 +220,7 @@ void ClipTextModel::load_openclip_weights(const WeightFiles& weights, const std:
     LoadOptions opts;
     opts.prefix = prefix;
     opts.scope = prefix;
-    opts.rename = [projected](const std::string& name) {
-        const std::string inner = "text_model.";
-        return original_openclip_key(
-            projected && name.rfind(inner, 0) == 0 ? name.substr(inner.size()) : name);
-    };
+    opts.rename = original_openclip_key;
     for (const auto& name : weights.names()) {
         if (name.rfind(prefix, 0) == 0 &&
             openclip_unused(name.substr(prefix.size()), c.num_hidden_layers, projected)) {
@@ -235,11 +231,7 @@ void ClipTextModel::load_openclip_weights(const WeightFiles& weights, const std:
                        ", intermediate_size " + std::to_string(c.intermediate_size) +
                        ", num_hidden_layers " + std::to_string(c.num_hidden_layers) +
                        (projected ? ", projection_dim " + std::to_string(c.projection_dim) : "");
-    if (projected) {
-        load_weights_into(*impl_->with_projection, weights, opts);
-    } else {
-        load_weights_into(*impl_->model, weights, opts);
-    }
+    load_weights_into(module(), weights, opts);
 }
 
 void ClipTextModel::load_weights(const std::vector<std::filesystem::path>& files,
