@@ -35,14 +35,7 @@ int command_grid(const Args& args) {
         throw UsageError{"grid needs --x AXIS=V1,V2,..."};
     }
     f.request.batch_count = 1;
-    Image init;
-    if (f.request.is_img2img()) {
-        init = app::load_image(QString::fromStdString(f.request.init_image));
-        if (f.request.width == 0) {
-            f.request.width = init.width - init.width % 8;
-            f.request.height = init.height - init.height % 8;
-        }
-    }
+    const InitImages images = load_init_images(f.request);
     spec.base = f.request;
     spec.validate();  // every cell, before loading anything
     Pipeline pipeline = load_pipeline(f);
@@ -65,8 +58,8 @@ int command_grid(const Args& args) {
             const GenerationRequest r = spec.cell(i, j);
             Progress progress("cell " + std::to_string(j * spec.x.size() + i + 1) + "/" +
                               std::to_string(spec.cells()));
-            auto result =
-                pipeline.generate(r, r.is_img2img() ? &init : nullptr, std::ref(progress));
+            auto result = pipeline.generate(r, images.init_or_null(), images.mask_or_null(),
+                                            std::ref(progress));
             progress.done();
             cells[j].push_back(app::to_qimage(result.images.front()));
             if (save_cells) {

@@ -12,6 +12,7 @@ int command_info(const Args& args);
 int command_tokenize(const Args& args);
 int command_txt2img(const Args& args);
 int command_img2img(const Args& args);
+int command_inpaint(const Args& args);
 int command_grid(const Args& args);
 int command_train(const Args& args);
 int command_dataset(const Args& args);

@@ -28,6 +28,9 @@ constexpr const char* kUsage =
     "                               configs' for its SD version)\n"
     "  txt2img [flags]              images from a prompt, as PNGs with their parameters\n"
     "  img2img --init IMAGE [flags] images from an image and a prompt\n"
+    "  inpaint --init IMAGE --mask MASK [flags]\n"
+    "                               repaint the mask's white part of an image (an inpainting\n"
+    "                               model, or any SD 1.x/2.x model)\n"
     "  grid --x AXIS=V1,V2,.. [--y AXIS=..] [--cells] [flags]\n"
     "                               an X/Y comparison sheet, the same seed in every cell;\n"
     "                               axes: steps, guidance, strength, seed, sampler, clip_skip,\n"
@@ -57,8 +60,9 @@ struct Command {
 constexpr Command kCommands[] = {
     {"info", sds::cli::command_info},       {"tokenize", sds::cli::command_tokenize},
     {"txt2img", sds::cli::command_txt2img}, {"img2img", sds::cli::command_img2img},
-    {"grid", sds::cli::command_grid},       {"train", sds::cli::command_train},
-    {"dataset", sds::cli::command_dataset}, {"export", sds::cli::command_export},
+    {"inpaint", sds::cli::command_inpaint}, {"grid", sds::cli::command_grid},
+    {"train", sds::cli::command_train},     {"dataset", sds::cli::command_dataset},
+    {"export", sds::cli::command_export},
 };
 
 }  // namespace

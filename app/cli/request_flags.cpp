@@ -23,7 +23,10 @@ const char* const kGenerateFlagsHelp =
     "                     (default: the model's own scheduler, as diffusers)\n"
     "  --batch N (1)      images i = 0..N-1 use seed + i\n"
     "  --width W --height H   multiples of 8 (default: the model's size)\n"
-    "  --init IMAGE --strength S (0.8)   img2img\n"
+    "  --init IMAGE --strength S (0.8)   img2img (inpaint: the image to repaint)\n"
+    "  --mask IMAGE       inpaint: white repaints, black keeps (grey from 128 up repaints)\n"
+    "  --keep-unmasked    inpaint: put the init image's pixels back where the mask keeps\n"
+    "                     them (diffusers' apply_overlay; grey levels blend)\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 or diffusers format) at weight W\n"
     "                     (default 1); repeat for several (their changes add up)\n"
@@ -32,7 +35,7 @@ const char* const kGenerateFlagsHelp =
     "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
     "                     parameters text): prompt, negative, steps, guidance, seed,\n"
     "                     sampler, size, strength, clip skip, eta; the flags given override\n"
-    "                     them (an img2img PNG still needs --init for img2img)\n"
+    "                     them (an img2img or inpaint PNG still needs --init, --mask)\n"
     "  --out DIR (outputs)   --device auto|cpu|cuda   --dtype auto|fp32|bf16|fp16\n";
 
 namespace {
@@ -66,6 +69,7 @@ GenerateFlags parse_generate_flags(const Args& args) {
         if (args[i] == "--from") {
             r = app::read_request(QString::fromStdString(args[i + 1]));
             r.init_image.clear();  // where its init image came from; --init names one here
+            r.mask_image.clear();  // likewise its mask: --mask
             r.batch_count = 1;
             f.sampler_given = true;
         }
@@ -109,6 +113,10 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.strength = number<double>(a, value());
         else if (a == "--init")
             r.init_image = value();
+        else if (a == "--mask")
+            r.mask_image = value();
+        else if (a == "--keep-unmasked")
+            r.keep_unmasked = true;
         else if (a == "--clip-skip")
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")
@@ -153,6 +161,21 @@ void end_progress_line() {
         std::fputc('\n', stderr);
         line_open = false;
     }
+}
+
+InitImages load_init_images(GenerationRequest& r) {
+    InitImages in;
+    if (r.is_img2img()) {
+        in.init = app::load_image(QString::fromStdString(r.init_image));
+        if (r.width == 0) {
+            r.width = in.init.width - in.init.width % 8;
+            r.height = in.init.height - in.init.height % 8;
+        }
+    }
+    if (r.is_inpaint()) {
+        in.mask = app::load_image(QString::fromStdString(r.mask_image));
+    }
+    return in;
 }
 
 Pipeline load_pipeline(GenerateFlags& f) {

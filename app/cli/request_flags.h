@@ -43,9 +43,19 @@ T number(const std::string& flag, const std::string& v) {
 }
 
 // --model --config --prompt --negative --steps --guidance --seed --sampler --batch --width --height
-// --strength --init --out --device --dtype --clip-skip --eta
+// --strength --init --mask --out --device --dtype --clip-skip --eta --lora --lora-dir --from
 GenerateFlags parse_generate_flags(const Args& args);
 extern const char* const kGenerateFlagsHelp;
+
+// The request's init image and mask (inpainting), read from their files; an unset size
+// becomes the init image's, down to a multiple of 8.
+struct InitImages {
+    Image init;
+    Image mask;
+    const Image* init_or_null() const { return init.empty() ? nullptr : &init; }
+    const Image* mask_or_null() const { return mask.empty() ? nullptr : &mask; }
+};
+InitImages load_init_images(GenerationRequest& request);
 
 // Loads the pipeline the flags name, telling progress on stderr.
 // Loads the model and settles what depends on it: without --sampler, the model's own sampler.

@@ -241,6 +241,13 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             }
             init = from_qimage(job.init);
         }
+        Image mask;
+        if (r.is_inpaint()) {
+            if (job.mask.isNull()) {
+                throw Error("inpainting needs a mask");
+            }
+            mask = from_qimage(job.mask);
+        }
         r.width = r.width ? r.width : (init.empty() ? pipeline->native_size() : init.width / 8 * 8);
         r.height =
             r.height ? r.height : (init.empty() ? pipeline->native_size() : init.height / 8 * 8);
@@ -268,7 +275,8 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             Q_EMIT q->stepDone(s);
         };
         GenerationResult g =
-            pipeline->generate(r, init.empty() ? nullptr : &init, observer, &cancel_running);
+            pipeline->generate(r, init.empty() ? nullptr : &init, mask.empty() ? nullptr : &mask,
+                               observer, &cancel_running);
         result.request = g.request;
         for (const Image& im : g.images) {
             result.images << to_qimage(im);

@@ -1002,3 +1002,99 @@ def test_a1111_lora_tags_in_the_prompt_find_their_files(tmp_path):
     r = run("txt2img", "--model", str(LORA / "tiny-sd"), "--prompt", prompt, "--out",
             str(tmp_path / "no"))
     assert r.returncode == 1 and "but no LoRA folder" in r.stderr, r.stderr
+
+
+# --- inpainting -------------------------------------------------------------------------------
+
+INPAINT = FIXTURES / "inpaint"
+
+
+@pytest.mark.parametrize("model,sampler,strength,keep", [
+    ("tiny-sd", "dpmpp_2m", 0.7, False), ("tiny-sd-inpaint", "euler_a", 1.0, False),
+    ("tiny-sd-inpaint", "unipc", 0.5, True)])
+def test_inpaint_makes_diffusers_images(tmp_path, model, sampler, strength, keep):
+    """inpaint --init --mask: an ordinary and an inpainting model, against diffusers'
+    StableDiffusionInpaintPipeline, image i alone with seed + i; a random mask of blobs (grey
+    levels too) at another size than the init image, which sets the size; --keep-unmasked as
+    diffusers' apply_overlay."""
+    import numpy as np
+    import torch
+    from diffusers import (DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                           StableDiffusionInpaintPipeline, UniPCMultistepScheduler)
+    from PIL import Image
+    rng = np.random.default_rng(sum(map(ord, model + sampler)))
+    init = Image.fromarray(rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)).resize((40, 32))
+    blobs = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    mask = Image.fromarray(blobs).resize((24, 20), Image.BILINEAR).convert("RGB")
+    init.save(tmp_path / "init.png")
+    mask.save(tmp_path / "mask.png")
+    req = {"prompt": "a cat in a hat", "steps": 9, "guidance": 6.0, "seed": 31, "sampler": sampler,
+           "batch": 2, "negative": "dark"}
+    flags = cli_flags(req)
+    flags[flags.index("--model") + 1] = str(INPAINT / model)
+    r = run("inpaint", *flags, "--init", str(tmp_path / "init.png"), "--mask",
+            str(tmp_path / "mask.png"), "--strength", str(strength), "--out", str(tmp_path),
+            *(["--keep-unmasked"] if keep else []))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    assert [Path(p).name for p in paths] == ["inpaint-31.png", "inpaint-32.png"]
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(INPAINT / model)
+    pipe.set_progress_bar_config(disable=True)
+    cls = {"dpmpp_2m": DPMSolverMultistepScheduler, "euler_a": EulerAncestralDiscreteScheduler,
+           "unipc": UniPCMultistepScheduler}[sampler]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    for i, path in enumerate(paths):
+        want = pipe(prompt=req["prompt"], negative_prompt=req["negative"], image=init,
+                    mask_image=mask, num_inference_steps=req["steps"],
+                    guidance_scale=req["guidance"], strength=strength, width=40, height=32,
+                    generator=[torch.Generator("cpu").manual_seed(31 + i)]).images[0]
+        if keep:
+            want = pipe.image_processor.apply_overlay(mask.resize((40, 32), Image.LANCZOS),
+                                                      init, want)
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert got.shape == (32, 40, 3)
+        assert np.abs(got - np.array(want).astype(int)).max() <= 2, path
+    meta = json.loads(Image.open(paths[0]).text["sdstudio"])
+    assert meta["mask_image"] == str(tmp_path / "mask.png") and meta["strength"] == strength
+    assert meta["keep_unmasked"] == keep
+    # --from brings the parameters back, not the files: --init and --mask are given again.
+    r = run("inpaint", "--model", str(INPAINT / model), "--from", paths[1], "--init",
+            str(tmp_path / "init.png"), "--mask", str(tmp_path / "mask.png"), "--device", "cpu",
+            "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.array(Image.open(r.stdout.strip())), np.array(Image.open(paths[1])))
+
+
+def test_inpaint_errors_are_clear(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "init.png")
+    r = run("inpaint", "--model", str(INPAINT / "tiny-sd"), "--init", str(tmp_path / "init.png"))
+    assert r.returncode == 2 and "inpaint needs --mask IMAGE" in r.stderr, r.stderr
+    r = run("inpaint", "--model", str(INPAINT / "tiny-sd"), "--init", str(tmp_path / "init.png"),
+            "--mask", str(tmp_path / "nope.png"))
+    assert r.returncode == 1 and "nope.png: cannot read the image" in r.stderr, r.stderr
+    r = run("img2img", "--model", str(INPAINT / "tiny-sd"), "--init", str(tmp_path / "init.png"),
+            "--mask", str(tmp_path / "init.png"))
+    assert r.returncode == 2 and "--mask is for inpaint" in r.stderr, r.stderr
+    r = run("txt2img", "--model", str(INPAINT / "tiny-sd-inpaint"), "--device", "cpu",
+            "--out", str(tmp_path))
+    assert r.returncode == 1 and "is an inpainting model" in r.stderr, r.stderr
+
+
+def test_an_inpainting_single_file_opens_with_the_usual_configs(tmp_path):
+    """An inpainting checkpoint as one file (sd-v1-5-inpainting's shape: a 9-channel first
+    convolution) opens with the 4-channel configs of its family and makes the folder's images."""
+    import numpy as np
+    from PIL import Image
+    ckpt = single_file_of(INPAINT / "tiny-sd-inpaint", tmp_path / "inpainting.safetensors")
+    common = ["--init", str(INPAINT / "init.png"), "--mask", str(INPAINT / "mask.png"),
+              "--prompt", "a blue square", "--steps", "6", "--seed", "8", "--sampler", "ddim",
+              "--device", "cpu"]
+    r = run("inpaint", "--model", str(INPAINT / "tiny-sd-inpaint"), *common, "--out",
+            str(tmp_path / "folder"))
+    assert r.returncode == 0, r.stderr
+    folder_png = r.stdout.strip()
+    r = run("inpaint", "--model", str(ckpt), "--config", str(INPAINT / "tiny-sd"), *common,
+            "--out", str(tmp_path / "file"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.array(Image.open(r.stdout.strip())), np.array(Image.open(folder_png)))

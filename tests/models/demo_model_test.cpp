@@ -177,7 +177,7 @@ TEST_F(DemoModel, StepPreviewsShowTheColoursOfTheResult) {
         q.seed = 4000 + n;
         at::Tensor last;
         const Image image =
-            pipe_->generate(q, nullptr, [&](const StepEvent& e) { last = e.pred_x0; })
+            pipe_->generate(q, nullptr, nullptr, [&](const StepEvent& e) { last = e.pred_x0; })
                 .images.front();
         const int f = pipe_->downscale(), w = image.width / f, h = image.height / f;
         auto error = [&](const Image& p) {
@@ -207,7 +207,7 @@ TEST_F(DemoModel, StepPreviewsShowTheColoursOfTheResult) {
         "step preview against the result shrunk 8x: mean error %.1f/255 with the fitted "
         "map, %.1f/255 with SD 1.x's\n",
         fitted / n, sd1 / n);
-    EXPECT_LT(fitted / n, 45.0);  // measured 36.1
+    EXPECT_LT(fitted / n, 45.0);   // measured 36.1
     EXPECT_LT(fitted, 0.5 * sd1);  // SD 1.x: 107.9
 }
 

@@ -192,8 +192,8 @@ void GridView::start(const QString& x_axis, const QString& x_values, const QStri
     if (!y_axis.isEmpty()) {
         spec.y = app::make_grid_axis(y_axis, y_values);
     }
-    auto [base, init] = base_ ? base_() : std::pair<GenerationRequest, QImage>{};
-    spec.base = base;
+    const app::Job base = base_ ? base_() : app::Job{};
+    spec.base = base.request;
     spec.validate();
     cancel();
     spec_ = spec;
@@ -208,7 +208,8 @@ void GridView::start(const QString& x_axis, const QString& x_values, const QStri
         for (int i = 0; i < spec.x.size(); ++i) {
             app::Job job;
             job.request = spec.cell(i, j);
-            job.init = init;
+            job.init = base.init;
+            job.mask = base.mask;
             job.tag = QString("grid %1,%2").arg(i).arg(j);
             jobs_.insert(worker_->submit(job), {i, j});
         }

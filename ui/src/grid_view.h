@@ -28,8 +28,9 @@ class GridView : public QWidget {
     Q_OBJECT
   public:
     explicit GridView(app::InferenceWorker* worker, QWidget* parent = nullptr);
-    // Where the base request and init image come from when a grid starts.
-    using BaseProvider = std::function<std::pair<GenerationRequest, QImage>()>;
+    // Where the base request, init image and mask come from when a grid starts (a job whose
+    // request every cell varies).
+    using BaseProvider = std::function<app::Job()>;
     void setBaseProvider(BaseProvider provider) { base_ = std::move(provider); }
     void setModelName(const QString& name) { model_ = name; }
 

@@ -18,6 +18,7 @@
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QLineEdit>
+#include <QMenu>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QProgressBar>
@@ -135,6 +136,12 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
             scheduleLive();
         }
     });
+    connect(panel_, &ParameterPanel::modeChanged, this, [this](ParameterPanel::Mode mode) {
+        canvas_->setMaskShown(mode == ParameterPanel::Mode::Inpaint);
+        if (mode != ParameterPanel::Mode::Inpaint && maskButton_ && maskButton_->isChecked()) {
+            maskButton_->setChecked(false);  // painting a mask is for inpainting
+        }
+    });
     connect(canvas_, &SketchCanvas::message, this, &MainWindow::showError);
     connect(steps_, &StepStrip::stepSelected, this, [this](int index, const QImage& preview) {
         result_->setImage(preview, tr("step %1 (preview)").arg(index + 1));
@@ -166,13 +173,13 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
 
     // The grid.
     grid_->setBaseProvider([this] {
-        GenerationRequest r = panel_->request();
+        app::Job job = makeJob(app::Job::Policy::Fifo);
         try {
-            r.take_lora_tags(settings_.lora_folder.toStdString());
+            job.request.take_lora_tags(settings_.lora_folder.toStdString());
         } catch (const std::exception& e) {
             showError(QString::fromUtf8(e.what()));  // the tags stay in the prompt
         }
-        return std::pair{r, r.is_img2img() ? canvas_->image() : QImage()};
+        return job;
     });
     connect(grid_, &GridView::cellOpened, this,
             [this](const QImage& image, const GenerationRequest& r) {
@@ -294,6 +301,25 @@ QWidget* MainWindow::buildCanvasPanel() {
         ->setChecked(true);
     tool_button(tr("Eraser"), tr("Eraser"), SketchCanvas::Tool::Eraser, QKeySequence("E"));
     tool_button(tr("Fill"), tr("Fill an area"), SketchCanvas::Tool::Fill, QKeySequence("F"));
+    maskButton_ = new QToolButton;
+    maskButton_->setObjectName("maskButton");
+    maskButton_->setText(tr("Mask"));
+    maskButton_->setToolTip(
+        tr("Paint the inpainting mask, the part to repaint (M): the brush, eraser and fill work "
+           "on the mask while this is on. Turns Inpaint mode on."));
+    maskButton_->setCheckable(true);
+    maskButton_->setShortcut(QKeySequence("M"));
+    maskButton_->setPopupMode(QToolButton::MenuButtonPopup);
+    auto* maskMenu = new QMenu(maskButton_);
+    maskMenu->addAction(tr("Clear mask"), canvas_, &SketchCanvas::clearMask);
+    maskMenu->addAction(tr("Invert mask"), canvas_, &SketchCanvas::invertMask);
+    maskButton_->setMenu(maskMenu);
+    connect(maskButton_, &QToolButton::toggled, this, [this](bool on) {
+        canvas_->setMaskEditing(on);
+        if (on) {
+            panel_->setMode(ParameterPanel::Mode::Inpaint);
+        }
+    });
     bar->addSeparator();
     colourButton_ = new QToolButton;
     colourButton_->setToolTip(tr("Brush colour"));
@@ -314,6 +340,7 @@ QWidget* MainWindow::buildCanvasPanel() {
     auto* size = new QSlider(Qt::Horizontal);
     size->setRange(1, 120);
     size->setValue(canvas_->brushSize());
+    size->setMinimumWidth(60);  // the toolbar's » menu takes what does not fit
     size->setMaximumWidth(80);
     size->setToolTip(tr("Brush size ([ and ])"));
     connect(size, &QSlider::valueChanged, canvas_, &SketchCanvas::setBrushSize);
@@ -322,6 +349,7 @@ QWidget* MainWindow::buildCanvasPanel() {
     auto* opacity = new QSlider(Qt::Horizontal);
     opacity->setRange(5, 100);
     opacity->setValue(100);
+    opacity->setMinimumWidth(45);
     opacity->setMaximumWidth(70);
     opacity->setToolTip(tr("Opacity"));
     connect(opacity, &QSlider::valueChanged, this,
@@ -356,7 +384,10 @@ QWidget* MainWindow::buildCanvasPanel() {
     auto* v = new QVBoxLayout(w);
     v->setContentsMargins(0, 0, 0, 0);
     auto* title = new QLabel(tr("<b>Sketch</b> — draw, or drop / paste an image"));
-    v->addWidget(title);
+    auto* titleRow = new QHBoxLayout;
+    titleRow->addWidget(title, 1);
+    titleRow->addWidget(maskButton_);
+    v->addLayout(titleRow);
     v->addWidget(bar);
     v->addWidget(canvas_, 1);
     return w;
@@ -587,6 +618,9 @@ app::Job MainWindow::makeJob(app::Job::Policy policy) {
         job.request.init_image =
             canvasParent_ >= 0 ? QString("history:%1").arg(canvasParent_).toStdString() : "canvas";
     }
+    if (job.request.is_inpaint()) {
+        job.mask = canvas_->mask();
+    }
     return job;
 }
 
@@ -597,6 +631,12 @@ quint64 MainWindow::generate() {
     }
     panel_->rollSeedUnlessLocked();
     app::Job job = makeJob(app::Job::Policy::Fifo);
+    if (job.request.is_inpaint() && !canvas_->hasMask()) {
+        showError(
+            tr("Nothing to inpaint: paint the part to repaint with the canvas's Mask tool "
+               "(M) first."));
+        return 0;
+    }
     try {
         job.request.take_lora_tags(settings_.lora_folder.toStdString());
         job.request.validate();
@@ -628,6 +668,9 @@ void MainWindow::scheduleLive() {
 
 void MainWindow::submitLive() {
     app::Job job = makeJob(app::Job::Policy::Live);
+    if (job.request.is_inpaint() && !canvas_->hasMask()) {
+        return;  // no mask yet: the stroke that paints one regenerates
+    }
     try {
         job.request.take_lora_tags(settings_.lora_folder.toStdString());
         job.request.validate();
@@ -741,10 +784,7 @@ void MainWindow::useAsInput(qint64 id) {
 void MainWindow::reuseParameters(qint64 id) {
     const auto e = history_ ? history_->get(id) : std::nullopt;
     if (e) {
-        GenerationRequest r = e->request;
-        const bool img2img = r.is_img2img();
-        panel_->setRequest(r);
-        panel_->setImg2img(img2img);
+        panel_->setRequest(e->request);  // its mode too
     }
 }
 

@@ -106,6 +106,7 @@ class MainWindow : public QMainWindow {
     QTimer* liveTimer_;
     QMenu* recentMenu_ = nullptr;
     QToolButton* colourButton_ = nullptr;
+    QToolButton* maskButton_ = nullptr;  // the canvas tools work on the inpainting mask
 
     QSet<quint64> ours_;   // jobs this window queued (the grid queues its own)
     quint64 current_ = 0;  // the job whose steps are shown

@@ -99,13 +99,20 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
 
     textMode_ = new QRadioButton(tr("Text"));
     sketchMode_ = new QRadioButton(tr("Sketch (img2img)"));
+    inpaintMode_ = new QRadioButton(tr("Inpaint"));
+    inpaintMode_->setObjectName("inpaintMode");
+    inpaintMode_->setToolTip(
+        tr("Repaint the masked part of the canvas (paint the mask with the canvas's Mask tool): "
+           "with an inpainting model, or any SD 1.x/2.x model"));
     textMode_->setChecked(true);
     auto* modeGroup = new QButtonGroup(this);
     modeGroup->addButton(textMode_);
     modeGroup->addButton(sketchMode_);
+    modeGroup->addButton(inpaintMode_);
     auto* modeRow = new QHBoxLayout;
     modeRow->addWidget(textMode_);
     modeRow->addWidget(sketchMode_);
+    modeRow->addWidget(inpaintMode_);
     modeRow->addStretch();
 
     steps_ = new ValueSlider(1, 150, 1, 0, 25);
@@ -149,6 +156,13 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     const auto enableEta = [this] { eta_->setEnabled(sampler_->currentData() == "ddim"); };
     connect(sampler_, &QComboBox::currentIndexChanged, this, enableEta);
     enableEta();
+    keepUnmasked_ = new QCheckBox(tr("Keep the unmasked pixels"));
+    keepUnmasked_->setObjectName("keepUnmasked");
+    keepUnmasked_->setChecked(defaults.keep_unmasked);
+    keepUnmasked_->setEnabled(false);
+    keepUnmasked_->setToolTip(
+        tr("Inpaint: put the canvas's own pixels back outside the mask, so only the masked part "
+           "changes (otherwise the whole image comes from the VAE, as in diffusers)"));
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
     clipSkip_->setRange(0, 11);
@@ -228,6 +242,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Steps"), steps_);
     form->addRow(tr("Guidance"), guidance_);
     form->addRow(tr("Strength"), strength_);
+    form->addRow(QString(), keepUnmasked_);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Sampler"), samplerRow);
     form->addRow(tr("Clip skip"), clipSkip_);
@@ -253,7 +268,13 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     connect(dice_, &QPushButton::clicked, this, [this] {
         seed_->setText(QString::number(QRandomGenerator::global()->bounded(1u << 31)));
     });
-    connect(sketchMode_, &QRadioButton::toggled, strength_, &QWidget::setEnabled);
+    connect(modeGroup, &QButtonGroup::buttonToggled, this, [this](QAbstractButton*, bool on) {
+        if (on) {
+            strength_->setEnabled(img2img());
+            keepUnmasked_->setEnabled(mode() == Mode::Inpaint);
+            Q_EMIT modeChanged(mode());
+        }
+    });
     connect(guidance_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
     connect(strength_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
 }
@@ -280,6 +301,10 @@ GenerationRequest ParameterPanel::request() const {
     if (img2img()) {
         r.init_image = "canvas";
     }
+    if (mode() == Mode::Inpaint) {
+        r.mask_image = "canvas mask";
+        r.keep_unmasked = keepUnmasked_->isChecked();
+    }
     return r;
 }
 
@@ -297,11 +322,14 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     }
     eta_->setValue(r.eta);
     clipSkip_->setValue(r.clip_skip);
+    if (r.is_inpaint()) {
+        keepUnmasked_->setChecked(r.keep_unmasked);
+    }
     if (r.width > 0) {
         width_->setValue(r.width);
         height_->setValue(r.height);
     }
-    setImg2img(r.is_img2img());
+    setMode(r.is_inpaint() ? Mode::Inpaint : (r.is_img2img() ? Mode::Sketch : Mode::Text));
     loras_->setRowCount(0);
     for (const auto& l : r.loras) {
         addLora(l);
@@ -332,11 +360,18 @@ void ParameterPanel::rollSeedUnlessLocked() {
     }
 }
 
-bool ParameterPanel::img2img() const {
-    return sketchMode_->isChecked();
+ParameterPanel::Mode ParameterPanel::mode() const {
+    return inpaintMode_->isChecked() ? Mode::Inpaint
+                                     : (sketchMode_->isChecked() ? Mode::Sketch : Mode::Text);
+}
+void ParameterPanel::setMode(Mode mode) {
+    (mode == Mode::Inpaint ? inpaintMode_ : (mode == Mode::Sketch ? sketchMode_ : textMode_))
+        ->setChecked(true);
 }
 void ParameterPanel::setImg2img(bool on) {
-    (on ? sketchMode_ : textMode_)->setChecked(true);
+    if (!on || mode() != Mode::Inpaint) {
+        setMode(on ? Mode::Sketch : Mode::Text);
+    }
 }
 bool ParameterPanel::live() const {
     return live_->isChecked();

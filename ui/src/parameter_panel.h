@@ -1,7 +1,7 @@
 #pragma once
-// The parameter panel: prompt and negative prompt with token counters, text / sketch mode,
-// steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip, size
-// and batch count, LoRAs with their weights; Generate, Cancel and the Live toggle.
+// The parameter panel: prompt and negative prompt with token counters, text / sketch / inpaint
+// mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
+// size and batch count, LoRAs with their weights; Generate, Cancel and the Live toggle.
 #include <QWidget>
 
 #include <memory>
@@ -56,14 +56,18 @@ class ParameterPanel : public QWidget {
   public:
     explicit ParameterPanel(QWidget* parent = nullptr);
 
-    // The request as the panel shows it. img2img mode sets init_image to "canvas".
+    enum class Mode { Text, Sketch, Inpaint };
+    // The request as the panel shows it. Sketch mode sets init_image to "canvas", inpaint mode
+    // also mask_image to "canvas mask".
     GenerationRequest request() const;
     // Shows a request's values (Reuse parameters); the seed is locked so it is kept.
     void setRequest(const GenerationRequest& r);
     // Before an explicit Generate: a fresh random seed unless the seed is locked.
     void rollSeedUnlessLocked();
-    bool img2img() const;
-    void setImg2img(bool on);
+    Mode mode() const;
+    void setMode(Mode mode);
+    bool img2img() const { return mode() != Mode::Text; }  // sketch or inpaint: from the canvas
+    void setImg2img(bool on);  // on: sketch mode, unless inpaint mode is on; off: text mode
     bool live() const;
     void setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer);
     void setNativeSize(int size);  // the model's size, used when a model loads
@@ -85,12 +89,15 @@ class ParameterPanel : public QWidget {
     // Guidance, strength or a LoRA's weight moved by the person (for live regeneration).
     void liveParameterMoved();
     void sizeChanged(QSize size);
+    void modeChanged(Mode mode);
 
   private:
     PromptEdit* prompt_;
     PromptEdit* negative_;
     QRadioButton* textMode_;
     QRadioButton* sketchMode_;
+    QRadioButton* inpaintMode_;
+    QCheckBox* keepUnmasked_;
     ValueSlider* steps_;
     ValueSlider* guidance_;
     ValueSlider* strength_;

@@ -16,6 +16,11 @@
 
 namespace sds::ui {
 
+namespace {
+const QColor kMaskColour(255, 40, 80);
+constexpr double kMaskOverlayOpacity = 0.45;
+}  // namespace
+
 SketchCanvas::SketchCanvas(QWidget* parent) : QWidget(parent) {
     setAcceptDrops(true);
     setAttribute(Qt::WA_OpaquePaintEvent);
@@ -26,6 +31,7 @@ SketchCanvas::SketchCanvas(QWidget* parent) : QWidget(parent) {
     picture_.fill(Qt::white);
     paint_ = QImage(picture_.size(), QImage::Format_ARGB32_Premultiplied);
     paint_.fill(Qt::transparent);
+    mask_ = paint_;
 }
 
 void SketchCanvas::setImageSize(QSize size) {
@@ -34,6 +40,7 @@ void SketchCanvas::setImageSize(QSize size) {
     }
     picture_ = picture_.scaled(size, Qt::IgnoreAspectRatio, Qt::SmoothTransformation);
     paint_ = paint_.scaled(size, Qt::IgnoreAspectRatio, Qt::SmoothTransformation);
+    mask_ = mask_.scaled(size, Qt::IgnoreAspectRatio, Qt::FastTransformation);
     undo_.clear();
     redo_.clear();
     Q_EMIT undoStateChanged();
@@ -44,7 +51,7 @@ QImage SketchCanvas::composited() const {
     QImage out = picture_.convertToFormat(QImage::Format_RGB32);
     QPainter p(&out);
     p.drawImage(0, 0, paint_);
-    if (drawing_ && tool_ == Tool::Brush) {
+    if (drawing_ && tool_ == Tool::Brush && !maskEditing_) {
         p.setOpacity(opacity_);
         p.drawImage(0, 0, stroke_);
     }
@@ -53,6 +60,63 @@ QImage SketchCanvas::composited() const {
 
 QImage SketchCanvas::image() const {
     return composited().convertToFormat(QImage::Format_RGB888);
+}
+
+QImage SketchCanvas::mask() const {
+    QImage out(mask_.size(), QImage::Format_RGB888);
+    for (int y = 0; y < mask_.height(); ++y) {
+        const QRgb* in = reinterpret_cast<const QRgb*>(mask_.constScanLine(y));
+        uchar* line = out.scanLine(y);
+        for (int x = 0; x < mask_.width(); ++x) {
+            const uchar v = qAlpha(in[x]) >= 128 ? 255 : 0;
+            line[3 * x] = line[3 * x + 1] = line[3 * x + 2] = v;
+        }
+    }
+    return out;
+}
+
+bool SketchCanvas::hasMask() const {
+    for (int y = 0; y < mask_.height(); ++y) {
+        const QRgb* in = reinterpret_cast<const QRgb*>(mask_.constScanLine(y));
+        if (std::any_of(in, in + mask_.width(), [](QRgb c) { return qAlpha(c) >= 128; })) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void SketchCanvas::setMaskEditing(bool on) {
+    maskEditing_ = on;
+    update();
+}
+
+void SketchCanvas::setMaskShown(bool on) {
+    maskShown_ = on;
+    update();
+}
+
+void SketchCanvas::clearMask() {
+    pushUndo();
+    mask_.fill(Qt::transparent);
+    Q_EMIT strokeFinished();
+    update();
+}
+
+void SketchCanvas::invertMask() {
+    pushUndo();
+    QImage inverted(mask_.size(), QImage::Format_ARGB32_Premultiplied);
+    inverted.fill(kMaskColour);
+    QPainter p(&inverted);
+    p.setCompositionMode(QPainter::CompositionMode_DestinationOut);
+    p.drawImage(0, 0, mask_);
+    p.end();
+    mask_ = inverted;
+    Q_EMIT strokeFinished();
+    update();
+}
+
+void SketchCanvas::restore(const State& s) {
+    picture_ = s.picture, paint_ = s.paint, mask_ = s.mask;
 }
 
 void SketchCanvas::setTool(Tool tool) {
@@ -69,7 +133,7 @@ void SketchCanvas::setOpacity(double opacity) {
 }
 
 void SketchCanvas::pushUndo() {
-    undo_.push_back({picture_, paint_});
+    undo_.push_back(state());
     if (undo_.size() > kMaxUndo) {
         undo_.pop_front();
     }
@@ -81,9 +145,8 @@ void SketchCanvas::undo() {
     if (undo_.isEmpty()) {
         return;
     }
-    redo_.push_back({picture_, paint_});
-    const State s = undo_.takeLast();
-    picture_ = s.picture, paint_ = s.paint;
+    redo_.push_back(state());
+    restore(undo_.takeLast());
     Q_EMIT undoStateChanged();
     Q_EMIT strokeFinished();
     update();
@@ -93,9 +156,8 @@ void SketchCanvas::redo() {
     if (redo_.isEmpty()) {
         return;
     }
-    undo_.push_back({picture_, paint_});
-    const State s = redo_.takeLast();
-    picture_ = s.picture, paint_ = s.paint;
+    undo_.push_back(state());
+    restore(redo_.takeLast());
     Q_EMIT undoStateChanged();
     Q_EMIT strokeFinished();
     update();
@@ -105,6 +167,7 @@ void SketchCanvas::clear() {
     pushUndo();
     picture_.fill(Qt::white);
     paint_.fill(Qt::transparent);
+    mask_.fill(Qt::transparent);
     Q_EMIT strokeFinished();
     update();
 }
@@ -154,6 +217,14 @@ void SketchCanvas::paintEvent(QPaintEvent*) {
     p.drawImage(r, composited());
     p.setPen(QPen(palette().mid().color(), 1));
     p.drawRect(r.adjusted(-0.5, -0.5, 0.5, 0.5));
+    if (maskShown_ || maskEditing_) {
+        p.setOpacity(kMaskOverlayOpacity);
+        p.drawImage(r, mask_);
+        if (drawing_ && tool_ == Tool::Brush && maskEditing_) {
+            p.drawImage(r, stroke_);
+        }
+        p.setOpacity(1.0);
+    }
     // Eraser preview: the stroke so far, drawn as a faint outline.
     if (drawing_ && tool_ == Tool::Eraser) {
         p.setOpacity(0.25);
@@ -180,11 +251,13 @@ void SketchCanvas::extend(const QPointF& pos, double pressure) {
     QPainter p(&stroke_);
     p.setRenderHint(QPainter::Antialiasing);
     const double w = std::max(1.0, brushSize_ * pressure);
-    p.setPen(QPen(tool_ == Tool::Eraser ? QColor(Qt::gray) : QColor(color_.rgb()), w, Qt::SolidLine,
-                  Qt::RoundCap, Qt::RoundJoin));
+    const QColor ink = tool_ == Tool::Eraser ? QColor(Qt::gray)
+                       : maskEditing_        ? kMaskColour
+                                             : QColor(color_.rgb());
+    p.setPen(QPen(ink, w, Qt::SolidLine, Qt::RoundCap, Qt::RoundJoin));
     if (pos == last_) {
         p.setPen(Qt::NoPen);
-        p.setBrush(tool_ == Tool::Eraser ? QColor(Qt::gray) : QColor(color_.rgb()));
+        p.setBrush(ink);
         p.drawEllipse(pos, w / 2, w / 2);
     } else {
         p.drawLine(last_, pos);
@@ -198,13 +271,11 @@ void SketchCanvas::end() {
         return;
     }
     pushUndo();
-    QPainter p(&paint_);
+    QPainter p(&target());
     if (tool_ == Tool::Eraser) {
         p.setCompositionMode(QPainter::CompositionMode_DestinationOut);
-        p.setOpacity(opacity_);
-    } else {
-        p.setOpacity(opacity_);
     }
+    p.setOpacity(maskEditing_ ? 1.0 : opacity_);  // the mask is all or nothing
     p.drawImage(0, 0, stroke_);
     p.end();
     drawing_ = false;
@@ -219,17 +290,17 @@ void SketchCanvas::fillAt(const QPointF& pos) {
         return;
     }
     const QImage seen = composited();
-    const QRgb target = seen.pixel(start);
+    const QRgb picked = seen.pixel(start);
     const int w = seen.width(), h = seen.height();
     auto close = [&](QRgb c) {
-        return std::abs(qRed(c) - qRed(target)) + std::abs(qGreen(c) - qGreen(target)) +
-                   std::abs(qBlue(c) - qBlue(target)) <=
+        return std::abs(qRed(c) - qRed(picked)) + std::abs(qGreen(c) - qGreen(picked)) +
+                   std::abs(qBlue(c) - qBlue(picked)) <=
                24;
     };
-    QImage mask(seen.size(), QImage::Format_Alpha8);
-    mask.fill(0);
+    QImage region(seen.size(), QImage::Format_Alpha8);
+    region.fill(0);
     std::vector<QPoint> todo{start};
-    mask.scanLine(start.y())[start.x()] = 255;
+    region.scanLine(start.y())[start.x()] = 255;
     while (!todo.empty()) {
         const QPoint pt = todo.back();
         todo.pop_back();
@@ -237,23 +308,23 @@ void SketchCanvas::fillAt(const QPointF& pos) {
                                 pt - QPoint(0, 1)};
         for (const QPoint& n : next) {
             if (n.x() < 0 || n.y() < 0 || n.x() >= w || n.y() >= h ||
-                mask.constScanLine(n.y())[n.x()] || !close(seen.pixel(n))) {
+                region.constScanLine(n.y())[n.x()] || !close(seen.pixel(n))) {
                 continue;
             }
-            mask.scanLine(n.y())[n.x()] = 255;
+            region.scanLine(n.y())[n.x()] = 255;
             todo.push_back(n);
         }
     }
     pushUndo();
     QImage fill(seen.size(), QImage::Format_ARGB32_Premultiplied);
-    fill.fill(QColor(color_.rgb()));
+    fill.fill(maskEditing_ ? kMaskColour : QColor(color_.rgb()));
     {
         QPainter m(&fill);
         m.setCompositionMode(QPainter::CompositionMode_DestinationIn);
-        m.drawImage(0, 0, mask);
+        m.drawImage(0, 0, region);
     }
-    QPainter p(&paint_);
-    p.setOpacity(opacity_);
+    QPainter p(&target());
+    p.setOpacity(maskEditing_ ? 1.0 : opacity_);
     p.drawImage(0, 0, fill);
     p.end();
     update();

@@ -4,6 +4,11 @@
 // opacity, overlaps do not darken), eraser (erases paint, revealing the picture), flood fill,
 // undo and redo by whole stroke, clear, tablet pressure. Opening, pasting and dropping an image
 // replace the picture (undoable).
+//
+// An inpainting mask lies over both: with mask editing on, the brush paints the mask, the eraser
+// takes it away and the fill masks an area of one colour. It is drawn as a see-through red
+// overlay while shown, is not part of image(), and stays when the picture is replaced (to
+// repaint the same part of the next result); clear() and clearMask() remove it.
 #include <QColor>
 #include <QImage>
 #include <QList>
@@ -23,6 +28,12 @@ class SketchCanvas : public QWidget {
     QSize imageSize() const { return picture_.size(); }
     // The composited sketch, RGB, imageSize().
     QImage image() const;
+    // The inpainting mask, RGB, imageSize(): white repaints, black keeps.
+    QImage mask() const;
+    bool hasMask() const;  // any pixel masked
+    void setMaskEditing(bool on);
+    bool maskEditing() const { return maskEditing_; }
+    void setMaskShown(bool on);  // the overlay (mask editing shows it too)
 
     void setTool(Tool tool);
     Tool tool() const { return tool_; }
@@ -46,7 +57,9 @@ class SketchCanvas : public QWidget {
   public Q_SLOTS:
     void undo();
     void redo();
-    void clear();  // white paper, no paint; undoable
+    void clear();       // white paper, no paint, no mask; undoable
+    void clearMask();   // undoable
+    void invertMask();  // undoable
     void pasteFromClipboard();
 
   Q_SIGNALS:
@@ -65,7 +78,7 @@ class SketchCanvas : public QWidget {
 
   private:
     struct State {
-        QImage picture, paint;
+        QImage picture, paint, mask;
     };
     void pushUndo();
     void begin(const QPointF& pos, double pressure);
@@ -73,10 +86,16 @@ class SketchCanvas : public QWidget {
     void end();
     void fillAt(const QPointF& pos);
     QImage composited() const;
+    State state() const { return {picture_, paint_, mask_}; }
+    void restore(const State& s);
+    QImage& target() { return maskEditing_ ? mask_ : paint_; }  // what the tools change
 
     QImage picture_;  // RGB32, opaque
     QImage paint_;    // ARGB32 premultiplied
     QImage stroke_;   // the stroke in progress, full alpha; merged with opacity_ at its end
+    QImage mask_;     // ARGB32 premultiplied: opaque kMaskColour where masked
+    bool maskEditing_ = false;
+    bool maskShown_ = false;
     bool drawing_ = false;
     QPointF last_;
     Tool tool_ = Tool::Brush;

@@ -28,13 +28,20 @@ struct GenerationRequest {
     int height = 0;
     Sampler sampler = Sampler::Pndm;  // the SD 1.x default (PLMS)
     int batch_count = 1;
-    double strength = 0.8;       // img2img only
-    std::string init_image;      // img2img when set: where the init image came from
+    double strength = 0.8;   // img2img only
+    std::string init_image;  // img2img when set: where the init image came from
+    // Inpainting when set (with init_image): where the mask came from. White repaints, black
+    // keeps (grey levels: from 128 up repaints), as diffusers' StableDiffusionInpaintPipeline.
+    std::string mask_image;
+    // Inpainting: the init image's pixels put back where the mask keeps them (grey levels blend),
+    // as diffusers' image processor's apply_overlay; otherwise the whole image is the VAE's.
+    bool keep_unmasked = false;
     int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
     double eta = 0.0;            // DDIM only
     std::vector<LoraRef> loras;  // merged in this order (their changes add up)
 
-    bool is_img2img() const { return !init_image.empty(); }
+    bool is_img2img() const { return !init_image.empty(); }  // inpainting too
+    bool is_inpaint() const { return !mask_image.empty(); }
     bool guided() const { return guidance_scale > 1.0; }
 
     // Throws sds::Error naming the field for values out of range.

@@ -19,6 +19,14 @@ struct Image {
 at::Tensor image_to_tensor(const Image& image);
 // [3, H, W] or [1, 3, H, W], any float dtype and device, in [-1, 1].
 Image tensor_to_image(const at::Tensor& t);
+// An inpainting mask [1, 1, H, W] float32 of 0 (keep) and 1 (repaint) on the CPU, as diffusers'
+// mask processor makes it: Pillow's grey level (ITU-R 601, its integer rounding), then 1 from
+// 128 up (level / 255 >= 0.5).
+at::Tensor mask_to_tensor(const Image& mask);
+// Inpainting's overlay, byte for byte as diffusers' VaeImageProcessor.apply_overlay with
+// Pillow 13: `init` pasted over `generated` through the inverted grey level of `mask` (black
+// keeps the init image, white the generated one, grey blends). All three of one size.
+Image overlay_unmasked(const Image& generated, const Image& init, const Image& mask);
 // Lanczos resize, the same bytes as Pillow's Image.resize(size, Image.LANCZOS), which
 // diffusers' image processor uses for an init image of another size.
 Image resize(const Image& image, int width, int height);

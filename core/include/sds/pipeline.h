@@ -1,7 +1,10 @@
 #pragma once
 // txt2img and img2img for Stable Diffusion 1.x/2.x and SDXL, step for step as diffusers'
 // StableDiffusionPipeline / StableDiffusionImg2ImgPipeline / StableDiffusionXLPipeline /
-// StableDiffusionXLImg2ImgPipeline (called with one CPU generator per image, seeded seed + i).
+// StableDiffusionXLImg2ImgPipeline (called with one CPU generator per image, seeded seed + i),
+// and inpainting for SD 1.x/2.x as StableDiffusionInpaintPipeline (with a 9-channel inpainting
+// UNet, or any other by blending the kept part back in after each step), each image as
+// diffusers makes it alone with its seed.
 //
 // Threads: one Pipeline is used by one thread at a time; `cancel` may be set from any thread
 // and is checked between steps.
@@ -82,11 +85,12 @@ class Pipeline {
     Pipeline(Pipeline&&) noexcept;
     Pipeline& operator=(Pipeline&&) noexcept;
 
-    // `init` is required for img2img (request.is_img2img()); it is resized to the request's
-    // size when it differs. Throws sds::Cancelled when `cancel` becomes true (checked before
-    // each step), leaving the pipeline usable.
+    // `init` is required for img2img (request.is_img2img()), `init` and `mask` for inpainting
+    // (request.is_inpaint()); each is resized to the request's size when it differs. Throws
+    // sds::Cancelled when `cancel` becomes true (checked before each step), leaving the
+    // pipeline usable.
     GenerationResult generate(const GenerationRequest& request, const Image* init = nullptr,
-                              const StepObserver& observer = {},
+                              const Image* mask = nullptr, const StepObserver& observer = {},
                               const std::atomic<bool>* cancel = nullptr);
 
     // Merges LoRA files (kohya-ss/A1111 or diffusers format) into the weights, after putting back
@@ -121,6 +125,9 @@ class Pipeline {
     // config says so). PNDM for a class SD Studio does not have (LMS, Heun, ...).
     Sampler default_sampler() const;
     int downscale() const;  // 8 for SD models
+    // An inpainting model: its UNet takes the latents, the mask and the masked image's latents
+    // (9 channels for SD). It only inpaints.
+    bool is_inpainting_model() const;
 
   private:
     Pipeline();

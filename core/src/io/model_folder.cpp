@@ -283,13 +283,6 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
                          "*) and an OpenCLIP (" + kOriginalOpenClipPrefix +
                          "*) text encoder; which one is the model's is unclear");
     }
-    const std::string conv_in = std::string(kOriginalUNetPrefix) + "input_blocks.0.0.weight";
-    if (checkpoint.contains(conv_in) && checkpoint.info(conv_in).shape.size() == 4 &&
-        checkpoint.info(conv_in).shape[1] == 9) {
-        throw ModelError(where +
-                         ": an inpainting checkpoint (its UNet takes 9 input channels); "
-                         "SD Studio runs txt2img and img2img models");
-    }
     ModelFolder m = read(config_dir, Variant::Auto, /*weights=*/false);
     if (m.is_xl() != xl) {
         throw ModelError(

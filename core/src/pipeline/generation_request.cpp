@@ -32,6 +32,8 @@ void GenerationRequest::validate() const {
         fail("batch count must be 1..64");
     if (!(strength > 0 && strength <= 1))
         fail("strength must be in (0, 1]");
+    if (!mask_image.empty() && init_image.empty())
+        fail("a mask (" + mask_image + ") needs an init image to inpaint");
     if (clip_skip < 0 || clip_skip > 11)
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
@@ -58,6 +60,8 @@ std::string GenerationRequest::to_json() const {
     j["batch_count"] = batch_count;
     j["strength"] = strength;
     j["init_image"] = init_image;
+    j["mask_image"] = mask_image;
+    j["keep_unmasked"] = keep_unmasked;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
     j["loras"] = nlohmann::ordered_json::array();
@@ -102,6 +106,8 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("batch_count", r.batch_count);
     get("strength", r.strength);
     get("init_image", r.init_image);
+    get("mask_image", r.mask_image);
+    get("keep_unmasked", r.keep_unmasked);
     get("clip_skip", r.clip_skip);
     get("eta", r.eta);
     if (j.contains("loras")) {

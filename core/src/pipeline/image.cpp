@@ -21,6 +21,54 @@ at::Tensor image_to_tensor(const Image& image) {
     return t.permute({0, 3, 1, 2}).to(at::kFloat) / 255.0f * 2.0f - 1.0f;
 }
 
+namespace {
+// Pillow's convert("L"): ITU-R 601 weights in 16-bit fixed point, rounded.
+uint32_t grey_level(const uint8_t* rgb) {
+    return (rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16;
+}
+// Pillow's DIV255 (rounded) and SHIFTFORDIV255.
+uint32_t div255(uint32_t v) {
+    const uint32_t t = v + 128;
+    return ((t >> 8) + t) >> 8;
+}
+}  // namespace
+
+at::Tensor mask_to_tensor(const Image& mask) {
+    if (mask.rgb.size() != static_cast<size_t>(mask.width) * mask.height * 3) {
+        throw Error("mask buffer does not match its size");
+    }
+    std::vector<float> ones(static_cast<size_t>(mask.width) * mask.height);
+    for (size_t i = 0; i < ones.size(); ++i) {
+        ones[i] = grey_level(&mask.rgb[3 * i]) >= 128 ? 1.0f : 0.0f;
+    }
+    return at::from_blob(ones.data(), {1, 1, mask.height, mask.width}, at::kFloat).clone();
+}
+
+Image overlay_unmasked(const Image& generated, const Image& init, const Image& mask) {
+    for (const Image* im : {&init, &mask}) {
+        if (im->width != generated.width || im->height != generated.height ||
+            im->rgb.size() != generated.rgb.size()) {
+            throw Error("overlay: the init image and the mask must have the image's size");
+        }
+    }
+    Image out = generated;
+    for (size_t i = 0; i < out.rgb.size() / 3; ++i) {
+        // Pillow's steps: the init image pasted through a = 255 - grey onto a transparent
+        // premultiplied image, un-premultiplied (truncating), then alpha-composited over the
+        // opaque generated image (7 fraction bits).
+        const uint32_t a = 255 - grey_level(&mask.rgb[3 * i]);
+        if (a == 0) {
+            continue;
+        }
+        for (size_t k = 3 * i; k < 3 * i + 3; ++k) {
+            const uint32_t init_c = std::min<uint32_t>(255, div255(init.rgb[k] * a) * 255 / a);
+            const uint32_t t = init_c * a * 128 + out.rgb[k] * (255 - a) * 128 + (0x80u << 7);
+            out.rgb[k] = static_cast<uint8_t>(((((t >> 8) + t) >> 8)) >> 7);
+        }
+    }
+    return out;
+}
+
 Image tensor_to_image(const at::Tensor& input) {
     at::Tensor t = input.dim() == 4 ? input[0] : input;
     if (t.dim() != 3 || t.size(0) != 3) {

@@ -13,6 +13,7 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/upsample_nearest2d.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
@@ -23,6 +24,7 @@
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
 #include "sds/original_layout.h"
+#include "sds/safetensors.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
 
@@ -156,7 +158,18 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         }
         tell("loading the UNet", 0.2);
         const auto& unet = m.folder.component("unet");
-        m.unet = std::make_unique<UNet>(UNetConfig::from_file(unet.config));
+        UNetConfig unet_config = UNetConfig::from_file(unet.config);
+        const std::string first_conv = unet.original_prefix + "input_blocks.0.0.weight";
+        if (!unet.original_prefix.empty()) {
+            // A single file's UNet takes as many channels as its first convolution: 9 for an
+            // inpainting checkpoint (sd-v1-5-inpainting), whose configs are otherwise its
+            // family's, as diffusers' from_single_file finds it.
+            const auto file = SafeTensorsFile::open(unet.weights.front());
+            if (file.contains(first_conv) && file.info(first_conv).shape.size() == 4) {
+                unet_config.in_channels = file.info(first_conv).shape[1];
+            }
+        }
+        m.unet = std::make_unique<UNet>(unet_config);
         // The (uninitialised) model in its device and precision first, then the weights copied
         // into it converted on the way; or, when the file has that precision and the device is
         // the CPU, used in place from the mapped file.
@@ -239,6 +252,9 @@ c10::ScalarType Pipeline::dtype() const {
 }
 int Pipeline::downscale() const {
     return static_cast<int>(impl_->vae->config().downscale());
+}
+bool Pipeline::is_inpainting_model() const {
+    return impl_->unet->config().in_channels == 2 * impl_->vae->config().latent_channels + 1;
 }
 int Pipeline::native_size() const {
     return static_cast<int>(impl_->unet->config().sample_size) * downscale();
@@ -358,7 +374,8 @@ std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tenso
 }
 
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
-                                    const StepObserver& observer, const std::atomic<bool>* cancel) {
+                                    const Image* mask, const StepObserver& observer,
+                                    const std::atomic<bool>* cancel) {
     torch::NoGradGuard no_grad;
     // Every step allocates the same buffers: keep them from one step to the next, and let them
     // go before the VAE decode, whose sizes differ.
@@ -376,6 +393,20 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     }
     if (req.is_img2img() && (init == nullptr || init->empty())) {
         throw Error("img2img needs an init image (" + req.init_image + ")");
+    }
+    const bool inpaint = req.is_inpaint();
+    const bool inpainting_unet = is_inpainting_model();
+    if (inpaint && (mask == nullptr || mask->empty())) {
+        throw Error("inpainting needs a mask image (" + req.mask_image + ")");
+    }
+    if (inpainting_unet && !inpaint) {
+        throw Error(m.folder.source().string() +
+                    " is an inpainting model (its UNet takes the mask and the masked image "
+                    "too): it needs an init image and a mask to repaint");
+    }
+    if (inpaint && m.text_2) {
+        throw Error("inpainting with SDXL (" + m.folder.source().string() +
+                    ") is not supported yet");
     }
     if (req.loras != m.lora.applied()) {
         m.lora.apply(req.loras);
@@ -441,20 +472,14 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     auto scheduler = Scheduler::create(req.sampler, m.folder.component("scheduler").config);
     scheduler->set_eta(req.eta);
     scheduler->set_timesteps(req.steps);
-    const int64_t latent_channels = m.unet->config().in_channels;
+    const int64_t latent_channels = m.vae->config().latent_channels;
     const std::vector<int64_t> shape = {b, latent_channels, req.height / downscale(),
                                         req.width / downscale()};
-    int64_t first = 0;
-    at::Tensor latents;
-    if (!req.is_img2img()) {
-        latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
-    } else {
-        first = scheduler->first_index_for_strength(req.steps, req.strength);
-        const Image sized = resize(*init, req.width, req.height);
-        const at::Tensor image = image_to_tensor(sized).to(device, m.vae->dtype());
-        // diffusers encodes the image once per batch entry; the encoding is deterministic, so
-        // once is enough. Each entry samples the posterior with its own generator.
-        const auto [mean, logvar] = m.vae->encode(image);
+    // An image [1, 3, H, W] in [-1, 1] -> scaled latents [B, C, h, w], entry i a sample of the
+    // VAE's posterior drawn with generator i. diffusers encodes the image once per entry; the
+    // encoding is deterministic, so once is enough.
+    auto encode_samples = [&](const at::Tensor& image) {
+        const auto [mean, logvar] = m.vae->encode(image.to(device, m.vae->dtype()));
         const at::Tensor std_dev = at::exp(0.5 * logvar);
         std::vector<at::Tensor> encoded;
         for (int64_t i = 0; i < b; ++i) {
@@ -463,8 +488,41 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
                                        .to(device);
             encoded.push_back(mean + std_dev * eps);
         }
-        const at::Tensor x0 = m.vae->config().scaling_factor * at::cat(encoded, 0).to(dtype);
+        return (m.vae->config().scaling_factor * at::cat(encoded, 0)).to(dtype);
+    };
+    int64_t first = 0;
+    at::Tensor latents;
+    // Inpainting: the mask at the latents' size ([B, 1, h, w], 1 repaints), the init image's
+    // latents and the first noise (blended back in after each step where the UNet does not
+    // take the mask), the masked image's latents (for an inpainting UNet).
+    at::Tensor mask_latent, image_latents, first_noise, masked_latents;
+    Image init_sized, mask_sized;  // at the request's size
+    if (!req.is_img2img()) {
+        latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
+    } else if (!inpaint) {
+        first = scheduler->first_index_for_strength(req.steps, req.strength);
+        const at::Tensor x0 = encode_samples(image_to_tensor(resize(*init, req.width, req.height)));
         latents = scheduler->add_noise(x0, noise(x0.sizes(), dtype).to(device), first);
+    } else {
+        // As StableDiffusionInpaintPipeline, each generator drawing in its order: the init
+        // image's posterior (unless an inpainting UNet starts from pure noise), the first noise,
+        // the masked image's posterior (drawn even where it is not used).
+        first = scheduler->first_index_for_strength(req.steps, req.strength);
+        const bool pure_noise = req.strength == 1.0;
+        init_sized = resize(*init, req.width, req.height);
+        mask_sized = resize(*mask, req.width, req.height);
+        const at::Tensor image = image_to_tensor(init_sized);
+        const at::Tensor repaint = mask_to_tensor(mask_sized);
+        if (!inpainting_unet || !pure_noise) {
+            image_latents = encode_samples(image);
+        }
+        first_noise = noise(shape, dtype).to(device);
+        latents = pure_noise ? first_noise * scheduler->init_noise_sigma()
+                             : scheduler->add_noise(image_latents, first_noise, first);
+        masked_latents = encode_samples(image * (repaint < 0.5));
+        mask_latent = at::upsample_nearest2d(repaint, {shape[2], shape[3]})
+                          .to(device, dtype)
+                          .repeat({b, 1, 1, 1});
     }
 
     const at::Tensor timesteps = scheduler->timesteps();
@@ -476,6 +534,12 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         const at::Tensor t = timesteps[i];
         at::Tensor input = req.guided() ? at::cat({latents, latents}, 0) : latents;
         input = scheduler->scale_model_input(input, i);
+        if (inpaint && inpainting_unet) {
+            input = req.guided() ? at::cat({input, at::cat({mask_latent, mask_latent}, 0),
+                                            at::cat({masked_latents, masked_latents}, 0)},
+                                           1)
+                                 : at::cat({input, mask_latent, masked_latents}, 1);
+        }
         at::Tensor eps = m.unet->forward(input, t, context, added);
         if (req.guided()) {
             auto parts = eps.chunk(2, 0);
@@ -483,16 +547,32 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         }
         auto step = scheduler->step(eps, i, latents, noise);
         latents = step.prev_sample;
+        at::Tensor pred_x0 = step.pred_x0;
+        if (inpaint && !inpainting_unet) {
+            // The kept part back in, noised to the next step's level (clean after the last).
+            const at::Tensor kept =
+                i + 1 < n ? scheduler->add_noise(image_latents, first_noise, i + 1) : image_latents;
+            latents = (1 - mask_latent) * kept + mask_latent * latents;
+            if (pred_x0.defined()) {  // the preview shows the kept part as it will end
+                pred_x0 = (1 - mask_latent) * image_latents + mask_latent * pred_x0;
+            }
+        }
         if (observer) {
             observer(StepEvent{static_cast<int>(i - first), static_cast<int>(n - first),
-                               t.item<double>(), latents, step.pred_x0});
+                               t.item<double>(), latents, pred_x0});
         }
     }
     if (cancel != nullptr && cancel->load()) {
         throw Cancelled();
     }
     keep_buffers.reset();
-    return GenerationResult{req, decode(latents)};
+    GenerationResult result{req, decode(latents)};
+    if (inpaint && req.keep_unmasked) {
+        for (Image& image : result.images) {
+            image = overlay_unmasked(image, init_sized, mask_sized);
+        }
+    }
+    return result;
 }
 
 }  // namespace sds

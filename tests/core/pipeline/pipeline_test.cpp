@@ -123,7 +123,7 @@ sds::GenerationRequest small_request() {
 
 TEST(Pipeline, ObserverSeesEveryStepWithItsEstimate) {
     std::vector<sds::StepEvent> events;
-    const auto r = pipeline().generate(small_request(), nullptr,
+    const auto r = pipeline().generate(small_request(), nullptr, nullptr,
                                        [&](const sds::StepEvent& e) { events.push_back(e); });
     ASSERT_EQ(events.size(), 6u);
     EXPECT_EQ(r.request.width, 32);  // the model's native size
@@ -179,7 +179,7 @@ TEST(Pipeline, CancelFromAnotherThreadStopsWithinAStepAndLeavesItUsable) {
     std::atomic<int> steps_after{0}, seen{0};
     std::thread canceller;
     EXPECT_THROW(pipeline().generate(
-                     small_request(), nullptr,
+                     small_request(), nullptr, nullptr,
                      [&](const sds::StepEvent& e) {
                          if (cancel) {
                              ++steps_after;
@@ -229,7 +229,7 @@ TEST(Pipeline, Bf16OnCpuRunsDeterministically) {
     sds::Pipeline p = sds::Pipeline::load(kDir / "tiny-sd", {.dtype = at::kBFloat16});
     EXPECT_EQ(p.dtype(), at::kBFloat16);
     std::vector<at::ScalarType> seen;
-    const auto r = p.generate(small_request(), nullptr, [&](const sds::StepEvent& e) {
+    const auto r = p.generate(small_request(), nullptr, nullptr, [&](const sds::StepEvent& e) {
         seen.push_back(e.latents.scalar_type());
     });
     ASSERT_FALSE(seen.empty());

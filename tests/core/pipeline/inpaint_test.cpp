@@ -1,0 +1,187 @@
+// Inpainting against diffusers' StableDiffusionInpaintPipeline (tests/reference/
+// make_inpaint_fixture.py): an ordinary UNet (the kept part blended back in after each step) and
+// a 9-channel inpainting UNet, every sampler, strength 1 and below, image for image; the mask's
+// grey-level threshold against diffusers' mask processor; the errors.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/from_blob.h>
+#include <nlohmann/json.hpp>
+
+#include "sds/image.h"
+#include "sds/pipeline.h"
+#include "sds/safetensors.h"
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kDir = sds::test::fixture_dir("inpaint");
+
+sds::Pipeline& pipeline(const std::string& model) {
+    static std::map<std::string, sds::Pipeline> loaded;
+    auto it = loaded.find(model);
+    if (it == loaded.end()) {
+        it = loaded.emplace(model, sds::Pipeline::load(kDir / model, {})).first;
+    }
+    return it->second;
+}
+
+const sds::SafeTensorsFile& expected() {
+    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
+    return f;
+}
+
+sds::Image picture(const std::string& name) {
+    const at::Tensor t = expected().tensor(name).contiguous();
+    sds::Image img;
+    img.height = static_cast<int>(t.size(0));
+    img.width = static_cast<int>(t.size(1));
+    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
+    return img;
+}
+
+// "init.png" -> the fixture's "init" picture.
+sds::Image picture_named(const std::string& file) {
+    return picture(fs::path(file).stem().string());
+}
+
+int max_pixel_diff(const sds::Image& a, const at::Tensor& want) {
+    const at::Tensor got =
+        at::from_blob(const_cast<uint8_t*>(a.rgb.data()), {a.height, a.width, 3}, at::kByte);
+    EXPECT_EQ(got.sizes(), want.sizes());
+    return (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+}
+
+struct Case {
+    std::string name;
+    std::string model;
+    std::string request_json;
+};
+
+std::vector<Case> cases() {
+    std::ifstream in(kDir / "cases.json");
+    if (!in) {
+        return {{"missing_fixture", "tiny-sd", "{}"}};
+    }
+    std::vector<Case> out;
+    for (const auto& c : nlohmann::json::parse(in)) {
+        out.push_back({c["name"], c["model"], c["request"].dump()});
+    }
+    return out;
+}
+
+class InpaintParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(InpaintParity, SameImagesAsDiffusers) {
+    const Case& c = GetParam();
+    const auto request = sds::GenerationRequest::from_json(c.request_json);
+    ASSERT_TRUE(request.is_inpaint());
+    const sds::Image init = picture_named(request.init_image);
+    const sds::Image mask = picture_named(request.mask_image);
+    const auto result = pipeline(c.model).generate(request, &init, &mask);
+    const at::Tensor want = expected().tensor(c.name);
+    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
+    for (size_t i = 0; i < result.images.size(); ++i) {
+        const int diff = max_pixel_diff(result.images[i], want[static_cast<int64_t>(i)]);
+        EXPECT_LE(diff, 2) << c.name << " image " << i;
+        std::printf("%s image %zu: max pixel difference %d/255\n", c.name.c_str(), i, diff);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, InpaintParity, ::testing::ValuesIn(cases()), [](const auto& info) {
+    std::string n = info.param.name;
+    for (char& ch : n) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)))
+            ch = '_';
+    }
+    return n;
+});
+
+TEST(Inpaint, MaskIsDiffusersMaskProcessorsAfterTheResize) {
+    // The stripes hold grey 128 and 127, green (grey 150) and red (grey 76), among others.
+    EXPECT_TRUE(
+        at::equal(sds::mask_to_tensor(picture("mask"))[0][0], expected().tensor("mask_condition")));
+    EXPECT_TRUE(at::equal(sds::mask_to_tensor(sds::resize(picture("mask_big"), 32, 48))[0][0],
+                          expected().tensor("mask_big_condition")));
+    sds::Image grey{1, 2, {128, 128, 128, 127, 127, 127}};
+    const at::Tensor m = sds::mask_to_tensor(grey);
+    EXPECT_EQ(m.sizes(), (std::vector<int64_t>{1, 1, 2, 1}));
+    EXPECT_EQ(m[0][0][0][0].item<float>(), 1.0f);
+    EXPECT_EQ(m[0][0][1][0].item<float>(), 0.0f);
+}
+
+TEST(Inpaint, OverlayIsDiffusersApplyOverlayByteForByte) {
+    const sds::Image got = sds::overlay_unmasked(picture("overlay_generated"),
+                                                 picture("overlay_init"), picture("overlay_mask"));
+    EXPECT_EQ(max_pixel_diff(got, expected().tensor("overlay_expected")), 0);
+    const sds::Image init = picture("init");
+    EXPECT_THROW(sds::overlay_unmasked(picture("overlay_generated"), init, init), sds::Error);
+}
+
+sds::GenerationRequest small_request() {
+    sds::GenerationRequest r;
+    r.prompt = "a blue square";
+    r.steps = 4;
+    r.seed = 5;
+    r.sampler = sds::Sampler::Euler;
+    r.init_image = "init.png";
+    r.mask_image = "mask.png";
+    return r;
+}
+
+TEST(Inpaint, AnInpaintingModelOnlyInpaintsAndEveryInputIsNeeded) {
+    sds::Pipeline& inpainting = pipeline("tiny-sd-inpaint");
+    EXPECT_TRUE(inpainting.is_inpainting_model());
+    EXPECT_FALSE(pipeline("tiny-sd").is_inpainting_model());
+    const sds::Image init = picture("init"), mask = picture("mask");
+    auto r = small_request();
+    r.mask_image.clear();
+    try {
+        inpainting.generate(r, &init);
+        FAIL() << "img2img ran on an inpainting model";
+    } catch (const sds::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("inpainting model"), std::string::npos) << e.what();
+    }
+    r.init_image.clear();
+    EXPECT_THROW(inpainting.generate(r), sds::Error);
+    EXPECT_THROW(inpainting.generate(small_request(), &init), sds::Error);  // no mask given
+    auto no_init = small_request();
+    no_init.init_image.clear();
+    EXPECT_THROW(no_init.validate(), sds::Error);
+    // After the errors it still inpaints.
+    EXPECT_EQ(inpainting.generate(small_request(), &init, &mask).images.size(), 1u);
+}
+
+TEST(Inpaint, TheMaskTravelsInTheRequestJson) {
+    const auto r = small_request();
+    const auto back = sds::GenerationRequest::from_json(r.to_json());
+    EXPECT_EQ(back.mask_image, "mask.png");
+    EXPECT_TRUE(back.is_inpaint());
+}
+
+TEST(Inpaint, ThePreviewShowsTheKeptPartFromTheFirstStep) {
+    // With an ordinary UNet the step estimate is blended with the init image's latents outside
+    // the mask, so the kept part is in the preview at once.
+    sds::Pipeline& p = pipeline("tiny-sd");
+    const sds::Image init = picture("init"), mask = picture("mask");
+    auto r = small_request();
+    r.strength = 1.0;
+    std::vector<at::Tensor> x0;
+    p.generate(r, &init, &mask, [&](const sds::StepEvent& e) { x0.push_back(e.pred_x0); });
+    ASSERT_EQ(x0.size(), 4u);
+    // Latent pixel (row 8, column 2) is kept by the mask; (8, 14) is repainted.
+    const at::Tensor kept0 = x0.front().select(2, 8).select(2, 2);
+    const at::Tensor kept3 = x0.back().select(2, 8).select(2, 2);
+    EXPECT_TRUE(at::equal(kept0, kept3));
+    const at::Tensor painted0 = x0.front().select(2, 8).select(2, 14);
+    const at::Tensor painted3 = x0.back().select(2, 8).select(2, 14);
+    EXPECT_FALSE(at::equal(painted0, painted3));
+}
+
+}  // namespace
