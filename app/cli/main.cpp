@@ -30,7 +30,7 @@ constexpr const char* kUsage =
     "  img2img --init IMAGE [flags] images from an image and a prompt\n"
     "  inpaint --init IMAGE --mask MASK [flags]\n"
     "                               repaint the mask's white part of an image (an inpainting\n"
-    "                               model, or any SD 1.x/2.x model)\n"
+    "                               model, or any SD 1.x, 2.x or SDXL model)\n"
     "  grid --x AXIS=V1,V2,.. [--y AXIS=..] [--cells] [flags]\n"
     "                               an X/Y comparison sheet, the same seed in every cell;\n"
     "                               axes: steps, guidance, strength, seed, sampler, clip_skip,\n"

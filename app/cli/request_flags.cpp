@@ -27,6 +27,8 @@ const char* const kGenerateFlagsHelp =
     "  --mask IMAGE       inpaint: white repaints, black keeps (grey from 128 up repaints)\n"
     "  --keep-unmasked    inpaint: put the init image's pixels back where the mask keeps\n"
     "                     them (diffusers' apply_overlay; grey levels blend)\n"
+    "  --mask-blur PX (0) inpaint: blur the mask first (Pillow's GaussianBlur, as\n"
+    "                     diffusers' mask_processor.blur)\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 or diffusers format) at weight W\n"
     "                     (default 1); repeat for several (their changes add up)\n"
@@ -117,6 +119,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.mask_image = value();
         else if (a == "--keep-unmasked")
             r.keep_unmasked = true;
+        else if (a == "--mask-blur")
+            r.mask_blur = number<int>(a, value());
         else if (a == "--clip-skip")
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")

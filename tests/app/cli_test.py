@@ -1016,7 +1016,7 @@ def test_inpaint_makes_diffusers_images(tmp_path, model, sampler, strength, keep
     """inpaint --init --mask: an ordinary and an inpainting model, against diffusers'
     StableDiffusionInpaintPipeline, image i alone with seed + i; a random mask of blobs (grey
     levels too) at another size than the init image, which sets the size; --keep-unmasked as
-    diffusers' apply_overlay."""
+    diffusers' apply_overlay, with --mask-blur as mask_processor.blur."""
     import numpy as np
     import torch
     from diffusers import (DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
@@ -1034,12 +1034,14 @@ def test_inpaint_makes_diffusers_images(tmp_path, model, sampler, strength, keep
     flags[flags.index("--model") + 1] = str(INPAINT / model)
     r = run("inpaint", *flags, "--init", str(tmp_path / "init.png"), "--mask",
             str(tmp_path / "mask.png"), "--strength", str(strength), "--out", str(tmp_path),
-            *(["--keep-unmasked"] if keep else []))
+            *(["--keep-unmasked", "--mask-blur", "3"] if keep else []))
     assert r.returncode == 0, r.stderr
     paths = r.stdout.split()
     assert [Path(p).name for p in paths] == ["inpaint-31.png", "inpaint-32.png"]
     pipe = StableDiffusionInpaintPipeline.from_pretrained(INPAINT / model)
     pipe.set_progress_bar_config(disable=True)
+    if keep:
+        mask = pipe.mask_processor.blur(mask, blur_factor=3)
     cls = {"dpmpp_2m": DPMSolverMultistepScheduler, "euler_a": EulerAncestralDiscreteScheduler,
            "unipc": UniPCMultistepScheduler}[sampler]
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
@@ -1056,7 +1058,8 @@ def test_inpaint_makes_diffusers_images(tmp_path, model, sampler, strength, keep
         assert np.abs(got - np.array(want).astype(int)).max() <= 2, path
     meta = json.loads(Image.open(paths[0]).text["sdstudio"])
     assert meta["mask_image"] == str(tmp_path / "mask.png") and meta["strength"] == strength
-    assert meta["keep_unmasked"] == keep
+    assert meta["keep_unmasked"] == keep and meta["mask_blur"] == (3 if keep else 0)
+    assert ("Mask blur: 3" in Image.open(paths[0]).text["parameters"]) == keep
     # --from brings the parameters back, not the files: --init and --mask are given again.
     r = run("inpaint", "--model", str(INPAINT / model), "--from", paths[1], "--init",
             str(tmp_path / "init.png"), "--mask", str(tmp_path / "mask.png"), "--device", "cpu",

@@ -16,7 +16,7 @@ OUT_DIR/cases.json ([{"name", "model", "request": {our request JSON}}]),
 OUT_DIR/expected.safetensors: "init", "mask", "init_big", "mask_big" [H, W, 3] uint8,
 "mask_condition" [32, 32] and "mask_big_condition" [48, 32] float32 (diffusers' mask processor at
 the requests' sizes), "overlay_{generated,init,mask,expected}" [37, 41, 3] uint8 (diffusers'
-apply_overlay on random pictures), and per case NAME [B, H, W, 3] uint8.
+apply_overlay on random pictures), "overlay_blur{1,4,25}" (mask_processor.blur of that mask), and per case NAME [B, H, W, 3] uint8.
 """
 import json
 import sys
@@ -74,6 +74,10 @@ def cases():
                      mask_image="mask.png", width=32, height=32)))
     out.append(("inp_unipc_keep_unmasked_resized", "tiny-sd-inpaint",
                 dict(big, sampler="unipc", keep_unmasked=True)))
+    # A blurred mask (diffusers' mask_processor.blur before the pipeline, and in the overlay).
+    out.append(("sd_dpmpp_2m_blur3_keep", "tiny-sd",
+                dict(big, sampler="dpmpp_2m", mask_blur=3, keep_unmasked=True)))
+    out.append(("inp_ddim_blur6", "tiny-sd-inpaint", dict(big, sampler="ddim", mask_blur=6)))
     return out
 
 
@@ -107,6 +111,10 @@ def main(out_dir):
     overlay["mask"][4:8] = 255
     overlay["expected"] = np.array(plain.image_processor.apply_overlay(
         *(Image.fromarray(overlay[k]) for k in ("mask", "init", "generated"))))
+    # Pillow's GaussianBlur at radii up to wider than the picture.
+    for radius in (1, 4, 25):
+        overlay[f"blur{radius}"] = np.array(
+            plain.mask_processor.blur(Image.fromarray(overlay["mask"]), blur_factor=radius))
     tensors.update({f"overlay_{k}": torch.from_numpy(v) for k, v in overlay.items()})
     listed = []
     model_config = plain.scheduler.config
@@ -116,6 +124,8 @@ def main(out_dir):
         pipe.scheduler = cls.from_config(model_config, **extra)
         init = Image.open(out / req["init_image"])
         mask = Image.open(out / req["mask_image"])
+        if req.get("mask_blur"):
+            mask = pipe.mask_processor.blur(mask, blur_factor=req["mask_blur"])
         images = []
         for i in range(req["batch_count"]):
             kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative_prompt") or None,

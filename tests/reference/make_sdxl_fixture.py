@@ -14,8 +14,9 @@ OUT_DIR/tiny-sdxl (the model), OUT_DIR/tiny-sdxl-nozeros (the same with
 force_zeros_for_empty_prompt false: no negative prompt means that of ""),
 OUT_DIR/unet.safetensors (sample, timestep, context, text_embeds, time_ids, out; and
 prompt_embeds, pooled: encode_prompt's for PROMPT and clip skip 0, prompt_embeds_skip1 for 1),
-OUT_DIR/cases.json ([{"name", "model", "request"}]), OUT_DIR/expected.safetensors ("init"
-[H, W, 3] uint8, and per case NAME [B, H, W, 3] uint8), OUT_DIR/tiny-sdxl.safetensors (the model
+OUT_DIR/cases.json ([{"name", "model", "request"}]), OUT_DIR/expected.safetensors ("init" and
+"mask" [H, W, 3] uint8, and per case NAME [B, H, W, 3] uint8; inpainting cases as
+StableDiffusionXLInpaintPipeline makes each image alone with seed + i), OUT_DIR/tiny-sdxl.safetensors (the model
 as one single-file checkpoint in SDXL's original layout, original_checkpoint.py, which diffusers'
 StableDiffusionXLPipeline.from_single_file reads as the folder: checked here).
 """
@@ -28,8 +29,8 @@ import numpy as np
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
-                       StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline,
-                       UNet2DConditionModel)
+                       StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline,
+                       StableDiffusionXLPipeline, UNet2DConditionModel)
 from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint,
                                                  convert_open_clip_checkpoint)
 from PIL import Image
@@ -38,6 +39,7 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjec
                           CLIPTokenizer)
 
 import make_clip_vocab
+import make_inpaint_fixture
 import make_pipeline_fixture
 import original_checkpoint
 
@@ -113,6 +115,15 @@ CASES = [
      {"prompt": "a blue disc", "steps": 6, "guidance_scale": 3.0, "seed": 9, "batch_count": 1,
       "width": 32, "height": 32, "sampler": "dpmpp_2m", "strength": 0.9,
       "init_image": "init.png"}),
+    ("inpaint_euler_s1_neg_b2", "tiny-sdxl",
+     {"prompt": "a blue disc", "negative_prompt": "dark", "steps": 6, "guidance_scale": 5.0,
+      "seed": 12, "batch_count": 2, "width": 32, "height": 32, "sampler": "euler",
+      "strength": 1.0, "init_image": "init.png", "mask_image": "mask.png"}),
+    ("inpaint_euler_a_s0.7_no_negative_keep_blur2", "tiny-sdxl",
+     {"prompt": "a blue disc", "steps": 6, "guidance_scale": 3.0, "seed": 4, "batch_count": 1,
+      "width": 32, "height": 32, "sampler": "euler_a", "strength": 0.7,
+      "init_image": "init.png", "mask_image": "mask.png", "keep_unmasked": True,
+      "mask_blur": 2}),
 ]
 
 
@@ -202,7 +213,8 @@ def main(out_dir, unet_config, text_2_config):
     make_model(out)
     single_file(out)
     init = make_pipeline_fixture.init_image(32, 32)
-    tensors = {"init": torch.from_numpy(init)}
+    mask = make_inpaint_fixture.mask_image(32, 32)
+    tensors = {"init": torch.from_numpy(init), "mask": torch.from_numpy(mask)}
     listed = []
     pipes = {}
     for name, model, req in CASES:
@@ -211,8 +223,10 @@ def main(out_dir, unet_config, text_2_config):
             pipe.set_progress_bar_config(disable=True)
             img2img = StableDiffusionXLImg2ImgPipeline(**pipe.components)
             img2img.set_progress_bar_config(disable=True)
-            pipes[model] = (pipe, img2img, pipe.scheduler.config)
-        pipe, img2img, config = pipes[model]
+            inpaint = StableDiffusionXLInpaintPipeline(**pipe.components)
+            inpaint.set_progress_bar_config(disable=True)
+            pipes[model] = (pipe, img2img, inpaint, pipe.scheduler.config)
+        pipe, img2img, inpaint, config = pipes[model]
         scheduler = SAMPLERS[req["sampler"]].from_config(config)
         b = req["batch_count"]
         gens = [torch.Generator("cpu").manual_seed(req["seed"] + i) for i in range(b)]
@@ -220,7 +234,21 @@ def main(out_dir, unet_config, text_2_config):
                       num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
                       num_images_per_prompt=b, generator=gens, output_type="pil",
                       clip_skip=req.get("clip_skip") or None)
-        if "init_image" in req:
+        if "mask_image" in req:
+            inpaint.scheduler = scheduler
+            m = Image.fromarray(mask)
+            if req.get("mask_blur"):
+                m = inpaint.mask_processor.blur(m, blur_factor=req["mask_blur"])
+            images = []
+            for i in range(b):  # each image alone with its seed
+                kwargs.update(num_images_per_prompt=1, generator=[gens[i]])
+                images += inpaint(image=Image.fromarray(init), mask_image=m,
+                                  strength=req["strength"], height=req["height"],
+                                  width=req["width"], **kwargs).images
+            if req.get("keep_unmasked"):
+                images = [inpaint.image_processor.apply_overlay(m, Image.fromarray(init), i)
+                          for i in images]
+        elif "init_image" in req:
             img2img.scheduler = scheduler
             images = img2img(image=Image.fromarray(init), strength=req["strength"],
                              **kwargs).images

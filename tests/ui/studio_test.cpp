@@ -13,6 +13,7 @@
 #include <QSet>
 #include <QSignalSpy>
 #include <QSlider>
+#include <QSpinBox>
 #include <QSplitter>
 #include <QStandardPaths>
 #include <QTemporaryDir>
@@ -219,6 +220,7 @@ class StudioTest : public QObject {
         // Inpainting, with the unmasked pixels kept.
         r.mask_image = "canvas mask";
         r.keep_unmasked = true;
+        r.mask_blur = 5;
         panel.setRequest(r);
         QCOMPARE(panel.request().to_json(), r.to_json());
         QCOMPARE(panel.mode(), ui::ParameterPanel::Mode::Inpaint);
@@ -776,6 +778,10 @@ class StudioTest : public QObject {
         QCOMPARE(mask.pixelColor(0, 0), QColor(Qt::black));
         QCOMPARE(mask.pixelColor(mask.width() / 2, mask.height() / 2), QColor(Qt::white));
         w.findChild<QCheckBox*>("keepUnmasked")->setChecked(true);
+        w.findChild<QSpinBox*>("maskBlur")->setValue(2);
+        GenerationRequest asked = w.panel()->request();
+        asked.prompt = "a yellow circle on a blue background";  // something else in the mask
+        w.panel()->setRequest(asked);
         QSignalSpy done(&w, &ui::MainWindow::generationDone);
         QVERIFY(w.generate() > 0);
         QVERIFY(wait_for([&] { return done.count() == 1; }));
@@ -790,6 +796,7 @@ class StudioTest : public QObject {
         const QImage made = QImage(e->file).convertToFormat(QImage::Format_RGB888);
         QCOMPARE(made, app::to_qimage(want));
         QVERIFY(e->request.keep_unmasked);
+        QCOMPARE(e->request.mask_blur, 2);
         for (const QPoint pt : {QPoint(0, 0), QPoint(made.width() - 1, made.height() - 1)}) {
             QCOMPARE(made.pixel(pt), sketch.pixel(pt));  // kept: the canvas's own pixels
         }

@@ -103,7 +103,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     inpaintMode_->setObjectName("inpaintMode");
     inpaintMode_->setToolTip(
         tr("Repaint the masked part of the canvas (paint the mask with the canvas's Mask tool): "
-           "with an inpainting model, or any SD 1.x/2.x model"));
+           "with an inpainting model, or any SD 1.x, 2.x or SDXL model"));
     textMode_->setChecked(true);
     auto* modeGroup = new QButtonGroup(this);
     modeGroup->addButton(textMode_);
@@ -156,13 +156,27 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     const auto enableEta = [this] { eta_->setEnabled(sampler_->currentData() == "ddim"); };
     connect(sampler_, &QComboBox::currentIndexChanged, this, enableEta);
     enableEta();
-    keepUnmasked_ = new QCheckBox(tr("Keep the unmasked pixels"));
+    keepUnmasked_ = new QCheckBox(tr("Keep the rest"));
     keepUnmasked_->setObjectName("keepUnmasked");
     keepUnmasked_->setChecked(defaults.keep_unmasked);
     keepUnmasked_->setEnabled(false);
     keepUnmasked_->setToolTip(
         tr("Inpaint: put the canvas's own pixels back outside the mask, so only the masked part "
            "changes (otherwise the whole image comes from the VAE, as in diffusers)"));
+    maskBlur_ = new QSpinBox;
+    maskBlur_->setObjectName("maskBlur");
+    maskBlur_->setRange(0, 64);  // what GenerationRequest::validate allows
+    maskBlur_->setValue(defaults.mask_blur);
+    maskBlur_->setSuffix(tr(" px"));
+    maskBlur_->setEnabled(false);
+    maskBlur_->setToolTip(
+        tr("Inpaint: blur the mask first (a Gaussian of this radius), rounding "
+           "its shape and softening the edge where the rest is kept"));
+    auto* inpaintRow = new QHBoxLayout;
+    inpaintRow->addWidget(keepUnmasked_);
+    inpaintRow->addStretch();
+    inpaintRow->addWidget(new QLabel(tr("Mask blur")));
+    inpaintRow->addWidget(maskBlur_);
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
     clipSkip_->setRange(0, 11);
@@ -242,7 +256,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Steps"), steps_);
     form->addRow(tr("Guidance"), guidance_);
     form->addRow(tr("Strength"), strength_);
-    form->addRow(QString(), keepUnmasked_);
+    form->addRow(tr("Inpaint"), inpaintRow);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Sampler"), samplerRow);
     form->addRow(tr("Clip skip"), clipSkip_);
@@ -272,6 +286,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         if (on) {
             strength_->setEnabled(img2img());
             keepUnmasked_->setEnabled(mode() == Mode::Inpaint);
+            maskBlur_->setEnabled(mode() == Mode::Inpaint);
             Q_EMIT modeChanged(mode());
         }
     });
@@ -304,6 +319,7 @@ GenerationRequest ParameterPanel::request() const {
     if (mode() == Mode::Inpaint) {
         r.mask_image = "canvas mask";
         r.keep_unmasked = keepUnmasked_->isChecked();
+        r.mask_blur = maskBlur_->value();
     }
     return r;
 }
@@ -324,6 +340,7 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     clipSkip_->setValue(r.clip_skip);
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
+        maskBlur_->setValue(r.mask_blur);
     }
     if (r.width > 0) {
         width_->setValue(r.width);

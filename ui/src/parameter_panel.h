@@ -98,6 +98,7 @@ class ParameterPanel : public QWidget {
     QRadioButton* sketchMode_;
     QRadioButton* inpaintMode_;
     QCheckBox* keepUnmasked_;
+    QSpinBox* maskBlur_;
     ValueSlider* steps_;
     ValueSlider* guidance_;
     ValueSlider* strength_;

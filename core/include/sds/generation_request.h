@@ -36,6 +36,9 @@ struct GenerationRequest {
     // Inpainting: the init image's pixels put back where the mask keeps them (grey levels blend),
     // as diffusers' image processor's apply_overlay; otherwise the whole image is the VAE's.
     bool keep_unmasked = false;
+    // Inpainting: the mask blurred first (Pillow's GaussianBlur with this radius in pixels, as
+    // diffusers' mask_processor.blur), which rounds its shape and softens the overlay's edge.
+    int mask_blur = 0;
     int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
     double eta = 0.0;            // DDIM only
     std::vector<LoraRef> loras;  // merged in this order (their changes add up)

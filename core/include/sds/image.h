@@ -23,6 +23,9 @@ Image tensor_to_image(const at::Tensor& t);
 // mask processor makes it: Pillow's grey level (ITU-R 601, its integer rounding), then 1 from
 // 128 up (level / 255 >= 0.5).
 at::Tensor mask_to_tensor(const Image& mask);
+// Pillow's GaussianBlur(radius), byte for byte (three extended box blurs along each axis, 8-bit
+// fixed point, edges repeated), what diffusers' mask_processor.blur does to a mask.
+Image gaussian_blur(const Image& image, float radius);
 // Inpainting's overlay, byte for byte as diffusers' VaeImageProcessor.apply_overlay with
 // Pillow 13: `init` pasted over `generated` through the inverted grey level of `mask` (black
 // keeps the init image, white the generated one, grey blends). All three of one size.

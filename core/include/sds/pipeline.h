@@ -2,9 +2,9 @@
 // txt2img and img2img for Stable Diffusion 1.x/2.x and SDXL, step for step as diffusers'
 // StableDiffusionPipeline / StableDiffusionImg2ImgPipeline / StableDiffusionXLPipeline /
 // StableDiffusionXLImg2ImgPipeline (called with one CPU generator per image, seeded seed + i),
-// and inpainting for SD 1.x/2.x as StableDiffusionInpaintPipeline (with a 9-channel inpainting
-// UNet, or any other by blending the kept part back in after each step), each image as
-// diffusers makes it alone with its seed.
+// and inpainting as StableDiffusionInpaintPipeline / StableDiffusionXLInpaintPipeline (with a
+// 9-channel inpainting UNet, or any other by blending the kept part back in after each step),
+// each image as diffusers makes it alone with its seed.
 //
 // Threads: one Pipeline is used by one thread at a time; `cancel` may be set from any thread
 // and is checked between steps.

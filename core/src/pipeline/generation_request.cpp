@@ -34,6 +34,8 @@ void GenerationRequest::validate() const {
         fail("strength must be in (0, 1]");
     if (!mask_image.empty() && init_image.empty())
         fail("a mask (" + mask_image + ") needs an init image to inpaint");
+    if (mask_blur < 0 || mask_blur > 64)
+        fail("mask blur must be 0..64 pixels");
     if (clip_skip < 0 || clip_skip > 11)
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
@@ -62,6 +64,7 @@ std::string GenerationRequest::to_json() const {
     j["init_image"] = init_image;
     j["mask_image"] = mask_image;
     j["keep_unmasked"] = keep_unmasked;
+    j["mask_blur"] = mask_blur;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
     j["loras"] = nlohmann::ordered_json::array();
@@ -108,6 +111,7 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("init_image", r.init_image);
     get("mask_image", r.mask_image);
     get("keep_unmasked", r.keep_unmasked);
+    get("mask_blur", r.mask_blur);
     get("clip_skip", r.clip_skip);
     get("eta", r.eta);
     if (j.contains("loras")) {
@@ -167,6 +171,7 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"Size", std::to_string(width) + "x" + std::to_string(height)},
         {"Model", model_name},
         {"Denoising strength", is_img2img() ? number(strength) : ""},
+        {"Mask blur", is_inpaint() && mask_blur > 0 ? std::to_string(mask_blur) : ""},
         {"Clip skip", clip_skip > 0 ? std::to_string(clip_skip + 1) : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
         {"Lora", lora_list(loras)},
@@ -243,6 +248,8 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
                 r.height = std::stoi(v.substr(x + 1));
             } else if (k == "Denoising strength")
                 r.strength = std::stod(v);
+            else if (k == "Mask blur")
+                r.mask_blur = std::stoi(v);
             else if (k == "Clip skip")
                 r.clip_skip = std::max(0, std::stoi(v) - 1);
             else if (k == "Eta")

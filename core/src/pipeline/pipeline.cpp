@@ -404,10 +404,6 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
                     " is an inpainting model (its UNet takes the mask and the masked image "
                     "too): it needs an init image and a mask to repaint");
     }
-    if (inpaint && m.text_2) {
-        throw Error("inpainting with SDXL (" + m.folder.source().string() +
-                    ") is not supported yet");
-    }
     if (req.loras != m.lora.applied()) {
         m.lora.apply(req.loras);
     }
@@ -510,7 +506,9 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         first = scheduler->first_index_for_strength(req.steps, req.strength);
         const bool pure_noise = req.strength == 1.0;
         init_sized = resize(*init, req.width, req.height);
-        mask_sized = resize(*mask, req.width, req.height);
+        mask_sized = resize(
+            req.mask_blur > 0 ? gaussian_blur(*mask, static_cast<float>(req.mask_blur)) : *mask,
+            req.width, req.height);
         const at::Tensor image = image_to_tensor(init_sized);
         const at::Tensor repaint = mask_to_tensor(mask_sized);
         if (!inpainting_unet || !pure_noise) {

@@ -124,6 +124,17 @@ TEST(Inpaint, OverlayIsDiffusersApplyOverlayByteForByte) {
     EXPECT_THROW(sds::overlay_unmasked(picture("overlay_generated"), init, init), sds::Error);
 }
 
+TEST(Inpaint, MaskBlurIsPillowsGaussianBlurByteForByte) {
+    for (int radius : {1, 4, 25}) {
+        const sds::Image got =
+            sds::gaussian_blur(picture("overlay_mask"), static_cast<float>(radius));
+        EXPECT_EQ(max_pixel_diff(got, expected().tensor("overlay_blur" + std::to_string(radius))),
+                  0)
+            << "radius " << radius;
+    }
+    EXPECT_EQ(sds::gaussian_blur(picture("init"), 0).rgb, picture("init").rgb);
+}
+
 sds::GenerationRequest small_request() {
     sds::GenerationRequest r;
     r.prompt = "a blue square";

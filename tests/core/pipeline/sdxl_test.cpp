@@ -120,7 +120,15 @@ TEST_P(SdxlParity, SameImagesAsDiffusers) {
     init.height = static_cast<int>(init_t.size(0));
     init.width = static_cast<int>(init_t.size(1));
     init.rgb.assign(init_t.data_ptr<uint8_t>(), init_t.data_ptr<uint8_t>() + init_t.numel());
-    const auto result = pipeline(c.model).generate(request, request.is_img2img() ? &init : nullptr);
+    sds::Image mask;
+    if (request.is_inpaint()) {
+        const at::Tensor mask_t = expected().tensor("mask").contiguous();
+        mask = {static_cast<int>(mask_t.size(1)), static_cast<int>(mask_t.size(0)),
+                std::vector<uint8_t>(mask_t.data_ptr<uint8_t>(),
+                                     mask_t.data_ptr<uint8_t>() + mask_t.numel())};
+    }
+    const auto result = pipeline(c.model).generate(request, request.is_img2img() ? &init : nullptr,
+                                                   request.is_inpaint() ? &mask : nullptr);
     const at::Tensor want = expected().tensor(c.name);
     ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
     for (size_t i = 0; i < result.images.size(); ++i) {
