@@ -11,13 +11,13 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/equal.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/max.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <torch/nn/module.h>
 #include <nlohmann/json.hpp>
 
+#include "image_parity.h"
 #include "sds/clip_text_model.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
@@ -126,20 +126,7 @@ TEST(SingleFile, LoadsTheSameTensorsAsTheDiffusersFolder) {
     expect_loads_as_folder(kDir);
 }
 
-// A generation's images against diffusers' ([B, H, W, 3] uint8): at most 2/255 apart.
-void expect_images(const sds::GenerationResult& result, const at::Tensor& want,
-                   const std::string& name) {
-    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0)) << name;
-    for (size_t i = 0; i < result.images.size(); ++i) {
-        const auto& img = result.images[i];
-        const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
-                                             {img.height, img.width, 3}, at::kByte);
-        ASSERT_EQ(got.sizes(), want[static_cast<int64_t>(i)].sizes()) << name;
-        const int diff =
-            (got.to(at::kInt) - want[static_cast<int64_t>(i)].to(at::kInt)).abs().max().item<int>();
-        EXPECT_LE(diff, 2) << name << " image " << i;
-    }
-}
+using sds::test::expect_images;
 
 void expect_diffusers_images(const fs::path& dir, const std::string& file = "model.safetensors") {
     auto pipe = sds::Pipeline::load(dir / file, {.single_file_config = dir / "config"});
@@ -469,11 +456,7 @@ TEST(SingleFileSdxl, MakesDiffusersImagesFromTheFile) {
     auto pipe = sds::Pipeline::load(kXlFile, {.single_file_config = kXlFolder});
     EXPECT_TRUE(pipe.model().is_single_file());
     const auto expected = sds::SafeTensorsFile::open(kXlDir / "expected.safetensors");
-    const at::Tensor init_t = expected.tensor("init").contiguous();
-    sds::Image init;
-    init.height = static_cast<int>(init_t.size(0));
-    init.width = static_cast<int>(init_t.size(1));
-    init.rgb.assign(init_t.data_ptr<uint8_t>(), init_t.data_ptr<uint8_t>() + init_t.numel());
+    const sds::Image init = sds::test::image_of(expected.tensor("init"));
     int compared = 0;
     for (const auto& c : read_json(kXlDir / "cases.json")) {
         const std::string name = c["name"];

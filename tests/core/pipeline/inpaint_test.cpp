@@ -5,14 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <map>
 
-#include <ATen/TensorOperators.h>
-#include <ATen/ops/abs.h>
 #include <ATen/ops/equal.h>
-#include <ATen/ops/from_blob.h>
 #include <nlohmann/json.hpp>
 
+#include "image_parity.h"
 #include "sds/image.h"
 #include "sds/pipeline.h"
 #include "sds/safetensors.h"
@@ -23,13 +20,10 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kDir = sds::test::fixture_dir("inpaint");
 
+using sds::test::max_pixel_diff;
+
 sds::Pipeline& pipeline(const std::string& model) {
-    static std::map<std::string, sds::Pipeline> loaded;
-    auto it = loaded.find(model);
-    if (it == loaded.end()) {
-        it = loaded.emplace(model, sds::Pipeline::load(kDir / model, {})).first;
-    }
-    return it->second;
+    return sds::test::cached_pipeline(kDir / model);
 }
 
 const sds::SafeTensorsFile& expected() {
@@ -38,24 +32,12 @@ const sds::SafeTensorsFile& expected() {
 }
 
 sds::Image picture(const std::string& name) {
-    const at::Tensor t = expected().tensor(name).contiguous();
-    sds::Image img;
-    img.height = static_cast<int>(t.size(0));
-    img.width = static_cast<int>(t.size(1));
-    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
-    return img;
+    return sds::test::image_of(expected().tensor(name));
 }
 
 // "init.png" -> the fixture's "init" picture.
 sds::Image picture_named(const std::string& file) {
     return picture(fs::path(file).stem().string());
-}
-
-int max_pixel_diff(const sds::Image& a, const at::Tensor& want) {
-    const at::Tensor got =
-        at::from_blob(const_cast<uint8_t*>(a.rgb.data()), {a.height, a.width, 3}, at::kByte);
-    EXPECT_EQ(got.sizes(), want.sizes());
-    return (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
 }
 
 struct Case {
@@ -84,24 +66,12 @@ TEST_P(InpaintParity, SameImagesAsDiffusers) {
     ASSERT_TRUE(request.is_inpaint());
     const sds::Image init = picture_named(request.init_image);
     const sds::Image mask = picture_named(request.mask_image);
-    const auto result = pipeline(c.model).generate(request, &init, &mask);
-    const at::Tensor want = expected().tensor(c.name);
-    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
-    for (size_t i = 0; i < result.images.size(); ++i) {
-        const int diff = max_pixel_diff(result.images[i], want[static_cast<int64_t>(i)]);
-        EXPECT_LE(diff, 2) << c.name << " image " << i;
-        std::printf("%s image %zu: max pixel difference %d/255\n", c.name.c_str(), i, diff);
-    }
+    sds::test::expect_images(pipeline(c.model).generate(request, &init, &mask),
+                             expected().tensor(c.name), c.name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, InpaintParity, ::testing::ValuesIn(cases()), [](const auto& info) {
-    std::string n = info.param.name;
-    for (char& ch : n) {
-        if (!std::isalnum(static_cast<unsigned char>(ch)))
-            ch = '_';
-    }
-    return n;
-});
+INSTANTIATE_TEST_SUITE_P(Tiny, InpaintParity, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return sds::test::test_name(info.param.name); });
 
 TEST(Inpaint, MaskIsDiffusersMaskProcessorsAfterTheResize) {
     // The stripes hold grey 128 and 127, green (grey 150) and red (grey 76), among others.

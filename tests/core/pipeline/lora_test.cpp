@@ -11,12 +11,12 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/equal.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/max.h>
 #include <ATen/ops/ones.h>
 #include <torch/nn/module.h>
 #include <nlohmann/json.hpp>
 
+#include "image_parity.h"
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/safetensors.h"
@@ -51,31 +51,12 @@ std::vector<Case> cases() {
 }
 
 sds::Pipeline& pipeline(const std::string& model) {
-    static std::map<std::string, sds::Pipeline> loaded;
-    auto it = loaded.find(model);
-    if (it == loaded.end()) {
-        it = loaded.emplace(model, sds::Pipeline::load(kDir / model, {})).first;
-    }
-    return it->second;
+    return sds::test::cached_pipeline(kDir / model);
 }
 
 const sds::SafeTensorsFile& expected() {
     static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
     return f;
-}
-
-int max_difference(const sds::GenerationResult& result, const at::Tensor& want) {
-    EXPECT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
-    int worst = 0;
-    for (size_t i = 0; i < result.images.size() && static_cast<int64_t>(i) < want.size(0); ++i) {
-        const auto& img = result.images[i];
-        const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
-                                             {img.height, img.width, 3}, at::kByte);
-        const at::Tensor w = want[static_cast<int64_t>(i)];
-        EXPECT_EQ(got.sizes(), w.sizes());
-        worst = std::max(worst, (got.to(at::kInt) - w.to(at::kInt)).abs().max().item<int>());
-    }
-    return worst;
 }
 
 std::map<std::string, at::Tensor> weights_of(torch::nn::Module& m) {
@@ -102,12 +83,12 @@ TEST_P(LoraParity, SameImagesAsDiffusersAndTheModelBackAfter) {
     auto& p = pipeline(c.model);
     const auto loaded = weights_of(p.unet().module());
     request.loras = c.loras;
-    const int with = max_difference(p.generate(request), expected().tensor(c.name));
-    EXPECT_LE(with, 2) << c.name;
+    const int with =
+        sds::test::expect_images(p.generate(request), expected().tensor(c.name), c.name);
     EXPECT_EQ(p.loras(), c.loras);
     request.loras.clear();
-    const int without = max_difference(p.generate(request), expected().tensor(c.name + ".nolora"));
-    EXPECT_LE(without, 2) << c.name;
+    const int without = sds::test::expect_images(
+        p.generate(request), expected().tensor(c.name + ".nolora"), c.name + " without");
     EXPECT_TRUE(p.loras().empty());
     expect_same_weights(p.unet().module(), loaded);
     std::printf("%s: max pixel difference %d/255 with the LoRAs, %d/255 without\n", c.name.c_str(),

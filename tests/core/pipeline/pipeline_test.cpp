@@ -12,11 +12,11 @@
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/max.h>
 #include <torch/cuda.h>
 #include <nlohmann/json.hpp>
 
+#include "image_parity.h"
 #include "sds/cpu_buffer_cache.h"
 #include "sds/image.h"
 #include "sds/safetensors.h"
@@ -55,19 +55,7 @@ const sds::SafeTensorsFile& expected() {
 }
 
 sds::Image init_image() {
-    const at::Tensor t = expected().tensor("init").contiguous();
-    sds::Image img;
-    img.height = static_cast<int>(t.size(0));
-    img.width = static_cast<int>(t.size(1));
-    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
-    return img;
-}
-
-int max_pixel_diff(const sds::Image& a, const at::Tensor& want) {
-    const at::Tensor got =
-        at::from_blob(const_cast<uint8_t*>(a.rgb.data()), {a.height, a.width, 3}, at::kByte);
-    EXPECT_EQ(got.sizes(), want.sizes());
-    return (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+    return sds::test::image_of(expected().tensor("init"));
 }
 
 struct Case {
@@ -93,24 +81,12 @@ TEST_P(PipelineParity, SameImagesAsDiffusers) {
     const Case& c = GetParam();
     const auto request = sds::GenerationRequest::from_json(c.request_json);
     const sds::Image init = init_image();
-    const auto result = pipeline().generate(request, request.is_img2img() ? &init : nullptr);
-    const at::Tensor want = expected().tensor(c.name);
-    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
-    for (size_t i = 0; i < result.images.size(); ++i) {
-        const int diff = max_pixel_diff(result.images[i], want[static_cast<int64_t>(i)]);
-        EXPECT_LE(diff, 2) << c.name << " image " << i;
-        std::printf("%s image %zu: max pixel difference %d/255\n", c.name.c_str(), i, diff);
-    }
+    sds::test::expect_images(pipeline().generate(request, request.is_img2img() ? &init : nullptr),
+                             expected().tensor(c.name), c.name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, PipelineParity, ::testing::ValuesIn(cases()), [](const auto& info) {
-    std::string n = info.param.name;
-    for (char& ch : n) {
-        if (!std::isalnum(static_cast<unsigned char>(ch)))
-            ch = '_';
-    }
-    return n;
-});
+INSTANTIATE_TEST_SUITE_P(Tiny, PipelineParity, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return sds::test::test_name(info.param.name); });
 
 sds::GenerationRequest small_request() {
     sds::GenerationRequest r;

@@ -6,14 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <map>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/max.h>
 #include <nlohmann/json.hpp>
 
+#include "image_parity.h"
 #include "sds/clip_text_model.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
@@ -37,12 +36,7 @@ double rel_error(const at::Tensor& got, const at::Tensor& want) {
 }
 
 sds::Pipeline& pipeline(const std::string& model) {
-    static std::map<std::string, sds::Pipeline> loaded;
-    auto it = loaded.find(model);
-    if (it == loaded.end()) {
-        it = loaded.emplace(model, sds::Pipeline::load(kDir / model, {})).first;
-    }
-    return it->second;
+    return sds::test::cached_pipeline(kDir / model);
 }
 
 TEST(Sdxl, FolderHasBothEncodersAndItsEmptyPromptRule) {
@@ -115,42 +109,17 @@ class SdxlParity : public ::testing::TestWithParam<Case> {};
 TEST_P(SdxlParity, SameImagesAsDiffusers) {
     const Case& c = GetParam();
     const auto request = sds::GenerationRequest::from_json(c.request_json);
-    const at::Tensor init_t = expected().tensor("init").contiguous();
-    sds::Image init;
-    init.height = static_cast<int>(init_t.size(0));
-    init.width = static_cast<int>(init_t.size(1));
-    init.rgb.assign(init_t.data_ptr<uint8_t>(), init_t.data_ptr<uint8_t>() + init_t.numel());
-    sds::Image mask;
-    if (request.is_inpaint()) {
-        const at::Tensor mask_t = expected().tensor("mask").contiguous();
-        mask = {static_cast<int>(mask_t.size(1)), static_cast<int>(mask_t.size(0)),
-                std::vector<uint8_t>(mask_t.data_ptr<uint8_t>(),
-                                     mask_t.data_ptr<uint8_t>() + mask_t.numel())};
-    }
-    const auto result = pipeline(c.model).generate(request, request.is_img2img() ? &init : nullptr,
-                                                   request.is_inpaint() ? &mask : nullptr);
-    const at::Tensor want = expected().tensor(c.name);
-    ASSERT_EQ(static_cast<int64_t>(result.images.size()), want.size(0));
-    for (size_t i = 0; i < result.images.size(); ++i) {
-        const auto& img = result.images[i];
-        const at::Tensor got = at::from_blob(const_cast<uint8_t*>(img.rgb.data()),
-                                             {img.height, img.width, 3}, at::kByte);
-        const at::Tensor w = want[static_cast<int64_t>(i)];
-        ASSERT_EQ(got.sizes(), w.sizes());
-        const int diff = (got.to(at::kInt) - w.to(at::kInt)).abs().max().item<int>();
-        EXPECT_LE(diff, 2) << c.name << " image " << i;
-        std::printf("%s image %zu: max pixel difference %d/255\n", c.name.c_str(), i, diff);
-    }
+    const sds::Image init = sds::test::image_of(expected().tensor("init"));
+    const sds::Image mask =
+        request.is_inpaint() ? sds::test::image_of(expected().tensor("mask")) : sds::Image{};
+    sds::test::expect_images(
+        pipeline(c.model).generate(request, request.is_img2img() ? &init : nullptr,
+                                   request.is_inpaint() ? &mask : nullptr),
+        expected().tensor(c.name), c.name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, SdxlParity, ::testing::ValuesIn(cases()), [](const auto& info) {
-    std::string n = info.param.name;
-    for (char& ch : n) {
-        if (!std::isalnum(static_cast<unsigned char>(ch)))
-            ch = '_';
-    }
-    return n;
-});
+INSTANTIATE_TEST_SUITE_P(Tiny, SdxlParity, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return sds::test::test_name(info.param.name); });
 
 std::string open_error(const fs::path& dir) {
     try {

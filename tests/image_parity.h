@@ -1,0 +1,79 @@
+#pragma once
+// What the image parity tests share: fixture pictures ([H, W, 3] uint8 tensors) as images, the
+// largest pixel difference from diffusers' images, a test name from a case name, and pipelines
+// loaded once per test program.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/from_blob.h>
+
+#include "sds/image.h"
+#include "sds/pipeline.h"
+
+namespace sds::test {
+
+// A picture [H, W, 3] uint8 as an image.
+inline Image image_of(const at::Tensor& picture) {
+    const at::Tensor t = picture.contiguous();
+    Image img;
+    img.height = static_cast<int>(t.size(0));
+    img.width = static_cast<int>(t.size(1));
+    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
+    return img;
+}
+
+// The largest difference of any pixel channel from `want` [H, W, 3] uint8 (a failure when the
+// sizes differ).
+inline int max_pixel_diff(const Image& image, const at::Tensor& want) {
+    const at::Tensor got = at::from_blob(const_cast<uint8_t*>(image.rgb.data()),
+                                         {image.height, image.width, 3}, at::kByte);
+    EXPECT_EQ(got.sizes(), want.sizes());
+    if (got.sizes() != want.sizes()) {
+        return 255;
+    }
+    return (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+}
+
+// A generation's images against diffusers' [B, H, W, 3] uint8: the same count, each at most
+// `tolerance` apart (printed, for the record); returns the largest difference.
+inline int expect_images(const GenerationResult& result, const at::Tensor& want,
+                         const std::string& name, int tolerance = 2) {
+    EXPECT_EQ(static_cast<int64_t>(result.images.size()), want.size(0)) << name;
+    int worst = 0;
+    for (size_t i = 0; i < result.images.size() && static_cast<int64_t>(i) < want.size(0); ++i) {
+        const int diff = max_pixel_diff(result.images[i], want[static_cast<int64_t>(i)]);
+        EXPECT_LE(diff, tolerance) << name << " image " << i;
+        std::printf("%s image %zu: max pixel difference %d/255\n", name.c_str(), i, diff);
+        worst = std::max(worst, diff);
+    }
+    return worst;
+}
+
+// A case name as a test name: anything but letters and digits becomes '_'.
+inline std::string test_name(std::string name) {
+    for (char& ch : name) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)))
+            ch = '_';
+    }
+    return name;
+}
+
+// The pipeline of `dir` on the CPU in fp32, loaded on first use and kept for the program.
+inline Pipeline& cached_pipeline(const std::filesystem::path& dir) {
+    static std::map<std::filesystem::path, Pipeline> loaded;
+    auto it = loaded.find(dir);
+    if (it == loaded.end()) {
+        it = loaded.emplace(dir, Pipeline::load(dir, {})).first;
+    }
+    return it->second;
+}
+
+}  // namespace sds::test
