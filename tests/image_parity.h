@@ -1,16 +1,19 @@
 #pragma once
 // What the image parity tests share: fixture pictures ([H, W, 3] uint8 tensors) as images, the
 // largest pixel difference from diffusers' images, a test name from a case name, and pipelines
-// loaded once per test program.
+// loaded once per test program on the device SDS_TEST_DEVICE names (cpu when unset; ctest's
+// *_cuda_test runs with -DSDS_TEST_CUDA=ON set it to cuda).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
 
+#include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/from_blob.h>
@@ -66,12 +69,24 @@ inline std::string test_name(std::string name) {
     return name;
 }
 
-// The pipeline of `dir` on the CPU in fp32, loaded on first use and kept for the program.
+// SDS_TEST_DEVICE's device (cpu when unset). On a GPU, fp32 means fp32: TF32 convolutions and
+// matrix products (cuDNN's default) keep only 10 mantissa bits, so they are turned off.
+inline c10::Device test_device() {
+    const char* name = std::getenv("SDS_TEST_DEVICE");
+    const c10::Device d = parse_device(name ? name : "cpu");
+    if (d.is_cuda()) {
+        at::globalContext().setAllowTF32CuDNN(false);
+        at::globalContext().setAllowTF32CuBLAS(false);
+    }
+    return d;
+}
+
+// The pipeline of `dir` on test_device() in fp32, loaded on first use and kept for the program.
 inline Pipeline& cached_pipeline(const std::filesystem::path& dir) {
     static std::map<std::filesystem::path, Pipeline> loaded;
     auto it = loaded.find(dir);
     if (it == loaded.end()) {
-        it = loaded.emplace(dir, Pipeline::load(dir, {})).first;
+        it = loaded.emplace(dir, Pipeline::load(dir, {.device = test_device()})).first;
     }
     return it->second;
 }

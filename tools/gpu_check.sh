@@ -27,12 +27,13 @@ text)
     tests="safetensors_test model_folder_test clip_tokenizer_test clip_text_model_test clip_text_model_full_test clip_text_model_cuda_test" ;;
 nn) tests="unet_vae_test unet_vae_cuda_test" ;;
 pipeline) tests="pipeline_test pipeline_cuda_test" ;;
+inpaint) tests="inpaint_test inpaint_cuda_test" ;;
 esac
 echo "set: $set_name"
 fail=0
 for t in $tests; do
     bin=$t; env=()
-    if [ "$t" = pipeline_cuda_test ]; then bin=pipeline_test; env=(SDS_TEST_DEVICE=cuda); fi
+    case "$t" in *_cuda_test) [ -e "build-gpu/tests/$t" ] || { bin=${t%_cuda_test}_test; env=(SDS_TEST_DEVICE=cuda); } ;; esac
     if env "${env[@]}" build-gpu/tests/$bin > "$out/$t.log" 2>&1; then r=ok; else r=FAILED; fail=1; fi
     echo "$t: $r ($(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' '))"
     grep -E "max abs error|relative error|max pixel difference|Failure" "$out/$t.log" | head -40

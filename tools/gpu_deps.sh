@@ -7,11 +7,12 @@
 #   tools/gpu_deps.sh text       tokenizer, text encoder, model folder (about 23 MiB)
 #   tools/gpu_deps.sh nn         the tiny UNet/VAE configs (about 19 MiB)
 #   tools/gpu_deps.sh pipeline   the pipeline parity suite (about 18 MiB)
+#   tools/gpu_deps.sh inpaint    the inpainting parity suite (about 24 MiB)
 # .deps/ is listed in .git/info/exclude by this script; name it in the device call's `carry`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-set_name=${1:?usage: tools/gpu_deps.sh text|nn|pipeline}
+set_name=${1:?usage: tools/gpu_deps.sh text|nn|pipeline|inpaint}
 grep -qx '/.deps/' .git/info/exclude 2>/dev/null || echo '/.deps/' >> .git/info/exclude
 rm -rf .deps
 mkdir -p .deps/include .deps/lib .deps/share/cmake .deps/fixtures
@@ -22,11 +23,13 @@ case "$set_name" in
 text) fixtures="tokenizer text_encoder_tiny safetensors tiny_pipeline" ;;
 nn) fixtures="unet_vae_tiny" ;;
 pipeline) fixtures="pipeline" ;;
-*) echo "unknown set '$set_name' (text, nn, pipeline)" >&2; exit 2 ;;
+inpaint) fixtures="inpaint" ;;
+*) echo "unknown set '$set_name' (text, nn, pipeline, inpaint)" >&2; exit 2 ;;
 esac
 for f in $fixtures; do
     [ -e "build/fixtures/$f/.complete" ] || { echo "build/fixtures/$f is missing: run scripts/test.sh first" >&2; exit 1; }
-    cp -rL "build/fixtures/$f" .deps/fixtures/
+    # The link to the cached fixture followed, links inside it (models sharing parts) kept.
+    cp -rH "build/fixtures/$f" .deps/fixtures/
 done
 echo "$set_name" > .deps/set
 du -sh .deps

@@ -11,7 +11,8 @@ so its image i > 0 depends on the batch it was in; SD Studio keeps each image re
 its own seed, as for txt2img and img2img.
 
 usage: make_inpaint_fixture.py OUT_DIR
-OUT_DIR/tiny-sd, OUT_DIR/tiny-sd-inpaint (the models), OUT_DIR/{init,mask,init_big,mask_big}.png,
+OUT_DIR/tiny-sd, OUT_DIR/tiny-sd-inpaint (the models; the second's text encoder, tokenizer,
+VAE and scheduler are links to the first's), OUT_DIR/{init,mask,init_big,mask_big}.png,
 OUT_DIR/cases.json ([{"name", "model", "request": {our request JSON}}]),
 OUT_DIR/expected.safetensors: "init", "mask", "init_big", "mask_big" [H, W, 3] uint8,
 "mask_condition" [32, 32] and "mask_big_condition" [48, 32] float32 (diffusers' mask processor at
@@ -19,6 +20,7 @@ the requests' sizes), "overlay_{generated,init,mask,expected}" [37, 41, 3] uint8
 apply_overlay on random pictures), "overlay_blur{1,4,25}" (mask_processor.blur of that mask), and per case NAME [B, H, W, 3] uint8.
 """
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -91,6 +93,10 @@ def main(out_dir):
     unet = UNet2DConditionModel(**dict(plain.unet.config, in_channels=9))
     inpaint = StableDiffusionInpaintPipeline(**dict(plain.components, unet=unet))
     inpaint.save_pretrained(out / "tiny-sd-inpaint", safe_serialization=True)
+    for part in ("text_encoder", "tokenizer", "vae", "scheduler"):  # shared: links, half the size
+        shutil.rmtree(out / "tiny-sd-inpaint" / part)
+        (out / "tiny-sd-inpaint" / part).symlink_to(Path("..") / "tiny-sd" / part,
+                                                    target_is_directory=True)
     inpaint.set_progress_bar_config(disable=True)
     pipes = {"tiny-sd": plain, "tiny-sd-inpaint": inpaint}
 

@@ -28,20 +28,10 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kDir = sds::test::fixture_dir("pipeline");
 
-c10::Device test_device() {
-    const char* name = std::getenv("SDS_TEST_DEVICE");
-    const c10::Device d = sds::parse_device(name ? name : "cpu");
-    if (d.is_cuda()) {
-        // fp32 means fp32: TF32 convolutions (cuDNN's default) keep only 10 mantissa bits.
-        at::globalContext().setAllowTF32CuDNN(false);
-        at::globalContext().setAllowTF32CuBLAS(false);
-    }
-    return d;
-}
+using sds::test::test_device;
 
 sds::Pipeline& pipeline() {
-    static sds::Pipeline p = sds::Pipeline::load(kDir / "tiny-sd", {.device = test_device()});
-    return p;
+    return sds::test::cached_pipeline(kDir / "tiny-sd");
 }
 
 TEST(Pipeline, RunsOnTheDeviceAskedFor) {
