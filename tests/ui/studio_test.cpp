@@ -817,6 +817,43 @@ class StudioTest : public QObject {
         w.canvas()->clearMask();
         QVERIFY(!w.canvas()->hasMask());
     }
+
+    void outpaintingExtendsTheCanvasAndMasksTheNewArea() {
+        auto& w = window();
+        w.canvas()->clearMask();
+        const QImage before = w.canvas()->image();
+        const QSize size = before.size();
+        QVERIFY(!w.extendCanvas(0, 0, ui::ParameterPanel::kMaxSide, 0));  // too big: a message
+        QVERIFY(w.errorText().contains("the largest is"));
+        QCOMPARE(w.canvas()->imageSize(), size);
+        QVERIFY(w.extendCanvas(0, 0, 60, 0));  // rounded up to 64
+        const QSize grown(size.width() + 64, size.height());
+        QCOMPARE(w.canvas()->imageSize(), grown);
+        const GenerationRequest r = w.panel()->request();
+        QCOMPARE(QSize(r.width, r.height), grown);
+        QVERIFY(r.is_inpaint());
+        // The old picture where it was, its right edge repeated into the new area, which is
+        // the mask.
+        const QImage now = w.canvas()->image();
+        const QImage mask = w.canvas()->mask();
+        QCOMPARE(now.copy(QRect(QPoint(0, 0), size)), before);
+        for (int y : {0, size.height() / 2, size.height() - 1}) {
+            QCOMPARE(now.pixel(grown.width() - 1, y), before.pixel(size.width() - 1, y));
+            QCOMPARE(mask.pixelColor(size.width() - 1, y), QColor(Qt::black));
+            QCOMPARE(mask.pixelColor(size.width(), y), QColor(Qt::white));
+        }
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        const QImage made = QImage(e->file).convertToFormat(QImage::Format_RGB888);
+        QCOMPARE(made.size(), grown);
+        if (e->request.keep_unmasked) {  // the inpainting test left it on
+            QCOMPARE(made.pixel(0, 0), now.pixel(0, 0));
+        }
+        screenshot(&w, "studio-outpaint.png");
+    }
 };
 
 QTEST_MAIN(StudioTest)

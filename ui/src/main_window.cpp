@@ -313,6 +313,7 @@ QWidget* MainWindow::buildCanvasPanel() {
     auto* maskMenu = new QMenu(maskButton_);
     maskMenu->addAction(tr("Clear mask"), canvas_, &SketchCanvas::clearMask);
     maskMenu->addAction(tr("Invert mask"), canvas_, &SketchCanvas::invertMask);
+    maskMenu->addAction(tr("Extend canvas (outpaint)…"), this, &MainWindow::askExtendCanvas);
     maskButton_->setMenu(maskMenu);
     connect(maskButton_, &QToolButton::toggled, this, [this](bool on) {
         canvas_->setMaskEditing(on);
@@ -509,6 +510,7 @@ void MainWindow::buildMenus() {
     auto* edit = menuBar()->addMenu(tr("&Edit"));
     edit->addAction(tr("Paste image to canvas"), QKeySequence::Paste, canvas_,
                     &SketchCanvas::pasteFromClipboard);
+    edit->addAction(tr("Extend canvas (outpaint)…"), this, &MainWindow::askExtendCanvas);
     edit->addAction(tr("Clear canvas"), this, [this] {
         canvas_->clear();
         canvasParent_ = -1;
@@ -653,6 +655,55 @@ quint64 MainWindow::generate() {
     ours_.insert(id);
     updateStatus();
     return id;
+}
+
+bool MainWindow::extendCanvas(int left, int top, int right, int bottom) {
+    auto up8 = [](int v) { return (std::max(0, v) + 7) / 8 * 8; };
+    left = up8(left), top = up8(top), right = up8(right), bottom = up8(bottom);
+    const QSize now = canvas_->imageSize();
+    const QSize grown(now.width() + left + right, now.height() + top + bottom);
+    if (grown.width() > ParameterPanel::kMaxSide || grown.height() > ParameterPanel::kMaxSide) {
+        showError(tr("The canvas would be %1×%2; the largest is %3×%3.")
+                      .arg(grown.width())
+                      .arg(grown.height())
+                      .arg(ParameterPanel::kMaxSide));
+        return false;
+    }
+    canvas_->extend(left, top, right, bottom);
+    panel_->setImageSize(grown);
+    panel_->setMode(ParameterPanel::Mode::Inpaint);
+    statusBar()->showMessage(tr("The canvas is %1×%2; the new area is masked: Generate paints it.")
+                                 .arg(grown.width())
+                                 .arg(grown.height()),
+                             5000);
+    return true;
+}
+
+void MainWindow::askExtendCanvas() {
+    QDialog dialog(this);
+    dialog.setWindowTitle(tr("Extend canvas"));
+    auto* form = new QFormLayout(&dialog);
+    form->addRow(
+        new QLabel(tr("Pixels to add on each side (multiples of 8); the new area is\n"
+                      "masked and Inpaint mode turns on, so Generate paints it.")));
+    QSpinBox* sides[4];
+    const char* names[4] = {QT_TR_NOOP("Left"), QT_TR_NOOP("Top"), QT_TR_NOOP("Right"),
+                            QT_TR_NOOP("Bottom")};
+    for (int i = 0; i < 4; ++i) {
+        sides[i] = new QSpinBox;
+        sides[i]->setRange(0, ParameterPanel::kMaxSide);
+        sides[i]->setSingleStep(64);
+        sides[i]->setSuffix(tr(" px"));
+        sides[i]->setValue(i == 2 ? 128 : 0);
+        form->addRow(tr(names[i]), sides[i]);
+    }
+    auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
+    connect(buttons, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
+    connect(buttons, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+    form->addRow(buttons);
+    if (dialog.exec() == QDialog::Accepted) {
+        extendCanvas(sides[0]->value(), sides[1]->value(), sides[2]->value(), sides[3]->value());
+    }
 }
 
 void MainWindow::cancel() {

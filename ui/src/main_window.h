@@ -44,6 +44,9 @@ class MainWindow : public QMainWindow {
     // Queues a generation from the panel (Generate / Ctrl+Enter). Returns the job id, 0 when
     // nothing was queued (the message says why).
     quint64 generate();
+    // Outpainting: the canvas grows by the margins (multiples of 8, up to the largest size the
+    // panel takes), the new area masked, Inpaint mode on. False (and a message) when too big.
+    bool extendCanvas(int left, int top, int right, int bottom);
     void cancel();
     // Puts a history image on the canvas as the picture to draw over, in img2img mode, and
     // records it as the parent of what is generated from it.
@@ -74,6 +77,7 @@ class MainWindow : public QMainWindow {
     void closeEvent(QCloseEvent* event) override;
 
   private:
+    void askExtendCanvas();  // the Extend canvas dialog
     void buildMenus();
     QWidget* buildCanvasPanel();
     QWidget* buildResultPanel();

@@ -16,6 +16,7 @@
 #include <QRadioButton>
 #include <QRandomGenerator>
 #include <QRegularExpressionValidator>
+#include <QSignalBlocker>
 #include <QSlider>
 #include <QSpinBox>
 #include <QTableWidget>
@@ -189,7 +190,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     width_ = new QSpinBox;
     height_ = new QSpinBox;
     for (QSpinBox* s : {width_, height_}) {
-        s->setRange(64, 2048);
+        s->setRange(64, kMaxSide);
         s->setSingleStep(8);
         s->setValue(512);
         s->setKeyboardTracking(false);
@@ -390,6 +391,15 @@ void ParameterPanel::setImg2img(bool on) {
         setMode(on ? Mode::Sketch : Mode::Text);
     }
 }
+void ParameterPanel::setImageSize(QSize size) {
+    {
+        const QSignalBlocker bw(width_), bh(height_);
+        width_->setValue(size.width());
+        height_->setValue(size.height());
+    }
+    Q_EMIT sizeChanged(QSize(width_->value() / 8 * 8, height_->value() / 8 * 8));
+}
+
 bool ParameterPanel::live() const {
     return live_->isChecked();
 }

@@ -57,6 +57,7 @@ class ParameterPanel : public QWidget {
     explicit ParameterPanel(QWidget* parent = nullptr);
 
     enum class Mode { Text, Sketch, Inpaint };
+    static constexpr int kMaxSide = 2048;  // the largest width or height the panel takes
     // The request as the panel shows it. Sketch mode sets init_image to "canvas", inpaint mode
     // also mask_image to "canvas mask".
     GenerationRequest request() const;
@@ -71,6 +72,8 @@ class ParameterPanel : public QWidget {
     bool live() const;
     void setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer);
     void setNativeSize(int size);  // the model's size, used when a model loads
+    // Width and height at once (one sizeChanged, with both), e.g. after the canvas grew.
+    void setImageSize(QSize size);
     // A newly opened model's suggested guidance, steps and sampler (its sdstudio.json).
     void applyHints(const ModelHints& hints);
     void setBusy(bool busy);

@@ -115,6 +115,43 @@ void SketchCanvas::invertMask() {
     update();
 }
 
+void SketchCanvas::extend(int left, int top, int right, int bottom) {
+    left = std::max(0, left), top = std::max(0, top);
+    right = std::max(0, right), bottom = std::max(0, bottom);
+    if (left + top + right + bottom == 0) {
+        return;
+    }
+    const QImage old = composited();
+    const int w = old.width(), h = old.height();
+    QImage picture(w + left + right, h + top + bottom, QImage::Format_RGB32);
+    for (int y = 0; y < picture.height(); ++y) {
+        const QRgb* in =
+            reinterpret_cast<const QRgb*>(old.constScanLine(std::clamp(y - top, 0, h - 1)));
+        QRgb* out = reinterpret_cast<QRgb*>(picture.scanLine(y));
+        for (int x = 0; x < picture.width(); ++x) {
+            out[x] = in[std::clamp(x - left, 0, w - 1)];
+        }
+    }
+    QImage mask(picture.size(), QImage::Format_ARGB32_Premultiplied);
+    mask.fill(kMaskColour);
+    {
+        QPainter p(&mask);
+        p.setCompositionMode(QPainter::CompositionMode_Source);
+        p.fillRect(QRect(left, top, w, h), Qt::transparent);
+        p.setCompositionMode(QPainter::CompositionMode_SourceOver);
+        p.drawImage(left, top, mask_);
+    }
+    picture_ = picture;
+    paint_ = QImage(picture.size(), QImage::Format_ARGB32_Premultiplied);
+    paint_.fill(Qt::transparent);
+    mask_ = mask;
+    undo_.clear();
+    redo_.clear();
+    Q_EMIT undoStateChanged();
+    Q_EMIT strokeFinished();
+    update();
+}
+
 void SketchCanvas::restore(const State& s) {
     picture_ = s.picture, paint_ = s.paint, mask_ = s.mask;
 }

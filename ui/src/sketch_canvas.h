@@ -60,6 +60,10 @@ class SketchCanvas : public QWidget {
     void clear();       // white paper, no paint, no mask; undoable
     void clearMask();   // undoable
     void invertMask();  // undoable
+    // Outpainting: the canvas grows by these margins in pixels, the sketch flattened onto the
+    // picture and its edge pixels repeated into the new area, which becomes the mask (added to
+    // the mask there was). Clears undo, as a size change does.
+    void extend(int left, int top, int right, int bottom);
     void pasteFromClipboard();
 
   Q_SIGNALS:
