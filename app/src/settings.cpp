@@ -24,16 +24,21 @@ QString bundled_model_folder(const QString& name) {
 
 QString single_file_config_folder(const QString& checkpoint) {
     SingleFileKind kind = SingleFileKind::SD1;
+    int64_t unet_channels = 0;
     if (!checkpoint.isEmpty() && QFileInfo(checkpoint).isFile()) {
         try {
             kind = ModelFolder::single_file_kind(checkpoint.toStdString());
+            unet_channels = ModelFolder::single_file_unet_in_channels(checkpoint.toStdString());
         } catch (const std::exception&) {
             // unreadable: opening it says so
         }
     }
     switch (kind) {
         case SingleFileKind::SD2:
-            return bundled_model_folder(QStringLiteral("sd2-config"));
+            // SD 2's inpainting model (512-inpainting-ema) is a 512 px epsilon model, as 2.1
+            // base is; diffusers' from_single_file takes it so too.
+            return bundled_model_folder(unet_channels == 9 ? QStringLiteral("sd2-base-config")
+                                                           : QStringLiteral("sd2-config"));
         case SingleFileKind::SDXL:
             return bundled_model_folder(QStringLiteral("sdxl-config"));
         default:

@@ -1101,3 +1101,35 @@ def test_an_inpainting_single_file_opens_with_the_usual_configs(tmp_path):
             "--out", str(tmp_path / "file"))
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.array(Image.open(r.stdout.strip())), np.array(Image.open(folder_png)))
+
+
+def test_an_sd2_inpainting_single_file_opens_with_sd2_base_configs(tmp_path):
+    """SD 2's inpainting checkpoint (a 9-channel first convolution) is a 512 px epsilon model:
+    by default it opens with the bundled SD 2.1 base configs, not SD 2.1's 768 px v ones, as
+    diffusers' from_single_file takes it; and --config's configs run it."""
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from PIL import Image
+    folder = tmp_path / "sd2-inpaint"
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(SD2 / "model")
+    torch.manual_seed(3)
+    pipe.unet = UNet2DConditionModel(**dict(pipe.unet.config, in_channels=9))
+    pipe.save_pretrained(folder, safe_serialization=True)
+    ckpt = tmp_path / "sd2-inpainting.safetensors"
+    _original_checkpoint().write(folder, ckpt, openclip=True)
+    r = run("info", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("configs: ")[1].split()[0].endswith("models/sd2-base-config"), r.stdout
+    r = run("info", str(SD2 / "model.safetensors"))  # the others keep SD 2.1's
+    assert r.stdout.split("configs: ")[1].split()[0].endswith("models/sd2-config"), r.stdout
+    common = ["--init", str(INPAINT / "init.png"), "--mask", str(INPAINT / "mask.png"),
+              "--prompt", "a blue square", "--steps", "5", "--seed", "2", "--sampler", "euler",
+              "--device", "cpu"]
+    r = run("inpaint", "--model", str(folder), *common, "--out", str(tmp_path / "folder"))
+    assert r.returncode == 0, r.stderr
+    from_folder = np.array(Image.open(r.stdout.strip()))
+    r = run("inpaint", "--model", str(ckpt), "--config", str(folder), *common, "--out",
+            str(tmp_path / "file"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.array(Image.open(r.stdout.strip())), from_folder)

@@ -79,6 +79,10 @@ class ModelFolder {
                                         const std::filesystem::path& config_dir);
     // Reads the header (or a .ckpt's pickle) only; throws sds::Error for a file it cannot read.
     static SingleFileKind single_file_kind(const std::filesystem::path& file);
+    // The input channels of a single file's UNet, from its first convolution (9 for an
+    // inpainting checkpoint, 4 for the others); 0 when the file has no such tensor. Reads the
+    // header (or a .ckpt's pickle) only.
+    static int64_t single_file_unet_in_channels(const std::filesystem::path& file);
     // A folder -> open(path, variant); a file -> open_single_file(path, config_dir).
     static ModelFolder open_any(const std::filesystem::path& path,
                                 const std::filesystem::path& config_dir,

@@ -313,6 +313,15 @@ SingleFileKind ModelFolder::single_file_kind(const fs::path& file) {
     return count_original_layout(SafeTensorsFile::open(file)).kind();
 }
 
+int64_t ModelFolder::single_file_unet_in_channels(const fs::path& file) {
+    const auto checkpoint = SafeTensorsFile::open(file);
+    const std::string conv_in = std::string(kOriginalUNetPrefix) + "input_blocks.0.0.weight";
+    if (!checkpoint.contains(conv_in) || checkpoint.info(conv_in).shape.size() != 4) {
+        return 0;
+    }
+    return checkpoint.info(conv_in).shape[1];
+}
+
 ModelFolder ModelFolder::open_any(const fs::path& path, const fs::path& config_dir,
                                   Variant variant) {
     if (fs::is_directory(path)) {

@@ -24,7 +24,6 @@
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
 #include "sds/original_layout.h"
-#include "sds/safetensors.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
 
@@ -159,14 +158,12 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         tell("loading the UNet", 0.2);
         const auto& unet = m.folder.component("unet");
         UNetConfig unet_config = UNetConfig::from_file(unet.config);
-        const std::string first_conv = unet.original_prefix + "input_blocks.0.0.weight";
-        if (!unet.original_prefix.empty()) {
+        if (m.folder.is_single_file()) {
             // A single file's UNet takes as many channels as its first convolution: 9 for an
             // inpainting checkpoint (sd-v1-5-inpainting), whose configs are otherwise its
             // family's, as diffusers' from_single_file finds it.
-            const auto file = SafeTensorsFile::open(unet.weights.front());
-            if (file.contains(first_conv) && file.info(first_conv).shape.size() == 4) {
-                unet_config.in_channels = file.info(first_conv).shape[1];
+            if (const int64_t c = ModelFolder::single_file_unet_in_channels(m.folder.source())) {
+                unet_config.in_channels = c;
             }
         }
         m.unet = std::make_unique<UNet>(unet_config);
