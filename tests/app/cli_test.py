@@ -1133,3 +1133,24 @@ def test_an_sd2_inpainting_single_file_opens_with_sd2_base_configs(tmp_path):
             str(tmp_path / "file"))
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.array(Image.open(r.stdout.strip())), from_folder)
+
+
+def test_an_inpainting_grid_has_the_inpaint_images_in_its_cells(tmp_path):
+    """grid --init --mask: each cell (strength across) is the inpaint command's image
+    for its values, and is found pixel for pixel in the sheet."""
+    import numpy as np
+    from PIL import Image
+    common = ["--model", str(INPAINT / "tiny-sd"), "--init", str(INPAINT / "init.png"), "--mask",
+              str(INPAINT / "mask.png"), "--prompt", "a star", "--steps", "4", "--seed", "6",
+              "--sampler", "euler", "--keep-unmasked", "--device", "cpu"]
+    r = run("grid", *common, "--x", "strength=0.5,1", "--cells", "--out", str(tmp_path / "g"))
+    assert r.returncode == 0, r.stderr
+    sheet_path, *cells = r.stdout.split()
+    sheet = np.array(Image.open(sheet_path).convert("RGB"))
+    assert len(cells) == 2
+    for cell, strength in zip(cells, ["0.5", "1"]):
+        r = run("inpaint", *common, "--strength", strength, "--out", str(tmp_path / strength))
+        assert r.returncode == 0, r.stderr
+        alone = np.array(Image.open(r.stdout.strip()).convert("RGB"))
+        assert np.array_equal(np.array(Image.open(cell).convert("RGB")), alone), cell
+        assert _find(sheet, alone) is not None, cell
