@@ -816,6 +816,24 @@ class StudioTest : public QObject {
         QCOMPARE(w.canvas()->mask().pixelColor(0, 0), QColor(Qt::white));
         w.canvas()->clearMask();
         QVERIFY(!w.canvas()->hasMask());
+        // A mask image from a file (as the CLI's --mask): grey from 128 up is masked.
+        QImage file_mask(w.canvas()->imageSize(), QImage::Format_RGB32);
+        file_mask.fill(QColor(127, 127, 127));
+        for (int y = 0; y < file_mask.height(); ++y) {
+            for (int x = file_mask.width() / 2; x < file_mask.width(); ++x) {
+                file_mask.setPixelColor(x, y, QColor(128, 128, 128));
+            }
+        }
+        const QString mask_file = QDir(data_.path()).filePath("mask.png");
+        QVERIFY(file_mask.save(mask_file));
+        QVERIFY(w.openMask(mask_file));
+        QCOMPARE(w.panel()->mode(), ui::ParameterPanel::Mode::Inpaint);
+        const QImage opened = w.canvas()->mask();
+        QCOMPARE(opened.pixelColor(0, 0), QColor(Qt::black));
+        QCOMPARE(opened.pixelColor(opened.width() - 1, opened.height() - 1), QColor(Qt::white));
+        QVERIFY(!w.openMask(QDir(data_.path()).filePath("no-such-mask.png")));
+        QVERIFY(w.errorText().contains("no-such-mask.png: cannot read the image"));
+        w.canvas()->clearMask();
     }
 
     void outpaintingExtendsTheCanvasAndMasksTheNewArea() {

@@ -16,6 +16,7 @@
 #include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QImageReader>
 #include <QLabel>
 #include <QLineEdit>
 #include <QMenu>
@@ -311,6 +312,14 @@ QWidget* MainWindow::buildCanvasPanel() {
     maskButton_->setShortcut(QKeySequence("M"));
     maskButton_->setPopupMode(QToolButton::MenuButtonPopup);
     auto* maskMenu = new QMenu(maskButton_);
+    maskMenu->addAction(tr("Open mask image…"), this, [this] {
+        const QString path =
+            QFileDialog::getOpenFileName(this, tr("Open a mask (white repaints, black keeps)"),
+                                         QString(), tr("Images (*.png *.jpg *.jpeg *.bmp *.webp)"));
+        if (!path.isEmpty()) {
+            openMask(path);
+        }
+    });
     maskMenu->addAction(tr("Clear mask"), canvas_, &SketchCanvas::clearMask);
     maskMenu->addAction(tr("Invert mask"), canvas_, &SketchCanvas::invertMask);
     maskMenu->addAction(tr("Extend canvas (outpaint)…"), this, &MainWindow::askExtendCanvas);
@@ -676,6 +685,18 @@ bool MainWindow::extendCanvas(int left, int top, int right, int bottom) {
                                  .arg(grown.width())
                                  .arg(grown.height()),
                              5000);
+    return true;
+}
+
+bool MainWindow::openMask(const QString& path) {
+    QImageReader reader(path);
+    const QImage image = reader.read();
+    if (image.isNull()) {
+        showError(tr("%1: cannot read the image: %2").arg(path, reader.errorString()));
+        return false;
+    }
+    canvas_->setMask(image);
+    panel_->setMode(ParameterPanel::Mode::Inpaint);
     return true;
 }
 

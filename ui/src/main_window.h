@@ -47,6 +47,9 @@ class MainWindow : public QMainWindow {
     // Outpainting: the canvas grows by the margins (multiples of 8, up to the largest size the
     // panel takes), the new area masked, Inpaint mode on. False (and a message) when too big.
     bool extendCanvas(int left, int top, int right, int bottom);
+    // A mask image onto the canvas (white repaints), Inpaint mode on; false and a message for a
+    // file that cannot be read.
+    bool openMask(const QString& path);
     void cancel();
     // Puts a history image on the canvas as the picture to draw over, in img2img mode, and
     // records it as the parent of what is generated from it.

@@ -95,6 +95,34 @@ void SketchCanvas::setMaskShown(bool on) {
     update();
 }
 
+void SketchCanvas::setMask(const QImage& image) {
+    if (image.isNull()) {
+        return;
+    }
+    QImage grey(picture_.size(), QImage::Format_Grayscale8);
+    grey.fill(Qt::black);
+    {
+        QPainter p(&grey);
+        const QImage scaled =
+            image.scaled(grey.size(), Qt::KeepAspectRatio, Qt::SmoothTransformation);
+        p.drawImage((grey.width() - scaled.width()) / 2, (grey.height() - scaled.height()) / 2,
+                    scaled);
+    }
+    pushUndo();
+    mask_.fill(Qt::transparent);
+    for (int y = 0; y < grey.height(); ++y) {
+        const uchar* in = grey.constScanLine(y);
+        QRgb* out = reinterpret_cast<QRgb*>(mask_.scanLine(y));
+        for (int x = 0; x < grey.width(); ++x) {
+            if (in[x] >= 128) {
+                out[x] = kMaskColour.rgb();
+            }
+        }
+    }
+    Q_EMIT strokeFinished();
+    update();
+}
+
 void SketchCanvas::clearMask() {
     pushUndo();
     mask_.fill(Qt::transparent);

@@ -57,7 +57,10 @@ class SketchCanvas : public QWidget {
   public Q_SLOTS:
     void undo();
     void redo();
-    void clear();       // white paper, no paint, no mask; undoable
+    void clear();  // white paper, no paint, no mask; undoable
+    // A mask from an image (white repaints, black keeps: grey levels from 128 up are masked, as
+    // the engine reads a mask), placed as setPicture places a picture; undoable.
+    void setMask(const QImage& mask);
     void clearMask();   // undoable
     void invertMask();  // undoable
     // Outpainting: the canvas grows by these margins in pixels, the sketch flattened onto the
