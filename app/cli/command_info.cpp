@@ -44,6 +44,12 @@ int command_info(const Args& args) {
                 model.pipeline_class().c_str());
     if (model.is_single_file()) {
         std::printf("configs: %s\n", model.dir().string().c_str());
+        const int64_t channels = ModelFolder::single_file_unet_in_channels(model.source());
+        if (channels == 9) {
+            std::printf(
+                "an inpainting model: its UNet takes 9 input channels (latents, mask, "
+                "masked image)\n");
+        }
     }
     std::printf("\n");
     int name_w = 13, class_w = 22;  // wider for SDXL's text_encoder_2 and its class

@@ -1121,8 +1121,10 @@ def test_an_sd2_inpainting_single_file_opens_with_sd2_base_configs(tmp_path):
     r = run("info", str(ckpt))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("configs: ")[1].split()[0].endswith("models/sd2-base-config"), r.stdout
+    assert "an inpainting model: its UNet takes 9 input channels" in r.stdout, r.stdout
     r = run("info", str(SD2 / "model.safetensors"))  # the others keep SD 2.1's
     assert r.stdout.split("configs: ")[1].split()[0].endswith("models/sd2-config"), r.stdout
+    assert "inpainting" not in r.stdout, r.stdout
     common = ["--init", str(INPAINT / "init.png"), "--mask", str(INPAINT / "mask.png"),
               "--prompt", "a blue square", "--steps", "5", "--seed", "2", "--sampler", "euler",
               "--device", "cpu"]
