@@ -247,6 +247,20 @@ void InferenceWorker::Impl::run_job(const Job& job) {
                 throw Error("inpainting needs a mask");
             }
             mask = from_qimage(job.mask);
+            if (!job.save_dir.isEmpty()) {
+                // The mask is kept beside the images and named in their parameters, so the
+                // inpainting can be made again (Reuse parameters puts it back on the canvas).
+                QDir().mkpath(job.save_dir);
+                const QString file =
+                    QDir(job.save_dir)
+                        .filePath(QString("%1-%2-mask.png")
+                                      .arg(QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss"))
+                                      .arg(job.id));
+                if (!job.mask.convertToFormat(QImage::Format_RGB888).save(file, "PNG")) {
+                    throw Error("cannot write the mask " + file.toStdString());
+                }
+                r.mask_image = file.toStdString();
+            }
         }
         r.width = r.width ? r.width : (init.empty() ? pipeline->native_size() : init.width / 8 * 8);
         r.height =

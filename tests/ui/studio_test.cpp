@@ -7,6 +7,7 @@
 #include <QComboBox>
 #include <QDir>
 #include <QElapsedTimer>
+#include <QFileInfo>
 #include <QImageReader>
 #include <QLineEdit>
 #include <QProcess>
@@ -788,7 +789,10 @@ class StudioTest : public QObject {
         const auto e = w.history()->get(w.lastSavedId());
         QVERIFY(e.has_value());
         QVERIFY(e->request.is_inpaint());
-        QCOMPARE(e->request.mask_image, std::string("canvas mask"));
+        // The mask is kept beside the image, named in its parameters.
+        const QString kept_mask = QString::fromStdString(e->request.mask_image);
+        QVERIFY2(QFileInfo::exists(kept_mask), qPrintable(kept_mask));
+        QCOMPARE(QImage(kept_mask).convertToFormat(QImage::Format_RGB888), mask);
         // The image is the engine's for this sketch and mask: the worker took both.
         Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
         const Image init = app::from_qimage(sketch), m = app::from_qimage(mask);
@@ -802,6 +806,11 @@ class StudioTest : public QObject {
         }
         QVERIFY(mask_button->isChecked() && w.canvas()->maskEditing());
         screenshot(&w, "studio-inpaint.png");
+        // Reuse parameters puts that mask back on the canvas.
+        w.canvas()->clearMask();
+        w.reuseParameters(e->id);
+        QCOMPARE(w.canvas()->mask(), mask);
+        QCOMPARE(w.panel()->mode(), ui::ParameterPanel::Mode::Inpaint);
         // Undo takes the mask stroke back; another mode hides the mask and ends its editing.
         w.canvas()->undo();
         QVERIFY(!w.canvas()->hasMask());

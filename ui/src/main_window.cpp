@@ -857,6 +857,10 @@ void MainWindow::reuseParameters(qint64 id) {
     const auto e = history_ ? history_->get(id) : std::nullopt;
     if (e) {
         panel_->setRequest(e->request);  // its mode too
+        const QString mask = QString::fromStdString(e->request.mask_image);
+        if (e->request.is_inpaint() && QFileInfo::exists(mask)) {
+            canvas_->setMask(QImage(mask));  // the mask it was made with
+        }
     }
 }
 
