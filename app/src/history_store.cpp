@@ -12,6 +12,8 @@
 #include <QUuid>
 #include <QVariant>
 
+#include <nlohmann/json.hpp>
+
 #include "image_io.h"
 #include "sds/error.h"
 
@@ -274,6 +276,18 @@ void HistoryStore::remove(qint64 id) {
     q.addBindValue(id);
     exec(q, "deleting an entry");
     QFile::remove(e->file);
+    // An inpainting's mask, saved beside its images, goes with the last entry that names it.
+    const QString mask = QString::fromStdString(e->request.mask_image);
+    if (e->request.is_inpaint() && QFileInfo(mask).absolutePath().startsWith(imagesFolder())) {
+        QSqlQuery others(QSqlDatabase::database(connection_));
+        others.prepare("SELECT COUNT(*) FROM images WHERE request LIKE ?");
+        others.addBindValue(
+            "%" + QString::fromStdString(nlohmann::json(e->request.mask_image).dump()) + "%");
+        exec(others, "looking for other entries with the same mask");
+        if (others.next() && others.value(0).toLongLong() == 0) {
+            QFile::remove(mask);
+        }
+    }
 }
 
 }  // namespace sds::app

@@ -843,6 +843,9 @@ class StudioTest : public QObject {
         QVERIFY(!w.openMask(QDir(data_.path()).filePath("no-such-mask.png")));
         QVERIFY(w.errorText().contains("no-such-mask.png: cannot read the image"));
         w.canvas()->clearMask();
+        // Deleting the entry deletes its mask too (no other entry names it).
+        w.history()->remove(e->id);
+        QVERIFY(!QFileInfo::exists(kept_mask));
     }
 
     void outpaintingExtendsTheCanvasAndMasksTheNewArea() {
