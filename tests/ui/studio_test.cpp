@@ -761,6 +761,11 @@ class StudioTest : public QObject {
         auto* mask_button = w.findChild<QToolButton*>("maskButton");
         QVERIFY(mask_button != nullptr);
         w.canvas()->clearMask();
+        // Inpaint mode with nothing masked turns the Mask tool on; another mode turns it off.
+        w.panel()->setMode(ui::ParameterPanel::Mode::Inpaint);
+        QVERIFY(mask_button->isChecked());
+        w.panel()->setMode(ui::ParameterPanel::Mode::Sketch);
+        QVERIFY(!mask_button->isChecked());
         mask_button->setChecked(true);  // the Mask tool turns Inpaint mode on
         QCOMPARE(w.panel()->mode(), ui::ParameterPanel::Mode::Inpaint);
         QVERIFY(w.canvas()->maskEditing());

@@ -139,6 +139,12 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     });
     connect(panel_, &ParameterPanel::modeChanged, this, [this](ParameterPanel::Mode mode) {
         canvas_->setMaskShown(mode == ParameterPanel::Mode::Inpaint);
+        if (mode == ParameterPanel::Mode::Inpaint && maskButton_ && !canvas_->hasMask() &&
+            !maskButton_->isChecked()) {
+            maskButton_->setChecked(true);  // nothing masked yet: the tools paint the mask
+            statusBar()->showMessage(
+                tr("Paint the part to repaint (the Mask tool is on; M turns it off)."), 5000);
+        }
         if (mode != ParameterPanel::Mode::Inpaint && maskButton_ && maskButton_->isChecked()) {
             maskButton_->setChecked(false);  // painting a mask is for inpainting
         }
