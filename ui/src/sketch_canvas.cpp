@@ -19,6 +19,16 @@ namespace sds::ui {
 namespace {
 const QColor kMaskColour(255, 40, 80);
 constexpr double kMaskOverlayOpacity = 0.45;
+
+// `image` scaled to fit `target`, keeping its aspect, drawn in the middle (how an opened
+// picture, and a mask opened for it, lie on the canvas).
+void draw_fitted(QImage& target, const QImage& image) {
+    QPainter p(&target);
+    const QImage scaled =
+        image.scaled(target.size(), Qt::KeepAspectRatio, Qt::SmoothTransformation);
+    p.drawImage((target.width() - scaled.width()) / 2, (target.height() - scaled.height()) / 2,
+                scaled);
+}
 }  // namespace
 
 SketchCanvas::SketchCanvas(QWidget* parent) : QWidget(parent) {
@@ -101,13 +111,7 @@ void SketchCanvas::setMask(const QImage& image) {
     }
     QImage grey(picture_.size(), QImage::Format_Grayscale8);
     grey.fill(Qt::black);
-    {
-        QPainter p(&grey);
-        const QImage scaled =
-            image.scaled(grey.size(), Qt::KeepAspectRatio, Qt::SmoothTransformation);
-        p.drawImage((grey.width() - scaled.width()) / 2, (grey.height() - scaled.height()) / 2,
-                    scaled);
-    }
+    draw_fitted(grey, image);
     pushUndo();
     mask_.fill(Qt::transparent);
     for (int y = 0; y < grey.height(); ++y) {
@@ -243,12 +247,7 @@ void SketchCanvas::setPicture(const QImage& image) {
     }
     pushUndo();
     picture_.fill(Qt::white);
-    QPainter p(&picture_);
-    const QImage scaled =
-        image.scaled(picture_.size(), Qt::KeepAspectRatio, Qt::SmoothTransformation);
-    p.drawImage((picture_.width() - scaled.width()) / 2, (picture_.height() - scaled.height()) / 2,
-                scaled);
-    p.end();
+    draw_fitted(picture_, image);
     paint_.fill(Qt::transparent);
     Q_EMIT strokeFinished();
     update();
