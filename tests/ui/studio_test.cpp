@@ -877,17 +877,28 @@ class StudioTest : public QObject {
             QCOMPARE(mask.pixelColor(size.width() - 1, y), QColor(Qt::black));
             QCOMPARE(mask.pixelColor(size.width(), y), QColor(Qt::white));
         }
+        auto* batch = w.panel()->findChild<QSpinBox*>("batch");
+        batch->setValue(2);  // two entries naming one saved mask
         QSignalSpy done(&w, &ui::MainWindow::generationDone);
         QVERIFY(w.generate() > 0);
         QVERIFY(wait_for([&] { return done.count() == 1; }));
         const auto e = w.history()->get(w.lastSavedId());
-        QVERIFY(e.has_value());
+        const auto first = w.history()->get(w.lastSavedId() - 1);
+        QVERIFY(e.has_value() && first.has_value());
+        QCOMPARE(first->request.mask_image, e->request.mask_image);
         const QImage made = QImage(e->file).convertToFormat(QImage::Format_RGB888);
         QCOMPARE(made.size(), grown);
         if (e->request.keep_unmasked) {  // the inpainting test left it on
             QCOMPARE(made.pixel(0, 0), now.pixel(0, 0));
         }
         screenshot(&w, "studio-outpaint.png");
+        // The mask goes with the last entry that names it.
+        const QString mask_file = QString::fromStdString(e->request.mask_image);
+        w.history()->remove(first->id);
+        QVERIFY(QFileInfo::exists(mask_file));
+        w.history()->remove(e->id);
+        QVERIFY(!QFileInfo::exists(mask_file));
+        batch->setValue(1);
     }
 };
 

@@ -199,6 +199,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         });
     }
     batch_ = new QSpinBox;
+    batch_->setObjectName("batch");
     batch_->setRange(1, 16);
     auto* sizeRow = new QHBoxLayout;
     sizeRow->addWidget(width_);
