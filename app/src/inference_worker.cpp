@@ -247,20 +247,6 @@ void InferenceWorker::Impl::run_job(const Job& job) {
                 throw Error("inpainting needs a mask");
             }
             mask = from_qimage(job.mask);
-            if (!job.save_dir.isEmpty()) {
-                // The mask is kept beside the images and named in their parameters, so the
-                // inpainting can be made again (Reuse parameters puts it back on the canvas).
-                QDir().mkpath(job.save_dir);
-                const QString file =
-                    QDir(job.save_dir)
-                        .filePath(QString("%1-%2-mask.png")
-                                      .arg(QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss"))
-                                      .arg(job.id));
-                if (!job.mask.convertToFormat(QImage::Format_RGB888).save(file, "PNG")) {
-                    throw Error("cannot write the mask " + file.toStdString());
-                }
-                r.mask_image = file.toStdString();
-            }
         }
         r.width = r.width ? r.width : (init.empty() ? pipeline->native_size() : init.width / 8 * 8);
         r.height =
@@ -291,7 +277,6 @@ void InferenceWorker::Impl::run_job(const Job& job) {
         GenerationResult g =
             pipeline->generate(r, init.empty() ? nullptr : &init, mask.empty() ? nullptr : &mask,
                                observer, &cancel_running);
-        result.request = g.request;
         for (const Image& im : g.images) {
             result.images << to_qimage(im);
         }
@@ -299,6 +284,16 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             QDir().mkpath(job.save_dir);
             const QString model = QFileInfo(model_path).fileName();
             const QString stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
+            if (g.request.is_inpaint()) {
+                // The mask is kept beside the images and named in their parameters, so the
+                // inpainting can be made again (Reuse parameters puts it back on the canvas).
+                const QString file =
+                    QDir(job.save_dir).filePath(QString("%1-%2-mask.png").arg(stamp).arg(job.id));
+                if (!job.mask.convertToFormat(QImage::Format_RGB888).save(file, "PNG")) {
+                    throw Error("cannot write the mask " + file.toStdString());
+                }
+                g.request.mask_image = file.toStdString();
+            }
             for (int i = 0; i < result.images.size(); ++i) {
                 auto text = metadata_for(g.request, i, model);
                 if (job.parent_id >= 0) {
@@ -312,6 +307,7 @@ void InferenceWorker::Impl::run_job(const Job& job) {
                 result.files << path;
             }
         }
+        result.request = g.request;
         result.seconds = now_s() - start;
         Q_EMIT q->jobFinished(result);
     } catch (const Cancelled&) {

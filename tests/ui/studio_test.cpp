@@ -6,6 +6,7 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
+#include <QDirIterator>
 #include <QElapsedTimer>
 #include <QFileInfo>
 #include <QImageReader>
@@ -811,6 +812,35 @@ class StudioTest : public QObject {
         }
         QVERIFY(mask_button->isChecked() && w.canvas()->maskEditing());
         screenshot(&w, "studio-inpaint.png");
+        // A cancelled inpainting leaves no mask file behind.
+        auto saved_masks = [&] {
+            int n = 0;
+            QDirIterator it(w.history()->imagesFolder(), {"*-mask.png"}, QDir::Files,
+                            QDirIterator::Subdirectories);
+            for (; it.hasNext(); it.next()) {
+                ++n;
+            }
+            return n;
+        };
+        const int masks_before = saved_masks();
+        const GenerationRequest shown = w.panel()->request();
+        GenerationRequest longer = shown;
+        longer.steps = 40;
+        w.panel()->setRequest(longer);
+        auto c =
+            connect(w.worker(), &app::InferenceWorker::stepDone, this, [&](const app::StepInfo& s) {
+                if (s.index == 1) {
+                    w.cancel();
+                }
+            });
+        QSignalSpy cancelled(w.worker(), &app::InferenceWorker::jobCancelled);
+        QSignalSpy ended(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return ended.count() == 1; }));
+        QCOMPARE(cancelled.count(), 1);
+        disconnect(c);
+        QCOMPARE(saved_masks(), masks_before);
+        w.panel()->setRequest(shown);
         // Reuse parameters puts that mask back on the canvas.
         w.canvas()->clearMask();
         w.reuseParameters(e->id);
