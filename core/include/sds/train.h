@@ -4,10 +4,10 @@
 // From scratch (no base model): the VAE first (reconstruction + a small KL term), then its
 // latents' scaling factor (1 / their standard deviation, as SD's 0.18215 was found), then the
 // UNet and the text encoder together on the noise-prediction loss. Fine-tuning (a base model):
-// the UNet only, the rest copied. Both: AdamW, caption dropout (an empty caption, so
-// classifier-free guidance has an unconditional model to work with), an EMA of the UNet weights
-// (what is saved), resumable checkpoints, and the result in diffusers layout (safetensors) that
-// this engine and diffusers both load.
+// the UNet only, the rest copied (with the base folder's sdstudio.json hints). Both: AdamW, caption
+// dropout (an empty caption, so classifier-free guidance has an unconditional model to work with),
+// an EMA of the UNet weights (what is saved), resumable checkpoints, and the result in diffusers
+// layout (safetensors) that this engine and diffusers both load.
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -80,6 +80,11 @@ struct TrainProgress {
     double loss = 0;  // running mean over the last steps
     double seconds_left = 0;
 };
+
+// A training picture from any image: scaled so its shorter side is `resolution` (Lanczos), then
+// the middle `resolution` x `resolution` square cut out, as diffusers' training scripts prepare
+// images (Resize, then CenterCrop), so nothing is squashed.
+Image training_image(const Image& image, int resolution);
 
 // The Min-SNR weight of each sample for noise prediction, given alphas_cumprod at its timestep:
 // min(SNR, gamma) / SNR with SNR = a / (1 - a). gamma <= 0 gives ones.

@@ -1,5 +1,6 @@
 #include "sds/train.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -217,6 +218,37 @@ void check_cancel(const std::atomic<bool>* cancel, const std::function<void()>& 
 
 }  // namespace
 
+Image training_image(const Image& image, int res) {
+    if (res < 8 || image.empty()) {
+        throw Error("training images need a resolution of at least 8 (got " + std::to_string(res) +
+                    ")");
+    }
+    if (image.width == res && image.height == res) {
+        return image;
+    }
+    // The shorter side becomes `res`, the other keeps the aspect (rounded, at least `res`).
+    const bool wide = image.width >= image.height;
+    const int w =
+        wide
+            ? std::max(res, static_cast<int>(std::lround(double(image.width) * res / image.height)))
+            : res;
+    const int h =
+        wide ? res
+             : std::max(res,
+                        static_cast<int>(std::lround(double(image.height) * res / image.width)));
+    const Image scaled = resize(image, w, h);
+    if (w == res && h == res) {
+        return scaled;
+    }
+    const int x0 = (w - res) / 2, y0 = (h - res) / 2;
+    Image out{res, res, std::vector<uint8_t>(static_cast<size_t>(res) * res * 3)};
+    for (int y = 0; y < res; ++y) {
+        std::copy_n(scaled.rgb.begin() + (static_cast<ptrdiff_t>(y0 + y) * w + x0) * 3, res * 3,
+                    out.rgb.begin() + static_cast<ptrdiff_t>(y) * res * 3);
+    }
+    return out;
+}
+
 at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma) {
     if (gamma <= 0) {
         return at::ones_like(alphas_cumprod_t);
@@ -266,9 +298,7 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     const ClipTokenizer tokenizer = ClipTokenizer::load_folder(tok_dir);
     std::vector<at::Tensor> images, ids;
     for (const auto& ex : data) {
-        const Image& im = ex.image;
-        images.push_back(
-            image_to_tensor(im.width == res && im.height == res ? im : resize(im, res, res)));
+        images.push_back(image_to_tensor(training_image(ex.image, res)));
         ids.push_back(at::tensor(tokenizer.encode_padded(ex.caption), at::kLong));
     }
     const at::Tensor all_images = at::cat(images);
@@ -543,6 +573,11 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         for (const std::string c : {"vae", "text_encoder", "tokenizer"}) {
             fs::copy(o.base_model / c, out / c,
                      fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+        }
+        // The settings the base works best with suit what was tuned from it.
+        if (fs::exists(o.base_model / "sdstudio.json")) {
+            fs::copy_file(o.base_model / "sdstudio.json", out / "sdstudio.json",
+                          fs::copy_options::overwrite_existing);
         }
     } else {  // the base's VAE and text encoder as diffusers files, with its configs' files
         const auto copy = fs::copy_options::recursive | fs::copy_options::overwrite_existing;

@@ -9,6 +9,9 @@
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/tensor.h>
 
+#include <array>
+#include <fstream>
+
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/safetensors.h"
@@ -131,6 +134,47 @@ TEST(Train, AResumedRunEndsWithTheSameWeights) {
     }
 }
 
+// Pictures of another shape are scaled to cover the square and cut in the middle, not squashed.
+TEST(Train, TrainingImagesAreCentreCropped) {
+    auto filled = [](int w, int h, auto colour_at) {
+        Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+        for (int y = 0; y < h; ++y) {
+            for (int x = 0; x < w; ++x) {
+                const std::array<uint8_t, 3> c = colour_at(x, y);
+                std::copy(c.begin(), c.end(), im.rgb.begin() + (y * w + x) * 3);
+            }
+        }
+        return im;
+    };
+    // 64x32: red quarters left and right of a blue middle; at 32 only the blue is left.
+    const Image wide = filled(64, 32, [](int x, int) {
+        return x < 16 || x >= 48 ? std::array<uint8_t, 3>{255, 0, 0}
+                                 : std::array<uint8_t, 3>{0, 0, 255};
+    });
+    const Image cut = training_image(wide, 32);
+    ASSERT_EQ(cut.width, 32);
+    ASSERT_EQ(cut.height, 32);
+    for (size_t i = 0; i < cut.rgb.size(); i += 3) {
+        ASSERT_EQ(cut.rgb[i], 0);
+        ASSERT_EQ(cut.rgb[i + 2], 255);
+    }
+    // 40x80 at 32: scaled to 32x64 (Lanczos), rows 16-47 kept.
+    const Image tall = filled(40, 80, [](int x, int y) {
+        return std::array<uint8_t, 3>{uint8_t(x * 6), uint8_t(y * 3), uint8_t((x * y) % 256)};
+    });
+    const Image scaled = resize(tall, 32, 64);
+    const Image cut_tall = training_image(tall, 32);
+    ASSERT_EQ(cut_tall.width, 32);
+    ASSERT_EQ(cut_tall.height, 32);
+    EXPECT_TRUE(
+        std::equal(cut_tall.rgb.begin(), cut_tall.rgb.end(), scaled.rgb.begin() + 16 * 32 * 3));
+    // A square one is only scaled; one of the size is itself.
+    EXPECT_EQ(training_image(wide, 16).rgb, training_image(resize(wide, 32, 16), 16).rgb);
+    EXPECT_EQ(training_image(cut, 32).rgb, cut.rgb);
+    EXPECT_EQ(training_image(resize(cut, 48, 48), 16).rgb, resize(resize(cut, 48, 48), 16, 16).rgb);
+    EXPECT_THROW(training_image(cut, 4), Error);
+}
+
 TEST(Train, MinSnrWeights) {
     // SNR = a / (1 - a): a = 0.5 is SNR 1 (weight 1), a = 0.99 is SNR 99 (weight 5 / 99 with
     // gamma 5), a = 0.01 is SNR 1/99 (weight 1: below gamma nothing changes).
@@ -219,10 +263,28 @@ TEST(Train, FineTuningASingleFileIsFineTuningTheSameFolder) {
             }
         }
     }
+    EXPECT_FALSE(fs::exists(from_folder / "sdstudio.json"));  // the fixture has none
     auto pipe = Pipeline::load(from_file, {});
     GenerationRequest r;
     r.prompt = "a red circle";
     r.steps = 2;
     r.width = r.height = 32;
     EXPECT_EQ(pipe.generate(r).images.size(), 1u);
+}
+
+// Fine-tuning a folder keeps the base's suggested settings (sdstudio.json): the tuned model is
+// used as the base was.
+TEST(Train, FineTuningKeepsTheBaseFoldersHints) {
+    const fs::path base = test::temp_dir("train_hinted_base");
+    fs::copy(test::fixture_dir("single_file") / "model", base,
+             fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    { std::ofstream(base / "sdstudio.json") << R"({"guidance_scale": 3, "steps": 15})"; }
+    TrainOptions o = tiny_options(test::temp_dir("train_hinted_out"));
+    o.tokenizer_dir.clear();
+    o.base_model = base;
+    o.unet_steps = 1;
+    train(tiny_data(), o);
+    std::ifstream in(o.out_dir / "sdstudio.json");
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(text, R"({"guidance_scale": 3, "steps": 15})");
 }
