@@ -1,21 +1,18 @@
 // sdstudio-cli train: train a model from scratch or fine-tune one's UNet on a folder of images
 // with captions; sdstudio-cli dataset: write the synthetic shapes dataset.
-#include <QDir>
-#include <QFileInfo>
-
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <string>
 
-#include "image_io.h"
 #include "request_flags.h"
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/shapes.h"
 #include "sds/train.h"
 #include "settings.h"
+#include "training.h"
 
 namespace sds::cli {
 
@@ -26,31 +23,6 @@ std::string take(const Args& args, size_t& i) {
         throw UsageError{args[i] + " needs a value"};
     }
     return args[++i];
-}
-
-// Every image in `dir` (png, jpg, jpeg, webp, bmp) with the caption in the .txt beside it.
-std::vector<TrainExample> load_folder(const QString& dir) {
-    const QDir d(dir);
-    if (!d.exists()) {
-        throw FileError(dir.toStdString() + ": no such folder");
-    }
-    std::vector<TrainExample> out;
-    const auto files =
-        d.entryInfoList({"*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp"}, QDir::Files, QDir::Name);
-    for (const QFileInfo& f : files) {
-        const QString txt = f.dir().filePath(f.completeBaseName() + ".txt");
-        QFile caption(txt);
-        if (!caption.open(QIODevice::ReadOnly)) {
-            throw FileError(f.filePath().toStdString() + ": no caption file beside it (" +
-                            txt.toStdString() + ")");
-        }
-        out.push_back({app::load_image(f.filePath()),
-                       QString::fromUtf8(caption.readAll()).trimmed().toStdString()});
-    }
-    if (out.empty()) {
-        throw FileError(dir.toStdString() + ": no images (png, jpg, webp, bmp) in the folder");
-    }
-    return out;
 }
 
 // Ctrl-C (or SIGTERM) asks the trainer to stop: it writes a checkpoint first, so nothing is lost.
@@ -116,7 +88,7 @@ int command_train(const Args& args) {
     if (data.empty() || o.out_dir.empty()) {
         throw UsageError{"train needs --data DIR and --out DIR"};
     }
-    const auto examples = load_folder(QString::fromStdString(data));
+    const auto examples = app::load_training_folder(QString::fromStdString(data));
     std::fprintf(
         stderr, "train: %zu images from %s -> %s (%s)\n", examples.size(), data.c_str(),
         o.out_dir.string().c_str(),

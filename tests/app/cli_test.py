@@ -1156,3 +1156,13 @@ def test_an_inpainting_grid_has_the_inpaint_images_in_its_cells(tmp_path):
         alone = np.array(Image.open(r.stdout.strip()).convert("RGB"))
         assert np.array_equal(np.array(Image.open(cell).convert("RGB")), alone), cell
         assert _find(sheet, alone) is not None, cell
+
+
+def test_train_refuses_to_fine_tune_an_inpainting_model(tmp_path):
+    data = tmp_path / "d"
+    run("dataset", "--out", str(data), "--count", "2", "--size", "32")
+    base = INPAINT / "tiny-sd-inpaint"
+    r = run("train", "--data", str(data), "--out", str(tmp_path / "m"), "--base", str(base),
+            "--steps", "1", "--resolution", "32")
+    assert r.returncode == 1
+    assert f"{base}: an inpainting model" in r.stderr and "text-to-image models only" in r.stderr

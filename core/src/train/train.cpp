@@ -350,6 +350,11 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
             vae.emplace(VaeConfig::from_file(vf.config));
             vae->load_weights(vf.weights, vf.original_prefix);
         });
+        if (unet->config().in_channels != vae->config().latent_channels) {
+            throw Error(o.base_model.string() +
+                        ": an inpainting model (its UNet takes the mask and the masked image "
+                        "too); training fine-tunes text-to-image models only");
+        }
         state.phase = state.phase == "vae" ? "unet" : state.phase;
         state.scaling_factor = vae->config().scaling_factor;
     }
