@@ -2,16 +2,22 @@
 // and chaining, cancel, live regeneration, the grid, a responsive GUI thread, errors, and a
 // history that survives a kill. With SDS_SCREENSHOTS=DIR it also saves the window at the
 // moments docs/screenshots shows (made with SDS_STUDIO_TEST_MODEL=models/demo).
+#include <QAction>
 #include <QApplication>
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
 #include <QDirIterator>
+#include <QDoubleSpinBox>
 #include <QElapsedTimer>
 #include <QFileInfo>
 #include <QImageReader>
+#include <QLabel>
 #include <QLineEdit>
+#include <QListWidget>
+#include <QPainter>
 #include <QProcess>
+#include <QPushButton>
 #include <QSet>
 #include <QSignalSpy>
 #include <QSlider>
@@ -24,6 +30,7 @@
 #include <QToolButton>
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/randn.h>
 #include <algorithm>
 
@@ -42,6 +49,8 @@
 #include "sketch_canvas.h"
 #include "step_strip.h"
 #include "test_paths.h"
+#include "train_window.h"
+#include "training.h"
 
 using namespace sds;
 
@@ -84,6 +93,46 @@ void screenshot(QWidget* w, const QString& name) {
         w->grab().save(QDir(dir).filePath(name));
     }
 }
+
+// A training folder: pictures of a circle (one of them not square) with captions.
+QString make_training_folder(const QString& dir) {
+    QDir().mkpath(dir);
+    const QList<std::pair<QColor, QString>> shots = {
+        {Qt::red, "a red circle"}, {Qt::green, "a green circle"}, {Qt::yellow, "a yellow circle"}};
+    int k = 0;
+    for (const auto& [colour, caption] : shots) {
+        QImage im(k == 0 ? QSize(48, 32) : QSize(40, 40), QImage::Format_RGB888);
+        im.fill(QColor(30, 60, 200));
+        QPainter p(&im);
+        p.setBrush(colour);
+        p.setPen(Qt::NoPen);
+        p.drawEllipse(im.rect().adjusted(8, 8, -8, -8));
+        p.end();
+        const QString name = QString("shot%1").arg(k++);
+        im.save(QDir(dir).filePath(name + ".png"));
+        QFile f(QDir(dir).filePath(name + ".txt"));
+        f.open(QIODevice::WriteOnly);
+        f.write(caption.toUtf8() + "\n");
+    }
+    return dir;
+}
+
+// Every tensor of two safetensors files equal, by name.
+bool same_weights(const QString& a, const QString& b) {
+    const auto fa = SafeTensorsFile::open(a.toStdString());
+    const auto fb = SafeTensorsFile::open(b.toStdString());
+    if (fa.tensors().size() != fb.tensors().size()) {
+        return false;
+    }
+    for (const auto& t : fa.tensors()) {
+        if (!at::equal(fa.tensor(t.name), fb.tensor(t.name))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+const char* kUnetFile = "unet/diffusion_pytorch_model.safetensors";
 
 }  // namespace
 
@@ -929,6 +978,146 @@ class StudioTest : public QObject {
         w.history()->remove(e->id);
         QVERIFY(!QFileInfo::exists(mask_file));
         batch->setValue(1);
+    }
+    // Model → Fine-tune: a folder of captioned pictures, checked and shown; a run with the
+    // window's settings makes the same model as sds::train with them; the tuned model opens in
+    // the studio and generates.
+    void fineTuningTrainsOnAFolderAndOpensTheResult() {
+        auto& w = window();
+        w.findChild<QAction*>("fineTuneAction")->trigger();
+        ui::TrainWindow* t = w.trainWindow();
+        QVERIFY(t->isVisible());
+        QCOMPARE(t->findChild<QLabel*>("baseModel")->text(), tiny_model());
+        QCOMPARE(t->findChild<QSpinBox*>("resolution")->value(), w.worker()->nativeSize());
+        QVERIFY(!t->start());  // no images chosen yet
+        QVERIFY(t->errorText().contains("folder of images"));
+
+        // A picture without its caption is named.
+        const QString bad = data_.filePath("tune-bad");
+        make_training_folder(bad);
+        QFile::remove(QDir(bad).filePath("shot1.txt"));
+        QVERIFY(!t->setDataFolder(bad));
+        QVERIFY(t->findChild<QLabel*>("dataSummary")->text().contains("shot1.png"));
+        QVERIFY(!t->start());
+        QVERIFY(t->errorText().contains("shot1.png: no caption file"));
+
+        const QString dir = make_training_folder(data_.filePath("tune-data"));
+        QVERIFY(t->setDataFolder(dir));
+        QCOMPARE(t->findChild<QListWidget*>("thumbnails")->count(), 3);
+        QCOMPARE(t->findChild<QListWidget*>("thumbnails")->item(1)->text(),
+                 QString("a green circle"));
+        const QString out = data_.filePath("models/tune-data-tuned");  // proposed
+        QCOMPARE(t->findChild<QLineEdit*>("outputFolder")->text(), out);
+        const bool shots = !qEnvironmentVariable("SDS_SCREENSHOTS").isEmpty();
+        const int steps = shots ? 60 : 6;
+        t->findChild<QSpinBox*>("steps")->setValue(steps);
+        t->findChild<QSpinBox*>("batch")->setValue(2);
+        t->findChild<QSpinBox*>("seed")->setValue(7);
+        t->findChild<QDoubleSpinBox*>("noiseOffset")->setValue(0.05);
+        t->findChild<QSpinBox*>("checkpointEvery")->setValue(4);
+        auto* lr = t->findChild<QDoubleSpinBox*>("learningRate");
+        QCOMPARE(lr->text(), QString("0.0001"));
+        lr->selectAll();
+        QTest::keyClicks(lr, "2e-4");
+        lr->interpretText();
+        QCOMPARE(lr->value(), 2e-4);
+
+        QSignalSpy ended(t, &ui::TrainWindow::runEnded);
+        QTest::mouseClick(t->findChild<QPushButton*>("startTraining"), Qt::LeftButton);
+        QVERIFY(t->worker()->running());
+        QVERIFY(!t->findChild<QPushButton*>("startTraining")->isEnabled());
+        QVERIFY(wait_for([&] { return ended.count() == 1; }, 600000));
+        QVERIFY2(t->statusText().startsWith("Done"), qPrintable(t->statusText() + t->errorText()));
+        QCOMPARE(t->lossPoints(), steps);
+        screenshot(t, "studio-fine-tune.png");
+
+        // What sds::train makes from the same images with the settings shown.
+        TrainOptions o = t->options();
+        QCOMPARE(o.unet_steps, steps);
+        QCOMPARE(o.seed, uint64_t(7));
+        QCOMPARE(o.noise_offset, 0.05);
+        QCOMPARE(o.learning_rate, 2e-4);
+        QCOMPARE(t->findChild<QLabel*>("checkpointNote")->text(),
+                 QString("A run of %1 steps is there: raise Steps to train it further, or start "
+                         "over.")
+                     .arg(steps));
+        QCOMPARE(o.base_model.string(), tiny_model().toStdString());
+        o.out_dir = data_.filePath("tune-straight").toStdString();
+        sds::train(app::load_training_folder(dir), o);
+        QVERIFY(same_weights(QDir(out).filePath(kUnetFile),
+                             QString::fromStdString((o.out_dir / kUnetFile).string())));
+        QVERIFY(
+            !same_weights(QDir(out).filePath(kUnetFile), QDir(tiny_model()).filePath(kUnetFile)));
+
+        // Open in the studio: it loads and generates.
+        QTest::mouseClick(t->findChild<QPushButton*>("openTuned"), Qt::LeftButton);
+        QVERIFY(wait_for([&] { return w.worker()->modelPath() == out && !w.worker()->busy(); }));
+        QVERIFY(wait_for([&] {  // the base follows
+            return t->findChild<QLabel*>("baseModel")->text() == out;
+        }));
+        setSmall(w.panel(), 2);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        QVERIFY(w.errorText().isEmpty());
+        QVERIFY(w.openModel(tiny_model()));
+        QVERIFY(wait_for([&] { return w.worker()->modelPath() == tiny_model(); }));
+    }
+
+    // Stop writes a checkpoint; Start continues from it and ends where an uninterrupted run
+    // ends. Closing the window (the studio) during a run stops it with a checkpoint too.
+    void fineTuningStopsWithACheckpointAndContinues() {
+        auto& w = window();
+        w.showTrainWindow();
+        ui::TrainWindow* t = w.trainWindow();
+        const QString dir = make_training_folder(data_.filePath("tune-data"));
+        QVERIFY(t->setDataFolder(dir));
+        const QString out = data_.filePath("tune-stopped");
+        t->setOutputFolder(out);
+        t->findChild<QSpinBox*>("steps")->setValue(40);
+        t->findChild<QSpinBox*>("batch")->setValue(1);
+        t->findChild<QSpinBox*>("checkpointEvery")->setValue(0);  // only when stopped or done
+        QVERIFY(t->findChild<QLabel*>("checkpointNote")->text().isEmpty());
+
+        QSignalSpy ended(t, &ui::TrainWindow::runEnded);
+        QSignalSpy steps(t->worker(), &app::TrainingWorker::progress);
+        QVERIFY(t->start());
+        QVERIFY(wait_for([&] { return steps.count() > 0; }));
+        QTest::mouseClick(t->findChild<QPushButton*>("stopTraining"), Qt::LeftButton);
+        QVERIFY(wait_for([&] { return ended.count() == 1; }));
+        const int at = app::read_training_checkpoint(out).step;
+        QVERIFY2(at > 0 && at < 40, qPrintable(t->statusText()));
+        QVERIFY2(t->statusText().contains(QString("UNet step %1").arg(at)),
+                 qPrintable(t->statusText()));
+        QVERIFY(
+            t->findChild<QLabel*>("checkpointNote")->text().contains(QString("step %1").arg(at)));
+        QVERIFY(!t->findChild<QCheckBox*>("startOver")->isHidden());
+        QVERIFY(!QFileInfo::exists(QDir(out).filePath(kUnetFile)));
+
+        steps.clear();
+        QVERIFY(t->start());
+        QVERIFY(wait_for([&] { return ended.count() == 2; }, 600000));
+        QVERIFY2(t->statusText().startsWith("Done"), qPrintable(t->statusText() + t->errorText()));
+        QCOMPARE(steps.first().at(1).toInt(), at + 1);  // continued, not started over
+        TrainOptions o = t->options();
+        o.out_dir = data_.filePath("tune-unstopped").toStdString();
+        sds::train(app::load_training_folder(dir), o);
+        QVERIFY(same_weights(QDir(out).filePath(kUnetFile),
+                             QString::fromStdString((o.out_dir / kUnetFile).string())));
+
+        // A window closed mid-run (the studio quitting) leaves a checkpoint.
+        const QString closed = data_.filePath("tune-closed");
+        {
+            ui::TrainWindow lone;
+            lone.setBaseModel(tiny_model(), {}, 32);
+            QVERIFY(lone.setDataFolder(dir));
+            lone.setOutputFolder(closed);
+            lone.findChild<QSpinBox*>("steps")->setValue(100000);
+            QSignalSpy going(lone.worker(), &app::TrainingWorker::progress);
+            QVERIFY(lone.start());
+            QVERIFY(wait_for([&] { return going.count() > 0; }));
+        }
+        QVERIFY(app::read_training_checkpoint(closed).step > 0);
     }
 };
 

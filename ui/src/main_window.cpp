@@ -46,6 +46,7 @@
 #include "sds/model_folder.h"
 #include "sketch_canvas.h"
 #include "step_strip.h"
+#include "train_window.h"
 
 namespace sds::ui {
 
@@ -217,6 +218,9 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
             panel_->applyHints(worker_->hints());
         }
         grid_->setModelName(QFileInfo(dir).fileName());
+        if (train_ && train_->isVisible()) {
+            showTrainWindow();  // the base follows the model open in the studio
+        }
         updateStatus();
     });
     connect(worker_.get(), &app::InferenceWorker::modelFailed, this,
@@ -549,6 +553,10 @@ void MainWindow::buildMenus() {
     });
     recentMenu_ = model->addMenu(tr("Recent"));
     updateRecentMenu();
+    model->addSeparator();
+    auto* fineTune =
+        model->addAction(tr("&Fine-tune on your images…"), this, &MainWindow::showTrainWindow);
+    fineTune->setObjectName("fineTuneAction");
 
     auto* generate = new QAction(tr("Generate"), this);
     generate->setShortcuts({QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")});
@@ -838,6 +846,9 @@ void MainWindow::updateStatus() {
     if (waiting > 0) {
         parts << tr("%1 queued").arg(waiting);
     }
+    if (train_ && train_->worker()->running() && trainTotal_ > 0) {
+        parts << tr("fine-tuning %1/%2").arg(trainStep_).arg(trainTotal_);
+    }
     statusText_->setText(parts.isEmpty() ? tr("no model") : parts.join(QString::fromUtf8(" · ")));
 }
 
@@ -997,6 +1008,40 @@ void MainWindow::openSettings() {
     if (reload && !model->currentText().isEmpty()) {
         openModel(model->currentText());
     }
+}
+
+TrainWindow* MainWindow::trainWindow() {
+    if (!train_) {
+        train_ = new TrainWindow(this);
+        connect(train_, &TrainWindow::openModelRequested, this, [this](const QString& dir) {
+            if (openModel(dir)) {
+                raise();
+                activateWindow();
+            }
+        });
+        connect(train_->worker(), &app::TrainingWorker::progress, this,
+                [this](const QString&, int step, int total) {
+                    trainStep_ = step;
+                    trainTotal_ = total;
+                    updateStatus();
+                });
+        connect(train_, &TrainWindow::runEnded, this, [this] {
+            trainTotal_ = 0;
+            updateStatus();
+        });
+    }
+    return train_;
+}
+
+void MainWindow::showTrainWindow() {
+    TrainWindow* w = trainWindow();
+    const QString model = worker_->modelPath();
+    w->setBaseModel(model, settings_.singleFileConfig(model), worker_->nativeSize());
+    w->setDevice(settings_.device);
+    w->setModelsFolder(QDir(settings_.dataFolder()).filePath("models"));
+    w->show();
+    w->raise();
+    w->activateWindow();
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {

@@ -30,6 +30,7 @@ class ImageView;
 class ParameterPanel;
 class SketchCanvas;
 class StepStrip;
+class TrainWindow;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -57,6 +58,9 @@ class MainWindow : public QMainWindow {
     void reuseParameters(qint64 history_id);
     void showEntry(qint64 history_id);
     bool openParametersFrom(const QString& png);  // "Open PNG": our JSON or A1111 text
+    // Model → Fine-tune: the training window, its base the model open here. Closing the studio
+    // stops a run in it after its step, with a checkpoint that the next Start continues.
+    void showTrainWindow();
 
     // For tests and screenshots.
     app::InferenceWorker* worker() const { return worker_.get(); }
@@ -67,6 +71,7 @@ class MainWindow : public QMainWindow {
     ImageView* result() const { return result_; }
     HistoryView* historyView() const { return historyView_; }
     GridView* grid() const { return grid_; }
+    TrainWindow* trainWindow();  // made on first use
     QTabWidget* tabs() const { return tabs_; }
     QString errorText() const;
     qint64 canvasParent() const { return canvasParent_; }
@@ -113,7 +118,10 @@ class MainWindow : public QMainWindow {
     QTimer* liveTimer_;
     QMenu* recentMenu_ = nullptr;
     QToolButton* colourButton_ = nullptr;
-    QToolButton* maskButton_ = nullptr;  // the canvas tools work on the inpainting mask
+    QToolButton* maskButton_ = nullptr;
+    TrainWindow* train_ = nullptr;
+    int trainStep_ = 0, trainTotal_ = 0;  // of a fine-tuning run, for the status bar  // the canvas
+                                          // tools work on the inpainting mask
 
     QSet<quint64> ours_;   // jobs this window queued (the grid queues its own)
     quint64 current_ = 0;  // the job whose steps are shown
