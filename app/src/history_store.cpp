@@ -276,16 +276,19 @@ void HistoryStore::remove(qint64 id) {
     q.addBindValue(id);
     exec(q, "deleting an entry");
     QFile::remove(e->file);
-    // An inpainting's mask, saved beside its images, goes with the last entry that names it.
-    const QString mask = QString::fromStdString(e->request.mask_image);
-    if (e->request.is_inpaint() && QFileInfo(mask).absolutePath().startsWith(imagesFolder())) {
+    // The init image and the mask saved beside the images go with the last entry naming them.
+    for (const std::string& input : {e->request.init_image, e->request.mask_image}) {
+        const QString file = QString::fromStdString(input);
+        if (input.empty() || !QFileInfo(file).isAbsolute() ||
+            !QFileInfo(file).absolutePath().startsWith(imagesFolder())) {
+            continue;  // "canvas", or a file of the person's own
+        }
         QSqlQuery others(QSqlDatabase::database(connection_));
         others.prepare("SELECT COUNT(*) FROM images WHERE request LIKE ?");
-        others.addBindValue(
-            "%" + QString::fromStdString(nlohmann::json(e->request.mask_image).dump()) + "%");
-        exec(others, "looking for other entries with the same mask");
+        others.addBindValue("%" + QString::fromStdString(nlohmann::json(input).dump()) + "%");
+        exec(others, "looking for other entries with the same input picture");
         if (others.next() && others.value(0).toLongLong() == 0) {
-            QFile::remove(mask);
+            QFile::remove(file);
         }
     }
 }

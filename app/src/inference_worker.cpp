@@ -1,5 +1,6 @@
 #include "inference_worker.h"
 
+#include <QCryptographicHash>
 #include <QDateTime>
 #include <QDir>
 #include <QFileInfo>
@@ -22,6 +23,24 @@ namespace {
 double now_s() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Writes a generation's input picture (its init image or mask) as `<content hash>-<kind>.png`
+// in `dir`, unless that file is there already; returns its path.
+QString save_input(const QImage& image, const QString& dir, const char* kind) {
+    const QImage rgb = image.convertToFormat(QImage::Format_RGB888);
+    QCryptographicHash hash(QCryptographicHash::Sha256);
+    hash.addData(QByteArray::number(rgb.width()) + "x" + QByteArray::number(rgb.height()));
+    for (int y = 0; y < rgb.height(); ++y) {
+        hash.addData(
+            QByteArrayView(reinterpret_cast<const char*>(rgb.constScanLine(y)), rgb.width() * 3));
+    }
+    const QString file =
+        QDir(dir).filePath(QString("%1-%2.png").arg(hash.result().toHex().left(16), kind));
+    if (!QFileInfo::exists(file)) {
+        save_png(file, rgb, {});
+    }
+    return file;
 }
 
 struct LoadTask {
@@ -284,15 +303,14 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             QDir().mkpath(job.save_dir);
             const QString model = QFileInfo(model_path).fileName();
             const QString stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
+            // The init image and the mask are kept beside the images and named in their
+            // parameters, so the generation can be made again (Reuse parameters puts them back
+            // on the canvas). Named by their content: generations from one sketch share it.
+            if (g.request.is_img2img()) {
+                g.request.init_image = save_input(job.init, job.save_dir, "init").toStdString();
+            }
             if (g.request.is_inpaint()) {
-                // The mask is kept beside the images and named in their parameters, so the
-                // inpainting can be made again (Reuse parameters puts it back on the canvas).
-                const QString file =
-                    QDir(job.save_dir).filePath(QString("%1-%2-mask.png").arg(stamp).arg(job.id));
-                if (!job.mask.convertToFormat(QImage::Format_RGB888).save(file, "PNG")) {
-                    throw Error("cannot write the mask " + file.toStdString());
-                }
-                g.request.mask_image = file.toStdString();
+                g.request.mask_image = save_input(job.mask, job.save_dir, "mask").toStdString();
             }
             for (int i = 0; i < result.images.size(); ++i) {
                 auto text = metadata_for(g.request, i, model);

@@ -478,6 +478,36 @@ class StudioTest : public QObject {
         overlay->setChecked(true);
         screenshot(&w, "studio-sketch-overlay.png");
         overlay->setChecked(false);
+
+        // The sketch is saved with the image, named in its parameters, and makes it again.
+        const QString init = QString::fromStdString(child->request.init_image);
+        QVERIFY2(QFileInfo(init).absolutePath().startsWith(w.history()->imagesFolder()),
+                 qPrintable(init));
+        const QImage sketch = w.canvas()->image().convertToFormat(QImage::Format_RGB888);
+        QCOMPARE(QImage(init).convertToFormat(QImage::Format_RGB888), sketch);
+        {
+            Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
+            const Image from_file = app::load_image(init);
+            QCOMPARE(app::to_qimage(p.generate(child->request, &from_file).images.front()),
+                     QImage(child->file).convertToFormat(QImage::Format_RGB888));
+        }
+        // A second generation from the same sketch shares the file.
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 2; }));
+        const auto second = w.history()->get(w.lastSavedId());
+        QVERIFY(second.has_value() && second->id != child->id);
+        QCOMPARE(second->request.init_image, child->request.init_image);
+        // Reuse parameters puts the sketch back on the canvas, with its parent.
+        w.canvas()->clear();
+        w.reuseParameters(child->id);
+        QCOMPARE(w.canvas()->image().convertToFormat(QImage::Format_RGB888), sketch);
+        QCOMPARE(w.canvasParent(), parent);
+        // It goes with the last entry that names it.
+        w.history()->remove(second->id);
+        QVERIFY(QFileInfo::exists(init));
+        w.history()->remove(child->id);
+        QVERIFY(!QFileInfo::exists(init));
+        w.historyView()->refresh();
     }
 
     void cancelStopsWithinOneStep() {
@@ -848,6 +878,8 @@ class StudioTest : public QObject {
         const QString kept_mask = QString::fromStdString(e->request.mask_image);
         QVERIFY2(QFileInfo::exists(kept_mask), qPrintable(kept_mask));
         QCOMPARE(QImage(kept_mask).convertToFormat(QImage::Format_RGB888), mask);
+        const QString kept_init = QString::fromStdString(e->request.init_image);  // the sketch too
+        QCOMPARE(QImage(kept_init).convertToFormat(QImage::Format_RGB888), sketch);
         // The image is the engine's for this sketch and mask: the worker took both.
         Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
         const Image init = app::from_qimage(sketch), m = app::from_qimage(mask);

@@ -874,9 +874,19 @@ void MainWindow::reuseParameters(qint64 id) {
     const auto e = history_ ? history_->get(id) : std::nullopt;
     if (e) {
         panel_->setRequest(e->request);  // its mode too
+        // The picture and the mask it was made from, when they were saved with it.
+        const QString init = QString::fromStdString(e->request.init_image);
+        if (e->request.is_img2img() && QFileInfo(init).isFile()) {
+            const QImage picture(init);
+            if (!picture.isNull()) {
+                canvas_->setPicture(picture);
+                canvasParent_ = e->parent_id;
+                refreshOverlay();
+            }
+        }
         const QString mask = QString::fromStdString(e->request.mask_image);
         if (e->request.is_inpaint() && QFileInfo::exists(mask)) {
-            canvas_->setMask(QImage(mask));  // the mask it was made with
+            canvas_->setMask(QImage(mask));
         }
     }
 }
