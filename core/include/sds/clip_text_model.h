@@ -78,6 +78,12 @@ class ClipTextModel {
     };
     Encoding encode_xl(const at::Tensor& ids, int clip_skip = 0) const;
 
+    // Rows for token ids past the vocabulary (textual inversion): id vocab_size + k embeds as
+    // rows[k] ([n, hidden], converted to the model's dtype and device). An undefined tensor
+    // takes them away. The model's own weights are not touched.
+    void set_added_embeddings(const at::Tensor& rows);
+    int64_t added_embeddings() const;  // how many rows are set
+
     const ClipTextConfig& config() const;
     int64_t parameter_count() const;
 

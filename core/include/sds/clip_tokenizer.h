@@ -32,6 +32,17 @@ class ClipTokenizer {
     // tokenizer's model_max_length (77 unless its config says otherwise).
     std::vector<int64_t> encode_padded(std::string_view text, int length = -1) const;
 
+    // Words that stand for given ids (textual inversion: ids past the vocabulary, one per
+    // vector of the embedding). A word is found in the normalized text (so regardless of case)
+    // where it stands alone, not inside a longer word: a letter or digit of the word's first or
+    // last character must not touch another. The longest word wins where several start at one
+    // place. Replaces the words set before; none by default.
+    struct AddedWord {
+        std::string text;
+        std::vector<int32_t> ids;
+    };
+    void set_added_words(const std::vector<AddedWord>& words);
+
     // The prompt's token count the way A1111 shows it: "23/75", "80/150".
     std::string count_text(std::string_view text) const;
 
@@ -49,6 +60,8 @@ class ClipTokenizer {
                                const std::string& merges_file);
     void bpe(const std::string& word, std::vector<int32_t>& out) const;
     void encode_segment(std::u32string_view text, std::vector<int32_t>& out) const;
+    // The pre-tokenizer and BPE over normalized text from `from` to its end.
+    void pretokenize(std::u32string_view text, size_t from, std::vector<int32_t>& out) const;
 
     std::unordered_map<std::string, int32_t> vocab_;
     // (left id << 32 | right id) -> (rank << 32 | merged id)
@@ -58,6 +71,11 @@ class ClipTokenizer {
     int32_t pad_id_ = -1;  // CLIPTokenizer's default padding token is the end marker
     int max_length_ = 77;
     std::string byte_symbol_[256];  // byte -> its printable character, UTF-8
+    struct Added {
+        std::u32string text;  // normalized
+        std::vector<int32_t> ids;
+    };
+    std::vector<Added> added_;  // longest first
 };
 
 }  // namespace sds

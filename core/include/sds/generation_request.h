@@ -18,6 +18,15 @@ struct LoraRef {
     bool operator==(const LoraRef&) const = default;
 };
 
+// A textual inversion embedding for a generation: a file (A1111's .pt or .safetensors,
+// diffusers' learned_embeds, SDXL's clip_l + clip_g) and the word that stands for it in the
+// prompts (empty: the file's own, see find_embeddings).
+struct EmbeddingRef {
+    std::string file;
+    std::string token;
+    bool operator==(const EmbeddingRef&) const = default;
+};
+
 struct GenerationRequest {
     std::string prompt;
     std::string negative_prompt;
@@ -42,6 +51,9 @@ struct GenerationRequest {
     int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
     double eta = 0.0;            // DDIM only
     std::vector<LoraRef> loras;  // merged in this order (their changes add up)
+    // Textual inversion embeddings whose words the prompts may use (later ones win a word that
+    // two share).
+    std::vector<EmbeddingRef> embeddings;
 
     bool is_img2img() const { return !init_image.empty(); }  // inpainting too
     bool is_inpaint() const { return !mask_image.empty(); }
@@ -65,6 +77,12 @@ struct GenerationRequest {
     // them in its LoRA folder. Throws sds::Error naming the tag when there is no such file, no
     // folder was given, or the weight is not a number.
     void take_lora_tags(const std::string& lora_dir);
+
+    // A1111's embeddings folder: every embedding file in `dir` or below (.pt, .safetensors,
+    // .bin) whose name (the file's, without extension) is a word of the prompt or the negative
+    // prompt, in any case and not inside a longer word, is added to `embeddings` with that name
+    // as its token, unless one with that token is there already.
+    void find_embeddings(const std::string& dir);
 };
 
 }  // namespace sds

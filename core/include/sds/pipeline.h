@@ -29,6 +29,7 @@
 namespace sds {
 
 class ClipTextModel;
+class ClipTokenizer;
 class UNet;
 class Vae;
 
@@ -100,6 +101,14 @@ class Pipeline {
     void set_loras(const std::vector<LoraRef>& loras);
     const std::vector<LoraRef>& loras() const;
 
+    // Textual inversion embeddings: each token becomes a word of the tokenizers (n vectors, n
+    // tokens) with its vectors as the text encoders' embeddings, replacing the ones set before;
+    // generate() does this when its request's embeddings differ from embeddings(). Throws
+    // sds::Error naming the file for one that cannot be read or was made for another model
+    // (vector width, SDXL or not), leaving none set.
+    void set_embeddings(const std::vector<EmbeddingRef>& embeddings);
+    const std::vector<EmbeddingRef>& embeddings() const;
+
     // The text encoder's output for a prompt, [1, 77, hidden] (SDXL: both encoders', side by
     // side, as encode_prompt_xl).
     at::Tensor encode_prompt(const std::string& text, int clip_skip = 0);
@@ -117,6 +126,7 @@ class Pipeline {
     UNet& unet();
     Vae& vae();
     ClipTextModel& text_encoder();
+    const ClipTokenizer& tokenizer() const;  // with the words of the embeddings set
     c10::Device device() const;
     c10::ScalarType dtype() const;
     int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)

@@ -9,7 +9,8 @@
 // functions (torch._utils._rebuild_tensor_v2 and friends) over a storage, and anything else the
 // file names (a class, a function such as os.system) becomes an inert placeholder that is never
 // called. The tensors are those of the dict under "state_dict" (followed while nested, as
-// diffusers does), else of the top-level dict; other entries are ignored.
+// diffusers does) or "string_to_param" (A1111's embeddings), else of the top-level dict; other
+// entries are ignored.
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -838,7 +838,8 @@ SafeTensorsHeader parse_torch_checkpoint(const uint8_t* data, size_t size,
     }
     Unpickler up(data + pickle->data, pickle->size, path);
     size_t root = up.run();
-    // {"state_dict": {...}} as Lightning and the original SD code save it, possibly nested.
+    // {"state_dict": {...}} as Lightning and the original SD code save it, possibly nested; an
+    // A1111 embedding's {"string_to_param": {"*": vectors}, "name": ..., "step": ...}.
     for (bool found = true; found;) {
         found = false;
         const Node& n = up.node(root);
@@ -847,7 +848,7 @@ SafeTensorsHeader parse_torch_checkpoint(const uint8_t* data, size_t size,
         }
         for (size_t k = 0; k + 1 < n.items.size(); k += 2) {
             const Node& key = up.node(n.items[k]);
-            if (key.kind == Kind::Str && key.s == "state_dict" &&
+            if (key.kind == Kind::Str && (key.s == "state_dict" || key.s == "string_to_param") &&
                 up.node(n.items[k + 1]).kind == Kind::Dict) {
                 root = n.items[k + 1];
                 found = true;

@@ -1,6 +1,7 @@
 #include "sds/generation_request.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -40,6 +41,10 @@ void GenerationRequest::validate() const {
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
         fail("eta must be 0..1");
+    for (const auto& e : embeddings) {
+        if (e.file.empty())
+            fail("an embedding needs a file");
+    }
     for (const auto& l : loras) {
         if (l.file.empty())
             fail("a LoRA needs a file");
@@ -70,6 +75,12 @@ std::string GenerationRequest::to_json() const {
     j["loras"] = nlohmann::ordered_json::array();
     for (const auto& l : loras) {
         j["loras"].push_back({{"file", l.file}, {"weight", l.weight}});
+    }
+    if (!embeddings.empty()) {
+        j["embeddings"] = nlohmann::ordered_json::array();
+        for (const auto& e : embeddings) {
+            j["embeddings"].push_back({{"file", e.file}, {"token", e.token}});
+        }
     }
     return j.dump();
 }
@@ -126,6 +137,22 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
                             l.dump() + ")");
             }
             r.loras.push_back({l.at("file").get<std::string>(), l.value("weight", 1.0)});
+        }
+    }
+    if (j.contains("embeddings")) {
+        const auto& list = j.at("embeddings");
+        if (!list.is_array()) {
+            throw Error("request JSON: embeddings must be a list (" + list.dump() + ")");
+        }
+        for (const auto& e : list) {
+            if (!e.is_object() || !e.contains("file") || !e.at("file").is_string() ||
+                (e.contains("token") && !e.at("token").is_string())) {
+                throw Error(
+                    "request JSON: an embedding is {\"file\": path, \"token\": word} (got " +
+                    e.dump() + ")");
+            }
+            r.embeddings.push_back(
+                {e.at("file").get<std::string>(), e.value("token", std::string())});
         }
     }
     return r;
@@ -331,6 +358,61 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
         }
         rest += text->substr(last);
         *text = rest;
+    }
+}
+
+namespace {
+bool word_char(unsigned char c) {
+    return std::isalnum(c) || c >= 0x80;  // letters and digits; any non-ASCII as a letter
+}
+
+// Whether `word` is in `text`, in any (ASCII) case, not inside a longer word: the same rule as
+// the tokenizer's added words.
+bool has_word(const std::string& text, const std::string& word) {
+    if (word.empty()) {
+        return false;
+    }
+    auto lower = [](std::string s) {
+        for (char& c : s) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        return s;
+    };
+    const std::string t = lower(text), w = lower(word);
+    const bool open = word_char(w.front()), close = word_char(w.back());
+    for (size_t at = t.find(w); at != std::string::npos; at = t.find(w, at + 1)) {
+        const size_t end = at + w.size();
+        if ((!open || at == 0 || !word_char(t[at - 1])) &&
+            (!close || end == t.size() || !word_char(t[end]))) {
+            return true;
+        }
+    }
+    return false;
+}
+}  // namespace
+
+void GenerationRequest::find_embeddings(const std::string& dir) {
+    namespace fs = std::filesystem;
+    if (dir.empty() || !fs::is_directory(dir)) {
+        return;
+    }
+    std::vector<fs::path> files;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+         it.increment(ec)) {
+        const std::string ext = it->path().extension().string();
+        if ((ext == ".pt" || ext == ".safetensors" || ext == ".bin") && it->is_regular_file()) {
+            files.push_back(it->path());
+        }
+    }
+    std::sort(files.begin(), files.end());
+    for (const fs::path& f : files) {
+        const std::string token = f.stem().string();
+        const bool known = std::any_of(embeddings.begin(), embeddings.end(),
+                                       [&](const EmbeddingRef& e) { return e.token == token; });
+        if (!known && (has_word(prompt, token) || has_word(negative_prompt, token))) {
+            embeddings.push_back({f.string(), token});
+        }
     }
 }
 

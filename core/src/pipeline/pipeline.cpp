@@ -20,6 +20,7 @@
 
 #include "io/json_config.h"
 #include "pipeline/lora.h"
+#include "pipeline/textual_inversion.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
@@ -87,7 +88,8 @@ struct Pipeline::Impl {
     std::unique_ptr<Vae> vae;
     at::Tensor preview_map;  // preview_map_for(*vae)
     Options options;
-    LoraMerger lora;  // the LoRAs merged into the weights now
+    LoraMerger lora;                       // the LoRAs merged into the weights now
+    std::vector<EmbeddingRef> embeddings;  // the textual inversions set now
 };
 
 namespace {
@@ -227,6 +229,84 @@ void Pipeline::set_loras(const std::vector<LoraRef>& loras) {
 
 const std::vector<LoraRef>& Pipeline::loras() const {
     return impl_->lora.applied();
+}
+
+void Pipeline::set_embeddings(const std::vector<EmbeddingRef>& list) {
+    Impl& m = *impl_;
+    auto clear = [&] {
+        m.tokenizer->set_added_words({});
+        m.text->set_added_embeddings({});
+        if (m.text_2) {
+            m.tokenizer_2->set_added_words({});
+            m.text_2->set_added_embeddings({});
+        }
+        m.embeddings.clear();
+    };
+    clear();
+    if (list.empty()) {
+        return;
+    }
+    // Each vector gets the next id past the text encoder's vocabulary, in the order given, as
+    // diffusers' load_textual_inversion appends them (SDXL's pooled output depends on the order).
+    std::vector<ClipTokenizer::AddedWord> words, words_2;
+    std::vector<at::Tensor> rows, rows_2;
+    const int64_t base = m.text->config().vocab_size;
+    const int64_t base_2 = m.text_2 ? m.text_2->config().vocab_size : 0;
+    int64_t n = 0;
+    for (const EmbeddingRef& e : list) {
+        const TextualInversion ti = load_textual_inversion(e.file, e.token);
+        const int64_t width = m.text->config().hidden_size;
+        if (m.text_2 && !ti.vectors_2.defined()) {
+            throw FileError(e.file +
+                            ": an SD 1.x/2.x embedding; this SDXL model takes ones "
+                            "with clip_l and clip_g vectors");
+        }
+        if (!m.text_2 && ti.vectors_2.defined()) {
+            throw FileError(e.file +
+                            ": an SDXL embedding (clip_l and clip_g); this model is SD "
+                            "1.x/2.x");
+        }
+        if (ti.vectors.size(1) != width ||
+            (m.text_2 && ti.vectors_2.size(1) != m.text_2->config().hidden_size)) {
+            throw FileError(e.file + ": its vectors are " + std::to_string(ti.vectors.size(1)) +
+                            " wide, made for another model; this model's text encoder takes " +
+                            std::to_string(width));
+        }
+        ClipTokenizer::AddedWord w{ti.token, {}}, w_2{ti.token, {}};
+        for (int64_t k = 0; k < ti.vectors.size(0); ++k, ++n) {
+            w.ids.push_back(static_cast<int32_t>(base + n));
+            w_2.ids.push_back(static_cast<int32_t>(base_2 + n));
+        }
+        // A word given twice: the later file's vectors (its ids replace the earlier ones).
+        std::erase_if(words, [&](const auto& x) { return x.text == ti.token; });
+        std::erase_if(words_2, [&](const auto& x) { return x.text == ti.token; });
+        words.push_back(std::move(w));
+        words_2.push_back(std::move(w_2));
+        rows.push_back(ti.vectors);
+        if (m.text_2) {
+            rows_2.push_back(ti.vectors_2);
+        }
+    }
+    try {
+        m.tokenizer->set_added_words(words);
+        m.text->set_added_embeddings(at::cat(rows));
+        if (m.text_2) {
+            m.tokenizer_2->set_added_words(words_2);
+            m.text_2->set_added_embeddings(at::cat(rows_2));
+        }
+    } catch (...) {
+        clear();
+        throw;
+    }
+    m.embeddings = list;
+}
+
+const ClipTokenizer& Pipeline::tokenizer() const {
+    return *impl_->tokenizer;
+}
+
+const std::vector<EmbeddingRef>& Pipeline::embeddings() const {
+    return impl_->embeddings;
 }
 
 const ModelFolder& Pipeline::model() const {
@@ -403,6 +483,9 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     }
     if (req.loras != m.lora.applied()) {
         m.lora.apply(req.loras);
+    }
+    if (req.embeddings != m.embeddings) {
+        set_embeddings(req.embeddings);
     }
     const auto device = m.options.device;
     const auto dtype = m.options.dtype;

@@ -168,6 +168,7 @@ TORCH_MODULE(ClipWithProjection);
 
 struct ClipTextModel::Impl {
     ClipTextConfig config;
+    at::Tensor added;  // [n, hidden] rows for ids vocab_size.., or undefined
     ClipTextTransformer model{nullptr};
     ClipWithProjection with_projection{nullptr};  // holds `model` too, when projected
 };
@@ -208,6 +209,26 @@ void ClipTextModel::to(c10::Device device, c10::ScalarType dtype) {
     } else {
         impl_->model->to(device, dtype);
     }
+    if (impl_->added.defined()) {
+        impl_->added = impl_->added.to(device, dtype);
+    }
+}
+
+void ClipTextModel::set_added_embeddings(const at::Tensor& rows) {
+    if (!rows.defined()) {
+        impl_->added = at::Tensor();
+        return;
+    }
+    const at::Tensor& w = impl_->model->embeddings->token_embedding->weight;
+    if (rows.dim() != 2 || rows.size(1) != w.size(1)) {
+        throw Error("added token embeddings must be [n, " + std::to_string(w.size(1)) +
+                    "] for this text encoder");
+    }
+    impl_->added = rows.to(w.device(), w.scalar_type()).contiguous();
+}
+
+int64_t ClipTextModel::added_embeddings() const {
+    return impl_->added.defined() ? impl_->added.size(0) : 0;
 }
 
 // Single files with an OpenCLIP text encoder: OpenCLIP's names, q/k/v stacked in one in_proj.
@@ -294,14 +315,28 @@ void check_input(const ClipTextConfig& c, const at::Tensor& ids, int clip_skip) 
     }
 }
 
-// The embeddings, then `layers` layers.
+// The embeddings (ids from vocab_size on take `added`'s rows), then `layers` layers.
 at::Tensor run_layers(ClipTextTransformerImpl& m, const at::Tensor& ids, int64_t layers,
-                      at::Tensor* after = nullptr, int64_t after_layers = -1) {
+                      const at::Tensor& added, at::Tensor* after = nullptr,
+                      int64_t after_layers = -1) {
     const auto device = m.final_layer_norm->weight.device();
     at::Tensor tokens = ids.to(device, at::kLong);
     at::Tensor positions = torch::arange(ids.size(1), tokens.options());
-    at::Tensor x = m.embeddings->token_embedding(tokens) +
-                   m.embeddings->position_embedding(positions).unsqueeze(0);  // [B, L, H]
+    const int64_t vocab = m.embeddings->token_embedding->weight.size(0);
+    const int64_t top = vocab + (added.defined() ? added.size(0) : 0);
+    if (tokens.numel() > 0 &&
+        (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= top)) {
+        throw Error("text encoder: a token id is outside 0.." + std::to_string(top - 1));
+    }
+    at::Tensor words;
+    if (top > vocab) {
+        const at::Tensor own = m.embeddings->token_embedding(tokens.clamp_max(vocab - 1));
+        const at::Tensor extra = at::embedding(added, (tokens - vocab).clamp_min(0));
+        words = at::where((tokens >= vocab).unsqueeze(-1), extra, own);
+    } else {
+        words = m.embeddings->token_embedding(tokens);
+    }
+    at::Tensor x = words + m.embeddings->position_embedding(positions).unsqueeze(0);  // [B, L, H]
     for (int64_t i = 0; i < layers; ++i) {
         if (i == after_layers) {
             *after = x;
@@ -320,7 +355,7 @@ at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
     check_input(c, ids, clip_skip);
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
-    return m.final_layer_norm(run_layers(m, ids, c.num_hidden_layers - clip_skip));
+    return m.final_layer_norm(run_layers(m, ids, c.num_hidden_layers - clip_skip, impl_->added));
 }
 
 ClipTextModel::Encoding ClipTextModel::encode_xl(const at::Tensor& ids, int clip_skip) const {
@@ -329,8 +364,9 @@ ClipTextModel::Encoding ClipTextModel::encode_xl(const at::Tensor& ids, int clip
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     Encoding out;
-    const at::Tensor last = m.final_layer_norm(
-        run_layers(m, ids, c.num_hidden_layers, &out.hidden, c.num_hidden_layers - 1 - clip_skip));
+    const at::Tensor last =
+        m.final_layer_norm(run_layers(m, ids, c.num_hidden_layers, impl_->added, &out.hidden,
+                                      c.num_hidden_layers - 1 - clip_skip));
     const at::Tensor tokens = ids.to(last.device(), at::kLong);
     // The end token's position: the first eos_token_id, or the highest id for configs saved
     // with eos_token_id 2 (transformers' rule).

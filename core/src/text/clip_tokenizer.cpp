@@ -291,9 +291,42 @@ void ClipTokenizer::encode_segment(std::u32string_view raw, std::vector<int32_t>
         }
         text = unicode::lowercase(collapsed);
     }
+    // Added words first: the text between them goes through the pre-tokenizer and BPE.
+    if (!added_.empty()) {
+        auto alnum = [](char32_t c) { return is_letter(c) || is_number(c); };
+        size_t piece = 0;
+        for (size_t i = 0; i < text.size();) {
+            const Added* hit = nullptr;
+            if (i == 0 || !alnum(text[i - 1]) || !alnum(text[i])) {
+                for (const Added& a : added_) {
+                    const size_t end = i + a.text.size();
+                    if (starts_with(text, i, a.text) &&
+                        (end == text.size() || !alnum(text[end]) || !alnum(a.text.back()))) {
+                        hit = &a;
+                        break;
+                    }
+                }
+            }
+            if (!hit) {
+                ++i;
+                continue;
+            }
+            pretokenize(std::u32string_view(text).substr(0, i), piece, out);
+            out.insert(out.end(), hit->ids.begin(), hit->ids.end());
+            i += hit->text.size();
+            piece = i;
+        }
+        pretokenize(text, piece, out);
+        return;
+    }
+    pretokenize(text, 0, out);
+}
+
+void ClipTokenizer::pretokenize(std::u32string_view text, size_t from,
+                                std::vector<int32_t>& out) const {
     auto emit = [&](size_t begin, size_t end) {
         std::string word;
-        for (char c : unicode::encode_utf8(std::u32string_view(text).substr(begin, end - begin))) {
+        for (char c : unicode::encode_utf8(text.substr(begin, end - begin))) {
             word += byte_symbol_[static_cast<uint8_t>(c)];
         }
         bpe(word, out);
@@ -304,7 +337,7 @@ void ClipTokenizer::encode_segment(std::u32string_view raw, std::vector<int32_t>
     // word and "|>" and leaves the other pieces whole.
     static constexpr std::u32string_view kContractions[] = {U"'s", U"'t",  U"'re", U"'ve",
                                                             U"'m", U"'ll", U"'d"};
-    size_t i = 0;
+    size_t i = from;
     while (i < text.size()) {
         const char32_t c = text[i];
         if (is_whitespace(c)) {
@@ -346,6 +379,19 @@ void ClipTokenizer::encode_segment(std::u32string_view raw, std::vector<int32_t>
         emit(i, j);
         i = j;
     }
+}
+
+void ClipTokenizer::set_added_words(const std::vector<AddedWord>& words) {
+    added_.clear();
+    for (const AddedWord& w : words) {
+        std::u32string text = unicode::lowercase(unicode::nfc(unicode::decode_utf8(w.text)));
+        if (text.empty() || w.ids.empty()) {
+            throw Error("an added word needs text and ids");
+        }
+        added_.push_back({std::move(text), w.ids});
+    }
+    std::stable_sort(added_.begin(), added_.end(),
+                     [](const Added& a, const Added& b) { return a.text.size() > b.text.size(); });
 }
 
 std::vector<int32_t> ClipTokenizer::encode(std::string_view text) const {
