@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 namespace sds::cli {
 
@@ -34,6 +35,12 @@ const char* const kGenerateFlagsHelp =
     "                     (default 1); repeat for several (their changes add up)\n"
     "  --lora-dir DIR     where A1111's <lora:NAME:W> prompt tags find NAME.safetensors\n"
     "                     (in DIR or below); the tags are taken out of the prompt\n"
+    "  --embedding FILE[:WORD]   a textual inversion embedding (A1111 .pt/.safetensors,\n"
+    "                     diffusers learned_embeds, SDXL clip_l + clip_g) that WORD in the\n"
+    "                     prompts stands for (default: a diffusers file's own word, else the\n"
+    "                     file's name); repeat for several\n"
+    "  --embedding-dir DIR   A1111's embeddings folder: each file there (or below) whose\n"
+    "                     name is a word of the prompts is used, as A1111 does\n"
     "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
     "                     parameters text): prompt, negative, steps, guidance, seed,\n"
     "                     sampler, size, strength, clip skip, eta; the flags given override\n"
@@ -48,6 +55,16 @@ double seconds_now() {
 
 // FILE or FILE:WEIGHT (a file name may hold ':' itself: only a number after the last one is a
 // weight).
+// FILE or FILE:WORD (a file that exists is taken whole, colons and all).
+EmbeddingRef parse_embedding(const std::string& text) {
+    const size_t colon = text.rfind(':');
+    if (std::filesystem::exists(text) || colon == std::string::npos || colon == 0 ||
+        colon + 1 == text.size()) {
+        return {text, ""};
+    }
+    return {text.substr(0, colon), text.substr(colon + 1)};
+}
+
 LoraRef parse_lora(const std::string& text) {
     const size_t colon = text.rfind(':');
     if (colon != std::string::npos && colon + 1 < text.size()) {
@@ -76,8 +93,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
             f.sampler_given = true;
         }
     }
-    bool lora_given = false;
-    std::string lora_dir;
+    bool lora_given = false, embedding_given = false;
+    std::string lora_dir, embedding_dir;
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         auto value = [&]() -> const std::string& {
@@ -133,6 +150,14 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.loras.push_back(parse_lora(value()));
         } else if (a == "--lora-dir")
             lora_dir = value();
+        else if (a == "--embedding") {
+            if (!embedding_given) {  // likewise the embeddings
+                r.embeddings.clear();
+                embedding_given = true;
+            }
+            r.embeddings.push_back(parse_embedding(value()));
+        } else if (a == "--embedding-dir")
+            embedding_dir = value();
         else if (a == "--out")
             f.out_dir = value();
         else if (a == "--device")
@@ -143,6 +168,12 @@ GenerateFlags parse_generate_flags(const Args& args) {
             f.rest.push_back(a);
     }
     r.take_lora_tags(lora_dir);
+    if (!embedding_dir.empty()) {
+        if (!std::filesystem::is_directory(embedding_dir)) {
+            throw FileError(embedding_dir + ": no such folder (--embedding-dir)");
+        }
+        r.find_embeddings(embedding_dir);
+    }
     if (f.model.empty()) {  // the bundled demo model
         f.model = app::bundled_model_folder().toStdString();
         if (f.model.empty()) {

@@ -1166,3 +1166,69 @@ def test_train_refuses_to_fine_tune_an_inpainting_model(tmp_path):
             "--steps", "1", "--resolution", "32")
     assert r.returncode == 1
     assert f"{base}: an inpainting model" in r.stderr and "text-to-image models only" in r.stderr
+
+
+# --- textual inversion ------------------------------------------------------------------------
+
+TI = FIXTURES / "textual_inversion"
+
+
+def test_embedding_flags_make_diffusers_images(tmp_path):
+    """--embedding FILE:WORD for each of the fixture's SD embeddings gives the image diffusers
+    made after load_textual_inversion (expected.safetensors, case sd_words); the request's JSON
+    names them, and --from brings them back."""
+    import numpy as np
+    from PIL import Image
+    cases = {c["name"]: c for c in json.loads((TI / "cases.json").read_text())}
+    c = cases["sd_words"]
+    req = c["request"]
+    flags = ["--model", str(TI / "tiny-sd"), "--prompt", req["prompt"], "--negative",
+             req["negative_prompt"], "--steps", str(req["steps"]), "--guidance",
+             str(req["guidance_scale"]), "--seed", str(req["seed"]), "--sampler", "euler",
+             "--width", "32", "--height", "32", "--device", "cpu", "--out", str(tmp_path)]
+    for file, word in c["embeddings"]:
+        flags += ["--embedding", f"{TI / file}:{word}"]
+    r = run("txt2img", *flags)
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.split()[0]
+    with safe_open(str(TI / "expected.safetensors"), "pt") as f:
+        want = f.get_tensor("sd_words")[0].numpy().astype(int)
+    got = np.array(Image.open(path).convert("RGB")).astype(int)
+    assert np.abs(got - want).max() <= 2
+    meta = json.loads(Image.open(path).text["sdstudio"])
+    assert [[Path(e["file"]).name, e["token"]] for e in meta["embeddings"]] == c["embeddings"]
+    again = run("txt2img", "--model", str(TI / "tiny-sd"), "--from", path, "--device", "cpu",
+                "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(np.array(Image.open(again.stdout.split()[0]).convert("RGB")), got)
+
+
+def test_embedding_dir_uses_the_files_the_prompts_name(tmp_path):
+    """--embedding-dir: A1111's folder; the files whose names are prompt words are used (an
+    SDXL file there that no prompt names is not read), the same image as naming them with
+    --embedding; a word inside a longer one does not count."""
+    folder = tmp_path / "embeddings"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(TI / "inkstyle.pt", folder / "inkstyle.pt")
+    shutil.copy(TI / "badhands.safetensors", folder / "sub" / "badhands.safetensors")
+    shutil.copy(TI / "xlstyle.safetensors", folder / "xlstyle.safetensors")
+    common = ["--model", str(TI / "tiny-sd"), "--prompt", "a red circle, InkStyle",
+              "--negative", "badhands, xlstyles", "--steps", "3", "--seed", "5", "--sampler",
+              "euler", "--width", "32", "--height", "32", "--device", "cpu"]
+    by_dir = run("txt2img", *common, "--embedding-dir", str(folder), "--out", str(tmp_path / "a"))
+    assert by_dir.returncode == 0, by_dir.stderr
+    named = run("txt2img", *common, "--embedding", str(TI / "badhands.safetensors"),
+                "--embedding", str(TI / "inkstyle.pt"), "--out", str(tmp_path / "b"))
+    assert named.returncode == 0, named.stderr
+    plain = run("txt2img", *common, "--out", str(tmp_path / "c"))
+    from PIL import Image
+    import numpy as np
+    a, b, c = (np.array(Image.open(x.stdout.split()[0]).convert("RGB"))
+               for x in (by_dir, named, plain))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    meta = json.loads(Image.open(by_dir.stdout.split()[0]).text["sdstudio"])
+    assert [e["token"] for e in meta["embeddings"]] == ["inkstyle", "badhands"]
+    r = run("txt2img", *common, "--embedding-dir", str(tmp_path / "none"))
+    assert r.returncode == 1 and "none: no such folder (--embedding-dir)" in r.stderr
+    r = run("txt2img", *common, "--embedding", str(TI / "xlstyle.safetensors"))
+    assert r.returncode == 1 and "xlstyle.safetensors: an SDXL embedding" in r.stderr
