@@ -56,6 +56,7 @@ StudioSettings StudioSettings::load() {
     out.dtype = s.value("engine/dtype", out.dtype).toString();
     out.data_folder = s.value("output/folder").toString();
     out.lora_folder = s.value("model/lora_folder").toString();
+    out.embedding_folder = s.value("model/embedding_folder").toString();
     out.decode_every = s.value("preview/decode_every", 0).toInt();
     out.geometry = s.value("window/geometry").toByteArray();
     out.window_state = s.value("window/state").toByteArray();
@@ -71,6 +72,7 @@ void StudioSettings::save() const {
     s.setValue("engine/dtype", dtype);
     s.setValue("output/folder", data_folder);
     s.setValue("model/lora_folder", lora_folder);
+    s.setValue("model/embedding_folder", embedding_folder);
     s.setValue("preview/decode_every", decode_every);
     s.setValue("window/geometry", geometry);
     s.setValue("window/state", window_state);

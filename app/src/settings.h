@@ -22,12 +22,13 @@ struct StudioSettings {
     // The configs single-file checkpoints open with (a diffusers folder, weights optional);
     // empty: the bundled ones for the file's SD version (single_file_config_folder()).
     QString single_file_config;
-    QStringList recent;       // most recent first, at most kMaxRecent
-    QString device = "auto";  // auto | cpu | cuda
-    QString dtype = "auto";   // auto | fp32 | bf16 | fp16
-    QString data_folder;      // history database and images; default: the user's data folder
-    QString lora_folder;      // where A1111's <lora:NAME:W> prompt tags find NAME.safetensors
-    int decode_every = 0;     // full VAE decode of the preview every N steps (0: never)
+    QStringList recent;        // most recent first, at most kMaxRecent
+    QString device = "auto";   // auto | cpu | cuda
+    QString dtype = "auto";    // auto | fp32 | bf16 | fp16
+    QString data_folder;       // history database and images; default: the user's data folder
+    QString lora_folder;       // where A1111's <lora:NAME:W> prompt tags find NAME.safetensors
+    QString embedding_folder;  // textual inversion files, used where a prompt word names one
+    int decode_every = 0;      // full VAE decode of the preview every N steps (0: never)
     QByteArray geometry, window_state;
 
     static constexpr int kMaxRecent = 8;

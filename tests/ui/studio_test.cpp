@@ -12,6 +12,8 @@
 #include <QElapsedTimer>
 #include <QFileInfo>
 #include <QImageReader>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QLabel>
 #include <QLineEdit>
 #include <QListWidget>
@@ -146,6 +148,7 @@ class StudioTest : public QObject {
             app::StudioSettings s;
             s.data_folder = data_.path();
             s.lora_folder = data_.filePath("loras");  // <lora:NAME:W> prompt tags look here
+            s.embedding_folder = data_.filePath("embeddings");
             s.model = tiny_model();
             window_ = std::make_unique<ui::MainWindow>(s);
             window_->resize(1500, 900);
@@ -829,6 +832,51 @@ class StudioTest : public QObject {
         QCOMPARE(w.generate(), quint64(0));
         QVERIFY2(w.errorText().contains("<lora:no-such-lora>: no no-such-lora.safetensors"),
                  qPrintable(w.errorText()));
+        setSmall(w.panel(), 4);
+    }
+
+    // An embedding in the embeddings folder (Settings) gives its word learned vectors: the image
+    // is the engine's for the request the history keeps, which names the file.
+    void anEmbeddingInTheFolderGivesItsWordMeaning() {
+        auto& w = window();
+        QDir(data_.path()).mkpath("embeddings");
+        const QString file = data_.filePath("embeddings/glowstyle.safetensors");
+        {
+            QFile config(
+                QString::fromStdString(ModelFolder::open(w.worker()->modelPath().toStdString())
+                                           .component("text_encoder")
+                                           .config.string()));
+            QVERIFY(config.open(QIODevice::ReadOnly));
+            const int width = QJsonDocument::fromJson(config.readAll())["hidden_size"].toInt();
+            QVERIFY(width > 0);
+            save_safetensors(file.toStdString(), {{"emb_params", at::randn({2, width}) * 0.6}});
+        }
+        auto generate = [&] {
+            QSignalSpy done(&w, &ui::MainWindow::generationDone);
+            w.generate();
+            return wait_for([&] { return done.count() == 1; });
+        };
+        setSmall(w.panel(), 3);
+        w.panel()->setImg2img(false);
+        GenerationRequest r = w.panel()->request();
+        r.prompt = "a red circle, glowstyles";  // not the word: inside a longer one
+        w.panel()->setRequest(r);
+        QVERIFY(generate());
+        const auto without = w.history()->get(w.lastSavedId());
+        QVERIFY(without->request.embeddings.empty());
+        r.prompt = "a red circle, GlowStyle";
+        w.panel()->setRequest(r);
+        QVERIFY(generate());
+        const auto e = w.history()->get(w.lastSavedId());
+        QCOMPARE(e->request.embeddings.size(), size_t(1));
+        QCOMPARE(e->request.embeddings[0].file, file.toStdString());
+        QCOMPARE(e->request.embeddings[0].token, std::string("glowstyle"));
+        Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
+        const QImage made = QImage(e->file).convertToFormat(QImage::Format_RGB888);
+        QCOMPARE(made, app::to_qimage(p.generate(e->request).images.front()));
+        GenerationRequest plain = e->request;
+        plain.embeddings.clear();
+        QVERIFY(made != app::to_qimage(p.generate(plain).images.front()));
         setSmall(w.panel(), 4);
     }
 

@@ -183,7 +183,7 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     grid_->setBaseProvider([this] {
         app::Job job = makeJob(app::Job::Policy::Fifo);
         try {
-            job.request.take_lora_tags(settings_.lora_folder.toStdString());
+            takePromptFiles(job.request);
         } catch (const std::exception& e) {
             showError(QString::fromUtf8(e.what()));  // the tags stay in the prompt
         }
@@ -663,7 +663,7 @@ quint64 MainWindow::generate() {
         return 0;
     }
     try {
-        job.request.take_lora_tags(settings_.lora_folder.toStdString());
+        takePromptFiles(job.request);
         job.request.validate();
     } catch (const std::exception& e) {
         showError(QString::fromUtf8(e.what()));
@@ -752,13 +752,18 @@ void MainWindow::scheduleLive() {
     }
 }
 
+void MainWindow::takePromptFiles(GenerationRequest& request) const {
+    request.take_lora_tags(settings_.lora_folder.toStdString());
+    request.find_embeddings(settings_.embedding_folder.toStdString());
+}
+
 void MainWindow::submitLive() {
     app::Job job = makeJob(app::Job::Policy::Live);
     if (job.request.is_inpaint() && !canvas_->hasMask()) {
         return;  // no mask yet: the stroke that paints one regenerates
     }
     try {
-        job.request.take_lora_tags(settings_.lora_folder.toStdString());
+        takePromptFiles(job.request);
         job.request.validate();
     } catch (const std::exception&) {
         return;  // a half-typed value: the next change tries again
@@ -960,6 +965,19 @@ void MainWindow::openSettings() {
             loraFolder->setText(dir);
         }
     });
+    auto* embeddingFolder = new QLineEdit(settings_.embedding_folder);
+    embeddingFolder->setObjectName("embeddingFolder");
+    embeddingFolder->setPlaceholderText(tr("none"));
+    embeddingFolder->setToolTip(
+        tr("Textual inversion embeddings (.pt, .safetensors): a prompt word that is a file's "
+           "name uses that file, as in A1111's embeddings folder"));
+    auto* browseEmbeddings = new QPushButton(tr("Browse…"));
+    connect(browseEmbeddings, &QPushButton::clicked, &dialog, [&] {
+        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("Embeddings folder"));
+        if (!dir.isEmpty()) {
+            embeddingFolder->setText(dir);
+        }
+    });
     auto* device = new QComboBox;
     device->addItems({"auto", "cpu", "cuda"});
     device->setCurrentText(settings_.device);
@@ -984,6 +1002,10 @@ void MainWindow::openSettings() {
     loraRow->addWidget(loraFolder, 1);
     loraRow->addWidget(browseLora);
     form->addRow(tr("LoRA folder (<lora:…> tags)"), loraRow);
+    auto* embeddingRow = new QHBoxLayout;
+    embeddingRow->addWidget(embeddingFolder, 1);
+    embeddingRow->addWidget(browseEmbeddings);
+    form->addRow(tr("Embeddings folder"), embeddingRow);
     form->addRow(tr("Device"), device);
     form->addRow(tr("Precision"), dtype);
     form->addRow(tr("History and images folder"), folder);
@@ -1002,6 +1024,7 @@ void MainWindow::openSettings() {
                          QFileInfo(model->currentText()).isFile());
     settings_.single_file_config = singleConfig->text();
     settings_.lora_folder = loraFolder->text();
+    settings_.embedding_folder = embeddingFolder->text();
     settings_.device = device->currentText();
     settings_.dtype = dtype->currentText();
     settings_.decode_every = decode->value();

@@ -92,6 +92,9 @@ class MainWindow : public QMainWindow {
     void refreshOverlay();  // the sketch over the result when asked for, at its opacity
     void showError(const QString& text);
     void clearError();
+    // The files a request's prompts name: A1111's <lora:…> tags (taken out) from the LoRA
+    // folder, and the embeddings whose names are prompt words from the embeddings folder.
+    void takePromptFiles(GenerationRequest& request) const;
     void scheduleLive();
     void submitLive();
     void onStep(const app::StepInfo& s);
