@@ -31,6 +31,10 @@ const char* const kGenerateFlagsHelp =
     "  --mask-blur PX (0) inpaint: blur the mask first (Pillow's GaussianBlur, as\n"
     "                     diffusers' mask_processor.blur)\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
+    "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
+    "                     (Lanczos; size floored to a multiple of 8) and made again as\n"
+    "                     img2img with --hires-strength S (0.7) and --hires-steps N\n"
+    "                     (0: --steps)\n"
     "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 or diffusers format) at weight W\n"
     "                     (default 1); repeat for several (their changes add up)\n"
     "  --lora-dir DIR     where A1111's <lora:NAME:W> prompt tags find NAME.safetensors\n"
@@ -138,6 +142,12 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.keep_unmasked = true;
         else if (a == "--mask-blur")
             r.mask_blur = number<int>(a, value());
+        else if (a == "--hires-scale")
+            r.hires_scale = number<double>(a, value());
+        else if (a == "--hires-steps")
+            r.hires_steps = number<int>(a, value());
+        else if (a == "--hires-strength")
+            r.hires_strength = number<double>(a, value());
         else if (a == "--clip-skip")
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")

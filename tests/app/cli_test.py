@@ -1232,3 +1232,40 @@ def test_embedding_dir_uses_the_files_the_prompts_name(tmp_path):
     assert r.returncode == 1 and "none: no such folder (--embedding-dir)" in r.stderr
     r = run("txt2img", *common, "--embedding", str(TI / "xlstyle.safetensors"))
     assert r.returncode == 1 and "xlstyle.safetensors: an SDXL embedding" in r.stderr
+
+
+# --- hires fix --------------------------------------------------------------------------------
+
+def test_hires_fix_makes_diffusers_images(tmp_path):
+    """--hires-scale: diffusers' txt2img at 32x32, each image scaled with Pillow's LANCZOS to
+    48x48 (1.5x), then diffusers' img2img from it with the hires strength and steps, generator
+    seed + i: image i of ours. The PNG says it as A1111 does, and --from makes it again."""
+    import numpy as np
+    from PIL import Image
+    req = {"prompt": "a red circle", "negative": "blue", "steps": 6, "guidance": 6.0,
+           "seed": 77, "sampler": "euler_a", "batch": 2, "width": 32, "height": 32}
+    r = run("txt2img", *cli_flags(req), "--hires-scale", "1.5", "--hires-strength", "0.6",
+            "--hires-steps", "5", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    low = diffusers_images(req)
+    for i, path in enumerate(paths):
+        up = Image.fromarray(low[i].astype(np.uint8)).resize((48, 48), Image.LANCZOS)
+        high = dict(req, steps=5, strength=0.6, seed=77 + i, batch=1)
+        want = diffusers_images(high, init=up)[0]
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert got.shape == (48, 48, 3)
+        assert np.abs(got - want).max() <= 2, path
+    meta = Image.open(paths[0]).text
+    assert "Size: 32x32" in meta["parameters"] and "Hires upscale: 1.5" in meta["parameters"]
+    assert "Denoising strength: 0.6" in meta["parameters"] and "Hires steps: 5" in meta["parameters"]
+    stored = json.loads(meta["sdstudio"])
+    assert (stored["hires_scale"], stored["hires_steps"], stored["hires_strength"]) == (1.5, 5, 0.6)
+    again = run("txt2img", "--model", str(PIPE), "--from", paths[0], "--device", "cpu",
+                "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(np.array(Image.open(again.stdout.split()[0])), np.array(Image.open(paths[0])))
+    r = run("txt2img", *cli_flags(req), "--hires-scale", "5")
+    assert r.returncode == 1 and "hires scale must be 1..4" in r.stderr
+    r = run("img2img", *cli_flags(req), "--init", paths[0], "--hires-scale", "2")
+    assert r.returncode == 1 and "the hires fix is for txt2img" in r.stderr

@@ -286,6 +286,18 @@ class StudioTest : public QObject {
         panel.setRequest(d);
         QCOMPARE(panel.request().to_json(), d.to_json());
         QVERIFY(!panel.findChild<QWidget*>("eta")->isEnabled());
+        QVERIFY(!panel.findChild<QWidget*>("hiresStrength")->isEnabled());  // the fix is off
+        // The hires fix, in text mode only.
+        GenerationRequest h = d;
+        h.hires_scale = 1.5;
+        h.hires_strength = 0.45;
+        h.hires_steps = 12;
+        panel.setRequest(h);
+        QCOMPARE(panel.request().to_json(), h.to_json());
+        QVERIFY(panel.findChild<QWidget*>("hiresStrength")->isEnabled());
+        panel.setMode(ui::ParameterPanel::Mode::Sketch);
+        QCOMPARE(panel.request().hires_scale, 1.0);
+        QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
     }
 
     void aModelsSuggestedSettingsApplyOnceWhenItOpens() {
@@ -877,6 +889,30 @@ class StudioTest : public QObject {
         GenerationRequest plain = e->request;
         plain.embeddings.clear();
         QVERIFY(made != app::to_qimage(p.generate(plain).images.front()));
+        setSmall(w.panel(), 4);
+    }
+
+    // The hires fix: the bigger image, both passes in the step strip as one run, and the
+    // engine's image for the request the history keeps.
+    void hiresFixMakesTheBiggerImageWithBothPassesInTheStrip() {
+        auto& w = window();
+        setSmall(w.panel(), 4);
+        w.panel()->setImg2img(false);
+        GenerationRequest r = w.panel()->request();
+        r.hires_scale = 1.5;
+        r.hires_strength = 0.5;
+        w.panel()->setRequest(r);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        QCOMPARE(w.steps()->count(), 4 + 2);  // Euler a: 4 steps, then 2 at strength 0.5
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.hires_scale, 1.5);
+        const QImage made = QImage(e->file).convertToFormat(QImage::Format_RGB888);
+        QCOMPARE(made.size(), QSize(192, 192));
+        Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
+        QCOMPARE(made, app::to_qimage(p.generate(e->request).images.front()));
         setSmall(w.panel(), 4);
     }
 

@@ -178,6 +178,46 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     inpaintRow->addStretch();
     inpaintRow->addWidget(new QLabel(tr("Mask blur")));
     inpaintRow->addWidget(maskBlur_);
+    // A1111's hires fix (text mode): the images scaled up and made again from there.
+    hiresScale_ = new QDoubleSpinBox;
+    hiresScale_->setObjectName("hiresScale");
+    hiresScale_->setRange(1, 4);  // what GenerationRequest::validate allows
+    hiresScale_->setSingleStep(0.25);
+    hiresScale_->setDecimals(2);
+    hiresScale_->setPrefix(QString::fromUtf8("×"));
+    hiresScale_->setSpecialValueText(tr("off"));
+    hiresScale_->setValue(defaults.hires_scale);
+    hiresScale_->setToolTip(
+        tr("Hires fix: the images made at the size below are scaled by this (Lanczos) and made "
+           "again from there as img2img, for detail at a size the model was not trained for"));
+    hiresStrength_ = new QDoubleSpinBox;
+    hiresStrength_->setObjectName("hiresStrength");
+    hiresStrength_->setRange(0.01, 1);
+    hiresStrength_->setSingleStep(0.05);
+    hiresStrength_->setDecimals(2);
+    hiresStrength_->setValue(defaults.hires_strength);
+    hiresStrength_->setToolTip(tr("How much the second pass changes the scaled images"));
+    hiresSteps_ = new QSpinBox;
+    hiresSteps_->setObjectName("hiresSteps");
+    hiresSteps_->setRange(0, 1000);
+    hiresSteps_->setSpecialValueText(tr("same"));
+    hiresSteps_->setValue(defaults.hires_steps);
+    hiresSteps_->setToolTip(tr("The second pass's steps (same: the steps above)"));
+    auto* hiresRow = new QHBoxLayout;
+    hiresRow->addWidget(hiresScale_);
+    hiresRow->addWidget(new QLabel(tr("strength")));
+    hiresRow->addWidget(hiresStrength_);
+    hiresRow->addWidget(new QLabel(tr("steps")));
+    hiresRow->addWidget(hiresSteps_);
+    const auto enableHires = [this] {
+        const bool text = mode() == Mode::Text;
+        hiresScale_->setEnabled(text);
+        const bool on = text && hiresScale_->value() > 1;
+        hiresStrength_->setEnabled(on);
+        hiresSteps_->setEnabled(on);
+    };
+    connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
+    enableHires();
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
     clipSkip_->setRange(0, 11);
@@ -263,6 +303,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Sampler"), samplerRow);
     form->addRow(tr("Clip skip"), clipSkip_);
     form->addRow(tr("Size"), sizeRow);
+    form->addRow(tr("Hires fix"), hiresRow);
     form->addRow(tr("LoRA"), loraBox);
 
     auto* v = new QVBoxLayout(this);
@@ -284,14 +325,16 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     connect(dice_, &QPushButton::clicked, this, [this] {
         seed_->setText(QString::number(QRandomGenerator::global()->bounded(1u << 31)));
     });
-    connect(modeGroup, &QButtonGroup::buttonToggled, this, [this](QAbstractButton*, bool on) {
-        if (on) {
-            strength_->setEnabled(img2img());
-            keepUnmasked_->setEnabled(mode() == Mode::Inpaint);
-            maskBlur_->setEnabled(mode() == Mode::Inpaint);
-            Q_EMIT modeChanged(mode());
-        }
-    });
+    connect(modeGroup, &QButtonGroup::buttonToggled, this,
+            [this, enableHires](QAbstractButton*, bool on) {
+                if (on) {
+                    strength_->setEnabled(img2img());
+                    keepUnmasked_->setEnabled(mode() == Mode::Inpaint);
+                    maskBlur_->setEnabled(mode() == Mode::Inpaint);
+                    enableHires();
+                    Q_EMIT modeChanged(mode());
+                }
+            });
     connect(guidance_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
     connect(strength_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
 }
@@ -310,6 +353,9 @@ GenerationRequest ParameterPanel::request() const {
     r.width = width_->value() / 8 * 8;
     r.height = height_->value() / 8 * 8;
     r.batch_count = batch_->value();
+    r.hires_scale = mode() == Mode::Text ? hiresScale_->value() : 1.0;
+    r.hires_strength = hiresStrength_->value();
+    r.hires_steps = hiresSteps_->value();
     for (int row = 0; row < loras_->rowCount(); ++row) {
         const auto* weight = static_cast<QDoubleSpinBox*>(loras_->cellWidget(row, 1));
         r.loras.push_back(
@@ -340,6 +386,9 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     }
     eta_->setValue(r.eta);
     clipSkip_->setValue(r.clip_skip);
+    hiresScale_->setValue(r.hires_scale);
+    hiresStrength_->setValue(r.hires_strength);
+    hiresSteps_->setValue(r.hires_steps);
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
         maskBlur_->setValue(r.mask_blur);

@@ -1,7 +1,8 @@
 #pragma once
 // The parameter panel: prompt and negative prompt with token counters, text / sketch / inpaint
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
-// size and batch count, LoRAs with their weights; Generate, Cancel and the Live toggle.
+// size and batch count, the hires fix, LoRAs with their weights; Generate, Cancel and the Live
+// toggle.
 #include <QWidget>
 
 #include <memory>
@@ -111,6 +112,9 @@ class ParameterPanel : public QWidget {
     QComboBox* sampler_;
     QDoubleSpinBox* eta_;
     QSpinBox* clipSkip_;
+    QDoubleSpinBox* hiresScale_;
+    QDoubleSpinBox* hiresStrength_;
+    QSpinBox* hiresSteps_;
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;

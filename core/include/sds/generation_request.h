@@ -4,6 +4,7 @@
 // derived from it for other tools).
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sds/scheduler.h"
@@ -48,6 +49,13 @@ struct GenerationRequest {
     // Inpainting: the mask blurred first (Pillow's GaussianBlur with this radius in pixels, as
     // diffusers' mask_processor.blur), which rounds its shape and softens the overlay's edge.
     int mask_blur = 0;
+    // A1111's hires fix (txt2img): the images made at width x height are scaled by
+    // hires_scale (Lanczos; the size floored to a multiple of 8) and made again from there as
+    // img2img with hires_strength and hires_steps (0: steps), image i with seed + i, as
+    // diffusers' img2img pipeline from the resized image. 1: off.
+    double hires_scale = 1.0;
+    int hires_steps = 0;
+    double hires_strength = 0.7;
     int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
     double eta = 0.0;            // DDIM only
     std::vector<LoraRef> loras;  // merged in this order (their changes add up)
@@ -58,6 +66,9 @@ struct GenerationRequest {
     bool is_img2img() const { return !init_image.empty(); }  // inpainting too
     bool is_inpaint() const { return !mask_image.empty(); }
     bool guided() const { return guidance_scale > 1.0; }
+    bool is_hires() const { return hires_scale > 1.0; }
+    // The hires pass's size for a first pass of `w` x `h` (floored to multiples of 8).
+    std::pair<int, int> hires_size(int w, int h) const;
 
     // Throws sds::Error naming the field for values out of range.
     void validate() const;

@@ -87,7 +87,9 @@ class Pipeline {
     Pipeline& operator=(Pipeline&&) noexcept;
 
     // `init` is required for img2img (request.is_img2img()), `init` and `mask` for inpainting
-    // (request.is_inpaint()); each is resized to the request's size when it differs. Throws
+    // (request.is_inpaint()); each is resized to the request's size when it differs. With the
+    // hires fix (request.is_hires()) the observer sees both runs as one, the second run's steps
+    // numbered after the first's, and the images are the second run's. Throws
     // sds::Cancelled when `cancel` becomes true (checked before each step), leaving the
     // pipeline usable.
     GenerationResult generate(const GenerationRequest& request, const Image* init = nullptr,
@@ -141,6 +143,11 @@ class Pipeline {
 
   private:
     Pipeline();
+    // One denoising run: generate() without the hires fix. `inits`: none, one init image for
+    // every entry of the batch, or one per entry.
+    GenerationResult run(const GenerationRequest& request, const std::vector<Image>& inits,
+                         const Image* mask, const StepObserver& observer,
+                         const std::atomic<bool>* cancel);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

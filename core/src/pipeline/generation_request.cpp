@@ -37,6 +37,14 @@ void GenerationRequest::validate() const {
         fail("a mask (" + mask_image + ") needs an init image to inpaint");
     if (mask_blur < 0 || mask_blur > 64)
         fail("mask blur must be 0..64 pixels");
+    if (!(hires_scale >= 1 && hires_scale <= 4))
+        fail("hires scale must be 1..4 (1: off)");
+    if (hires_steps < 0 || hires_steps > 1000)
+        fail("hires steps must be 0..1000 (0: the steps)");
+    if (!(hires_strength > 0 && hires_strength <= 1))
+        fail("hires strength must be in (0, 1]");
+    if (is_hires() && is_img2img())
+        fail("the hires fix is for txt2img (an img2img or inpainting has its own size)");
     if (clip_skip < 0 || clip_skip > 11)
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
@@ -70,6 +78,9 @@ std::string GenerationRequest::to_json() const {
     j["mask_image"] = mask_image;
     j["keep_unmasked"] = keep_unmasked;
     j["mask_blur"] = mask_blur;
+    j["hires_scale"] = hires_scale;
+    j["hires_steps"] = hires_steps;
+    j["hires_strength"] = hires_strength;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
     j["loras"] = nlohmann::ordered_json::array();
@@ -123,6 +134,9 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("mask_image", r.mask_image);
     get("keep_unmasked", r.keep_unmasked);
     get("mask_blur", r.mask_blur);
+    get("hires_scale", r.hires_scale);
+    get("hires_steps", r.hires_steps);
+    get("hires_strength", r.hires_strength);
     get("clip_skip", r.clip_skip);
     get("eta", r.eta);
     if (j.contains("loras")) {
@@ -197,9 +211,14 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"Seed", std::to_string(seed + index)},
         {"Size", std::to_string(width) + "x" + std::to_string(height)},
         {"Model", model_name},
-        {"Denoising strength", is_img2img() ? number(strength) : ""},
+        {"Denoising strength", is_img2img() ? number(strength)
+                               : is_hires() ? number(hires_strength)
+                                            : ""},
         {"Mask blur", is_inpaint() && mask_blur > 0 ? std::to_string(mask_blur) : ""},
         {"Clip skip", clip_skip > 0 ? std::to_string(clip_skip + 1) : ""},
+        {"Hires upscale", is_hires() ? number(hires_scale) : ""},
+        {"Hires steps", is_hires() && hires_steps > 0 ? std::to_string(hires_steps) : ""},
+        {"Hires upscaler", is_hires() ? "Lanczos" : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
         {"Lora", lora_list(loras)},
         {"Version", "SD Studio"},
@@ -275,6 +294,10 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
                 r.height = std::stoi(v.substr(x + 1));
             } else if (k == "Denoising strength")
                 r.strength = std::stod(v);
+            else if (k == "Hires upscale")
+                r.hires_scale = std::stod(v);
+            else if (k == "Hires steps")
+                r.hires_steps = std::stoi(v);
             else if (k == "Mask blur")
                 r.mask_blur = std::stoi(v);
             else if (k == "Clip skip")
@@ -284,6 +307,10 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
         } catch (const std::exception&) {
             throw Error("A1111 parameters: '" + k + ": " + v + "' is not a valid value");
         }
+    }
+    if (r.is_hires()) {  // A1111 writes the hires pass's strength as the denoising strength
+        r.hires_strength = r.strength;
+        r.strength = GenerationRequest().strength;
     }
     if (!sampler.empty()) {
         const std::string full =
@@ -359,6 +386,11 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
         rest += text->substr(last);
         *text = rest;
     }
+}
+
+std::pair<int, int> GenerationRequest::hires_size(int w, int h) const {
+    auto scaled = [&](int v) { return static_cast<int>(v * hires_scale) / 8 * 8; };
+    return {scaled(w), scaled(h)};
 }
 
 namespace {

@@ -453,6 +453,63 @@ std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tenso
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
                                     const std::atomic<bool>* cancel) {
+    std::vector<Image> inits;
+    if (init != nullptr && !init->empty()) {
+        inits.push_back(*init);
+    }
+    if (!in.is_hires()) {
+        return run(in, inits, mask, observer, cancel);
+    }
+    // The hires fix: the first run at the request's size, each image scaled up (Lanczos, as
+    // Pillow), then an img2img run from them, image i with seed + i.
+    GenerationRequest req = in;
+    req.width = req.width == 0 ? native_size() : req.width;
+    req.height = req.height == 0 ? native_size() : req.height;
+    req.validate();
+    GenerationRequest low = req;
+    low.hires_scale = 1;
+    GenerationRequest high = low;
+    std::tie(high.width, high.height) = req.hires_size(req.width, req.height);
+    high.init_image = "hires";
+    high.strength = req.hires_strength;
+    high.steps = req.hires_steps > 0 ? req.hires_steps : req.steps;
+    high.validate();
+    // The steps each run takes (img2img: after the strength cut), for one count over both.
+    auto steps_of = [&](const GenerationRequest& r) {
+        auto s = Scheduler::create(r.sampler, impl_->folder.component("scheduler").config);
+        s->set_timesteps(r.steps);
+        const int64_t n = s->timesteps().size(0);
+        return static_cast<int>(
+            n - (r.is_img2img() ? s->first_index_for_strength(r.steps, r.strength) : 0));
+    };
+    const int n_low = steps_of(low), total = n_low + steps_of(high);
+    StepObserver counted_low, counted_high;
+    if (observer) {
+        counted_low = [&](const StepEvent& e) {
+            StepEvent c = e;
+            c.total = total;
+            observer(c);
+        };
+        counted_high = [&](const StepEvent& e) {
+            StepEvent c = e;
+            c.index += n_low;
+            c.total = total;
+            observer(c);
+        };
+    }
+    const GenerationResult first = run(low, {}, nullptr, counted_low, cancel);
+    std::vector<Image> scaled;
+    for (const Image& image : first.images) {
+        scaled.push_back(resize(image, high.width, high.height));
+    }
+    GenerationResult result = run(high, scaled, nullptr, counted_high, cancel);
+    result.request = req;
+    return result;
+}
+
+GenerationResult Pipeline::run(const GenerationRequest& in, const std::vector<Image>& inits,
+                               const Image* mask, const StepObserver& observer,
+                               const std::atomic<bool>* cancel) {
     torch::NoGradGuard no_grad;
     // Every step allocates the same buffers: keep them from one step to the next, and let them
     // go before the VAE decode, whose sizes differ.
@@ -468,8 +525,12 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         throw Error("request: width and height must be multiples of " +
                     std::to_string(downscale()) + " for this model");
     }
-    if (req.is_img2img() && (init == nullptr || init->empty())) {
+    if (req.is_img2img() && inits.empty()) {
         throw Error("img2img needs an init image (" + req.init_image + ")");
+    }
+    if (inits.size() > 1 && static_cast<int>(inits.size()) != req.batch_count) {
+        throw Error("img2img: " + std::to_string(inits.size()) + " init images for a batch of " +
+                    std::to_string(req.batch_count));
     }
     const bool inpaint = req.is_inpaint();
     const bool inpainting_unet = is_inpainting_model();
@@ -551,14 +612,16 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     const int64_t latent_channels = m.vae->config().latent_channels;
     const std::vector<int64_t> shape = {b, latent_channels, req.height / downscale(),
                                         req.width / downscale()};
-    // An image [1, 3, H, W] in [-1, 1] -> scaled latents [B, C, h, w], entry i a sample of the
-    // VAE's posterior drawn with generator i. diffusers encodes the image once per entry; the
-    // encoding is deterministic, so once is enough.
-    auto encode_samples = [&](const at::Tensor& image) {
-        const auto [mean, logvar] = m.vae->encode(image.to(device, m.vae->dtype()));
-        const at::Tensor std_dev = at::exp(0.5 * logvar);
+    // Images [1 or B, 3, H, W] in [-1, 1] -> scaled latents [B, C, h, w], entry i a sample of
+    // the VAE's posterior (of image i, or of the one image) drawn with generator i. diffusers
+    // encodes one image once per entry; the encoding is deterministic, so once is enough.
+    auto encode_samples = [&](const at::Tensor& images) {
+        const auto [means, logvars] = m.vae->encode(images.to(device, m.vae->dtype()));
         std::vector<at::Tensor> encoded;
         for (int64_t i = 0; i < b; ++i) {
+            const int64_t k = means.size(0) == 1 ? 0 : i;
+            const at::Tensor mean = means.narrow(0, k, 1);
+            const at::Tensor std_dev = at::exp(0.5 * logvars.narrow(0, k, 1));
             const at::Tensor eps = at::randn(mean.sizes(), gens[static_cast<size_t>(i)],
                                              at::TensorOptions().dtype(mean.scalar_type()))
                                        .to(device);
@@ -577,7 +640,11 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
     } else if (!inpaint) {
         first = scheduler->first_index_for_strength(req.steps, req.strength);
-        const at::Tensor x0 = encode_samples(image_to_tensor(resize(*init, req.width, req.height)));
+        std::vector<at::Tensor> images;
+        for (const Image& init : inits) {
+            images.push_back(image_to_tensor(resize(init, req.width, req.height)));
+        }
+        const at::Tensor x0 = encode_samples(at::cat(images, 0));
         latents = scheduler->add_noise(x0, noise(x0.sizes(), dtype).to(device), first);
     } else {
         // As StableDiffusionInpaintPipeline, each generator drawing in its order: the init
@@ -585,7 +652,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         // the masked image's posterior (drawn even where it is not used).
         first = scheduler->first_index_for_strength(req.steps, req.strength);
         const bool pure_noise = req.strength == 1.0;
-        init_sized = resize(*init, req.width, req.height);
+        init_sized = resize(inits.front(), req.width, req.height);
         mask_sized = resize(
             req.mask_blur > 0 ? gaussian_blur(*mask, static_cast<float>(req.mask_blur)) : *mask,
             req.width, req.height);

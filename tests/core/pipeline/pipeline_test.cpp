@@ -250,6 +250,24 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
         "cat\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 5, Seed: 9, Size: 64x64");
     EXPECT_EQ(old.sampler, sds::Sampler::DpmPP2MKarras);
     EXPECT_EQ(old.steps, 30);
+    // The hires fix as A1111 writes it: the second pass's strength is the denoising strength.
+    sds::GenerationRequest h;
+    h.prompt = "cat";
+    h.width = h.height = 512;
+    h.hires_scale = 1.5;
+    h.hires_steps = 12;
+    h.hires_strength = 0.45;
+    const std::string hires = h.to_a1111();
+    EXPECT_NE(hires.find("Size: 512x512, Denoising strength: 0.45, Hires upscale: 1.5, Hires "
+                         "steps: 12, Hires upscaler: Lanczos"),
+              std::string::npos)
+        << hires;
+    const auto hb = sds::GenerationRequest::from_a1111(hires);
+    EXPECT_EQ(hb.to_json(), h.to_json());
+    EXPECT_EQ(sds::GenerationRequest::from_json(h.to_json()).to_json(), h.to_json());
+    EXPECT_EQ(h.hires_size(512, 512), std::make_pair(768, 768));
+    h.hires_scale = 1.3;  // 665.6 -> 665 -> 664
+    EXPECT_EQ(h.hires_size(512, 512), std::make_pair(664, 664));
 }
 
 }  // namespace
