@@ -30,6 +30,9 @@ const char* const kGenerateFlagsHelp =
     "                     them (diffusers' apply_overlay; grey levels blend)\n"
     "  --mask-blur PX (0) inpaint: blur the mask first (Pillow's GaussianBlur, as\n"
     "                     diffusers' mask_processor.blur)\n"
+    "  --mask-padding PX  inpaint only the masked area: the box around the mask plus PX\n"
+    "                     pixels, at --width x --height, put back into the whole image\n"
+    "                     (diffusers' padding_mask_crop, A1111's \"Only masked\")\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
     "                     (Lanczos; size floored to a multiple of 8) and made again as\n"
@@ -142,6 +145,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.keep_unmasked = true;
         else if (a == "--mask-blur")
             r.mask_blur = number<int>(a, value());
+        else if (a == "--mask-padding")
+            r.mask_padding = number<int>(a, value());
         else if (a == "--hires-scale")
             r.hires_scale = number<double>(a, value());
         else if (a == "--hires-steps")

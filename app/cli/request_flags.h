@@ -43,7 +43,8 @@ T number(const std::string& flag, const std::string& v) {
 }
 
 // --model --config --prompt --negative --steps --guidance --seed --sampler --batch --width --height
-// --strength --init --mask --out --device --dtype --clip-skip --eta --hires-scale --hires-steps
+// --strength --init --mask --mask-blur --mask-padding --out --device --dtype --clip-skip --eta
+// --hires-scale --hires-steps
 // --hires-strength --lora --lora-dir --embedding
 // --embedding-dir --from
 GenerateFlags parse_generate_flags(const Args& args);

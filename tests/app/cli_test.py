@@ -1269,3 +1269,40 @@ def test_hires_fix_makes_diffusers_images(tmp_path):
     assert r.returncode == 1 and "hires scale must be 1..4" in r.stderr
     r = run("img2img", *cli_flags(req), "--init", paths[0], "--hires-scale", "2")
     assert r.returncode == 1 and "the hires fix is for txt2img" in r.stderr
+
+
+def test_inpaint_only_the_masked_area_makes_diffusers_images(tmp_path):
+    """inpaint --mask-padding: diffusers' padding_mask_crop. A small blob masked in a 64x40
+    picture: the box around it plus the padding, grown to 32x48's aspect, inpainted at 32x48 and
+    put back; the images have the picture's size."""
+    import numpy as np
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInpaintPipeline
+    from PIL import Image
+    rng = np.random.default_rng(5)
+    init = Image.fromarray(rng.integers(0, 256, (5, 8, 3), dtype=np.uint8)).resize((64, 40))
+    y, x = np.mgrid[0:40, 0:64]
+    blob = (((x - 20) / 7.0) ** 2 + ((y - 22) / 4.0) ** 2 < 1).astype(np.uint8) * 255
+    mask = Image.fromarray(np.repeat(blob[:, :, None], 3, axis=2))
+    init.save(tmp_path / "init.png")
+    mask.save(tmp_path / "mask.png")
+    r = run("inpaint", "--model", str(INPAINT / "tiny-sd"), "--prompt", "a cat", "--steps", "6",
+            "--guidance", "5", "--seed", "3", "--sampler", "euler_a", "--batch", "2",
+            "--width", "32", "--height", "48", "--strength", "0.9", "--mask-padding", "4",
+            "--mask-blur", "2", "--init", str(tmp_path / "init.png"), "--mask",
+            str(tmp_path / "mask.png"), "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(INPAINT / "tiny-sd")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    blurred = pipe.mask_processor.blur(mask, blur_factor=2)
+    for i, path in enumerate(r.stdout.split()):
+        want = pipe(prompt="a cat", image=init, mask_image=blurred, num_inference_steps=6,
+                    guidance_scale=5.0, strength=0.9, width=32, height=48, padding_mask_crop=4,
+                    generator=[torch.Generator("cpu").manual_seed(3 + i)]).images[0]
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert got.shape == (40, 64, 3)
+        assert np.abs(got - np.array(want).astype(int)).max() <= 2, path
+    text = Image.open(r.stdout.split()[0]).text
+    assert "Inpaint area: Only masked, Masked area padding: 4" in text["parameters"]
+    assert json.loads(text["sdstudio"])["mask_padding"] == 4

@@ -17,7 +17,11 @@ OUT_DIR/cases.json ([{"name", "model", "request": {our request JSON}}]),
 OUT_DIR/expected.safetensors: "init", "mask", "init_big", "mask_big" [H, W, 3] uint8,
 "mask_condition" [32, 32] and "mask_big_condition" [48, 32] float32 (diffusers' mask processor at
 the requests' sizes), "overlay_{generated,init,mask,expected}" [37, 41, 3] uint8 (diffusers'
-apply_overlay on random pictures), "overlay_blur{1,4,25}" (mask_processor.blur of that mask), and per case NAME [B, H, W, 3] uint8.
+apply_overlay on random pictures), "overlay_blur{1,4,25}" (mask_processor.blur of that mask), "resize_src{k}" and
+"resize_{fill,crop}{k}" (the image processor's aspect-keeping resizes to 32x32),
+"crop_regions" [n, 7] int64 (x1, y1, x2, y2 of mask_processor.get_crop_region for the mask named
+in the code at width, height, pad), and per case NAME [B, H, W, 3] uint8 (only-masked cases:
+the init image's size).
 """
 import json
 import shutil
@@ -80,7 +84,28 @@ def cases():
     out.append(("sd_dpmpp_2m_blur3_keep", "tiny-sd",
                 dict(big, sampler="dpmpp_2m", mask_blur=3, keep_unmasked=True)))
     out.append(("inp_ddim_blur6", "tiny-sd-inpaint", dict(big, sampler="ddim", mask_blur=6)))
+    # Only the masked area (diffusers' padding_mask_crop, A1111's "Only masked"): a box around
+    # the mask plus the padding, grown to the request's aspect, cut out, resized to the request's
+    # size ("fill"), inpainted, and pasted back into the whole init image through the mask.
+    wide = {"prompt": "a blue dot", "steps": 6, "guidance_scale": 6.0, "seed": 8,
+            "batch_count": 2, "strength": 0.8, "init_image": "init_wide.png",
+            "mask_image": "mask_blob.png", "width": 32, "height": 32}
+    out.append(("sd_euler_a_only_masked_pad6", "tiny-sd",
+                dict(wide, sampler="euler_a", mask_padding=6)))
+    out.append(("inp_dpmpp_2m_only_masked_pad0_tall", "tiny-sd-inpaint",
+                dict(wide, sampler="dpmpp_2m", mask_padding=0, height=48, strength=1.0)))
+    out.append(("sd_ddim_only_masked_edge_blur2", "tiny-sd",
+                dict(wide, sampler="ddim", mask_padding=20, mask_image="mask_edge.png",
+                     mask_blur=2, batch_count=1)))
     return out
+
+
+def blob_mask(w, h, cx, cy, rx, ry):
+    """An ellipse of white (repaint) in black, grey at its rim."""
+    y, x = np.mgrid[0:h, 0:w]
+    d = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+    m = np.where(d < 1, 255, np.where(d < 1.5, 140, 0)).astype(np.uint8)
+    return np.repeat(m[:, :, None], 3, axis=2)
 
 
 def main(out_dir):
@@ -101,7 +126,9 @@ def main(out_dir):
     pipes = {"tiny-sd": plain, "tiny-sd-inpaint": inpaint}
 
     pictures = {"init": init_image(32, 32), "mask": mask_image(32, 32),
-                "init_big": init_image(40, 56), "mask_big": mask_image(40, 56)}
+                "init_big": init_image(40, 56), "mask_big": mask_image(40, 56),
+                "init_wide": init_image(64, 40), "mask_blob": blob_mask(64, 40, 38, 17, 9, 5),
+                "mask_edge": blob_mask(64, 40, 60, 35, 6, 8)}
     for key, pixels in pictures.items():
         Image.fromarray(pixels).save(out / f"{key}.png")
     tensors = {k: torch.from_numpy(v) for k, v in pictures.items()}
@@ -122,6 +149,21 @@ def main(out_dir):
         overlay[f"blur{radius}"] = np.array(
             plain.mask_processor.blur(Image.fromarray(overlay["mask"]), blur_factor=radius))
     tensors.update({f"overlay_{k}": torch.from_numpy(v) for k, v in overlay.items()})
+    # The image processor's "fill" and "crop" resizes (aspect kept: the edges repeated into the
+    # rest, or the excess cut) and the mask processor's crop regions.
+    for k, (w, h) in enumerate(((23, 37), (41, 17), (40, 40), (33, 32))):
+        src = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        tensors[f"resize_src{k}"] = torch.from_numpy(np.array(src))
+        for mode in ("fill", "crop"):
+            tensors[f"resize_{mode}{k}"] = torch.from_numpy(np.array(
+                plain.image_processor.resize(src, height=32, width=32, resize_mode=mode)))
+    regions = []
+    for key, (w, h, pad) in (("mask_blob", (32, 32, 6)), ("mask_blob", (32, 48, 0)),
+                             ("mask_edge", (32, 32, 20)), ("mask_edge", (48, 16, 3)),
+                             ("mask", (32, 32, 4))):
+        regions.append(list(plain.mask_processor.get_crop_region(
+            Image.fromarray(pictures[key]), w, h, pad=pad)) + [w, h, pad])
+    tensors["crop_regions"] = torch.tensor(regions, dtype=torch.int64)
     listed = []
     model_config = plain.scheduler.config
     for name, model, req in cases():
@@ -133,6 +175,7 @@ def main(out_dir):
         if req.get("mask_blur"):
             mask = pipe.mask_processor.blur(mask, blur_factor=req["mask_blur"])
         images = []
+        crop = {} if req.get("mask_padding") is None else {"padding_mask_crop": req["mask_padding"]}
         for i in range(req["batch_count"]):
             kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative_prompt") or None,
                           num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
@@ -142,7 +185,7 @@ def main(out_dir):
             if req.get("clip_skip"):  # the prompt's embeddings given, the negative prompt encoded
                 kwargs["prompt_embeds"] = clip_skip_embeds(pipe, kwargs.pop("prompt"),
                                                            req["clip_skip"])
-            images += pipe(image=init, mask_image=mask, **kwargs).images
+            images += pipe(image=init, mask_image=mask, **crop, **kwargs).images
         if req.get("keep_unmasked"):  # at the request's size, as the pipeline resized them
             size = (req["width"], req["height"])
             images = [pipe.image_processor.apply_overlay(

@@ -275,6 +275,7 @@ class StudioTest : public QObject {
         r.mask_image = "canvas mask";
         r.keep_unmasked = true;
         r.mask_blur = 5;
+        r.mask_padding = 16;  // only the masked area
         panel.setRequest(r);
         QCOMPARE(panel.request().to_json(), r.to_json());
         QCOMPARE(panel.mode(), ui::ParameterPanel::Mode::Inpaint);

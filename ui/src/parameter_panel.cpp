@@ -173,11 +173,31 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     maskBlur_->setToolTip(
         tr("Inpaint: blur the mask first (a Gaussian of this radius), rounding "
            "its shape and softening the edge where the rest is kept"));
+    onlyMasked_ = new QCheckBox(tr("Only masked"));
+    onlyMasked_->setObjectName("onlyMasked");
+    onlyMasked_->setEnabled(false);
+    onlyMasked_->setToolTip(
+        tr("Repaint only the box around the mask (plus the padding) at the size below, for "
+           "detail in a small part of a big picture; the result is put back into the whole "
+           "picture"));
+    maskPadding_ = new QSpinBox;
+    maskPadding_->setObjectName("maskPadding");
+    maskPadding_->setRange(0, 4096);
+    maskPadding_->setValue(32);  // A1111's default
+    maskPadding_->setSuffix(tr(" px"));
+    maskPadding_->setEnabled(false);
+    maskPadding_->setToolTip(tr("How much of the picture around the mask the model sees"));
+    connect(onlyMasked_, &QCheckBox::toggled, maskPadding_, &QWidget::setEnabled);
     auto* inpaintRow = new QHBoxLayout;
     inpaintRow->addWidget(keepUnmasked_);
     inpaintRow->addStretch();
     inpaintRow->addWidget(new QLabel(tr("Mask blur")));
     inpaintRow->addWidget(maskBlur_);
+    auto* onlyMaskedRow = new QHBoxLayout;
+    onlyMaskedRow->addWidget(onlyMasked_);
+    onlyMaskedRow->addStretch();
+    onlyMaskedRow->addWidget(new QLabel(tr("padding")));
+    onlyMaskedRow->addWidget(maskPadding_);
     // A1111's hires fix (text mode): the images scaled up and made again from there.
     hiresScale_ = new QDoubleSpinBox;
     hiresScale_->setObjectName("hiresScale");
@@ -299,6 +319,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Guidance"), guidance_);
     form->addRow(tr("Strength"), strength_);
     form->addRow(tr("Inpaint"), inpaintRow);
+    form->addRow(QString(), onlyMaskedRow);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Sampler"), samplerRow);
     form->addRow(tr("Clip skip"), clipSkip_);
@@ -331,6 +352,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
                     strength_->setEnabled(img2img());
                     keepUnmasked_->setEnabled(mode() == Mode::Inpaint);
                     maskBlur_->setEnabled(mode() == Mode::Inpaint);
+                    onlyMasked_->setEnabled(mode() == Mode::Inpaint);
+                    maskPadding_->setEnabled(mode() == Mode::Inpaint && onlyMasked_->isChecked());
                     enableHires();
                     Q_EMIT modeChanged(mode());
                 }
@@ -368,6 +391,7 @@ GenerationRequest ParameterPanel::request() const {
         r.mask_image = "canvas mask";
         r.keep_unmasked = keepUnmasked_->isChecked();
         r.mask_blur = maskBlur_->value();
+        r.mask_padding = onlyMasked_->isChecked() ? maskPadding_->value() : -1;
     }
     return r;
 }
@@ -392,6 +416,10 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
         maskBlur_->setValue(r.mask_blur);
+        onlyMasked_->setChecked(r.mask_padding >= 0);
+        if (r.mask_padding >= 0) {
+            maskPadding_->setValue(r.mask_padding);
+        }
     }
     if (r.width > 0) {
         width_->setValue(r.width);

@@ -103,6 +103,8 @@ class ParameterPanel : public QWidget {
     QRadioButton* inpaintMode_;
     QCheckBox* keepUnmasked_;
     QSpinBox* maskBlur_;
+    QCheckBox* onlyMasked_;
+    QSpinBox* maskPadding_;
     ValueSlider* steps_;
     ValueSlider* guidance_;
     ValueSlider* strength_;

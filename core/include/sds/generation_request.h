@@ -49,6 +49,11 @@ struct GenerationRequest {
     // Inpainting: the mask blurred first (Pillow's GaussianBlur with this radius in pixels, as
     // diffusers' mask_processor.blur), which rounds its shape and softens the overlay's edge.
     int mask_blur = 0;
+    // Inpainting only the masked area (diffusers' padding_mask_crop, A1111's "Only masked"): the
+    // box around the mask plus this many pixels, grown to width:height, is cut out, inpainted at
+    // width x height and put back into the whole init image through the mask (the images have
+    // the init image's size). -1: the whole image at width x height.
+    int mask_padding = -1;
     // A1111's hires fix (txt2img): the images made at width x height are scaled by
     // hires_scale (Lanczos; the size floored to a multiple of 8) and made again from there as
     // img2img with hires_strength and hires_steps (0: steps), image i with seed + i, as

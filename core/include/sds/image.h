@@ -34,4 +34,27 @@ Image overlay_unmasked(const Image& generated, const Image& init, const Image& m
 // diffusers' image processor uses for an init image of another size.
 Image resize(const Image& image, int width, int height);
 
+// A rectangle of an image: columns x0 .. x1 - 1, rows y0 .. y1 - 1.
+struct Box {
+    int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+    int width() const { return x1 - x0; }
+    int height() const { return y1 - y0; }
+    bool operator==(const Box&) const = default;
+};
+// diffusers' mask_processor.get_crop_region (inpainting only the masked area): the box around
+// the mask's pixels whose grey level is not 0, grown by `pad` on each side within the image,
+// then grown to the aspect of width x height (its integer arithmetic, kept inside the image).
+// Throws sds::Error when nothing is masked.
+Box mask_crop_region(const Image& mask, int width, int height, int pad);
+// The box's pixels (Pillow's crop); throws when the box is not inside the image.
+Image crop(const Image& image, const Box& box);
+// diffusers' image processor's resize_mode "fill": scaled (Lanczos) to fit inside
+// width x height keeping its aspect, centred, the uncovered strips filled with its edge row or
+// column stretched (Pillow's box resize with its default filter, bicubic, as diffusers calls it).
+Image resize_fill(const Image& image, int width, int height);
+// resize_mode "crop": scaled to cover width x height keeping its aspect, centred, the excess cut.
+Image resize_cover(const Image& image, int width, int height);
+// `image` pasted into `base` with its top-left corner at (x, y), clipped to `base`.
+void paste(Image& base, const Image& image, int x, int y);
+
 }  // namespace sds

@@ -35,6 +35,10 @@ void GenerationRequest::validate() const {
         fail("strength must be in (0, 1]");
     if (!mask_image.empty() && init_image.empty())
         fail("a mask (" + mask_image + ") needs an init image to inpaint");
+    if (mask_padding < -1 || mask_padding > 4096)
+        fail("mask padding must be -1 (off) or 0..4096 pixels");
+    if (mask_padding >= 0 && !is_inpaint())
+        fail("only the masked area (mask padding) is for inpainting");
     if (mask_blur < 0 || mask_blur > 64)
         fail("mask blur must be 0..64 pixels");
     if (!(hires_scale >= 1 && hires_scale <= 4))
@@ -78,6 +82,7 @@ std::string GenerationRequest::to_json() const {
     j["mask_image"] = mask_image;
     j["keep_unmasked"] = keep_unmasked;
     j["mask_blur"] = mask_blur;
+    j["mask_padding"] = mask_padding;
     j["hires_scale"] = hires_scale;
     j["hires_steps"] = hires_steps;
     j["hires_strength"] = hires_strength;
@@ -134,6 +139,7 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("mask_image", r.mask_image);
     get("keep_unmasked", r.keep_unmasked);
     get("mask_blur", r.mask_blur);
+    get("mask_padding", r.mask_padding);
     get("hires_scale", r.hires_scale);
     get("hires_steps", r.hires_steps);
     get("hires_strength", r.hires_strength);
@@ -215,6 +221,9 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
                                : is_hires() ? number(hires_strength)
                                             : ""},
         {"Mask blur", is_inpaint() && mask_blur > 0 ? std::to_string(mask_blur) : ""},
+        {"Inpaint area", is_inpaint() && mask_padding >= 0 ? "Only masked" : ""},
+        {"Masked area padding",
+         is_inpaint() && mask_padding >= 0 ? std::to_string(mask_padding) : ""},
         {"Clip skip", clip_skip > 0 ? std::to_string(clip_skip + 1) : ""},
         {"Hires upscale", is_hires() ? number(hires_scale) : ""},
         {"Hires steps", is_hires() && hires_steps > 0 ? std::to_string(hires_steps) : ""},
@@ -276,6 +285,8 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
         }
     }
     std::string sampler, schedule;
+    bool only_masked = false;
+    int padding = 32;  // A1111's default
     for (const auto& [k, v] : settings) {
         try {
             if (k == "Steps")
@@ -300,6 +311,10 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
                 r.hires_steps = std::stoi(v);
             else if (k == "Mask blur")
                 r.mask_blur = std::stoi(v);
+            else if (k == "Masked area padding")
+                padding = std::stoi(v);
+            else if (k == "Inpaint area")
+                only_masked = v == "Only masked";
             else if (k == "Clip skip")
                 r.clip_skip = std::max(0, std::stoi(v) - 1);
             else if (k == "Eta")
@@ -307,6 +322,9 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
         } catch (const std::exception&) {
             throw Error("A1111 parameters: '" + k + ": " + v + "' is not a valid value");
         }
+    }
+    if (only_masked) {
+        r.mask_padding = std::max(0, padding);
     }
     if (r.is_hires()) {  // A1111 writes the hires pass's strength as the denoising strength
         r.hires_strength = r.strength;

@@ -166,16 +166,37 @@ double lanczos3(double x) {
     return (x >= -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
 }
 
+// Pillow's bicubic filter (a = -0.5, support 2): what Image.resize uses when no filter is
+// named, as diffusers' "fill" resize does for the strips it stretches.
+double bicubic(double x) {
+    constexpr double a = -0.5;
+    x = std::abs(x);
+    if (x < 1.0) {
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    }
+    if (x < 2.0) {
+        return (((x - 5) * x + 8) * x - 4) * a;
+    }
+    return 0.0;
+}
+
+struct Filter {
+    double (*f)(double);
+    double support;
+};
+constexpr Filter kLanczos{lanczos3, 3.0}, kBicubic{bicubic, 2.0};
+
 struct Taps {
     std::vector<int> first, count;  // per output pixel: its input window
     std::vector<int32_t> weights;   // per output pixel: `width` fixed-point weights
     int width = 0;
 };
 
-Taps lanczos_taps(int in_size, int out_size) {
-    const double scale = double(in_size) / out_size;
+// Pillow's precompute_coeffs over the input span [in0, in1) (the whole axis, or a box's).
+Taps filter_taps(int in_size, int out_size, double in0, double in1, const Filter& filter) {
+    const double scale = (in1 - in0) / out_size;
     const double stretch = std::max(scale, 1.0);
-    const double support = 3.0 * stretch;
+    const double support = filter.support * stretch;
     Taps t;
     t.width = static_cast<int>(std::ceil(support)) * 2 + 1;
     t.first.resize(out_size);
@@ -183,14 +204,14 @@ Taps lanczos_taps(int in_size, int out_size) {
     t.weights.assign(static_cast<size_t>(out_size) * t.width, 0);
     std::vector<double> w(t.width);
     for (int o = 0; o < out_size; ++o) {
-        const double centre = (o + 0.5) * scale;
+        const double centre = in0 + (o + 0.5) * scale;
         // Truncation toward zero, as a C cast.
         const int lo = std::max(static_cast<int>(centre - support + 0.5), 0);
         const int hi = std::min(static_cast<int>(centre + support + 0.5), in_size);
         const int n = hi - lo;
         double sum = 0;
         for (int k = 0; k < n; ++k) {
-            w[k] = lanczos3((k + lo - centre + 0.5) / stretch);
+            w[k] = filter.f((k + lo - centre + 0.5) / stretch);
             sum += w[k];
         }
         for (int k = 0; k < n; ++k) {
@@ -208,9 +229,11 @@ uint8_t fixed_to_byte(int64_t acc) {
     return static_cast<uint8_t>(std::clamp<int64_t>(acc >> kFractionBits, 0, 255));
 }
 
-// One pass along x (step 3 between taps) or along y (step = a row).
-Image resample_x(const Image& in, int width) {
-    const Taps t = lanczos_taps(in.width, width);
+// One pass along x (step 3 between taps) or along y (step = a row), over the whole axis or
+// the span [in0, in1) of it.
+Image resample_x(const Image& in, int width, double in0 = 0, double in1 = -1,
+                 const Filter& filter = kLanczos) {
+    const Taps t = filter_taps(in.width, width, in0, in1 < 0 ? in.width : in1, filter);
     Image out{width, in.height, std::vector<uint8_t>(size_t(width) * in.height * 3)};
     for (int y = 0; y < in.height; ++y) {
         const uint8_t* row = in.rgb.data() + size_t(y) * in.width * 3;
@@ -228,8 +251,9 @@ Image resample_x(const Image& in, int width) {
     return out;
 }
 
-Image resample_y(const Image& in, int height) {
-    const Taps t = lanczos_taps(in.height, height);
+Image resample_y(const Image& in, int height, double in0 = 0, double in1 = -1,
+                 const Filter& filter = kLanczos) {
+    const Taps t = filter_taps(in.height, height, in0, in1 < 0 ? in.height : in1, filter);
     const size_t stride = size_t(in.width) * 3;
     Image out{in.width, height, std::vector<uint8_t>(stride * height)};
     for (int y = 0; y < height; ++y) {
@@ -262,6 +286,138 @@ Image resize(const Image& image, int width, int height) {
     }
     Image out = image.width == width ? image : resample_x(image, width);
     return out.height == height ? out : resample_y(out, height);
+}
+
+Box mask_crop_region(const Image& mask, int width, int height, int pad) {
+    const int w = mask.width, h = mask.height;
+    auto column_empty = [&](int x) {
+        for (int y = 0; y < h; ++y) {
+            if (grey_level(&mask.rgb[(size_t(y) * w + x) * 3]) != 0) {
+                return false;
+            }
+        }
+        return true;
+    };
+    auto row_empty = [&](int y) {
+        for (int x = 0; x < w; ++x) {
+            if (grey_level(&mask.rgb[(size_t(y) * w + x) * 3]) != 0) {
+                return false;
+            }
+        }
+        return true;
+    };
+    int left = 0, right = 0, top = 0, bottom = 0;
+    while (left < w && column_empty(left)) {
+        ++left;
+    }
+    if (left == w) {
+        throw Error("inpainting only the masked area: nothing is masked");
+    }
+    while (column_empty(w - 1 - right)) {
+        ++right;
+    }
+    while (row_empty(top)) {
+        ++top;
+    }
+    while (row_empty(h - 1 - bottom)) {
+        ++bottom;
+    }
+    int x1 = std::max(left - pad, 0), y1 = std::max(top - pad, 0);
+    int x2 = std::min(w - right + pad, w), y2 = std::min(h - bottom + pad, h);
+    // Grown to the processing aspect, as diffusers does it (float, then int() toward zero).
+    const double region = double(x2 - x1) / (y2 - y1), processing = double(width) / height;
+    if (region > processing) {
+        const int diff = static_cast<int>((x2 - x1) / processing - (y2 - y1));
+        y1 -= diff / 2;  // Python's // on a non-negative number
+        y2 += diff - diff / 2;
+        if (y2 >= h) {
+            const int over = y2 - h;
+            y2 -= over;
+            y1 -= over;
+        }
+        if (y1 < 0) {
+            y2 -= y1;
+            y1 = 0;
+        }
+        y2 = std::min(y2, h);
+    } else {
+        const int diff = static_cast<int>((y2 - y1) * processing - (x2 - x1));
+        x1 -= diff / 2;
+        x2 += diff - diff / 2;
+        if (x2 >= w) {
+            const int over = x2 - w;
+            x2 -= over;
+            x1 -= over;
+        }
+        if (x1 < 0) {
+            x2 -= x1;
+            x1 = 0;
+        }
+        x2 = std::min(x2, w);
+    }
+    return {x1, y1, x2, y2};
+}
+
+Image crop(const Image& image, const Box& box) {
+    if (box.x0 < 0 || box.y0 < 0 || box.x1 > image.width || box.y1 > image.height ||
+        box.width() <= 0 || box.height() <= 0) {
+        throw Error("crop: the box is not inside the " + std::to_string(image.width) + "x" +
+                    std::to_string(image.height) + " image");
+    }
+    Image out{box.width(), box.height(),
+              std::vector<uint8_t>(size_t(box.width()) * box.height() * 3)};
+    for (int y = 0; y < box.height(); ++y) {
+        std::copy_n(image.rgb.begin() + (size_t(box.y0 + y) * image.width + box.x0) * 3,
+                    box.width() * 3, out.rgb.begin() + size_t(y) * box.width() * 3);
+    }
+    return out;
+}
+
+void paste(Image& base, const Image& image, int x, int y) {
+    const int from_x = std::max(0, -x), to_x = std::min(image.width, base.width - x);
+    for (int row = std::max(0, -y); row < std::min(image.height, base.height - y); ++row) {
+        if (to_x > from_x) {
+            std::copy_n(image.rgb.begin() + (size_t(row) * image.width + from_x) * 3,
+                        (to_x - from_x) * 3,
+                        base.rgb.begin() + (size_t(row + y) * base.width + x + from_x) * 3);
+        }
+    }
+}
+
+Image resize_fill(const Image& image, int width, int height) {
+    const double ratio = double(width) / height, src_ratio = double(image.width) / image.height;
+    const int src_w = ratio < src_ratio ? width : image.width * height / image.height;
+    const int src_h = ratio >= src_ratio ? height : image.height * width / image.width;
+    const Image resized = resize(image, src_w, src_h);
+    Image out{width, height, std::vector<uint8_t>(size_t(width) * height * 3, 0)};
+    paste(out, resized, width / 2 - src_w / 2, height / 2 - src_h / 2);
+    // The strips: the first and last rows (or columns) stretched, with Pillow's default filter
+    // (bicubic: diffusers names none there).
+    const int h = resized.height, w = resized.width;
+    if (ratio < src_ratio) {  // above and below
+        const int fill = height / 2 - src_h / 2;
+        if (fill > 0) {
+            paste(out, resample_y(resized, fill, 0, 0, kBicubic), 0, 0);
+            paste(out, resample_y(resized, fill, h, h, kBicubic), 0, fill + src_h);
+        }
+    } else if (ratio > src_ratio) {  // left and right
+        const int fill = width / 2 - src_w / 2;
+        if (fill > 0) {
+            paste(out, resample_x(resized, fill, 0, 0, kBicubic), 0, 0);
+            paste(out, resample_x(resized, fill, w, w, kBicubic), fill + src_w, 0);
+        }
+    }
+    return out;
+}
+
+Image resize_cover(const Image& image, int width, int height) {
+    const double ratio = double(width) / height, src_ratio = double(image.width) / image.height;
+    const int src_w = ratio > src_ratio ? width : image.width * height / image.height;
+    const int src_h = ratio <= src_ratio ? height : image.height * width / image.width;
+    const Image resized = resize(image, src_w, src_h);
+    Image out{width, height, std::vector<uint8_t>(size_t(width) * height * 3, 0)};
+    paste(out, resized, width / 2 - src_w / 2, height / 2 - src_h / 2);
+    return out;
 }
 
 }  // namespace sds

@@ -636,6 +636,8 @@ GenerationResult Pipeline::run(const GenerationRequest& in, const std::vector<Im
     // take the mask), the masked image's latents (for an inpainting UNet).
     at::Tensor mask_latent, image_latents, first_noise, masked_latents;
     Image init_sized, mask_sized;  // at the request's size
+    Image init_full, mask_full;    // only the masked area: the whole pictures
+    std::optional<Box> region;     // only the masked area: where it is cut out
     if (!req.is_img2img()) {
         latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
     } else if (!inpaint) {
@@ -652,10 +654,20 @@ GenerationResult Pipeline::run(const GenerationRequest& in, const std::vector<Im
         // the masked image's posterior (drawn even where it is not used).
         first = scheduler->first_index_for_strength(req.steps, req.strength);
         const bool pure_noise = req.strength == 1.0;
-        init_sized = resize(inits.front(), req.width, req.height);
-        mask_sized = resize(
-            req.mask_blur > 0 ? gaussian_blur(*mask, static_cast<float>(req.mask_blur)) : *mask,
-            req.width, req.height);
+        const Image blurred =
+            req.mask_blur > 0 ? gaussian_blur(*mask, static_cast<float>(req.mask_blur)) : *mask;
+        if (req.mask_padding >= 0) {  // only the masked area, cut out at the request's size
+            init_full = inits.front();
+            mask_full = blurred.width == init_full.width && blurred.height == init_full.height
+                            ? blurred
+                            : resize(blurred, init_full.width, init_full.height);
+            region = mask_crop_region(mask_full, req.width, req.height, req.mask_padding);
+            init_sized = resize_fill(crop(init_full, *region), req.width, req.height);
+            mask_sized = resize_fill(crop(mask_full, *region), req.width, req.height);
+        } else {
+            init_sized = resize(inits.front(), req.width, req.height);
+            mask_sized = resize(blurred, req.width, req.height);
+        }
         const at::Tensor image = image_to_tensor(init_sized);
         const at::Tensor repaint = mask_to_tensor(mask_sized);
         if (!inpainting_unet || !pure_noise) {
@@ -712,7 +724,15 @@ GenerationResult Pipeline::run(const GenerationRequest& in, const std::vector<Im
     }
     keep_buffers.reset();
     GenerationResult result{req, decode(latents)};
-    if (inpaint && req.keep_unmasked) {
+    if (region) {  // back into the whole picture, through the mask (diffusers' apply_overlay)
+        for (Image& image : result.images) {
+            Image whole{init_full.width, init_full.height,
+                        std::vector<uint8_t>(init_full.rgb.size(), 0)};
+            paste(whole, resize_cover(image, region->width(), region->height()), region->x0,
+                  region->y0);
+            image = overlay_unmasked(whole, init_full, mask_full);
+        }
+    } else if (inpaint && req.keep_unmasked) {
         for (Image& image : result.images) {
             image = overlay_unmasked(image, init_sized, mask_sized);
         }

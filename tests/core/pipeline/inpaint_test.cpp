@@ -1,7 +1,8 @@
 // Inpainting against diffusers' StableDiffusionInpaintPipeline (tests/reference/
 // make_inpaint_fixture.py): an ordinary UNet (the kept part blended back in after each step) and
 // a 9-channel inpainting UNet, every sampler, strength 1 and below, image for image; the mask's
-// grey-level threshold against diffusers' mask processor; the errors.
+// grey-level threshold against diffusers' mask processor; only the masked area
+// (padding_mask_crop); the errors.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -72,6 +73,35 @@ TEST_P(InpaintParity, SameImagesAsDiffusers) {
 
 INSTANTIATE_TEST_SUITE_P(Tiny, InpaintParity, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return sds::test::test_name(info.param.name); });
+
+// Only the masked area: diffusers' get_crop_region, and the image processor's aspect-keeping
+// "fill" (edges stretched into the strips, Pillow's box resize) and "crop" resizes, byte for byte.
+TEST(Inpaint, CropRegionAndAspectKeepingResizesAreDiffusers) {
+    const at::Tensor regions = expected().tensor("crop_regions");
+    const char* masks[] = {"mask_blob", "mask_blob", "mask_edge", "mask_edge", "mask"};
+    ASSERT_EQ(regions.size(0), 5);
+    for (int64_t k = 0; k < regions.size(0); ++k) {
+        const auto r = regions[k];
+        const sds::Box want{r[0].item<int>(), r[1].item<int>(), r[2].item<int>(), r[3].item<int>()};
+        const sds::Box got = sds::mask_crop_region(picture(masks[k]), r[4].item<int>(),
+                                                   r[5].item<int>(), r[6].item<int>());
+        EXPECT_EQ(got, want) << k << ": " << got.x0 << "," << got.y0 << "," << got.x1 << ","
+                             << got.y1;
+    }
+    for (int k = 0; k < 4; ++k) {
+        const std::string n = std::to_string(k);
+        const sds::Image src = picture("resize_src" + n);
+        EXPECT_EQ(
+            max_pixel_diff(sds::resize_fill(src, 32, 32), expected().tensor("resize_fill" + n)), 0)
+            << n;
+        EXPECT_EQ(
+            max_pixel_diff(sds::resize_cover(src, 32, 32), expected().tensor("resize_crop" + n)), 0)
+            << n;
+    }
+    const sds::Image black{8, 8, std::vector<uint8_t>(8 * 8 * 3, 0)};
+    EXPECT_THROW(sds::mask_crop_region(black, 8, 8, 2), sds::Error);
+    EXPECT_THROW(sds::crop(black, {4, 4, 12, 6}), sds::Error);
+}
 
 TEST(Inpaint, MaskIsDiffusersMaskProcessorsAfterTheResize) {
     // The stripes hold grey 128 and 127, green (grey 150) and red (grey 76), among others.
@@ -144,6 +174,21 @@ TEST(Inpaint, TheMaskTravelsInTheRequestJson) {
     const auto back = sds::GenerationRequest::from_json(r.to_json());
     EXPECT_EQ(back.mask_image, "mask.png");
     EXPECT_TRUE(back.is_inpaint());
+    // Only the masked area: in the JSON, and in A1111's text as A1111 writes it.
+    auto only = r;
+    only.mask_padding = 24;
+    EXPECT_EQ(sds::GenerationRequest::from_json(only.to_json()).mask_padding, 24);
+    const std::string text = only.to_a1111();
+    EXPECT_NE(text.find("Inpaint area: Only masked, Masked area padding: 24"), std::string::npos)
+        << text;
+    EXPECT_EQ(sds::GenerationRequest::from_a1111(text).mask_padding, 24);
+    EXPECT_EQ(sds::GenerationRequest::from_a1111("x\nSteps: 5, Seed: 1, Masked area padding: 9")
+                  .mask_padding,
+              -1);  // the whole picture unless the area is "Only masked"
+    auto txt = only;
+    txt.mask_image.clear();
+    txt.init_image.clear();
+    EXPECT_THROW(txt.validate(), sds::Error);  // only for inpainting
 }
 
 TEST(Inpaint, ThePreviewShowsTheKeptPartFromTheFirstStep) {
