@@ -18,6 +18,9 @@ const char* const kGenerateFlagsHelp =
     "                     weights optional (default: SD 1.5's, models/sd1-config; SD 2.1's,\n"
     "                     models/sd2-config, for an SD 2.x file; SDXL 1.0's,\n"
     "                     models/sdxl-config, for an SDXL file)\n"
+    "  --vae PATH         a VAE instead of the model's (A1111's SD VAE): a diffusers\n"
+    "                     AutoencoderKL folder or one file, diffusers' or original names\n"
+    "                     (vae-ft-mse-840000-ema-pruned.safetensors and the like)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
     "  --sampler NAME     pndm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc\n"
@@ -116,6 +119,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
             value();  // read above
         else if (a == "--config")
             f.config = value();
+        else if (a == "--vae")
+            f.vae = value();
         else if (a == "--prompt")
             r.prompt = value();
         else if (a == "--negative")
@@ -237,6 +242,7 @@ Pipeline load_pipeline(GenerateFlags& f) {
         f.config.empty()
             ? app::single_file_config_folder(QString::fromStdString(f.model)).toStdString()
             : f.config;
+    options.vae = f.vae;
     Pipeline p = Pipeline::load(f.model, options, [](const std::string& what, double fraction) {
         std::fprintf(stderr, "\rloading: %-28s %3.0f%%", what.c_str(), fraction * 100);
         progress_line_open(true);

@@ -15,6 +15,7 @@ struct GenerateFlags {
     GenerationRequest request;
     std::string model;   // a diffusers folder or a single-file checkpoint
     std::string config;  // --config: a single file's configs (default: the bundled ones)
+    std::string vae;     // --vae: a VAE instead of the model's (Pipeline::Options::vae)
     std::string out_dir = "outputs";
     std::string device = "auto";
     std::string dtype = "auto";
@@ -42,7 +43,8 @@ T number(const std::string& flag, const std::string& v) {
     }
 }
 
-// --model --config --prompt --negative --steps --guidance --seed --sampler --batch --width --height
+// --model --config --vae --prompt --negative --steps --guidance --seed --sampler --batch --width
+// --height
 // --strength --init --mask --mask-blur --mask-padding --out --device --dtype --clip-skip --eta
 // --hires-scale --hires-steps
 // --hires-strength --lora --lora-dir --embedding

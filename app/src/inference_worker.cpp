@@ -44,7 +44,7 @@ QString save_input(const QImage& image, const QString& dir, const char* kind) {
 }
 
 struct LoadTask {
-    QString dir, device, dtype, single_file_config;
+    QString dir, device, dtype, single_file_config, vae;
 };
 }  // namespace
 
@@ -99,12 +99,13 @@ InferenceWorker::~InferenceWorker() {
 }
 
 void InferenceWorker::loadModel(const QString& dir, const QString& device, const QString& dtype,
-                                const QString& single_file_config) {
+                                const QString& single_file_config, const QString& vae) {
     {
         std::lock_guard lock(d->mutex);
         d->queue.push_back(LoadTask{
             dir, device, dtype,
-            single_file_config.isEmpty() ? single_file_config_folder(dir) : single_file_config});
+            single_file_config.isEmpty() ? single_file_config_folder(dir) : single_file_config,
+            vae});
     }
     d->wake.notify_all();
 }
@@ -225,7 +226,8 @@ void InferenceWorker::Impl::run_load(const LoadTask& t) {
         const c10::ScalarType dtype = parse_dtype(t.dtype.toStdString(), device);
         const Pipeline::Options options{.device = device,
                                         .dtype = dtype,
-                                        .single_file_config = t.single_file_config.toStdString()};
+                                        .single_file_config = t.single_file_config.toStdString(),
+                                        .vae = t.vae.toStdString()};
         Pipeline p =
             Pipeline::load(t.dir.toStdString(), options, [this](const std::string& what, double f) {
                 Q_EMIT q->modelLoading(QString::fromStdString(what), f);

@@ -64,8 +64,10 @@ class InferenceWorker : public QObject {
     // worker thread; earlier waiting jobs still run on the model they were queued for.
     // `single_file_config`: the configs a single file opens with (empty: the bundled SD 1.5
     // or SD 2.1 configs, by the file).
+    // `vae`: a VAE instead of the model's (Pipeline::Options::vae), empty for its own.
     void loadModel(const QString& dir, const QString& device = "auto",
-                   const QString& dtype = "auto", const QString& single_file_config = {});
+                   const QString& dtype = "auto", const QString& single_file_config = {},
+                   const QString& vae = {});
     quint64 submit(Job job);
     void cancelAll();          // empties the queue and cancels the job in flight
     void cancel(quint64 job);  // one job, waiting or in flight

@@ -52,6 +52,7 @@ StudioSettings StudioSettings::load() {
     out.model = s.value("model/folder").toString();
     out.recent = s.value("model/recent").toStringList();
     out.single_file_config = s.value("model/single_file_config").toString();
+    out.vae = s.value("model/vae").toString();
     out.device = s.value("engine/device", out.device).toString();
     out.dtype = s.value("engine/dtype", out.dtype).toString();
     out.data_folder = s.value("output/folder").toString();
@@ -72,6 +73,7 @@ void StudioSettings::save() const {
     s.setValue("engine/dtype", dtype);
     s.setValue("output/folder", data_folder);
     s.setValue("model/lora_folder", lora_folder);
+    s.setValue("model/vae", vae);
     s.setValue("model/embedding_folder", embedding_folder);
     s.setValue("preview/decode_every", decode_every);
     s.setValue("window/geometry", geometry);

@@ -22,7 +22,8 @@ struct StudioSettings {
     // The configs single-file checkpoints open with (a diffusers folder, weights optional);
     // empty: the bundled ones for the file's SD version (single_file_config_folder()).
     QString single_file_config;
-    QStringList recent;        // most recent first, at most kMaxRecent
+    QString vae;         // a VAE instead of the model's (folder or file); empty: the model's own
+    QStringList recent;  // most recent first, at most kMaxRecent
     QString device = "auto";   // auto | cpu | cuda
     QString dtype = "auto";    // auto | fp32 | bf16 | fp16
     QString data_folder;       // history database and images; default: the user's data folder

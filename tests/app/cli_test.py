@@ -1306,3 +1306,53 @@ def test_inpaint_only_the_masked_area_makes_diffusers_images(tmp_path):
     text = Image.open(r.stdout.split()[0]).text
     assert "Inpaint area: Only masked, Masked area padding: 4" in text["parameters"]
     assert json.loads(text["sdstudio"])["mask_padding"] == 4
+
+
+# --- a VAE of its own -------------------------------------------------------------------------
+
+def test_vae_flag_uses_another_vae(tmp_path):
+    """--vae: another VAE instead of the model's (A1111's "SD VAE"), given as a diffusers
+    folder, as one file with diffusers' names, and as one file in the original layout (as
+    vae-ft-mse-840000-ema-pruned is): each gives the images diffusers makes with that VAE
+    passed to its pipeline."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL
+    from PIL import Image
+    from safetensors.torch import save_file
+    original_checkpoint = _original_checkpoint()
+    base = AutoencoderKL.from_pretrained(PIPE / "vae")
+    torch.manual_seed(9)
+    vae = AutoencoderKL.from_config(base.config)
+    vae.save_pretrained(tmp_path / "vae-folder", safe_serialization=True)
+    sd = {k: v.contiguous() for k, v in vae.state_dict().items()}
+    save_file(sd, str(tmp_path / "vae-diffusers.safetensors"))
+    original = {}
+    for k, v in sd.items():
+        if ".mid_block.attentions." in k and k.endswith("weight") and v.ndim == 2:
+            v = v[:, :, None, None].contiguous()  # 1x1 convolutions there
+        original[original_checkpoint.vae_key(k, dict(vae.config))] = v
+    save_file(original, str(tmp_path / "vae-original.safetensors"))
+    req = {"prompt": "a green square", "steps": 4, "guidance": 5.0, "seed": 12,
+           "sampler": "euler", "batch": 1, "width": 32, "height": 32}
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(PIPE, vae=vae)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    want = np.array(pipe(req["prompt"], num_inference_steps=4, guidance_scale=5.0, width=32,
+                         height=32, generator=[torch.Generator("cpu").manual_seed(12)])
+                    .images[0]).astype(int)
+    own = run("txt2img", *cli_flags(req), "--out", str(tmp_path / "own"))
+    assert own.returncode == 0, own.stderr
+    own_image = np.array(Image.open(own.stdout.split()[0])).astype(int)
+    assert np.abs(own_image - want).max() > 10  # another VAE: another picture
+    for name in ("vae-folder", "vae-diffusers.safetensors", "vae-original.safetensors"):
+        r = run("txt2img", *cli_flags(req), "--vae", str(tmp_path / name), "--out",
+                str(tmp_path / name.replace(".", "_")))
+        assert r.returncode == 0, r.stderr
+        got = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
+        assert np.abs(got - want).max() <= 2, name
+    r = run("txt2img", *cli_flags(req), "--vae", str(tmp_path / "none.safetensors"))
+    assert r.returncode == 1 and "none.safetensors: no such VAE file or folder" in r.stderr
+    r = run("txt2img", *cli_flags(req), "--vae", str(TINY / "text_encoder" / "model.safetensors"))
+    assert r.returncode == 1 and "model.safetensors: not a VAE" in r.stderr

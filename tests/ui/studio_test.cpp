@@ -917,6 +917,41 @@ class StudioTest : public QObject {
         setSmall(w.panel(), 4);
     }
 
+    // The worker loads a model with another VAE (Settings → VAE): its images are the
+    // engine's with it (a copy of the model's VAE with other weights, in diffusers' names).
+    void theWorkerLoadsAnotherVae() {
+        const QString vae_file = data_.filePath("other-vae.safetensors");
+        {
+            const auto vae = ModelFolder::open(tiny_model().toStdString()).component("vae");
+            const auto f = SafeTensorsFile::open(vae.weights.at(0));
+            std::vector<std::pair<std::string, at::Tensor>> tensors;
+            for (const auto& t : f.tensors()) {
+                const at::Tensor v = f.tensor(t.name).to(at::kFloat);
+                tensors.emplace_back(t.name, v + 0.05 * at::randn(v.sizes()));
+            }
+            save_safetensors(vae_file.toStdString(), tensors);
+        }
+        app::InferenceWorker worker;
+        QSignalSpy loaded(&worker, &app::InferenceWorker::modelLoaded);
+        worker.loadModel(tiny_model(), "cpu", "fp32", {}, vae_file);
+        QVERIFY(wait_for([&] { return loaded.count() == 1; }));
+        app::Job job;
+        job.request.prompt = "a red circle";
+        job.request.steps = 2;
+        job.request.width = job.request.height = 32;
+        QSignalSpy finished(&worker, &app::InferenceWorker::jobFinished);
+        worker.submit(job);
+        QVERIFY(wait_for([&] { return finished.count() == 1; }));
+        const auto result = finished.first().first().value<app::JobResult>();
+        Pipeline::Options options;
+        options.vae = vae_file.toStdString();
+        Pipeline with = Pipeline::load(tiny_model().toStdString(), options);
+        Pipeline without = Pipeline::load(tiny_model().toStdString(), {});
+        const QImage got = result.images.front().convertToFormat(QImage::Format_RGB888);
+        QCOMPARE(got, app::to_qimage(with.generate(job.request).images.front()));
+        QVERIFY(got != app::to_qimage(without.generate(job.request).images.front()));
+    }
+
     void inpaintingRepaintsTheMaskedPart() {
         // Last, as the LoRA test: the GUI-stall check keeps the history it always saw.
         auto& w = window();

@@ -622,7 +622,8 @@ bool MainWindow::openModel(const QString& dir) {
         return false;
     }
     clearError();
-    worker_->loadModel(dir, settings_.device, settings_.dtype, settings_.singleFileConfig(dir));
+    worker_->loadModel(dir, settings_.device, settings_.dtype, settings_.singleFileConfig(dir),
+                       settings_.vae);
     loading_ = tr("loading %1").arg(QFileInfo(dir).fileName());
     settings_.model = dir;
     settings_.addRecent(dir);
@@ -965,6 +966,21 @@ void MainWindow::openSettings() {
             loraFolder->setText(dir);
         }
     });
+    auto* vae = new QLineEdit(settings_.vae);
+    vae->setObjectName("vae");
+    vae->setPlaceholderText(tr("the model's own"));
+    vae->setToolTip(
+        tr("A VAE to use instead of the model's, as A1111's SD VAE: a file "
+           "(vae-ft-mse-840000-ema-pruned.safetensors and the like) or a diffusers "
+           "VAE folder"));
+    auto* browseVae = new QPushButton(tr("Browse…"));
+    connect(browseVae, &QPushButton::clicked, &dialog, [&] {
+        const QString file = QFileDialog::getOpenFileName(
+            &dialog, tr("A VAE"), QString(), tr("VAE files (*.safetensors *.ckpt *.pt *.bin)"));
+        if (!file.isEmpty()) {
+            vae->setText(file);
+        }
+    });
     auto* embeddingFolder = new QLineEdit(settings_.embedding_folder);
     embeddingFolder->setObjectName("embeddingFolder");
     embeddingFolder->setPlaceholderText(tr("none"));
@@ -998,6 +1014,10 @@ void MainWindow::openSettings() {
     configRow->addWidget(browseConfig);
     form->addRow(tr("Model folder or checkpoint"), modelRow);
     form->addRow(tr("Configs for single-file checkpoints"), configRow);
+    auto* vaeRow = new QHBoxLayout;
+    vaeRow->addWidget(vae, 1);
+    vaeRow->addWidget(browseVae);
+    form->addRow(tr("VAE"), vaeRow);
     auto* loraRow = new QHBoxLayout;
     loraRow->addWidget(loraFolder, 1);
     loraRow->addWidget(browseLora);
@@ -1019,10 +1039,11 @@ void MainWindow::openSettings() {
     }
     const bool reload = device->currentText() != settings_.device ||
                         dtype->currentText() != settings_.dtype ||
-                        model->currentText() != settings_.model ||
+                        model->currentText() != settings_.model || vae->text() != settings_.vae ||
                         (singleConfig->text() != settings_.single_file_config &&
                          QFileInfo(model->currentText()).isFile());
     settings_.single_file_config = singleConfig->text();
+    settings_.vae = vae->text();
     settings_.lora_folder = loraFolder->text();
     settings_.embedding_folder = embeddingFolder->text();
     settings_.device = device->currentText();

@@ -77,6 +77,11 @@ class Pipeline {
         // For a single-file checkpoint: the diffusers folder its configs, tokenizer and
         // scheduler come from (ModelFolder::open_single_file). Unused for a folder.
         std::filesystem::path single_file_config = {};
+        // A VAE to use instead of the model's (A1111's "SD VAE"): a diffusers AutoencoderKL
+        // folder, or one weights file (.safetensors, .ckpt, .pt, .bin) with diffusers' names or
+        // the original ones (vae-ft-mse-840000-ema-pruned and the like; with or without
+        // first_stage_model.), which takes the model's own VAE config. Empty: the model's.
+        std::filesystem::path vae = {};
     };
     // Loads every component of a diffusers folder or a single-file checkpoint;
     // `progress(what, fraction)` is told as it goes.

@@ -42,8 +42,10 @@ class Vae {
 
     // `original_prefix`: the files are one single-file checkpoint in the original SD layout
     // with this model under that prefix (ComponentFiles::original_prefix).
+    // `original_layout`: the original names without a prefix (a VAE file of its own, as A1111's
+    // "SD VAE" files are), when `original_prefix` is empty.
     void load_weights(const std::vector<std::filesystem::path>& files,
-                      const std::string& original_prefix = "");
+                      const std::string& original_prefix = "", bool original_layout = false);
     void to(c10::Device device, c10::ScalarType dtype);
 
     // Image [B, 3, H, W] in [-1, 1] -> the posterior's mean and logvar (clamped to [-30, 20]),

@@ -228,9 +228,9 @@ void Vae::to(c10::Device device, c10::ScalarType dtype) {
 }
 
 void Vae::load_weights(const std::vector<std::filesystem::path>& files,
-                       const std::string& original_prefix) {
+                       const std::string& original_prefix, bool original_layout) {
     LoadOptions opts;
-    if (!original_prefix.empty()) {
+    if (!original_prefix.empty() || original_layout) {
         opts.rename = [this](const std::string& name) { return original_vae_key(name, config()); };
         opts.prefix = opts.scope = original_prefix;
     }

@@ -24,7 +24,9 @@
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
+#include "sds/model_folder.h"
 #include "sds/original_layout.h"
+#include "sds/safetensors.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
 
@@ -93,6 +95,56 @@ struct Pipeline::Impl {
 };
 
 namespace {
+// A VAE of its own (Options::vae): a diffusers folder (config.json and its weights), or one file
+// whose names tell its layout; a file takes `model_config`.
+struct VaeFiles {
+    ComponentFiles files;
+    bool original_layout = false;  // the original names without a prefix
+};
+
+VaeFiles vae_files(const std::filesystem::path& path, const std::filesystem::path& model_config) {
+    namespace fs = std::filesystem;
+    VaeFiles out;
+    ComponentFiles& c = out.files;
+    c.name = "vae";
+    c.dir = path;
+    if (fs::is_directory(path)) {
+        c.config = path / "config.json";
+        if (!fs::exists(c.config)) {
+            throw ModelError(path.string() + ": a VAE folder needs its config.json");
+        }
+        for (const char* name :
+             {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+              "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"}) {
+            if (fs::exists(path / name)) {
+                c.weights = {path / name};
+                return out;
+            }
+        }
+        throw ModelError(path.string() +
+                         ": no VAE weights (diffusion_pytorch_model.safetensors or .bin)");
+    }
+    if (!fs::exists(path)) {
+        throw FileError(path.string() + ": no such VAE file or folder");
+    }
+    c.config = model_config;
+    c.weights = {path};
+    const SafeTensorsFile f = SafeTensorsFile::open(path);
+    if (f.contains("encoder.down_blocks.0.resnets.0.conv1.weight")) {
+        return out;  // diffusers' names
+    }
+    if (f.contains("encoder.down.0.block.0.conv1.weight")) {
+        out.original_layout = true;
+        return out;
+    }
+    if (f.contains("first_stage_model.encoder.down.0.block.0.conv1.weight")) {
+        c.original_prefix = "first_stage_model.";
+        return out;
+    }
+    throw ModelError(path.string() +
+                     ": not a VAE (no encoder.down_blocks.0... or encoder.down.0... tensors)");
+}
+
 bool is_sd1_vae(const VaeConfig& c) {
     return c.latent_channels == 4 &&
            c.block_out_channels == std::vector<int64_t>{128, 256, 512, 512} &&
@@ -175,12 +227,15 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         m.unet->to(options.device, options.dtype);
         m.unet->load_weights(unet.weights, unet.original_prefix);
         tell("loading the VAE", 0.85);
-        const auto& vae = m.folder.component("vae");
+        const VaeFiles own = options.vae.empty()
+                                 ? VaeFiles{m.folder.component("vae")}
+                                 : vae_files(options.vae, m.folder.component("vae").config);
+        const ComponentFiles& vae = own.files;
         m.vae = std::make_unique<Vae>(VaeConfig::from_file(vae.config));
         const bool upcast =
             m.folder.is_xl() && options.dtype == at::kHalf && m.vae->config().force_upcast;
         m.vae->to(options.device, upcast ? at::kFloat : options.dtype);
-        m.vae->load_weights(vae.weights, vae.original_prefix);
+        m.vae->load_weights(vae.weights, vae.original_prefix, own.original_layout);
     });
     check_xl_fits(m.folder, m.unet->config(), m.text.get(), m.text_2.get());
     const UNetConfig unet_config = m.unet->config();
