@@ -4,10 +4,11 @@
 // From scratch (no base model): the VAE first (reconstruction + a small KL term), then its
 // latents' scaling factor (1 / their standard deviation, as SD's 0.18215 was found), then the
 // UNet and the text encoder together on the noise-prediction loss. Fine-tuning (a base model):
-// the UNet only, the rest copied (with the base folder's sdstudio.json hints). Both: AdamW, caption
-// dropout (an empty caption, so classifier-free guidance has an unconditional model to work with),
-// an EMA of the UNet weights (what is saved), resumable checkpoints, and the result in diffusers
-// layout (safetensors) that this engine and diffusers both load.
+// the UNet only, on the base's noise schedule and prediction type (epsilon or v, as its
+// scheduler config says), the rest copied (with the base folder's sdstudio.json hints). Both:
+// AdamW, caption dropout (an empty caption, so classifier-free guidance has an unconditional model
+// to work with), an EMA of the UNet weights (what is saved), resumable checkpoints, and the result
+// in diffusers layout (safetensors) that this engine and diffusers both load.
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -86,9 +87,11 @@ struct TrainProgress {
 // images (Resize, then CenterCrop), so nothing is squashed.
 Image training_image(const Image& image, int resolution);
 
-// The Min-SNR weight of each sample for noise prediction, given alphas_cumprod at its timestep:
-// min(SNR, gamma) / SNR with SNR = a / (1 - a). gamma <= 0 gives ones.
-at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma);
+// The Min-SNR weight of each sample, given alphas_cumprod at its timestep: min(SNR, gamma) / SNR
+// with SNR = a / (1 - a) for noise prediction, min(SNR, gamma) / (SNR + 1) for v-prediction (as
+// diffusers' training scripts). gamma <= 0 gives ones.
+at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma,
+                           bool v_prediction = false);
 
 // Throws sds::Error for bad options or data (naming the problem), sds::Cancelled when `cancel`
 // became true (a checkpoint is written first, so a rerun resumes).

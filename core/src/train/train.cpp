@@ -249,12 +249,12 @@ Image training_image(const Image& image, int res) {
     return out;
 }
 
-at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma) {
+at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma, bool v_prediction) {
     if (gamma <= 0) {
         return at::ones_like(alphas_cumprod_t);
     }
     const at::Tensor snr = alphas_cumprod_t / (1 - alphas_cumprod_t);
-    return at::clamp_max(snr, gamma) / snr;
+    return at::clamp_max(snr, gamma) / (v_prediction ? snr + 1 : snr);
 }
 
 void train(const std::vector<TrainExample>& data, const TrainOptions& o,
@@ -449,12 +449,24 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     }
     const double sf = state.scaling_factor;
 
-    // Phase 2: the UNet (and, from scratch, the text encoder).
+    // Phase 2: the UNet (and, from scratch, the text encoder). The noise schedule and what the
+    // UNet predicts are the base model's (its scheduler config), SD 1.5's from scratch.
     fs::create_directories(o.out_dir / "scheduler");
-    write_json(o.out_dir / "scheduler" / "scheduler_config.json", scheduler_config());
-    const at::Tensor acp =
-        sched::alphas_cumprod(sched::load_config(o.out_dir / "scheduler" / "scheduler_config.json"))
-            .to(at::kFloat);
+    const fs::path sched_file = o.out_dir / "scheduler" / "scheduler_config.json";
+    if (scratch) {
+        write_json(sched_file, scheduler_config());
+    } else {
+        fs::copy_file(base.component("scheduler").config, sched_file,
+                      fs::copy_options::overwrite_existing);
+    }
+    const auto sched_config = sched::load_config(sched_file);
+    const std::string prediction = sched_config.string("prediction_type", "epsilon");
+    if (prediction != "epsilon" && prediction != "v_prediction") {
+        throw Error(sched_file.string() + ": training predicts epsilon or v (prediction_type " +
+                    prediction + ")");
+    }
+    const bool v_prediction = prediction == "v_prediction";
+    const at::Tensor acp = sched::alphas_cumprod(sched_config).to(at::kFloat);
     auto& um = unet->module();
     auto& tm = text->module();
     std::vector<at::Tensor> params = um.parameters();
@@ -531,10 +543,14 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         batch_ids = at::where(drop.unsqueeze(1), empty_ids.unsqueeze(0), batch_ids);
         const at::Tensor ctx = text->encode(batch_ids.to(device));
         const at::Tensor pred = unet->forward(zt, t.to(device), ctx);
-        const at::Tensor per_sample = (pred - noise).pow(2).mean({1, 2, 3});
+        // The target: the noise, or v = sqrt(a) * noise - sqrt(1 - a) * z0 (diffusers'
+        // get_velocity) for a v-prediction model.
+        const at::Tensor target = v_prediction ? a.sqrt() * noise - (1 - a).sqrt() * z0 : noise;
+        const at::Tensor per_sample = (pred - target).pow(2).mean({1, 2, 3});
         const at::Tensor loss =
-            o.snr_gamma > 0 ? (per_sample * min_snr_weights(a_t, o.snr_gamma).to(device)).mean()
-                            : per_sample.mean();
+            o.snr_gamma > 0
+                ? (per_sample * min_snr_weights(a_t, o.snr_gamma, v_prediction).to(device)).mean()
+                : per_sample.mean();
         opt.zero_grad();
         loss.backward();
         torch::nn::utils::clip_grad_norm_(params, 1.0);

@@ -12,6 +12,8 @@
 #include <array>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/safetensors.h"
@@ -173,6 +175,38 @@ TEST(Train, TrainingImagesAreCentreCropped) {
     EXPECT_EQ(training_image(cut, 32).rgb, cut.rgb);
     EXPECT_EQ(training_image(resize(cut, 48, 48), 16).rgb, resize(resize(cut, 48, 48), 16, 16).rgb);
     EXPECT_THROW(training_image(cut, 4), Error);
+}
+
+// Fine-tuning keeps the base's schedule and prediction type: a v-prediction base (SD 2.x 768)
+// trains on the v target, and the tuned model says v-prediction as the base did.
+TEST(Train, FineTuningAVPredictionModelTrainsOnV) {
+    const fs::path base = test::temp_dir("train_v_base");
+    fs::copy(test::fixture_dir("single_file") / "model", base,
+             fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    const fs::path sched = base / "scheduler" / "scheduler_config.json";
+    nlohmann::json config = nlohmann::json::parse(std::ifstream(sched));
+    config["prediction_type"] = "v_prediction";
+    std::ofstream(sched) << config.dump();
+    auto fine_tune = [&](const std::string& name, const fs::path& model) {
+        TrainOptions o = tiny_options(test::temp_dir("train_v_" + name));
+        o.tokenizer_dir.clear();
+        o.base_model = model;
+        o.unet_steps = 3;
+        o.snr_gamma = 5;
+        train(tiny_data(), o);
+        return o.out_dir;
+    };
+    const fs::path v = fine_tune("v", base);
+    const fs::path eps = fine_tune("eps", test::fixture_dir("single_file") / "model");
+    const auto written =
+        nlohmann::json::parse(std::ifstream(v / "scheduler/scheduler_config.json"));
+    EXPECT_EQ(written["prediction_type"], "v_prediction");
+    const std::string unet = "unet/diffusion_pytorch_model.safetensors";
+    EXPECT_FALSE(at::equal(weights_of(v / unet), weights_of(eps / unet)));
+    // Min-SNR for v: min(SNR, gamma) / (SNR + 1).
+    const at::Tensor w = min_snr_weights(at::tensor({0.5, 0.99}, at::kDouble), 5.0, true);
+    EXPECT_NEAR(w[0].item<double>(), 1.0 / 2.0, 1e-12);
+    EXPECT_NEAR(w[1].item<double>(), 5.0 / 100.0, 1e-12);
 }
 
 TEST(Train, MinSnrWeights) {
