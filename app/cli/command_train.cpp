@@ -65,6 +65,10 @@ int command_train(const Args& args) {
             o.noise_offset = number<double>(a, take(args, i));
         else if (a == "--snr-gamma")
             o.snr_gamma = number<double>(a, take(args, i));
+        else if (a == "--lora-rank")
+            o.lora_rank = number<int>(a, take(args, i));
+        else if (a == "--lora-alpha")
+            o.lora_alpha = number<double>(a, take(args, i));
         else if (a == "--ema")
             o.ema_decay = number<double>(a, take(args, i));
         else if (a == "--resolution")
@@ -92,7 +96,9 @@ int command_train(const Args& args) {
     std::fprintf(
         stderr, "train: %zu images from %s -> %s (%s)\n", examples.size(), data.c_str(),
         o.out_dir.string().c_str(),
-        o.base_model.empty() ? "from scratch" : ("fine-tuning " + o.base_model.string()).c_str());
+        o.base_model.empty()
+            ? "from scratch"
+            : ((o.lora_rank > 0 ? "a LoRA on " : "fine-tuning ") + o.base_model.string()).c_str());
     std::signal(SIGINT, request_stop);
     std::signal(SIGTERM, request_stop);
     TrainProgress last;
@@ -118,7 +124,7 @@ int command_train(const Args& args) {
                      last.phase.c_str(), last.step, (o.out_dir / "checkpoint").string().c_str());
         return 130;
     }
-    std::printf("%s\n", o.out_dir.string().c_str());
+    std::printf("%s\n", (o.lora_rank > 0 ? lora_file(o) : o.out_dir).string().c_str());
     return 0;
 }
 

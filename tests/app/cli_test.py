@@ -1356,3 +1356,27 @@ def test_vae_flag_uses_another_vae(tmp_path):
     assert r.returncode == 1 and "none.safetensors: no such VAE file or folder" in r.stderr
     r = run("txt2img", *cli_flags(req), "--vae", str(TINY / "text_encoder" / "model.safetensors"))
     assert r.returncode == 1 and "model.safetensors: not a VAE" in r.stderr
+
+
+def test_train_a_lora_and_use_it(tmp_path):
+    """train --base --lora-rank: a LoRA file named after the output folder, which --lora and
+    A1111's <lora:NAME> tag then use (the same image both ways, another than without it)."""
+    import numpy as np
+    from PIL import Image
+    data = tmp_path / "d"
+    run("dataset", "--out", str(data), "--count", "4", "--size", "32")
+    out = tmp_path / "ink"
+    r = run("train", "--data", str(data), "--out", str(out), "--base", str(PIPE), "--steps",
+            "3", "--lora-rank", "2", "--lr", "0.01", "--resolution", "32", "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out / "ink.safetensors")
+    assert "a LoRA on" in r.stderr
+    common = ["--model", str(PIPE), "--prompt", "a red circle", "--steps", "3", "--seed", "2",
+              "--width", "32", "--height", "32", "--device", "cpu"]
+    images = []
+    for extra in ([], ["--lora", str(out / "ink.safetensors")],
+                  ["--lora-dir", str(tmp_path), "--prompt", "a red circle <lora:ink:1>"]):
+        g = run("txt2img", *common, *extra, "--out", str(tmp_path / f"o{len(images)}"))
+        assert g.returncode == 0, g.stderr
+        images.append(np.array(Image.open(g.stdout.split()[0])))
+    assert not np.array_equal(images[0], images[1]) and np.array_equal(images[1], images[2])

@@ -68,6 +68,13 @@ struct TrainOptions {
     // Min-SNR loss weighting (Hang et al. 2023): each sample's loss times min(SNR, gamma) / SNR,
     // so the nearly clean timesteps do not dominate. 0: off (every timestep weighs the same).
     double snr_gamma = 0;
+    // LoRA (fine-tuning only): > 0 trains a LoRA of this rank on the UNet's attention
+    // projections (attn1/attn2 to_q, to_k, to_v, to_out.0) instead of the whole UNet, and writes
+    // it in kohya-ss's format (what A1111 and this engine load) as out_dir/NAME.safetensors,
+    // NAME being out_dir's own name. Its down matrices start as Linear's default init, its up
+    // matrices at zero (so training starts from the base). alpha <= 0: the rank (scale 1).
+    int lora_rank = 0;
+    double lora_alpha = 0;
     uint64_t seed = 0;
     int checkpoint_every = 200;  // steps (0: only at the end of each phase)
     bool resume = true;          // continue from out_dir/checkpoint when it is there
@@ -92,6 +99,9 @@ Image training_image(const Image& image, int resolution);
 // diffusers' training scripts). gamma <= 0 gives ones.
 at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma,
                            bool v_prediction = false);
+
+// The LoRA file a LoRA run writes (TrainOptions::lora_rank): out_dir/NAME.safetensors.
+std::filesystem::path lora_file(const TrainOptions& options);
 
 // Throws sds::Error for bad options or data (naming the problem), sds::Cancelled when `cancel`
 // became true (a checkpoint is written first, so a rerun resumes).

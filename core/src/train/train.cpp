@@ -8,8 +8,11 @@
 
 #include <ATen/ops/clamp_max.h>
 #include <ATen/ops/ones_like.h>
+#include <ATen/ops/rand.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
@@ -249,6 +252,11 @@ Image training_image(const Image& image, int res) {
     return out;
 }
 
+fs::path lora_file(const TrainOptions& o) {
+    const fs::path dir = o.out_dir.filename().empty() ? o.out_dir.parent_path() : o.out_dir;
+    return dir / (dir.filename().string() + ".safetensors");
+}
+
 at::Tensor min_snr_weights(const at::Tensor& alphas_cumprod_t, double gamma, bool v_prediction) {
     if (gamma <= 0) {
         return at::ones_like(alphas_cumprod_t);
@@ -273,6 +281,13 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         throw Error("the noise offset and the SNR gamma must not be negative");
     }
     const bool scratch = o.base_model.empty();
+    const bool lora_mode = o.lora_rank > 0;
+    if (lora_mode && scratch) {
+        throw Error("a LoRA is trained on a base model (--base)");
+    }
+    if (o.lora_rank < 0 || o.lora_rank > 1024) {
+        throw Error("the LoRA rank must be 1..1024 (0: no LoRA)");
+    }
     if (scratch && o.tokenizer_dir.empty()) {
         throw Error("training from scratch needs a tokenizer folder (--tokenizer DIR)");
     }
@@ -451,13 +466,16 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
 
     // Phase 2: the UNet (and, from scratch, the text encoder). The noise schedule and what the
     // UNet predicts are the base model's (its scheduler config), SD 1.5's from scratch.
-    fs::create_directories(o.out_dir / "scheduler");
-    const fs::path sched_file = o.out_dir / "scheduler" / "scheduler_config.json";
-    if (scratch) {
-        write_json(sched_file, scheduler_config());
-    } else {
-        fs::copy_file(base.component("scheduler").config, sched_file,
-                      fs::copy_options::overwrite_existing);
+    const fs::path sched_file = lora_mode ? base.component("scheduler").config
+                                          : o.out_dir / "scheduler" / "scheduler_config.json";
+    if (!lora_mode) {
+        fs::create_directories(o.out_dir / "scheduler");
+        if (scratch) {
+            write_json(sched_file, scheduler_config());
+        } else {
+            fs::copy_file(base.component("scheduler").config, sched_file,
+                          fs::copy_options::overwrite_existing);
+        }
     }
     const auto sched_config = sched::load_config(sched_file);
     const std::string prediction = sched_config.string("prediction_type", "epsilon");
@@ -469,20 +487,93 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
     const at::Tensor acp = sched::alphas_cumprod(sched_config).to(at::kFloat);
     auto& um = unet->module();
     auto& tm = text->module();
-    std::vector<at::Tensor> params = um.parameters();
+    // LoRA: the attention projections' weights become W0 + alpha / rank * up @ down for each
+    // forward pass, and only down and up learn.
+    struct LoraLayer {
+        std::string key;  // kohya's: lora_unet_ + the module's path with _ for .
+        nn::LinearImpl* linear;
+        at::Tensor w0, down, up;
+    };
+    std::vector<LoraLayer> lora;
+    const double lora_scale =
+        lora_mode ? (o.lora_alpha > 0 ? o.lora_alpha : o.lora_rank) / o.lora_rank : 0.0;
+    if (lora_mode) {
+        for (auto& p : um.parameters()) {
+            p.requires_grad_(false);
+        }
+        at::Generator init = at::make_generator<at::CPUGeneratorImpl>(o.seed * 7919 + 17);
+        for (const auto& item : um.named_modules()) {
+            const std::string& name = item.key();
+            auto* linear = item.value()->as<nn::LinearImpl>();
+            bool target = false;
+            for (const char* end :
+                 {".attn1.to_q", ".attn1.to_k", ".attn1.to_v", ".attn1.to_out.0", ".attn2.to_q",
+                  ".attn2.to_k", ".attn2.to_v", ".attn2.to_out.0"}) {
+                const std::string e = end;
+                target = target || (name.size() > e.size() &&
+                                    name.compare(name.size() - e.size(), e.size(), e) == 0);
+            }
+            if (!target || linear == nullptr) {
+                continue;
+            }
+            const int64_t in = linear->weight.size(1), out = linear->weight.size(0);
+            const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // Linear's init
+            std::string key = "lora_unet_" + name;
+            std::replace(key.begin(), key.end(), '.', '_');
+            lora.push_back({key, linear, linear->weight,
+                            ((at::rand({o.lora_rank, in}, init) * 2 - 1) * bound)
+                                .to(device)
+                                .requires_grad_(true),
+                            at::zeros({out, o.lora_rank}).to(device).requires_grad_(true)});
+        }
+        if (lora.empty()) {
+            throw Error(o.base_model.string() + ": no attention projections to train a LoRA on");
+        }
+    }
+    auto apply_lora = [&] {
+        for (auto& l : lora) {
+            l.linear->weight = l.w0 + lora_scale * l.up.mm(l.down);
+        }
+    };
+    auto lora_tensors = [&] {
+        std::vector<std::pair<std::string, at::Tensor>> out;
+        for (const auto& l : lora) {
+            out.emplace_back(l.key + ".lora_down.weight", l.down.detach().cpu().contiguous());
+            out.emplace_back(l.key + ".lora_up.weight", l.up.detach().cpu().contiguous());
+            out.emplace_back(l.key + ".alpha",
+                             at::tensor(static_cast<float>(lora_scale * o.lora_rank)));
+        }
+        return out;
+    };
+    std::vector<at::Tensor> params;
+    if (lora_mode) {
+        for (const auto& l : lora) {
+            params.push_back(l.down);
+            params.push_back(l.up);
+        }
+    } else {
+        params = um.parameters();
+    }
     if (scratch) {
         for (const auto& p : tm.parameters()) {
             params.push_back(p);
         }
     }
-    if (state.step > 0) {
+    if (state.step > 0 && lora_mode) {
+        torch::NoGradGuard no_grad;
+        const SafeTensorsFile f = SafeTensorsFile::open(ckpt / "lora.safetensors");
+        for (auto& l : lora) {
+            l.down.copy_(f.tensor(l.key + ".lora_down.weight"));
+            l.up.copy_(f.tensor(l.key + ".lora_up.weight"));
+        }
+    } else if (state.step > 0) {
         load_into(um, ckpt / "unet.safetensors");
         if (scratch) {
             load_into(tm, ckpt / "text_encoder.safetensors");
         }
     }
-    std::vector<at::Tensor> ema;
-    for (const auto& p : um.parameters()) {
+    std::vector<at::Tensor> ema;  // of the whole UNet's weights (not for a LoRA)
+    for (const auto& p : lora_mode ? std::vector<at::Tensor>{} : um.parameters()) {
         ema.push_back(p.detach().clone());
     }
     if (state.step > 0 && fs::exists(ckpt / "unet_ema.safetensors")) {
@@ -510,6 +601,12 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         return out;
     };
     auto save = [&] {
+        if (lora_mode) {
+            save_safetensors(ckpt / "lora.safetensors", lora_tensors());
+            torch::save(opt, (ckpt / "unet_optimizer.pt").string());
+            write_state(ckpt / "state.json", state);
+            return;
+        }
         save_safetensors(ckpt / "unet.safetensors", named_weights(um));
         save_safetensors(ckpt / "unet_ema.safetensors", ema_weights());
         if (scratch) {
@@ -542,6 +639,7 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         const at::Tensor zt = a.sqrt() * z0 + (1 - a).sqrt() * noise;
         batch_ids = at::where(drop.unsqueeze(1), empty_ids.unsqueeze(0), batch_ids);
         const at::Tensor ctx = text->encode(batch_ids.to(device));
+        apply_lora();
         const at::Tensor pred = unet->forward(zt, t.to(device), ctx);
         // The target: the noise, or v = sqrt(a) * noise - sqrt(1 - a) * z0 (diffusers'
         // get_velocity) for a v-prediction model.
@@ -569,6 +667,20 @@ void train(const std::vector<TrainExample>& data, const TrainOptions& o,
         }
     }
     save();
+    if (lora_mode) {  // the LoRA file, kohya-ss's names and metadata
+        for (auto& l : lora) {
+            l.linear->weight = l.w0;
+        }
+        save_safetensors(lora_file(o), lora_tensors(),
+                         {{"ss_network_module", "networks.lora"},
+                          {"ss_network_dim", std::to_string(o.lora_rank)},
+                          {"ss_network_alpha", std::to_string(lora_scale * o.lora_rank)},
+                          {"ss_steps", std::to_string(o.unet_steps)},
+                          {"ss_learning_rate", std::to_string(o.learning_rate)},
+                          {"ss_resolution", std::to_string(res)},
+                          {"sdstudio_base_model", o.base_model.filename().string()}});
+        return;
+    }
 
     // The model folder: EMA UNet weights, text encoder, VAE, tokenizer, scheduler.
     const fs::path out = o.out_dir;

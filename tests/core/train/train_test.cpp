@@ -3,9 +3,11 @@
 // is written for diffusers (train_test_reference.py compares diffusers' image with ours).
 #include <gtest/gtest.h>
 
+#include <ATen/ops/abs.h>
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/max.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/tensor.h>
 
@@ -321,4 +323,75 @@ TEST(Train, FineTuningKeepsTheBaseFoldersHints) {
     std::ifstream in(o.out_dir / "sdstudio.json");
     const std::string text((std::istreambuf_iterator<char>(in)), {});
     EXPECT_EQ(text, R"({"guidance_scale": 3, "steps": 15})");
+}
+
+// A LoRA trained on the fixture model: kohya-ss's names for every attention projection, its up
+// matrices moved off zero, a stopped and resumed run ending with the same file, and the file
+// loading into the pipeline (train_test_reference.py checks diffusers makes the same image with
+// it through load_lora_weights).
+TEST(Train, ALoraTrainsOnTheAttentionProjections) {
+    const fs::path model = test::fixture_dir("single_file") / "model";
+    auto options = [&](const std::string& name) {
+        TrainOptions o = tiny_options(test::temp_dir(name));
+        o.tokenizer_dir.clear();
+        o.base_model = model;
+        o.unet_steps = 6;
+        o.lora_rank = 4;
+        o.lora_alpha = 2;
+        o.learning_rate = 1e-2;
+        return o;
+    };
+    const TrainOptions straight = options("train_lora");
+    train(tiny_data(), straight);
+    const fs::path file = lora_file(straight);
+    EXPECT_EQ(file.filename(), "train_lora.safetensors");
+    const auto f = SafeTensorsFile::open(file);
+    size_t projections = 0;
+    for (const auto& t : f.tensors()) {
+        if (t.name.find(".lora_up.weight") != std::string::npos) {
+            ++projections;
+            EXPECT_GT(f.tensor(t.name).abs().max().item<double>(), 0) << t.name;
+        }
+    }
+    EXPECT_EQ(f.metadata().at("ss_network_dim"), "4");
+    EXPECT_TRUE(
+        f.contains("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_"
+                   "down.weight"));
+    EXPECT_EQ(f.tensor("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha")
+                  .item<double>(),
+              2.0);
+    EXPECT_GT(projections, 0u);
+    EXPECT_EQ(projections % 8, 0u);                       // attn1 and attn2, four projections each
+    EXPECT_FALSE(fs::exists(straight.out_dir / "unet"));  // no model folder, the file alone
+    // Stopped after 2 steps and run again: the same LoRA.
+    TrainOptions stopped = options("train_lora_stopped");
+    std::atomic<bool> stop{false};
+    EXPECT_THROW(
+        train(
+            tiny_data(), stopped, [&](const TrainProgress& p) { stop = p.step == 2; }, &stop),
+        Cancelled);
+    train(tiny_data(), stopped);
+    const auto g = SafeTensorsFile::open(lora_file(stopped));
+    for (const auto& t : f.tensors()) {
+        EXPECT_TRUE(at::equal(f.tensor(t.name), g.tensor(t.name))) << t.name;
+    }
+    // It loads and changes the image; for train_test_reference.py, our image with it.
+    Pipeline p = Pipeline::load(model, {});
+    GenerationRequest r;
+    r.prompt = "a red circle on a blue background";
+    r.steps = 8;
+    r.seed = 5;
+    r.sampler = Sampler::Euler;
+    r.width = r.height = 32;
+    const auto plain = p.generate(r).images.at(0);
+    r.loras = {{file.string(), 1.0}};
+    const auto with = p.generate(r).images.at(0);
+    EXPECT_NE(plain.rgb, with.rgb);
+    save_safetensors(
+        straight.out_dir / "ours_lora.safetensors",
+        {{"image", at::tensor(std::vector<int64_t>(with.rgb.begin(), with.rgb.end()))}});
+    TrainOptions bad = options("train_lora_bad");
+    bad.base_model.clear();
+    bad.tokenizer_dir = straight.tokenizer_dir;
+    EXPECT_THROW(train(tiny_data(), bad), Error);
 }
