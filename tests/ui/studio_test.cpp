@@ -1216,6 +1216,52 @@ class StudioTest : public QObject {
         QVERIFY(wait_for([&] { return w.worker()->modelPath() == tiny_model(); }));
     }
 
+    // A LoRA instead of the whole UNet: the file sds::train writes with the window's settings,
+    // "Use the LoRA" puts it into the LoRA list, and the studio generates with it.
+    void fineTuningALoraPutsItIntoTheLoraList() {
+        auto& w = window();
+        w.showTrainWindow();
+        ui::TrainWindow* t = w.trainWindow();
+        const QString dir = make_training_folder(data_.filePath("tune-data"));
+        auto* what = t->findChild<QComboBox*>("trainWhat");
+        what->setCurrentIndex(what->findData("lora"));
+        QVERIFY(t->setDataFolder(dir));
+        const QString out = data_.filePath("models/tune-data-lora");  // proposed for a LoRA
+        QCOMPARE(t->findChild<QLineEdit*>("outputFolder")->text(), out);
+        t->findChild<QSpinBox*>("steps")->setValue(4);
+        t->findChild<QSpinBox*>("batch")->setValue(2);
+        t->findChild<QSpinBox*>("loraRank")->setValue(2);
+        t->findChild<QDoubleSpinBox*>("learningRate")->setValue(1e-2);
+        QSignalSpy ended(t, &ui::TrainWindow::runEnded);
+        QVERIFY(t->start());
+        QVERIFY(wait_for([&] { return ended.count() == 1; }, 600000));
+        const QString file = QDir(out).filePath("tune-data-lora.safetensors");
+        QVERIFY2(
+            t->statusText().contains(file) && t->statusText().contains("<lora:tune-data-lora>"),
+            qPrintable(t->statusText() + t->errorText()));
+        TrainOptions o = t->options();
+        QCOMPARE(o.lora_rank, 2);
+        o.out_dir = data_.filePath("tune-data-lora").toStdString();
+        sds::train(app::load_training_folder(dir), o);
+        QVERIFY(same_weights(file, QString::fromStdString(lora_file(o).string())));
+        auto* use = t->findChild<QPushButton*>("openTuned");
+        QCOMPARE(use->text(), QString("Use the LoRA"));
+        setSmall(w.panel(), 3);
+        QTest::mouseClick(use, Qt::LeftButton);
+        const auto loras = w.panel()->request().loras;
+        QCOMPARE(loras.size(), size_t(1));
+        QCOMPARE(QString::fromStdString(loras[0].file), file);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        const auto e = w.history()->get(w.lastSavedId());
+        Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
+        QCOMPARE(QImage(e->file).convertToFormat(QImage::Format_RGB888),
+                 app::to_qimage(p.generate(e->request).images.front()));
+        what->setCurrentIndex(what->findData("unet"));
+        setSmall(w.panel(), 4);
+    }
+
     // Stop writes a checkpoint; Start continues from it and ends where an uninterrupted run
     // ends. Closing the window (the studio) during a run stops it with a checkpoint too.
     void fineTuningStopsWithACheckpointAndContinues() {

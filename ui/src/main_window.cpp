@@ -1067,6 +1067,12 @@ void MainWindow::openSettings() {
 TrainWindow* MainWindow::trainWindow() {
     if (!train_) {
         train_ = new TrainWindow(this);
+        connect(train_, &TrainWindow::loraRequested, this, [this](const QString& file) {
+            panel_->addLora({file.toStdString(), 1.0});
+            statusBar()->showMessage(tr("%1 is in the LoRA list").arg(file), 5000);
+            raise();
+            activateWindow();
+        });
         connect(train_, &TrainWindow::openModelRequested, this, [this](const QString& dir) {
             if (openModel(dir)) {
                 raise();

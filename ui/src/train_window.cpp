@@ -1,6 +1,7 @@
 #include "train_window.h"
 
 #include <QCheckBox>
+#include <QComboBox>
 #include <QDateTime>
 #include <QDir>
 #include <QDoubleSpinBox>
@@ -126,7 +127,11 @@ TrainWindow::TrainWindow(QWidget* parent)
 
     // How.
     auto* trainBox = new QGroupBox(tr("Training"));
-    auto* trainLayout = new QHBoxLayout(trainBox);
+    auto* trainOuter = new QVBoxLayout(trainBox);
+    auto* whatForm = new QFormLayout;
+    trainOuter->addLayout(whatForm);
+    auto* trainLayout = new QHBoxLayout;
+    trainOuter->addLayout(trainLayout);
     auto* left = new QFormLayout;
     auto* right = new QFormLayout;
     trainLayout->addLayout(left);
@@ -149,6 +154,29 @@ TrainWindow::TrainWindow(QWidget* parent)
         s->setValue(value);
         return s;
     };
+    what_ = new QComboBox;
+    what_->setObjectName("trainWhat");
+    what_->addItem(tr("the whole UNet (a new model)"), "unet");
+    what_->addItem(tr("a LoRA (a small file)"), "lora");
+    what_->setToolTip(
+        tr("A LoRA learns a small change to the attention layers: a file of a few "
+           "MB that the studio, the CLI and A1111 add to the model"));
+    loraRank_ = spin("loraRank", 1, 256, 8);
+    loraRank_->setToolTip(tr("The LoRA's rank: more learns more, in a bigger file"));
+    loraRank_->setEnabled(false);
+    auto* whatRow = new QHBoxLayout;
+    whatRow->addWidget(what_, 1);
+    whatRow->addWidget(new QLabel(tr("rank")));
+    whatRow->addWidget(loraRank_);
+    connect(what_, &QComboBox::currentIndexChanged, this, [this] {
+        loraRank_->setEnabled(what_->currentData() == "lora");
+        ema_->setEnabled(what_->currentData() != "lora");
+        if (!data_->text().isEmpty() && output_->text() == autoOutput_) {
+            setDataFolder(data_->text());  // the proposed folder's name says what it holds
+        }
+        refreshCheckpointNote();
+    });
+    whatForm->addRow(tr("Train"), whatRow);
     steps_ = spin("steps", 1, 1000000, 500, 100);
     learningRate_ = new SmallNumberSpinBox;
     learningRate_->setObjectName("learningRate");
@@ -239,8 +267,13 @@ TrainWindow::TrainWindow(QWidget* parent)
     connect(steps_, &QSpinBox::valueChanged, this, [this] { refreshCheckpointNote(); });
     connect(startButton_, &QPushButton::clicked, this, [this] { start(); });
     connect(stopButton_, &QPushButton::clicked, this, &TrainWindow::stop);
-    connect(openButton_, &QPushButton::clicked, this,
-            [this] { Q_EMIT openModelRequested(finishedDir_); });
+    connect(openButton_, &QPushButton::clicked, this, [this] {
+        if (!finishedLora_.isEmpty()) {
+            Q_EMIT loraRequested(finishedLora_);
+        } else {
+            Q_EMIT openModelRequested(finishedDir_);
+        }
+    });
 
     connect(worker_.get(), &app::TrainingWorker::started, this,
             [this](int images) { status_->setText(tr("Training on %1 images…").arg(images)); });
@@ -251,7 +284,14 @@ TrainWindow::TrainWindow(QWidget* parent)
         openButton_->setEnabled(true);
         progress_->setValue(progress_->maximum());
         plot_->setSeries({{tr("UNet"), lossX_, lossY_}});
-        status_->setText(tr("Done: the tuned model is in %1").arg(dir));
+        if (!finishedLora_.isEmpty()) {
+            openButton_->setText(tr("Use the LoRA"));
+            status_->setText(tr("Done: the LoRA is %1 (in a prompt: <lora:%2>)")
+                                 .arg(finishedLora_, QFileInfo(finishedLora_).completeBaseName()));
+        } else {
+            openButton_->setText(tr("Open in the studio"));
+            status_->setText(tr("Done: the tuned model is in %1").arg(dir));
+        }
         refreshCheckpointNote();
         Q_EMIT runEnded();
     });
@@ -343,7 +383,9 @@ bool TrainWindow::setDataFolder(const QString& dir) {
     }
     // A tuned model's folder to start from, unless the person chose one.
     if (!modelsFolder_.isEmpty() && (output_->text().isEmpty() || output_->text() == autoOutput_)) {
-        autoOutput_ = QDir(modelsFolder_).filePath(QFileInfo(dir).fileName() + "-tuned");
+        autoOutput_ = QDir(modelsFolder_)
+                          .filePath(QFileInfo(dir).fileName() +
+                                    (what_->currentData() == "lora" ? "-lora" : "-tuned"));
         output_->setText(autoOutput_);
     }
     return true;
@@ -391,6 +433,7 @@ TrainOptions TrainWindow::options() const {
     o.snr_gamma = snrGamma_->value();
     o.ema_decay = ema_->value();
     o.checkpoint_every = checkpointEvery_->value();
+    o.lora_rank = what_->currentData() == "lora" ? loraRank_->value() : 0;
     o.resume = !startOver_->isChecked();
     o.device = device_.toStdString();
     return o;
@@ -428,6 +471,7 @@ bool TrainWindow::start() {
     lossY_.clear();
     plot_->setSeries({});
     finishedDir_.clear();
+    finishedLora_ = o.lora_rank > 0 ? QString::fromStdString(lora_file(o).string()) : QString();
     openButton_->setEnabled(false);
     progress_->setRange(0, o.unet_steps);
     progress_->setValue(0);
@@ -449,11 +493,14 @@ void TrainWindow::stop() {
 void TrainWindow::setRunning(bool running) {
     startButton_->setEnabled(!running);
     stopButton_->setEnabled(running);
-    for (QWidget* w : std::initializer_list<QWidget*>{
-             data_, output_, startOver_, steps_, learningRate_, batch_, resolution_, seed_,
-             captionDropout_, noiseOffset_, snrGamma_, ema_, checkpointEvery_}) {
+    for (QWidget* w :
+         std::initializer_list<QWidget*>{data_, output_, startOver_, what_, loraRank_, steps_,
+                                         learningRate_, batch_, resolution_, seed_, captionDropout_,
+                                         noiseOffset_, snrGamma_, ema_, checkpointEvery_}) {
         w->setEnabled(!running);
     }
+    loraRank_->setEnabled(!running && what_->currentData() == "lora");
+    ema_->setEnabled(!running && what_->currentData() != "lora");  // a LoRA keeps no average
 }
 
 void TrainWindow::onProgress(const QString& phase, int step, int total, double loss,

@@ -1,8 +1,9 @@
 #pragma once
 // Fine-tuning, the studio's way: a window (Model → Fine-tune on your images…) that takes a folder
-// of images with captions, fine-tunes the UNet of the model open in the studio on them, shows
-// the steps, the loss and the time left as it goes, stops with a checkpoint that the next Start
-// continues from, and opens the tuned model in the studio when it is done.
+// of images with captions, fine-tunes the UNet of the model open in the studio on them (or trains
+// a LoRA on its attention layers), shows the steps, the loss and the time left as it goes, stops
+// with a checkpoint that the next Start continues from, and when it is done opens the tuned
+// model in the studio or adds the LoRA to the studio's LoRA list.
 //
 // Training runs on an app::TrainingWorker thread; the window only shows what it reports.
 #include <QWidget>
@@ -12,6 +13,7 @@
 #include "training.h"
 
 class QCheckBox;
+class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
 class QLineEdit;
@@ -52,7 +54,8 @@ class TrainWindow : public QWidget {
     int lossPoints() const;  // points on the loss plot
 
   Q_SIGNALS:
-    void openModelRequested(const QString& dir);  // "Open in the studio"
+    void openModelRequested(const QString& dir);  // "Open in the studio" (a tuned model)
+    void loraRequested(const QString& file);      // "Use the LoRA" (a trained LoRA)
     void runEnded();                              // finished, stopped or failed
 
   private:
@@ -71,6 +74,8 @@ class TrainWindow : public QWidget {
     QLineEdit* output_;
     QLabel* checkpointNote_;
     QCheckBox* startOver_;
+    QComboBox* what_;  // the whole UNet, or a LoRA
+    QSpinBox* loraRank_;
     QSpinBox* steps_;
     QDoubleSpinBox* learningRate_;
     QSpinBox* batch_;
@@ -90,7 +95,8 @@ class TrainWindow : public QWidget {
     PlotPanel* plot_;
     QVector<double> lossX_, lossY_;
     qint64 lastPlot_ = 0;
-    QString finishedDir_;
+    QString finishedDir_;   // the tuned model's folder
+    QString finishedLora_;  // or the LoRA's file
 };
 
 }  // namespace sds::ui
