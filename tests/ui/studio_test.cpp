@@ -1134,6 +1134,47 @@ class StudioTest : public QObject {
     // Model → Fine-tune: a folder of captioned pictures, checked and shown; a run with the
     // window's settings makes the same model as sds::train with them; the tuned model opens in
     // the studio and generates.
+    // "Only masked": the box around the mask is repainted at the size set and put back; the
+    // image has the canvas's size and is the engine's for that canvas, mask and request.
+    void onlyMaskedRepaintsTheBoxAroundTheMask() {
+        auto& w = window();
+        QImage picture(96, 64, QImage::Format_RGB888);
+        for (int y = 0; y < picture.height(); ++y) {
+            for (int x = 0; x < picture.width(); ++x) {
+                picture.setPixelColor(x, y, QColor((x * 5) % 256, (y * 7) % 256, 120));
+            }
+        }
+        w.canvas()->setPicture(picture);
+        QImage mask(picture.size(), QImage::Format_RGB888);
+        mask.fill(Qt::black);
+        QPainter(&mask).fillRect(QRect(60, 20, 12, 10), Qt::white);
+        w.canvas()->setMask(mask);
+        setSmall(w.panel(), 3);
+        w.panel()->setMode(ui::ParameterPanel::Mode::Inpaint);
+        w.panel()->findChild<QCheckBox*>("onlyMasked")->setChecked(true);
+        w.panel()->findChild<QSpinBox*>("maskPadding")->setValue(4);
+        GenerationRequest r = w.panel()->request();
+        QCOMPARE(r.mask_padding, 4);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        QVERIFY2(w.errorText().isEmpty(), qPrintable(w.errorText()));
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.mask_padding, 4);
+        const QImage made = QImage(e->file).convertToFormat(QImage::Format_RGB888);
+        const QImage canvas = w.canvas()->image().convertToFormat(QImage::Format_RGB888);
+        QCOMPARE(made.size(), canvas.size());
+        Pipeline p = Pipeline::load(w.worker()->modelPath().toStdString(), {});
+        const Image init = app::load_image(QString::fromStdString(e->request.init_image));
+        const Image m = app::load_image(QString::fromStdString(e->request.mask_image));
+        QCOMPARE(made, app::to_qimage(p.generate(e->request, &init, &m).images.front()));
+        QCOMPARE(made.pixel(0, 0), canvas.pixel(0, 0));  // outside the box: the canvas
+        w.panel()->findChild<QCheckBox*>("onlyMasked")->setChecked(false);
+        w.canvas()->clearMask();
+        setSmall(w.panel(), 4);
+    }
+
     void fineTuningTrainsOnAFolderAndOpensTheResult() {
         auto& w = window();
         w.findChild<QAction*>("fineTuneAction")->trigger();
