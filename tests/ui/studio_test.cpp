@@ -862,8 +862,14 @@ class StudioTest : public QObject {
             QVERIFY(config.open(QIODevice::ReadOnly));
             const int width = QJsonDocument::fromJson(config.readAll())["hidden_size"].toInt();
             QVERIFY(width > 0);
-            save_safetensors(file.toStdString(), {{"emb_params", at::randn({2, width}) * 0.6}});
+            save_safetensors(file.toStdString(), {{"emb_params", at::randn({4, width}) * 0.6}});
         }
+        // The prompt's counter counts its four vectors once the studio knows the file.
+        auto* counter = w.panel()->prompt()->findChild<QLabel*>();
+        w.panel()->prompt()->setPlainText("a glowstyle");
+        QCOMPARE(counter->text(), QString("3/75"));  // a, glow, style
+        w.updatePromptCounters();
+        QCOMPARE(counter->text(), QString("5/75"));
         auto generate = [&] {
             QSignalSpy done(&w, &ui::MainWindow::generationDone);
             w.generate();

@@ -10,6 +10,7 @@
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QDir>
+#include <QDirIterator>
 #include <QDockWidget>
 #include <QFile>
 #include <QFileDialog>
@@ -44,6 +45,7 @@
 #include "sds/clip_tokenizer.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sds/textual_inversion.h"
 #include "sketch_canvas.h"
 #include "step_strip.h"
 #include "train_window.h"
@@ -611,12 +613,40 @@ void MainWindow::clearError() {
     error_->hide();
 }
 
+void MainWindow::updatePromptCounters() {
+    if (tokenizerDir_.isEmpty()) {
+        return;
+    }
+    // The embeddings folder's words count as their vectors, as the engine will count them.
+    auto tokenizer =
+        std::make_shared<ClipTokenizer>(ClipTokenizer::load_folder(tokenizerDir_.toStdString()));
+    std::vector<ClipTokenizer::AddedWord> words;
+    int32_t next = 1 << 20;  // ids only counted here, never looked up
+    QDirIterator it(settings_.embedding_folder, {"*.pt", "*.safetensors", "*.bin"}, QDir::Files,
+                    QDirIterator::Subdirectories);
+    while (!settings_.embedding_folder.isEmpty() && it.hasNext()) {
+        const QString file = it.next();
+        try {
+            const auto ti = load_textual_inversion(file.toStdString());
+            ClipTokenizer::AddedWord w{ti.token, {}};
+            for (int64_t k = 0; k < ti.vectors.size(0); ++k) {
+                w.ids.push_back(next++);
+            }
+            words.push_back(std::move(w));
+        } catch (const std::exception&) {
+            // Not an embedding: a generation that names it says why.
+        }
+    }
+    tokenizer->set_added_words(words);
+    panel_->setTokenizer(std::move(tokenizer));
+}
+
 bool MainWindow::openModel(const QString& dir) {
     try {  // a folder or a single-file checkpoint (read with the configs for its SD version)
         const ModelFolder model =
             ModelFolder::open_any(dir.toStdString(), settings_.singleFileConfig(dir).toStdString());
-        panel_->setTokenizer(std::make_shared<const ClipTokenizer>(
-            ClipTokenizer::load_folder(model.tokenizer_dir())));
+        tokenizerDir_ = QString::fromStdString(model.tokenizer_dir().string());
+        updatePromptCounters();
     } catch (const std::exception& e) {
         showError(tr("Cannot open the model: %1").arg(QString::fromUtf8(e.what())));
         return false;
@@ -1045,7 +1075,10 @@ void MainWindow::openSettings() {
     settings_.single_file_config = singleConfig->text();
     settings_.vae = vae->text();
     settings_.lora_folder = loraFolder->text();
-    settings_.embedding_folder = embeddingFolder->text();
+    if (embeddingFolder->text() != settings_.embedding_folder) {
+        settings_.embedding_folder = embeddingFolder->text();
+        updatePromptCounters();
+    }
     settings_.device = device->currentText();
     settings_.dtype = dtype->currentText();
     settings_.decode_every = decode->value();

@@ -58,6 +58,9 @@ class MainWindow : public QMainWindow {
     void reuseParameters(qint64 history_id);
     void showEntry(qint64 history_id);
     bool openParametersFrom(const QString& png);  // "Open PNG": our JSON or A1111 text
+    // The prompt boxes' token counters: the model's tokenizer with the embeddings folder's words
+    // (n vectors count n tokens). Done when a model opens and when the folder changes.
+    void updatePromptCounters();
     // Model → Fine-tune: the training window, its base the model open here. Closing the studio
     // stops a run in it after its step, with a checkpoint that the next Start continues.
     void showTrainWindow();
@@ -103,6 +106,7 @@ class MainWindow : public QMainWindow {
     void updateStatus();
     void openSettings();
     void updateRecentMenu();
+
     app::Job makeJob(app::Job::Policy policy);
 
     app::StudioSettings settings_;
@@ -131,8 +135,9 @@ class MainWindow : public QMainWindow {
     int stepIndex_ = 0, stepTotal_ = 0;
     QCheckBox* overlayBox_ = nullptr;  // the sketch drawn over the result
     QSlider* overlayOpacity_ = nullptr;
-    QString hintedModel_;  // the model whose suggested settings were applied
-    int nativeSize_ = 0;   // of the model loaded last
+    QString tokenizerDir_;  // of the model opened last
+    QString hintedModel_;   // the model whose suggested settings were applied
+    int nativeSize_ = 0;    // of the model loaded last
     double stepSecondsSum_ = 0;
     QString loading_;
     qint64 canvasParent_ = -1;  // history id of the picture on the canvas

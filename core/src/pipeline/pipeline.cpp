@@ -20,7 +20,7 @@
 
 #include "io/json_config.h"
 #include "pipeline/lora.h"
-#include "pipeline/textual_inversion.h"
+#include "sds/textual_inversion.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"

@@ -1,4 +1,4 @@
-#include "pipeline/textual_inversion.h"
+#include "sds/textual_inversion.h"
 
 #include "sds/error.h"
 #include "sds/safetensors.h"

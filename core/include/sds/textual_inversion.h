@@ -1,5 +1,5 @@
 #pragma once
-// Textual inversion embeddings (private to core/pipeline): learned vectors that a word of the
+// Textual inversion embeddings: learned vectors that a word of the
 // prompt stands for, as diffusers' load_textual_inversion and A1111's embeddings folder use them.
 //
 // Files: A1111's .pt (string_to_param["*"], [n, hidden]) and .safetensors (emb_params),
