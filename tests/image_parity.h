@@ -1,5 +1,6 @@
 #pragma once
-// What the image parity tests share: fixture pictures ([H, W, 3] uint8 tensors) as images, the
+// What the image parity tests share: a fixture's cases.json and expected.safetensors, fixture
+// pictures ([H, W, 3] uint8 tensors) as images, the
 // largest pixel difference from diffusers' images, a test name from a case name, and pipelines
 // loaded once per test program on the device SDS_TEST_DEVICE names (cpu when unset; ctest's
 // *_cuda_test runs with -DSDS_TEST_CUDA=ON set it to cuda).
@@ -10,7 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 
 #include <ATen/Context.h>
@@ -18,8 +21,11 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/from_blob.h>
 
+#include <nlohmann/json.hpp>
+
 #include "sds/image.h"
 #include "sds/pipeline.h"
+#include "sds/safetensors.h"
 
 namespace sds::test {
 
@@ -89,6 +95,30 @@ inline Pipeline& cached_pipeline(const std::filesystem::path& dir) {
         it = loaded.emplace(dir, Pipeline::load(dir, {.device = test_device()})).first;
     }
     return it->second;
+}
+
+// A fixture's cases.json entries; when the fixture is missing, one entry named
+// "missing_fixture" (with `model` and an empty request), so that its parametrized suite fails
+// instead of running nothing.
+inline nlohmann::json fixture_cases(const std::filesystem::path& dir,
+                                    const std::string& model = "") {
+    std::ifstream in(dir / "cases.json");
+    if (!in) {
+        return nlohmann::json::array({{{"name", "missing_fixture"},
+                                       {"model", model},
+                                       {"request", nlohmann::json::object()}}});
+    }
+    return nlohmann::json::parse(in);
+}
+
+// A fixture's expected.safetensors (diffusers' outputs), opened once per test program.
+inline const SafeTensorsFile& fixture_expected(const std::filesystem::path& dir) {
+    static std::map<std::filesystem::path, std::unique_ptr<SafeTensorsFile>> opened;
+    auto& f = opened[dir];
+    if (!f) {
+        f = std::make_unique<SafeTensorsFile>(SafeTensorsFile::open(dir / "expected.safetensors"));
+    }
+    return *f;
 }
 
 }  // namespace sds::test

@@ -6,6 +6,7 @@
 #include <QApplication>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QDialog>
 #include <QDir>
 #include <QDirIterator>
 #include <QDoubleSpinBox>
@@ -1179,6 +1180,38 @@ class StudioTest : public QObject {
         w.panel()->findChild<QCheckBox*>("onlyMasked")->setChecked(false);
         w.canvas()->clearMask();
         setSmall(w.panel(), 4);
+    }
+
+    // File → Settings shows each path the studio keeps (the VAE, the LoRA and embeddings
+    // folders, the single-file configs) with the values set.
+    void settingsDialogShowsEveryPath() {
+        auto& w = window();
+        QStringList seen;
+        QTimer::singleShot(300, [&] {
+            QWidget* dialog = QApplication::activeModalWidget();
+            if (dialog == nullptr) {
+                return;
+            }
+            for (const char* name : {"singleFileConfig", "vae", "loraFolder", "embeddingFolder"}) {
+                if (auto* edit = dialog->findChild<QLineEdit*>(name)) {
+                    seen << QString(name) + "=" + edit->text();
+                }
+            }
+            screenshot(dialog, "studio-settings.png");
+            static_cast<QDialog*>(dialog)->reject();
+        });
+        QAction* settings = nullptr;
+        for (QAction* a : w.findChildren<QAction*>()) {
+            if (a->text().startsWith("Settings")) {
+                settings = a;
+            }
+        }
+        QVERIFY(settings != nullptr);
+        settings->trigger();  // returns when the dialog is closed
+        QCOMPARE(seen.size(), 4);
+        QVERIFY(seen.contains("loraFolder=" + data_.filePath("loras")));
+        QVERIFY(seen.contains("embeddingFolder=" + data_.filePath("embeddings")));
+        QVERIFY(seen.contains("vae="));
     }
 
     void fineTuningTrainsOnAFolderAndOpensTheResult() {

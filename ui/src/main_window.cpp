@@ -971,59 +971,49 @@ void MainWindow::openSettings() {
             model->setCurrentText(dir);
         }
     });
-    auto* singleConfig = new QLineEdit(settings_.single_file_config);
-    singleConfig->setPlaceholderText(tr("SD 1.5's, SD 2.1's or SDXL's, by the file (bundled)"));
-    singleConfig->setToolTip(
-        tr("A diffusers folder (weights optional) whose configs and tokenizer single-file "
-           "checkpoints are read with"));
-    auto* browseConfig = new QPushButton(tr("Browse…"));
-    connect(browseConfig, &QPushButton::clicked, &dialog, [&] {
-        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("Config folder"));
-        if (!dir.isEmpty()) {
-            singleConfig->setText(dir);
-        }
-    });
-    auto* loraFolder = new QLineEdit(settings_.lora_folder);
-    loraFolder->setObjectName("loraFolder");
-    loraFolder->setPlaceholderText(tr("none"));
-    loraFolder->setToolTip(
-        tr("Where A1111's <lora:NAME:WEIGHT> prompt tags find NAME.safetensors "
-           "(in the folder or below)"));
-    auto* browseLora = new QPushButton(tr("Browse…"));
-    connect(browseLora, &QPushButton::clicked, &dialog, [&] {
-        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("LoRA folder"));
-        if (!dir.isEmpty()) {
-            loraFolder->setText(dir);
-        }
-    });
-    auto* vae = new QLineEdit(settings_.vae);
-    vae->setObjectName("vae");
-    vae->setPlaceholderText(tr("the model's own"));
-    vae->setToolTip(
-        tr("A VAE to use instead of the model's, as A1111's SD VAE: a file "
-           "(vae-ft-mse-840000-ema-pruned.safetensors and the like) or a diffusers "
-           "VAE folder"));
-    auto* browseVae = new QPushButton(tr("Browse…"));
-    connect(browseVae, &QPushButton::clicked, &dialog, [&] {
-        const QString file = QFileDialog::getOpenFileName(
-            &dialog, tr("A VAE"), QString(), tr("VAE files (*.safetensors *.ckpt *.pt *.bin)"));
-        if (!file.isEmpty()) {
-            vae->setText(file);
-        }
-    });
-    auto* embeddingFolder = new QLineEdit(settings_.embedding_folder);
-    embeddingFolder->setObjectName("embeddingFolder");
-    embeddingFolder->setPlaceholderText(tr("none"));
-    embeddingFolder->setToolTip(
-        tr("Textual inversion embeddings (.pt, .safetensors): a prompt word that is a file's "
-           "name uses that file, as in A1111's embeddings folder"));
-    auto* browseEmbeddings = new QPushButton(tr("Browse…"));
-    connect(browseEmbeddings, &QPushButton::clicked, &dialog, [&] {
-        const QString dir = QFileDialog::getExistingDirectory(&dialog, tr("Embeddings folder"));
-        if (!dir.isEmpty()) {
-            embeddingFolder->setText(dir);
-        }
-    });
+    // A path typed or chosen with Browse…: a folder, or a file when `filter` is set.
+    auto pathRow = [&dialog](const QString& value, const char* name, const QString& placeholder,
+                             const QString& tip, const QString& title, const QString& filter = {}) {
+        auto* edit = new QLineEdit(value);
+        edit->setObjectName(name);
+        edit->setPlaceholderText(placeholder);
+        edit->setToolTip(tip);
+        auto* browse = new QPushButton(tr("Browse…"));
+        connect(browse, &QPushButton::clicked, &dialog, [&dialog, edit, title, filter] {
+            const QString path =
+                filter.isEmpty() ? QFileDialog::getExistingDirectory(&dialog, title)
+                                 : QFileDialog::getOpenFileName(&dialog, title, QString(), filter);
+            if (!path.isEmpty()) {
+                edit->setText(path);
+            }
+        });
+        auto* row = new QHBoxLayout;
+        row->addWidget(edit, 1);
+        row->addWidget(browse);
+        return std::pair{edit, row};
+    };
+    const auto [singleConfig, configRow] =
+        pathRow(settings_.single_file_config, "singleFileConfig",
+                tr("SD 1.5's, SD 2.1's or SDXL's, by the file (bundled)"),
+                tr("A diffusers folder (weights optional) whose configs and tokenizer single-file "
+                   "checkpoints are read with"),
+                tr("Config folder"));
+    const auto [loraFolder, loraRow] =
+        pathRow(settings_.lora_folder, "loraFolder", tr("none"),
+                tr("Where A1111's <lora:NAME:WEIGHT> prompt tags find NAME.safetensors "
+                   "(in the folder or below)"),
+                tr("LoRA folder"));
+    const auto [vae, vaeRow] =
+        pathRow(settings_.vae, "vae", tr("the model's own"),
+                tr("A VAE to use instead of the model's, as A1111's SD VAE: a file "
+                   "(vae-ft-mse-840000-ema-pruned.safetensors and the like) or a diffusers "
+                   "VAE folder"),
+                tr("A VAE"), tr("VAE files (*.safetensors *.ckpt *.pt *.bin)"));
+    const auto [embeddingFolder, embeddingRow] =
+        pathRow(settings_.embedding_folder, "embeddingFolder", tr("none"),
+                tr("Textual inversion embeddings (.pt, .safetensors): a prompt word that is a "
+                   "file's name uses that file, as in A1111's embeddings folder"),
+                tr("Embeddings folder"));
     auto* device = new QComboBox;
     device->addItems({"auto", "cpu", "cuda"});
     device->setCurrentText(settings_.device);
@@ -1039,22 +1029,10 @@ void MainWindow::openSettings() {
     modelRow->addWidget(model, 1);
     modelRow->addWidget(browse);
     auto* form = new QFormLayout(&dialog);
-    auto* configRow = new QHBoxLayout;
-    configRow->addWidget(singleConfig, 1);
-    configRow->addWidget(browseConfig);
     form->addRow(tr("Model folder or checkpoint"), modelRow);
     form->addRow(tr("Configs for single-file checkpoints"), configRow);
-    auto* vaeRow = new QHBoxLayout;
-    vaeRow->addWidget(vae, 1);
-    vaeRow->addWidget(browseVae);
     form->addRow(tr("VAE"), vaeRow);
-    auto* loraRow = new QHBoxLayout;
-    loraRow->addWidget(loraFolder, 1);
-    loraRow->addWidget(browseLora);
     form->addRow(tr("LoRA folder (<lora:…> tags)"), loraRow);
-    auto* embeddingRow = new QHBoxLayout;
-    embeddingRow->addWidget(embeddingFolder, 1);
-    embeddingRow->addWidget(browseEmbeddings);
     form->addRow(tr("Embeddings folder"), embeddingRow);
     form->addRow(tr("Device"), device);
     form->addRow(tr("Precision"), dtype);

@@ -324,36 +324,27 @@ Box mask_crop_region(const Image& mask, int width, int height, int pad) {
     }
     int x1 = std::max(left - pad, 0), y1 = std::max(top - pad, 0);
     int x2 = std::min(w - right + pad, w), y2 = std::min(h - bottom + pad, h);
-    // Grown to the processing aspect, as diffusers does it (float, then int() toward zero).
+    // Grown to the processing aspect, as diffusers does it (float, then int() toward zero): the
+    // short side by `diff`, half before, kept inside the image.
+    auto grow = [](int& lo, int& hi, int size, int diff) {
+        lo -= diff / 2;  // Python's // on a non-negative number
+        hi += diff - diff / 2;
+        if (hi >= size) {
+            const int over = hi - size;
+            hi -= over;
+            lo -= over;
+        }
+        if (lo < 0) {
+            hi -= lo;
+            lo = 0;
+        }
+        hi = std::min(hi, size);
+    };
     const double region = double(x2 - x1) / (y2 - y1), processing = double(width) / height;
     if (region > processing) {
-        const int diff = static_cast<int>((x2 - x1) / processing - (y2 - y1));
-        y1 -= diff / 2;  // Python's // on a non-negative number
-        y2 += diff - diff / 2;
-        if (y2 >= h) {
-            const int over = y2 - h;
-            y2 -= over;
-            y1 -= over;
-        }
-        if (y1 < 0) {
-            y2 -= y1;
-            y1 = 0;
-        }
-        y2 = std::min(y2, h);
+        grow(y1, y2, h, static_cast<int>((x2 - x1) / processing - (y2 - y1)));
     } else {
-        const int diff = static_cast<int>((y2 - y1) * processing - (x2 - x1));
-        x1 -= diff / 2;
-        x2 += diff - diff / 2;
-        if (x2 >= w) {
-            const int over = x2 - w;
-            x2 -= over;
-            x1 -= over;
-        }
-        if (x1 < 0) {
-            x2 -= x1;
-            x1 = 0;
-        }
-        x2 = std::min(x2, w);
+        grow(x1, x2, w, static_cast<int>((y2 - y1) * processing - (x2 - x1)));
     }
     return {x1, y1, x2, y2};
 }

@@ -28,8 +28,7 @@ sds::Pipeline& pipeline(const std::string& model) {
 }
 
 const sds::SafeTensorsFile& expected() {
-    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
-    return f;
+    return sds::test::fixture_expected(kDir);
 }
 
 sds::Image picture(const std::string& name) {
@@ -48,12 +47,8 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-    std::ifstream in(kDir / "cases.json");
-    if (!in) {
-        return {{"missing_fixture", "tiny-sd", "{}"}};
-    }
     std::vector<Case> out;
-    for (const auto& c : nlohmann::json::parse(in)) {
+    for (const auto& c : sds::test::fixture_cases(kDir, "tiny-sd")) {
         out.push_back({c["name"], c["model"], c["request"].dump()});
     }
     return out;

@@ -35,14 +35,10 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-    std::ifstream in(kDir / "cases.json");
-    if (!in) {
-        return {{"missing_fixture", "tiny-sd", {}, "{}"}};
-    }
     std::vector<Case> out;
-    for (const auto& c : nlohmann::json::parse(in)) {
+    for (const auto& c : sds::test::fixture_cases(kDir, "tiny-sd")) {
         Case k{c["name"], c["model"], {}, c["request"].dump()};
-        for (const auto& l : c["loras"]) {
+        for (const auto& l : c.value("loras", nlohmann::json::array())) {
             k.loras.push_back({(kDir / l[0].get<std::string>()).string(), l[1].get<double>()});
         }
         out.push_back(k);
@@ -55,8 +51,7 @@ sds::Pipeline& pipeline(const std::string& model) {
 }
 
 const sds::SafeTensorsFile& expected() {
-    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
-    return f;
+    return sds::test::fixture_expected(kDir);
 }
 
 std::map<std::string, at::Tensor> weights_of(torch::nn::Module& m) {

@@ -40,8 +40,7 @@ TEST(Pipeline, RunsOnTheDeviceAskedFor) {
 }
 
 const sds::SafeTensorsFile& expected() {
-    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
-    return f;
+    return sds::test::fixture_expected(kDir);
 }
 
 sds::Image init_image() {
@@ -54,12 +53,8 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-    std::ifstream in(kDir / "cases.json");
-    if (!in) {
-        return {{"missing_fixture", "{}"}};
-    }
     std::vector<Case> out;
-    for (const auto& c : nlohmann::json::parse(in)) {
+    for (const auto& c : sds::test::fixture_cases(kDir)) {
         out.push_back({c["name"], c["request"].dump()});
     }
     return out;

@@ -88,20 +88,15 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-    std::ifstream in(kDir / "cases.json");
-    if (!in) {
-        return {{"missing_fixture", "tiny-sdxl", "{}"}};
-    }
     std::vector<Case> out;
-    for (const auto& c : nlohmann::json::parse(in)) {
+    for (const auto& c : sds::test::fixture_cases(kDir, "tiny-sdxl")) {
         out.push_back({c["name"], c["model"], c["request"].dump()});
     }
     return out;
 }
 
 const sds::SafeTensorsFile& expected() {
-    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
-    return f;
+    return sds::test::fixture_expected(kDir);
 }
 
 class SdxlParity : public ::testing::TestWithParam<Case> {};

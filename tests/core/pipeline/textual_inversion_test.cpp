@@ -30,14 +30,10 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-    std::ifstream in(kDir / "cases.json");
-    if (!in) {
-        return {{"missing_fixture", "tiny-sd", {}, "{}"}};
-    }
     std::vector<Case> out;
-    for (const auto& c : nlohmann::json::parse(in)) {
+    for (const auto& c : sds::test::fixture_cases(kDir, "tiny-sd")) {
         Case k{c["name"], c["model"], {}, c["request"].dump()};
-        for (const auto& e : c["embeddings"]) {
+        for (const auto& e : c.value("embeddings", nlohmann::json::array())) {
             k.embeddings.push_back(
                 {(kDir / e[0].get<std::string>()).string(), e[1].get<std::string>()});
         }
@@ -51,8 +47,7 @@ sds::Pipeline& pipeline(const std::string& model) {
 }
 
 const sds::SafeTensorsFile& expected() {
-    static const auto f = sds::SafeTensorsFile::open(kDir / "expected.safetensors");
-    return f;
+    return sds::test::fixture_expected(kDir);
 }
 
 at::Tensor conditioning(sds::Pipeline& p, const std::string& prompt) {
