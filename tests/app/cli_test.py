@@ -1352,6 +1352,11 @@ def test_vae_flag_uses_another_vae(tmp_path):
         assert r.returncode == 0, r.stderr
         got = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
         assert np.abs(got - want).max() <= 2, name
+    save_file(dict(original, **{"model_ema.decay": torch.tensor(0.99)}),
+              str(tmp_path / "vae-extra.safetensors"))
+    r = run("txt2img", *cli_flags(req), "--vae", str(tmp_path / "vae-extra.safetensors"))
+    assert r.returncode == 1 and "vae-extra.safetensors: 1 tensor(s) do not belong" in r.stderr
+    assert "model_ema.decay" in r.stderr
     r = run("txt2img", *cli_flags(req), "--vae", str(tmp_path / "none.safetensors"))
     assert r.returncode == 1 and "none.safetensors: no such VAE file or folder" in r.stderr
     r = run("txt2img", *cli_flags(req), "--vae", str(TINY / "text_encoder" / "model.safetensors"))

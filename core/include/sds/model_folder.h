@@ -83,6 +83,12 @@ class ModelFolder {
     // inpainting checkpoint, 4 for the others); 0 when the file has no such tensor. Reads the
     // header (or a .ckpt's pickle) only.
     static int64_t single_file_unet_in_channels(const std::filesystem::path& file);
+    // A component folder of its own (a VAE chosen apart from the model): `dir`/config.json and
+    // its weights found as in a model folder (safetensors before .bin, the fp16 variant as
+    // `variant` says, shards). Throws sds::ModelError naming what is missing.
+    static ComponentFiles component_folder(const std::filesystem::path& dir,
+                                           const std::string& weights_stem,
+                                           Variant variant = Variant::Auto);
     // A folder -> open(path, variant); a file -> open_single_file(path, config_dir).
     static ModelFolder open_any(const std::filesystem::path& path,
                                 const std::filesystem::path& config_dir,

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -150,7 +151,7 @@ class Pipeline {
     Pipeline();
     // One denoising run: generate() without the hires fix. `inits`: none, one init image for
     // every entry of the batch, or one per entry.
-    GenerationResult run(const GenerationRequest& request, const std::vector<Image>& inits,
+    GenerationResult run(const GenerationRequest& request, std::span<const Image> inits,
                          const Image* mask, const StepObserver& observer,
                          const std::atomic<bool>* cancel);
     struct Impl;

@@ -102,6 +102,19 @@ void find_weights(const fs::path& root, ComponentFiles& c, const std::string& st
 
 }  // namespace
 
+ComponentFiles ModelFolder::component_folder(const fs::path& dir, const std::string& weights_stem,
+                                             Variant variant) {
+    ComponentFiles c;
+    c.name = dir.filename().string();
+    c.dir = dir;
+    c.config = dir / "config.json";
+    if (!fs::exists(c.config)) {
+        throw ModelError(dir.string() + ": no config.json in the folder");
+    }
+    find_weights(dir.parent_path(), c, weights_stem, variant);  // messages name the folder
+    return c;
+}
+
 ModelFolder ModelFolder::open(const fs::path& dir, Variant variant) {
     return read(dir, variant, /*weights=*/true);
 }

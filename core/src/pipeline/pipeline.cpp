@@ -20,13 +20,13 @@
 
 #include "io/json_config.h"
 #include "pipeline/lora.h"
-#include "sds/textual_inversion.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
 #include "sds/model_folder.h"
 #include "sds/original_layout.h"
 #include "sds/safetensors.h"
+#include "sds/textual_inversion.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
 
@@ -105,25 +105,13 @@ struct VaeFiles {
 VaeFiles vae_files(const std::filesystem::path& path, const std::filesystem::path& model_config) {
     namespace fs = std::filesystem;
     VaeFiles out;
+    if (fs::is_directory(path)) {
+        out.files = ModelFolder::component_folder(path, "diffusion_pytorch_model");
+        return out;
+    }
     ComponentFiles& c = out.files;
     c.name = "vae";
     c.dir = path;
-    if (fs::is_directory(path)) {
-        c.config = path / "config.json";
-        if (!fs::exists(c.config)) {
-            throw ModelError(path.string() + ": a VAE folder needs its config.json");
-        }
-        for (const char* name :
-             {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-              "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"}) {
-            if (fs::exists(path / name)) {
-                c.weights = {path / name};
-                return out;
-            }
-        }
-        throw ModelError(path.string() +
-                         ": no VAE weights (diffusion_pytorch_model.safetensors or .bin)");
-    }
     if (!fs::exists(path)) {
         throw FileError(path.string() + ": no such VAE file or folder");
     }
@@ -508,12 +496,10 @@ std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tenso
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
                                     const std::atomic<bool>* cancel) {
-    std::vector<Image> inits;
-    if (init != nullptr && !init->empty()) {
-        inits.push_back(*init);
-    }
     if (!in.is_hires()) {
-        return run(in, inits, mask, observer, cancel);
+        const bool given = init != nullptr && !init->empty();
+        return run(in, given ? std::span<const Image>(init, 1) : std::span<const Image>(), mask,
+                   observer, cancel);
     }
     // The hires fix: the first run at the request's size, each image scaled up (Lanczos, as
     // Pillow), then an img2img run from them, image i with seed + i.
@@ -562,7 +548,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     return result;
 }
 
-GenerationResult Pipeline::run(const GenerationRequest& in, const std::vector<Image>& inits,
+GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Image> inits,
                                const Image* mask, const StepObserver& observer,
                                const std::atomic<bool>* cancel) {
     torch::NoGradGuard no_grad;
