@@ -324,12 +324,12 @@ at::Tensor run_layers(ClipTextTransformerImpl& m, const at::Tensor& ids, int64_t
     at::Tensor positions = torch::arange(ids.size(1), tokens.options());
     const int64_t vocab = m.embeddings->token_embedding->weight.size(0);
     const int64_t top = vocab + (added.defined() ? added.size(0) : 0);
-    if (tokens.numel() > 0 &&
-        (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= top)) {
-        throw Error("text encoder: a token id is outside 0.." + std::to_string(top - 1));
-    }
     at::Tensor words;
-    if (top > vocab) {
+    if (top > vocab) {  // embeddings set: an id past them would read past the added rows
+        if (tokens.max().item<int64_t>() >= top) {
+            throw Error("text encoder: a token id is past the " + std::to_string(top) +
+                        " embeddings");
+        }
         const at::Tensor own = m.embeddings->token_embedding(tokens.clamp_max(vocab - 1));
         const at::Tensor extra = at::embedding(added, (tokens - vocab).clamp_min(0));
         words = at::where((tokens >= vocab).unsqueeze(-1), extra, own);
