@@ -15,6 +15,7 @@ import json
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import diffusers
@@ -23,15 +24,12 @@ import torch
 import transformers
 from PIL import Image
 
-SAMPLERS = {"pndm": ("PNDMScheduler", {}), "ddim": ("DDIMScheduler", {}),
-            "euler": ("EulerDiscreteScheduler", {}),
-            "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-            "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-            "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-            "unipc": ("UniPCMultistepScheduler", {})}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
+from make_pipeline_fixture import SAMPLERS  # noqa: E402  each sampler as diffusers makes it
+
 SCHEDULER_CLASSES = ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
                      "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
-                     "UniPCMultistepScheduler"]
+                     "UniPCMultistepScheduler", "HeunDiscreteScheduler"]
 
 
 def random_scheduler(rng):
@@ -49,8 +47,11 @@ def random_scheduler(rng):
         sc["skip_prk_steps"] = True
     if cls == "DDIMScheduler" and rng.random() < 0.5:
         sc.update(clip_sample=False, set_alpha_to_one=False)
-    if cls in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler") and rng.random() < 0.3:
+    if (cls in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler")
+            and rng.random() < 0.3):
         sc["use_karras_sigmas"] = True
+    if cls == "DPMSolverMultistepScheduler" and rng.random() < 0.3:
+        sc["algorithm_type"] = "sde-dpmsolver++"
     if cls in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler") and rng.random() < 0.5:
         sc.update(solver_order=rng.choice([1, 2, 3]),
                   final_sigmas_type=rng.choice(["zero", "sigma_min"]))
@@ -112,8 +113,8 @@ def reference(pipe, req, init):
     if sampler is None:  # the model's own scheduler, as from_pretrained(model)(prompt)
         scheduler = pipe.scheduler.__class__.from_config(config)
     else:
-        name, extra = SAMPLERS[sampler]
-        scheduler = getattr(diffusers, name).from_config(config, **extra)
+        cls, extra = SAMPLERS[sampler]
+        scheduler = cls.from_config(config, **extra)
     kwargs = dict(prompt=req["prompt"], negative_prompt=req["negative"],
                   num_inference_steps=req["steps"], guidance_scale=req["guidance"],
                   num_images_per_prompt=req["batch"], eta=req["eta"],

@@ -101,20 +101,26 @@ def test_tokenize_padded_is_what_diffusers_feeds_the_text_encoder():
 PIPE = FIXTURES / "pipeline" / "tiny-sd"
 
 
+def reference_module(name):
+    """A module of tests/reference (the fixture makers and their helpers)."""
+    import importlib
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+    return importlib.import_module(name)
+
+
+def samplers():
+    """Each of our samplers as diffusers makes it: {name: (scheduler class, from_config extras)}."""
+    return reference_module("make_pipeline_fixture").SAMPLERS
+
+
 def diffusers_images(req, init=None):
     import numpy as np
     import torch
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                           EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionPipeline, UniPCMultistepScheduler)
-    samplers = {"pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}),
-                "euler": (EulerDiscreteScheduler, {}), "euler_a": (EulerAncestralDiscreteScheduler, {}),
-                "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
-                "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
-                "unipc": (UniPCMultistepScheduler, {})}
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(PIPE)
     pipe.set_progress_bar_config(disable=True)
-    cls, extra = samplers[req["sampler"]]
+    cls, extra = samplers()[req["sampler"]]
     gens = [torch.Generator("cpu").manual_seed(req["seed"] + i) for i in range(req["batch"])]
     kwargs = dict(prompt=req["prompt"], negative_prompt=req.get("negative") or None,
                   num_inference_steps=req["steps"], guidance_scale=req["guidance"],
@@ -202,21 +208,12 @@ SCHEDULER_CONFIGS = {
     "x0_prediction": ("DDIMScheduler", {"prediction_type": "sample"}),
     "dpm_3m_sigma_min": ("DPMSolverMultistepScheduler", {"solver_order": 3,
                                                          "final_sigmas_type": "sigma_min"}),
-}
-
-
-SAMPLER_CLASSES = {
-    "pndm": ("PNDMScheduler", {}), "ddim": ("DDIMScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}), "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "unipc": ("UniPCMultistepScheduler", {}),
+    "heun_default": ("HeunDiscreteScheduler", {}),  # its own beta range
 }
 
 
 @pytest.mark.parametrize("config", sorted(SCHEDULER_CONFIGS))
 def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path, config):
-    import diffusers
     import numpy as np
     import torch
     from PIL import Image
@@ -224,9 +221,9 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     model, pipe = model_with_scheduler(tmp_path, cls_name, settings)
     loaded = pipe.scheduler.config
     compared = 0
-    for sampler, (name, extra) in SAMPLER_CLASSES.items():
+    for sampler, (cls, extra) in samplers().items():
         try:
-            pipe.scheduler = getattr(diffusers, name).from_config(loaded, **extra)
+            pipe.scheduler = cls.from_config(loaded, **extra)
             want = np.array(pipe("a red circle", num_inference_steps=5, guidance_scale=7.5,
                                  generator=[torch.Generator("cpu").manual_seed(3)], width=32,
                                  height=32).images[0]).astype(int)
@@ -254,6 +251,8 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     ("EulerAncestralDiscreteScheduler", {}, "euler_a"),
     ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpmpp_2m_karras"),
     ("UniPCMultistepScheduler", {}, "unipc"),
+    ("HeunDiscreteScheduler", {"use_karras_sigmas": True}, "heun"),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp_2m_sde"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.
@@ -274,12 +273,12 @@ def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, set
 
 def test_a_scheduler_class_we_do_not_have_falls_back_to_pndm_and_says_so(tmp_path):
     from PIL import Image
-    model, _ = model_with_scheduler(tmp_path, "HeunDiscreteScheduler", {})
-    # PNDM made from Heun's config has PNDM's own warm-up (skip_prk_steps false): 4+ steps.
+    model, _ = model_with_scheduler(tmp_path, "KDPM2DiscreteScheduler", {})
+    # PNDM made from KDPM2's config has PNDM's own warm-up (skip_prk_steps false): 4+ steps.
     r = run("txt2img", "--model", str(model), "--prompt", "a red circle", "--steps", "5",
             "--width", "32", "--height", "32", "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
-    assert "HeunDiscreteScheduler is not one SD Studio has; using pndm" in r.stderr
+    assert "KDPM2DiscreteScheduler is not one SD Studio has; using pndm" in r.stderr
     assert json.loads(Image.open(r.stdout.split()[0]).text["sdstudio"])["sampler"] == "pndm"
 
 
@@ -296,8 +295,8 @@ def test_img2img_from_a_models_scheduler_config_matches_diffusers(tmp_path, conf
     img2img.set_progress_bar_config(disable=True)
     init = Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype(np.uint8))
     init.save(tmp_path / "init.png")
-    for sampler, (name, extra) in SAMPLER_CLASSES.items():
-        img2img.scheduler = getattr(diffusers, name).from_config(loaded, **extra)
+    for sampler, (cls, extra) in samplers().items():
+        img2img.scheduler = cls.from_config(loaded, **extra)
         want = np.array(img2img("a red circle", image=init, strength=0.6, num_inference_steps=10,
                                 guidance_scale=7.5,
                                 generator=[torch.Generator("cpu").manual_seed(4)]).images[0])
@@ -531,8 +530,8 @@ def test_from_png_regenerates_the_same_image(tmp_path):
 def test_generation_errors_are_clear(tmp_path):
     r = run("txt2img", "--model", str(PIPE), "--width", "33", "--device", "cpu")
     assert r.returncode == 1 and "multiple of 8" in r.stderr
-    r = run("txt2img", "--model", str(PIPE), "--sampler", "heun")
-    assert r.returncode == 1 and "unknown sampler 'heun'" in r.stderr
+    r = run("txt2img", "--model", str(PIPE), "--sampler", "lms")
+    assert r.returncode == 1 and "unknown sampler 'lms'" in r.stderr
     r = run("img2img", "--model", str(PIPE), "--init", str(tmp_path / "nope.png"))
     assert r.returncode == 1 and "nope.png: cannot read the image" in r.stderr
     r = run("txt2img", "--model", str(PIPE), "--dtype", "fp16", "--device", "cpu")
@@ -544,10 +543,7 @@ def test_generation_errors_are_clear(tmp_path):
 # --- single-file checkpoints ------------------------------------------------------------------
 
 def _original_checkpoint():
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
-    import original_checkpoint
-    return original_checkpoint
+    return reference_module("original_checkpoint")
 
 
 def single_file_of(pipe_dir, out_file, dtype=None):

@@ -14,19 +14,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
-                       StableDiffusionPipeline, UniPCMultistepScheduler)
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler,
+                       StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                       UniPCMultistepScheduler)
 from PIL import Image
 from safetensors.torch import save_file
 
 import make_tiny_pipeline
 
+# Each sampler of SD Studio as diffusers makes it from a model's scheduler config:
+# `cls.from_config(config, **extra)`. The DPM++ names choose the algorithm, whatever the config
+# says.
+ODE, SDE = {"algorithm_type": "dpmsolver++"}, {"algorithm_type": "sde-dpmsolver++"}
+KARRAS = {"use_karras_sigmas": True}
 SAMPLERS = {
     "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
-    "unipc": (UniPCMultistepScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, ODE),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {**ODE, **KARRAS}),
+    "unipc": (UniPCMultistepScheduler, {}), "heun": (HeunDiscreteScheduler, {}),
+    "dpmpp_2m_sde": (DPMSolverMultistepScheduler, SDE),
+    "dpmpp_2m_sde_karras": (DPMSolverMultistepScheduler, {**SDE, **KARRAS}),
 }
+# The samplers that draw noise in their steps.
+RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras"}
 
 
 def init_image(w, h):

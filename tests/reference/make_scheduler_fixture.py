@@ -7,12 +7,13 @@ OUT_DIR/configs/{sd15,leading,prk,*_default,...}.json: the scheduler configs use
 folder; prk: PNDM with its Runge-Kutta warm-up, for pndm only; unipc_*: UniPC's options, for
 unipc only; *_default: a scheduler class's own defaults). A case diffusers fails on has no
 entries: ours must fail too.
-OUT_DIR/expected.safetensors: "bank/eps" [60, 1, 4, 8, 8] (model outputs, one per call),
+OUT_DIR/expected.safetensors: "bank/eps" [100, 1, 4, 8, 8] (model outputs, one per call),
 "bank/x" [1, 4, 8, 8] (start sample), "bank/noise" (img2img noise), and per CFG/SAMPLER/STEPS:
   timesteps, sigmas (sigma schedulers), init_noise_sigma, scaled [calls, ...] (the model input),
   prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given);
-per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1], noised [1, 4, 8, 8], and but for euler_a
-(random) the steps after the cut, prev [calls, ...] (multistep warm-ups start again there).
+per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1] (the first timestep's index, t_start *
+order), noised [1, 4, 8, 8], and but for the random samplers the steps after the cut, prev
+[calls, ...] (multistep warm-ups start again there).
 """
 import inspect
 import json
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import torch
 import diffusers
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       HeunDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
                        UniPCMultistepScheduler)
 from safetensors.torch import save_file
+
+from make_pipeline_fixture import RANDOM, SAMPLERS
 
 SD15 = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
         "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
@@ -83,7 +86,17 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
                                                    final_sigmas_type="sigma_min"),
             "unipc_no_corrector": UniPCMultistepScheduler(disable_corrector=[0, 2],
                                                           lower_order_final=False,
-                                                          final_sigmas_type="sigma_min")}
+                                                          final_sigmas_type="sigma_min"),
+            # Heun's own class (its beta range differs from the others'), one with v-prediction
+            # and leading spacing, and a DPM++ 2M SDE config (dpmpp_2m made from it is DPM++ 2M
+            # all the same).
+            "heun_default": HeunDiscreteScheduler(),
+            "heun_v": HeunDiscreteScheduler(prediction_type="v_prediction",
+                                            timestep_spacing="leading", steps_offset=1),
+            "dpm_sde": DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++",
+                                                   solver_type="heun",
+                                                   beta_schedule="scaled_linear",
+                                                   beta_start=0.00085, beta_end=0.012)}
 # Configs with options only one sampler has: run for that one alone.
 ONLY = {"prk": "pndm", **{k: "unipc" for k in DEFAULTS
                           if k.startswith("unipc_") and k != "unipc_default"}}
@@ -97,12 +110,6 @@ def as_pipeline_loads_it(cfg):
                                    scheduler=model, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     return pipe.scheduler.config
-SAMPLERS = {
-    "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
-    "unipc": (UniPCMultistepScheduler, {}),
-}
 STEPS = [1, 2, 3, 10, 25, 50]
 PRK_STEPS = [4, 5, 10, 25, 50]  # fewer than 4: diffusers fails (and so do we, with a message)
 STRENGTHS = [0.3, 0.75, 1.0]
@@ -112,6 +119,7 @@ def run_after_cut(tensors, key, sched, bank, start):
     x = tensors[f"{key}/noised"]
     prev = []
     for i, t in enumerate(sched.timesteps[start:]):
+        sched.scale_model_input(x, t)  # as a pipeline calls it (Euler and Heun warn without)
         x = sched.step(bank["bank/eps"][i], t, x).prev_sample
         prev.append(x)
     tensors[f"{key}/prev"] = torch.stack(prev).contiguous()
@@ -149,7 +157,7 @@ def main(out_dir):
     out = Path(out_dir)
     (out / "configs").mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
-    bank = {"bank/eps": torch.randn(60, 1, 4, 8, 8, generator=g),
+    bank = {"bank/eps": torch.randn(100, 1, 4, 8, 8, generator=g),  # Heun: 2 * 50 - 1 calls
             "bank/x": torch.randn(1, 4, 8, 8, generator=g),
             "bank/x0": torch.randn(1, 4, 8, 8, generator=g),
             "bank/noise": torch.randn(1, 4, 8, 8, generator=g)}
@@ -182,18 +190,18 @@ def main(out_dir):
                     sched = cls.from_config(cfg, **extra)
                     sched.set_timesteps(n)
                     init = min(int(n * strength), n)
-                    t_start = max(n - init, 0)
-                    if len(sched.timesteps[t_start * sched.order:]) < 1:
+                    first = max(n - init, 0) * sched.order  # the first timestep's index
+                    if len(sched.timesteps[first:]) < 1:
                         continue  # diffusers' img2img fails: nothing left to denoise
                     if hasattr(sched, "set_begin_index"):
-                        sched.set_begin_index(t_start * sched.order)
-                    t = sched.timesteps[t_start * sched.order:][:1]
+                        sched.set_begin_index(first)
+                    t = sched.timesteps[first:][:1]
                     noised = sched.add_noise(bank["bank/x0"], bank["bank/noise"], t)
                     k = f"{cfg_name}/{name}/{n}/img2img/{strength}"
-                    tensors[f"{k}/t_start"] = torch.tensor([t_start])
+                    tensors[f"{k}/t_start"] = torch.tensor([first])
                     tensors[f"{k}/noised"] = noised.contiguous()
-                    if name != "euler_a":  # the deterministic ones: warm-ups restart
-                        run_after_cut(tensors, k, sched, bank, t_start)
+                    if name not in RANDOM:  # the deterministic ones: warm-ups restart
+                        run_after_cut(tensors, k, sched, bank, first)
             if name == "ddim":
                 for n in (10, 25):
                     sched = cls.from_config(cfg)

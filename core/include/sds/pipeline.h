@@ -139,8 +139,9 @@ class Pipeline {
     c10::ScalarType dtype() const;
     int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)
     // The sampler diffusers' pipeline uses for this model when none is chosen: the model's own
-    // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M, UniPC; with Karras sigmas when its
-    // config says so). PNDM for a class SD Studio does not have (LMS, Heun, ...).
+    // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, UniPC, Heun; with
+    // Karras sigmas when its config says so). PNDM for a class SD Studio does not have (LMS,
+    // KDPM2, DPM++ SDE, ...).
     Sampler default_sampler() const;
     int downscale() const;  // 8 for SD models
     // An inpainting model: its UNet takes the latents, the mask and the masked image's latents

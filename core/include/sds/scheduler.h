@@ -16,10 +16,22 @@
 
 namespace sds {
 
-enum class Sampler { Pndm, Ddim, Euler, EulerAncestral, DpmPP2M, DpmPP2MKarras, UniPC };
+enum class Sampler {
+    Pndm,
+    Ddim,
+    Euler,
+    EulerAncestral,
+    DpmPP2M,
+    DpmPP2MKarras,
+    UniPC,
+    Heun,
+    DpmPP2MSde,
+    DpmPP2MSdeKarras,
+};
 
-// "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc" (also A1111's
-// names: "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC"); throws
+// "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "heun",
+// "dpmpp_2m_sde", "dpmpp_2m_sde_karras" (also A1111's names: "PLMS", "DDIM", "Euler", "Euler a",
+// "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun", "DPM++ 2M SDE", "DPM++ 2M SDE Karras"); throws
 // sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
@@ -40,8 +52,8 @@ class Scheduler {
                                              const std::filesystem::path& config = {});
 
     virtual void set_timesteps(int steps) = 0;
-    // [N] int64 (PNDM, DDIM, DPM++, UniPC) or float32 (Euler, Euler a); PNDM has steps + 1
-    // entries.
+    // [N] int64 (PNDM, DDIM, DPM++, UniPC) or float32 (Euler, Euler a, Heun); PNDM has
+    // steps + 1 entries, Heun 2 * steps - 1 (a model call for each).
     const at::Tensor& timesteps() const { return timesteps_; }
     // [N + 1] float32 for the sigma-based schedulers; undefined for PNDM/DDIM.
     const at::Tensor& sigmas() const { return sigmas_; }
@@ -64,6 +76,8 @@ class Scheduler {
     // img2img: the index of the first timestep kept for `strength` (diffusers'
     // t_start * order); throws sds::Error when no step would be left.
     int64_t first_index_for_strength(int steps, double strength) const;
+    // Model calls per step, as diffusers' `order` (2 for Heun, 1 for the others).
+    virtual int order() const { return 1; }
 
     Sampler sampler() const { return sampler_; }
     const std::string& prediction_type() const { return prediction_type_; }

@@ -390,10 +390,14 @@ Sampler Pipeline::default_sampler() const {
         return Sampler::EulerAncestral;
     if (sc.class_name == "UniPCMultistepScheduler")
         return Sampler::UniPC;  // Karras sigmas from its config, if set
+    if (sc.class_name == "HeunDiscreteScheduler")
+        return Sampler::Heun;  // Karras sigmas from its config, if set
     if (sc.class_name == "DPMSolverMultistepScheduler") {
-        return JsonConfig::load(sc.config).boolean("use_karras_sigmas", false)
-                   ? Sampler::DpmPP2MKarras
-                   : Sampler::DpmPP2M;
+        const JsonConfig c = JsonConfig::load(sc.config);
+        const bool karras = c.boolean("use_karras_sigmas", false);
+        if (c.string("algorithm_type", "") == "sde-dpmsolver++")
+            return karras ? Sampler::DpmPP2MSdeKarras : Sampler::DpmPP2MSde;
+        return karras ? Sampler::DpmPP2MKarras : Sampler::DpmPP2M;
     }
     return Sampler::Pndm;
 }

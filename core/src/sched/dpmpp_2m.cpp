@@ -1,10 +1,13 @@
 // DPM-Solver++(2M), optionally on Karras sigmas: diffusers' DPMSolverMultistepScheduler with
 // algorithm_type dpmsolver++, midpoint or heun, lower_order_final, final sigma 0 or sigma_min; a
 // config's solver_order 1 or 3 makes it first order (DPM-Solver++ 1S) or DPM++ 3M, as in diffusers.
+// With algorithm_type sde-dpmsolver++ (DPM++ 2M SDE) each step also adds fresh noise, drawn in
+// float32 from the images' generators.
 #include <cmath>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/exp.h>
+#include <ATen/ops/sqrt.h>
 
 #include "sched/schedulers.h"
 
@@ -13,21 +16,24 @@ namespace {
 
 class DpmPP2M : public Scheduler {
   public:
-    DpmPP2M(const JsonConfig& c, bool karras)
+    DpmPP2M(const JsonConfig& c, bool karras, bool sde)
         : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
           offset_(static_cast<int>(c.integer("steps_offset", 0))),
           spacing_(c.string("timestep_spacing", "linspace")),
           karras_(karras || c.boolean("use_karras_sigmas", false)),
+          sde_(sde),
           where_(c.path().string()) {
         auto require = [&](const char* key, const std::string& want, const std::string& dflt) {
             if (c.string(key, dflt) != want) {
                 c.fail(key, "'" + c.string(key, dflt) + "' is not supported (" + want + ")");
             }
         };
-        // As diffusers: DEIS's algorithm and UniPC's/DEIS's solver types (a config made for
-        // them) fall back to DPM++ and the midpoint solver.
+        // The sampler's name decides between DPM++ 2M and DPM++ 2M SDE (diffusers'
+        // from_config(config, algorithm_type=...)), whichever of the two the config names. As
+        // diffusers: DEIS's algorithm and UniPC's/DEIS's solver types (a config made for them)
+        // fall back to DPM++ and the midpoint solver.
         const std::string algorithm = c.string("algorithm_type", "dpmsolver++");
-        if (algorithm != "deis") {
+        if (algorithm != "deis" && algorithm != "sde-dpmsolver++") {
             require("algorithm_type", "dpmsolver++", "dpmsolver++");
         }
         cosine_ = c.string("beta_schedule", "linear") == "squaredcos_cap_v2";
@@ -83,7 +89,7 @@ class DpmPP2M : public Scheduler {
     }
 
     Step step(const at::Tensor& out, int64_t index, const at::Tensor& sample_in,
-              const NoiseFn&) override {
+              const NoiseFn& noise_fn) override {
         const int64_t n = timesteps_.size(0);
         // The last step is first order to a final sigma of 0, with euler_at_final, or with
         // lower_order_final and fewer than 15 steps; in that last case the one before it is at
@@ -102,6 +108,9 @@ class DpmPP2M : public Scheduler {
         outputs_[1] = outputs_[2];
         outputs_[2] = x0;
         const at::Tensor sample = sample_in.to(at::kFloat);
+        // The SDE's noise, drawn at every step (the last one's is multiplied by sigma 0).
+        const at::Tensor noise =
+            sde_ ? noise_fn(out.sizes(), at::kFloat).to(out.device()) : at::Tensor();
         const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_[index + 1]);
         const at::Tensor lambda_t = log_snr(sigmas_[index + 1]);
         const at::Tensor lambda_s0 = log_snr(sigmas_[index]);
@@ -109,18 +118,21 @@ class DpmPP2M : public Scheduler {
         const at::Tensor& m0 = outputs_[2];
         const at::Tensor& m1 = outputs_[1];
         const at::Tensor& m2 = outputs_[0];
+        // The SDE's updates are the ODE's with h doubled in the exponentials, its sample
+        // scaled by e^-h more, and noise added (diffusers' arithmetic, term for term).
+        const at::Tensor hh = sde_ ? 2.0 * h : h;
+        const at::Tensor em1 = at::exp(-hh) - 1.0;
+        const at::Tensor x_coef = sde_ ? sigma_t / sigma_s0 * at::exp(-h) : sigma_t / sigma_s0;
         at::Tensor prev;
         if (first_order) {
-            prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * x0;
+            prev = x_coef * sample - (alpha_t * em1) * x0;
         } else if (second_order) {
             const at::Tensor r0 = (lambda_s0 - log_snr(sigmas_[index - 1])) / h;
             const at::Tensor d1 = (1.0 / r0) * (m0 - m1);
             if (heun_) {
-                prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 +
-                       (alpha_t * ((at::exp(-h) - 1.0) / h + 1.0)) * d1;
+                prev = x_coef * sample - (alpha_t * em1) * m0 + (alpha_t * (em1 / hh + 1.0)) * d1;
             } else {
-                prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 -
-                       0.5 * (alpha_t * (at::exp(-h) - 1.0)) * d1;
+                prev = x_coef * sample - (alpha_t * em1) * m0 - 0.5 * (alpha_t * em1) * d1;
             }
         } else {  // DPM++ 3M
             const at::Tensor lambda_s1 = log_snr(sigmas_[index - 1]);
@@ -130,9 +142,13 @@ class DpmPP2M : public Scheduler {
             const at::Tensor d1_1 = (1.0 / r1) * (m1 - m2);
             const at::Tensor d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1);
             const at::Tensor d2 = (1.0 / (r0 + r1)) * (d1_0 - d1_1);
-            prev = (sigma_t / sigma_s0) * sample - (alpha_t * (at::exp(-h) - 1.0)) * m0 +
-                   (alpha_t * ((at::exp(-h) - 1.0) / h + 1.0)) * d1 -
-                   (alpha_t * ((at::exp(-h) - 1.0 + h) / h.pow(2) - 0.5)) * d2;
+            // diffusers' SDE third order has + 0.5 where the ODE's has - 0.5.
+            const double half = sde_ ? -0.5 : 0.5;
+            prev = x_coef * sample - (alpha_t * em1) * m0 + (alpha_t * (em1 / hh + 1.0)) * d1 -
+                   (alpha_t * ((em1 + hh) / hh.pow(2) - half)) * d2;
+        }
+        if (sde_) {
+            prev = prev + sigma_t * at::sqrt(-em1) * noise;
         }
         if (lower_order_nums_ < order_) {
             ++lower_order_nums_;
@@ -149,6 +165,7 @@ class DpmPP2M : public Scheduler {
     int train_, offset_;
     std::string spacing_;
     bool karras_;
+    bool sde_;             // algorithm_type sde-dpmsolver++
     bool heun_ = false;    // solver_type heun (else midpoint)
     bool cosine_ = false;  // beta_schedule squaredcos_cap_v2
     std::string where_;
@@ -162,8 +179,8 @@ class DpmPP2M : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, bool karras) {
-    return std::make_unique<DpmPP2M>(c, karras);
+std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, bool karras, bool sde) {
+    return std::make_unique<DpmPP2M>(c, karras, sde);
 }
 
 }  // namespace sds::sched

@@ -1,24 +1,16 @@
 // Euler and Euler ancestral (k-diffusion samplers over sigmas), diffusers'
 // EulerDiscreteScheduler / EulerAncestralDiscreteScheduler.
-#include <cmath>
-
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/linspace.h>
 
-#include "sched/schedulers.h"
+#include "sched/sigma_scheduler.h"
 
 namespace sds::sched {
 namespace {
 
-class Euler : public Scheduler {
+class Euler : public SigmaScheduler {
   public:
     Euler(const JsonConfig& c, bool ancestral)
-        : ancestral_(ancestral),
-          train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
-          offset_(static_cast<int>(c.integer("steps_offset", 0))),
-          spacing_(c.string("timestep_spacing", "linspace")),
-          karras_(!ancestral && c.boolean("use_karras_sigmas", false)),
-          where_(c.path().string()) {
+        : SigmaScheduler(c, false, !ancestral), ancestral_(ancestral) {
         if (!ancestral) {
             const std::string interpolation = c.string("interpolation_type", "linear");
             if (interpolation != "linear" && interpolation != "log_linear") {
@@ -41,51 +33,10 @@ class Euler : public Scheduler {
 
     void set_timesteps(int n) override {
         num_inference_steps_ = n;
-        std::vector<double> t = spaced_timesteps(spacing_, train_, n, offset_, where_);
-        for (auto& v : t) {  // diffusers holds these in float32
-            v = static_cast<float>(v);
-        }
-        const std::vector<double> full = full_sigmas(alphas_cumprod_);
-        std::vector<double> sigmas;
-        if (log_linear_) {
-            // n + 1 sigmas evenly spaced in log between the largest and the smallest (torch,
-            // float32), over n timesteps: the last step ends at sigma_min, not at 0.
-            const at::Tensor l =
-                at::linspace(std::log(static_cast<float>(full.back())),
-                             std::log(static_cast<float>(full.front())), n + 1, at::kFloat)
-                    .exp()
-                    .to(at::kDouble)
-                    .contiguous();
-            sigmas.assign(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
-        } else {
-            for (double v : t) {
-                sigmas.push_back(interp_index(v, full));
-            }
-        }
-        if (karras_) {
-            const auto logs = log_sigmas(full);
-            sigmas = karras_sigmas(sigmas.back(), sigmas.front(), n);
-            t.clear();
-            for (double s : sigmas) {
-                t.push_back(static_cast<float>(sigma_to_t(s, logs)));
-            }
-        }
-        sigmas.push_back(final_sigma_min_ ? full.front() : 0.0);
-        sigmas_ = to_tensor(sigmas, at::kFloat);
-        timesteps_ = to_tensor(t, at::kFloat);
-    }
-
-    at::Tensor init_noise_sigma() const override {
-        const at::Tensor m = sigmas_.max();
-        if (spacing_ == "linspace" || spacing_ == "trailing") {
-            return m;
-        }
-        return (m.pow(2) + 1).pow(0.5);
-    }
-
-    at::Tensor scale_model_input(const at::Tensor& sample, int64_t index) const override {
-        const at::Tensor sigma = sigmas_[index];
-        return sample / (sigma.pow(2) + 1).pow(0.5);
+        Schedule s = schedule(n, log_linear_);
+        s.sigmas.push_back(final_sigma_min_ ? s.full.front() : 0.0);
+        sigmas_ = to_tensor(s.sigmas, at::kFloat);
+        timesteps_ = to_tensor(s.timesteps, at::kFloat);
     }
 
     Step step(const at::Tensor& out, int64_t index, const at::Tensor& sample_in,
@@ -93,14 +44,7 @@ class Euler : public Scheduler {
         const at::Tensor sample = sample_in.to(at::kFloat);
         const at::Tensor sigma = sigmas_[index];
         Step s;
-        if (prediction_type_ == "epsilon") {
-            s.pred_x0 = sample - sigma * out;
-        } else if (prediction_type_ == "sample") {
-            s.pred_x0 = out;
-        } else {  // v_prediction
-            s.pred_x0 =
-                out * (-sigma / (sigma.pow(2) + 1).pow(0.5)) + (sample / (sigma.pow(2) + 1));
-        }
+        s.pred_x0 = predicted_x0(out, sample, sigma);
         if (!ancestral_) {
             const at::Tensor sigma_hat = sigma * 1.0;  // s_churn = 0: no extra noise
             const at::Tensor derivative = (sample - s.pred_x0) / sigma_hat;
@@ -119,19 +63,10 @@ class Euler : public Scheduler {
         return s;
     }
 
-    at::Tensor add_noise(const at::Tensor& x0, const at::Tensor& noise,
-                         int64_t index) const override {
-        return x0 + noise * sigmas_.to(x0.device(), x0.scalar_type())[index];
-    }
-
   private:
     bool ancestral_;
-    int train_, offset_;
-    std::string spacing_;
-    bool karras_;
     bool log_linear_ = false;       // interpolation_type log_linear
     bool final_sigma_min_ = false;  // final_sigmas_type sigma_min (else 0)
-    std::string where_;
 };
 
 }  // namespace

@@ -42,9 +42,10 @@ void refuse_true(const JsonConfig& c, std::initializer_list<const char*> keys) {
     }
 }
 
-at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr) {
+at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr, std::pair<double, double> range) {
     const int64_t t = c.integer("num_train_timesteps", 1000);
-    const double start = c.number("beta_start", 0.0001), end = c.number("beta_end", 0.02);
+    const double start = c.number("beta_start", range.first);
+    const double end = c.number("beta_end", range.second);
     const std::string schedule = c.string("beta_schedule", "linear");
     at::Tensor betas;
     if (c.has("trained_betas")) {

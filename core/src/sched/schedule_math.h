@@ -17,9 +17,11 @@ namespace sds::sched {
 JsonConfig load_config(const std::filesystem::path& path);
 
 // alphas_cumprod [T] float32 from num_train_timesteps, beta_start, beta_end, beta_schedule,
-// trained_betas (with the defaults every diffusers scheduler shares: 1000, 1e-4, 0.02, linear),
-// and, where `zero_snr` (the scheduler class has the option), rescale_betas_zero_snr.
-at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr = true);
+// trained_betas (with diffusers' defaults: 1000, 1e-4, 0.02, linear; Heun's class has its own
+// beta range, `range`), and, where `zero_snr` (the scheduler class has the option),
+// rescale_betas_zero_snr.
+at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr = true,
+                          std::pair<double, double> range = {0.0001, 0.02});
 
 // np.linspace(start, stop, n) (endpoint included).
 std::vector<double> linspace(double start, double stop, int n);

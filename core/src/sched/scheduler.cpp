@@ -26,6 +26,9 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", ""},
     {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", "Karras"},
     {Sampler::UniPC, "unipc", "UniPC", ""},
+    {Sampler::Heun, "heun", "Heun", ""},
+    {Sampler::DpmPP2MSde, "dpmpp_2m_sde", "DPM++ 2M SDE", ""},
+    {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", "Karras"},
 };
 
 std::string lower(std::string s) {
@@ -87,13 +90,22 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
             s = sched::make_euler(c, true);
             break;
         case Sampler::DpmPP2M:
-            s = sched::make_dpmpp_2m(c, false);
+            s = sched::make_dpmpp_2m(c, false, false);
             break;
         case Sampler::DpmPP2MKarras:
-            s = sched::make_dpmpp_2m(c, true);
+            s = sched::make_dpmpp_2m(c, true, false);
             break;
         case Sampler::UniPC:
             s = sched::make_unipc(c);
+            break;
+        case Sampler::Heun:
+            s = sched::make_heun(c);
+            break;
+        case Sampler::DpmPP2MSde:
+            s = sched::make_dpmpp_2m(c, false, true);
+            break;
+        case Sampler::DpmPP2MSdeKarras:
+            s = sched::make_dpmpp_2m(c, true, true);
             break;
     }
     s->sampler_ = sampler;
@@ -106,11 +118,14 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
                                       sampler_name(sampler) + " (epsilon, v_prediction" +
                                       (x0_ok ? ", sample)" : ")"));
     }
-    // PNDM has no rescale_betas_zero_snr option (diffusers ignores the key there); the sigma
-    // samplers keep the last alphā just above 0 so that the first sigma is finite.
-    s->alphas_cumprod_ = sched::alphas_cumprod(c, sampler != Sampler::Pndm);
-    if (sampler != Sampler::Pndm && sampler != Sampler::Ddim &&
-        c.boolean("rescale_betas_zero_snr", false)) {
+    // PNDM and Heun have no rescale_betas_zero_snr option (diffusers ignores the key
+    // there); the sigma samplers that have it keep the last alphā just above 0 so that the
+    // first sigma is finite. Heun's class has its own default beta range.
+    const bool heun = sampler == Sampler::Heun;
+    const bool zero_snr = sampler != Sampler::Pndm && !heun;
+    s->alphas_cumprod_ = sched::alphas_cumprod(
+        c, zero_snr, heun ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02});
+    if (zero_snr && sampler != Sampler::Ddim && c.boolean("rescale_betas_zero_snr", false)) {
         s->alphas_cumprod_[-1] = std::pow(2.0, -24);
     }
     return s;
@@ -125,11 +140,11 @@ at::Tensor Scheduler::scale_model_input(const at::Tensor& sample, int64_t) const
 }
 
 int64_t Scheduler::first_index_for_strength(int steps, double strength) const {
-    // diffusers' StableDiffusionImg2ImgPipeline.get_timesteps (every scheduler here has order
-    // 1): it cuts timesteps()[t_start:], so PNDM, with one timestep more than steps, keeps its
+    // diffusers' StableDiffusionImg2ImgPipeline.get_timesteps: it cuts
+    // timesteps()[t_start * order:], so PNDM, with one timestep more than steps, keeps its
     // last one even where int(steps * strength) is 0.
     const int init = std::min(static_cast<int>(steps * strength), steps);
-    const int t_start = std::max(steps - init, 0);
+    const int t_start = std::max(steps - init, 0) * order();
     if (t_start >= timesteps_.size(0)) {
         throw Error("strength " + std::to_string(strength) + " with " + std::to_string(steps) +
                     " steps leaves no denoising step; raise the strength or the steps");

@@ -82,8 +82,8 @@ TEST(ModelFolder, SuggestedSettingsComeFromSdstudioJson) {
 
 TEST(ModelFolderErrors, BadSuggestedSettingsNameTheFileAndKey) {
     const fs::path dir = copy_tiny("bad_hints");
-    std::ofstream(dir / "sdstudio.json") << R"({"sampler": "heun"})";
-    EXPECT_NE(open_error(dir).find("tiny-sd/sdstudio.json: sampler unknown sampler 'heun'"),
+    std::ofstream(dir / "sdstudio.json") << R"({"sampler": "lms"})";
+    EXPECT_NE(open_error(dir).find("tiny-sd/sdstudio.json: sampler unknown sampler 'lms'"),
               std::string::npos)
         << open_error(dir);
     std::ofstream(dir / "sdstudio.json") << R"({"steps": 0})";

@@ -45,10 +45,29 @@ struct Case {
 
 std::vector<Case> cases() {
     std::vector<Case> out;
-    for (const char* cfg :
-         {"sd15", "leading", "pndm_default", "ddim_default", "euler_default", "dpm_default",
-          "unipc_default", "dpm_heun", "cosine", "zero_snr", "x0_pred", "euler_karras", "trailing",
-          "dpm_order3", "dpm_order1", "dpm_sigma_min", "dpm_euler_at_final", "euler_log_linear"}) {
+    // The configs every sampler runs on (see make_scheduler_fixture.py).
+    const char* const configs[] = {"sd15",
+                                   "leading",
+                                   "pndm_default",
+                                   "ddim_default",
+                                   "euler_default",
+                                   "dpm_default",
+                                   "unipc_default",
+                                   "dpm_heun",
+                                   "cosine",
+                                   "zero_snr",
+                                   "x0_pred",
+                                   "euler_karras",
+                                   "trailing",
+                                   "dpm_order3",
+                                   "dpm_order1",
+                                   "dpm_sigma_min",
+                                   "dpm_euler_at_final",
+                                   "euler_log_linear",
+                                   "heun_default",
+                                   "heun_v",
+                                   "dpm_sde"};
+    for (const char* cfg : configs) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
                 out.push_back({cfg, s, n});
@@ -184,7 +203,10 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M Karras"), sds::Sampler::DpmPP2MKarras);
     EXPECT_EQ(sds::sampler_from_name("PLMS"), sds::Sampler::Pndm);
     EXPECT_EQ(sds::sampler_from_name("UniPC"), sds::Sampler::UniPC);
-    EXPECT_THROW(sds::sampler_from_name("heun"), sds::Error);
+    EXPECT_EQ(sds::sampler_from_name("Heun"), sds::Sampler::Heun);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE"), sds::Sampler::DpmPP2MSde);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE Karras"), sds::Sampler::DpmPP2MSdeKarras);
+    EXPECT_THROW(sds::sampler_from_name("lms"), sds::Error);
 }
 
 TEST(Scheduler, PndmFiftyStepsAreTheKnownSchedule) {

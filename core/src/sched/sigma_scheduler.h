@@ -1,0 +1,42 @@
+#pragma once
+// What diffusers' k-diffusion style schedulers over sigmas share (Euler, Euler ancestral, Heun):
+// the timesteps by the config's spacing, held in float32; the sigmas interpolated at them, or
+// Karras sigmas between their ends; the model input scaled by 1 / sqrt(sigma² + 1); img2img noise
+// added as x0 + sigma * noise.
+#include <string>
+#include <vector>
+
+#include "sched/schedulers.h"
+
+namespace sds::sched {
+
+class SigmaScheduler : public Scheduler {
+  public:
+    // `karras`: Karras sigmas (also where the config sets use_karras_sigmas and `karras_key`).
+    SigmaScheduler(const JsonConfig& c, bool karras, bool karras_key = true);
+
+    at::Tensor init_noise_sigma() const override;
+    at::Tensor scale_model_input(const at::Tensor& sample, int64_t index) const override;
+    at::Tensor add_noise(const at::Tensor& x0, const at::Tensor& noise,
+                         int64_t index) const override;
+
+  protected:
+    struct Schedule {
+        std::vector<double> timesteps;  // float32 values
+        std::vector<double> sigmas;     // one per timestep (the final sigma is not appended)
+        std::vector<double> full;       // the train schedule's sigmas
+    };
+    // The n timesteps and their sigmas; `log_linear` (Euler's interpolation_type): sigmas
+    // evenly spaced in log from the largest to the smallest, n + 1 of them.
+    Schedule schedule(int n, bool log_linear = false) const;
+    // The model's estimate of the clean sample at `sigma` (float32 math).
+    at::Tensor predicted_x0(const at::Tensor& out, const at::Tensor& sample,
+                            const at::Tensor& sigma) const;
+
+    int train_, offset_;
+    std::string spacing_;
+    bool karras_;
+    std::string where_;
+};
+
+}  // namespace sds::sched
