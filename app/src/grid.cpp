@@ -42,8 +42,8 @@ const std::vector<AxisInfo>& axis_table() {
          "img2img strength, e.g. 0.3, 0.6, 0.9 or 0.2-1 (+0.2)"},
         {"seed", "Seed", "Seed", ValueKind::Int, "1-4", "seeds, e.g. 1, 2, 3 or 100-104"},
         {"sampler", "Sampler", "Sampler", ValueKind::Text, "euler_a, dpmpp_2m, ddim, pndm",
-         "samplers: pndm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, "
-         "dpmpp_2m_sde, dpmpp_2m_sde_karras (or A1111's names)"},
+         "samplers: pndm, ddim, euler, euler_karras, euler_a, heun, heun_karras, dpmpp_2m, "
+         "dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc (or A1111's names)"},
         {"prompt", "", "Prompt S/R", ValueKind::Text, "",
          "search and replace: the first value is a text of the prompt (or negative prompt), "
          "each value replaces it, e.g. red, green, \"deep blue\""},

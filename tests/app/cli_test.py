@@ -251,7 +251,7 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     ("EulerAncestralDiscreteScheduler", {}, "euler_a"),
     ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpmpp_2m_karras"),
     ("UniPCMultistepScheduler", {}, "unipc"),
-    ("HeunDiscreteScheduler", {"use_karras_sigmas": True}, "heun"),
+    ("HeunDiscreteScheduler", {"use_karras_sigmas": True}, "heun_karras"),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp_2m_sde"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):

@@ -34,6 +34,7 @@ SAMPLERS = {
     "unipc": (UniPCMultistepScheduler, {}), "heun": (HeunDiscreteScheduler, {}),
     "dpmpp_2m_sde": (DPMSolverMultistepScheduler, SDE),
     "dpmpp_2m_sde_karras": (DPMSolverMultistepScheduler, {**SDE, **KARRAS}),
+    "euler_karras": (EulerDiscreteScheduler, KARRAS), "heun_karras": (HeunDiscreteScheduler, KARRAS),
 }
 # The samplers that draw noise in their steps.
 RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras"}

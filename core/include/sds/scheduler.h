@@ -27,12 +27,14 @@ enum class Sampler {
     Heun,
     DpmPP2MSde,
     DpmPP2MSdeKarras,
+    EulerKarras,
+    HeunKarras,
 };
 
 // "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "heun",
-// "dpmpp_2m_sde", "dpmpp_2m_sde_karras" (also A1111's names: "PLMS", "DDIM", "Euler", "Euler a",
-// "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun", "DPM++ 2M SDE", "DPM++ 2M SDE Karras"); throws
-// sds::Error.
+// "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras" (also A1111's names:
+// "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun",
+// "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "Euler Karras", "Heun Karras"); throws sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"

@@ -384,20 +384,21 @@ Sampler Pipeline::default_sampler() const {
     const ComponentFiles& sc = impl_->folder.component("scheduler");
     if (sc.class_name == "DDIMScheduler")
         return Sampler::Ddim;
+    const auto karras = [&] {
+        return JsonConfig::load(sc.config).boolean("use_karras_sigmas", false);
+    };
     if (sc.class_name == "EulerDiscreteScheduler")
-        return Sampler::Euler;  // Karras sigmas from its config, if set
+        return karras() ? Sampler::EulerKarras : Sampler::Euler;
     if (sc.class_name == "EulerAncestralDiscreteScheduler")
         return Sampler::EulerAncestral;
     if (sc.class_name == "UniPCMultistepScheduler")
         return Sampler::UniPC;  // Karras sigmas from its config, if set
     if (sc.class_name == "HeunDiscreteScheduler")
-        return Sampler::Heun;  // Karras sigmas from its config, if set
+        return karras() ? Sampler::HeunKarras : Sampler::Heun;
     if (sc.class_name == "DPMSolverMultistepScheduler") {
-        const JsonConfig c = JsonConfig::load(sc.config);
-        const bool karras = c.boolean("use_karras_sigmas", false);
-        if (c.string("algorithm_type", "") == "sde-dpmsolver++")
-            return karras ? Sampler::DpmPP2MSdeKarras : Sampler::DpmPP2MSde;
-        return karras ? Sampler::DpmPP2MKarras : Sampler::DpmPP2M;
+        if (JsonConfig::load(sc.config).string("algorithm_type", "") == "sde-dpmsolver++")
+            return karras() ? Sampler::DpmPP2MSdeKarras : Sampler::DpmPP2MSde;
+        return karras() ? Sampler::DpmPP2MKarras : Sampler::DpmPP2M;
     }
     return Sampler::Pndm;
 }

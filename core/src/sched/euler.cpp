@@ -9,8 +9,8 @@ namespace {
 
 class Euler : public SigmaScheduler {
   public:
-    Euler(const JsonConfig& c, bool ancestral)
-        : SigmaScheduler(c, false, !ancestral), ancestral_(ancestral) {
+    Euler(const JsonConfig& c, bool ancestral, bool karras)
+        : SigmaScheduler(c, karras, !ancestral), ancestral_(ancestral) {
         if (!ancestral) {
             const std::string interpolation = c.string("interpolation_type", "linear");
             if (interpolation != "linear" && interpolation != "log_linear") {
@@ -71,8 +71,8 @@ class Euler : public SigmaScheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral) {
-    return std::make_unique<Euler>(c, ancestral);
+std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral, bool karras) {
+    return std::make_unique<Euler>(c, ancestral, karras);
 }
 
 }  // namespace sds::sched

@@ -10,7 +10,7 @@ namespace {
 
 class Heun : public SigmaScheduler {
   public:
-    explicit Heun(const JsonConfig& c) : SigmaScheduler(c, false) {
+    Heun(const JsonConfig& c, bool karras) : SigmaScheduler(c, karras) {
         refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas"});
     }
 
@@ -60,8 +60,8 @@ class Heun : public SigmaScheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_heun(const JsonConfig& c) {
-    return std::make_unique<Heun>(c);
+std::unique_ptr<Scheduler> make_heun(const JsonConfig& c, bool karras) {
+    return std::make_unique<Heun>(c, karras);
 }
 
 }  // namespace sds::sched

@@ -29,6 +29,8 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::Heun, "heun", "Heun", ""},
     {Sampler::DpmPP2MSde, "dpmpp_2m_sde", "DPM++ 2M SDE", ""},
     {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", "Karras"},
+    {Sampler::EulerKarras, "euler_karras", "Euler", "Karras"},
+    {Sampler::HeunKarras, "heun_karras", "Heun", "Karras"},
 };
 
 std::string lower(std::string s) {
@@ -84,10 +86,13 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
             s = sched::make_ddim(c);
             break;
         case Sampler::Euler:
-            s = sched::make_euler(c, false);
+            s = sched::make_euler(c, false, false);
+            break;
+        case Sampler::EulerKarras:
+            s = sched::make_euler(c, false, true);
             break;
         case Sampler::EulerAncestral:
-            s = sched::make_euler(c, true);
+            s = sched::make_euler(c, true, false);
             break;
         case Sampler::DpmPP2M:
             s = sched::make_dpmpp_2m(c, false, false);
@@ -99,7 +104,10 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
             s = sched::make_unipc(c);
             break;
         case Sampler::Heun:
-            s = sched::make_heun(c);
+            s = sched::make_heun(c, false);
+            break;
+        case Sampler::HeunKarras:
+            s = sched::make_heun(c, true);
             break;
         case Sampler::DpmPP2MSde:
             s = sched::make_dpmpp_2m(c, false, true);
@@ -121,7 +129,7 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
     // PNDM and Heun have no rescale_betas_zero_snr option (diffusers ignores the key
     // there); the sigma samplers that have it keep the last alphā just above 0 so that the
     // first sigma is finite. Heun's class has its own default beta range.
-    const bool heun = sampler == Sampler::Heun;
+    const bool heun = sampler == Sampler::Heun || sampler == Sampler::HeunKarras;
     const bool zero_snr = sampler != Sampler::Pndm && !heun;
     s->alphas_cumprod_ = sched::alphas_cumprod(
         c, zero_snr, heun ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02});

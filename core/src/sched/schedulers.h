@@ -9,11 +9,12 @@ namespace sds::sched {
 
 std::unique_ptr<Scheduler> make_pndm(const JsonConfig& c);
 std::unique_ptr<Scheduler> make_ddim(const JsonConfig& c);
-std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral);
+// `karras` (Euler only; also where the config sets use_karras_sigmas): Karras sigmas.
+std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral, bool karras);
 // `sde`: DPM++ 2M SDE (algorithm_type sde-dpmsolver++), also where the config says so.
 std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, bool karras, bool sde);
 std::unique_ptr<Scheduler> make_unipc(const JsonConfig& c);
-std::unique_ptr<Scheduler> make_heun(const JsonConfig& c);
+std::unique_ptr<Scheduler> make_heun(const JsonConfig& c, bool karras);
 
 // diffusers' DDPM-style add_noise: sqrt(ac[t]) * x0 + sqrt(1 - ac[t]) * noise.
 at::Tensor add_noise_alphas(const at::Tensor& alphas_cumprod, int64_t t, const at::Tensor& x0,

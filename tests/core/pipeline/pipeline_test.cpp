@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
@@ -245,6 +246,26 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
         "cat\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 5, Seed: 9, Size: 64x64");
     EXPECT_EQ(old.sampler, sds::Sampler::DpmPP2MKarras);
     EXPECT_EQ(old.steps, 30);
+    // A1111 1.6+ gives every sampler a schedule type: Karras where we have it, else the plain
+    // sampler.
+    for (const auto& [sampler, schedule, want] :
+         {std::tuple{"Euler", "Karras", sds::Sampler::EulerKarras},
+          std::tuple{"Heun", "Karras", sds::Sampler::HeunKarras},
+          std::tuple{"DPM++ 2M SDE", "Karras", sds::Sampler::DpmPP2MSdeKarras},
+          std::tuple{"Euler a", "Automatic", sds::Sampler::EulerAncestral},
+          std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral}}) {
+        const std::string text = std::string("cat\nSteps: 30, Sampler: ") + sampler +
+                                 ", Schedule type: " + schedule + ", CFG scale: 5, Seed: 9";
+        EXPECT_EQ(sds::GenerationRequest::from_a1111(text).sampler, want) << text;
+        if (std::string(schedule) == "Karras" && want != sds::Sampler::EulerAncestral) {
+            sds::GenerationRequest w;
+            w.sampler = want;
+            EXPECT_NE(
+                w.to_a1111().find(std::string("Sampler: ") + sampler + ", Schedule type: Karras"),
+                std::string::npos)
+                << w.to_a1111();
+        }
+    }
     // The hires fix as A1111 writes it: the second pass's strength is the denoising strength.
     sds::GenerationRequest h;
     h.prompt = "cat";

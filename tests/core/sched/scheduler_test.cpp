@@ -206,6 +206,7 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("Heun"), sds::Sampler::Heun);
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE"), sds::Sampler::DpmPP2MSde);
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE Karras"), sds::Sampler::DpmPP2MSdeKarras);
+    EXPECT_EQ(sds::sampler_from_name("Euler Karras"), sds::Sampler::EulerKarras);
     EXPECT_THROW(sds::sampler_from_name("lms"), sds::Error);
 }
 
