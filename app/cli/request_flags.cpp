@@ -40,9 +40,12 @@ const char* const kGenerateFlagsHelp =
     "                     (diffusers' padding_mask_crop, A1111's \"Only masked\")\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
-    "                     (Lanczos; size floored to a multiple of 8) and made again as\n"
-    "                     img2img with --hires-strength S (0.7) and --hires-steps N\n"
-    "                     (0: --steps)\n"
+    "                     (size floored to a multiple of 8) and made again as img2img\n"
+    "                     with --hires-strength S (0.7) and --hires-steps N (0: --steps)\n"
+    "  --hires-upscaler U Lanczos (the images; default) or A1111's latent upscalers (the\n"
+    "                     latents, no VAE between): \"Latent\", \"Latent (antialiased)\",\n"
+    "                     \"Latent (bicubic)\", \"Latent (bicubic antialiased)\",\n"
+    "                     \"Latent (nearest)\", \"Latent (nearest-exact)\"\n"
     "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 or diffusers format) at weight W\n"
     "                     (default 1); repeat for several (their changes add up)\n"
     "  --lora-dir DIR     where A1111's <lora:NAME:W> prompt tags find NAME.safetensors\n"
@@ -160,6 +163,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.hires_steps = number<int>(a, value());
         else if (a == "--hires-strength")
             r.hires_strength = number<double>(a, value());
+        else if (a == "--hires-upscaler")
+            r.hires_upscaler = value();
         else if (a == "--clip-skip")
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")

@@ -114,7 +114,9 @@ def samplers():
     return reference_module("make_pipeline_fixture").SAMPLERS
 
 
-def diffusers_images(req, init=None):
+def diffusers_images(req, init=None, latents=False):
+    """diffusers' images for a request (img2img from `init`: a picture, or latents); with
+    `latents`, the txt2img latents (output_type "latent") instead."""
     import numpy as np
     import torch
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
@@ -131,7 +133,10 @@ def diffusers_images(req, init=None):
         images = p(image=init, strength=req["strength"], **kwargs).images
     else:
         pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
-        images = pipe(height=req["height"], width=req["width"], **kwargs).images
+        images = pipe(height=req["height"], width=req["width"],
+                      output_type="latent" if latents else "pil", **kwargs).images
+        if latents:
+            return images
     return [np.array(i).astype(int) for i in images]
 
 
@@ -1265,6 +1270,46 @@ def test_hires_fix_makes_diffusers_images(tmp_path):
     assert r.returncode == 1 and "hires scale must be 1..4" in r.stderr
     r = run("img2img", *cli_flags(req), "--init", paths[0], "--hires-scale", "2")
     assert r.returncode == 1 and "the hires fix is for txt2img" in r.stderr
+
+
+@pytest.mark.parametrize("upscaler,mode,antialias,scale,size", [
+    ("Latent", "bilinear", False, "2", (80, 64)),
+    ("Latent (bicubic antialiased)", "bicubic", True, "2", (80, 64)),
+    # (nearest and nearest-exact differ at 1.5x, not at 2x; 60x48 floors to 56x48)
+    ("Latent (nearest-exact)", "nearest-exact", False, "1.5", (56, 48)),
+])
+def test_latent_hires_fix_makes_diffusers_images(tmp_path, upscaler, mode, antialias, scale,
+                                                 size):
+    """--hires-upscaler Latent...: diffusers' txt2img latents (output_type "latent") scaled by
+    torch's interpolate as A1111 names the mode, then diffusers' img2img taking those latents
+    for its image (no VAE between), generator seed + i: image i of ours."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    req = {"prompt": "a red circle", "negative": "blue", "steps": 6, "guidance": 6.0,
+           "seed": 31, "sampler": "dpmpp_2m", "batch": 2, "width": 32, "height": 40}
+    r = run("txt2img", *cli_flags(req), "--hires-scale", scale, "--hires-strength", "0.55",
+            "--hires-upscaler", upscaler, "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    low = diffusers_images(req, latents=True)
+    assert low.shape == (2, 4, 20, 16)  # the tiny VAE scales by 2
+    for i, path in enumerate(paths):
+        up = torch.nn.functional.interpolate(low[i:i + 1], size=(size[0] // 2, size[1] // 2),
+                                             mode=mode, antialias=antialias)
+        want = diffusers_images(dict(req, strength=0.55, seed=31 + i, batch=1), init=up)[0]
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert got.shape == (*size, 3)
+        assert np.abs(got - want).max() <= 2, path
+    meta = Image.open(paths[1]).text
+    assert f"Hires upscaler: {upscaler}," in meta["parameters"]
+    assert json.loads(meta["sdstudio"])["hires_upscaler"] == upscaler
+    again = run("txt2img", "--model", str(PIPE), "--from", paths[1], "--device", "cpu",
+                "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(np.array(Image.open(again.stdout.split()[0])), np.array(Image.open(paths[1])))
+    r = run("txt2img", *cli_flags(req), "--hires-scale", "2", "--hires-upscaler", "ESRGAN_4x")
+    assert r.returncode == 1 and "unknown hires upscaler 'ESRGAN_4x'" in r.stderr
 
 
 def test_inpaint_only_the_masked_area_makes_diffusers_images(tmp_path):

@@ -294,9 +294,15 @@ class StudioTest : public QObject {
         h.hires_scale = 1.5;
         h.hires_strength = 0.45;
         h.hires_steps = 12;
+        h.hires_upscaler = "Latent (bicubic)";
         panel.setRequest(h);
         QCOMPARE(panel.request().to_json(), h.to_json());
         QVERIFY(panel.findChild<QWidget*>("hiresStrength")->isEnabled());
+        auto* upscaler = panel.findChild<QComboBox*>("hiresUpscaler");
+        QVERIFY(upscaler->isEnabled());
+        QCOMPARE(upscaler->count(), static_cast<int>(hires_upscalers().size()));
+        upscaler->setCurrentText("Lanczos");
+        QCOMPARE(panel.request().hires_upscaler, std::string("Lanczos"));
         panel.setMode(ui::ParameterPanel::Mode::Sketch);
         QCOMPARE(panel.request().hires_scale, 1.0);
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());

@@ -208,8 +208,17 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     hiresScale_->setSpecialValueText(tr("off"));
     hiresScale_->setValue(defaults.hires_scale);
     hiresScale_->setToolTip(
-        tr("Hires fix: the images made at the size below are scaled by this (Lanczos) and made "
-           "again from there as img2img, for detail at a size the model was not trained for"));
+        tr("Hires fix: the images made at the size below are scaled by this and made again "
+           "from there as img2img, for detail at a size the model was not trained for"));
+    hiresUpscaler_ = new QComboBox;
+    hiresUpscaler_->setObjectName("hiresUpscaler");
+    for (const auto& name : hires_upscalers()) {
+        hiresUpscaler_->addItem(QString::fromStdString(name));
+    }
+    hiresUpscaler_->setCurrentText(QString::fromStdString(defaults.hires_upscaler));
+    hiresUpscaler_->setToolTip(
+        tr("How the first pass is scaled: Lanczos scales the images; the Latent ones scale the "
+           "latents, with no VAE pass between (A1111's upscalers of these names)"));
     hiresStrength_ = new QDoubleSpinBox;
     hiresStrength_->setObjectName("hiresStrength");
     hiresStrength_->setRange(0.01, 1);
@@ -225,16 +234,19 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     hiresSteps_->setToolTip(tr("The second pass's steps (same: the steps above)"));
     auto* hiresRow = new QHBoxLayout;
     hiresRow->addWidget(hiresScale_);
-    hiresRow->addWidget(new QLabel(tr("strength")));
-    hiresRow->addWidget(hiresStrength_);
-    hiresRow->addWidget(new QLabel(tr("steps")));
-    hiresRow->addWidget(hiresSteps_);
+    hiresRow->addWidget(hiresUpscaler_, 1);
+    auto* hiresPassRow = new QHBoxLayout;
+    hiresPassRow->addWidget(new QLabel(tr("strength")));
+    hiresPassRow->addWidget(hiresStrength_);
+    hiresPassRow->addWidget(new QLabel(tr("steps")));
+    hiresPassRow->addWidget(hiresSteps_);
     const auto enableHires = [this] {
         const bool text = mode() == Mode::Text;
         hiresScale_->setEnabled(text);
         const bool on = text && hiresScale_->value() > 1;
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
+        hiresUpscaler_->setEnabled(on);
     };
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
     enableHires();
@@ -325,6 +337,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Clip skip"), clipSkip_);
     form->addRow(tr("Size"), sizeRow);
     form->addRow(tr("Hires fix"), hiresRow);
+    form->addRow(QString(), hiresPassRow);
     form->addRow(tr("LoRA"), loraBox);
 
     auto* v = new QVBoxLayout(this);
@@ -379,6 +392,7 @@ GenerationRequest ParameterPanel::request() const {
     r.hires_scale = mode() == Mode::Text ? hiresScale_->value() : 1.0;
     r.hires_strength = hiresStrength_->value();
     r.hires_steps = hiresSteps_->value();
+    r.hires_upscaler = hiresUpscaler_->currentText().toStdString();
     for (int row = 0; row < loras_->rowCount(); ++row) {
         const auto* weight = static_cast<QDoubleSpinBox*>(loras_->cellWidget(row, 1));
         r.loras.push_back(
@@ -413,6 +427,7 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     hiresScale_->setValue(r.hires_scale);
     hiresStrength_->setValue(r.hires_strength);
     hiresSteps_->setValue(r.hires_steps);
+    hiresUpscaler_->setCurrentText(QString::fromStdString(r.hires_upscaler));
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
         maskBlur_->setValue(r.mask_blur);

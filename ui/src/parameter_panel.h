@@ -117,6 +117,7 @@ class ParameterPanel : public QWidget {
     QDoubleSpinBox* hiresScale_;
     QDoubleSpinBox* hiresStrength_;
     QSpinBox* hiresSteps_;
+    QComboBox* hiresUpscaler_;  // "Lanczos" or A1111's latent upscalers
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;

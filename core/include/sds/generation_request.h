@@ -28,6 +28,11 @@ struct EmbeddingRef {
     bool operator==(const EmbeddingRef&) const = default;
 };
 
+// The hires fix's upscalers, A1111's names: "Lanczos", then the latent ones: "Latent"
+// (bilinear), "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
+// "Latent (nearest)", "Latent (nearest-exact)".
+const std::vector<std::string>& hires_upscalers();
+
 struct GenerationRequest {
     std::string prompt;
     std::string negative_prompt;
@@ -55,12 +60,17 @@ struct GenerationRequest {
     // the init image's size). -1: the whole image at width x height.
     int mask_padding = -1;
     // A1111's hires fix (txt2img): the images made at width x height are scaled by
-    // hires_scale (Lanczos; the size floored to a multiple of 8) and made again from there as
-    // img2img with hires_strength and hires_steps (0: steps), image i with seed + i, as
-    // diffusers' img2img pipeline from the resized image. 1: off.
+    // hires_scale (the size floored to a multiple of 8) and made again from there as img2img
+    // with hires_strength and hires_steps (0: steps), image i with seed + i, as diffusers'
+    // img2img pipeline from the resized image. 1: off.
     double hires_scale = 1.0;
     int hires_steps = 0;
     double hires_strength = 0.7;
+    // How the hires fix scales: "Lanczos" (the decoded images, as Pillow) or one of A1111's
+    // latent upscalers (hires_upscalers()), which scale the first pass's latents with torch's
+    // interpolate and hand them to the second pass without a VAE decode and encode, as
+    // diffusers' img2img pipeline takes latents for its image.
+    std::string hires_upscaler = "Lanczos";
     int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
     double eta = 0.0;            // DDIM only
     std::vector<LoraRef> loras;  // merged in this order (their changes add up)
@@ -72,6 +82,7 @@ struct GenerationRequest {
     bool is_inpaint() const { return !mask_image.empty(); }
     bool guided() const { return guidance_scale > 1.0; }
     bool is_hires() const { return hires_scale > 1.0; }
+    bool is_latent_hires() const { return is_hires() && hires_upscaler != "Lanczos"; }
     // The hires pass's size for a first pass of `w` x `h` (floored to multiples of 8).
     std::pair<int, int> hires_size(int w, int h) const;
 

@@ -151,10 +151,14 @@ class Pipeline {
   private:
     Pipeline();
     // One denoising run: generate() without the hires fix. `inits`: none, one init image for
-    // every entry of the batch, or one per entry.
+    // every entry of the batch, or one per entry. For the latent hires fix: img2img from
+    // `init_latents` (when defined; scaled latents, one per entry) instead of encoding images,
+    // and with `latents_out` the final latents go there instead of being decoded (the result
+    // has no images).
     GenerationResult run(const GenerationRequest& request, std::span<const Image> inits,
                          const Image* mask, const StepObserver& observer,
-                         const std::atomic<bool>* cancel);
+                         const std::atomic<bool>* cancel, const at::Tensor& init_latents = {},
+                         at::Tensor* latents_out = nullptr);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

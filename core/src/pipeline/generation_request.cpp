@@ -49,6 +49,14 @@ void GenerationRequest::validate() const {
         fail("hires strength must be in (0, 1]");
     if (is_hires() && is_img2img())
         fail("the hires fix is for txt2img (an img2img or inpainting has its own size)");
+    const auto& upscalers = hires_upscalers();
+    if (std::find(upscalers.begin(), upscalers.end(), hires_upscaler) == upscalers.end()) {
+        std::string known;
+        for (const auto& u : upscalers) {
+            known += (known.empty() ? "" : ", ") + u;
+        }
+        fail("unknown hires upscaler '" + hires_upscaler + "' (known: " + known + ")");
+    }
     if (clip_skip < 0 || clip_skip > 11)
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
@@ -86,6 +94,7 @@ std::string GenerationRequest::to_json() const {
     j["hires_scale"] = hires_scale;
     j["hires_steps"] = hires_steps;
     j["hires_strength"] = hires_strength;
+    j["hires_upscaler"] = hires_upscaler;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
     j["loras"] = nlohmann::ordered_json::array();
@@ -143,6 +152,7 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("hires_scale", r.hires_scale);
     get("hires_steps", r.hires_steps);
     get("hires_strength", r.hires_strength);
+    get("hires_upscaler", r.hires_upscaler);
     get("clip_skip", r.clip_skip);
     get("eta", r.eta);
     if (j.contains("loras")) {
@@ -227,7 +237,7 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"Clip skip", clip_skip > 0 ? std::to_string(clip_skip + 1) : ""},
         {"Hires upscale", is_hires() ? number(hires_scale) : ""},
         {"Hires steps", is_hires() && hires_steps > 0 ? std::to_string(hires_steps) : ""},
-        {"Hires upscaler", is_hires() ? "Lanczos" : ""},
+        {"Hires upscaler", is_hires() ? hires_upscaler : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
         {"Lora", lora_list(loras)},
         {"Version", "SD Studio"},
@@ -284,7 +294,7 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
             r.prompt += (r.prompt.empty() ? "" : "\n") + l;
         }
     }
-    std::string sampler, schedule;
+    std::string sampler, schedule, upscaler;
     bool only_masked = false;
     int padding = 32;  // A1111's default
     for (const auto& [k, v] : settings) {
@@ -309,6 +319,8 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
                 r.hires_scale = std::stod(v);
             else if (k == "Hires steps")
                 r.hires_steps = std::stoi(v);
+            else if (k == "Hires upscaler")
+                upscaler = v;
             else if (k == "Mask blur")
                 r.mask_blur = std::stoi(v);
             else if (k == "Masked area padding")
@@ -328,6 +340,12 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
     }
     if (r.is_hires()) {  // A1111 writes the hires pass's strength as the denoising strength
         r.hires_strength = r.strength;
+        // A1111's other upscalers (ESRGAN and the like, which SD Studio does not have) become
+        // Lanczos.
+        const auto& upscalers = hires_upscalers();
+        if (std::find(upscalers.begin(), upscalers.end(), upscaler) != upscalers.end()) {
+            r.hires_upscaler = upscaler;
+        }
         r.strength = GenerationRequest().strength;
     }
     if (!sampler.empty()) {
@@ -404,6 +422,17 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
         rest += text->substr(last);
         *text = rest;
     }
+}
+
+const std::vector<std::string>& hires_upscalers() {
+    static const std::vector<std::string> names = {"Lanczos",
+                                                   "Latent",
+                                                   "Latent (antialiased)",
+                                                   "Latent (bicubic)",
+                                                   "Latent (bicubic antialiased)",
+                                                   "Latent (nearest)",
+                                                   "Latent (nearest-exact)"};
+    return names;
 }
 
 std::pair<int, int> GenerationRequest::hires_size(int w, int h) const {

@@ -7,12 +7,17 @@
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Generator.h>
+#include <ATen/ops/_upsample_bicubic2d_aa.h>
+#include <ATen/ops/_upsample_bilinear2d_aa.h>
+#include <ATen/ops/_upsample_nearest_exact2d.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/linalg_lstsq.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/upsample_bicubic2d.h>
+#include <ATen/ops/upsample_bilinear2d.h>
 #include <ATen/ops/upsample_nearest2d.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/cuda.h>
@@ -498,6 +503,27 @@ std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tenso
     return out;
 }
 
+namespace {
+// A1111's latent upscalers: torch's interpolate to h x w with the mode (and antialiasing) each
+// name stands for (align_corners false).
+at::Tensor scale_latents(const at::Tensor& x, int64_t h, int64_t w, const std::string& upscaler) {
+    const std::vector<int64_t> size = {h, w};
+    if (upscaler == "Latent")
+        return at::upsample_bilinear2d(x, size, false);
+    if (upscaler == "Latent (antialiased)")
+        return at::_upsample_bilinear2d_aa(x, size, false);
+    if (upscaler == "Latent (bicubic)")
+        return at::upsample_bicubic2d(x, size, false);
+    if (upscaler == "Latent (bicubic antialiased)")
+        return at::_upsample_bicubic2d_aa(x, size, false);
+    if (upscaler == "Latent (nearest)")
+        return at::upsample_nearest2d(x, size);
+    if (upscaler == "Latent (nearest-exact)")
+        return at::_upsample_nearest_exact2d(x, size);
+    throw Error("unknown latent upscaler '" + upscaler + "'");
+}
+}  // namespace
+
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
                                     const std::atomic<bool>* cancel) {
@@ -507,7 +533,8 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
                    observer, cancel);
     }
     // The hires fix: the first run at the request's size, each image scaled up (Lanczos, as
-    // Pillow), then an img2img run from them, image i with seed + i.
+    // Pillow; or its latents, by torch's interpolate), then an img2img run from them, image i
+    // with seed + i.
     GenerationRequest req = in;
     req.width = req.width == 0 ? native_size() : req.width;
     req.height = req.height == 0 ? native_size() : req.height;
@@ -543,19 +570,29 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
             observer(c);
         };
     }
-    const GenerationResult first = run(low, {}, nullptr, counted_low, cancel);
-    std::vector<Image> scaled;
-    for (const Image& image : first.images) {
-        scaled.push_back(resize(image, high.width, high.height));
+    GenerationResult result;
+    if (req.is_latent_hires()) {
+        at::Tensor latents;
+        run(low, {}, nullptr, counted_low, cancel, {}, &latents);
+        const at::Tensor scaled = scale_latents(latents, high.height / downscale(),
+                                                high.width / downscale(), req.hires_upscaler);
+        result = run(high, {}, nullptr, counted_high, cancel, scaled);
+    } else {
+        const GenerationResult first = run(low, {}, nullptr, counted_low, cancel);
+        std::vector<Image> scaled;
+        for (const Image& image : first.images) {
+            scaled.push_back(resize(image, high.width, high.height));
+        }
+        result = run(high, scaled, nullptr, counted_high, cancel);
     }
-    GenerationResult result = run(high, scaled, nullptr, counted_high, cancel);
     result.request = req;
     return result;
 }
 
 GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Image> inits,
                                const Image* mask, const StepObserver& observer,
-                               const std::atomic<bool>* cancel) {
+                               const std::atomic<bool>* cancel, const at::Tensor& init_latents,
+                               at::Tensor* latents_out) {
     torch::NoGradGuard no_grad;
     // Every step allocates the same buffers: keep them from one step to the next, and let them
     // go before the VAE decode, whose sizes differ.
@@ -571,7 +608,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         throw Error("request: width and height must be multiples of " +
                     std::to_string(downscale()) + " for this model");
     }
-    if (req.is_img2img() && inits.empty()) {
+    if (req.is_img2img() && inits.empty() && !init_latents.defined()) {
         throw Error("img2img needs an init image (" + req.init_image + ")");
     }
     if (inits.size() > 1 && static_cast<int>(inits.size()) != req.batch_count) {
@@ -688,11 +725,16 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
     } else if (!inpaint) {
         first = scheduler->first_index_for_strength(req.steps, req.strength);
-        std::vector<at::Tensor> images;
-        for (const Image& init : inits) {
-            images.push_back(image_to_tensor(resize(init, req.width, req.height)));
+        at::Tensor x0;
+        if (init_latents.defined()) {  // as diffusers takes latents for its image: no VAE
+            x0 = init_latents.to(device, dtype);
+        } else {
+            std::vector<at::Tensor> images;
+            for (const Image& init : inits) {
+                images.push_back(image_to_tensor(resize(init, req.width, req.height)));
+            }
+            x0 = encode_samples(at::cat(images, 0));
         }
-        const at::Tensor x0 = encode_samples(at::cat(images, 0));
         latents = scheduler->add_noise(x0, noise(x0.sizes(), dtype).to(device), first);
     } else {
         // As StableDiffusionInpaintPipeline, each generator drawing in its order: the init
@@ -769,6 +811,10 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         throw Cancelled();
     }
     keep_buffers.reset();
+    if (latents_out != nullptr) {
+        *latents_out = latents;
+        return {req, {}};
+    }
     GenerationResult result{req, decode(latents)};
     if (region) {  // back into the whole picture, through the mask (diffusers' apply_overlay)
         for (Image& image : result.images) {

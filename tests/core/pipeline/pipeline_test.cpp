@@ -281,6 +281,19 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
     const auto hb = sds::GenerationRequest::from_a1111(hires);
     EXPECT_EQ(hb.to_json(), h.to_json());
     EXPECT_EQ(sds::GenerationRequest::from_json(h.to_json()).to_json(), h.to_json());
+    // A latent upscaler both ways; one SD Studio does not have reads as Lanczos.
+    h.hires_upscaler = "Latent (bicubic antialiased)";
+    const std::string latent = h.to_a1111();
+    EXPECT_NE(latent.find("Hires upscaler: Latent (bicubic antialiased),"), std::string::npos)
+        << latent;
+    EXPECT_EQ(sds::GenerationRequest::from_a1111(latent).to_json(), h.to_json());
+    EXPECT_EQ(sds::GenerationRequest::from_json(h.to_json()).hires_upscaler, h.hires_upscaler);
+    std::string esrgan = latent;
+    esrgan.replace(esrgan.find("Latent (bicubic antialiased)"), 28, "R-ESRGAN 4x+");
+    EXPECT_EQ(sds::GenerationRequest::from_a1111(esrgan).hires_upscaler, "Lanczos") << esrgan;
+    h.hires_upscaler = "Bilinear";
+    EXPECT_THROW(h.validate(), sds::Error);
+    h.hires_upscaler = "Lanczos";
     EXPECT_EQ(h.hires_size(512, 512), std::make_pair(768, 768));
     h.hires_scale = 1.3;  // 665.6 -> 665 -> 664
     EXPECT_EQ(h.hires_size(512, 512), std::make_pair(664, 664));
