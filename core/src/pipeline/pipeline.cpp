@@ -505,22 +505,27 @@ std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tenso
 
 namespace {
 // A1111's latent upscalers: torch's interpolate to h x w with the mode (and antialiasing) each
-// name stands for (align_corners false).
-at::Tensor scale_latents(const at::Tensor& x, int64_t h, int64_t w, const std::string& upscaler) {
+// name stands for (align_corners false), in float32 (the CPU has no bf16 antialiasing).
+at::Tensor scale_latents(const at::Tensor& latents, int64_t h, int64_t w,
+                         const std::string& upscaler) {
+    const at::Tensor x = latents.to(at::kFloat);
     const std::vector<int64_t> size = {h, w};
-    if (upscaler == "Latent")
-        return at::upsample_bilinear2d(x, size, false);
-    if (upscaler == "Latent (antialiased)")
-        return at::_upsample_bilinear2d_aa(x, size, false);
-    if (upscaler == "Latent (bicubic)")
-        return at::upsample_bicubic2d(x, size, false);
-    if (upscaler == "Latent (bicubic antialiased)")
-        return at::_upsample_bicubic2d_aa(x, size, false);
-    if (upscaler == "Latent (nearest)")
-        return at::upsample_nearest2d(x, size);
-    if (upscaler == "Latent (nearest-exact)")
-        return at::_upsample_nearest_exact2d(x, size);
-    throw Error("unknown latent upscaler '" + upscaler + "'");
+    const auto scaled = [&]() -> at::Tensor {
+        if (upscaler == "Latent")
+            return at::upsample_bilinear2d(x, size, false);
+        if (upscaler == "Latent (antialiased)")
+            return at::_upsample_bilinear2d_aa(x, size, false);
+        if (upscaler == "Latent (bicubic)")
+            return at::upsample_bicubic2d(x, size, false);
+        if (upscaler == "Latent (bicubic antialiased)")
+            return at::_upsample_bicubic2d_aa(x, size, false);
+        if (upscaler == "Latent (nearest)")
+            return at::upsample_nearest2d(x, size);
+        if (upscaler == "Latent (nearest-exact)")
+            return at::_upsample_nearest_exact2d(x, size);
+        throw Error("unknown latent upscaler '" + upscaler + "'");
+    };
+    return scaled().to(latents.scalar_type());
 }
 }  // namespace
 
