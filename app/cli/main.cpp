@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
     if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
         !std::strcmp(argv[1], "-h")) {
         std::fputs(kUsage, argc < 2 ? stderr : stdout);
-        std::fputs(sds::cli::kGenerateFlagsHelp, argc < 2 ? stderr : stdout);
+        std::fputs(sds::cli::generate_flags_help().c_str(), argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     // Text rendering (grid labels) needs a QGuiApplication; no window is ever shown.
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
             return c.run(args);
         } catch (const sds::cli::UsageError& e) {
             std::fprintf(stderr, "sdstudio-cli %s: %s\n\n%s%s", c.name, e.message.c_str(), kUsage,
-                         sds::cli::kGenerateFlagsHelp);
+                         sds::cli::generate_flags_help().c_str());
             return 2;
         } catch (const std::exception& e) {
             sds::cli::end_progress_line();

@@ -1,16 +1,19 @@
 #include "request_flags.h"
 
 #include "image_io.h"
+#include "sds/scheduler.h"
 #include "settings.h"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <vector>
 
 namespace sds::cli {
 
-const char* const kGenerateFlagsHelp =
+namespace {
+const char* const kFlagsBeforeSamplers =
     "  --model PATH       a diffusers model folder (SD 1.x, 2.x, SDXL) or a single-file\n"
     "                     SD 1.x/2.x/SDXL checkpoint (.safetensors or .ckpt, original\n"
     "                     layout; default: the bundled demo model)\n"
@@ -23,10 +26,8 @@ const char* const kGenerateFlagsHelp =
     "                     (vae-ft-mse-840000-ema-pruned.safetensors and the like)\n"
     "  --prompt TEXT      --negative TEXT\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
-    "  --sampler NAME     pndm, ddim, euler, euler_karras, euler_a, heun, heun_karras,\n"
-    "                     dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc\n"
-    "                     (or A1111's names)\n"
-    "                     (default: the model's own scheduler, as diffusers)\n"
+    "  --sampler NAME     the model's own scheduler (as diffusers) by default, or one of\n";
+const char* const kFlagsAfterSamplers =
     "  --batch N (1)      images i = 0..N-1 use seed + i\n"
     "  --width W --height H   multiples of 8 (default: the model's size)\n"
     "  --init IMAGE --strength S (0.8)   img2img (inpaint: the image to repaint)\n"
@@ -61,6 +62,31 @@ const char* const kGenerateFlagsHelp =
     "                     sampler, size, strength, clip skip, eta; the flags given override\n"
     "                     them (an img2img or inpaint PNG still needs --init, --mask)\n"
     "  --out DIR (outputs)   --device auto|cpu|cuda   --dtype auto|fp32|bf16|fp16\n";
+
+// The sampler names, wrapped into the help's second column.
+std::string sampler_list_help() {
+    const std::string indent(21, ' ');
+    std::vector<std::string> words;
+    for (const auto& n : sampler_names()) {
+        words.push_back(n + ",");
+    }
+    words.back().pop_back();
+    words.insert(words.end(), {"(or", "A1111's", "names)"});
+    std::string out, line;
+    for (const auto& w : words) {
+        if (!line.empty() && indent.size() + line.size() + 1 + w.size() > 88) {
+            out += indent + line + "\n";
+            line.clear();
+        }
+        line += (line.empty() ? "" : " ") + w;
+    }
+    return out + indent + line + "\n";
+}
+}  // namespace
+
+std::string generate_flags_help() {
+    return std::string(kFlagsBeforeSamplers) + sampler_list_help() + kFlagsAfterSamplers;
+}
 
 namespace {
 double seconds_now() {

@@ -50,7 +50,7 @@ T number(const std::string& flag, const std::string& v) {
 // --hires-strength --lora --lora-dir --embedding
 // --embedding-dir --from
 GenerateFlags parse_generate_flags(const Args& args);
-extern const char* const kGenerateFlagsHelp;
+std::string generate_flags_help();
 
 // The request's init image and mask (inpainting), read from their files; an unset size
 // becomes the init image's, down to a multiple of 8.

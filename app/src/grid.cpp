@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sds/error.h"
+#include "sds/scheduler.h"
 
 namespace sds::app {
 
@@ -28,8 +29,16 @@ struct AxisInfo {
     const char* a1111;  // A1111's "X Type"
     ValueKind kind;
     const char* example;
-    const char* help;
+    std::string help;
 };
+
+std::string joined_sampler_names() {
+    std::string out;
+    for (const auto& n : sampler_names()) {
+        out += (out.empty() ? "" : ", ") + n;
+    }
+    return out;
+}
 
 // One row per axis, in menu order.
 const std::vector<AxisInfo>& axis_table() {
@@ -42,8 +51,7 @@ const std::vector<AxisInfo>& axis_table() {
          "img2img strength, e.g. 0.3, 0.6, 0.9 or 0.2-1 (+0.2)"},
         {"seed", "Seed", "Seed", ValueKind::Int, "1-4", "seeds, e.g. 1, 2, 3 or 100-104"},
         {"sampler", "Sampler", "Sampler", ValueKind::Text, "euler_a, dpmpp_2m, ddim, pndm",
-         "samplers: pndm, ddim, euler, euler_karras, euler_a, heun, heun_karras, dpmpp_2m, "
-         "dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc (or A1111's names)"},
+         "samplers: " + joined_sampler_names() + " (or A1111's names)"},
         {"prompt", "", "Prompt S/R", ValueKind::Text, "",
          "search and replace: the first value is a text of the prompt (or negative prompt), "
          "each value replaces it, e.g. red, green, \"deep blue\""},
@@ -185,7 +193,7 @@ QStringList grid_axis_names() {
 
 QString grid_axis_help(const QString& name) {
     const AxisInfo* a = find_axis(name);
-    return a ? QString::fromUtf8(a->help) : QString();
+    return a ? QString::fromStdString(a->help) : QString();
 }
 
 QString grid_axis_example(const QString& name) {

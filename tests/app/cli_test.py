@@ -266,6 +266,7 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     ("UniPCMultistepScheduler", {}, "unipc"),
     ("HeunDiscreteScheduler", {"use_karras_sigmas": True}, "heun_karras"),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp_2m_sde"),
+    ("LCMScheduler", {"original_inference_steps": 40}, "lcm"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.

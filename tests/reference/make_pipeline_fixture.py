@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler,
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, PNDMScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
                        UniPCMultistepScheduler)
 from PIL import Image
@@ -35,9 +35,10 @@ SAMPLERS = {
     "dpmpp_2m_sde": (DPMSolverMultistepScheduler, SDE),
     "dpmpp_2m_sde_karras": (DPMSolverMultistepScheduler, {**SDE, **KARRAS}),
     "euler_karras": (EulerDiscreteScheduler, KARRAS), "heun_karras": (HeunDiscreteScheduler, KARRAS),
+    "lcm": (LCMScheduler, {}),
 }
 # The samplers that draw noise in their steps.
-RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras"}
+RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "lcm"}
 
 
 def init_image(w, h):

@@ -10,7 +10,8 @@ entries: ours must fail too.
 OUT_DIR/expected.safetensors: "bank/eps" [100, 1, 4, 8, 8] (model outputs, one per call),
 "bank/x" [1, 4, 8, 8] (start sample), "bank/noise" (img2img noise), and per CFG/SAMPLER/STEPS:
   timesteps, sigmas (sigma schedulers), init_noise_sigma, scaled [calls, ...] (the model input),
-  prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given);
+  prev [calls, ...] (each step's output), x0 [calls, ...] (pred_original_sample where given,
+  LCM's denoised);
 per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1] (the first timestep's index, t_start *
 order), noised [1, 4, 8, 8], and but for the random samplers the steps after the cut, prev
 [calls, ...] (multistep warm-ups start again there).
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 import diffusers
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       HeunDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
+                       HeunDiscreteScheduler, LCMScheduler, PNDMScheduler, StableDiffusionPipeline,
                        UniPCMultistepScheduler)
 from safetensors.torch import save_file
 
@@ -96,10 +97,17 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
             "dpm_sde": DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++",
                                                    solver_type="heun",
                                                    beta_schedule="scaled_linear",
-                                                   beta_start=0.00085, beta_end=0.012)}
+                                                   beta_start=0.00085, beta_end=0.012),
+            # LCM's own defaults (scaled_linear betas) for every sampler, and LCM's options for
+            # lcm alone: a distillation over 25 steps (so 50 fail), a timestep scaling small
+            # enough that c_skip matters (0.3 at t = 39; with 10 it is about 0), x0 clipping.
+            "lcm_default": LCMScheduler(),
+            "lcm_options": LCMScheduler(original_inference_steps=25, timestep_scaling=0.02,
+                                        clip_sample=True, clip_sample_range=0.8,
+                                        prediction_type="v_prediction")}
 # Configs with options only one sampler has: run for that one alone.
-ONLY = {"prk": "pndm", **{k: "unipc" for k in DEFAULTS
-                          if k.startswith("unipc_") and k != "unipc_default"}}
+ONLY = {"prk": "pndm", "lcm_options": "lcm",
+        **{k: "unipc" for k in DEFAULTS if k.startswith("unipc_") and k != "unipc_default"}}
 
 
 def as_pipeline_loads_it(cfg):
@@ -144,8 +152,11 @@ def run(tensors, key, sched, bank, eta=None):
         scaled.append(inp)
         x = out.prev_sample
         prev.append(x)
-        if getattr(out, "pred_original_sample", None) is not None:
-            x0.append(out.pred_original_sample)
+        # LCM's estimate is `denoised` (c_skip * sample + c_out * x0), what the pipeline shows.
+        est = getattr(out, "pred_original_sample", None)
+        est = est if est is not None else getattr(out, "denoised", None)
+        if est is not None:
+            x0.append(est)
     tensors[f"{key}/scaled"] = torch.stack(scaled).contiguous()
     tensors[f"{key}/prev"] = torch.stack(prev).contiguous()
     if x0:

@@ -141,6 +141,12 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
             label += QString(" ") + schedule_a1111(s);
         }
         sampler_->addItem(label, QString::fromStdString(name));
+        if (s == Sampler::Lcm) {
+            sampler_->setItemData(sampler_->count() - 1,
+                                  tr("For a model with an LCM-LoRA: 2 to 8 steps at guidance 1 "
+                                     "to 2 (at most 50 steps)"),
+                                  Qt::ToolTipRole);
+        }
     }
     sampler_->setCurrentIndex(sampler_->findData("euler_a"));
     eta_ = new QDoubleSpinBox;

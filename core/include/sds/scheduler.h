@@ -29,12 +29,14 @@ enum class Sampler {
     DpmPP2MSdeKarras,
     EulerKarras,
     HeunKarras,
+    Lcm,
 };
 
 // "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "heun",
-// "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras" (also A1111's names:
-// "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun",
-// "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "Euler Karras", "Heun Karras"); throws sds::Error.
+// "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras", "lcm" (also A1111's
+// names: "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun",
+// "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "Euler Karras", "Heun Karras", "LCM"); throws
+// sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
@@ -54,7 +56,7 @@ class Scheduler {
                                              const std::filesystem::path& config = {});
 
     virtual void set_timesteps(int steps) = 0;
-    // [N] int64 (PNDM, DDIM, DPM++, UniPC) or float32 (Euler, Euler a, Heun); PNDM has
+    // [N] int64 (PNDM, DDIM, DPM++, UniPC, LCM) or float32 (Euler, Euler a, Heun); PNDM has
     // steps + 1 entries, Heun 2 * steps - 1 (a model call for each).
     const at::Tensor& timesteps() const { return timesteps_; }
     // [N + 1] float32 for the sigma-based schedulers; undefined for PNDM/DDIM.

@@ -398,6 +398,8 @@ Sampler Pipeline::default_sampler() const {
         return Sampler::EulerAncestral;
     if (sc.class_name == "UniPCMultistepScheduler")
         return Sampler::UniPC;  // Karras sigmas from its config, if set
+    if (sc.class_name == "LCMScheduler")
+        return Sampler::Lcm;
     if (sc.class_name == "HeunDiscreteScheduler")
         return karras() ? Sampler::HeunKarras : Sampler::Heun;
     if (sc.class_name == "DPMSolverMultistepScheduler") {

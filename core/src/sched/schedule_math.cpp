@@ -42,11 +42,12 @@ void refuse_true(const JsonConfig& c, std::initializer_list<const char*> keys) {
     }
 }
 
-at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr, std::pair<double, double> range) {
+at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr, std::pair<double, double> range,
+                          const char* default_schedule) {
     const int64_t t = c.integer("num_train_timesteps", 1000);
     const double start = c.number("beta_start", range.first);
     const double end = c.number("beta_end", range.second);
-    const std::string schedule = c.string("beta_schedule", "linear");
+    const std::string schedule = c.string("beta_schedule", default_schedule);
     at::Tensor betas;
     if (c.has("trained_betas")) {
         std::vector<float> v;

@@ -17,11 +17,12 @@ namespace sds::sched {
 JsonConfig load_config(const std::filesystem::path& path);
 
 // alphas_cumprod [T] float32 from num_train_timesteps, beta_start, beta_end, beta_schedule,
-// trained_betas (with diffusers' defaults: 1000, 1e-4, 0.02, linear; Heun's class has its own
-// beta range, `range`), and, where `zero_snr` (the scheduler class has the option),
-// rescale_betas_zero_snr.
+// trained_betas (with diffusers' defaults: 1000, 1e-4, 0.02, linear; Heun's and LCM's classes
+// have their own, `range` and `schedule`), and, where `zero_snr` (the scheduler class has the
+// option), rescale_betas_zero_snr.
 at::Tensor alphas_cumprod(const JsonConfig& c, bool zero_snr = true,
-                          std::pair<double, double> range = {0.0001, 0.02});
+                          std::pair<double, double> range = {0.0001, 0.02},
+                          const char* schedule = "linear");
 
 // np.linspace(start, stop, n) (endpoint included).
 std::vector<double> linspace(double start, double stop, int n);

@@ -31,6 +31,7 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", "Karras"},
     {Sampler::EulerKarras, "euler_karras", "Euler", "Karras"},
     {Sampler::HeunKarras, "heun_karras", "Heun", "Karras"},
+    {Sampler::Lcm, "lcm", "LCM", ""},
 };
 
 std::string lower(std::string s) {
@@ -115,6 +116,9 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
         case Sampler::DpmPP2MSdeKarras:
             s = sched::make_dpmpp_2m(c, true, true);
             break;
+        case Sampler::Lcm:
+            s = sched::make_lcm(c);
+            break;
     }
     s->sampler_ = sampler;
     s->prediction_type_ = c.string("prediction_type", "epsilon");
@@ -128,12 +132,16 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
     }
     // PNDM and Heun have no rescale_betas_zero_snr option (diffusers ignores the key
     // there); the sigma samplers that have it keep the last alphā just above 0 so that the
-    // first sigma is finite. Heun's class has its own default beta range.
+    // first sigma is finite (DDIM and LCM keep 0). Heun's and LCM's classes have their own
+    // default betas.
     const bool heun = sampler == Sampler::Heun || sampler == Sampler::HeunKarras;
+    const bool lcm = sampler == Sampler::Lcm;
     const bool zero_snr = sampler != Sampler::Pndm && !heun;
     s->alphas_cumprod_ = sched::alphas_cumprod(
-        c, zero_snr, heun ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02});
-    if (zero_snr && sampler != Sampler::Ddim && c.boolean("rescale_betas_zero_snr", false)) {
+        c, zero_snr, heun || lcm ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02},
+        lcm ? "scaled_linear" : "linear");
+    if (zero_snr && sampler != Sampler::Ddim && !lcm &&
+        c.boolean("rescale_betas_zero_snr", false)) {
         s->alphas_cumprod_[-1] = std::pow(2.0, -24);
     }
     return s;

@@ -15,6 +15,7 @@ std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral, bool 
 std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, bool karras, bool sde);
 std::unique_ptr<Scheduler> make_unipc(const JsonConfig& c);
 std::unique_ptr<Scheduler> make_heun(const JsonConfig& c, bool karras);
+std::unique_ptr<Scheduler> make_lcm(const JsonConfig& c);
 
 // diffusers' DDPM-style add_noise: sqrt(ac[t]) * x0 + sqrt(1 - ac[t]) * noise.
 at::Tensor add_noise_alphas(const at::Tensor& alphas_cumprod, int64_t t, const at::Tensor& x0,

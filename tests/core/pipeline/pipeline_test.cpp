@@ -253,6 +253,7 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
           std::tuple{"Heun", "Karras", sds::Sampler::HeunKarras},
           std::tuple{"DPM++ 2M SDE", "Karras", sds::Sampler::DpmPP2MSdeKarras},
           std::tuple{"Euler a", "Automatic", sds::Sampler::EulerAncestral},
+          std::tuple{"LCM", "Automatic", sds::Sampler::Lcm},
           std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral}}) {
         const std::string text = std::string("cat\nSteps: 30, Sampler: ") + sampler +
                                  ", Schedule type: " + schedule + ", CFG scale: 5, Seed: 9";

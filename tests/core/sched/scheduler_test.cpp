@@ -66,7 +66,8 @@ std::vector<Case> cases() {
                                    "euler_log_linear",
                                    "heun_default",
                                    "heun_v",
-                                   "dpm_sde"};
+                                   "dpm_sde",
+                                   "lcm_default"};
     for (const char* cfg : configs) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
@@ -85,6 +86,9 @@ std::vector<Case> cases() {
         for (int n : {1, 2, 3, 10, 25, 50}) {
             out.push_back({cfg, "unipc", n});
         }
+    }
+    for (int n : {1, 2, 3, 10, 25, 50}) {  // 50: more than its 25 original steps, refused
+        out.push_back({"lcm_options", "lcm", n});
     }
     return out;
 }
@@ -207,6 +211,7 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE"), sds::Sampler::DpmPP2MSde);
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE Karras"), sds::Sampler::DpmPP2MSdeKarras);
     EXPECT_EQ(sds::sampler_from_name("Euler Karras"), sds::Sampler::EulerKarras);
+    EXPECT_EQ(sds::sampler_from_name("LCM"), sds::Sampler::Lcm);
     EXPECT_THROW(sds::sampler_from_name("lms"), sds::Error);
 }
 
