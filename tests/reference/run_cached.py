@@ -5,7 +5,9 @@ usage: run_cached.py LINK_PATH SCRIPT [ARGS...]
 The output lives in $SDS_FIXTURE_CACHE (default ~/.cache/sdstudio/fixtures) under a key made of
 the script's text, the files named in its DEPENDS list (module attribute), the arguments and
 the reference environment's versions; LINK_PATH becomes a symlink to it. A fresh clone on the
-same machine thus reuses fixtures made before, and a changed maker makes new ones.
+same machine thus reuses fixtures made before, and a changed maker makes new ones. Each run
+marks its output used; outputs of the same maker beyond the KEEP used last are deleted (any edit
+of a reference script makes every fixture anew, and the full-size UNet/VAE one is 3.6 GB).
 """
 import hashlib
 import importlib.metadata as md
@@ -16,6 +18,16 @@ import sys
 from pathlib import Path
 
 PACKAGES = ["torch", "diffusers", "transformers", "safetensors", "open_clip_torch", "tokenizers"]
+KEEP = 4  # per maker: a maker run with several arguments (tiny, full) has an output for each
+
+
+def prune(cache, stem):
+    made = [p for p in cache.glob(f"{stem}-*")
+            if not p.name.endswith(".tmp") and (p / ".complete").exists()]
+    made.sort(key=lambda p: (p / ".complete").stat().st_mtime, reverse=True)
+    for old in made[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+        print(f"pruned {old}")
 
 
 def main():
@@ -42,7 +54,9 @@ def main():
         tmp.rename(out)
         print(f"made {out}")
     else:
+        (out / ".complete").touch()  # used now
         print(f"cached {out}")
+    prune(cache, script.stem)
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
         link.unlink()
