@@ -29,7 +29,8 @@ from make_pipeline_fixture import SAMPLERS  # noqa: E402  each sampler as diffus
 
 SCHEDULER_CLASSES = ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
                      "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
-                     "UniPCMultistepScheduler", "HeunDiscreteScheduler"]
+                     "UniPCMultistepScheduler", "HeunDiscreteScheduler", "LCMScheduler",
+                     "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"]
 
 
 def random_scheduler(rng):
@@ -47,7 +48,8 @@ def random_scheduler(rng):
         sc["skip_prk_steps"] = True
     if cls == "DDIMScheduler" and rng.random() < 0.5:
         sc.update(clip_sample=False, set_alpha_to_one=False)
-    if (cls in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler")
+    if (cls in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
             and rng.random() < 0.3):
         sc["use_karras_sigmas"] = True
     if cls == "DPMSolverMultistepScheduler" and rng.random() < 0.3:
@@ -59,6 +61,9 @@ def random_scheduler(rng):
             sc.update(solver_type=rng.choice(["bh1", "bh2"]), predict_x0=rng.choice([True, False]))
     if cls == "EulerDiscreteScheduler" and rng.random() < 0.3:
         sc.update(interpolation_type="log_linear", final_sigmas_type="sigma_min")
+    if cls == "LCMScheduler" and rng.random() < 0.5:
+        sc.update(original_inference_steps=rng.choice([20, 50, 100]),
+                  timestep_scaling=rng.choice([1.0, 10.0]))
     return cls, sc
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, PNDMScheduler,
+                       EulerDiscreteScheduler, HeunDiscreteScheduler,
+                       KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler, LCMScheduler,
+                       PNDMScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
                        UniPCMultistepScheduler)
 from PIL import Image
@@ -36,9 +38,12 @@ SAMPLERS = {
     "dpmpp_2m_sde_karras": (DPMSolverMultistepScheduler, {**SDE, **KARRAS}),
     "euler_karras": (EulerDiscreteScheduler, KARRAS), "heun_karras": (HeunDiscreteScheduler, KARRAS),
     "lcm": (LCMScheduler, {}),
+    "dpm2": (KDPM2DiscreteScheduler, {}), "dpm2_karras": (KDPM2DiscreteScheduler, KARRAS),
+    "dpm2_a": (KDPM2AncestralDiscreteScheduler, {}),
+    "dpm2_a_karras": (KDPM2AncestralDiscreteScheduler, KARRAS),
 }
 # The samplers that draw noise in their steps.
-RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "lcm"}
+RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "lcm", "dpm2_a", "dpm2_a_karras"}
 
 
 def init_image(w, h):

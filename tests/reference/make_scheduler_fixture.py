@@ -16,6 +16,7 @@ per CFG/SAMPLER/STEPS/img2img/STRENGTH: t_start [1] (the first timestep's index,
 order), noised [1, 4, 8, 8], and but for the random samplers the steps after the cut, prev
 [calls, ...] (multistep warm-ups start again there).
 """
+import copy
 import inspect
 import json
 import sys
@@ -184,11 +185,18 @@ def main(out_dir):
         for name, (cls, extra) in SAMPLERS.items():
             if ONLY.get(cfg_name, name) != name:
                 continue
+            # Made once and copied for each use: the DPM2s' constructors set up a 1000-step
+            # schedule (0.3 s each).
+            made = cls.from_config(cfg, **extra)
             for n in (STEPS if cfg_name != "prk" else PRK_STEPS):
-                sched = cls.from_config(cfg, **extra)
+                sched = copy.deepcopy(made)
                 try:
                     sched.set_timesteps(n)
                     run(tensors, f"{cfg_name}/{name}/{n}", sched, bank)
+                    if any(v.isnan().any() for k, v in tensors.items()
+                           if k.startswith(f"{cfg_name}/{name}/{n}/")):
+                        # DPM2 a with 2 steps on linear betas: sigma_down of a negative number.
+                        raise ValueError("NaN in the schedule or the steps")
                 except (ValueError, NotImplementedError, IndexError) as e:
                     # A refusal (e.g. PNDM's warm-up with fewer than 4 steps) or a crash.
                     print(f"{cfg_name}/{name}/{n}: diffusers fails: {type(e).__name__}: {e}")
@@ -198,7 +206,7 @@ def main(out_dir):
                         tensors[f"{cfg_name}/{name}/{n}/diffusers_breaks"] = torch.tensor([1])
                     continue
                 for strength in STRENGTHS:
-                    sched = cls.from_config(cfg, **extra)
+                    sched = copy.deepcopy(made)
                     sched.set_timesteps(n)
                     init = min(int(n * strength), n)
                     first = max(n - init, 0) * sched.order  # the first timestep's index

@@ -30,13 +30,18 @@ enum class Sampler {
     EulerKarras,
     HeunKarras,
     Lcm,
+    Dpm2,
+    Dpm2Karras,
+    Dpm2Ancestral,
+    Dpm2AncestralKarras,
 };
 
 // "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "heun",
-// "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras", "lcm" (also A1111's
-// names: "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun",
-// "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "Euler Karras", "Heun Karras", "LCM"); throws
-// sds::Error.
+// "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras", "lcm", "dpm2",
+// "dpm2_karras", "dpm2_a", "dpm2_a_karras" (also A1111's names: "PLMS", "DDIM", "Euler",
+// "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun", "DPM++ 2M SDE", "DPM++ 2M SDE
+// Karras", "Euler Karras", "Heun Karras", "LCM", "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a
+// Karras"); throws sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
@@ -56,8 +61,9 @@ class Scheduler {
                                              const std::filesystem::path& config = {});
 
     virtual void set_timesteps(int steps) = 0;
-    // [N] int64 (PNDM, DDIM, DPM++, UniPC, LCM) or float32 (Euler, Euler a, Heun); PNDM has
-    // steps + 1 entries, Heun 2 * steps - 1 (a model call for each).
+    // [N] int64 (PNDM, DDIM, DPM++, UniPC, LCM), float32 (Euler, Euler a, Heun, DPM2s) or
+    // float64 (DPM2s with Karras sigmas); PNDM has steps + 1 entries, Heun and the DPM2s
+    // 2 * steps - 1 (a model call for each).
     const at::Tensor& timesteps() const { return timesteps_; }
     // [N + 1] float32 for the sigma-based schedulers; undefined for PNDM/DDIM.
     const at::Tensor& sigmas() const { return sigmas_; }
@@ -80,7 +86,7 @@ class Scheduler {
     // img2img: the index of the first timestep kept for `strength` (diffusers'
     // t_start * order); throws sds::Error when no step would be left.
     int64_t first_index_for_strength(int steps, double strength) const;
-    // Model calls per step, as diffusers' `order` (2 for Heun, 1 for the others).
+    // Model calls per step, as diffusers' `order` (2 for Heun and the DPM2s, 1 for the others).
     virtual int order() const { return 1; }
 
     Sampler sampler() const { return sampler_; }

@@ -400,6 +400,10 @@ Sampler Pipeline::default_sampler() const {
         return Sampler::UniPC;  // Karras sigmas from its config, if set
     if (sc.class_name == "LCMScheduler")
         return Sampler::Lcm;
+    if (sc.class_name == "KDPM2DiscreteScheduler")
+        return karras() ? Sampler::Dpm2Karras : Sampler::Dpm2;
+    if (sc.class_name == "KDPM2AncestralDiscreteScheduler")
+        return karras() ? Sampler::Dpm2AncestralKarras : Sampler::Dpm2Ancestral;
     if (sc.class_name == "HeunDiscreteScheduler")
         return karras() ? Sampler::HeunKarras : Sampler::Heun;
     if (sc.class_name == "DPMSolverMultistepScheduler") {

@@ -9,6 +9,7 @@
 #include <ATen/ops/cumprod.h>
 #include <ATen/ops/linspace.h>
 #include <ATen/ops/log.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/tensor.h>
 
 #include "sds/error.h"
@@ -152,20 +153,36 @@ std::vector<float> log_sigmas(const std::vector<double>& sigmas) {
     return out;
 }
 
-double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
-    const double log_sigma = std::log(std::max(sigma, 1e-10));
+namespace {
+// _sigma_to_t's interpolation from a log sigma, in T's precision.
+template <class T>
+T t_from_log_sigma(T log_sigma, const std::vector<float>& log_sigmas) {
     // Last index whose log sigma is <= log_sigma (0 when none), at most len - 2.
     int64_t count = 0, best = 0, best_at = 0;
     for (size_t i = 0; i < log_sigmas.size(); ++i) {
-        count += (log_sigma - static_cast<double>(log_sigmas[i])) >= 0 ? 1 : 0;
+        count += (log_sigma - static_cast<T>(log_sigmas[i])) >= 0 ? 1 : 0;
         if (count > best) {
             best = count, best_at = static_cast<int64_t>(i);
         }
     }
     const int64_t low = std::min<int64_t>(best_at, static_cast<int64_t>(log_sigmas.size()) - 2);
-    const double lo = log_sigmas[low], hi = log_sigmas[low + 1];
-    const double w = std::clamp((lo - log_sigma) / (lo - hi), 0.0, 1.0);
-    return (1 - w) * static_cast<double>(low) + w * static_cast<double>(low + 1);
+    const T lo = log_sigmas[low], hi = log_sigmas[low + 1];
+    const T w = std::clamp((lo - log_sigma) / (lo - hi), T(0), T(1));
+    const T a = (1 - w) * static_cast<T>(low);
+    const T b = w * static_cast<T>(low + 1);
+    return a + b;
+}
+}  // namespace
+
+double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
+    return t_from_log_sigma(std::log(std::max(sigma, 1e-10)), log_sigmas);
+}
+
+float sigma_to_t_f32(float sigma, const std::vector<float>& log_sigmas) {
+    // torch's log (SLEEF), not glibc's: they differ in the last bit now and then.
+    const float log_sigma =
+        at::scalar_tensor(std::max(sigma, 1e-10f), at::kFloat).log().item<float>();
+    return t_from_log_sigma(log_sigma, log_sigmas);
 }
 
 std::vector<double> spaced_timesteps(const std::string& spacing, int train, int n, int offset,

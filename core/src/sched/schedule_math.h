@@ -41,6 +41,9 @@ std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);
 // diffusers' _sigma_to_t: the fractional timestep of a sigma by log-sigma interpolation;
 // log_sigmas = np.log(float32 sigmas) (float32 values).
 double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
+// The same with float32 torch tensors for sigma and log_sigmas (KDPM2's midpoints): float32
+// arithmetic throughout.
+float sigma_to_t_f32(float sigma, const std::vector<float>& log_sigmas);
 std::vector<float> log_sigmas(const std::vector<double>& sigmas);
 
 // Timesteps by the "linspace" / "leading" / "trailing" spacing of DDIM/PNDM/Euler (float64

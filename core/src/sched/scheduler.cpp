@@ -32,6 +32,10 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::EulerKarras, "euler_karras", "Euler", "Karras"},
     {Sampler::HeunKarras, "heun_karras", "Heun", "Karras"},
     {Sampler::Lcm, "lcm", "LCM", ""},
+    {Sampler::Dpm2, "dpm2", "DPM2", ""},
+    {Sampler::Dpm2Karras, "dpm2_karras", "DPM2", "Karras"},
+    {Sampler::Dpm2Ancestral, "dpm2_a", "DPM2 a", ""},
+    {Sampler::Dpm2AncestralKarras, "dpm2_a_karras", "DPM2 a", "Karras"},
 };
 
 std::string lower(std::string s) {
@@ -119,26 +123,41 @@ std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesys
         case Sampler::Lcm:
             s = sched::make_lcm(c);
             break;
+        case Sampler::Dpm2:
+            s = sched::make_kdpm2(c, false, false);
+            break;
+        case Sampler::Dpm2Karras:
+            s = sched::make_kdpm2(c, true, false);
+            break;
+        case Sampler::Dpm2Ancestral:
+            s = sched::make_kdpm2(c, false, true);
+            break;
+        case Sampler::Dpm2AncestralKarras:
+            s = sched::make_kdpm2(c, true, true);
+            break;
     }
     s->sampler_ = sampler;
     s->prediction_type_ = c.string("prediction_type", "epsilon");
-    // "sample" (the model predicts x0) as far as diffusers has it: not for PNDM or Euler a.
-    const bool x0_ok = sampler != Sampler::Pndm && sampler != Sampler::EulerAncestral;
+    // "sample" (the model predicts x0) as far as diffusers has it: not for PNDM, Euler a or
+    // the DPM2s.
+    const bool dpm2 = sampler == Sampler::Dpm2 || sampler == Sampler::Dpm2Karras ||
+                      sampler == Sampler::Dpm2Ancestral || sampler == Sampler::Dpm2AncestralKarras;
+    const bool x0_ok = sampler != Sampler::Pndm && sampler != Sampler::EulerAncestral && !dpm2;
     if (s->prediction_type_ != "epsilon" && s->prediction_type_ != "v_prediction" &&
         !(s->prediction_type_ == "sample" && x0_ok)) {
         c.fail("prediction_type", "'" + s->prediction_type_ + "' is not supported by " +
                                       sampler_name(sampler) + " (epsilon, v_prediction" +
                                       (x0_ok ? ", sample)" : ")"));
     }
-    // PNDM and Heun have no rescale_betas_zero_snr option (diffusers ignores the key
-    // there); the sigma samplers that have it keep the last alphā just above 0 so that the
-    // first sigma is finite (DDIM and LCM keep 0). Heun's and LCM's classes have their own
-    // default betas.
-    const bool heun = sampler == Sampler::Heun || sampler == Sampler::HeunKarras;
+    // PNDM, Heun and the DPM2s have no rescale_betas_zero_snr option (diffusers ignores the
+    // key there); the sigma samplers that have it keep the last alphā just above 0 so that the
+    // first sigma is finite (DDIM and LCM keep 0). Heun's, the DPM2s' and LCM's classes have
+    // their own default betas.
+    const bool heun_or_dpm2 = sampler == Sampler::Heun || sampler == Sampler::HeunKarras || dpm2;
     const bool lcm = sampler == Sampler::Lcm;
-    const bool zero_snr = sampler != Sampler::Pndm && !heun;
+    const bool zero_snr = sampler != Sampler::Pndm && !heun_or_dpm2;
     s->alphas_cumprod_ = sched::alphas_cumprod(
-        c, zero_snr, heun || lcm ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02},
+        c, zero_snr, heun_or_dpm2 || lcm ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02},
         lcm ? "scaled_linear" : "linear");
     if (zero_snr && sampler != Sampler::Ddim && !lcm &&
         c.boolean("rescale_betas_zero_snr", false)) {

@@ -254,6 +254,9 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
           std::tuple{"DPM++ 2M SDE", "Karras", sds::Sampler::DpmPP2MSdeKarras},
           std::tuple{"Euler a", "Automatic", sds::Sampler::EulerAncestral},
           std::tuple{"LCM", "Automatic", sds::Sampler::Lcm},
+          std::tuple{"DPM2", "Karras", sds::Sampler::Dpm2Karras},
+          std::tuple{"DPM2 a", "Automatic", sds::Sampler::Dpm2Ancestral},
+          std::tuple{"DPM2 a", "Karras", sds::Sampler::Dpm2AncestralKarras},
           std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral}}) {
         const std::string text = std::string("cat\nSteps: 30, Sampler: ") + sampler +
                                  ", Schedule type: " + schedule + ", CFG scale: 5, Seed: 9";

@@ -126,7 +126,11 @@ TEST_P(SchedulerParity, TimestepsSigmasAndStepsMatchDiffusers) {
     auto s = make(c);
     const at::Tensor want_t = e.tensor(key + "/timesteps");
     ASSERT_EQ(s->timesteps().scalar_type(), want_t.scalar_type()) << key;
-    EXPECT_LE(max_abs(s->timesteps(), want_t), 1e-4)
+    // The DPM2s' midpoint timesteps interpolate between numpy's float32 logs of the sigmas
+    // (numpy's own SIMD log, not glibc's: they differ in the last bit for about a fifth of a
+    // schedule), in float32: within 3 float32 ulps (6.1e-5 each near 1000).
+    const bool dpm2 = c.sampler.rfind("dpm2", 0) == 0;
+    EXPECT_LE(max_abs(s->timesteps(), want_t), dpm2 ? 2e-4 : 1e-4)
         << key << "\n ours " << s->timesteps() << "\n want " << want_t;
     if (e.contains(key + "/sigmas")) {
         EXPECT_LE(max_abs(s->sigmas(), e.tensor(key + "/sigmas")), 1e-6) << key;
@@ -212,6 +216,7 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE Karras"), sds::Sampler::DpmPP2MSdeKarras);
     EXPECT_EQ(sds::sampler_from_name("Euler Karras"), sds::Sampler::EulerKarras);
     EXPECT_EQ(sds::sampler_from_name("LCM"), sds::Sampler::Lcm);
+    EXPECT_EQ(sds::sampler_from_name("DPM2 a Karras"), sds::Sampler::Dpm2AncestralKarras);
     EXPECT_THROW(sds::sampler_from_name("lms"), sds::Error);
 }
 
