@@ -48,8 +48,9 @@ int generate(const Args& args, Mode mode) {
     const QString model = QFileInfo(QString::fromStdString(f.model)).fileName();
     for (size_t i = 0; i < result.images.size(); ++i) {
         const int64_t seed = result.request.seed + static_cast<int64_t>(i);
-        const QString path = QDir(QString::fromStdString(f.out_dir))
-                                 .filePath(QString("%1-%2.png").arg(name).arg(seed));
+        const QString path = app::free_png_stem(QString::fromStdString(f.out_dir),
+                                                QString("%1-%2").arg(name).arg(seed)) +
+                             ".png";
         app::save_png(path, app::to_qimage(result.images[i]),
                       app::metadata_for(result.request, static_cast<int>(i), model));
         std::printf("%s\n", path.toStdString().c_str());

@@ -47,10 +47,10 @@ int command_grid(const Args& args) {
     const QString model = QFileInfo(QString::fromStdString(f.model)).fileName();
     QDir().mkpath(QString::fromStdString(f.out_dir));
     const QString stem =
-        QDir(QString::fromStdString(f.out_dir))
-            .filePath(QString("grid-%1-%2")
-                          .arg(spec.x.name + (spec.y.empty() ? "" : "-" + spec.y.name))
-                          .arg(f.request.seed));
+        app::free_png_stem(QString::fromStdString(f.out_dir),
+                           QString("grid-%1-%2")
+                               .arg(spec.x.name + (spec.y.empty() ? "" : "-" + spec.y.name))
+                               .arg(f.request.seed));
     std::vector<std::vector<QImage>> cells(spec.y.size());
     QStringList cell_paths;
     for (int j = 0; j < spec.y.size(); ++j) {

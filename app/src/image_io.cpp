@@ -1,6 +1,8 @@
 #include "image_io.h"
 
 #include <QBuffer>
+#include <QDir>
+#include <QFileInfo>
 #include <QImageReader>
 #include <QImageWriter>
 #include <QSaveFile>
@@ -56,6 +58,19 @@ Image load_image(const QString& path) {
         q = flat;
     }
     return from_qimage(q);
+}
+
+QString free_png_stem(const QString& dir, const QString& stem) {
+    const QDir d(dir);
+    const auto taken = [&](const QString& s) {
+        return QFileInfo::exists(d.filePath(s + ".png")) ||
+               !d.entryList({s + "-x*-y*.png"}, QDir::Files).isEmpty();
+    };
+    QString s = stem;
+    for (int n = 2; taken(s); ++n) {
+        s = stem + "-" + QString::number(n);
+    }
+    return d.filePath(s);
 }
 
 void save_png(const QString& path, const QImage& image, const QMap<QString, QString>& text) {

@@ -20,6 +20,10 @@ Image load_image(const QString& path);
 // Writes a PNG atomically (QSaveFile) with the given text chunks; throws sds::FileError.
 void save_png(const QString& path, const QImage& image, const QMap<QString, QString>& text);
 
+// DIR/STEM without an extension, free for STEM.png and STEM-*.png: STEM itself, else STEM-2,
+// STEM-3, ... (so that a new image never replaces one made before).
+QString free_png_stem(const QString& dir, const QString& stem);
+
 // The request of image `index` of a generation on its own: its seed (seed + index), a batch of
 // one. What history rows and PNG metadata record.
 GenerationRequest request_for_image(const GenerationRequest& request, int index);

@@ -414,6 +414,24 @@ def test_img2img_matches_diffusers(tmp_path, size):
     assert "Denoising strength: 0.6" in Image.open(r.stdout.split()[0]).text["parameters"]
 
 
+def test_a_second_run_into_the_same_folder_keeps_the_first_images(tmp_path):
+    # Same name and seed twice: the second image gets a new name, the first file is untouched.
+    args = ["--model", str(PIPE), "--prompt", "a red circle", "--steps", "2", "--width", "32",
+            "--height", "32", "--seed", "7", "--out", str(tmp_path)]
+    first = run("txt2img", *args, "--guidance", "7")
+    assert first.returncode == 0, first.stderr
+    before = Path(first.stdout.split()[0]).read_bytes()
+    second = run("txt2img", *args, "--guidance", "3")
+    assert second.returncode == 0, second.stderr
+    assert [Path(p).name for p in first.stdout.split() + second.stdout.split()] == [
+        "txt2img-7.png", "txt2img-7-2.png"]
+    assert Path(first.stdout.split()[0]).read_bytes() == before
+    grid = ["--model", str(PIPE), "--prompt", "a red circle", "--steps", "2", "--width", "32",
+            "--height", "32", "--x", "guidance=1,3", "--out", str(tmp_path)]
+    sheets = [run("grid", *grid).stdout.split()[0] for _ in range(2)]
+    assert [Path(p).name for p in sheets] == ["grid-guidance-0.png", "grid-guidance-0-2.png"]
+
+
 def test_grid_is_a_labelled_sheet_with_the_same_seed(tmp_path):
     from PIL import Image
     r = run("grid", "--model", str(PIPE), "--prompt", "a cat", "--x", "steps=2,4,6",
