@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <iterator>
 
 #include <ATen/ops/scalar_tensor.h>
 
@@ -12,31 +13,78 @@
 namespace sds {
 
 namespace {
+using Make = std::unique_ptr<Scheduler> (*)(const JsonConfig&);
+
+// What differs between diffusers' scheduler classes beyond their arithmetic.
+enum class Betas { Linear, KDiffusion, LcmScaled };  // their defaults: see create()
+enum class ZeroSnr { NoOption, Exact, Clamped };     // rescale_betas_zero_snr
 struct SamplerRow {
     Sampler sampler;
     const char* name;
     const char* a1111;
     const char* schedule;
+    Make make;
+    Betas betas;
+    ZeroSnr zero_snr;
+    bool x0_ok;  // prediction_type "sample"
 };
+// In the enum's order.
 constexpr SamplerRow kSamplers[] = {
-    {Sampler::Pndm, "pndm", "PLMS", ""},
-    {Sampler::Ddim, "ddim", "DDIM", ""},
-    {Sampler::Euler, "euler", "Euler", ""},
-    {Sampler::EulerAncestral, "euler_a", "Euler a", ""},
-    {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", ""},
-    {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", "Karras"},
-    {Sampler::UniPC, "unipc", "UniPC", ""},
-    {Sampler::Heun, "heun", "Heun", ""},
-    {Sampler::DpmPP2MSde, "dpmpp_2m_sde", "DPM++ 2M SDE", ""},
-    {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", "Karras"},
-    {Sampler::EulerKarras, "euler_karras", "Euler", "Karras"},
-    {Sampler::HeunKarras, "heun_karras", "Heun", "Karras"},
-    {Sampler::Lcm, "lcm", "LCM", ""},
-    {Sampler::Dpm2, "dpm2", "DPM2", ""},
-    {Sampler::Dpm2Karras, "dpm2_karras", "DPM2", "Karras"},
-    {Sampler::Dpm2Ancestral, "dpm2_a", "DPM2 a", ""},
-    {Sampler::Dpm2AncestralKarras, "dpm2_a_karras", "DPM2 a", "Karras"},
+    {Sampler::Pndm, "pndm", "PLMS", "", sched::make_pndm, Betas::Linear, ZeroSnr::NoOption, false},
+    {Sampler::Ddim, "ddim", "DDIM", "", sched::make_ddim, Betas::Linear, ZeroSnr::Exact, true},
+    {Sampler::Euler, "euler", "Euler", "",
+     [](const JsonConfig& c) { return sched::make_euler(c, false, false); }, Betas::Linear,
+     ZeroSnr::Clamped, true},
+    {Sampler::EulerAncestral, "euler_a", "Euler a", "",
+     [](const JsonConfig& c) { return sched::make_euler(c, true, false); }, Betas::Linear,
+     ZeroSnr::Clamped, false},
+    {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", "",
+     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, false, false); }, Betas::Linear,
+     ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", "Karras",
+     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, true, false); }, Betas::Linear,
+     ZeroSnr::Clamped, true},
+    {Sampler::UniPC, "unipc", "UniPC", "", sched::make_unipc, Betas::Linear, ZeroSnr::Clamped,
+     true},
+    {Sampler::Heun, "heun", "Heun", "",
+     [](const JsonConfig& c) { return sched::make_heun(c, false); }, Betas::KDiffusion,
+     ZeroSnr::NoOption, true},
+    {Sampler::DpmPP2MSde, "dpmpp_2m_sde", "DPM++ 2M SDE", "",
+     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, false, true); }, Betas::Linear,
+     ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", "Karras",
+     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, true, true); }, Betas::Linear,
+     ZeroSnr::Clamped, true},
+    {Sampler::EulerKarras, "euler_karras", "Euler", "Karras",
+     [](const JsonConfig& c) { return sched::make_euler(c, false, true); }, Betas::Linear,
+     ZeroSnr::Clamped, true},
+    {Sampler::HeunKarras, "heun_karras", "Heun", "Karras",
+     [](const JsonConfig& c) { return sched::make_heun(c, true); }, Betas::KDiffusion,
+     ZeroSnr::NoOption, true},
+    {Sampler::Lcm, "lcm", "LCM", "", sched::make_lcm, Betas::LcmScaled, ZeroSnr::Exact, true},
+    {Sampler::Dpm2, "dpm2", "DPM2", "",
+     [](const JsonConfig& c) { return sched::make_kdpm2(c, false, false); }, Betas::KDiffusion,
+     ZeroSnr::NoOption, false},
+    {Sampler::Dpm2Karras, "dpm2_karras", "DPM2", "Karras",
+     [](const JsonConfig& c) { return sched::make_kdpm2(c, true, false); }, Betas::KDiffusion,
+     ZeroSnr::NoOption, false},
+    {Sampler::Dpm2Ancestral, "dpm2_a", "DPM2 a", "",
+     [](const JsonConfig& c) { return sched::make_kdpm2(c, false, true); }, Betas::KDiffusion,
+     ZeroSnr::NoOption, false},
+    {Sampler::Dpm2AncestralKarras, "dpm2_a_karras", "DPM2 a", "Karras",
+     [](const JsonConfig& c) { return sched::make_kdpm2(c, true, true); }, Betas::KDiffusion,
+     ZeroSnr::NoOption, false},
 };
+
+constexpr bool in_enum_order() {
+    for (size_t i = 0; i < std::size(kSamplers); ++i) {
+        if (static_cast<size_t>(kSamplers[i].sampler) != i) {
+            return false;
+        }
+    }
+    return true;
+}
+static_assert(in_enum_order(), "kSamplers lists the samplers in the enum's order");
 
 std::string lower(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -82,85 +130,26 @@ std::vector<std::string> sampler_names() {
 
 std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesystem::path& config) {
     const JsonConfig c = sched::load_config(config);
-    std::unique_ptr<Scheduler> s;
-    switch (sampler) {
-        case Sampler::Pndm:
-            s = sched::make_pndm(c);
-            break;
-        case Sampler::Ddim:
-            s = sched::make_ddim(c);
-            break;
-        case Sampler::Euler:
-            s = sched::make_euler(c, false, false);
-            break;
-        case Sampler::EulerKarras:
-            s = sched::make_euler(c, false, true);
-            break;
-        case Sampler::EulerAncestral:
-            s = sched::make_euler(c, true, false);
-            break;
-        case Sampler::DpmPP2M:
-            s = sched::make_dpmpp_2m(c, false, false);
-            break;
-        case Sampler::DpmPP2MKarras:
-            s = sched::make_dpmpp_2m(c, true, false);
-            break;
-        case Sampler::UniPC:
-            s = sched::make_unipc(c);
-            break;
-        case Sampler::Heun:
-            s = sched::make_heun(c, false);
-            break;
-        case Sampler::HeunKarras:
-            s = sched::make_heun(c, true);
-            break;
-        case Sampler::DpmPP2MSde:
-            s = sched::make_dpmpp_2m(c, false, true);
-            break;
-        case Sampler::DpmPP2MSdeKarras:
-            s = sched::make_dpmpp_2m(c, true, true);
-            break;
-        case Sampler::Lcm:
-            s = sched::make_lcm(c);
-            break;
-        case Sampler::Dpm2:
-            s = sched::make_kdpm2(c, false, false);
-            break;
-        case Sampler::Dpm2Karras:
-            s = sched::make_kdpm2(c, true, false);
-            break;
-        case Sampler::Dpm2Ancestral:
-            s = sched::make_kdpm2(c, false, true);
-            break;
-        case Sampler::Dpm2AncestralKarras:
-            s = sched::make_kdpm2(c, true, true);
-            break;
-    }
+    const SamplerRow& row = kSamplers[static_cast<int>(sampler)];
+    std::unique_ptr<Scheduler> s = row.make(c);
     s->sampler_ = sampler;
     s->prediction_type_ = c.string("prediction_type", "epsilon");
-    // "sample" (the model predicts x0) as far as diffusers has it: not for PNDM, Euler a or
-    // the DPM2s.
-    const bool dpm2 = sampler == Sampler::Dpm2 || sampler == Sampler::Dpm2Karras ||
-                      sampler == Sampler::Dpm2Ancestral || sampler == Sampler::Dpm2AncestralKarras;
-    const bool x0_ok = sampler != Sampler::Pndm && sampler != Sampler::EulerAncestral && !dpm2;
+    // "sample" (the model predicts x0) as far as diffusers has it.
     if (s->prediction_type_ != "epsilon" && s->prediction_type_ != "v_prediction" &&
-        !(s->prediction_type_ == "sample" && x0_ok)) {
+        !(s->prediction_type_ == "sample" && row.x0_ok)) {
         c.fail("prediction_type", "'" + s->prediction_type_ + "' is not supported by " +
                                       sampler_name(sampler) + " (epsilon, v_prediction" +
-                                      (x0_ok ? ", sample)" : ")"));
+                                      (row.x0_ok ? ", sample)" : ")"));
     }
-    // PNDM, Heun and the DPM2s have no rescale_betas_zero_snr option (diffusers ignores the
-    // key there); the sigma samplers that have it keep the last alphā just above 0 so that the
-    // first sigma is finite (DDIM and LCM keep 0). Heun's, the DPM2s' and LCM's classes have
-    // their own default betas.
-    const bool heun_or_dpm2 = sampler == Sampler::Heun || sampler == Sampler::HeunKarras || dpm2;
-    const bool lcm = sampler == Sampler::Lcm;
-    const bool zero_snr = sampler != Sampler::Pndm && !heun_or_dpm2;
+    // Default betas: diffusers' linear 1e-4..0.02; Heun's and the DPM2s' classes linear
+    // 0.00085..0.012; LCM's scaled_linear 0.00085..0.012. Where a class has no
+    // rescale_betas_zero_snr option, diffusers ignores the key; the sigma samplers that have it
+    // keep the last alphā just above 0 so that the first sigma is finite (DDIM and LCM keep 0).
     s->alphas_cumprod_ = sched::alphas_cumprod(
-        c, zero_snr, heun_or_dpm2 || lcm ? std::pair{0.00085, 0.012} : std::pair{0.0001, 0.02},
-        lcm ? "scaled_linear" : "linear");
-    if (zero_snr && sampler != Sampler::Ddim && !lcm &&
-        c.boolean("rescale_betas_zero_snr", false)) {
+        c, row.zero_snr != ZeroSnr::NoOption,
+        row.betas == Betas::Linear ? std::pair{0.0001, 0.02} : std::pair{0.00085, 0.012},
+        row.betas == Betas::LcmScaled ? "scaled_linear" : "linear");
+    if (row.zero_snr == ZeroSnr::Clamped && c.boolean("rescale_betas_zero_snr", false)) {
         s->alphas_cumprod_[-1] = std::pow(2.0, -24);
     }
     return s;
