@@ -144,7 +144,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         if (s == Sampler::Lcm) {
             sampler_->setItemData(sampler_->count() - 1,
                                   tr("For a model with an LCM-LoRA: 2 to 8 steps at guidance 1 "
-                                     "to 2 (at most 50 steps)"),
+                                     "to 2 (at most the model's original_inference_steps, 50 "
+                                     "by default)"),
                                   Qt::ToolTipRole);
         }
     }

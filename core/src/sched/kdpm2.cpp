@@ -96,10 +96,8 @@ class KDpm2 : public SigmaScheduler {
         start_ = at::Tensor();
     }
 
-    at::Tensor scale_model_input(const at::Tensor& sample, int64_t index) const override {
-        const at::Tensor sigma =
-            first_call(index) ? sigmas_[index] : (ancestral_ ? mid_[index - 1] : mid_[index]);
-        return sample / (sigma.pow(2) + 1).pow(0.5);
+    at::Tensor input_sigma(int64_t index) const override {
+        return first_call(index) ? sigmas_[index] : (ancestral_ ? mid_[index - 1] : mid_[index]);
     }
 
     Step step(const at::Tensor& out, int64_t index, const at::Tensor& sample,

@@ -56,7 +56,7 @@ at::Tensor SigmaScheduler::init_noise_sigma() const {
 }
 
 at::Tensor SigmaScheduler::scale_model_input(const at::Tensor& sample, int64_t index) const {
-    const at::Tensor sigma = sigmas_[index];
+    const at::Tensor sigma = input_sigma(index);
     return sample / (sigma.pow(2) + 1).pow(0.5);
 }
 

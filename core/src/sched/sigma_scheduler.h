@@ -21,6 +21,10 @@ class SigmaScheduler : public Scheduler {
                          int64_t index) const override;
 
   protected:
+    // The sigma the model input of call `index` is scaled for (DPM2: the midpoint's on a
+    // step's second call).
+    virtual at::Tensor input_sigma(int64_t index) const { return sigmas_[index]; }
+
     struct Schedule {
         std::vector<double> timesteps;  // float32 values
         std::vector<double> sigmas;     // one per timestep (the final sigma is not appended)
