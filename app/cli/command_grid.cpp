@@ -42,6 +42,21 @@ int command_grid(const Args& args) {
     spec.base.sampler = f.request.sampler;  // the model's own unless --sampler
     spec.base.width = spec.base.width ? spec.base.width : pipeline.native_size();
     spec.base.height = spec.base.height ? spec.base.height : pipeline.native_size();
+    // Every cell against this model too (a sampler's step limit, the size's multiple), so
+    // that a cell that cannot run stops the grid before the first one is made.
+    for (int j = 0; j < spec.y.size(); ++j) {
+        for (int i = 0; i < spec.x.size(); ++i) {
+            try {
+                pipeline.denoising_steps(spec.cell(i, j));
+            } catch (const Error& e) {
+                QString where = app::grid_label(spec.x, i);
+                if (!spec.y.empty()) {
+                    where += ", " + app::grid_label(spec.y, j);
+                }
+                throw Error("grid cell (" + where.toStdString() + "): " + e.what());
+            }
+        }
+    }
     std::fprintf(stderr, "grid: %d x %d cells, request: %s\n", spec.x.size(), spec.y.size(),
                  f.request.to_json().c_str());
     const QString model = QFileInfo(QString::fromStdString(f.model)).fileName();

@@ -447,6 +447,17 @@ def test_grid_is_a_labelled_sheet_with_the_same_seed(tmp_path):
     assert "cell 6/6" in r.stderr and "s left" in r.stderr
 
 
+def test_a_grid_cell_the_model_cannot_run_stops_the_grid_before_the_first_cell(tmp_path):
+    # LCM takes at most the model's original_inference_steps (50 by default): the 60-step
+    # column is refused up front, not after the cells before it were made.
+    r = run("grid", "--model", str(PIPE), "--prompt", "a cat", "--sampler", "lcm",
+            "--x", "steps=2,4,60", "--y", "guidance=1,2", "--out", str(tmp_path / "out"))
+    assert r.returncode == 1, r.stderr
+    assert "grid cell (Steps: 60, CFG: 1): lcm takes 1 to 50 steps" in r.stderr, r.stderr
+    assert "cell 1/6" not in r.stderr
+    assert not list(tmp_path.glob("out/*.png"))
+
+
 def _find(sheet, cell):
     """The (x, y) where `cell` sits in `sheet` pixel for pixel, or None."""
     import numpy as np

@@ -102,6 +102,13 @@ class Pipeline {
                               const Image* mask = nullptr, const StepObserver& observer = {},
                               const std::atomic<bool>* cancel = nullptr);
 
+    // The steps a request takes on this model, as generate()'s observer counts them (img2img:
+    // those after the strength cut; with the hires fix, both runs'), without running anything.
+    // Throws sds::Error for a request that cannot run on this model: a size that is not a
+    // multiple of downscale(), steps its sampler refuses (LCM beyond the model's
+    // original_inference_steps, ...).
+    int denoising_steps(const GenerationRequest& request) const;
+
     // Merges LoRA files (kohya-ss/A1111 or diffusers format) into the weights, after putting back
     // the weights as loaded: generate() does this when its request's loras differ from loras().
     // Throws sds::Error naming the file for one that cannot be read or does not fit this model,
@@ -141,7 +148,7 @@ class Pipeline {
     // The sampler diffusers' pipeline uses for this model when none is chosen: the model's own
     // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, UniPC, Heun; with
     // Karras sigmas when its config says so). PNDM for a class SD Studio does not have (LMS,
-    // KDPM2, DPM++ SDE, ...).
+    // DPM++ SDE, ...).
     Sampler default_sampler() const;
     int downscale() const;  // 8 for SD models
     // An inpainting model: its UNet takes the latents, the mask and the masked image's latents
@@ -150,6 +157,10 @@ class Pipeline {
 
   private:
     Pipeline();
+    // The request with its size filled in (0: native_size()), validated for this model.
+    GenerationRequest sized(const GenerationRequest& request) const;
+    // denoising_steps() of one run (no hires fix).
+    int run_steps(const GenerationRequest& request) const;
     // One denoising run: generate() without the hires fix. `inits`: none, one init image for
     // every entry of the batch, or one per entry. For the latent hires fix: img2img from
     // `init_latents` (when defined; scaled latents, one per entry) instead of encoding images,

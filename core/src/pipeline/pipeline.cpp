@@ -533,7 +533,51 @@ at::Tensor scale_latents(const at::Tensor& latents, int64_t h, int64_t w,
     };
     return scaled().to(latents.scalar_type());
 }
+
+// The hires fix's two runs: the first at the request's size, the second img2img at the scaled
+// size with the hires strength and steps.
+std::pair<GenerationRequest, GenerationRequest> hires_runs(const GenerationRequest& req) {
+    GenerationRequest low = req;
+    low.hires_scale = 1;
+    GenerationRequest high = low;
+    std::tie(high.width, high.height) = req.hires_size(req.width, req.height);
+    high.init_image = "hires";
+    high.strength = req.hires_strength;
+    high.steps = req.hires_steps > 0 ? req.hires_steps : req.steps;
+    high.validate();
+    return {low, high};
+}
 }  // namespace
+
+GenerationRequest Pipeline::sized(const GenerationRequest& in) const {
+    GenerationRequest req = in;
+    req.width = req.width == 0 ? native_size() : req.width;
+    req.height = req.height == 0 ? native_size() : req.height;
+    req.validate();
+    if (req.width % downscale() != 0 || req.height % downscale() != 0) {
+        throw Error("request: width and height must be multiples of " +
+                    std::to_string(downscale()) + " for this model");
+    }
+    return req;
+}
+
+int Pipeline::run_steps(const GenerationRequest& r) const {
+    auto s = Scheduler::create(r.sampler, impl_->folder.component("scheduler").config);
+    s->set_eta(r.eta);
+    s->set_timesteps(r.steps);
+    const int64_t n = s->timesteps().size(0);
+    return static_cast<int>(
+        n - (r.is_img2img() ? s->first_index_for_strength(r.steps, r.strength) : 0));
+}
+
+int Pipeline::denoising_steps(const GenerationRequest& in) const {
+    const GenerationRequest req = sized(in);
+    if (!req.is_hires()) {
+        return run_steps(req);
+    }
+    const auto [low, high] = hires_runs(req);
+    return run_steps(low) + run_steps(sized(high));
+}
 
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
@@ -545,28 +589,10 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     }
     // The hires fix: the first run at the request's size, each image scaled up (Lanczos, as
     // Pillow; or its latents, by torch's interpolate), then an img2img run from them, image i
-    // with seed + i.
-    GenerationRequest req = in;
-    req.width = req.width == 0 ? native_size() : req.width;
-    req.height = req.height == 0 ? native_size() : req.height;
-    req.validate();
-    GenerationRequest low = req;
-    low.hires_scale = 1;
-    GenerationRequest high = low;
-    std::tie(high.width, high.height) = req.hires_size(req.width, req.height);
-    high.init_image = "hires";
-    high.strength = req.hires_strength;
-    high.steps = req.hires_steps > 0 ? req.hires_steps : req.steps;
-    high.validate();
-    // The steps each run takes (img2img: after the strength cut), for one count over both.
-    auto steps_of = [&](const GenerationRequest& r) {
-        auto s = Scheduler::create(r.sampler, impl_->folder.component("scheduler").config);
-        s->set_timesteps(r.steps);
-        const int64_t n = s->timesteps().size(0);
-        return static_cast<int>(
-            n - (r.is_img2img() ? s->first_index_for_strength(r.steps, r.strength) : 0));
-    };
-    const int n_low = steps_of(low), total = n_low + steps_of(high);
+    // with seed + i. The observer counts both runs' steps as one.
+    const GenerationRequest req = sized(in);
+    const auto [low, high] = hires_runs(req);
+    const int n_low = run_steps(low), total = n_low + run_steps(sized(high));
     StepObserver counted_low, counted_high;
     if (observer) {
         counted_low = [&](const StepEvent& e) {
@@ -609,16 +635,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     // go before the VAE decode, whose sizes differ.
     std::optional<CpuBufferScope> keep_buffers(std::in_place);
     auto& m = *impl_;
-    GenerationRequest req = in;
-    if (req.width == 0)
-        req.width = native_size();
-    if (req.height == 0)
-        req.height = native_size();
-    req.validate();
-    if (req.width % downscale() != 0 || req.height % downscale() != 0) {
-        throw Error("request: width and height must be multiples of " +
-                    std::to_string(downscale()) + " for this model");
-    }
+    const GenerationRequest req = sized(in);
     if (req.is_img2img() && inits.empty() && !init_latents.defined()) {
         throw Error("img2img needs an init image (" + req.init_image + ")");
     }

@@ -100,6 +100,58 @@ TEST(Pipeline, ObserverSeesEveryStepWithItsEstimate) {
     EXPECT_EQ(previews[0].width, 16);
 }
 
+TEST(Pipeline, DenoisingStepsCountsWhatTheObserverSeesAndRefusesWhatCannotRun) {
+    // Each count is checked against the steps a generation reports, not only a number.
+    auto observed = [](const sds::GenerationRequest& r) {
+        const sds::Image init = init_image();
+        int total = -1, calls = 0;
+        pipeline().generate(r, r.is_img2img() ? &init : nullptr, nullptr,
+                            [&](const sds::StepEvent& e) {
+                                total = e.total;
+                                ++calls;
+                            });
+        EXPECT_EQ(calls, total);
+        return total;
+    };
+    sds::GenerationRequest r = small_request();
+    r.width = r.height = 16;
+    EXPECT_EQ(pipeline().denoising_steps(r), 6);
+    EXPECT_EQ(observed(r), 6);
+    r.sampler = sds::Sampler::Heun;  // two model calls a step but the last
+    EXPECT_EQ(pipeline().denoising_steps(r), 11);
+    EXPECT_EQ(observed(r), 11);
+    r.sampler = sds::Sampler::Euler;
+    r.init_image = "init";  // img2img: what is left after the strength cut
+    r.strength = 0.5;
+    r.steps = 10;
+    EXPECT_EQ(pipeline().denoising_steps(r), 5);
+    EXPECT_EQ(observed(r), 5);
+    r = small_request();
+    r.width = r.height = 16;
+    r.steps = 4;
+    r.hires_scale = 2;  // both runs: 4, then 6 at strength 0.5
+    r.hires_steps = 6;
+    r.hires_strength = 0.5;
+    EXPECT_EQ(pipeline().denoising_steps(r), 7);
+    EXPECT_EQ(observed(r), 7);
+
+    sds::GenerationRequest lcm = small_request();
+    lcm.sampler = sds::Sampler::Lcm;
+    lcm.steps = 51;  // beyond LCM's original_inference_steps (50)
+    EXPECT_THROW(pipeline().denoising_steps(lcm), sds::Error);
+    lcm.steps = 50;
+    EXPECT_EQ(pipeline().denoising_steps(lcm), 50);
+    lcm.steps = 4;
+    lcm.hires_scale = 2;
+    lcm.hires_steps = 60;  // the second run's steps are checked too
+    EXPECT_THROW(pipeline().denoising_steps(lcm), sds::Error);
+    sds::GenerationRequest odd = small_request();
+    odd.width = 40;
+    EXPECT_EQ(pipeline().denoising_steps(odd), 6);
+    odd.width = 36;  // not a multiple of 8
+    EXPECT_THROW(pipeline().denoising_steps(odd), sds::Error);
+}
+
 TEST(Pipeline, PreviewMapIsReferencesForSd1VaeAndFittedToAnyOther) {
     // SD 1.x's VAE (the default config): REFERENCE.md's factors, used as they are.
     const sds::Vae sd1{sds::VaeConfig{}};
