@@ -30,7 +30,8 @@ from make_pipeline_fixture import SAMPLERS  # noqa: E402  each sampler as diffus
 SCHEDULER_CLASSES = ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
                      "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
                      "UniPCMultistepScheduler", "HeunDiscreteScheduler", "LCMScheduler",
-                     "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"]
+                     "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
+                     "LMSDiscreteScheduler"]
 
 
 def random_scheduler(rng):
@@ -49,7 +50,7 @@ def random_scheduler(rng):
     if cls == "DDIMScheduler" and rng.random() < 0.5:
         sc.update(clip_sample=False, set_alpha_to_one=False)
     if (cls in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
-                "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
+                "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler")
             and rng.random() < 0.3):
         sc["use_karras_sigmas"] = True
     if cls == "DPMSolverMultistepScheduler" and rng.random() < 0.3:

@@ -116,10 +116,11 @@ def samplers():
 
 def config_samplers():
     """The samplers the scheduler-config tests run: all but the Karras twins of Euler, Heun,
-    DPM++ 2M SDE, DPM2 and DPM2 a, which read a config as their plain sampler does
+    DPM++ 2M SDE, DPM2, DPM2 a and LMS, which read a config as their plain sampler does
     (scheduler_test runs every sampler on every config; this is about the CLI reading a model's
     config)."""
-    twins = {"euler_karras", "heun_karras", "dpmpp_2m_sde_karras", "dpm2_karras", "dpm2_a_karras"}
+    twins = {"euler_karras", "heun_karras", "dpmpp_2m_sde_karras", "dpm2_karras", "dpm2_a_karras",
+             "lms_karras"}
     return {k: v for k, v in samplers().items() if k not in twins}
 
 
@@ -271,6 +272,7 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp_2m_sde"),
     ("LCMScheduler", {"original_inference_steps": 40}, "lcm"),
     ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}, "dpm2_a_karras"),
+    ("LMSDiscreteScheduler", {"use_karras_sigmas": True}, "lms_karras"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.

@@ -16,7 +16,7 @@ import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, HeunDiscreteScheduler,
                        KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler, LCMScheduler,
-                       PNDMScheduler,
+                       LMSDiscreteScheduler, PNDMScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
                        UniPCMultistepScheduler)
 from PIL import Image
@@ -41,6 +41,7 @@ SAMPLERS = {
     "dpm2": (KDPM2DiscreteScheduler, {}), "dpm2_karras": (KDPM2DiscreteScheduler, KARRAS),
     "dpm2_a": (KDPM2AncestralDiscreteScheduler, {}),
     "dpm2_a_karras": (KDPM2AncestralDiscreteScheduler, KARRAS),
+    "lms": (LMSDiscreteScheduler, {}), "lms_karras": (LMSDiscreteScheduler, KARRAS),
 }
 # The samplers that draw noise in their steps.
 RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "lcm", "dpm2_a", "dpm2_a_karras"}

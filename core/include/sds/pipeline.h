@@ -146,9 +146,9 @@ class Pipeline {
     c10::ScalarType dtype() const;
     int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)
     // The sampler diffusers' pipeline uses for this model when none is chosen: the model's own
-    // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, UniPC, Heun; with
-    // Karras sigmas when its config says so). PNDM for a class SD Studio does not have (LMS,
-    // DPM++ SDE, ...).
+    // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, UniPC, Heun, LCM,
+    // DPM2, DPM2 a, LMS; with Karras sigmas when its config says so). PNDM for a class SD Studio
+    // does not have (DPM++ SDE, DEIS, ...).
     Sampler default_sampler() const;
     int downscale() const;  // 8 for SD models
     // An inpainting model: its UNet takes the latents, the mask and the masked image's latents

@@ -34,14 +34,16 @@ enum class Sampler {
     Dpm2Karras,
     Dpm2Ancestral,
     Dpm2AncestralKarras,
+    Lms,
+    LmsKarras,
 };
 
 // "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "heun",
 // "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras", "lcm", "dpm2",
-// "dpm2_karras", "dpm2_a", "dpm2_a_karras" (also A1111's names: "PLMS", "DDIM", "Euler",
-// "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun", "DPM++ 2M SDE", "DPM++ 2M SDE
-// Karras", "Euler Karras", "Heun Karras", "LCM", "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a
-// Karras"); throws sds::Error.
+// "dpm2_karras", "dpm2_a", "dpm2_a_karras", "lms", "lms_karras" (also A1111's names: "PLMS",
+// "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Heun", "DPM++ 2M SDE",
+// "DPM++ 2M SDE Karras", "Euler Karras", "Heun Karras", "LCM", "DPM2", "DPM2 Karras",
+// "DPM2 a", "DPM2 a Karras", "LMS", "LMS Karras"); throws sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
@@ -61,7 +63,7 @@ class Scheduler {
                                              const std::filesystem::path& config = {});
 
     virtual void set_timesteps(int steps) = 0;
-    // [N] int64 (PNDM, DDIM, DPM++, UniPC, LCM), float32 (Euler, Euler a, Heun, DPM2s) or
+    // [N] int64 (PNDM, DDIM, DPM++, UniPC, LCM), float32 (Euler, Euler a, Heun, DPM2s, LMS) or
     // float64 (DPM2s with Karras sigmas); PNDM has steps + 1 entries, Heun and the DPM2s
     // 2 * steps - 1 (a model call for each).
     const at::Tensor& timesteps() const { return timesteps_; }

@@ -404,6 +404,8 @@ Sampler Pipeline::default_sampler() const {
         return karras() ? Sampler::Dpm2Karras : Sampler::Dpm2;
     if (sc.class_name == "KDPM2AncestralDiscreteScheduler")
         return karras() ? Sampler::Dpm2AncestralKarras : Sampler::Dpm2Ancestral;
+    if (sc.class_name == "LMSDiscreteScheduler")
+        return karras() ? Sampler::LmsKarras : Sampler::Lms;
     if (sc.class_name == "HeunDiscreteScheduler")
         return karras() ? Sampler::HeunKarras : Sampler::Heun;
     if (sc.class_name == "DPMSolverMultistepScheduler") {

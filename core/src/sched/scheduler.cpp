@@ -74,6 +74,11 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::Dpm2AncestralKarras, "dpm2_a_karras", "DPM2 a", "Karras",
      [](const JsonConfig& c) { return sched::make_kdpm2(c, true, true); }, Betas::KDiffusion,
      ZeroSnr::NoOption, false},
+    {Sampler::Lms, "lms", "LMS", "", [](const JsonConfig& c) { return sched::make_lms(c, false); },
+     Betas::Linear, ZeroSnr::NoOption, true},
+    {Sampler::LmsKarras, "lms_karras", "LMS", "Karras",
+     [](const JsonConfig& c) { return sched::make_lms(c, true); }, Betas::Linear, ZeroSnr::NoOption,
+     true},
 };
 
 constexpr bool in_enum_order() {

@@ -309,6 +309,8 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
           std::tuple{"DPM2", "Karras", sds::Sampler::Dpm2Karras},
           std::tuple{"DPM2 a", "Automatic", sds::Sampler::Dpm2Ancestral},
           std::tuple{"DPM2 a", "Karras", sds::Sampler::Dpm2AncestralKarras},
+          std::tuple{"LMS", "Automatic", sds::Sampler::Lms},
+          std::tuple{"LMS", "Karras", sds::Sampler::LmsKarras},
           std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral}}) {
         const std::string text = std::string("cat\nSteps: 30, Sampler: ") + sampler +
                                  ", Schedule type: " + schedule + ", CFG scale: 5, Seed: 9";

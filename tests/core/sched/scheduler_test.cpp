@@ -217,7 +217,9 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("Euler Karras"), sds::Sampler::EulerKarras);
     EXPECT_EQ(sds::sampler_from_name("LCM"), sds::Sampler::Lcm);
     EXPECT_EQ(sds::sampler_from_name("DPM2 a Karras"), sds::Sampler::Dpm2AncestralKarras);
-    EXPECT_THROW(sds::sampler_from_name("lms"), sds::Error);
+    EXPECT_EQ(sds::sampler_from_name("LMS"), sds::Sampler::Lms);
+    EXPECT_EQ(sds::sampler_from_name("LMS Karras"), sds::Sampler::LmsKarras);
+    EXPECT_THROW(sds::sampler_from_name("DPM++ SDE"), sds::Error);
 }
 
 TEST(Scheduler, PndmFiftyStepsAreTheKnownSchedule) {
@@ -240,6 +242,7 @@ TEST(Scheduler, OptionsWeDoNotHaveAreRefusedByName) {
         {sds::Sampler::Euler, "use_exponential_sigmas"},
         {sds::Sampler::DpmPP2M, "use_lu_lambdas"},
         {sds::Sampler::DpmPP2MKarras, "use_beta_sigmas"},
+        {sds::Sampler::LmsKarras, "use_exponential_sigmas"},
     };
     for (const auto& [sampler, key] : cases) {
         const fs::path file = dir / (std::string(key) + ".json");
