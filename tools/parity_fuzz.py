@@ -6,7 +6,8 @@ usage: .venv/bin/python tools/parity_fuzz.py [--first N] [--trials N] [--cli PAT
                                              [--fixtures DIR] [--work DIR]
 Prints one JSON line per request that is not a match within 2/255: "MISMATCH" (pixels differ),
 "we-fail" (diffusers makes an image, the CLI fails), "diffusers-fails-we-run", and "both-fail"
-(refusals on both sides, counted only); then the counts. Trial k is the same model and requests
+(refusals on both sides, counted only); then the counts, in all and by sampler ("own X": no
+--sampler, the model's scheduler class X). Trial k is the same model and requests
 on every run (seeded with k), so a finding can be rerun with --first k --trials 1.
 """
 import argparse
@@ -31,7 +32,7 @@ SCHEDULER_CLASSES = ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
                      "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
                      "UniPCMultistepScheduler", "HeunDiscreteScheduler", "LCMScheduler",
                      "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-                     "LMSDiscreteScheduler"]
+                     "LMSDiscreteScheduler", "DPMSolverSinglestepScheduler"]
 
 
 def random_scheduler(rng):
@@ -50,11 +51,18 @@ def random_scheduler(rng):
     if cls == "DDIMScheduler" and rng.random() < 0.5:
         sc.update(clip_sample=False, set_alpha_to_one=False)
     if (cls in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
-                "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler")
+                "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler",
+                "DPMSolverSinglestepScheduler")
             and rng.random() < 0.3):
         sc["use_karras_sigmas"] = True
     if cls == "DPMSolverMultistepScheduler" and rng.random() < 0.3:
         sc["algorithm_type"] = "sde-dpmsolver++"
+    if cls in ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler") and rng.random() < 0.3:
+        sc["lambda_min_clipped"] = rng.choice([-5.1, -3.0, -2.0])
+    if cls == "DPMSolverSinglestepScheduler" and rng.random() < 0.5:
+        sc.update(solver_order=rng.choice([1, 2, 3]), solver_type=rng.choice(["midpoint", "heun"]),
+                  final_sigmas_type=rng.choice(["zero", "sigma_min"]),
+                  lower_order_final=rng.choice([True, False]))
     if cls in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler") and rng.random() < 0.5:
         sc.update(solver_order=rng.choice([1, 2, 3]),
                   final_sigmas_type=rng.choice(["zero", "sigma_min"]))
@@ -148,6 +156,7 @@ def trial(k, args):
     results = []
     for r in range(3):
         sampler = rng.choice(list(SAMPLERS) + [None])
+        label = sampler or "own " + pipe.scheduler.__class__.__name__
         req = dict(sampler=sampler, steps=rng.choice([1, 2, 3, 4, 5, 7, 10]),
                    guidance=rng.choice([0.0, 1.0, 1.5, 7.5]),
                    seed=rng.choice([0, 1, 12345, 2**32 + 5, 2**40 + 3]),
@@ -180,15 +189,15 @@ def trial(k, args):
         run = subprocess.run([args.cli, *flags], capture_output=True, text=True)
         if isinstance(want, str):
             status = "both-fail" if run.returncode != 0 else "diffusers-fails-we-run"
-            results.append((status, req, want, run.stderr[-300:]))
+            results.append((status, label, req, want, run.stderr[-300:]))
             continue
         if run.returncode != 0:
-            results.append(("we-fail", req, run.stderr[-300:]))
+            results.append(("we-fail", label, req, run.stderr[-300:]))
             continue
         diffs = [int(np.abs(np.array(Image.open(p).convert("RGB")).astype(int) - w).max())
                  if np.array(Image.open(p)).shape[:2] == w.shape[:2] else 999
                  for p, w in zip(run.stdout.split(), want)]
-        results.append(("ok" if max(diffs) <= 2 else "MISMATCH", req, diffs))
+        results.append(("ok" if max(diffs) <= 2 else "MISMATCH", label, req, diffs))
     shutil.rmtree(work, ignore_errors=True)
     return desc, results
 
@@ -207,13 +216,16 @@ def main():
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     counts = collections.Counter()
+    by_sampler = collections.defaultdict(collections.Counter)
     for k in range(args.first, args.first + args.trials):
         desc, results = trial(k, args)
         for res in results:
             counts[res[0]] += 1
+            by_sampler[res[1]][res[0]] += 1
             if res[0] not in ("ok", "both-fail"):
                 print(json.dumps({"trial": k, "model": desc, "result": res}), flush=True)
     print(json.dumps(dict(counts)))
+    print(json.dumps({s: dict(c) for s, c in sorted(by_sampler.items())}))
 
 
 if __name__ == "__main__":

@@ -116,11 +116,11 @@ def samplers():
 
 def config_samplers():
     """The samplers the scheduler-config tests run: all but the Karras twins of Euler, Heun,
-    DPM++ 2M SDE, DPM2, DPM2 a and LMS, which read a config as their plain sampler does
+    DPM++ 2M SDE, DPM2, DPM2 a, LMS and DPM++ 2S, which read a config as their plain sampler does
     (scheduler_test runs every sampler on every config; this is about the CLI reading a model's
     config)."""
     twins = {"euler_karras", "heun_karras", "dpmpp_2m_sde_karras", "dpm2_karras", "dpm2_a_karras",
-             "lms_karras"}
+             "lms_karras", "dpmpp_2s_karras"}
     return {k: v for k, v in samplers().items() if k not in twins}
 
 
@@ -273,6 +273,7 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     ("LCMScheduler", {"original_inference_steps": 40}, "lcm"),
     ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}, "dpm2_a_karras"),
     ("LMSDiscreteScheduler", {"use_karras_sigmas": True}, "lms_karras"),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3, "lambda_min_clipped": -2.5}, "dpmpp_2s"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.

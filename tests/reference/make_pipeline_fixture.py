@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler,
+                       EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, HeunDiscreteScheduler,
                        KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler, LCMScheduler,
                        LMSDiscreteScheduler, PNDMScheduler,
@@ -42,6 +43,8 @@ SAMPLERS = {
     "dpm2_a": (KDPM2AncestralDiscreteScheduler, {}),
     "dpm2_a_karras": (KDPM2AncestralDiscreteScheduler, KARRAS),
     "lms": (LMSDiscreteScheduler, {}), "lms_karras": (LMSDiscreteScheduler, KARRAS),
+    "dpmpp_2s": (DPMSolverSinglestepScheduler, ODE),
+    "dpmpp_2s_karras": (DPMSolverSinglestepScheduler, {**ODE, **KARRAS}),
 }
 # The samplers that draw noise in their steps.
 RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "lcm", "dpm2_a", "dpm2_a_karras"}

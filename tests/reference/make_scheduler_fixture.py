@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 import diffusers
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler,
+                       EulerDiscreteScheduler,
                        HeunDiscreteScheduler, LCMScheduler, PNDMScheduler, StableDiffusionPipeline,
                        UniPCMultistepScheduler)
 from safetensors.torch import save_file
@@ -105,9 +106,24 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
             "lcm_default": LCMScheduler(),
             "lcm_options": LCMScheduler(original_inference_steps=25, timestep_scaling=0.02,
                                         clip_sample=True, clip_sample_range=0.8,
-                                        prediction_type="v_prediction")}
+                                        prediction_type="v_prediction"),
+            # DPM-Solver's lambda_min_clipped, high enough to cut SD's noisiest timesteps off
+            # (every sampler reads the config; only the DPM-Solvers use it), by each spacing.
+            **{f"dpm_clipped_{spacing}": DPMSolverMultistepScheduler(
+                beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                lambda_min_clipped=-2.0, timestep_spacing=spacing)
+               for spacing in ("linspace", "leading", "trailing")},
+            # DPM++ 2S's own options: whole chunks to a final sigma_min without lowering the
+            # last one's order (where the steps fill whole chunks), third order, heun.
+            "singlestep_options": DPMSolverSinglestepScheduler(
+                final_sigmas_type="sigma_min", lower_order_final=False),
+            "singlestep_order3_heun": DPMSolverSinglestepScheduler(
+                solver_order=3, solver_type="heun", final_sigmas_type="sigma_min",
+                lower_order_final=False, beta_schedule="scaled_linear", beta_start=0.00085,
+                beta_end=0.012, lambda_min_clipped=-2.5)}
 # Configs with options only one sampler has: run for that one alone.
-ONLY = {"prk": "pndm", "lcm_options": "lcm",
+ONLY = {"prk": "pndm", "lcm_options": "lcm", "singlestep_options": "dpmpp_2s",
+        "singlestep_order3_heun": "dpmpp_2s",
         **{k: "unipc" for k in DEFAULTS if k.startswith("unipc_") and k != "unipc_default"}}
 
 

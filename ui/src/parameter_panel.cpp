@@ -148,6 +148,12 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
                                      "by default)"),
                                   Qt::ToolTipRole);
         }
+        if (s == Sampler::DpmPP2S || s == Sampler::DpmPP2SKarras) {
+            sampler_->setItemData(sampler_->count() - 1,
+                                  tr("DPM-Solver++ singlestep: what diffusers gives for A1111's "
+                                     "DPM++ SDE, without its random noise"),
+                                  Qt::ToolTipRole);
+        }
     }
     sampler_->setCurrentIndex(sampler_->findData("euler_a"));
     eta_ = new QDoubleSpinBox;

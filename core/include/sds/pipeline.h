@@ -147,8 +147,8 @@ class Pipeline {
     int native_size() const;  // unet sample_size * VAE downscale (512 for SD 1.5)
     // The sampler diffusers' pipeline uses for this model when none is chosen: the model's own
     // scheduler class (PNDM, DDIM, Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, UniPC, Heun, LCM,
-    // DPM2, DPM2 a, LMS; with Karras sigmas when its config says so). PNDM for a class SD Studio
-    // does not have (DPM++ SDE, DEIS, ...).
+    // DPM2, DPM2 a, LMS, DPM++ 2S; with Karras sigmas when its config says so). PNDM for a class
+    // SD Studio does not have (DPMSolverSDEScheduler, DEIS, a singlestep SDE, ...).
     Sampler default_sampler() const;
     int downscale() const;  // 8 for SD models
     // An inpainting model: its UNet takes the latents, the mask and the masked image's latents

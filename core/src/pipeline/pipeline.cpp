@@ -404,6 +404,9 @@ Sampler Pipeline::default_sampler() const {
         return karras() ? Sampler::Dpm2Karras : Sampler::Dpm2;
     if (sc.class_name == "KDPM2AncestralDiscreteScheduler")
         return karras() ? Sampler::Dpm2AncestralKarras : Sampler::Dpm2Ancestral;
+    if (sc.class_name == "DPMSolverSinglestepScheduler" &&
+        JsonConfig::load(sc.config).string("algorithm_type", "dpmsolver++") == "dpmsolver++")
+        return karras() ? Sampler::DpmPP2SKarras : Sampler::DpmPP2S;
     if (sc.class_name == "LMSDiscreteScheduler")
         return karras() ? Sampler::LmsKarras : Sampler::Lms;
     if (sc.class_name == "HeunDiscreteScheduler")

@@ -55,14 +55,17 @@ class DpmPP2M : public Scheduler {
             c.fail("solver_order", "must be 1, 2 or 3");
         }
         lower_order_final_ = c.boolean("lower_order_final", true);
+        lambda_min_ = c.number("lambda_min_clipped", -INFINITY);
         refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
                         "use_flow_sigmas", "use_dynamic_shifting", "thresholding"});
     }
 
     void set_timesteps(int n) override {
         num_inference_steps_ = n;
-        // lambda_min_clipped = -inf clips nothing: the full train range.
-        std::vector<double> t = multistep_timesteps(spacing_, train_, n, offset_, where_);
+        // lambda_min_clipped (-inf by default) cuts the noisiest timesteps off the range.
+        std::vector<double> t =
+            multistep_timesteps(spacing_, train_, n, offset_, where_,
+                                train_ - lambda_clipped(alphas_cumprod_, lambda_min_));
         const std::vector<double> full = full_sigmas(alphas_cumprod_);
         std::vector<double> sigmas;
         if (karras_) {
@@ -173,7 +176,8 @@ class DpmPP2M : public Scheduler {
     bool lower_order_final_ = true;
     bool final_sigma_min_ = false;  // final_sigmas_type sigma_min (else 0)
     bool euler_at_final_ = false;
-    at::Tensor outputs_[3];  // the last data predictions, newest last
+    double lambda_min_ = -INFINITY;  // lambda_min_clipped
+    at::Tensor outputs_[3];          // the last data predictions, newest last
     int lower_order_nums_ = 0;
 };
 

@@ -7,9 +7,12 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cumprod.h>
+#include <ATen/ops/flip.h>
 #include <ATen/ops/linspace.h>
 #include <ATen/ops/log.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/sqrt.h>
 #include <ATen/ops/tensor.h>
 
 #include "sds/error.h"
@@ -211,22 +214,40 @@ std::vector<double> spaced_timesteps(const std::string& spacing, int train, int 
 }
 
 std::vector<double> multistep_timesteps(const std::string& spacing, int train, int n, int offset,
-                                        const std::string& where) {
+                                        const std::string& where, int last) {
+    last = last < 0 ? train : last;
     std::vector<double> t;
     if (spacing == "linspace") {
-        const auto l = linspace(0, train - 1, n + 1);
+        const auto l = linspace(0, last - 1, n + 1);
         for (int i = n; i >= 1; --i) {
             t.push_back(round_half_even(l[i]));
         }
     } else if (spacing == "leading") {
-        const int ratio = train / (n + 1);
+        const int ratio = last / (n + 1);
         for (int i = n; i >= 1; --i) {
             t.push_back(static_cast<double>(i) * ratio + offset);
         }
+    } else if (spacing == "trailing") {
+        // np.arange(last, 0, -train / n), rounded, minus 1.
+        const double ratio = static_cast<double>(train) / n;
+        const auto count = static_cast<int>(std::ceil(last / ratio));
+        for (int i = 0; i < count; ++i) {
+            t.push_back(round_half_even(last + i * -ratio) - 1);
+        }
     } else {
-        t = spaced_timesteps(spacing, train, n, offset, where);
+        t = spaced_timesteps(spacing, train, n, offset, where);  // the message
     }
     return t;
+}
+
+int lambda_clipped(const at::Tensor& alphas_cumprod, double lambda_min) {
+    if (std::isinf(lambda_min) && lambda_min < 0) {
+        return 0;
+    }
+    const at::Tensor lambdas =
+        at::log(at::sqrt(alphas_cumprod)) - at::log(at::sqrt(1 - alphas_cumprod));
+    return static_cast<int>(
+        at::searchsorted(at::flip(lambdas, {0}), at::Scalar(lambda_min)).item<int64_t>());
 }
 
 std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {

@@ -52,9 +52,13 @@ std::vector<double> spaced_timesteps(const std::string& spacing, int train_steps
                                      int steps_offset, const std::string& where);
 
 // The timesteps of diffusers' multistep solvers (DPM-Solver, UniPC): "linspace" and "leading"
-// place n + 1 points and drop the last; "trailing" as above.
+// place n + 1 points and drop the last; "trailing" as above. `last` (DPM-Solver's
+// num_train_timesteps minus lambda_clipped(); -1: train_steps) is where the range ends.
 std::vector<double> multistep_timesteps(const std::string& spacing, int train_steps, int n,
-                                        int steps_offset, const std::string& where);
+                                        int steps_offset, const std::string& where, int last = -1);
+// DPM-Solver's lambda_min_clipped: how many of the train timesteps, from the noisiest, have a
+// log-SNR below `lambda_min` (torch.searchsorted on the flipped float32 lambdas); 0 for -inf.
+int lambda_clipped(const at::Tensor& alphas_cumprod, double lambda_min);
 
 // alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (diffusers'
 // _sigma_to_alpha_sigma_t), on 0-dim float32 tensors as diffusers computes them.

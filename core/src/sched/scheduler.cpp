@@ -79,6 +79,12 @@ constexpr SamplerRow kSamplers[] = {
     {Sampler::LmsKarras, "lms_karras", "LMS", "Karras",
      [](const JsonConfig& c) { return sched::make_lms(c, true); }, Betas::Linear, ZeroSnr::NoOption,
      true},
+    {Sampler::DpmPP2S, "dpmpp_2s", "DPM++ 2S", "",
+     [](const JsonConfig& c) { return sched::make_dpmpp_2s(c, false); }, Betas::Linear,
+     ZeroSnr::NoOption, true},
+    {Sampler::DpmPP2SKarras, "dpmpp_2s_karras", "DPM++ 2S", "Karras",
+     [](const JsonConfig& c) { return sched::make_dpmpp_2s(c, true); }, Betas::Linear,
+     ZeroSnr::NoOption, true},
 };
 
 constexpr bool in_enum_order() {
@@ -108,6 +114,14 @@ Sampler sampler_from_name(const std::string& name) {
     }
     if (n == "pndm" || n == "plms") {
         return Sampler::Pndm;
+    }
+    // A1111's DPM++ SDE has no scheduler in diffusers that draws the same noise; diffusers'
+    // documentation gives DPMSolverSinglestepScheduler for it, which is DPM++ 2S.
+    if (n == "dpm++ sde") {
+        return Sampler::DpmPP2S;
+    }
+    if (n == "dpm++ sde karras") {
+        return Sampler::DpmPP2SKarras;
     }
     std::string known;
     for (const auto& row : kSamplers) {

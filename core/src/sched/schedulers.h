@@ -19,6 +19,7 @@ std::unique_ptr<Scheduler> make_lcm(const JsonConfig& c);
 // DPM2 (KDPM2DiscreteScheduler); `ancestral`: DPM2 a (KDPM2AncestralDiscreteScheduler).
 std::unique_ptr<Scheduler> make_kdpm2(const JsonConfig& c, bool karras, bool ancestral);
 std::unique_ptr<Scheduler> make_lms(const JsonConfig& c, bool karras);
+std::unique_ptr<Scheduler> make_dpmpp_2s(const JsonConfig& c, bool karras);
 
 // diffusers' DDPM-style add_noise: sqrt(ac[t]) * x0 + sqrt(1 - ac[t]) * noise.
 at::Tensor add_noise_alphas(const at::Tensor& alphas_cumprod, int64_t t, const at::Tensor& x0,

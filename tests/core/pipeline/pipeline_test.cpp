@@ -311,6 +311,7 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
           std::tuple{"DPM2 a", "Karras", sds::Sampler::Dpm2AncestralKarras},
           std::tuple{"LMS", "Automatic", sds::Sampler::Lms},
           std::tuple{"LMS", "Karras", sds::Sampler::LmsKarras},
+          std::tuple{"DPM++ 2S", "Karras", sds::Sampler::DpmPP2SKarras},
           std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral}}) {
         const std::string text = std::string("cat\nSteps: 30, Sampler: ") + sampler +
                                  ", Schedule type: " + schedule + ", CFG scale: 5, Seed: 9";
@@ -324,6 +325,16 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
                 << w.to_a1111();
         }
     }
+    // A1111's DPM++ SDE is read as the scheduler diffusers' documentation gives for it
+    // (DPM++ 2S), and written as what ran.
+    const auto sde = sds::GenerationRequest::from_a1111(
+        "cat\nSteps: 30, Sampler: DPM++ SDE, Schedule type: Karras, CFG scale: 5, Seed: 9");
+    EXPECT_EQ(sde.sampler, sds::Sampler::DpmPP2SKarras);
+    EXPECT_NE(sde.to_a1111().find("Sampler: DPM++ 2S, Schedule type: Karras"), std::string::npos)
+        << sde.to_a1111();
+    EXPECT_EQ(
+        sds::GenerationRequest::from_a1111("cat\nSteps: 30, Sampler: DPM++ SDE, Seed: 9").sampler,
+        sds::Sampler::DpmPP2S);
     // The hires fix as A1111 writes it: the second pass's strength is the denoising strength.
     sds::GenerationRequest h;
     h.prompt = "cat";

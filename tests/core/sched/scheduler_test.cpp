@@ -67,7 +67,10 @@ std::vector<Case> cases() {
                                    "heun_default",
                                    "heun_v",
                                    "dpm_sde",
-                                   "lcm_default"};
+                                   "lcm_default",
+                                   "dpm_clipped_linspace",
+                                   "dpm_clipped_leading",
+                                   "dpm_clipped_trailing"};
     for (const char* cfg : configs) {
         for (const auto& s : sds::sampler_names()) {
             for (int n : {1, 2, 3, 10, 25, 50}) {
@@ -89,6 +92,11 @@ std::vector<Case> cases() {
     }
     for (int n : {1, 2, 3, 10, 25, 50}) {  // 50: more than its 25 original steps, refused
         out.push_back({"lcm_options", "lcm", n});
+    }
+    for (const char* cfg : {"singlestep_options", "singlestep_order3_heun"}) {
+        for (int n : {1, 2, 3, 10, 25, 50}) {
+            out.push_back({cfg, "dpmpp_2s", n});
+        }
     }
     return out;
 }
@@ -219,7 +227,11 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("DPM2 a Karras"), sds::Sampler::Dpm2AncestralKarras);
     EXPECT_EQ(sds::sampler_from_name("LMS"), sds::Sampler::Lms);
     EXPECT_EQ(sds::sampler_from_name("LMS Karras"), sds::Sampler::LmsKarras);
-    EXPECT_THROW(sds::sampler_from_name("DPM++ SDE"), sds::Error);
+    // diffusers' documented stand-in for A1111's DPM++ SDE.
+    EXPECT_EQ(sds::sampler_from_name("DPM++ SDE"), sds::Sampler::DpmPP2S);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ SDE Karras"), sds::Sampler::DpmPP2SKarras);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ 2S Karras"), sds::Sampler::DpmPP2SKarras);
+    EXPECT_THROW(sds::sampler_from_name("DPM++ 2S a"), sds::Error);
 }
 
 TEST(Scheduler, PndmFiftyStepsAreTheKnownSchedule) {
