@@ -66,26 +66,11 @@ class DpmPP2M : public Scheduler {
         std::vector<double> t =
             multistep_timesteps(spacing_, train_, n, offset_, where_,
                                 train_ - lambda_clipped(alphas_cumprod_, lambda_min_));
-        const std::vector<double> full = full_sigmas(alphas_cumprod_);
-        std::vector<double> sigmas;
-        if (karras_) {
-            const auto logs = log_sigmas(full);
-            sigmas =
-                karras_sigmas(static_cast<float>(full.front()), static_cast<float>(full.back()), n);
-            t.clear();
-            for (double s : sigmas) {
-                // diffusers rounds these, except for the cosine schedule, whose fractional
-                // timesteps the conversion to int64 truncates.
-                const double v = sigma_to_t(s, logs);
-                t.push_back(cosine_ ? std::trunc(v) : round_half_even(v));
-            }
-        } else {
-            for (double v : t) {
-                sigmas.push_back(interp_index(v, full));
-            }
-        }
-        sigmas.push_back(final_sigma_min_ ? full.front() : 0.0);
-        sigmas_ = to_tensor(sigmas, at::kFloat);
+        // With Karras sigmas diffusers rounds the timesteps, except on the cosine schedule,
+        // whose fractional timesteps the conversion to int64 truncates.
+        sigmas_ =
+            to_tensor(dpm_solver_sigmas(alphas_cumprod_, t, n, karras_, cosine_, final_sigma_min_),
+                      at::kFloat);
         timesteps_ = to_tensor(t, at::kLong);
         outputs_[0] = outputs_[1] = outputs_[2] = at::Tensor();
         lower_order_nums_ = 0;

@@ -53,23 +53,8 @@ class DpmPP2S : public Scheduler {
         for (int i = n; i >= 1; --i) {
             t.push_back(round_half_even(l[i]));
         }
-        const std::vector<double> full = full_sigmas(alphas_cumprod_);
-        std::vector<double> sigmas;
-        if (karras_) {
-            const auto logs = log_sigmas(full);
-            sigmas =
-                karras_sigmas(static_cast<float>(full.front()), static_cast<float>(full.back()), n);
-            t.clear();
-            for (double s : sigmas) {
-                t.push_back(round_half_even(sigma_to_t(s, logs)));
-            }
-        } else {
-            for (double v : t) {
-                sigmas.push_back(interp_index(v, full));
-            }
-        }
-        sigmas.push_back(final_sigma_min_ ? full.front() : 0.0);
-        sigmas_ = to_tensor(sigmas, at::kFloat);
+        sigmas_ = to_tensor(
+            dpm_solver_sigmas(alphas_cumprod_, t, n, karras_, false, final_sigma_min_), at::kFloat);
         timesteps_ = to_tensor(t, at::kLong);
         // Each step's order. diffusers turns lower_order_final on where the steps do not fill
         // whole chunks or the last sigma is 0 (so with its defaults, always).

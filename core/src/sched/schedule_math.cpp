@@ -240,6 +240,28 @@ std::vector<double> multistep_timesteps(const std::string& spacing, int train, i
     return t;
 }
 
+std::vector<double> dpm_solver_sigmas(const at::Tensor& alphas_cumprod, std::vector<double>& t,
+                                      int n, bool karras, bool truncate, bool final_sigma_min) {
+    const std::vector<double> full = full_sigmas(alphas_cumprod);
+    std::vector<double> sigmas;
+    if (karras) {
+        const auto logs = log_sigmas(full);
+        sigmas =
+            karras_sigmas(static_cast<float>(full.front()), static_cast<float>(full.back()), n);
+        t.clear();
+        for (double s : sigmas) {
+            const double v = sigma_to_t(s, logs);
+            t.push_back(truncate ? std::trunc(v) : round_half_even(v));
+        }
+    } else {
+        for (double v : t) {
+            sigmas.push_back(interp_index(v, full));
+        }
+    }
+    sigmas.push_back(final_sigma_min ? full.front() : 0.0);
+    return sigmas;
+}
+
 int lambda_clipped(const at::Tensor& alphas_cumprod, double lambda_min) {
     if (std::isinf(lambda_min) && lambda_min < 0) {
         return 0;

@@ -56,6 +56,12 @@ std::vector<double> spaced_timesteps(const std::string& spacing, int train_steps
 // num_train_timesteps minus lambda_clipped(); -1: train_steps) is where the range ends.
 std::vector<double> multistep_timesteps(const std::string& spacing, int train_steps, int n,
                                         int steps_offset, const std::string& where, int last = -1);
+// DPM-Solver's sigmas (multistep and singlestep): interpolated at the timesteps `t`, or with
+// `karras` n Karras sigmas whose timesteps replace `t` (rounded; `truncate`: cut to integers,
+// as the multistep solver does on the cosine schedule), then the final sigma (0, or the
+// smallest with `final_sigma_min`).
+std::vector<double> dpm_solver_sigmas(const at::Tensor& alphas_cumprod, std::vector<double>& t,
+                                      int n, bool karras, bool truncate, bool final_sigma_min);
 // DPM-Solver's lambda_min_clipped: how many of the train timesteps, from the noisiest, have a
 // log-SNR below `lambda_min` (torch.searchsorted on the flipped float32 lambdas); 0 for -inf.
 int lambda_clipped(const at::Tensor& alphas_cumprod, double lambda_min);
