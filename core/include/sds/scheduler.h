@@ -16,38 +16,39 @@
 
 namespace sds {
 
+// In the order the studio lists them: the families in A1111's order, each beside its Karras twin.
 enum class Sampler {
-    Pndm,
-    Ddim,
-    Euler,
     EulerAncestral,
-    DpmPP2M,
-    DpmPP2MKarras,
-    UniPC,
-    Heun,
-    DpmPP2MSde,
-    DpmPP2MSdeKarras,
+    Euler,
     EulerKarras,
+    Lms,
+    LmsKarras,
+    Heun,
     HeunKarras,
-    Lcm,
     Dpm2,
     Dpm2Karras,
     Dpm2Ancestral,
     Dpm2AncestralKarras,
-    Lms,
-    LmsKarras,
     DpmPP2S,
     DpmPP2SKarras,
+    DpmPP2M,
+    DpmPP2MKarras,
+    DpmPP2MSde,
+    DpmPP2MSdeKarras,
+    UniPC,
+    Ddim,
+    Pndm,
+    Lcm,
 };
 
-// "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "heun",
-// "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "euler_karras", "heun_karras", "lcm", "dpm2",
-// "dpm2_karras", "dpm2_a", "dpm2_a_karras", "lms", "lms_karras", "dpmpp_2s", "dpmpp_2s_karras"
-// (also A1111's names: "PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras",
-// "UniPC", "Heun", "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "Euler Karras", "Heun Karras", "LCM",
-// "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "LMS", "LMS Karras"; and "DPM++ SDE" and
-// "DPM++ SDE Karras" read as dpmpp_2s and dpmpp_2s_karras, the scheduler diffusers'
-// documentation gives for them); throws sds::Error.
+// "euler_a", "euler", "euler_karras", "lms", "lms_karras", "heun", "heun_karras", "dpm2",
+// "dpm2_karras", "dpm2_a", "dpm2_a_karras", "dpmpp_2s", "dpmpp_2s_karras", "dpmpp_2m",
+// "dpmpp_2m_karras", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "unipc", "ddim", "pndm", "lcm" (also
+// A1111's names: "Euler a", "Euler", "Euler Karras", "LMS", "LMS Karras", "Heun", "Heun Karras",
+// "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DPM++ 2S", "DPM++ 2S Karras", "DPM++ 2M",
+// "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "UniPC", "DDIM", "PLMS", "LCM"; and
+// "DPM++ SDE" and "DPM++ SDE Karras" read as dpmpp_2s and dpmpp_2s_karras, the scheduler
+// diffusers' documentation gives for them); throws sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
