@@ -82,8 +82,8 @@ TEST(ModelFolder, SuggestedSettingsComeFromSdstudioJson) {
 
 TEST(ModelFolderErrors, BadSuggestedSettingsNameTheFileAndKey) {
     const fs::path dir = copy_tiny("bad_hints");
-    std::ofstream(dir / "sdstudio.json") << R"({"sampler": "lms"})";
-    EXPECT_NE(open_error(dir).find("tiny-sd/sdstudio.json: sampler unknown sampler 'lms'"),
+    std::ofstream(dir / "sdstudio.json") << R"({"sampler": "dpm_fast"})";
+    EXPECT_NE(open_error(dir).find("tiny-sd/sdstudio.json: sampler unknown sampler 'dpm_fast'"),
               std::string::npos)
         << open_error(dir);
     std::ofstream(dir / "sdstudio.json") << R"({"steps": 0})";
