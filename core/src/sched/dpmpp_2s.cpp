@@ -45,8 +45,8 @@ class DpmPP2S : public Scheduler {
 
     void set_timesteps(int n) override {
         num_inference_steps_ = n;
-        // n + 1 points over the (unclipped) train range, rounded, the last dropped; no spacing
-        // option.
+        // n + 1 points over the train range less the timesteps lambda_min_clipped cuts off,
+        // rounded, the last dropped (the class has no spacing option).
         const int last = train_ - 1 - lambda_clipped(alphas_cumprod_, lambda_min_);
         const std::vector<double> l = linspace(0, last, n + 1);
         std::vector<double> t;
