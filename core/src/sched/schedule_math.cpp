@@ -188,6 +188,18 @@ float sigma_to_t_f32(float sigma, const std::vector<float>& log_sigmas) {
     return t_from_log_sigma(log_sigma, log_sigmas);
 }
 
+namespace {
+// np.arange(start, 0, -ratio), rounded, minus 1: the "trailing" spacing.
+std::vector<double> trailing_timesteps(double start, double ratio) {
+    std::vector<double> t;
+    const auto count = static_cast<int>(std::ceil(start / ratio));
+    for (int i = 0; i < count; ++i) {
+        t.push_back(round_half_even(start + i * -ratio) - 1);
+    }
+    return t;
+}
+}  // namespace
+
 std::vector<double> spaced_timesteps(const std::string& spacing, int train, int n, int offset,
                                      const std::string& where) {
     std::vector<double> t;
@@ -200,12 +212,7 @@ std::vector<double> spaced_timesteps(const std::string& spacing, int train, int 
             t.push_back(static_cast<double>(i) * ratio + offset);
         }
     } else if (spacing == "trailing") {
-        // np.arange(train, 0, -ratio): start + i * step, ceil(train / ratio) values.
-        const double ratio = static_cast<double>(train) / n;
-        const auto count = static_cast<int>(std::ceil(train / ratio));
-        for (int i = 0; i < count; ++i) {
-            t.push_back(round_half_even(train + i * -ratio) - 1);
-        }
+        t = trailing_timesteps(train, static_cast<double>(train) / n);
     } else {
         throw ModelError(where + ": timestep_spacing '" + spacing +
                          "' is not supported (linspace, leading, trailing)");
@@ -228,14 +235,9 @@ std::vector<double> multistep_timesteps(const std::string& spacing, int train, i
             t.push_back(static_cast<double>(i) * ratio + offset);
         }
     } else if (spacing == "trailing") {
-        // np.arange(last, 0, -train / n), rounded, minus 1.
-        const double ratio = static_cast<double>(train) / n;
-        const auto count = static_cast<int>(std::ceil(last / ratio));
-        for (int i = 0; i < count; ++i) {
-            t.push_back(round_half_even(last + i * -ratio) - 1);
-        }
+        t = trailing_timesteps(last, static_cast<double>(train) / n);
     } else {
-        t = spaced_timesteps(spacing, train, n, offset, where);  // the message
+        t = spaced_timesteps(spacing, train, n, offset, where);  // throws: an unknown spacing
     }
     return t;
 }
