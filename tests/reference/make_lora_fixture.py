@@ -9,7 +9,9 @@ encoder, transformers' names) or lora_te1_ / lora_te2_ (SDXL's two), with NAME.l
 [rank, in(, kh, kw)], NAME.lora_up.weight [out, rank(, 1, 1)] and NAME.alpha: the module's weight
 gains weight * alpha / rank * up @ down.
 
-Also one LoRA in diffusers' own format (lora_A/lora_B, its settings in the file's metadata).
+Also one LoRA in diffusers' own format (lora_A/lora_B, its settings in the file's metadata), and
+LyCORIS LoHa and LoKr files (kohya's names with NAME.hada_w1_a ... / NAME.lokr_w1 ...), whose
+images come from peft's LoHa and LoKr layers (ported from LyCORIS) in diffusers' pipeline.
 
 usage: make_lora_fixture.py OUT_DIR
 OUT_DIR/tiny-sd, OUT_DIR/tiny-sdxl (the models), OUT_DIR/*.safetensors (the LoRAs),
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
                        StableDiffusionXLPipeline, UNet2DConditionModel)
-from peft import LoraConfig, inject_adapter_in_model
+from peft import LoHaConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
@@ -129,6 +131,54 @@ def peft_lora(pipe, out_file):
     tmp.rmdir()
 
 
+def lycoris_targets(pipe):
+    """peft target modules (suffixes): attention, 1x1 proj_in/proj_out, feed-forward, every
+    resnet's 3x3 conv1 and time projection; the text encoder's attention and MLP."""
+    return (["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "conv1",
+             "time_emb_proj"], ["q_proj", "v_proj", "out_proj", "fc1"])
+
+
+def lycoris_file(pipe, kind, seed, scale, weight, out_file):
+    """A LyCORIS LoHa or LoKr with random factors, put into pipe's UNet and text encoder as peft's
+    own layers (so that diffusers' images are made with them, unmerged) at `weight`, and written
+    with kohya's module names as LyCORIS writes them: NAME.hada_w1_a, hada_w1_b, hada_w2_a,
+    hada_w2_b (hada_t1, hada_t2: a 3x3 convolution's Tucker cores) or NAME.lokr_w1(_a, _b),
+    lokr_w2(_a, _b), lokr_t2; NAME.alpha. The change is alpha / rank times (w1a @ w1b) * (w2a @
+    w2b) for LoHa and kron(w1, w2) for LoKr (peft's scaling; A1111 divides by the same rank)."""
+    unet_t, te_t = lycoris_targets(pipe)
+    if kind == "loha":
+        cfgs = (LoHaConfig(r=4, alpha=2, target_modules=unet_t, use_effective_conv2d=True),
+                LoHaConfig(r=2, alpha=3, target_modules=te_t))
+    else:  # decompose_both: w1 too is a product where the rank is small enough
+        cfgs = (LoKrConfig(r=2, alpha=3, target_modules=unet_t, use_effective_conv2d=True,
+                           decompose_both=True),
+                LoKrConfig(r=2, alpha=1, target_modules=te_t))
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for (prefix, model), cfg in zip((("lora_unet_", pipe.unet), ("lora_te_", pipe.text_encoder)),
+                                    cfgs):
+        inject_adapter_in_model(cfg, model, adapter_name="ly")
+        for name, m in model.named_modules():
+            factors = {k: getattr(m, k)["ly"] for k in getattr(m, "adapter_layer_names", ())
+                       if "ly" in getattr(m, k)}
+            if not factors:
+                continue
+            if kind == "lokr":
+                # A1111 and LyCORIS divide alpha by the rank of a product (w2's, else w1's) and
+                # take the whole change where both are full matrices; peft always divides by r.
+                assert "lokr_w2_b" in factors, name
+            module = prefix + flat(name if prefix == "lora_unet_"
+                                   else "text_model." + name.removeprefix("text_model."))
+            for k, p in factors.items():
+                p.data = torch.randn(p.shape, generator=g) * scale
+                sd[module + "." + k] = p.data.clone()
+            sd[module + ".alpha"] = torch.tensor(float(m.alpha["ly"]))
+            m.scaling["ly"] *= weight
+    assert any(".hada_t1" in k or ".lokr_t2" in k for k in sd), "no Tucker core: no 3x3 case"
+    assert any(k.startswith("lora_te_") for k in sd)
+    save_file(sd, str(out_file))
+
+
 # (name, model, [(lora file, weight)], request)
 CASES = [
     ("sd_one", "tiny-sd", [("sd_a.safetensors", 1.0)],
@@ -141,6 +191,13 @@ CASES = [
     ("sd_peft", "tiny-sd", [("sd_peft.safetensors", 0.9)],
      {"prompt": "a blue square", "negative_prompt": "red", "steps": 4, "guidance_scale": 6.0,
       "seed": 12, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler"}),
+    ("sd_loha", "tiny-sd", [("sd_loha.safetensors", 0.8)],
+     {"prompt": "a red circle on a blue background", "negative_prompt": "green", "steps": 4,
+      "guidance_scale": 7.5, "seed": 6, "batch_count": 1, "width": 32, "height": 32,
+      "sampler": "euler"}),
+    ("sd_lokr", "tiny-sd", [("sd_lokr.safetensors", 1.3)],
+     {"prompt": "a yellow star", "steps": 4, "guidance_scale": 5.0, "seed": 7, "batch_count": 2,
+      "width": 32, "height": 32, "sampler": "euler"}),
     ("sdxl_one", "tiny-sdxl", [("sdxl_a.safetensors", 0.7)],
      {"prompt": "a green square", "negative_prompt": "blurry", "steps": 4,
       "guidance_scale": 6.0, "seed": 2, "batch_count": 1, "width": 32, "height": 32,
@@ -206,6 +263,21 @@ def main(out_dir):
     expected, listed = {}, []
     for name, model, loras, req in CASES:
         pipe = pipes[model]
+        if name in ("sd_loha", "sd_lokr"):  # peft's LoHa/LoKr layers, in a pipeline of their own
+            kind = name.removeprefix("sd_")
+            pipe = StableDiffusionPipeline.from_pretrained(out / model)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+            expected[name + ".nolora"] = render(pipe, req)
+            before = text_conditioning(pipe, req["prompt"])
+            lycoris_file(pipe, kind, seed=21 if kind == "loha" else 22,
+                         scale=0.45 if kind == "loha" else 0.5, weight=loras[0][1],
+                         out_file=out / loras[0][0])
+            assert (text_conditioning(pipe, req["prompt"]) - before).abs().max() > 1e-2, name
+            expected[name] = render(pipe, req)
+            assert (expected[name].int() - expected[name + ".nolora"].int()).abs().max() > 20, name
+            listed.append({"name": name, "model": model, "loras": loras, "request": req})
+            continue
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
         expected[name + ".nolora"] = render(pipe, req)

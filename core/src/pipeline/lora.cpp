@@ -6,7 +6,10 @@
 #include <optional>
 #include <unordered_set>
 
+#include <ATen/ops/einsum.h>
+#include <ATen/ops/kron.h>
 #include <ATen/ops/mm.h>
+#include <c10/util/Exception.h>
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
@@ -142,13 +145,150 @@ std::map<std::string, PeftSettings> peft_settings(const SafeTensorsFile& file,
     return out;
 }
 
-// One module's change: its down (A) and up (B) weights and what multiplies up @ down.
-struct LoraModule {
-    std::string name;  // the LoRA's name for the module
-    std::string down, up;
-    std::optional<double> alpha;  // default: the rank
-    bool rslora = false;          // alpha / sqrt(rank) instead of alpha / rank
+// The kinds of module a file can hold, told apart by their tensors' names (NAME.PART).
+enum class Kind { Lora, LoHa, LoKr };
+
+const char* kind_name(Kind k) {
+    return k == Kind::Lora ? "LoRA" : k == Kind::LoHa ? "LoHa" : "LoKr";
+}
+
+struct Part {
+    const char* suffix;
+    Kind kind;
 };
+// kohya-ss and diffusers LoRA; LyCORIS LoHa (Hadamard product) and LoKr (Kronecker product),
+// with Tucker cores (t1, t2) for 3x3 convolutions.
+constexpr Part kParts[] = {
+    {"lora_down.weight", Kind::Lora}, {"lora_up.weight", Kind::Lora}, {"lora_A.weight", Kind::Lora},
+    {"lora_B.weight", Kind::Lora},    {"hada_w1_a", Kind::LoHa},      {"hada_w1_b", Kind::LoHa},
+    {"hada_w2_a", Kind::LoHa},        {"hada_w2_b", Kind::LoHa},      {"hada_t1", Kind::LoHa},
+    {"hada_t2", Kind::LoHa},          {"lokr_w1", Kind::LoKr},        {"lokr_w1_a", Kind::LoKr},
+    {"lokr_w1_b", Kind::LoKr},        {"lokr_w2", Kind::LoKr},        {"lokr_w2_a", Kind::LoKr},
+    {"lokr_w2_b", Kind::LoKr},        {"lokr_t2", Kind::LoKr},
+};
+
+// One module's change: its tensors by part ("lora_down.weight", "hada_w1_a", ...) and what
+// multiplies the change they make.
+struct LoraModule {
+    std::string name;  // the file's name for the module
+    Kind kind = Kind::Lora;
+    std::map<std::string, std::string> parts;  // part -> the tensor's name in the file
+    std::optional<double> alpha;               // default: no scaling (LoRA: alpha = rank)
+    bool rslora = false;                       // alpha / sqrt(rank) instead of alpha / rank
+    bool has(const std::string& part) const { return parts.count(part) > 0; }
+};
+
+// LyCORIS's Tucker form of a convolution's factors: core [r1, r2, kh, kw] with a [r1, out] and
+// b [r2, in] gives [out, in, kh, kw].
+at::Tensor tucker(const at::Tensor& core, const at::Tensor& a, const at::Tensor& b) {
+    return at::einsum("ijkl,ip,jr->prkl", {core, a, b});
+}
+
+at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
+    return at::mm(a.reshape({a.size(0), -1}), b.reshape({b.size(0), -1}));
+}
+
+// A module's change before its scale, and the rank alpha is divided by (none for a LoKr of two
+// full matrices: A1111 and LyCORIS take its change whole).
+struct Change {
+    at::Tensor delta;  // the shape of the module's weight
+    std::optional<int64_t> rank;
+};
+
+Change change(const LoraModule& m, const SafeTensorsFile& file, const at::Tensor& w,
+              const std::string& where) {
+    auto get = [&](const std::string& part) {
+        return file.tensor(m.parts.at(part)).to(w.device(), at::kFloat);
+    };
+    auto need = [&](const std::string& part, const std::string& what = {}) {
+        if (!m.has(part)) {
+            throw ModelError(where + ": " + m.name + " has " + m.parts.begin()->first + " but no " +
+                             (what.empty() ? part : what));
+        }
+    };
+    auto shapes = [&] {
+        std::string out;
+        for (const auto& [part, tensor] : m.parts) {
+            out += (out.empty() ? "" : ", ") + part + " " + shape_text(file.tensor(tensor).sizes());
+        }
+        return out;
+    };
+    Change c;
+    if (m.kind == Kind::Lora) {
+        const bool kohya = m.has("lora_down.weight") || m.has("lora_up.weight");
+        const std::string down_part = kohya ? "lora_down.weight" : "lora_A.weight";
+        const std::string up_part = kohya ? "lora_up.weight" : "lora_B.weight";
+        need(down_part);
+        need(up_part);
+        const at::Tensor down = get(down_part);
+        const at::Tensor up = get(up_part);
+        const int64_t rank = down.dim() >= 2 ? down.size(0) : 0;
+        const bool fits = rank > 0 && up.dim() >= 2 && up.size(1) == rank &&
+                          up.numel() == up.size(0) * rank && up.size(0) == w.size(0) &&
+                          down.numel() / rank * w.size(0) == w.numel();
+        if (!fits) {
+            throw ModelError(where + ": " + m.name + ": up " + shape_text(up.sizes()) +
+                             " and down " + shape_text(down.sizes()) +
+                             " do not make the model's weight " + shape_text(w.sizes()));
+        }
+        c.delta = at::mm(up.reshape({up.size(0), rank}), down.reshape({rank, -1}));
+        c.rank = rank;
+    } else {
+        try {
+            if (m.kind == Kind::LoHa) {
+                // (w1a @ w1b) * (w2a @ w2b), each factor pair a Tucker form where it has a core.
+                for (const char* part : {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}) {
+                    need(part);
+                }
+                auto half = [&](const std::string& i) {
+                    const at::Tensor a = get("hada_w" + i + "_a");
+                    const at::Tensor b = get("hada_w" + i + "_b");
+                    return m.has("hada_t" + i) ? tucker(get("hada_t" + i), a, b) : product(a, b);
+                };
+                c.delta = half("1") * half("2");
+                c.rank = file.tensor(m.parts.at("hada_w1_b")).size(0);
+            } else {
+                // kron(w1, w2), each a full matrix or a product (w2: a Tucker form with a core).
+                const char* whole1 = "lokr_w1 (or lokr_w1_a and lokr_w1_b)";
+                const char* whole2 = "lokr_w2 (or lokr_w2_a and lokr_w2_b)";
+                if (!m.has("lokr_w1")) {
+                    need("lokr_w1_a", whole1);
+                    need("lokr_w1_b", whole1);
+                }
+                if (!m.has("lokr_w2")) {
+                    need("lokr_w2_a", whole2);
+                    need("lokr_w2_b", whole2);
+                }
+                at::Tensor w1 =
+                    m.has("lokr_w1") ? get("lokr_w1") : product(get("lokr_w1_a"), get("lokr_w1_b"));
+                const at::Tensor w2 =
+                    m.has("lokr_w2")   ? get("lokr_w2")
+                    : m.has("lokr_t2") ? tucker(get("lokr_t2"), get("lokr_w2_a"), get("lokr_w2_b"))
+                                       : product(get("lokr_w2_a"), get("lokr_w2_b"));
+                if (w2.dim() == 4) {
+                    w1 = w1.reshape({w1.size(0), w1.size(1), 1, 1});
+                }
+                // at::kron views w2, and a Tucker form (einsum's result) is not contiguous.
+                c.delta = at::kron(w1, w2.contiguous());
+                for (const char* b : {"lokr_w2_b", "lokr_w1_b"}) {
+                    if (m.has(b)) {
+                        c.rank = file.tensor(m.parts.at(b)).size(0);
+                        break;
+                    }
+                }
+            }
+        } catch (const c10::Error&) {
+            c.delta = at::Tensor();  // the factors do not combine
+        }
+    }
+    if (!c.delta.defined() || c.delta.numel() != w.numel() || c.delta.size(0) != w.size(0) ||
+        (c.rank && *c.rank <= 0)) {
+        throw ModelError(where + ": " + m.name + ": its " + kind_name(m.kind) + " weights (" +
+                         shapes() + ") do not make the model's weight " + shape_text(w.sizes()));
+    }
+    c.delta = c.delta.reshape(w.sizes());
+    return c;
+}
 
 }  // namespace
 
@@ -156,52 +296,63 @@ void LoraMerger::merge(const LoraRef& lora) {
     torch::NoGradGuard no_grad;
     const SafeTensorsFile file = SafeTensorsFile::open(lora.file);
     const std::string where = lora.file;
-    // kohya-ss: NAME.lora_down/lora_up.weight (+ NAME.alpha). diffusers/peft:
-    // COMPONENT.MODULE.lora_A/lora_B.weight, the alpha in the adapter metadata.
-    const std::pair<std::string, std::string> formats[] = {{".lora_down.weight", ".lora_up.weight"},
-                                                           {".lora_A.weight", ".lora_B.weight"}};
     const auto settings = peft_settings(file, where);
-    std::vector<LoraModule> modules;
+    std::map<std::string, LoraModule> by_name;
+    std::vector<std::string> order;  // modules as the file lists them
     std::unordered_set<std::string> used;
     for (const auto& t : file.tensors()) {
-        for (const auto& [down, up] : formats) {
-            if (!ends_with(t.name, down)) {
+        for (const auto& part : kParts) {
+            const std::string suffix = std::string(".") + part.suffix;
+            if (!ends_with(t.name, suffix)) {
                 continue;
             }
-            LoraModule m;
-            m.name = t.name.substr(0, t.name.size() - down.size());
-            m.down = t.name;
-            m.up = m.name + up;
-            if (file.contains(m.name + ".alpha")) {
-                const at::Tensor a = file.tensor(m.name + ".alpha");
-                if (a.numel() != 1) {
-                    throw ModelError(where + ": " + m.name + ".alpha is not one number");
+            const std::string name = t.name.substr(0, t.name.size() - suffix.size());
+            auto [it, added] = by_name.try_emplace(name);
+            LoraModule& m = it->second;
+            if (added) {
+                m.name = name;
+                m.kind = part.kind;
+                order.push_back(name);
+            } else if (m.kind != part.kind) {
+                throw ModelError(where + ": " + name + " has both " + kind_name(m.kind) + " and " +
+                                 kind_name(part.kind) + " tensors (" + part.suffix + ")");
+            }
+            m.parts[part.suffix] = t.name;
+            used.insert(t.name);
+            break;
+        }
+    }
+    std::vector<LoraModule> modules;
+    for (const auto& name : order) {
+        LoraModule& m = by_name.at(name);
+        if (file.contains(m.name + ".alpha")) {
+            const at::Tensor a = file.tensor(m.name + ".alpha");
+            if (a.numel() != 1) {
+                throw ModelError(where + ": " + m.name + ".alpha is not one number");
+            }
+            m.alpha = a.to(at::kDouble).item<double>();
+            used.insert(m.name + ".alpha");
+        } else if (m.has("lora_A.weight") || m.has("lora_B.weight")) {
+            // diffusers/peft: the alpha is in the adapter metadata.
+            const std::string component = m.name.substr(0, m.name.find('.'));
+            const auto s = settings.find(component);
+            if (s != settings.end()) {
+                if (s->second.use_dora) {
+                    throw ModelError(where +
+                                     ": a DoRA adapter (use_dora); SD Studio merges "
+                                     "plain LoRAs");
                 }
-                m.alpha = a.to(at::kDouble).item<double>();
-                used.insert(m.name + ".alpha");
-            } else if (down == ".lora_A.weight") {
-                const std::string component = m.name.substr(0, m.name.find('.'));
-                const auto s = settings.find(component);
-                if (s != settings.end()) {
-                    if (s->second.use_dora) {
-                        throw ModelError(where +
-                                         ": a DoRA adapter (use_dora); SD Studio merges "
-                                         "plain LoRAs");
-                    }
-                    m.alpha = s->second.lora_alpha;
-                    m.rslora = s->second.use_rslora;
-                    const std::string inner = m.name.substr(component.size() + 1);
-                    for (const auto& [pattern, alpha] : s->second.alpha_pattern) {
-                        if (inner == pattern || ends_with(inner, "." + pattern)) {
-                            m.alpha = alpha;
-                        }
+                m.alpha = s->second.lora_alpha;
+                m.rslora = s->second.use_rslora;
+                const std::string inner = m.name.substr(component.size() + 1);
+                for (const auto& [pattern, alpha] : s->second.alpha_pattern) {
+                    if (inner == pattern || ends_with(inner, "." + pattern)) {
+                        m.alpha = alpha;
                     }
                 }
             }
-            used.insert(m.down);
-            used.insert(m.up);
-            modules.push_back(m);
         }
+        modules.push_back(std::move(m));
     }
     std::vector<std::string> unknown;
     for (const auto& t : file.tensors()) {
@@ -217,11 +368,6 @@ void LoraMerger::merge(const LoraRef& lora) {
         }
         return false;
     };
-    if (has("hada_") || has("lokr_")) {
-        throw ModelError(where +
-                         ": a LyCORIS LoHa/LoKr file; SD Studio merges LoRA (and LoCon) "
-                         "files, whose modules have lora_down and lora_up weights");
-    }
     if (has("dora_scale") || has("lora_magnitude_vector")) {
         throw ModelError(where + ": a DoRA file (dora_scale); SD Studio merges plain LoRAs");
     }
@@ -233,8 +379,9 @@ void LoraMerger::merge(const LoraRef& lora) {
     }
     if (modules.empty()) {
         throw ModelError(where +
-                         ": no LoRA modules (NAME.lora_down.weight and NAME.lora_up.weight, or "
-                         "lora_A and lora_B), so this is not a LoRA file");
+                         ": no LoRA modules (NAME.lora_down.weight and NAME.lora_up.weight, "
+                         "lora_A and lora_B, or LyCORIS's hada_ or lokr_ weights), so this is "
+                         "not a LoRA file");
     }
     if (!unknown.empty()) {
         throw ModelError(where + ": " + std::to_string(unknown.size()) +
@@ -259,25 +406,15 @@ void LoraMerger::merge(const LoraRef& lora) {
     }
     for (const auto& m : modules) {
         at::Tensor& w = targets_.at(m.name);
-        if (!file.contains(m.up)) {
-            throw ModelError(where + ": " + m.name + " has " + m.down.substr(m.name.size() + 1) +
-                             " but no " + m.up.substr(m.name.size() + 1));
+        const Change c = change(m, file, w, where);
+        // alpha / rank. A LoRA without an alpha has alpha = rank; a LoHa or LoKr without one,
+        // or a LoKr of two full matrices, adds its change whole (as A1111 and LyCORIS do).
+        double scale = lora.weight;
+        if (c.rank && (m.alpha || m.kind == Kind::Lora)) {
+            const auto r = static_cast<double>(*c.rank);
+            scale *= m.alpha.value_or(r) / (m.rslora ? std::sqrt(r) : r);
         }
-        const at::Tensor down = file.tensor(m.down).to(w.device(), at::kFloat);
-        const at::Tensor up = file.tensor(m.up).to(w.device(), at::kFloat);
-        const int64_t rank = down.dim() >= 2 ? down.size(0) : 0;
-        const bool fits = rank > 0 && up.dim() >= 2 && up.size(1) == rank &&
-                          up.numel() == up.size(0) * rank && up.size(0) == w.size(0) &&
-                          down.numel() / rank * w.size(0) == w.numel();
-        if (!fits) {
-            throw ModelError(where + ": " + m.name + ": up " + shape_text(up.sizes()) +
-                             " and down " + shape_text(down.sizes()) +
-                             " do not make the model's weight " + shape_text(w.sizes()));
-        }
-        const auto r = static_cast<double>(rank);
-        const double scale = lora.weight * m.alpha.value_or(r) / (m.rslora ? std::sqrt(r) : r);
-        const at::Tensor delta =
-            at::mm(up.reshape({up.size(0), rank}), down.reshape({rank, -1})).reshape(w.sizes());
+        const at::Tensor& delta = c.delta;
         // The weight as loaded stays aside untouched (often the mapped file itself); the
         // module gets a new tensor with the change added.
         if (saved.insert(w.unsafeGetTensorImpl()).second) {

@@ -10,7 +10,10 @@
 // unet.MODULE / text_encoder.MODULE / text_encoder_2.MODULE with lora_A (down) and lora_B (up),
 // the alpha (per module with alpha_pattern, over sqrt(rank) with rsLoRA) in the file's
 // "lora_adapter_metadata". Merging adds weight * alpha / rank * up @ down to the module's weight,
-// which is what diffusers' (peft's) LoRA layers add to the module's output.
+// which is what diffusers' (peft's) LoRA layers add to the module's output. LyCORIS's LoHa
+// (NAME.hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; hada_t1/t2 Tucker cores) and LoKr
+// (NAME.lokr_w1 or lokr_w1_a/b, lokr_w2 or lokr_w2_a/b, lokr_t2) files use the same names; their
+// change is (w1a @ w1b) * (w2a @ w2b) or kron(w1, w2), over the rank as A1111 reads it.
 #include <functional>
 #include <string>
 #include <unordered_map>

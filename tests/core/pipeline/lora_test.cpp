@@ -2,17 +2,23 @@
 // (tests/reference/make_lora_fixture.py): kohya-ss/A1111 files for SD 1.x with LoRA and LoCon
 // modules (1x1 and 3x3 convolutions, attention, feed-forward, the text encoder), two LoRAs at
 // once with weights (one negative), SDXL with its original UNet names and both text encoders;
-// and one in diffusers' own format (lora_A/lora_B, rank and alpha patterns, rsLoRA).
+// one in diffusers' own format (lora_A/lora_B, rank and alpha patterns, rsLoRA); LyCORIS LoHa
+// and LoKr files (with Tucker cores on 3x3 convolutions) against peft's LoHa and LoKr layers.
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <map>
 
+#include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
+#include <ATen/ops/einsum.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/max.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/randn.h>
 #include <torch/nn/module.h>
 #include <nlohmann/json.hpp>
 
@@ -158,9 +164,24 @@ TEST(Lora, SaysWhatIsWrongAndKeepsTheModelAsLoaded) {
     EXPECT_NE(apply_error(p, {{peft.string(), 1.0}}).find("diffusers' old attention-processor"),
               std::string::npos)
         << apply_error(p, {{peft.string(), 1.0}});
-    const auto loha =
-        lora_variant("loha", "sd_a.safetensors", {{"lora_unet_x.hada_w1_a", at::ones({4, 4})}});
-    EXPECT_NE(apply_error(p, {{loha.string(), 1.0}}).find("LyCORIS LoHa/LoKr"), std::string::npos);
+    // One module with LoRA and LoHa tensors; a LoHa module without all four factors; a LoKr
+    // whose factors make another shape.
+    const auto mixed =
+        lora_variant("mixed", "sd_a.safetensors", {{q + ".hada_w1_a", at::ones({64, 4})}});
+    const std::string mix = apply_error(p, {{mixed.string(), 1.0}});
+    EXPECT_NE(mix.find(q + " has both "), std::string::npos) << mix;
+    EXPECT_NE(mix.find("LoHa"), std::string::npos) << mix;
+    const auto loha = lora_variant("loha", "sd_loha.safetensors", {{q + ".hada_w2_b", {}}});
+    EXPECT_NE(apply_error(p, {{loha.string(), 1.0}}).find(q + " has hada_w1_a but no hada_w2_b"),
+              std::string::npos)
+        << apply_error(p, {{loha.string(), 1.0}});
+    const auto lokr = lora_variant("lokr", "sd_lokr.safetensors",
+                                   {{q + ".lokr_w1_a", at::ones({4, 2})}, {q + ".lokr_w1", {}}});
+    EXPECT_NE(apply_error(p, {{lokr.string(), 1.0}})
+                  .find(q + ": its LoKr weights (lokr_w1_a [4, 2], lokr_w1_b [2, 8], lokr_w2_a "
+                            "[8, 2], lokr_w2_b [2, 8]) do not make the model's weight [64, 64]"),
+              std::string::npos)
+        << apply_error(p, {{lokr.string(), 1.0}});
     const auto stray =
         lora_variant("stray", "sd_a.safetensors", {{"something_else", at::ones({1})}});
     EXPECT_NE(apply_error(p, {{stray.string(), 1.0}})
@@ -177,6 +198,40 @@ TEST(Lora, SaysWhatIsWrongAndKeepsTheModelAsLoaded) {
     p.set_loras({{good, 0.0}});
     expect_same_weights(p.unet().module(), loaded);
     p.set_loras({});
+}
+
+// The scale of LyCORIS modules where the fixture's (peft's alpha / r) does not say it: a LoKr of
+// two full matrices and a LoHa without an alpha add their change whole, times the weight, as
+// A1111 and LyCORIS do; kron(w1, w2) puts w1's entries over w2's blocks.
+TEST(Lora, LycorisWithoutARankOrAlphaAddsItsChangeWhole) {
+    auto& p = pipeline("tiny-sd");
+    const auto loaded = weights_of(p.unet().module());
+    const std::string q = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q";
+    const std::string key = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight";
+    at::manual_seed(5);
+    const at::Tensor w1 = at::randn({8, 8}), w2 = at::randn({8, 8});
+    const at::Tensor a1 = at::randn({64, 2}), b1 = at::randn({2, 64});
+    const at::Tensor a2 = at::randn({64, 2}), b2 = at::randn({2, 64});
+    const fs::path dir = sds::test::temp_dir("lora_lycoris_scale");
+    sds::save_safetensors(
+        dir / "kron.safetensors",
+        {{q + ".lokr_w1", w1}, {q + ".lokr_w2", w2}, {q + ".alpha", at::full({}, 5.0)}});
+    sds::save_safetensors(dir / "hada.safetensors", {{q + ".hada_w1_a", a1},
+                                                     {q + ".hada_w1_b", b1},
+                                                     {q + ".hada_w2_a", a2},
+                                                     {q + ".hada_w2_b", b2}});
+    const at::Tensor kron = at::einsum("ij,pq->ipjq", {w1, w2}).reshape({64, 64});
+    const at::Tensor hada = at::mm(a1, b1) * at::mm(a2, b2);
+    for (const auto& [file, change] :
+         {std::pair{dir / "kron.safetensors", kron}, std::pair{dir / "hada.safetensors", hada}}) {
+        p.set_loras({{file.string(), 0.5}});
+        const auto merged = weights_of(p.unet().module());
+        const at::Tensor want = loaded.at(key) + 0.5 * change;
+        EXPECT_LT(at::max(at::abs(merged.at(key) - want)).item<float>(), 1e-5) << file;
+        EXPECT_GT(at::max(at::abs(merged.at(key) - loaded.at(key))).item<float>(), 0.1) << file;
+    }
+    p.set_loras({});
+    expect_same_weights(p.unet().module(), loaded);
 }
 
 TEST(Lora, TheRequestCarriesItsLoras) {
