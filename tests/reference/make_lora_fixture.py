@@ -11,7 +11,11 @@ gains weight * alpha / rank * up @ down.
 
 Also one LoRA in diffusers' own format (lora_A/lora_B, its settings in the file's metadata), and
 LyCORIS LoHa and LoKr files (kohya's names with NAME.hada_w1_a ... / NAME.lokr_w1 ...), whose
-images come from peft's LoHa and LoKr layers (ported from LyCORIS) in diffusers' pipeline.
+images come from peft's LoHa and LoKr layers (ported from LyCORIS) in diffusers' pipeline; a
+LyCORIS LoCon with Tucker cores on 3x3 convolutions (NAME.lora_mid.weight), whose images come
+from the pipeline with each changed module run beside its LoRA's own convolutions (down 1x1,
+mid 3x3, up 1x1); and a LyCORIS full file (NAME.diff, NAME.diff_b: the changes themselves),
+whose images come from the pipeline with those changes added to its weights.
 
 usage: make_lora_fixture.py OUT_DIR
 OUT_DIR/tiny-sd, OUT_DIR/tiny-sdxl (the models), OUT_DIR/*.safetensors (the LoRAs),
@@ -179,6 +183,84 @@ def lycoris_file(pipe, kind, seed, scale, weight, out_file):
     save_file(sd, str(out_file))
 
 
+class BesideItsLora(torch.nn.Module):
+    """A module run with its LoRA beside it: base(x) + scale * up(mid(down(x))), the LoRA's
+    factors as layers of their own (for a convolution: down 1x1, mid with the module's kernel,
+    stride and padding, up 1x1)."""
+
+    def __init__(self, base, down, mid, up, scale):
+        super().__init__()
+        self.base, self.down, self.mid, self.up, self.scale = base, down, mid, up, scale
+
+    def forward(self, x):
+        if isinstance(self.base, torch.nn.Conv2d):
+            y = torch.nn.functional.conv2d(x, self.down)
+            y = torch.nn.functional.conv2d(y, self.mid, stride=self.base.stride,
+                                           padding=self.base.padding)
+            y = torch.nn.functional.conv2d(y, self.up)
+        else:
+            y = torch.nn.functional.linear(torch.nn.functional.linear(x, self.down), self.up)
+        return self.base(x) + self.scale * y
+
+
+def locon_tucker_file(pipe, seed, weight, out_file):
+    """A LyCORIS LoCon with Tucker cores: every resnet's 3x3 conv1 and conv2 as lora_down [r,
+    in, 1, 1], lora_mid [r, r, 3, 3], lora_up [out, r, 1, 1]; the self-attention's to_q as a plain
+    LoRA; alpha 3 over rank 4. Puts each beside its module in pipe's UNet (BesideItsLora)."""
+    g = torch.Generator().manual_seed(seed)
+    rank, alpha, sd = 4, 3.0, {}
+    for name, m in list(pipe.unet.named_modules()):
+        conv = isinstance(m, torch.nn.Conv2d) and name.endswith(("conv1", "conv2")) and \
+            "resnets" in name and m.kernel_size == (3, 3)
+        linear = isinstance(m, torch.nn.Linear) and name.endswith("attn1.to_q")
+        if not (conv or linear):
+            continue
+        out_ch, in_ch = m.weight.shape[:2]
+        if conv:
+            down = torch.randn((rank, in_ch, 1, 1), generator=g) * 0.3
+            mid = torch.randn((rank, rank, 3, 3), generator=g) * 0.3
+            up = torch.randn((out_ch, rank, 1, 1), generator=g) * 0.3
+        else:
+            down = torch.randn((rank, in_ch), generator=g) * 0.3
+            mid = None
+            up = torch.randn((out_ch, rank), generator=g) * 0.3
+        key = "lora_unet_" + flat(name)
+        sd[key + ".lora_down.weight"] = down
+        sd[key + ".lora_up.weight"] = up
+        if mid is not None:
+            sd[key + ".lora_mid.weight"] = mid
+        sd[key + ".alpha"] = torch.tensor(alpha)
+        parent, child = name.rsplit(".", 1)
+        setattr(pipe.unet.get_submodule(parent), child,
+                BesideItsLora(m, down, mid, up, weight * alpha / rank))
+    assert any(k.endswith("lora_mid.weight") for k in sd)
+    save_file(sd, str(out_file))
+
+
+def full_file(pipe, seed, weight, out_file):
+    """A LyCORIS full file: NAME.diff (the weight's change) and NAME.diff_b (the bias's) for the
+    attention's to_k (no bias) and to_out.0, each resnet's conv2, and the text encoder's fc1;
+    added to pipe's weights at `weight`."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for prefix, model in (("lora_unet_", pipe.unet), ("lora_te_", pipe.text_encoder)):
+        for name, m in model.named_modules():
+            if not (name.endswith(("attn1.to_k", "attn2.to_out.0", "fc1")) or
+                    (name.endswith("conv2") and "resnets" in name)):
+                continue
+            key = prefix + flat(name if prefix == "lora_unet_"
+                                else "text_model." + name.removeprefix("text_model."))
+            diff = torch.randn(m.weight.shape, generator=g) * 0.05
+            sd[key + ".diff"] = diff
+            m.weight.data += weight * diff
+            if m.bias is not None:
+                diff_b = torch.randn(m.bias.shape, generator=g) * 0.2
+                sd[key + ".diff_b"] = diff_b
+                m.bias.data += weight * diff_b
+    assert any(k.endswith(".diff_b") for k in sd) and any(k.startswith("lora_te_") for k in sd)
+    save_file(sd, str(out_file))
+
+
 # (name, model, [(lora file, weight)], request)
 CASES = [
     ("sd_one", "tiny-sd", [("sd_a.safetensors", 1.0)],
@@ -198,6 +280,12 @@ CASES = [
     ("sd_lokr", "tiny-sd", [("sd_lokr.safetensors", 1.3)],
      {"prompt": "a yellow star", "steps": 4, "guidance_scale": 5.0, "seed": 7, "batch_count": 2,
       "width": 32, "height": 32, "sampler": "euler"}),
+    ("sd_locon_tucker", "tiny-sd", [("sd_locon_tucker.safetensors", 0.9)],
+     {"prompt": "a blue square", "steps": 4, "guidance_scale": 6.0, "seed": 8, "batch_count": 1,
+      "width": 32, "height": 32, "sampler": "euler"}),
+    ("sd_full", "tiny-sd", [("sd_full.safetensors", 0.7)],
+     {"prompt": "a green triangle", "negative_prompt": "red", "steps": 4, "guidance_scale": 7.0,
+      "seed": 10, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler"}),
     ("sdxl_one", "tiny-sdxl", [("sdxl_a.safetensors", 0.7)],
      {"prompt": "a green square", "negative_prompt": "blurry", "steps": 4,
       "guidance_scale": 6.0, "seed": 2, "batch_count": 1, "width": 32, "height": 32,
@@ -263,17 +351,24 @@ def main(out_dir):
     expected, listed = {}, []
     for name, model, loras, req in CASES:
         pipe = pipes[model]
-        if name in ("sd_loha", "sd_lokr"):  # peft's LoHa/LoKr layers, in a pipeline of their own
-            kind = name.removeprefix("sd_")
+        if name in ("sd_loha", "sd_lokr", "sd_locon_tucker", "sd_full"):
+            # LyCORIS files: the change made in a pipeline of its own.
             pipe = StableDiffusionPipeline.from_pretrained(out / model)
             pipe.set_progress_bar_config(disable=True)
             pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
             expected[name + ".nolora"] = render(pipe, req)
             before = text_conditioning(pipe, req["prompt"])
-            lycoris_file(pipe, kind, seed=21 if kind == "loha" else 22,
-                         scale=0.45 if kind == "loha" else 0.5, weight=loras[0][1],
-                         out_file=out / loras[0][0])
-            assert (text_conditioning(pipe, req["prompt"]) - before).abs().max() > 1e-2, name
+            file, weight = out / loras[0][0], loras[0][1]
+            if name == "sd_loha":
+                lycoris_file(pipe, "loha", seed=21, scale=0.45, weight=weight, out_file=file)
+            elif name == "sd_lokr":
+                lycoris_file(pipe, "lokr", seed=22, scale=0.5, weight=weight, out_file=file)
+            elif name == "sd_locon_tucker":
+                locon_tucker_file(pipe, seed=23, weight=weight, out_file=file)
+            else:
+                full_file(pipe, seed=24, weight=weight, out_file=file)
+            if name != "sd_locon_tucker":  # (the UNet alone)
+                assert (text_conditioning(pipe, req["prompt"]) - before).abs().max() > 1e-2, name
             expected[name] = render(pipe, req)
             assert (expected[name].int() - expected[name + ".nolora"].int()).abs().max() > 20, name
             listed.append({"name": name, "model": model, "loras": loras, "request": req})

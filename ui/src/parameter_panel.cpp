@@ -303,7 +303,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     loras_->setEditTriggers(QAbstractItemView::NoEditTriggers);
     loras_->setMaximumHeight(96);
     loras_->setToolTip(
-        tr("LoRA files (kohya-ss/A1111 or diffusers format; LyCORIS LoHa and LoKr) merged "
+        tr("LoRA files (kohya-ss/A1111 or diffusers format; LyCORIS LoHa, LoKr and full) merged "
            "into the model for the next generations; their changes add up"));
     auto* addLora = new QPushButton(tr("Add LoRA…"));
     addLora->setObjectName("addLora");

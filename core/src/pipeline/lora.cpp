@@ -44,18 +44,23 @@ void LoraMerger::add(Component component, torch::nn::Module& module,
                      const std::function<std::string(const std::string&)>& original_name) {
     const std::string text_model = "text_model.";
     for (const auto& p : module.named_parameters()) {
-        const std::string& name = p.key();
-        const at::Tensor& w = p.value();
-        if (!ends_with(name, ".weight") || (w.dim() != 2 && w.dim() != 4)) {
-            continue;  // biases, norms; embeddings are 2-D but no LoRA names them
+        const at::Tensor& t = p.value();
+        // A module's weight, or its bias (named as the weight is, for LyCORIS's diff_b).
+        std::string name = p.key();
+        const bool is_bias = ends_with(name, ".bias") && t.dim() == 1;
+        if (is_bias) {
+            name = name.substr(0, name.size() - 5) + ".weight";
+        } else if (!ends_with(name, ".weight") || (t.dim() != 2 && t.dim() != 4)) {
+            continue;  // norms; embeddings are 2-D but no LoRA names them
         }
+        auto& into = is_bias ? biases_ : targets_;
         switch (component) {
             case Component::UNet:
-                targets_["lora_unet_" + flat(name)] = w;
-                targets_["unet." + bare(name)] = w;
+                into["lora_unet_" + flat(name)] = t;
+                into["unet." + bare(name)] = t;
                 if (original_name) {
                     try {
-                        targets_["lora_unet_" + flat(original_name(name))] = w;
+                        into["lora_unet_" + flat(original_name(name))] = t;
                     } catch (const Error&) {
                         // a module the original layout does not have
                     }
@@ -64,15 +69,15 @@ void LoraMerger::add(Component component, torch::nn::Module& module,
             case Component::TextEncoder: {
                 // CLIPTextModel: "encoder.layers..." here, "text_model.encoder..." in LoRA names.
                 const std::string full = name.rfind(text_model, 0) == 0 ? name : text_model + name;
-                targets_["lora_te_" + flat(full)] = w;
-                targets_["lora_te1_" + flat(full)] = w;
-                targets_["text_encoder." + bare(name)] = w;
-                targets_["text_encoder." + bare(full)] = w;  // saved with transformers 4
+                into["lora_te_" + flat(full)] = t;
+                into["lora_te1_" + flat(full)] = t;
+                into["text_encoder." + bare(name)] = t;
+                into["text_encoder." + bare(full)] = t;  // saved with transformers 4
                 break;
             }
             case Component::TextEncoder2:
-                targets_["lora_te2_" + flat(name)] = w;
-                targets_["text_encoder_2." + bare(name)] = w;
+                into["lora_te2_" + flat(name)] = t;
+                into["text_encoder_2." + bare(name)] = t;
                 break;
         }
     }
@@ -146,25 +151,50 @@ std::map<std::string, PeftSettings> peft_settings(const SafeTensorsFile& file,
 }
 
 // The kinds of module a file can hold, told apart by their tensors' names (NAME.PART).
-enum class Kind { Lora, LoHa, LoKr };
+enum class Kind { Lora, LoHa, LoKr, Full };
 
 const char* kind_name(Kind k) {
-    return k == Kind::Lora ? "LoRA" : k == Kind::LoHa ? "LoHa" : "LoKr";
+    switch (k) {
+        case Kind::Lora:
+            return "LoRA";
+        case Kind::LoHa:
+            return "LoHa";
+        case Kind::LoKr:
+            return "LoKr";
+        case Kind::Full:
+            return "full";
+    }
+    return "";
 }
 
 struct Part {
     const char* suffix;
     Kind kind;
 };
-// kohya-ss and diffusers LoRA; LyCORIS LoHa (Hadamard product) and LoKr (Kronecker product),
-// with Tucker cores (t1, t2) for 3x3 convolutions.
+// kohya-ss and diffusers LoRA (LyCORIS's LoCon: lora_mid, a 3x3 convolution's Tucker core);
+// LyCORIS LoHa (Hadamard product) and LoKr (Kronecker product), with Tucker cores (t1, t2) for
+// 3x3 convolutions; LyCORIS full (the weight's and the bias's differences themselves).
 constexpr Part kParts[] = {
-    {"lora_down.weight", Kind::Lora}, {"lora_up.weight", Kind::Lora}, {"lora_A.weight", Kind::Lora},
-    {"lora_B.weight", Kind::Lora},    {"hada_w1_a", Kind::LoHa},      {"hada_w1_b", Kind::LoHa},
-    {"hada_w2_a", Kind::LoHa},        {"hada_w2_b", Kind::LoHa},      {"hada_t1", Kind::LoHa},
-    {"hada_t2", Kind::LoHa},          {"lokr_w1", Kind::LoKr},        {"lokr_w1_a", Kind::LoKr},
-    {"lokr_w1_b", Kind::LoKr},        {"lokr_w2", Kind::LoKr},        {"lokr_w2_a", Kind::LoKr},
-    {"lokr_w2_b", Kind::LoKr},        {"lokr_t2", Kind::LoKr},
+    {"lora_down.weight", Kind::Lora},
+    {"lora_up.weight", Kind::Lora},
+    {"lora_mid.weight", Kind::Lora},
+    {"lora_A.weight", Kind::Lora},
+    {"diff", Kind::Full},
+    {"diff_b", Kind::Full},
+    {"lora_B.weight", Kind::Lora},
+    {"hada_w1_a", Kind::LoHa},
+    {"hada_w1_b", Kind::LoHa},
+    {"hada_w2_a", Kind::LoHa},
+    {"hada_w2_b", Kind::LoHa},
+    {"hada_t1", Kind::LoHa},
+    {"hada_t2", Kind::LoHa},
+    {"lokr_w1", Kind::LoKr},
+    {"lokr_w1_a", Kind::LoKr},
+    {"lokr_w1_b", Kind::LoKr},
+    {"lokr_w2", Kind::LoKr},
+    {"lokr_w2_a", Kind::LoKr},
+    {"lokr_w2_b", Kind::LoKr},
+    {"lokr_t2", Kind::LoKr},
 };
 
 // One module's change: its tensors by part ("lora_down.weight", "hada_w1_a", ...) and what
@@ -223,16 +253,30 @@ Change change(const LoraModule& m, const SafeTensorsFile& file, const at::Tensor
         const at::Tensor down = get(down_part);
         const at::Tensor up = get(up_part);
         const int64_t rank = down.dim() >= 2 ? down.size(0) : 0;
-        const bool fits = rank > 0 && up.dim() >= 2 && up.size(1) == rank &&
-                          up.numel() == up.size(0) * rank && up.size(0) == w.size(0) &&
-                          down.numel() / rank * w.size(0) == w.numel();
-        if (!fits) {
-            throw ModelError(where + ": " + m.name + ": up " + shape_text(up.sizes()) +
-                             " and down " + shape_text(down.sizes()) +
-                             " do not make the model's weight " + shape_text(w.sizes()));
-        }
-        c.delta = at::mm(up.reshape({up.size(0), rank}), down.reshape({rank, -1}));
         c.rank = rank;
+        if (m.has("lora_mid.weight")) {
+            // LoCon's Tucker form: down [rank, in, 1, 1], mid [rank, rank, kh, kw] (the
+            // convolution), up [out, rank, 1, 1].
+            try {
+                c.delta = tucker(get("lora_mid.weight"), up.reshape({up.size(0), -1}).t(),
+                                 down.reshape({rank, -1}));
+            } catch (const c10::Error&) {
+                c.delta = at::Tensor();  // checked below
+            }
+        } else {
+            const bool fits = rank > 0 && up.dim() >= 2 && up.size(1) == rank &&
+                              up.numel() == up.size(0) * rank && up.size(0) == w.size(0) &&
+                              down.numel() / rank * w.size(0) == w.numel();
+            if (!fits) {
+                throw ModelError(where + ": " + m.name + ": up " + shape_text(up.sizes()) +
+                                 " and down " + shape_text(down.sizes()) +
+                                 " do not make the model's weight " + shape_text(w.sizes()));
+            }
+            c.delta = at::mm(up.reshape({up.size(0), rank}), down.reshape({rank, -1}));
+        }
+    } else if (m.kind == Kind::Full) {
+        need("diff");
+        c.delta = get("diff");
     } else {
         try {
             if (m.kind == Kind::LoHa) {
@@ -380,8 +424,8 @@ void LoraMerger::merge(const LoraRef& lora) {
     if (modules.empty()) {
         throw ModelError(where +
                          ": no LoRA modules (NAME.lora_down.weight and NAME.lora_up.weight, "
-                         "lora_A and lora_B, or LyCORIS's hada_ or lokr_ weights), so this is "
-                         "not a LoRA file");
+                         "lora_A and lora_B, or LyCORIS's hada_, lokr_ or diff weights), so this "
+                         "is not a LoRA file");
     }
     if (!unknown.empty()) {
         throw ModelError(where + ": " + std::to_string(unknown.size()) +
@@ -414,13 +458,26 @@ void LoraMerger::merge(const LoraRef& lora) {
             const auto r = static_cast<double>(*c.rank);
             scale *= m.alpha.value_or(r) / (m.rslora ? std::sqrt(r) : r);
         }
-        const at::Tensor& delta = c.delta;
         // The weight as loaded stays aside untouched (often the mapped file itself); the
         // module gets a new tensor with the change added.
-        if (saved.insert(w.unsafeGetTensorImpl()).second) {
-            saved_.emplace_back(w, w.detach());
+        auto add_to = [&](at::Tensor& t, const at::Tensor& change) {
+            if (saved.insert(t.unsafeGetTensorImpl()).second) {
+                saved_.emplace_back(t, t.detach());
+            }
+            t.set_data(t.detach() + (change * scale).to(t.scalar_type()));
+        };
+        add_to(w, c.delta);
+        if (m.has("diff_b")) {
+            const auto b = biases_.find(m.name);
+            const at::Tensor diff_b = file.tensor(m.parts.at("diff_b")).to(w.device(), at::kFloat);
+            if (b == biases_.end() || !b->second.sizes().equals(diff_b.sizes())) {
+                throw ModelError(where + ": " + m.name + ": diff_b " + shape_text(diff_b.sizes()) +
+                                 (b == biases_.end() ? " for a module without a bias"
+                                                     : " does not fit the model's bias " +
+                                                           shape_text(b->second.sizes())));
+            }
+            add_to(b->second, diff_b);
         }
-        w.set_data(w.detach() + (delta * scale).to(w.scalar_type()));
     }
 }
 

@@ -13,7 +13,9 @@
 // which is what diffusers' (peft's) LoRA layers add to the module's output. LyCORIS's LoHa
 // (NAME.hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; hada_t1/t2 Tucker cores) and LoKr
 // (NAME.lokr_w1 or lokr_w1_a/b, lokr_w2 or lokr_w2_a/b, lokr_t2) files use the same names; their
-// change is (w1a @ w1b) * (w2a @ w2b) or kron(w1, w2), over the rank as A1111 reads it.
+// change is (w1a @ w1b) * (w2a @ w2b) or kron(w1, w2), over the rank as A1111 reads it. LoCon's
+// Tucker form adds NAME.lora_mid.weight; LyCORIS full files hold the change itself (NAME.diff,
+// and NAME.diff_b for the bias).
 #include <functional>
 #include <string>
 #include <unordered_map>
@@ -30,8 +32,9 @@ namespace sds {
 class LoraMerger {
   public:
     enum class Component { UNet, TextEncoder, TextEncoder2 };
-    // Registers the weights of `module` (linear and convolution weights) under every name LoRA
-    // files use for them. `original_name` (UNet): the module's name in the original layout.
+    // Registers the weights of `module` (linear and convolution weights, and their biases) under
+    // every name LoRA files use for them. `original_name` (UNet): the module's name in the
+    // original layout.
     void add(Component component, torch::nn::Module& module,
              const std::function<std::string(const std::string&)>& original_name = {});
 
@@ -44,7 +47,8 @@ class LoraMerger {
   private:
     void restore();
     void merge(const LoraRef& lora);
-    std::unordered_map<std::string, at::Tensor> targets_;   // LoRA module name -> weight
+    std::unordered_map<std::string, at::Tensor> targets_;  // LoRA module name -> weight
+    std::unordered_map<std::string, at::Tensor> biases_;   // LoRA module name -> bias
     // (weight, its data as loaded): merged weights get new data, and restoring points them back.
     std::vector<std::pair<at::Tensor, at::Tensor>> saved_;
     std::vector<LoraRef> applied_;

@@ -3,7 +3,9 @@
 // modules (1x1 and 3x3 convolutions, attention, feed-forward, the text encoder), two LoRAs at
 // once with weights (one negative), SDXL with its original UNet names and both text encoders;
 // one in diffusers' own format (lora_A/lora_B, rank and alpha patterns, rsLoRA); LyCORIS LoHa
-// and LoKr files (with Tucker cores on 3x3 convolutions) against peft's LoHa and LoKr layers.
+// and LoKr files (with Tucker cores on 3x3 convolutions) against peft's LoHa and LoKr layers, a
+// Tucker LoCon against its down/mid/up convolutions run beside the modules, and a full file
+// (diff, diff_b) against the model with those changes added.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -182,6 +184,23 @@ TEST(Lora, SaysWhatIsWrongAndKeepsTheModelAsLoaded) {
                             "[8, 2], lokr_w2_b [2, 8]) do not make the model's weight [64, 64]"),
               std::string::npos)
         << apply_error(p, {{lokr.string(), 1.0}});
+    // A full file's bias change for a module without a bias; a LoCon Tucker core of another rank.
+    const std::string k = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k";
+    const auto no_bias =
+        lora_variant("no_bias", "sd_full.safetensors", {{k + ".diff_b", at::ones({64})}});
+    EXPECT_NE(apply_error(p, {{no_bias.string(), 1.0}})
+                  .find(k + ": diff_b [64] for a module without a bias"),
+              std::string::npos)
+        << apply_error(p, {{no_bias.string(), 1.0}});
+    const std::string conv = "lora_unet_down_blocks_0_resnets_0_conv1";
+    const auto mid = lora_variant("mid", "sd_locon_tucker.safetensors",
+                                  {{conv + ".lora_mid.weight", at::ones({2, 2, 3, 3})}});
+    EXPECT_NE(apply_error(p, {{mid.string(), 1.0}})
+                  .find(conv + ": its LoRA weights (lora_down.weight [4, 32, 1, 1], "
+                               "lora_mid.weight [2, 2, 3, 3], lora_up.weight [32, 4, 1, 1]) do "
+                               "not make the model's weight [32, 32, 3, 3]"),
+              std::string::npos)
+        << apply_error(p, {{mid.string(), 1.0}});
     const auto stray =
         lora_variant("stray", "sd_a.safetensors", {{"something_else", at::ones({1})}});
     EXPECT_NE(apply_error(p, {{stray.string(), 1.0}})
