@@ -47,8 +47,9 @@ const char* const kFlagsAfterSamplers =
     "                     latents, no VAE between): \"Latent\", \"Latent (antialiased)\",\n"
     "                     \"Latent (bicubic)\", \"Latent (bicubic antialiased)\",\n"
     "                     \"Latent (nearest)\", \"Latent (nearest-exact)\"\n"
-    "  --lora FILE[:W]    merge a LoRA (kohya-ss/A1111 or diffusers format) at weight W\n"
-    "                     (default 1); repeat for several (their changes add up)\n"
+    "  --lora FILE[:W[:U]]   merge a LoRA (kohya-ss/A1111 or diffusers format, LyCORIS)\n"
+    "                     at weight W (default 1), the UNet's at U where given (A1111's\n"
+    "                     <lora:NAME:TE:UNET>); repeat for several (their changes add up)\n"
     "  --lora-dir DIR     where A1111's <lora:NAME:W> prompt tags find NAME.safetensors\n"
     "                     (in DIR or below); the tags are taken out of the prompt\n"
     "  --embedding FILE[:WORD]   a textual inversion embedding (A1111 .pt/.safetensors,\n"
@@ -106,17 +107,29 @@ EmbeddingRef parse_embedding(const std::string& text) {
     return {text.substr(0, colon), text.substr(colon + 1)};
 }
 
+// FILE, FILE:WEIGHT or FILE:WEIGHT:UNET_WEIGHT (the text encoders' weight, then the UNet's).
 LoraRef parse_lora(const std::string& text) {
-    const size_t colon = text.rfind(':');
-    if (colon != std::string::npos && colon + 1 < text.size()) {
-        const std::string tail = text.substr(colon + 1);
+    std::vector<double> weights;  // trailing numbers, last first
+    std::string file = text;
+    while (weights.size() < 2) {
+        const size_t colon = file.rfind(':');
+        if (colon == std::string::npos || colon + 1 >= file.size()) {
+            break;
+        }
+        const std::string tail = file.substr(colon + 1);
         char* end = nullptr;
         const double w = std::strtod(tail.c_str(), &end);
-        if (end != nullptr && *end == '\0') {
-            return {text.substr(0, colon), w};
+        if (end == nullptr || *end != '\0') {
+            break;
         }
+        weights.push_back(w);
+        file = file.substr(0, colon);
     }
-    return {text, 1.0};
+    LoraRef ref{file, weights.empty() ? 1.0 : weights.back()};
+    if (weights.size() == 2 && weights[0] != weights[1]) {
+        ref.unet_weight = weights[0];
+    }
+    return ref;
 }
 
 }  // namespace

@@ -265,6 +265,7 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
                 "LoRA list); the axis sets the first one's weight");
         }
         r.loras.front().weight = value.toDouble(&ok);
+        r.loras.front().unet_weight.reset();  // the whole LoRA's, UNet too
     } else if (axis.name == "prompt") {
         const QString search = axis.values.front();
         QString prompt = QString::fromStdString(r.prompt);

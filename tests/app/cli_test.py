@@ -1050,6 +1050,34 @@ def test_a1111_lora_tags_in_the_prompt_find_their_files(tmp_path):
     assert r.returncode == 1 and "but no LoRA folder" in r.stderr, r.stderr
 
 
+def test_a1111_two_weight_lora_tags_and_flags_weigh_the_unet_apart(tmp_path):
+    """<lora:NAME:TE:UNET> and --lora FILE:TE:UNET: the text encoder's weight, then the UNet's,
+    make the images diffusers' set_adapters makes with {"text_encoder": TE, "unet": UNET} (the
+    fixture's sd_te_unet); the PNG keeps both."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+    case = {c["name"]: c for c in json.loads((LORA / "cases.json").read_text())}["sd_te_unet"]
+    req = case["request"]
+    ((file, te, unet),) = case["loras"]
+    want = load_file(str(LORA / "expected.safetensors"))["sd_te_unet"].numpy().astype(int)
+    flags = ["--model", str(LORA / "tiny-sd"), "--steps", str(req["steps"]), "--guidance",
+             str(req["guidance_scale"]), "--seed", str(req["seed"]), "--width",
+             str(req["width"]), "--height", str(req["height"]), "--sampler", req["sampler"],
+             "--device", "cpu"]
+    for i, how in enumerate((["--prompt", f"{req['prompt']} <lora:{file[:-12]}:{te}:{unet}>",
+                              "--lora-dir", str(LORA)],
+                             ["--prompt", req["prompt"], "--lora", f"{LORA / file}:{te}:{unet}"])):
+        r = run("txt2img", *flags, *how, "--out", str(tmp_path / str(i)))
+        assert r.returncode == 0, r.stderr
+        path = r.stdout.strip()
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - want[0]).max() <= 2, (how, np.abs(got - want[0]).max())
+        saved = json.loads(Image.open(path).text["sdstudio"])
+        assert saved["loras"] == [{"file": str(LORA / file), "weight": te, "unet_weight": unet}]
+        assert f'Lora: "{file[:-12]}: {te}:{unet}"' in Image.open(path).text["parameters"]
+
+
 # --- inpainting -------------------------------------------------------------------------------
 
 INPAINT = FIXTURES / "inpaint"

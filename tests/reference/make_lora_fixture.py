@@ -261,7 +261,7 @@ def full_file(pipe, seed, weight, out_file):
     save_file(sd, str(out_file))
 
 
-# (name, model, [(lora file, weight)], request)
+# (name, model, [(lora file, weight[, the UNet's weight])], request)
 CASES = [
     ("sd_one", "tiny-sd", [("sd_a.safetensors", 1.0)],
      {"prompt": "a red circle on a blue background", "negative_prompt": "green", "steps": 5,
@@ -270,6 +270,10 @@ CASES = [
     ("sd_two_weighted", "tiny-sd", [("sd_a.safetensors", 0.6), ("sd_b.safetensors", -0.8)],
      {"prompt": "a yellow star", "steps": 4, "guidance_scale": 5.0, "seed": 9, "batch_count": 2,
       "width": 32, "height": 32, "sampler": "euler"}),
+    # A1111's <lora:sd_a:1.3:0.4>: the text encoder's weight, then the UNet's.
+    ("sd_te_unet", "tiny-sd", [("sd_a.safetensors", 1.3, 0.4)],
+     {"prompt": "a red circle on a blue background", "steps": 4, "guidance_scale": 7.0,
+      "seed": 11, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler"}),
     ("sd_peft", "tiny-sd", [("sd_peft.safetensors", 0.9)],
      {"prompt": "a blue square", "negative_prompt": "red", "steps": 4, "guidance_scale": 6.0,
       "seed": 12, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler"}),
@@ -378,11 +382,13 @@ def main(out_dir):
         expected[name + ".nolora"] = render(pipe, req)
         before = text_conditioning(pipe, req["prompt"])
         adapters = []
-        for i, (file, _) in enumerate(loras):
+        for i, (file, *_) in enumerate(loras):
             pipe.load_lora_weights(str(out / file), adapter_name=f"l{i}")
             check_text_encoders_took_it(pipe, out / file, f"l{i}")
             adapters.append(f"l{i}")
-        pipe.set_adapters(adapters, adapter_weights=[w for _, w in loras])
+        pipe.set_adapters(adapters, adapter_weights=[
+            w[0] if len(w) == 1 else {"unet": w[1], "text_encoder": w[0]}
+            for _, *w in loras])
         # Every text encoder took its part of the LoRA (the conditioning moved), and the
         # images changed: the test means something.
         after = text_conditioning(pipe, req["prompt"])

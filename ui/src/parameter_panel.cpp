@@ -29,6 +29,11 @@
 
 namespace sds::ui {
 
+namespace {
+// A LoRA row's UNet weight (A1111's <lora:NAME:TE:UNET>), on its name item, where it has one.
+constexpr int kUnetWeightRole = Qt::UserRole + 1;
+}  // namespace
+
 ValueSlider::ValueSlider(double min, double max, double step, int decimals, double value,
                          QWidget* parent)
     : QWidget(parent), min_(min), step_(step), default_(value) {
@@ -408,8 +413,13 @@ GenerationRequest ParameterPanel::request() const {
     r.hires_upscaler = hiresUpscaler_->currentText().toStdString();
     for (int row = 0; row < loras_->rowCount(); ++row) {
         const auto* weight = static_cast<QDoubleSpinBox*>(loras_->cellWidget(row, 1));
-        r.loras.push_back(
-            {loras_->item(row, 0)->data(Qt::UserRole).toString().toStdString(), weight->value()});
+        LoraRef lora{loras_->item(row, 0)->data(Qt::UserRole).toString().toStdString(),
+                     weight->value()};
+        const QVariant unet = loras_->item(row, 0)->data(kUnetWeightRole);
+        if (unet.isValid()) {
+            lora.unet_weight = unet.toDouble();
+        }
+        r.loras.push_back(lora);
     }
     if (img2img()) {
         r.init_image = "canvas";
@@ -473,6 +483,13 @@ void ParameterPanel::addLora(const LoraRef& lora) {
     weight->setSingleStep(0.05);
     weight->setDecimals(2);
     weight->setValue(lora.weight);
+    if (lora.unet_weight) {
+        // A1111's <lora:NAME:TE:UNET>: this weight is the text encoders'; the UNet's is kept.
+        name->setData(kUnetWeightRole, *lora.unet_weight);
+        weight->setToolTip(
+            tr("The text encoders' weight; the UNet's is %1").arg(*lora.unet_weight));
+        name->setText(tr("%1 (UNet %2)").arg(name->text()).arg(*lora.unet_weight));
+    }
     weight->setKeyboardTracking(false);
     connect(weight, &QDoubleSpinBox::valueChanged, this, &ParameterPanel::liveParameterMoved);
     loras_->setCellWidget(row, 1, weight);

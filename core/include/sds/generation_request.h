@@ -3,6 +3,7 @@
 // serialiser (JSON: CLI echo, history rows, PNG metadata; plus the A1111 "parameters" text
 // derived from it for other tools).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,10 +13,14 @@
 namespace sds {
 
 // A LoRA to merge into the model for a generation: a file (kohya-ss/A1111 or diffusers
-// format) and the multiplier of its change (1: as trained; 0: none; negative: the opposite).
+// format, LyCORIS) and the multiplier of its change (1: as trained; 0: none; negative: the
+// opposite). `unet_weight`, where set, is the UNet's multiplier and `weight` the text
+// encoders' (A1111's <lora:NAME:TE:UNET>).
 struct LoraRef {
     std::string file;
     double weight = 1.0;
+    std::optional<double> unet_weight;
+    double unet() const { return unet_weight.value_or(weight); }
     bool operator==(const LoraRef&) const = default;
 };
 
@@ -98,11 +103,12 @@ struct GenerationRequest {
     // Reads A1111's parameters text (prompt, negative, and the settings line).
     static GenerationRequest from_a1111(const std::string& text);
 
-    // A1111's LoRA tags in the prompt and the negative prompt, <lora:NAME> or
-    // <lora:NAME:WEIGHT>: each is taken out of the text and added to `loras` as the file NAME
-    // (.safetensors, .pt or .ckpt) found in `lora_dir` or a folder below it, as A1111 finds
-    // them in its LoRA folder. Throws sds::Error naming the tag when there is no such file, no
-    // folder was given, or the weight is not a number.
+    // A1111's LoRA tags in the prompt and the negative prompt, <lora:NAME>, <lora:NAME:WEIGHT>
+    // or <lora:NAME:TE:UNET> (also te=W and unet=W): each is taken out of the text and added to
+    // `loras` as the file NAME (.safetensors, .pt or .ckpt) found in `lora_dir` or a folder
+    // below it, as A1111 finds them in its LoRA folder. Throws sds::Error naming the tag when
+    // there is no such file, no folder was given, a weight is not a number, or the tag asks for
+    // what SD Studio does not do (dyn: a dynamic rank).
     void take_lora_tags(const std::string& lora_dir);
 
     // A1111's embeddings folder: every embedding file in `dir` or below (.pt, .safetensors,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -68,7 +69,8 @@ void GenerationRequest::validate() const {
     for (const auto& l : loras) {
         if (l.file.empty())
             fail("a LoRA needs a file");
-        if (!std::isfinite(l.weight) || std::abs(l.weight) > 100) {
+        if (!std::isfinite(l.weight) || std::abs(l.weight) > 100 || !std::isfinite(l.unet()) ||
+            std::abs(l.unet()) > 100) {
             fail("LoRA weight must be -100..100 (" + l.file + ")");
         }
     }
@@ -99,7 +101,11 @@ std::string GenerationRequest::to_json() const {
     j["eta"] = eta;
     j["loras"] = nlohmann::ordered_json::array();
     for (const auto& l : loras) {
-        j["loras"].push_back({{"file", l.file}, {"weight", l.weight}});
+        nlohmann::ordered_json lj = {{"file", l.file}, {"weight", l.weight}};
+        if (l.unet_weight) {
+            lj["unet_weight"] = *l.unet_weight;
+        }
+        j["loras"].push_back(lj);
     }
     if (!embeddings.empty()) {
         j["embeddings"] = nlohmann::ordered_json::array();
@@ -162,11 +168,18 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
         }
         for (const auto& l : list) {
             if (!l.is_object() || !l.contains("file") || !l.at("file").is_string() ||
-                (l.contains("weight") && !l.at("weight").is_number())) {
-                throw Error("request JSON: a LoRA is {\"file\": path, \"weight\": number} (got " +
-                            l.dump() + ")");
+                (l.contains("weight") && !l.at("weight").is_number()) ||
+                (l.contains("unet_weight") && !l.at("unet_weight").is_number())) {
+                throw Error(
+                    "request JSON: a LoRA is {\"file\": path, \"weight\": number} (and "
+                    "\"unet_weight\": number, the UNet's where it differs) (got " +
+                    l.dump() + ")");
             }
-            r.loras.push_back({l.at("file").get<std::string>(), l.value("weight", 1.0)});
+            LoraRef ref{l.at("file").get<std::string>(), l.value("weight", 1.0)};
+            if (l.contains("unet_weight")) {
+                ref.unet_weight = l.at("unet_weight").get<double>();
+            }
+            r.loras.push_back(ref);
         }
     }
     if (j.contains("embeddings")) {
@@ -203,12 +216,16 @@ std::string number(double v) {
     return s.str();
 }
 
-// "name: weight" per LoRA, its file's name without folder and extension (what A1111 shows).
+// "name: weight" per LoRA, its file's name without folder and extension (what A1111 shows);
+// "name: te:unet" where the UNet's weight differs, as in the prompt tag.
 std::string lora_list(const std::vector<LoraRef>& loras) {
     std::string out;
     for (const auto& l : loras) {
         const std::string stem = std::filesystem::path(l.file).stem().string();
         out += (out.empty() ? "" : ", ") + stem + ": " + number(l.weight);
+        if (l.unet_weight) {
+            out += ":" + number(*l.unet_weight);
+        }
     }
     return out;
 }
@@ -387,7 +404,8 @@ std::string find_lora(const std::filesystem::path& dir, const std::string& name)
 }  // namespace
 
 void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
-    static const std::regex tag(R"(<lora:([^:>]+)(?::([^:>]*))?>)");
+    // <lora:NAME> and whatever follows it, up to the tag's end: A1111's fields, ':'-separated.
+    static const std::regex tag(R"(<lora:([^:>]+)((?::[^:>]*)*)>)");
     for (std::string* text : {&prompt, &negative_prompt}) {
         std::string rest;
         auto begin = std::sregex_iterator(text->begin(), text->end(), tag);
@@ -396,26 +414,62 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
             const std::smatch& m = *it;
             const std::string name = m[1].str();
             const std::string whole = m[0].str();
-            double weight = 1.0;
-            if (m[2].matched) {
-                const std::string w = m[2].str();
+            // A1111: positional TE, UNET (default: TE), DYN; or named te=, unet=, dyn=.
+            std::vector<std::string> positional;
+            std::map<std::string, std::string> named;
+            std::string fields = m[2].str();
+            for (size_t at = 0; at < fields.size();) {
+                const size_t next = std::min(fields.find(':', at + 1), fields.size());
+                const std::string field = fields.substr(at + 1, next - at - 1);
+                const size_t eq = field.find('=');
+                if (eq == std::string::npos) {
+                    positional.push_back(field);
+                } else {
+                    named[field.substr(0, eq)] = field.substr(eq + 1);
+                }
+                at = next;
+            }
+            auto weight_of = [&](const std::string& w) {
                 char* end = nullptr;
-                weight = std::strtod(w.c_str(), &end);
+                const double v = std::strtod(w.c_str(), &end);
                 if (w.empty() || end == nullptr || *end != '\0') {
                     throw Error("the prompt's " + whole + ": its weight '" + w +
                                 "' is not a number");
+                }
+                return v;
+            };
+            for (const auto& [key, value] : named) {
+                if (key != "te" && key != "unet" && key != "dyn") {
+                    throw Error("the prompt's " + whole + ": '" + key +
+                                "=' is not one of A1111's te=, unet=, dyn=");
+                }
+            }
+            if (positional.size() > 2 || named.count("dyn")) {
+                throw Error("the prompt's " + whole +
+                            ": a dynamic rank (A1111's dyn, the third field) is not something SD "
+                            "Studio does; give the text encoder's and the UNet's weights alone");
+            }
+            LoraRef ref;
+            ref.weight = named.count("te")     ? weight_of(named.at("te"))
+                         : !positional.empty() ? weight_of(positional[0])
+                                               : 1.0;
+            if (named.count("unet") || positional.size() > 1) {
+                const double unet =
+                    weight_of(named.count("unet") ? named.at("unet") : positional[1]);
+                if (unet != ref.weight) {
+                    ref.unet_weight = unet;
                 }
             }
             if (lora_dir.empty()) {
                 throw Error("the prompt names a LoRA, " + whole +
                             ", but no LoRA folder was given to find it in");
             }
-            const std::string file = find_lora(lora_dir, name);
-            if (file.empty()) {
+            ref.file = find_lora(lora_dir, name);
+            if (ref.file.empty()) {
                 throw Error("the prompt's " + whole + ": no " + name +
                             ".safetensors (.pt, .ckpt) in " + lora_dir + " or below");
             }
-            loras.push_back({file, weight});
+            loras.push_back(ref);
             rest += text->substr(last, static_cast<size_t>(m.position(0)) - last);
             last = static_cast<size_t>(m.position(0) + m.length(0));
         }

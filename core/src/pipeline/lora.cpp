@@ -453,7 +453,8 @@ void LoraMerger::merge(const LoraRef& lora) {
         const Change c = change(m, file, w, where);
         // alpha / rank. A LoRA without an alpha has alpha = rank; a LoHa or LoKr without one,
         // or a LoKr of two full matrices, adds its change whole (as A1111 and LyCORIS do).
-        double scale = lora.weight;
+        const bool unet = m.name.rfind("lora_unet_", 0) == 0 || m.name.rfind("unet.", 0) == 0;
+        double scale = unet ? lora.unet() : lora.weight;
         if (c.rank && (m.alpha || m.kind == Kind::Lora)) {
             const auto r = static_cast<double>(*c.rank);
             scale *= m.alpha.value_or(r) / (m.rslora ? std::sqrt(r) : r);

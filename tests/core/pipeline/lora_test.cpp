@@ -47,7 +47,11 @@ std::vector<Case> cases() {
     for (const auto& c : sds::test::fixture_cases(kDir, "tiny-sd")) {
         Case k{c["name"], c["model"], {}, c["request"].dump()};
         for (const auto& l : c.value("loras", nlohmann::json::array())) {
-            k.loras.push_back({(kDir / l[0].get<std::string>()).string(), l[1].get<double>()});
+            sds::LoraRef ref{(kDir / l[0].get<std::string>()).string(), l[1].get<double>()};
+            if (l.size() > 2) {  // the UNet's weight, apart from the text encoder's
+                ref.unet_weight = l[2].get<double>();
+            }
+            k.loras.push_back(ref);
         }
         out.push_back(k);
     }
@@ -262,6 +266,13 @@ TEST(Lora, TheRequestCarriesItsLoras) {
     EXPECT_NE(r.to_a1111().find("Lora: \"ink style: 0.6, b: -0.8\""), std::string::npos)
         << r.to_a1111();
     EXPECT_TRUE(sds::GenerationRequest::from_json("{}").loras.empty());
+    // The UNet's own weight travels too, and A1111's text gives both as the tag does.
+    r.loras = {{"ink.safetensors", 1.3, 0.4}};
+    EXPECT_EQ(sds::GenerationRequest::from_json(r.to_json()).loras, r.loras);
+    EXPECT_NE(r.to_a1111().find("Lora: \"ink: 1.3:0.4\""), std::string::npos) << r.to_a1111();
+    EXPECT_THROW(sds::GenerationRequest::from_json(
+                     R"({"loras": [{"file": "a.safetensors", "unet_weight": "x"}]})"),
+                 sds::Error);
     EXPECT_THROW(sds::GenerationRequest::from_json(R"({"loras": [{"weight": 1}]})"), sds::Error);
     EXPECT_THROW(sds::GenerationRequest::from_json(R"({"loras": "a.safetensors"})"), sds::Error);
     r.loras = {{"a.safetensors", 1e9}};
@@ -308,6 +319,27 @@ TEST(Lora, A1111PromptTagsFindTheirFiles) {
         error("x <lora:sd_a:strong>", dir.string()).find("its weight 'strong' is not a number"),
         std::string::npos);
     EXPECT_EQ(error("no tags <b>here</b>", ""), "(no error)");
+    // A1111's two weights, the text encoders' and the UNet's, positional or named; the UNet's
+    // is kept apart only where it differs.
+    sds::GenerationRequest two;
+    two.prompt =
+        "<lora:sd_a:1.3:0.4> <lora:sd_a:unet=0.2> <lora:sd_a:te=0.5:unet=0.7> "
+        "<lora:sd_a:0.9:0.9> <lora:sd_a:unet=0.3:0.8>";
+    two.take_lora_tags(dir.string());
+    const std::string a = (dir / "sd_a.safetensors").string();
+    EXPECT_EQ(two.prompt, "    ");
+    EXPECT_EQ(
+        two.loras,
+        (std::vector<sds::LoraRef>{
+            {a, 1.3, 0.4}, {a, 1.0, 0.2}, {a, 0.5, 0.7}, {a, 0.9, std::nullopt}, {a, 0.8, 0.3}}));
+    EXPECT_NE(error("x <lora:sd_a:1:1:8>", dir.string()).find("a dynamic rank (A1111's dyn"),
+              std::string::npos);
+    EXPECT_NE(error("x <lora:sd_a:dyn=8>", dir.string()).find("a dynamic rank"), std::string::npos);
+    EXPECT_NE(error("x <lora:sd_a:1:clip=2>", dir.string())
+                  .find("'clip=' is not one of A1111's te=, unet=, dyn="),
+              std::string::npos);
+    EXPECT_NE(error("x <lora:sd_a:1:half>", dir.string()).find("its weight 'half' is not a number"),
+              std::string::npos);
 }
 
 }  // namespace
