@@ -20,6 +20,10 @@ struct LoraRef {
     std::string file;
     double weight = 1.0;
     std::optional<double> unet_weight;
+
+    LoraRef() = default;
+    LoraRef(std::string file, double weight = 1.0, std::optional<double> unet_weight = {})
+        : file(std::move(file)), weight(weight), unet_weight(unet_weight) {}
     double unet() const { return unet_weight.value_or(weight); }
     bool operator==(const LoraRef&) const = default;
 };
