@@ -150,6 +150,18 @@ def diffusers_images(req, init=None, latents=False):
     return [np.array(i).astype(int) for i in images]
 
 
+def same_but_for_batch_rounding(alone, in_batch):
+    """--from makes image i of a batch again alone (batch 1). The CPU's kernels may round a
+    batch of 4 UNet inputs (2 images, guided) differently from a batch of 2: on the AMD EPYC
+    test machines a few values come out 1/255 apart (7 of 6912 in the hires case), so such an
+    image is the same within 1/255; parameters lost on the way would change far more."""
+    import numpy as np
+    from PIL import Image
+    a = np.array(Image.open(alone)).astype(int)
+    b = np.array(Image.open(in_batch)).astype(int)
+    return a.shape == b.shape and np.abs(a - b).max() <= 1
+
+
 def cli_flags(req):
     flags = ["--model", str(PIPE), "--prompt", req["prompt"], "--steps", str(req["steps"]),
              "--guidance", str(req["guidance"]), "--seed", str(req["seed"]),
@@ -1338,7 +1350,7 @@ def test_hires_fix_makes_diffusers_images(tmp_path):
     again = run("txt2img", "--model", str(PIPE), "--from", paths[0], "--device", "cpu",
                 "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
-    assert np.array_equal(np.array(Image.open(again.stdout.split()[0])), np.array(Image.open(paths[0])))
+    assert same_but_for_batch_rounding(again.stdout.split()[0], paths[0])
     r = run("txt2img", *cli_flags(req), "--hires-scale", "5")
     assert r.returncode == 1 and "hires scale must be 1..4" in r.stderr
     r = run("img2img", *cli_flags(req), "--init", paths[0], "--hires-scale", "2")
@@ -1380,7 +1392,7 @@ def test_latent_hires_fix_makes_diffusers_images(tmp_path, upscaler, mode, antia
     again = run("txt2img", "--model", str(PIPE), "--from", paths[1], "--device", "cpu",
                 "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
-    assert np.array_equal(np.array(Image.open(again.stdout.split()[0])), np.array(Image.open(paths[1])))
+    assert same_but_for_batch_rounding(again.stdout.split()[0], paths[1])
     r = run("txt2img", *cli_flags(req), "--hires-scale", "2", "--hires-upscaler", "ESRGAN_4x")
     assert r.returncode == 1 and "unknown hires upscaler 'ESRGAN_4x'" in r.stderr
     # bf16 latents too (torch's CPU antialiasing has no bf16: the scaling runs in float32).
