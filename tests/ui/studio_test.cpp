@@ -27,6 +27,7 @@
 #include <QSpinBox>
 #include <QSplitter>
 #include <QStandardPaths>
+#include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTest>
 #include <QTimer>
@@ -267,9 +268,12 @@ class StudioTest : public QObject {
         r.init_image = "canvas";
         r.clip_skip = 2;
         r.eta = 0.3;
-        r.loras = {{"/loras/ink.safetensors", 0.65}, {"/loras/b.safetensors", -1.5}};
+        // The second LoRA with a UNet weight of its own (A1111's <lora:b:-1.5:0.25>).
+        r.loras = {{"/loras/ink.safetensors", 0.65}, {"/loras/b.safetensors", -1.5, 0.25}};
         panel.setRequest(r);
         QCOMPARE(panel.request().to_json(), r.to_json());
+        QCOMPARE(panel.findChild<QTableWidget*>("loras")->item(1, 0)->text(),
+                 QString("b (UNet 0.25)"));
         QVERIFY(panel.findChild<QWidget*>("eta")->isEnabled());
         QVERIFY(!panel.findChild<QWidget*>("keepUnmasked")->isEnabled());
         // Inpainting, with the unmasked pixels kept.
