@@ -179,8 +179,6 @@ constexpr Part kParts[] = {
     {"lora_up.weight", Kind::Lora},
     {"lora_mid.weight", Kind::Lora},
     {"lora_A.weight", Kind::Lora},
-    {"diff", Kind::Full},
-    {"diff_b", Kind::Full},
     {"lora_B.weight", Kind::Lora},
     {"hada_w1_a", Kind::LoHa},
     {"hada_w1_b", Kind::LoHa},
@@ -195,6 +193,8 @@ constexpr Part kParts[] = {
     {"lokr_w2_a", Kind::LoKr},
     {"lokr_w2_b", Kind::LoKr},
     {"lokr_t2", Kind::LoKr},
+    {"diff", Kind::Full},
+    {"diff_b", Kind::Full},
 };
 
 // One module's change: its tensors by part ("lora_down.weight", "hada_w1_a", ...) and what
@@ -272,7 +272,7 @@ Change change(const LoraModule& m, const SafeTensorsFile& file, const at::Tensor
                                  " and down " + shape_text(down.sizes()) +
                                  " do not make the model's weight " + shape_text(w.sizes()));
             }
-            c.delta = at::mm(up.reshape({up.size(0), rank}), down.reshape({rank, -1}));
+            c.delta = product(up, down);
         }
     } else if (m.kind == Kind::Full) {
         need("diff");
