@@ -27,27 +27,32 @@ import make_tiny_pipeline
 
 # Each sampler of SD Studio as diffusers makes it from a model's scheduler config:
 # `cls.from_config(config, **extra)`. The DPM++ names choose the algorithm, whatever the config
-# says.
+# says; a name with a noise schedule chooses it, whatever the config says (the config's other
+# use_*_sigmas turned off). The names without one take the config's.
 ODE, SDE = {"algorithm_type": "dpmsolver++"}, {"algorithm_type": "sde-dpmsolver++"}
-KARRAS = {"use_karras_sigmas": True}
-SAMPLERS = {
-    "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}), "dpmpp_2m": (DPMSolverMultistepScheduler, ODE),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {**ODE, **KARRAS}),
-    "unipc": (UniPCMultistepScheduler, {}), "heun": (HeunDiscreteScheduler, {}),
-    "dpmpp_2m_sde": (DPMSolverMultistepScheduler, SDE),
-    "dpmpp_2m_sde_karras": (DPMSolverMultistepScheduler, {**SDE, **KARRAS}),
-    "euler_karras": (EulerDiscreteScheduler, KARRAS), "heun_karras": (HeunDiscreteScheduler, KARRAS),
-    "lcm": (LCMScheduler, {}),
-    "dpm2": (KDPM2DiscreteScheduler, {}), "dpm2_karras": (KDPM2DiscreteScheduler, KARRAS),
-    "dpm2_a": (KDPM2AncestralDiscreteScheduler, {}),
-    "dpm2_a_karras": (KDPM2AncestralDiscreteScheduler, KARRAS),
-    "lms": (LMSDiscreteScheduler, {}), "lms_karras": (LMSDiscreteScheduler, KARRAS),
-    "dpmpp_2s": (DPMSolverSinglestepScheduler, ODE),
-    "dpmpp_2s_karras": (DPMSolverSinglestepScheduler, {**ODE, **KARRAS}),
+SCHEDULES = {"karras": "use_karras_sigmas", "exponential": "use_exponential_sigmas",
+             "beta": "use_beta_sigmas"}
+KARRAS = {key: key == "use_karras_sigmas" for key in SCHEDULES.values()}
+FAMILIES = {
+    "euler": (EulerDiscreteScheduler, {}), "lms": (LMSDiscreteScheduler, {}),
+    "heun": (HeunDiscreteScheduler, {}), "dpm2": (KDPM2DiscreteScheduler, {}),
+    "dpm2_a": (KDPM2AncestralDiscreteScheduler, {}), "dpmpp_2s": (DPMSolverSinglestepScheduler, ODE),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, ODE), "dpmpp_2m_sde": (DPMSolverMultistepScheduler, SDE),
 }
+SAMPLERS = {
+    "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}), "unipc": (UniPCMultistepScheduler, {}),
+    "lcm": (LCMScheduler, {}),
+    **FAMILIES,
+    **{f"{family}_{schedule}": (cls, {**extra, **{k: k == key for k in SCHEDULES.values()}})
+       for family, (cls, extra) in FAMILIES.items() for schedule, key in SCHEDULES.items()},
+}
+# The exponential and beta twins (fewer cases: their arithmetic is the Karras twins' but for
+# the sigmas, which the scheduler fixture checks at every step count).
+TWINS = [name for name in SAMPLERS if name.endswith(("_exponential", "_beta"))]
 # The samplers that draw noise in their steps.
-RANDOM = {"euler_a", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "lcm", "dpm2_a", "dpm2_a_karras"}
+RANDOM = {"euler_a", "lcm", *(f"{family}{schedule}" for family in ("dpmpp_2m_sde", "dpm2_a")
+                                for schedule in ("", *(f"_{s}" for s in SCHEDULES)))}
 
 
 def init_image(w, h):
@@ -62,6 +67,8 @@ def init_image(w, h):
 def cases():
     out = []
     for name in SAMPLERS:
+        if name in TWINS:
+            continue
         base = {"prompt": "a red circle on a blue background", "steps": 8, "width": 32, "height": 32,
                 "sampler": name}
         out.append((f"{name}_txt_g7.5_neg_b2", dict(base, guidance_scale=7.5, seed=11,
@@ -73,6 +80,16 @@ def cases():
         out.append((f"{name}_img_s0.8_g1_neg_b1", dict(base, guidance_scale=1.0, seed=9,
                                                        negative_prompt="dark", batch_count=1,
                                                        strength=0.8, init_image="init.png")))
+    # Each twin once: txt2img and img2img, guidance 7.5 and 1, batch 2 and 1 in turn.
+    for i, name in enumerate(TWINS):
+        base = {"prompt": "a red circle on a blue background", "steps": 8, "width": 32,
+                "height": 32, "sampler": name, "seed": 20 + i}
+        if i % 2 == 0:
+            out.append((f"{name}_txt_g7.5_neg_b2", dict(base, guidance_scale=7.5, batch_count=2,
+                                                        negative_prompt="blurry, green")))
+        else:
+            out.append((f"{name}_img_s0.6_g1_b1", dict(base, guidance_scale=1.0, batch_count=1,
+                                                       strength=0.6, init_image="init.png")))
     base = {"prompt": "a small yellow star, white background", "sampler": "ddim", "steps": 12,
             "guidance_scale": 5.0, "seed": 1234, "batch_count": 2, "width": 48, "height": 32}
     out.append(("ddim_eta0.5_wide", dict(base, eta=0.5)))

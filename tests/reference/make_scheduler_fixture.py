@@ -32,7 +32,7 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSing
                        UniPCMultistepScheduler)
 from safetensors.torch import save_file
 
-from make_pipeline_fixture import RANDOM, SAMPLERS
+from make_pipeline_fixture import RANDOM, SAMPLERS, TWINS
 
 SD15 = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
         "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
@@ -57,6 +57,12 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
                                       beta_end=0.012, prediction_type="v_prediction"),
             "x0_pred": DDIMScheduler(prediction_type="sample"),
             "euler_karras": EulerDiscreteScheduler(use_karras_sigmas=True),
+            # The other noise schedules asked for by the config: every sampler that has the
+            # option takes it (UniPC included); the twins of another schedule turn it off.
+            "euler_exponential": EulerDiscreteScheduler(use_exponential_sigmas=True,
+                                                        beta_schedule="scaled_linear",
+                                                        beta_start=0.00085, beta_end=0.012),
+            "dpm_beta": DPMSolverMultistepScheduler(use_beta_sigmas=True),
             "trailing": EulerDiscreteScheduler(timestep_spacing="trailing",
                                                beta_schedule="scaled_linear", beta_start=0.00085,
                                                beta_end=0.012),
@@ -121,6 +127,10 @@ DEFAULTS = {"pndm_default": PNDMScheduler(), "ddim_default": DDIMScheduler(),
                 solver_order=3, solver_type="heun", final_sigmas_type="sigma_min",
                 lower_order_final=False, beta_schedule="scaled_linear", beta_start=0.00085,
                 beta_end=0.012, lambda_min_clipped=-2.5)}
+# The exponential and beta twins run on these configs alone (their steps are their Karras
+# twins'; what differs is the sigmas, at the ends of each kind of schedule).
+TWIN_CONFIGS = {"sd15", "leading", "euler_default", "heun_default", "cosine", "trailing",
+                "dpm_sigma_min", "euler_exponential", "dpm_beta"}
 # Configs with options only one sampler has: run for that one alone.
 ONLY = {"prk": "pndm", "lcm_options": "lcm", "singlestep_options": "dpmpp_2s",
         "singlestep_order3_heun": "dpmpp_2s",
@@ -199,7 +209,7 @@ def main(out_dir):
         (out / "configs" / f"{cfg_name}.json").write_text(json.dumps(file_cfg, indent=2))
         cfg = as_pipeline_loads_it(file_cfg)
         for name, (cls, extra) in SAMPLERS.items():
-            if ONLY.get(cfg_name, name) != name:
+            if ONLY.get(cfg_name, name) != name or (name in TWINS and cfg_name not in TWIN_CONFIGS):
                 continue
             # Made once and copied for each use: the DPM2s' constructors set up a 1000-step
             # schedule (0.3 s each).

@@ -16,43 +16,72 @@
 
 namespace sds {
 
-// In the order the studio lists them: the families in A1111's order, each beside its Karras twin.
+// A1111's "Schedule type" for the samplers over sigmas: how their noise levels are spaced.
+// Default: at the timesteps of the config's spacing; Karras: Karras et al.'s rho-7 ramp;
+// Exponential: evenly in log sigma; Beta: at the quantiles of Beta(0.6, 0.6) (more steps at
+// both ends). diffusers' use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas.
+enum class NoiseSchedule { Default, Karras, Exponential, Beta };
+
+// In the order the studio lists them: the families in A1111's order, each followed by its
+// Karras, exponential and beta twins.
 enum class Sampler {
     EulerAncestral,
     Euler,
     EulerKarras,
+    EulerExponential,
+    EulerBeta,
     Lms,
     LmsKarras,
+    LmsExponential,
+    LmsBeta,
     Heun,
     HeunKarras,
+    HeunExponential,
+    HeunBeta,
     Dpm2,
     Dpm2Karras,
+    Dpm2Exponential,
+    Dpm2Beta,
     Dpm2Ancestral,
     Dpm2AncestralKarras,
+    Dpm2AncestralExponential,
+    Dpm2AncestralBeta,
     DpmPP2S,
     DpmPP2SKarras,
+    DpmPP2SExponential,
+    DpmPP2SBeta,
     DpmPP2M,
     DpmPP2MKarras,
+    DpmPP2MExponential,
+    DpmPP2MBeta,
     DpmPP2MSde,
     DpmPP2MSdeKarras,
+    DpmPP2MSdeExponential,
+    DpmPP2MSdeBeta,
     UniPC,
     Ddim,
     Pndm,
     Lcm,
 };
 
-// "euler_a", "euler", "euler_karras", "lms", "lms_karras", "heun", "heun_karras", "dpm2",
-// "dpm2_karras", "dpm2_a", "dpm2_a_karras", "dpmpp_2s", "dpmpp_2s_karras", "dpmpp_2m",
-// "dpmpp_2m_karras", "dpmpp_2m_sde", "dpmpp_2m_sde_karras", "unipc", "ddim", "pndm", "lcm" (also
-// A1111's names: "Euler a", "Euler", "Euler Karras", "LMS", "LMS Karras", "Heun", "Heun Karras",
-// "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DPM++ 2S", "DPM++ 2S Karras", "DPM++ 2M",
-// "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "UniPC", "DDIM", "PLMS", "LCM"; and
-// "DPM++ SDE" and "DPM++ SDE Karras" read as dpmpp_2s and dpmpp_2s_karras, the scheduler
-// diffusers' documentation gives for them); throws sds::Error.
+// Our names: a family's ("euler_a", "euler", "lms", "heun", "dpm2", "dpm2_a", "dpmpp_2s",
+// "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ddim", "pndm", "lcm"), with "_karras", "_exponential"
+// or "_beta" for a twin ("dpmpp_2m_karras"). Also A1111's: the sampler ("Euler a", "Euler",
+// "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S", "DPM++ 2M", "DPM++ 2M SDE", "UniPC", "DDIM",
+// "PLMS", "LCM") and its schedule type, space-separated ("DPM++ 2M Karras", "Euler
+// Exponential"); "DPM++ SDE" (and its twins) reads as DPM++ 2S, the scheduler diffusers'
+// documentation gives for it. Case-insensitive; throws sds::Error.
 Sampler sampler_from_name(const std::string& name);
 const char* sampler_name(Sampler s);    // "dpmpp_2m_karras"
 const char* sampler_a1111(Sampler s);   // "DPM++ 2M"
-const char* schedule_a1111(Sampler s);  // "Karras" or ""
+const char* schedule_a1111(Sampler s);  // "Karras", "Exponential", "Beta" or ""
+NoiseSchedule sampler_schedule(Sampler s);
+// "default" (also A1111's "Automatic" and "Uniform"), "karras", "exponential", "beta";
+// case-insensitive; throws sds::Error.
+NoiseSchedule schedule_from_name(const std::string& name);
+// The sampler of `s`'s family with `schedule`; nullopt where the family has no such twin
+// (Euler a, UniPC, DDIM, PLMS and LCM have only their own).
+std::optional<Sampler> with_schedule(Sampler s, NoiseSchedule schedule);
 std::vector<std::string> sampler_names();
 
 // Draws standard normal noise of `shape` and `dtype` on the CPU the way diffusers' randn_tensor

@@ -366,12 +366,22 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
         r.strength = GenerationRequest().strength;
     }
     if (!sampler.empty()) {
-        const std::string full =
-            schedule.empty() || schedule == "Automatic" ? sampler : sampler + " " + schedule;
+        // "Uniform" is k-diffusion's spacing of the timesteps over the train range, as
+        // diffusers' samplers space them by default.
+        const bool own = schedule.empty() || schedule == "Automatic" || schedule == "Uniform";
         try {
-            r.sampler = sampler_from_name(full);
+            r.sampler = sampler_from_name(own ? sampler : sampler + " " + schedule);
         } catch (const Error&) {
-            r.sampler = sampler_from_name(sampler);  // old files: "DPM++ 2M Karras" as sampler
+            // Old files name the schedule in the sampler ("DPM++ 2M Karras"), and may repeat
+            // it. A1111 gives every sampler a schedule type: those without twins here (Euler a,
+            // DDIM, UniPC, ...) run as they are.
+            const Sampler named = sampler_from_name(sampler);  // throws: an unknown sampler
+            if (schedule != schedule_a1111(named) &&
+                with_schedule(named, NoiseSchedule::Karras).has_value()) {
+                throw Error("A1111 parameters: 'Schedule type: " + schedule + "' for '" + sampler +
+                            "' is not one SD Studio has (it has Karras, Exponential and Beta)");
+            }
+            r.sampler = named;
         }
     }
     return r;

@@ -25,6 +25,7 @@
 
 #include "io/json_config.h"
 #include "pipeline/lora.h"
+#include "sched/schedule_math.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/cpu_buffer_cache.h"
@@ -387,36 +388,37 @@ int Pipeline::native_size() const {
 
 Sampler Pipeline::default_sampler() const {
     const ComponentFiles& sc = impl_->folder.component("scheduler");
-    if (sc.class_name == "DDIMScheduler")
-        return Sampler::Ddim;
-    const auto karras = [&] {
-        return JsonConfig::load(sc.config).boolean("use_karras_sigmas", false);
-    };
-    if (sc.class_name == "EulerDiscreteScheduler")
-        return karras() ? Sampler::EulerKarras : Sampler::Euler;
-    if (sc.class_name == "EulerAncestralDiscreteScheduler")
-        return Sampler::EulerAncestral;
-    if (sc.class_name == "UniPCMultistepScheduler")
-        return Sampler::UniPC;  // Karras sigmas from its config, if set
-    if (sc.class_name == "LCMScheduler")
-        return Sampler::Lcm;
-    if (sc.class_name == "KDPM2DiscreteScheduler")
-        return karras() ? Sampler::Dpm2Karras : Sampler::Dpm2;
-    if (sc.class_name == "KDPM2AncestralDiscreteScheduler")
-        return karras() ? Sampler::Dpm2AncestralKarras : Sampler::Dpm2Ancestral;
-    if (sc.class_name == "DPMSolverSinglestepScheduler" &&
-        JsonConfig::load(sc.config).string("algorithm_type", "dpmsolver++") == "dpmsolver++")
-        return karras() ? Sampler::DpmPP2SKarras : Sampler::DpmPP2S;
-    if (sc.class_name == "LMSDiscreteScheduler")
-        return karras() ? Sampler::LmsKarras : Sampler::Lms;
-    if (sc.class_name == "HeunDiscreteScheduler")
-        return karras() ? Sampler::HeunKarras : Sampler::Heun;
-    if (sc.class_name == "DPMSolverMultistepScheduler") {
-        if (JsonConfig::load(sc.config).string("algorithm_type", "") == "sde-dpmsolver++")
-            return karras() ? Sampler::DpmPP2MSdeKarras : Sampler::DpmPP2MSde;
-        return karras() ? Sampler::DpmPP2MKarras : Sampler::DpmPP2M;
-    }
-    return Sampler::Pndm;
+    const std::string& cls = sc.class_name;
+    const auto config = [&] { return JsonConfig::load(sc.config); };
+    Sampler family = Sampler::Pndm;
+    if (cls == "DDIMScheduler")
+        family = Sampler::Ddim;
+    else if (cls == "EulerDiscreteScheduler")
+        family = Sampler::Euler;
+    else if (cls == "EulerAncestralDiscreteScheduler")
+        family = Sampler::EulerAncestral;
+    else if (cls == "UniPCMultistepScheduler")
+        family = Sampler::UniPC;  // Karras sigmas from its config, if set
+    else if (cls == "LCMScheduler")
+        family = Sampler::Lcm;
+    else if (cls == "KDPM2DiscreteScheduler")
+        family = Sampler::Dpm2;
+    else if (cls == "KDPM2AncestralDiscreteScheduler")
+        family = Sampler::Dpm2Ancestral;
+    else if (cls == "DPMSolverSinglestepScheduler" &&
+             config().string("algorithm_type", "dpmsolver++") == "dpmsolver++")
+        family = Sampler::DpmPP2S;
+    else if (cls == "LMSDiscreteScheduler")
+        family = Sampler::Lms;
+    else if (cls == "HeunDiscreteScheduler")
+        family = Sampler::Heun;
+    else if (cls == "DPMSolverMultistepScheduler")
+        family = config().string("algorithm_type", "") == "sde-dpmsolver++" ? Sampler::DpmPP2MSde
+                                                                            : Sampler::DpmPP2M;
+    // The config's use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas pick the twin
+    // (UniPC keeps its own name: its scheduler reads use_karras_sigmas itself).
+    return with_schedule(family, sched::noise_schedule(config(), NoiseSchedule::Default))
+        .value_or(family);
 }
 
 at::Tensor Pipeline::encode_prompt(const std::string& text, int clip_skip) {

@@ -16,11 +16,11 @@ namespace {
 
 class DpmPP2M : public Scheduler {
   public:
-    DpmPP2M(const JsonConfig& c, bool karras, bool sde)
+    DpmPP2M(const JsonConfig& c, NoiseSchedule schedule, bool sde)
         : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
           offset_(static_cast<int>(c.integer("steps_offset", 0))),
           spacing_(c.string("timestep_spacing", "linspace")),
-          karras_(karras || c.boolean("use_karras_sigmas", false)),
+          noise_(noise_schedule(c, schedule)),
           sde_(sde),
           where_(c.path().string()) {
         auto require = [&](const char* key, const std::string& want, const std::string& dflt) {
@@ -56,8 +56,8 @@ class DpmPP2M : public Scheduler {
         }
         lower_order_final_ = c.boolean("lower_order_final", true);
         lambda_min_ = c.number("lambda_min_clipped", -INFINITY);
-        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
-                        "use_flow_sigmas", "use_dynamic_shifting", "thresholding"});
+        refuse_true(c,
+                    {"use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting", "thresholding"});
     }
 
     void set_timesteps(int n) override {
@@ -69,7 +69,7 @@ class DpmPP2M : public Scheduler {
         // With Karras sigmas diffusers rounds the timesteps, except on the cosine schedule,
         // whose fractional timesteps the conversion to int64 truncates.
         sigmas_ =
-            to_tensor(dpm_solver_sigmas(alphas_cumprod_, t, n, karras_, cosine_, final_sigma_min_),
+            to_tensor(dpm_solver_sigmas(alphas_cumprod_, t, n, noise_, cosine_, final_sigma_min_),
                       at::kFloat);
         timesteps_ = to_tensor(t, at::kLong);
         outputs_[0] = outputs_[1] = outputs_[2] = at::Tensor();
@@ -152,7 +152,7 @@ class DpmPP2M : public Scheduler {
   private:
     int train_, offset_;
     std::string spacing_;
-    bool karras_;
+    NoiseSchedule noise_;
     bool sde_;             // algorithm_type sde-dpmsolver++
     bool heun_ = false;    // solver_type heun (else midpoint)
     bool cosine_ = false;  // beta_schedule squaredcos_cap_v2
@@ -168,8 +168,8 @@ class DpmPP2M : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, bool karras, bool sde) {
-    return std::make_unique<DpmPP2M>(c, karras, sde);
+std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, NoiseSchedule schedule, bool sde) {
+    return std::make_unique<DpmPP2M>(c, schedule, sde);
 }
 
 }  // namespace sds::sched

@@ -17,9 +17,9 @@ namespace {
 
 class DpmPP2S : public Scheduler {
   public:
-    DpmPP2S(const JsonConfig& c, bool karras)
+    DpmPP2S(const JsonConfig& c, NoiseSchedule schedule)
         : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
-          karras_(karras || c.boolean("use_karras_sigmas", false)),
+          noise_(noise_schedule(c, schedule)),
           order_(static_cast<int>(c.integer("solver_order", 2))),
           lower_order_final_(c.boolean("lower_order_final", false)),
           lambda_min_(c.number("lambda_min_clipped", -INFINITY)) {
@@ -39,8 +39,7 @@ class DpmPP2S : public Scheduler {
             c.fail("final_sigmas_type", "'" + final_sigma + "' is not supported (zero, sigma_min)");
         }
         final_sigma_min_ = final_sigma == "sigma_min";
-        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas",
-                        "use_dynamic_shifting", "thresholding"});
+        refuse_true(c, {"use_flow_sigmas", "use_dynamic_shifting", "thresholding"});
     }
 
     void set_timesteps(int n) override {
@@ -54,7 +53,7 @@ class DpmPP2S : public Scheduler {
             t.push_back(round_half_even(l[i]));
         }
         sigmas_ = to_tensor(
-            dpm_solver_sigmas(alphas_cumprod_, t, n, karras_, false, final_sigma_min_), at::kFloat);
+            dpm_solver_sigmas(alphas_cumprod_, t, n, noise_, false, final_sigma_min_), at::kFloat);
         timesteps_ = to_tensor(t, at::kLong);
         // Each step's order. diffusers turns lower_order_final on where the steps do not fill
         // whole chunks or the last sigma is 0 (so with its defaults, always).
@@ -160,7 +159,7 @@ class DpmPP2S : public Scheduler {
 
   private:
     int train_;
-    bool karras_;
+    NoiseSchedule noise_;
     int order_;
     bool lower_order_final_;
     double lambda_min_;  // lambda_min_clipped
@@ -173,8 +172,8 @@ class DpmPP2S : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_dpmpp_2s(const JsonConfig& c, bool karras) {
-    return std::make_unique<DpmPP2S>(c, karras);
+std::unique_ptr<Scheduler> make_dpmpp_2s(const JsonConfig& c, NoiseSchedule schedule) {
+    return std::make_unique<DpmPP2S>(c, schedule);
 }
 
 }  // namespace sds::sched

@@ -9,8 +9,8 @@ namespace {
 
 class Euler : public SigmaScheduler {
   public:
-    Euler(const JsonConfig& c, bool ancestral, bool karras)
-        : SigmaScheduler(c, karras, !ancestral), ancestral_(ancestral) {
+    Euler(const JsonConfig& c, bool ancestral, NoiseSchedule schedule)
+        : SigmaScheduler(c, schedule, !ancestral), ancestral_(ancestral) {
         if (!ancestral) {
             const std::string interpolation = c.string("interpolation_type", "linear");
             if (interpolation != "linear" && interpolation != "log_linear") {
@@ -27,7 +27,6 @@ class Euler : public SigmaScheduler {
             if (c.string("timestep_type", "discrete") != "discrete") {
                 c.fail("timestep_type", "is not supported (discrete)");
             }
-            refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas"});
         }
     }
 
@@ -71,8 +70,8 @@ class Euler : public SigmaScheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral, bool karras) {
-    return std::make_unique<Euler>(c, ancestral, karras);
+std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral, NoiseSchedule schedule) {
+    return std::make_unique<Euler>(c, ancestral, schedule);
 }
 
 }  // namespace sds::sched

@@ -10,9 +10,7 @@ namespace {
 
 class Heun : public SigmaScheduler {
   public:
-    Heun(const JsonConfig& c, bool karras) : SigmaScheduler(c, karras) {
-        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas"});
-    }
+    Heun(const JsonConfig& c, NoiseSchedule schedule) : SigmaScheduler(c, schedule) {}
 
     int order() const override { return 2; }
 
@@ -60,8 +58,8 @@ class Heun : public SigmaScheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_heun(const JsonConfig& c, bool karras) {
-    return std::make_unique<Heun>(c, karras);
+std::unique_ptr<Scheduler> make_heun(const JsonConfig& c, NoiseSchedule schedule) {
+    return std::make_unique<Heun>(c, schedule);
 }
 
 }  // namespace sds::sched

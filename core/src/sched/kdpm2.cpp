@@ -34,10 +34,8 @@ at::Tensor expand(const at::Tensor& x) {
 
 class KDpm2 : public SigmaScheduler {
   public:
-    KDpm2(const JsonConfig& c, bool karras, bool ancestral)
-        : SigmaScheduler(c, karras), ancestral_(ancestral) {
-        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas"});
-    }
+    KDpm2(const JsonConfig& c, NoiseSchedule schedule, bool ancestral)
+        : SigmaScheduler(c, schedule), ancestral_(ancestral) {}
 
     int order() const override { return 2; }
 
@@ -46,9 +44,14 @@ class KDpm2 : public SigmaScheduler {
         const Schedule s = schedule(n);
         std::vector<double> t = s.timesteps;
         const auto logs = log_sigmas(s.full);
-        if (karras_) {  // rounded, and held in float64 (diffusers keeps numpy's array)
+        // With a noise schedule diffusers keeps numpy's float64 timesteps (Karras: rounded).
+        const bool float64 = noise_ != NoiseSchedule::Default;
+        if (float64) {
             for (size_t i = 0; i < t.size(); ++i) {
-                t[i] = round_half_even(sigma_to_t(s.sigmas[i], logs));
+                t[i] = sigma_to_t(s.sigmas[i], logs);
+                if (noise_ == NoiseSchedule::Karras) {
+                    t[i] = round_half_even(t[i]);
+                }
             }
         }
         std::vector<double> with_zero = s.sigmas;
@@ -82,7 +85,7 @@ class KDpm2 : public SigmaScheduler {
             all.push_back(t_mid[first_mid + i - 1]);
             all.push_back(t[i]);
         }
-        timesteps_ = to_tensor(all, karras_ ? at::kDouble : at::kFloat);
+        timesteps_ = to_tensor(all, float64 ? at::kDouble : at::kFloat);
         if (timesteps_.isnan().any().item<bool>()) {
             // DPM2 a where two sigmas are close (2 steps over linear betas: sigma_down is the
             // root of a negative number in float32) or far apart (the cosine schedule's first
@@ -138,8 +141,8 @@ class KDpm2 : public SigmaScheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_kdpm2(const JsonConfig& c, bool karras, bool ancestral) {
-    return std::make_unique<KDpm2>(c, karras, ancestral);
+std::unique_ptr<Scheduler> make_kdpm2(const JsonConfig& c, NoiseSchedule schedule, bool ancestral) {
+    return std::make_unique<KDpm2>(c, schedule, ancestral);
 }
 
 }  // namespace sds::sched

@@ -15,9 +15,7 @@ constexpr int kMaxOrder = 4;  // diffusers' step(order=4), the pipelines' defaul
 
 class Lms : public SigmaScheduler {
   public:
-    Lms(const JsonConfig& c, bool karras) : SigmaScheduler(c, karras) {
-        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas"});
-    }
+    Lms(const JsonConfig& c, NoiseSchedule schedule) : SigmaScheduler(c, schedule) {}
 
     void set_timesteps(int n) override {
         num_inference_steps_ = n;
@@ -108,8 +106,8 @@ class Lms : public SigmaScheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_lms(const JsonConfig& c, bool karras) {
-    return std::make_unique<Lms>(c, karras);
+std::unique_ptr<Scheduler> make_lms(const JsonConfig& c, NoiseSchedule schedule) {
+    return std::make_unique<Lms>(c, schedule);
 }
 
 }  // namespace sds::sched

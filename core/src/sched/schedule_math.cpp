@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <stdexcept>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
@@ -137,13 +138,114 @@ double interp_index(double x, const std::vector<double>& fp) {
     return slope * (x - static_cast<double>(j)) + fp[j];
 }
 
-std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n) {
-    const double rho = 7.0;
-    const auto ramp = linspace(0, 1, n);
-    const double min_inv = std::pow(sigma_min, 1 / rho), max_inv = std::pow(sigma_max, 1 / rho);
+NoiseSchedule noise_schedule(const JsonConfig& c, NoiseSchedule requested, bool keys) {
+    if (requested != NoiseSchedule::Default || !keys) {
+        return requested;
+    }
+    NoiseSchedule out = NoiseSchedule::Default;
+    const std::pair<const char*, NoiseSchedule> options[] = {
+        {"use_karras_sigmas", NoiseSchedule::Karras},
+        {"use_exponential_sigmas", NoiseSchedule::Exponential},
+        {"use_beta_sigmas", NoiseSchedule::Beta}};
+    for (const auto& [key, schedule] : options) {
+        if (c.boolean(key, false)) {
+            if (out != NoiseSchedule::Default) {
+                c.fail(key,
+                       "= true with another of use_karras_sigmas, use_exponential_sigmas, "
+                       "use_beta_sigmas: only one can be set");
+            }
+            out = schedule;
+        }
+    }
+    return out;
+}
+
+namespace {
+// The continued fraction of I_x(a, b) (modified Lentz), for x below its mean-ish point
+// (a + 1) / (a + b + 2), where it converges fast.
+double beta_fraction(double x, double a, double b) {
+    constexpr double tiny = 1e-300;
+    const auto guard = [&](double v) { return std::abs(v) < tiny ? tiny : v; };
+    // K = 1 + d1 / (1 + d2 / (1 + ...)), d(2m + 1) = -(a + m)(a + b + m)x / ((a + 2m)(a + 2m + 1)),
+    // d(2m) = m(b - m)x / ((a + 2m - 1)(a + 2m)).
+    double f = 1, c = 1, d = 0;
+    for (int i = 1; i <= 2000; ++i) {
+        const int m = i / 2;
+        const double term = i % 2 == 0
+                                ? m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+                                : -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1));
+        d = 1 / guard(1 + term * d);
+        c = guard(1 + term / c);
+        const double delta = c * d;
+        f *= delta;
+        if (std::abs(delta - 1) < 1e-16) {
+            break;
+        }
+    }
+    return f;
+}
+}  // namespace
+
+double beta_cdf(double x, double a, double b) {
+    if (x <= 0) {
+        return 0;
+    }
+    if (x >= 1) {
+        return 1;
+    }
+    if (x > (a + 1) / (a + b + 2)) {
+        return 1 - beta_cdf(1 - x, b, a);
+    }
+    const double log_front = a * std::log(x) + b * std::log1p(-x) -
+                             (std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b)) - std::log(a);
+    return std::exp(log_front) / beta_fraction(x, a, b);
+}
+
+double beta_ppf(double p, double a, double b) {
+    if (p <= 0) {
+        return 0;
+    }
+    if (p >= 1) {
+        return 1;
+    }
+    // The cdf rises monotonically on [0, 1]: bisect until the bracket is two neighbouring
+    // doubles.
+    double lo = 0, hi = 1;
+    for (int i = 0; i < 1100; ++i) {
+        const double mid = lo + (hi - lo) / 2;
+        if (mid <= lo || mid >= hi) {
+            break;
+        }
+        (beta_cdf(mid, a, b) < p ? lo : hi) = mid;
+    }
+    return std::abs(beta_cdf(lo, a, b) - p) < std::abs(beta_cdf(hi, a, b) - p) ? lo : hi;
+}
+
+std::vector<double> noise_levels(NoiseSchedule schedule, double sigma_min, double sigma_max,
+                                 int n) {
     std::vector<double> out;
-    for (double r : ramp) {
-        out.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+    switch (schedule) {
+        case NoiseSchedule::Karras: {
+            const double rho = 7.0;
+            const double min_inv = std::pow(sigma_min, 1 / rho);
+            const double max_inv = std::pow(sigma_max, 1 / rho);
+            for (double r : linspace(0, 1, n)) {
+                out.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+            }
+            break;
+        }
+        case NoiseSchedule::Exponential:
+            for (double l : linspace(std::log(sigma_max), std::log(sigma_min), n)) {
+                out.push_back(std::exp(l));
+            }
+            break;
+        case NoiseSchedule::Beta:
+            for (double t : linspace(0, 1, n)) {
+                out.push_back(sigma_min + beta_ppf(1 - t, 0.6, 0.6) * (sigma_max - sigma_min));
+            }
+            break;
+        case NoiseSchedule::Default:
+            throw std::logic_error("noise_levels: no schedule");
     }
     return out;
 }
@@ -243,17 +345,19 @@ std::vector<double> multistep_timesteps(const std::string& spacing, int train, i
 }
 
 std::vector<double> dpm_solver_sigmas(const at::Tensor& alphas_cumprod, std::vector<double>& t,
-                                      int n, bool karras, bool truncate, bool final_sigma_min) {
+                                      int n, NoiseSchedule schedule, bool truncate,
+                                      bool final_sigma_min) {
     const std::vector<double> full = full_sigmas(alphas_cumprod);
     std::vector<double> sigmas;
-    if (karras) {
+    if (schedule != NoiseSchedule::Default) {
         const auto logs = log_sigmas(full);
-        sigmas =
-            karras_sigmas(static_cast<float>(full.front()), static_cast<float>(full.back()), n);
+        sigmas = noise_levels(schedule, static_cast<float>(full.front()),
+                              static_cast<float>(full.back()), n);
+        const bool cut = truncate || schedule != NoiseSchedule::Karras;
         t.clear();
         for (double s : sigmas) {
             const double v = sigma_to_t(s, logs);
-            t.push_back(truncate ? std::trunc(v) : round_half_even(v));
+            t.push_back(cut ? std::trunc(v) : round_half_even(v));
         }
     } else {
         for (double v : t) {

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "io/json_config.h"
+#include "sds/scheduler.h"
 
 namespace sds::sched {
 
@@ -36,8 +37,19 @@ std::vector<double> full_sigmas(const at::Tensor& alphas_cumprod);
 void refuse_true(const JsonConfig& c, std::initializer_list<const char*> keys);
 // np.interp(x, arange(len(fp)), fp)
 double interp_index(double x, const std::vector<double>& fp);
-// diffusers' _convert_to_karras (rho 7) from in_sigmas' last (min) and first (max) entries.
-std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);
+// The noise schedule a scheduler class of diffusers runs: `requested` (the sampler's name) where
+// it is not Default, else the one the config's use_karras_sigmas / use_exponential_sigmas /
+// use_beta_sigmas sets (read only where `keys`: the class has those options; more than one is
+// an error, as in diffusers).
+NoiseSchedule noise_schedule(const JsonConfig& c, NoiseSchedule requested, bool keys = true);
+// n sigmas from sigma_max down to sigma_min, spaced as diffusers' _convert_to_karras (rho 7),
+// _convert_to_exponential (evenly in log) or _convert_to_beta (at the quantiles of
+// Beta(0.6, 0.6)); `schedule` is not Default.
+std::vector<double> noise_levels(NoiseSchedule schedule, double sigma_min, double sigma_max, int n);
+// The regularized incomplete beta function I_x(a, b), and its inverse in x (scipy's
+// stats.beta.cdf / ppf), to double precision.
+double beta_cdf(double x, double a, double b);
+double beta_ppf(double p, double a, double b);
 // diffusers' _sigma_to_t: the fractional timestep of a sigma by log-sigma interpolation;
 // log_sigmas = np.log(float32 sigmas) (float32 values).
 double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
@@ -56,12 +68,13 @@ std::vector<double> spaced_timesteps(const std::string& spacing, int train_steps
 // num_train_timesteps minus lambda_clipped(); -1: train_steps) is where the range ends.
 std::vector<double> multistep_timesteps(const std::string& spacing, int train_steps, int n,
                                         int steps_offset, const std::string& where, int last = -1);
-// DPM-Solver's sigmas (multistep and singlestep): interpolated at the timesteps `t`, or with
-// `karras` n Karras sigmas whose timesteps replace `t` (rounded; `truncate`: cut to integers,
-// as the multistep solver does on the cosine schedule), then the final sigma (0, or the
-// smallest with `final_sigma_min`).
+// DPM-Solver's sigmas (multistep and singlestep): interpolated at the timesteps `t`, or with a
+// noise schedule n sigmas so spaced whose timesteps replace `t` (Karras: rounded, or with
+// `truncate` cut to integers, as the multistep solver does on the cosine schedule; exponential
+// and beta: cut to integers), then the final sigma (0, or the smallest with `final_sigma_min`).
 std::vector<double> dpm_solver_sigmas(const at::Tensor& alphas_cumprod, std::vector<double>& t,
-                                      int n, bool karras, bool truncate, bool final_sigma_min);
+                                      int n, NoiseSchedule schedule, bool truncate,
+                                      bool final_sigma_min);
 // DPM-Solver's lambda_min_clipped: how many of the train timesteps, from the noisiest, have a
 // log-SNR below `lambda_min` (torch.searchsorted on the flipped float32 lambdas); 0 for -inf.
 int lambda_clipped(const at::Tensor& alphas_cumprod, double lambda_min);

@@ -13,7 +13,8 @@
 namespace sds {
 
 namespace {
-using Make = std::unique_ptr<Scheduler> (*)(const JsonConfig&);
+using Make = std::unique_ptr<Scheduler> (*)(const JsonConfig&, NoiseSchedule);
+using NS = NoiseSchedule;
 
 // What differs between diffusers' scheduler classes beyond their arithmetic.
 enum class Betas { Linear, KDiffusion, LcmScaled };  // their defaults: see create()
@@ -22,70 +23,118 @@ struct SamplerRow {
     Sampler sampler;
     const char* name;
     const char* a1111;
-    const char* schedule;
+    NoiseSchedule schedule;
     Make make;
     Betas betas;
     ZeroSnr zero_snr;
     bool x0_ok;  // prediction_type "sample"
 };
+
+// The families' makers, each over the noise schedules its class has.
+std::unique_ptr<Scheduler> euler_a(const JsonConfig& c, NS) {
+    return sched::make_euler(c, true, NS::Default);
+}
+std::unique_ptr<Scheduler> euler(const JsonConfig& c, NS s) {
+    return sched::make_euler(c, false, s);
+}
+std::unique_ptr<Scheduler> dpm2(const JsonConfig& c, NS s) {
+    return sched::make_kdpm2(c, s, false);
+}
+std::unique_ptr<Scheduler> dpm2_a(const JsonConfig& c, NS s) {
+    return sched::make_kdpm2(c, s, true);
+}
+std::unique_ptr<Scheduler> dpmpp_2m(const JsonConfig& c, NS s) {
+    return sched::make_dpmpp_2m(c, s, false);
+}
+std::unique_ptr<Scheduler> dpmpp_2m_sde(const JsonConfig& c, NS s) {
+    return sched::make_dpmpp_2m(c, s, true);
+}
+template <std::unique_ptr<Scheduler> (*F)(const JsonConfig&)>
+std::unique_ptr<Scheduler> own(const JsonConfig& c, NS) {
+    return F(c);
+}
+
+constexpr auto L = Betas::Linear;
+constexpr auto K = Betas::KDiffusion;
 // In the enum's order.
 constexpr SamplerRow kSamplers[] = {
-    {Sampler::EulerAncestral, "euler_a", "Euler a", "",
-     [](const JsonConfig& c) { return sched::make_euler(c, true, false); }, Betas::Linear,
-     ZeroSnr::Clamped, false},
-    {Sampler::Euler, "euler", "Euler", "",
-     [](const JsonConfig& c) { return sched::make_euler(c, false, false); }, Betas::Linear,
+    {Sampler::EulerAncestral, "euler_a", "Euler a", NS::Default, euler_a, L, ZeroSnr::Clamped,
+     false},
+    {Sampler::Euler, "euler", "Euler", NS::Default, euler, L, ZeroSnr::Clamped, true},
+    {Sampler::EulerKarras, "euler_karras", "Euler", NS::Karras, euler, L, ZeroSnr::Clamped, true},
+    {Sampler::EulerExponential, "euler_exponential", "Euler", NS::Exponential, euler, L,
      ZeroSnr::Clamped, true},
-    {Sampler::EulerKarras, "euler_karras", "Euler", "Karras",
-     [](const JsonConfig& c) { return sched::make_euler(c, false, true); }, Betas::Linear,
-     ZeroSnr::Clamped, true},
-    {Sampler::Lms, "lms", "LMS", "", [](const JsonConfig& c) { return sched::make_lms(c, false); },
-     Betas::Linear, ZeroSnr::NoOption, true},
-    {Sampler::LmsKarras, "lms_karras", "LMS", "Karras",
-     [](const JsonConfig& c) { return sched::make_lms(c, true); }, Betas::Linear, ZeroSnr::NoOption,
+    {Sampler::EulerBeta, "euler_beta", "Euler", NS::Beta, euler, L, ZeroSnr::Clamped, true},
+    {Sampler::Lms, "lms", "LMS", NS::Default, sched::make_lms, L, ZeroSnr::NoOption, true},
+    {Sampler::LmsKarras, "lms_karras", "LMS", NS::Karras, sched::make_lms, L, ZeroSnr::NoOption,
      true},
-    {Sampler::Heun, "heun", "Heun", "",
-     [](const JsonConfig& c) { return sched::make_heun(c, false); }, Betas::KDiffusion,
+    {Sampler::LmsExponential, "lms_exponential", "LMS", NS::Exponential, sched::make_lms, L,
      ZeroSnr::NoOption, true},
-    {Sampler::HeunKarras, "heun_karras", "Heun", "Karras",
-     [](const JsonConfig& c) { return sched::make_heun(c, true); }, Betas::KDiffusion,
-     ZeroSnr::NoOption, true},
-    {Sampler::Dpm2, "dpm2", "DPM2", "",
-     [](const JsonConfig& c) { return sched::make_kdpm2(c, false, false); }, Betas::KDiffusion,
-     ZeroSnr::NoOption, false},
-    {Sampler::Dpm2Karras, "dpm2_karras", "DPM2", "Karras",
-     [](const JsonConfig& c) { return sched::make_kdpm2(c, true, false); }, Betas::KDiffusion,
-     ZeroSnr::NoOption, false},
-    {Sampler::Dpm2Ancestral, "dpm2_a", "DPM2 a", "",
-     [](const JsonConfig& c) { return sched::make_kdpm2(c, false, true); }, Betas::KDiffusion,
-     ZeroSnr::NoOption, false},
-    {Sampler::Dpm2AncestralKarras, "dpm2_a_karras", "DPM2 a", "Karras",
-     [](const JsonConfig& c) { return sched::make_kdpm2(c, true, true); }, Betas::KDiffusion,
-     ZeroSnr::NoOption, false},
-    {Sampler::DpmPP2S, "dpmpp_2s", "DPM++ 2S", "",
-     [](const JsonConfig& c) { return sched::make_dpmpp_2s(c, false); }, Betas::Linear,
-     ZeroSnr::NoOption, true},
-    {Sampler::DpmPP2SKarras, "dpmpp_2s_karras", "DPM++ 2S", "Karras",
-     [](const JsonConfig& c) { return sched::make_dpmpp_2s(c, true); }, Betas::Linear,
-     ZeroSnr::NoOption, true},
-    {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", "",
-     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, false, false); }, Betas::Linear,
-     ZeroSnr::Clamped, true},
-    {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", "Karras",
-     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, true, false); }, Betas::Linear,
-     ZeroSnr::Clamped, true},
-    {Sampler::DpmPP2MSde, "dpmpp_2m_sde", "DPM++ 2M SDE", "",
-     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, false, true); }, Betas::Linear,
-     ZeroSnr::Clamped, true},
-    {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", "Karras",
-     [](const JsonConfig& c) { return sched::make_dpmpp_2m(c, true, true); }, Betas::Linear,
-     ZeroSnr::Clamped, true},
-    {Sampler::UniPC, "unipc", "UniPC", "", sched::make_unipc, Betas::Linear, ZeroSnr::Clamped,
+    {Sampler::LmsBeta, "lms_beta", "LMS", NS::Beta, sched::make_lms, L, ZeroSnr::NoOption, true},
+    {Sampler::Heun, "heun", "Heun", NS::Default, sched::make_heun, K, ZeroSnr::NoOption, true},
+    {Sampler::HeunKarras, "heun_karras", "Heun", NS::Karras, sched::make_heun, K, ZeroSnr::NoOption,
      true},
-    {Sampler::Ddim, "ddim", "DDIM", "", sched::make_ddim, Betas::Linear, ZeroSnr::Exact, true},
-    {Sampler::Pndm, "pndm", "PLMS", "", sched::make_pndm, Betas::Linear, ZeroSnr::NoOption, false},
-    {Sampler::Lcm, "lcm", "LCM", "", sched::make_lcm, Betas::LcmScaled, ZeroSnr::Exact, true},
+    {Sampler::HeunExponential, "heun_exponential", "Heun", NS::Exponential, sched::make_heun, K,
+     ZeroSnr::NoOption, true},
+    {Sampler::HeunBeta, "heun_beta", "Heun", NS::Beta, sched::make_heun, K, ZeroSnr::NoOption,
+     true},
+    {Sampler::Dpm2, "dpm2", "DPM2", NS::Default, dpm2, K, ZeroSnr::NoOption, false},
+    {Sampler::Dpm2Karras, "dpm2_karras", "DPM2", NS::Karras, dpm2, K, ZeroSnr::NoOption, false},
+    {Sampler::Dpm2Exponential, "dpm2_exponential", "DPM2", NS::Exponential, dpm2, K,
+     ZeroSnr::NoOption, false},
+    {Sampler::Dpm2Beta, "dpm2_beta", "DPM2", NS::Beta, dpm2, K, ZeroSnr::NoOption, false},
+    {Sampler::Dpm2Ancestral, "dpm2_a", "DPM2 a", NS::Default, dpm2_a, K, ZeroSnr::NoOption, false},
+    {Sampler::Dpm2AncestralKarras, "dpm2_a_karras", "DPM2 a", NS::Karras, dpm2_a, K,
+     ZeroSnr::NoOption, false},
+    {Sampler::Dpm2AncestralExponential, "dpm2_a_exponential", "DPM2 a", NS::Exponential, dpm2_a, K,
+     ZeroSnr::NoOption, false},
+    {Sampler::Dpm2AncestralBeta, "dpm2_a_beta", "DPM2 a", NS::Beta, dpm2_a, K, ZeroSnr::NoOption,
+     false},
+    {Sampler::DpmPP2S, "dpmpp_2s", "DPM++ 2S", NS::Default, sched::make_dpmpp_2s, L,
+     ZeroSnr::NoOption, true},
+    {Sampler::DpmPP2SKarras, "dpmpp_2s_karras", "DPM++ 2S", NS::Karras, sched::make_dpmpp_2s, L,
+     ZeroSnr::NoOption, true},
+    {Sampler::DpmPP2SExponential, "dpmpp_2s_exponential", "DPM++ 2S", NS::Exponential,
+     sched::make_dpmpp_2s, L, ZeroSnr::NoOption, true},
+    {Sampler::DpmPP2SBeta, "dpmpp_2s_beta", "DPM++ 2S", NS::Beta, sched::make_dpmpp_2s, L,
+     ZeroSnr::NoOption, true},
+    {Sampler::DpmPP2M, "dpmpp_2m", "DPM++ 2M", NS::Default, dpmpp_2m, L, ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MKarras, "dpmpp_2m_karras", "DPM++ 2M", NS::Karras, dpmpp_2m, L,
+     ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MExponential, "dpmpp_2m_exponential", "DPM++ 2M", NS::Exponential, dpmpp_2m, L,
+     ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MBeta, "dpmpp_2m_beta", "DPM++ 2M", NS::Beta, dpmpp_2m, L, ZeroSnr::Clamped,
+     true},
+    {Sampler::DpmPP2MSde, "dpmpp_2m_sde", "DPM++ 2M SDE", NS::Default, dpmpp_2m_sde, L,
+     ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE", NS::Karras, dpmpp_2m_sde, L,
+     ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MSdeExponential, "dpmpp_2m_sde_exponential", "DPM++ 2M SDE", NS::Exponential,
+     dpmpp_2m_sde, L, ZeroSnr::Clamped, true},
+    {Sampler::DpmPP2MSdeBeta, "dpmpp_2m_sde_beta", "DPM++ 2M SDE", NS::Beta, dpmpp_2m_sde, L,
+     ZeroSnr::Clamped, true},
+    {Sampler::UniPC, "unipc", "UniPC", NS::Default, own<sched::make_unipc>, L, ZeroSnr::Clamped,
+     true},
+    {Sampler::Ddim, "ddim", "DDIM", NS::Default, own<sched::make_ddim>, L, ZeroSnr::Exact, true},
+    {Sampler::Pndm, "pndm", "PLMS", NS::Default, own<sched::make_pndm>, L, ZeroSnr::NoOption,
+     false},
+    {Sampler::Lcm, "lcm", "LCM", NS::Default, own<sched::make_lcm>, Betas::LcmScaled,
+     ZeroSnr::Exact, true},
 };
+
+const char* schedule_label(NoiseSchedule s) {
+    switch (s) {
+        case NS::Karras:
+            return "Karras";
+        case NS::Exponential:
+            return "Exponential";
+        case NS::Beta:
+            return "Beta";
+        case NS::Default:
+            break;
+    }
+    return "";
+}
 
 constexpr bool in_enum_order() {
     for (size_t i = 0; i < std::size(kSamplers); ++i) {
@@ -104,24 +153,22 @@ std::string lower(std::string s) {
 }  // namespace
 
 Sampler sampler_from_name(const std::string& name) {
-    const std::string n = lower(name);
+    std::string n = lower(name);
+    // A1111's DPM++ SDE has no scheduler in diffusers that draws the same noise; diffusers'
+    // documentation gives DPMSolverSinglestepScheduler for it, which is DPM++ 2S.
+    if (n.rfind("dpm++ sde", 0) == 0) {
+        n = "dpm++ 2s" + n.substr(9);
+    }
+    if (n == "plms") {
+        n = "pndm";
+    }
     for (const auto& row : kSamplers) {
+        const char* schedule = schedule_label(row.schedule);
         const std::string a1111 =
-            lower(std::string(row.a1111) + (*row.schedule ? std::string(" ") + row.schedule : ""));
+            lower(std::string(row.a1111) + (*schedule ? std::string(" ") + schedule : ""));
         if (n == row.name || n == a1111) {
             return row.sampler;
         }
-    }
-    if (n == "pndm" || n == "plms") {
-        return Sampler::Pndm;
-    }
-    // A1111's DPM++ SDE has no scheduler in diffusers that draws the same noise; diffusers'
-    // documentation gives DPMSolverSinglestepScheduler for it, which is DPM++ 2S.
-    if (n == "dpm++ sde") {
-        return Sampler::DpmPP2S;
-    }
-    if (n == "dpm++ sde karras") {
-        return Sampler::DpmPP2SKarras;
     }
     std::string known;
     for (const auto& row : kSamplers) {
@@ -137,7 +184,31 @@ const char* sampler_a1111(Sampler s) {
     return kSamplers[static_cast<int>(s)].a1111;
 }
 const char* schedule_a1111(Sampler s) {
+    return schedule_label(kSamplers[static_cast<int>(s)].schedule);
+}
+NoiseSchedule sampler_schedule(Sampler s) {
     return kSamplers[static_cast<int>(s)].schedule;
+}
+NoiseSchedule schedule_from_name(const std::string& name) {
+    const std::string n = lower(name);
+    if (n == "default" || n == "automatic" || n == "uniform") {
+        return NS::Default;
+    }
+    for (NS s : {NS::Karras, NS::Exponential, NS::Beta}) {
+        if (n == lower(schedule_label(s))) {
+            return s;
+        }
+    }
+    throw Error("unknown schedule type '" + name + "' (known: default, karras, exponential, beta)");
+}
+std::optional<Sampler> with_schedule(Sampler s, NoiseSchedule schedule) {
+    const std::string family = kSamplers[static_cast<int>(s)].a1111;
+    for (const auto& row : kSamplers) {
+        if (row.a1111 == family && row.schedule == schedule) {
+            return row.sampler;
+        }
+    }
+    return std::nullopt;
 }
 std::vector<std::string> sampler_names() {
     std::vector<std::string> out;
@@ -150,7 +221,7 @@ std::vector<std::string> sampler_names() {
 std::unique_ptr<Scheduler> Scheduler::create(Sampler sampler, const std::filesystem::path& config) {
     const JsonConfig c = sched::load_config(config);
     const SamplerRow& row = kSamplers[static_cast<int>(sampler)];
-    std::unique_ptr<Scheduler> s = row.make(c);
+    std::unique_ptr<Scheduler> s = row.make(c, row.schedule);
     s->sampler_ = sampler;
     s->prediction_type_ = c.string("prediction_type", "epsilon");
     // "sample" (the model predicts x0) as far as diffusers has it.

@@ -7,11 +7,11 @@
 
 namespace sds::sched {
 
-SigmaScheduler::SigmaScheduler(const JsonConfig& c, bool karras, bool karras_key)
+SigmaScheduler::SigmaScheduler(const JsonConfig& c, NoiseSchedule schedule, bool schedule_keys)
     : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
       offset_(static_cast<int>(c.integer("steps_offset", 0))),
       spacing_(c.string("timestep_spacing", "linspace")),
-      karras_(karras || (karras_key && c.boolean("use_karras_sigmas", false))),
+      noise_(noise_schedule(c, schedule, schedule_keys)),
       where_(c.path().string()) {}
 
 SigmaScheduler::Schedule SigmaScheduler::schedule(int n, bool log_linear) const {
@@ -36,9 +36,9 @@ SigmaScheduler::Schedule SigmaScheduler::schedule(int n, bool log_linear) const 
             s.sigmas.push_back(interp_index(v, s.full));
         }
     }
-    if (karras_) {
+    if (noise_ != NoiseSchedule::Default) {
         const auto logs = log_sigmas(s.full);
-        s.sigmas = karras_sigmas(s.sigmas.back(), s.sigmas.front(), n);
+        s.sigmas = noise_levels(noise_, s.sigmas.back(), s.sigmas.front(), n);
         s.timesteps.clear();
         for (double sigma : s.sigmas) {
             s.timesteps.push_back(static_cast<float>(sigma_to_t(sigma, logs)));

@@ -1,8 +1,8 @@
 #pragma once
 // What diffusers' k-diffusion style schedulers over sigmas share (Euler, Euler ancestral, Heun):
 // the timesteps by the config's spacing, held in float32; the sigmas interpolated at them, or
-// Karras sigmas between their ends; the model input scaled by 1 / sqrt(sigma² + 1); img2img noise
-// added as x0 + sigma * noise.
+// Karras, exponential or beta sigmas between their ends; the model input scaled by 1 / sqrt(sigma²
+// + 1); img2img noise added as x0 + sigma * noise.
 #include <string>
 #include <vector>
 
@@ -12,8 +12,9 @@ namespace sds::sched {
 
 class SigmaScheduler : public Scheduler {
   public:
-    // `karras`: Karras sigmas (also where the config sets use_karras_sigmas and `karras_key`).
-    SigmaScheduler(const JsonConfig& c, bool karras, bool karras_key = true);
+    // `schedule`: the sampler's noise schedule; where Default, the config's use_*_sigmas decide
+    // if `schedule_keys` (the class has those options).
+    SigmaScheduler(const JsonConfig& c, NoiseSchedule schedule, bool schedule_keys = true);
 
     at::Tensor init_noise_sigma() const override;
     at::Tensor scale_model_input(const at::Tensor& sample, int64_t index) const override;
@@ -31,7 +32,8 @@ class SigmaScheduler : public Scheduler {
         std::vector<double> full;       // the train schedule's sigmas
     };
     // The n timesteps and their sigmas; `log_linear` (Euler's interpolation_type): sigmas
-    // evenly spaced in log from the largest to the smallest, n + 1 of them.
+    // evenly spaced in log from the largest to the smallest, n + 1 of them. With a noise
+    // schedule, n sigmas so spaced between the ends of those and their timesteps (float32).
     Schedule schedule(int n, bool log_linear = false) const;
     // The model's estimate of the clean sample at `sigma` (float32 math).
     at::Tensor predicted_x0(const at::Tensor& out, const at::Tensor& sample,
@@ -39,7 +41,7 @@ class SigmaScheduler : public Scheduler {
 
     int train_, offset_;
     std::string spacing_;
-    bool karras_;
+    NoiseSchedule noise_;
     std::string where_;
 };
 

@@ -28,7 +28,7 @@ class UniPC : public Scheduler {
           offset_(static_cast<int>(c.integer("steps_offset", 0))),
           order_(static_cast<int>(c.integer("solver_order", 2))),
           spacing_(c.string("timestep_spacing", "linspace")),
-          karras_(c.boolean("use_karras_sigmas", false)),
+          noise_(noise_schedule(c, NoiseSchedule::Default)),
           predict_x0_(c.boolean("predict_x0", true)),
           lower_order_final_(c.boolean("lower_order_final", true)),
           where_(c.path().string()) {
@@ -60,8 +60,7 @@ class UniPC : public Scheduler {
                 disable_corrector_.push_back(i);
             }
         }
-        refuse_true(c, {"use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas",
-                        "use_dynamic_shifting", "thresholding"});
+        refuse_true(c, {"use_flow_sigmas", "use_dynamic_shifting", "thresholding"});
         for (const char* key : {"sigma_min", "sigma_max", "shift_terminal", "solver_p"}) {
             if (c.has(key)) {
                 c.fail(key, "is not supported (only null)");
@@ -75,12 +74,14 @@ class UniPC : public Scheduler {
         const std::vector<double> full = full_sigmas(alphas_cumprod_);
         std::vector<double> sigmas;
         double last = 0.0;
-        if (karras_) {
+        if (noise_ != NoiseSchedule::Default) {
+            // The config's use_*_sigmas; Karras timesteps rounded, the others cut to integers.
             const auto logs = log_sigmas(full);
-            sigmas = karras_sigmas(full.front(), full.back(), n);
+            sigmas = noise_levels(noise_, full.front(), full.back(), n);
             t.clear();
             for (double s : sigmas) {
-                t.push_back(round_half_even(sigma_to_t(s, logs)));
+                const double v = sigma_to_t(s, logs);
+                t.push_back(noise_ == NoiseSchedule::Karras ? round_half_even(v) : std::trunc(v));
             }
             last = final_sigma_min_ ? sigmas.back() : 0.0;
         } else {
@@ -245,7 +246,8 @@ class UniPC : public Scheduler {
 
     int train_, offset_, order_;
     std::string spacing_;
-    bool karras_, predict_x0_, lower_order_final_;
+    NoiseSchedule noise_;
+    bool predict_x0_, lower_order_final_;
     bool bh1_ = false;
     bool final_sigma_min_ = false;
     std::vector<int64_t> disable_corrector_;

@@ -312,17 +312,35 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
           std::tuple{"LMS", "Automatic", sds::Sampler::Lms},
           std::tuple{"LMS", "Karras", sds::Sampler::LmsKarras},
           std::tuple{"DPM++ 2S", "Karras", sds::Sampler::DpmPP2SKarras},
-          std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral}}) {
+          std::tuple{"Euler a", "Karras", sds::Sampler::EulerAncestral},
+          std::tuple{"DPM++ 2M", "Exponential", sds::Sampler::DpmPP2MExponential},
+          std::tuple{"DPM++ 2M SDE", "Beta", sds::Sampler::DpmPP2MSdeBeta},
+          std::tuple{"Euler", "Uniform", sds::Sampler::Euler},
+          std::tuple{"DPM++ 2M Karras", "Karras", sds::Sampler::DpmPP2MKarras},
+          std::tuple{"DPM2 a", "Beta", sds::Sampler::Dpm2AncestralBeta}}) {
         const std::string text = std::string("cat\nSteps: 30, Sampler: ") + sampler +
                                  ", Schedule type: " + schedule + ", CFG scale: 5, Seed: 9";
         EXPECT_EQ(sds::GenerationRequest::from_a1111(text).sampler, want) << text;
-        if (std::string(schedule) == "Karras" && want != sds::Sampler::EulerAncestral) {
+        if (std::string(schedule) == sds::schedule_a1111(want) &&
+            std::string(sampler) == sds::sampler_a1111(want)) {
             sds::GenerationRequest w;
             w.sampler = want;
-            EXPECT_NE(
-                w.to_a1111().find(std::string("Sampler: ") + sampler + ", Schedule type: Karras"),
-                std::string::npos)
+            EXPECT_NE(w.to_a1111().find(std::string("Sampler: ") + sampler +
+                                        ", Schedule type: " + schedule),
+                      std::string::npos)
                 << w.to_a1111();
+        }
+    }
+    // A schedule type SD Studio does not have, for a sampler that has others: refused by name
+    // rather than run on another schedule.
+    for (const char* schedule : {"SGM Uniform", "Polyexponential", "Align Your Steps"}) {
+        const std::string text = std::string("cat\nSteps: 30, Sampler: DPM++ 2M, Schedule type: ") +
+                                 schedule + ", CFG scale: 5, Seed: 9";
+        try {
+            sds::GenerationRequest::from_a1111(text);
+            ADD_FAILURE() << text << " was read";
+        } catch (const sds::Error& e) {
+            EXPECT_NE(std::string(e.what()).find(schedule), std::string::npos) << e.what();
         }
     }
     // A1111's DPM++ SDE is read as the scheduler diffusers' documentation gives for it

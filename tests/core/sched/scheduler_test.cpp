@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Generator.h>
@@ -58,6 +59,8 @@ std::vector<Case> cases() {
                                    "zero_snr",
                                    "x0_pred",
                                    "euler_karras",
+                                   "euler_exponential",
+                                   "dpm_beta",
                                    "trailing",
                                    "dpm_order3",
                                    "dpm_order1",
@@ -71,8 +74,18 @@ std::vector<Case> cases() {
                                    "dpm_clipped_linspace",
                                    "dpm_clipped_leading",
                                    "dpm_clipped_trailing"};
+    // The exponential and beta twins run on these alone (TWIN_CONFIGS).
+    const std::set<std::string> twin_configs = {
+        "sd15",     "leading",       "euler_default",     "heun_default", "cosine",
+        "trailing", "dpm_sigma_min", "euler_exponential", "dpm_beta"};
     for (const char* cfg : configs) {
         for (const auto& s : sds::sampler_names()) {
+            const auto schedule = sds::sampler_schedule(sds::sampler_from_name(s));
+            if ((schedule == sds::NoiseSchedule::Exponential ||
+                 schedule == sds::NoiseSchedule::Beta) &&
+                !twin_configs.count(cfg)) {
+                continue;
+            }
             for (int n : {1, 2, 3, 10, 25, 50}) {
                 out.push_back({cfg, s, n});
             }
@@ -231,6 +244,13 @@ TEST(Scheduler, NamesRoundTripIncludingA1111Names) {
     EXPECT_EQ(sds::sampler_from_name("DPM++ SDE"), sds::Sampler::DpmPP2S);
     EXPECT_EQ(sds::sampler_from_name("DPM++ SDE Karras"), sds::Sampler::DpmPP2SKarras);
     EXPECT_EQ(sds::sampler_from_name("DPM++ 2S Karras"), sds::Sampler::DpmPP2SKarras);
+    EXPECT_EQ(sds::sampler_from_name("Euler Exponential"), sds::Sampler::EulerExponential);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ 2M SDE Beta"), sds::Sampler::DpmPP2MSdeBeta);
+    EXPECT_EQ(sds::sampler_from_name("dpm2 a beta"), sds::Sampler::Dpm2AncestralBeta);
+    EXPECT_EQ(sds::sampler_from_name("DPM++ SDE Exponential"), sds::Sampler::DpmPP2SExponential);
+    EXPECT_EQ(sds::sampler_from_name("lms_exponential"), sds::Sampler::LmsExponential);
+    EXPECT_THROW(sds::sampler_from_name("Euler a Karras"), sds::Error);
+    EXPECT_THROW(sds::sampler_from_name("DDIM Beta"), sds::Error);
     EXPECT_THROW(sds::sampler_from_name("DPM++ 2S a"), sds::Error);
 }
 
@@ -251,10 +271,10 @@ TEST(Scheduler, OptionsWeDoNotHaveAreRefusedByName) {
     const fs::path dir = fs::temp_directory_path() / "sds_scheduler_options";
     fs::create_directories(dir);
     const std::pair<sds::Sampler, const char*> cases[] = {
-        {sds::Sampler::Euler, "use_exponential_sigmas"},
         {sds::Sampler::DpmPP2M, "use_lu_lambdas"},
-        {sds::Sampler::DpmPP2MKarras, "use_beta_sigmas"},
-        {sds::Sampler::LmsKarras, "use_exponential_sigmas"},
+        {sds::Sampler::DpmPP2MKarras, "use_flow_sigmas"},
+        {sds::Sampler::UniPC, "use_dynamic_shifting"},
+        {sds::Sampler::Ddim, "thresholding"},
     };
     for (const auto& [sampler, key] : cases) {
         const fs::path file = dir / (std::string(key) + ".json");
@@ -267,6 +287,63 @@ TEST(Scheduler, OptionsWeDoNotHaveAreRefusedByName) {
         }
     }
     fs::remove_all(dir);
+}
+
+TEST(Scheduler, AConfigWithTwoNoiseSchedulesIsRefused) {
+    // diffusers refuses it too ("Only one of ... can be used"); a sampler that names its own
+    // schedule does not read them.
+    const fs::path dir = fs::temp_directory_path() / "sds_scheduler_two_schedules";
+    fs::create_directories(dir);
+    const fs::path file = dir / "scheduler_config.json";
+    std::ofstream(file) << R"({"use_karras_sigmas": true, "use_beta_sigmas": true})";
+    for (auto sampler :
+         {sds::Sampler::Euler, sds::Sampler::DpmPP2M, sds::Sampler::Dpm2, sds::Sampler::UniPC}) {
+        try {
+            sds::Scheduler::create(sampler, file);
+            ADD_FAILURE() << sds::sampler_name(sampler) << " accepted two schedules";
+        } catch (const sds::Error& e) {
+            const std::string what = e.what();
+            EXPECT_NE(what.find("use_beta_sigmas"), std::string::npos) << what;
+            EXPECT_NE(what.find("only one"), std::string::npos) << what;
+            EXPECT_NE(what.find("scheduler_config.json"), std::string::npos) << what;
+        }
+    }
+    auto s = sds::Scheduler::create(sds::Sampler::EulerExponential, file);
+    s->set_timesteps(4);
+    auto plain = sds::Scheduler::create(sds::Sampler::EulerExponential);
+    plain->set_timesteps(4);
+    EXPECT_TRUE(s->sigmas().equal(plain->sigmas()));
+    fs::remove_all(dir);
+}
+
+TEST(Scheduler, EachFamilyHasItsScheduleTwins) {
+    using NS = sds::NoiseSchedule;
+    EXPECT_EQ(sds::with_schedule(sds::Sampler::DpmPP2M, NS::Beta), sds::Sampler::DpmPP2MBeta);
+    EXPECT_EQ(sds::with_schedule(sds::Sampler::DpmPP2MSdeKarras, NS::Exponential),
+              sds::Sampler::DpmPP2MSdeExponential);
+    EXPECT_EQ(sds::with_schedule(sds::Sampler::Dpm2AncestralBeta, NS::Default),
+              sds::Sampler::Dpm2Ancestral);
+    EXPECT_EQ(sds::with_schedule(sds::Sampler::EulerAncestral, NS::Karras), std::nullopt);
+    EXPECT_EQ(sds::with_schedule(sds::Sampler::Ddim, NS::Default), sds::Sampler::Ddim);
+    int twins = 0;
+    for (const auto& n : sds::sampler_names()) {
+        const auto s = sds::sampler_from_name(n);
+        const auto family = sds::with_schedule(s, NS::Default);
+        ASSERT_TRUE(family.has_value()) << n;
+        EXPECT_EQ(sds::sampler_a1111(*family), std::string(sds::sampler_a1111(s))) << n;
+        if (sds::sampler_schedule(s) != NS::Default) {
+            ++twins;
+            EXPECT_EQ(
+                n, std::string(sds::sampler_name(*family)) + "_" +
+                       [&] {
+                           std::string l = sds::schedule_a1111(s);
+                           l[0] = static_cast<char>(std::tolower(l[0]));
+                           return l;
+                       }())
+                << n;
+        }
+    }
+    EXPECT_EQ(twins, 8 * 3);  // Euler, LMS, Heun, DPM2, DPM2 a, DPM++ 2S, 2M and 2M SDE
 }
 
 TEST(Scheduler, UniPcConfigsThatEndInNanAreRefused) {
