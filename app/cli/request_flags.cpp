@@ -67,12 +67,25 @@ const char* const kFlagsAfterSamplers =
 // The sampler names, wrapped into the help's second column.
 std::string sampler_list_help() {
     const std::string indent(21, ' ');
-    std::vector<std::string> words;
+    // The families, then how their schedule twins are named.
+    std::vector<std::string> words, twins;
     for (const auto& n : sampler_names()) {
-        words.push_back(n + ",");
+        const Sampler s = sampler_from_name(n);
+        if (sampler_schedule(s) == NoiseSchedule::Default) {
+            words.push_back(n + ",");
+            if (with_schedule(s, NoiseSchedule::Karras)) {
+                twins.push_back(n + ",");
+            }
+        }
     }
     words.back().pop_back();
-    words.insert(words.end(), {"(or", "A1111's", "names)"});
+    twins.back().pop_back();
+    twins[twins.size() - 2].pop_back();
+    twins.insert(twins.end() - 1, "and");
+    words.insert(words.end(), {"(or", "A1111's", "names);"});
+    words.insert(words.end(), twins.begin(), twins.end());
+    words.insert(words.end(), {"also", "with", "_karras,", "_exponential", "or", "_beta",
+                               "(A1111's", "schedule", "types)"});
     std::string out, line;
     for (const auto& w : words) {
         if (!line.empty() && indent.size() + line.size() + 1 + w.size() > 88) {

@@ -52,6 +52,10 @@ const std::vector<AxisInfo>& axis_table() {
         {"seed", "Seed", "Seed", ValueKind::Int, "1-4", "seeds, e.g. 1, 2, 3 or 100-104"},
         {"sampler", "Sampler", "Sampler", ValueKind::Text, "euler_a, dpmpp_2m, ddim, pndm",
          "samplers: " + joined_sampler_names() + " (or A1111's names)"},
+        {"schedule", "Schedule", "Schedule type", ValueKind::Text,
+         "default, karras, exponential, beta",
+         "noise schedules of the sampler: default, karras, exponential, beta (Euler, LMS, Heun, "
+         "DPM2, DPM2 a and the DPM++ samplers have them)"},
         {"prompt", "", "Prompt S/R", ValueKind::Text, "",
          "search and replace: the first value is a text of the prompt (or negative prompt), "
          "each value replaces it, e.g. red, green, \"deep blue\""},
@@ -227,6 +231,7 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
     }
     GenerationRequest probe;
     probe.loras = {{"(the first LoRA)", 1.0}};  // the values are checked, not the LoRA
+    probe.sampler = Sampler::Euler;  // has every schedule: the sampler is checked per cell
     for (int k = 0; k < a.values.size(); ++k) {
         apply_grid_value(probe, a, k);
     }
@@ -254,6 +259,16 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         r.seed = value.toLongLong(&ok);
     } else if (axis.name == "sampler") {
         r.sampler = sampler_from_name(value.toStdString());  // throws naming the sampler
+    } else if (axis.name == "schedule") {
+        const NoiseSchedule schedule = schedule_from_name(value.toStdString());  // throws
+        const auto twin = with_schedule(r.sampler, schedule);
+        if (!twin) {
+            throw Error("axis schedule: " + std::string(sampler_a1111(r.sampler)) + " has no " +
+                        value.toStdString() +
+                        " schedule (Euler, LMS, Heun, DPM2, DPM2 a, DPM++ 2S, DPM++ 2M and DPM++ "
+                        "2M SDE have them)");
+        }
+        r.sampler = *twin;
     } else if (axis.name == "clip_skip") {
         r.clip_skip = value.toInt(&ok);
     } else if (axis.name == "eta") {
@@ -300,11 +315,16 @@ QString grid_label(const GridAxis& axis, int index) {
 GenerationRequest GridSpec::cell(int i, int j) const {
     GenerationRequest r = base;
     r.batch_count = 1;
-    if (!x.empty()) {
+    // A schedule axis respaces the sampler the other axis may set: it goes last.
+    const bool x_last = x.name == "schedule";
+    if (!x.empty() && !x_last) {
         apply_grid_value(r, x, i);
     }
     if (!y.empty()) {
         apply_grid_value(r, y, j);
+    }
+    if (!x.empty() && x_last) {
+        apply_grid_value(r, x, i);
     }
     return r;
 }

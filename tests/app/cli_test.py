@@ -116,11 +116,11 @@ def samplers():
 
 def config_samplers():
     """The samplers the scheduler-config tests run: all but the Karras twins of Euler, Heun,
-    DPM++ 2M SDE, DPM2, DPM2 a, LMS and DPM++ 2S, which read a config as their plain sampler does
-    (scheduler_test runs every sampler on every config; this is about the CLI reading a model's
-    config)."""
+    DPM++ 2M SDE, DPM2, DPM2 a, LMS and DPM++ 2S, and every exponential and beta twin, which read
+    a config as their plain sampler does (scheduler_test runs every sampler on the configs; this
+    is about the CLI reading a model's config)."""
     twins = {"euler_karras", "heun_karras", "dpmpp_2m_sde_karras", "dpm2_karras", "dpm2_a_karras",
-             "lms_karras", "dpmpp_2s_karras"}
+             "lms_karras", "dpmpp_2s_karras", *reference_module("make_pipeline_fixture").TWINS}
     return {k: v for k, v in samplers().items() if k not in twins}
 
 
@@ -182,6 +182,8 @@ def cli_flags(req):
      "batch": 1, "width": 32, "height": 48},
     {"prompt": "a star", "steps": 9, "guidance": 3.5, "seed": 99, "sampler": "ddim", "batch": 1,
      "eta": 0.3, "width": 32, "height": 32},
+    {"prompt": "a yellow moon", "steps": 10, "guidance": 7.5, "seed": 1234,
+     "sampler": "dpmpp_2m_sde_beta", "batch": 2, "negative": "blue", "width": 32, "height": 32},
 ])
 def test_txt2img_matches_diffusers(tmp_path, req):
     import numpy as np
@@ -200,6 +202,8 @@ def test_txt2img_matches_diffusers(tmp_path, req):
     stored = json.loads(meta["sdstudio"])
     assert stored["seed"] == req["seed"] + req["batch"] - 1 and stored["batch_count"] == 1
     assert stored["sampler"] == req["sampler"] and stored["steps"] == req["steps"]
+    if req["sampler"] == "dpmpp_2m_sde_beta":  # A1111's sampler and schedule type
+        assert "Sampler: DPM++ 2M SDE, Schedule type: Beta," in meta["parameters"]
 
 
 def model_with_scheduler(tmp_path, cls_name, settings):
@@ -286,6 +290,8 @@ def test_every_sampler_from_a_models_scheduler_config_matches_diffusers(tmp_path
     ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}, "dpm2_a_karras"),
     ("LMSDiscreteScheduler", {"use_karras_sigmas": True}, "lms_karras"),
     ("DPMSolverSinglestepScheduler", {"solver_order": 3, "lambda_min_clipped": -2.5}, "dpmpp_2s"),
+    ("EulerDiscreteScheduler", {"use_beta_sigmas": True}, "euler_beta"),
+    ("DPMSolverMultistepScheduler", {"use_exponential_sigmas": True}, "dpmpp_2m_exponential"),
 ])
 def test_without_a_sampler_the_models_own_scheduler_runs(tmp_path, cls_name, settings, sampler):
     # As diffusers: StableDiffusionPipeline.from_pretrained(model)(prompt) with no swap.

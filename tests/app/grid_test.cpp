@@ -100,8 +100,33 @@ TEST(GridAxes, EachValueSetsItsParameter) {
               std::string::npos);
     EXPECT_NE(error_of("colour", "red")
                   .find("unknown axis 'colour' (steps, guidance, strength, "
-                        "seed, sampler, prompt, clip_skip, eta, lora_weight)"),
+                        "seed, sampler, schedule, prompt, clip_skip, eta, lora_weight)"),
               std::string::npos);
+}
+
+TEST(GridAxes, ScheduleRespacesTheSamplerOfEitherAxis) {
+    auto spec = spec_of("schedule=default, Karras, exponential, beta", "sampler=euler, dpmpp_2m");
+    spec.validate();
+    EXPECT_EQ(spec.cell(0, 0).sampler, Sampler::Euler);
+    EXPECT_EQ(spec.cell(1, 0).sampler, Sampler::EulerKarras);
+    EXPECT_EQ(spec.cell(2, 1).sampler, Sampler::DpmPP2MExponential);
+    EXPECT_EQ(spec.cell(3, 1).sampler, Sampler::DpmPP2MBeta);
+    EXPECT_EQ(app::grid_label(spec.x, 3), QString("Schedule: beta"));
+    const auto swapped = spec_of("sampler=DPM2 a Karras, heun", "schedule=uniform, beta");
+    EXPECT_EQ(swapped.cell(0, 0).sampler, Sampler::Dpm2Ancestral);
+    EXPECT_EQ(swapped.cell(1, 1).sampler, Sampler::HeunBeta);
+    auto no_twins = spec_of("schedule=default, karras");
+    no_twins.base.sampler = Sampler::EulerAncestral;
+    try {
+        no_twins.validate();
+        ADD_FAILURE() << "Euler a with Karras was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("Euler a has no karras schedule"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_NE(
+        error_of("schedule", "karras, sgm_uniform").find("unknown schedule type 'sgm_uniform'"),
+        std::string::npos);
 }
 
 TEST(GridAxes, LoraWeightSetsTheFirstLoras) {
