@@ -312,6 +312,36 @@ class StudioTest : public QObject {
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
     }
 
+    void theScheduleListPicksTheSamplersTwin() {
+        ui::ParameterPanel panel;
+        auto* sampler = panel.findChild<QComboBox*>("sampler");
+        auto* schedule = panel.findChild<QComboBox*>("schedule");
+        QVERIFY(sampler && schedule);
+        // One entry per family, the twins in the schedule list.
+        QCOMPARE(sampler->count(), 13);
+        QCOMPARE(sampler->findText("DPM++ 2M Karras"), -1);
+        GenerationRequest r;
+        r.sampler = Sampler::Dpm2AncestralBeta;
+        panel.setRequest(r);
+        QCOMPARE(sampler->currentText(), QString("DPM2 a"));
+        QCOMPARE(schedule->currentText(), QString("Beta"));
+        QCOMPARE(panel.request().sampler, Sampler::Dpm2AncestralBeta);
+        // The schedule stays when the family changes to one that has it ...
+        sampler->setCurrentIndex(sampler->findText("DPM++ 2M SDE"));
+        QCOMPARE(panel.request().sampler, Sampler::DpmPP2MSdeBeta);
+        schedule->setCurrentIndex(schedule->findText("Exponential"));
+        QCOMPARE(panel.request().sampler, Sampler::DpmPP2MSdeExponential);
+        // ... and goes back to the default, the list disabled, for one that has none.
+        sampler->setCurrentIndex(sampler->findText("Euler a"));
+        QVERIFY(!schedule->isEnabled());
+        QCOMPARE(schedule->currentText(), QString("Default"));
+        QCOMPARE(panel.request().sampler, Sampler::EulerAncestral);
+        sampler->setCurrentIndex(sampler->findText("Heun"));
+        QVERIFY(schedule->isEnabled());
+        schedule->setCurrentIndex(schedule->findText("Karras"));
+        QCOMPARE(panel.request().sampler, Sampler::HeunKarras);
+    }
+
     void aModelsSuggestedSettingsApplyOnceWhenItOpens() {
         auto& w = window();
         QTemporaryDir dir;

@@ -25,6 +25,7 @@
 #include <cmath>
 
 #include "prompt_edit.h"
+#include "sds/error.h"
 #include "sds/scheduler.h"
 
 namespace sds::ui {
@@ -139,13 +140,13 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     seedRow->addWidget(lock_);
 
     sampler_ = new QComboBox;
+    sampler_->setObjectName("sampler");
     for (const auto& name : sampler_names()) {
         const Sampler s = sampler_from_name(name);
-        QString label = sampler_a1111(s);
-        if (*schedule_a1111(s)) {
-            label += QString(" ") + schedule_a1111(s);
+        if (sampler_schedule(s) != NoiseSchedule::Default) {
+            continue;  // a twin: the schedule combo picks it
         }
-        sampler_->addItem(label, QString::fromStdString(name));
+        sampler_->addItem(sampler_a1111(s), QString::fromStdString(name));
         if (s == Sampler::Lcm) {
             sampler_->setItemData(sampler_->count() - 1,
                                   tr("For a model with an LCM-LoRA: 2 to 8 steps at guidance 1 "
@@ -153,7 +154,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
                                      "by default)"),
                                   Qt::ToolTipRole);
         }
-        if (s == Sampler::DpmPP2S || s == Sampler::DpmPP2SKarras) {
+        if (s == Sampler::DpmPP2S) {
             sampler_->setItemData(sampler_->count() - 1,
                                   tr("DPM-Solver++ singlestep: what diffusers gives for A1111's "
                                      "DPM++ SDE, without its random noise"),
@@ -161,6 +162,36 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         }
     }
     sampler_->setCurrentIndex(sampler_->findData("euler_a"));
+    schedule_ = new QComboBox;
+    schedule_->setObjectName("schedule");
+    const std::pair<NoiseSchedule, QString> schedules[] = {
+        {NoiseSchedule::Default, tr("Default")},
+        {NoiseSchedule::Karras, tr("Karras")},
+        {NoiseSchedule::Exponential, tr("Exponential")},
+        {NoiseSchedule::Beta, tr("Beta")}};
+    for (const auto& [schedule, label] : schedules) {
+        schedule_->addItem(label, static_cast<int>(schedule));
+    }
+    schedule_->setItemData(0,
+                           tr("The noise levels at the sampler's own timesteps (or the schedule "
+                              "the model's scheduler config asks for)"),
+                           Qt::ToolTipRole);
+    schedule_->setItemData(1, tr("Karras et al.'s spacing: more steps at low noise"),
+                           Qt::ToolTipRole);
+    schedule_->setItemData(2, tr("Noise levels evenly spaced in log"), Qt::ToolTipRole);
+    schedule_->setItemData(3, tr("Beta(0.6, 0.6) quantiles: more steps at both ends"),
+                           Qt::ToolTipRole);
+    schedule_->setToolTip(tr("Schedule type: how the noise levels are spaced"));
+    const auto enableSchedule = [this] {
+        const Sampler family = sampler_from_name(sampler_->currentData().toString().toStdString());
+        const bool twins = with_schedule(family, NoiseSchedule::Karras).has_value();
+        schedule_->setEnabled(twins);
+        if (!twins) {
+            schedule_->setCurrentIndex(0);
+        }
+    };
+    connect(sampler_, &QComboBox::currentIndexChanged, this, enableSchedule);
+    enableSchedule();
     eta_ = new QDoubleSpinBox;
     eta_->setObjectName("eta");
     eta_->setRange(0, 1);
@@ -170,6 +201,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     eta_->setToolTip(tr("DDIM's eta: 0 is deterministic DDIM, 1 adds DDPM's noise at every step"));
     auto* samplerRow = new QHBoxLayout;
     samplerRow->addWidget(sampler_, 1);
+    samplerRow->addWidget(schedule_);
     samplerRow->addWidget(new QLabel(tr("eta")));
     samplerRow->addWidget(eta_);
     const auto enableEta = [this] { eta_->setEnabled(sampler_->currentData() == "ddim"); };
@@ -401,7 +433,7 @@ GenerationRequest ParameterPanel::request() const {
     r.guidance_scale = guidance_->value();
     r.strength = strength_->value();
     r.seed = seed_->text().toLongLong();
-    r.sampler = sampler_from_name(sampler_->currentData().toString().toStdString());
+    r.sampler = sampler();
     r.eta = eta_->value();
     r.clip_skip = clipSkip_->value();
     r.width = width_->value() / 8 * 8;
@@ -441,10 +473,7 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     strength_->setValue(r.strength);
     seed_->setText(QString::number(r.seed));
     lock_->setChecked(true);
-    const int s = sampler_->findData(QString(sampler_name(r.sampler)));
-    if (s >= 0) {
-        sampler_->setCurrentIndex(s);
-    }
+    showSampler(r.sampler);
     eta_->setValue(r.eta);
     clipSkip_->setValue(r.clip_skip);
     hiresScale_->setValue(r.hires_scale);
@@ -547,10 +576,25 @@ void ParameterPanel::applyHints(const ModelHints& hints) {
         steps_->setValue(*hints.steps);
     }
     if (hints.sampler) {
-        const int i = sampler_->findData(QString::fromStdString(*hints.sampler));
-        if (i >= 0) {
-            sampler_->setCurrentIndex(i);
+        try {
+            showSampler(sampler_from_name(*hints.sampler));
+        } catch (const Error&) {  // a name this version does not know: keep the current one
         }
+    }
+}
+
+Sampler ParameterPanel::sampler() const {
+    const Sampler family = sampler_from_name(sampler_->currentData().toString().toStdString());
+    return with_schedule(family, static_cast<NoiseSchedule>(schedule_->currentData().toInt()))
+        .value_or(family);
+}
+
+void ParameterPanel::showSampler(Sampler s) {
+    const Sampler family = with_schedule(s, NoiseSchedule::Default).value_or(s);
+    const int i = sampler_->findData(QString(sampler_name(family)));
+    if (i >= 0) {
+        sampler_->setCurrentIndex(i);
+        schedule_->setCurrentIndex(schedule_->findData(static_cast<int>(sampler_schedule(s))));
     }
 }
 

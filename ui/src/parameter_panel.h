@@ -96,6 +96,8 @@ class ParameterPanel : public QWidget {
     void modeChanged(Mode mode);
 
   private:
+    Sampler sampler() const;  // the family's twin with the chosen schedule
+    void showSampler(Sampler s);
     PromptEdit* prompt_;
     PromptEdit* negative_;
     QRadioButton* textMode_;
@@ -111,7 +113,8 @@ class ParameterPanel : public QWidget {
     QLineEdit* seed_;
     QPushButton* dice_;
     QCheckBox* lock_;
-    QComboBox* sampler_;
+    QComboBox* sampler_;   // the family, by its own name ("euler")
+    QComboBox* schedule_;  // A1111's schedule type: a NoiseSchedule, where the family has it
     QDoubleSpinBox* eta_;
     QSpinBox* clipSkip_;
     QDoubleSpinBox* hiresScale_;
