@@ -54,8 +54,8 @@ const std::vector<AxisInfo>& axis_table() {
          "samplers: " + joined_sampler_names() + " (or A1111's names)"},
         {"schedule", "Schedule", "Schedule type", ValueKind::Text,
          "default, karras, exponential, beta",
-         "noise schedules of the sampler: default, karras, exponential, beta (Euler, LMS, Heun, "
-         "DPM2, DPM2 a and the DPM++ samplers have them)"},
+         "noise schedules of the sampler: default, karras, exponential, beta (all samplers have "
+         "them but Euler a, DDIM, PLMS and LCM)"},
         {"prompt", "", "Prompt S/R", ValueKind::Text, "",
          "search and replace: the first value is a text of the prompt (or negative prompt), "
          "each value replaces it, e.g. red, green, \"deep blue\""},
@@ -265,8 +265,7 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         if (!twin) {
             throw Error("axis schedule: " + std::string(sampler_a1111(r.sampler)) + " has no " +
                         value.toStdString() +
-                        " schedule (Euler, LMS, Heun, DPM2, DPM2 a, DPM++ 2S, DPM++ 2M and DPM++ "
-                        "2M SDE have them)");
+                        " schedule (only Euler a, DDIM, PLMS and LCM have none)");
         }
         r.sampler = *twin;
     } else if (axis.name == "clip_skip") {

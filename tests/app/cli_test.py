@@ -120,7 +120,8 @@ def config_samplers():
     a config as their plain sampler does (scheduler_test runs every sampler on the configs; this
     is about the CLI reading a model's config)."""
     twins = {"euler_karras", "heun_karras", "dpmpp_2m_sde_karras", "dpm2_karras", "dpm2_a_karras",
-             "lms_karras", "dpmpp_2s_karras", *reference_module("make_pipeline_fixture").TWINS}
+             "lms_karras", "dpmpp_2s_karras", "unipc_karras",
+             *reference_module("make_pipeline_fixture").TWINS}
     return {k: v for k, v in samplers().items() if k not in twins}
 
 

@@ -38,11 +38,11 @@ FAMILIES = {
     "heun": (HeunDiscreteScheduler, {}), "dpm2": (KDPM2DiscreteScheduler, {}),
     "dpm2_a": (KDPM2AncestralDiscreteScheduler, {}), "dpmpp_2s": (DPMSolverSinglestepScheduler, ODE),
     "dpmpp_2m": (DPMSolverMultistepScheduler, ODE), "dpmpp_2m_sde": (DPMSolverMultistepScheduler, SDE),
+    "unipc": (UniPCMultistepScheduler, {}),
 }
 SAMPLERS = {
     "pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}), "unipc": (UniPCMultistepScheduler, {}),
-    "lcm": (LCMScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}), "lcm": (LCMScheduler, {}),
     **FAMILIES,
     **{f"{family}_{schedule}": (cls, {**extra, **{k: k == key for k in SCHEDULES.values()}})
        for family, (cls, extra) in FAMILIES.items() for schedule, key in SCHEDULES.items()},

@@ -223,12 +223,14 @@ def main(out_dir):
                            if k.startswith(f"{cfg_name}/{name}/{n}/")):
                         # DPM2 a with 2 steps on linear betas: sigma_down of a negative number.
                         raise ValueError("NaN in the schedule or the steps")
-                except (ValueError, NotImplementedError, IndexError) as e:
+                except (ValueError, NotImplementedError, IndexError, AssertionError) as e:
                     # A refusal (e.g. PNDM's warm-up with fewer than 4 steps) or a crash.
                     print(f"{cfg_name}/{name}/{n}: diffusers fails: {type(e).__name__}: {e}")
                     tensors = {k: v for k, v in tensors.items()
                                if not k.startswith(f"{cfg_name}/{name}/{n}/")}
-                    if isinstance(e, IndexError):  # a crash, not a refusal: nothing to compare
+                    # A crash, not a refusal (UniPC's repeated timesteps trip an assert):
+                    # nothing to compare.
+                    if isinstance(e, (IndexError, AssertionError)):
                         tensors[f"{cfg_name}/{name}/{n}/diffusers_breaks"] = torch.tensor([1])
                     continue
                 for strength in STRENGTHS:

@@ -59,6 +59,9 @@ enum class Sampler {
     DpmPP2MSdeExponential,
     DpmPP2MSdeBeta,
     UniPC,
+    UniPCKarras,
+    UniPCExponential,
+    UniPCBeta,
     Ddim,
     Pndm,
     Lcm,
@@ -80,7 +83,7 @@ NoiseSchedule sampler_schedule(Sampler s);
 // case-insensitive; throws sds::Error.
 NoiseSchedule schedule_from_name(const std::string& name);
 // The sampler of `s`'s family with `schedule`; nullopt where the family has no such twin
-// (Euler a, UniPC, DDIM, PLMS and LCM have only their own).
+// (Euler a, DDIM, PLMS and LCM have only their own).
 std::optional<Sampler> with_schedule(Sampler s, NoiseSchedule schedule);
 std::vector<std::string> sampler_names();
 

@@ -374,7 +374,7 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
         } catch (const Error&) {
             // Old files name the schedule in the sampler ("DPM++ 2M Karras"), and may repeat
             // it. A1111 gives every sampler a schedule type: those without twins here (Euler a,
-            // DDIM, UniPC, ...) run as they are.
+            // DDIM, LCM, PLMS) run as they are.
             const Sampler named = sampler_from_name(sampler);  // throws: an unknown sampler
             if (schedule != schedule_a1111(named) &&
                 with_schedule(named, NoiseSchedule::Karras).has_value()) {

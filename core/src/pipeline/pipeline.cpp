@@ -398,7 +398,7 @@ Sampler Pipeline::default_sampler() const {
     else if (cls == "EulerAncestralDiscreteScheduler")
         family = Sampler::EulerAncestral;
     else if (cls == "UniPCMultistepScheduler")
-        family = Sampler::UniPC;  // Karras sigmas from its config, if set
+        family = Sampler::UniPC;
     else if (cls == "LCMScheduler")
         family = Sampler::Lcm;
     else if (cls == "KDPM2DiscreteScheduler")
@@ -415,8 +415,7 @@ Sampler Pipeline::default_sampler() const {
     else if (cls == "DPMSolverMultistepScheduler")
         family = config().string("algorithm_type", "") == "sde-dpmsolver++" ? Sampler::DpmPP2MSde
                                                                             : Sampler::DpmPP2M;
-    // The config's use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas pick the twin
-    // (UniPC keeps its own name: its scheduler reads use_karras_sigmas itself).
+    // The config's use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas pick the twin.
     return with_schedule(family, sched::noise_schedule(config(), NoiseSchedule::Default))
         .value_or(family);
 }

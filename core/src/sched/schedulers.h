@@ -14,7 +14,7 @@ std::unique_ptr<Scheduler> make_ddim(const JsonConfig& c);
 std::unique_ptr<Scheduler> make_euler(const JsonConfig& c, bool ancestral, NoiseSchedule schedule);
 // `sde`: DPM++ 2M SDE (algorithm_type sde-dpmsolver++), also where the config says so.
 std::unique_ptr<Scheduler> make_dpmpp_2m(const JsonConfig& c, NoiseSchedule schedule, bool sde);
-std::unique_ptr<Scheduler> make_unipc(const JsonConfig& c);
+std::unique_ptr<Scheduler> make_unipc(const JsonConfig& c, NoiseSchedule schedule);
 std::unique_ptr<Scheduler> make_heun(const JsonConfig& c, NoiseSchedule schedule);
 std::unique_ptr<Scheduler> make_lcm(const JsonConfig& c);
 // DPM2 (KDPM2DiscreteScheduler); `ancestral`: DPM2 a (KDPM2AncestralDiscreteScheduler).

@@ -23,12 +23,12 @@ namespace {
 
 class UniPC : public Scheduler {
   public:
-    explicit UniPC(const JsonConfig& c)
+    UniPC(const JsonConfig& c, NoiseSchedule schedule)
         : train_(static_cast<int>(c.integer("num_train_timesteps", 1000))),
           offset_(static_cast<int>(c.integer("steps_offset", 0))),
           order_(static_cast<int>(c.integer("solver_order", 2))),
           spacing_(c.string("timestep_spacing", "linspace")),
-          noise_(noise_schedule(c, NoiseSchedule::Default)),
+          noise_(noise_schedule(c, schedule)),
           predict_x0_(c.boolean("predict_x0", true)),
           lower_order_final_(c.boolean("lower_order_final", true)),
           where_(c.path().string()) {
@@ -260,8 +260,8 @@ class UniPC : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_unipc(const JsonConfig& c) {
-    return std::make_unique<UniPC>(c);
+std::unique_ptr<Scheduler> make_unipc(const JsonConfig& c, NoiseSchedule schedule) {
+    return std::make_unique<UniPC>(c, schedule);
 }
 
 }  // namespace sds::sched

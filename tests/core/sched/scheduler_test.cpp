@@ -135,9 +135,10 @@ TEST_P(SchedulerParity, TimestepsSigmasAndStepsMatchDiffusers) {
     const std::string key = c.config + "/" + c.sampler + "/" + std::to_string(c.steps);
     const auto& e = expected();
     if (e.contains(key + "/diffusers_breaks")) {
-        // Karras sigmas on a schedule that reaches (almost) zero SNR repeat a timestep and
-        // diffusers' step index lookup runs off the end: no reference to compare with.
-        GTEST_SKIP() << key << ": diffusers fails with an IndexError here";
+        // Sigmas that repeat a timestep (Karras on a schedule that reaches almost zero SNR,
+        // beta at 50 steps for the multistep solvers): diffusers' step index lookup runs off
+        // the end. No reference to compare with; ours steps by position.
+        GTEST_SKIP() << key << ": diffusers fails here (an IndexError or an assert)";
     }
     if (!e.contains(key + "/timesteps")) {
         // diffusers fails here (PNDM's warm-up with fewer than 4 steps): so must we.
@@ -343,7 +344,7 @@ TEST(Scheduler, EachFamilyHasItsScheduleTwins) {
                 << n;
         }
     }
-    EXPECT_EQ(twins, 8 * 3);  // Euler, LMS, Heun, DPM2, DPM2 a, DPM++ 2S, 2M and 2M SDE
+    EXPECT_EQ(twins, 9 * 3);  // Euler, LMS, Heun, DPM2, DPM2 a, DPM++ 2S, 2M, 2M SDE, UniPC
 }
 
 TEST(Scheduler, UniPcConfigsThatEndInNanAreRefused) {
