@@ -184,8 +184,8 @@ double beta_fraction(double x, double a, double b) {
     }
     return f;
 }
-}  // namespace
 
+// The regularized incomplete beta function I_x(a, b) (scipy's stats.beta.cdf).
 double beta_cdf(double x, double a, double b) {
     if (x <= 0) {
         return 0;
@@ -201,6 +201,7 @@ double beta_cdf(double x, double a, double b) {
     return std::exp(log_front) / beta_fraction(x, a, b);
 }
 
+// Its inverse in x (scipy's stats.beta.ppf).
 double beta_ppf(double p, double a, double b) {
     if (p <= 0) {
         return 0;
@@ -220,6 +221,7 @@ double beta_ppf(double p, double a, double b) {
     }
     return std::abs(beta_cdf(lo, a, b) - p) < std::abs(beta_cdf(hi, a, b) - p) ? lo : hi;
 }
+}  // namespace
 
 std::vector<double> noise_levels(NoiseSchedule schedule, double sigma_min, double sigma_max,
                                  int n) {

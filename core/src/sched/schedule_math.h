@@ -32,8 +32,8 @@ double round_half_even(double x);
 // ((1 - ac) / ac) ** 0.5 in float32, as doubles.
 std::vector<double> full_sigmas(const at::Tensor& alphas_cumprod);
 
-// Throws "FILE: KEY = true is not supported" for the first of `keys` the config sets true (sigma
-// spacings and options SD Studio does not have: refused rather than ignored).
+// Throws "FILE: KEY = true is not supported" for the first of `keys` the config sets true
+// (options SD Studio does not have: refused rather than ignored).
 void refuse_true(const JsonConfig& c, std::initializer_list<const char*> keys);
 // np.interp(x, arange(len(fp)), fp)
 double interp_index(double x, const std::vector<double>& fp);
@@ -44,12 +44,8 @@ double interp_index(double x, const std::vector<double>& fp);
 NoiseSchedule noise_schedule(const JsonConfig& c, NoiseSchedule requested, bool keys = true);
 // n sigmas from sigma_max down to sigma_min, spaced as diffusers' _convert_to_karras (rho 7),
 // _convert_to_exponential (evenly in log) or _convert_to_beta (at the quantiles of
-// Beta(0.6, 0.6)); `schedule` is not Default.
+// Beta(0.6, 0.6), as scipy's stats.beta.ppf to double precision); `schedule` is not Default.
 std::vector<double> noise_levels(NoiseSchedule schedule, double sigma_min, double sigma_max, int n);
-// The regularized incomplete beta function I_x(a, b), and its inverse in x (scipy's
-// stats.beta.cdf / ppf), to double precision.
-double beta_cdf(double x, double a, double b);
-double beta_ppf(double p, double a, double b);
 // diffusers' _sigma_to_t: the fractional timestep of a sigma by log-sigma interpolation;
 // log_sigmas = np.log(float32 sigmas) (float32 values).
 double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
