@@ -42,6 +42,9 @@ class ClipTokenizer {
         std::vector<int32_t> ids;
     };
     void set_added_words(const std::vector<AddedWord>& words);
+    // How many ids the added word whose ids start with `id` has; 0 where no added word starts
+    // with it.
+    size_t added_word_length(int32_t id) const;
 
     // The prompt's token count the way A1111 shows it: "23/75", "80/150".
     std::string count_text(std::string_view text) const;

@@ -394,6 +394,15 @@ void ClipTokenizer::set_added_words(const std::vector<AddedWord>& words) {
                      [](const Added& a, const Added& b) { return a.text.size() > b.text.size(); });
 }
 
+size_t ClipTokenizer::added_word_length(int32_t id) const {
+    for (const Added& a : added_) {
+        if (a.ids.front() == id) {
+            return a.ids.size();
+        }
+    }
+    return 0;
+}
+
 std::vector<int32_t> ClipTokenizer::encode(std::string_view text) const {
     // The markers typed literally are special tokens, found before any normalization.
     const std::u32string s = unicode::decode_utf8(text);

@@ -1,0 +1,283 @@
+#include "sds/prompt_syntax.h"
+
+#include <charconv>
+
+#include "sds/error.h"
+
+namespace sds {
+
+namespace {
+
+constexpr double kRoundMultiplier = 1.1;
+constexpr double kSquareMultiplier = 1 / 1.1;
+constexpr size_t kChunkTokens = 75;
+constexpr size_t kCommaBacktrack = 20;  // A1111's comma_padding_backtrack default
+
+bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+// Python's \w, with any byte of a multi-byte UTF-8 character counted as a letter.
+bool is_word(char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x80 || (u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') ||
+           (u >= 'A' && u <= 'Z') || u == '_';
+}
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+
+// A run of plain text split at each BREAK that stands as a word, with the white space around
+// it (A1111's \s*\bBREAK\b\s*), into `out`.
+void add_text(std::string_view text, std::vector<WeightedText>& out) {
+    static constexpr std::string_view kBreak = "BREAK";
+    size_t from = 0;
+    size_t search = 0;
+    while (true) {
+        const size_t at = text.find(kBreak, search);
+        if (at == std::string_view::npos) {
+            break;
+        }
+        const size_t end = at + kBreak.size();
+        const bool starts = at == 0 || !is_word(text[at - 1]);
+        const bool ends = end == text.size() || !is_word(text[end]);
+        if (!starts || !ends) {
+            search = at + 1;
+            continue;
+        }
+        size_t cut = at;
+        while (cut > from && is_space(text[cut - 1])) {
+            --cut;
+        }
+        size_t next = end;
+        while (next < text.size() && is_space(text[next])) {
+            ++next;
+        }
+        out.push_back({std::string(text.substr(from, cut - from)), 1.0, false});
+        out.push_back({"BREAK", 1.0, true});
+        from = search = next;
+    }
+    out.push_back({std::string(text.substr(from)), 1.0, false});
+}
+
+// At text[i] == ':', the length of ":" W ")" with white space allowed around W (A1111's
+// :\s*([+-]?[.\d]+)\s*\)) and W itself; 0 where there is none.
+size_t weight_token(std::string_view text, size_t i, std::string_view& weight) {
+    size_t j = i + 1;
+    while (j < text.size() && is_space(text[j])) {
+        ++j;
+    }
+    const size_t w = j;
+    if (j < text.size() && (text[j] == '+' || text[j] == '-')) {
+        ++j;
+    }
+    const size_t digits = j;
+    while (j < text.size() && (is_digit(text[j]) || text[j] == '.')) {
+        ++j;
+    }
+    if (j == digits) {
+        return 0;
+    }
+    weight = text.substr(w, j - w);
+    while (j < text.size() && is_space(text[j])) {
+        ++j;
+    }
+    if (j == text.size() || text[j] != ')') {
+        return 0;
+    }
+    return j + 1 - i;
+}
+
+double parse_weight(std::string_view w) {
+    // As Python's float(): an optional sign, digits with at most one point.
+    const std::string_view number = w.front() == '+' ? w.substr(1) : w;
+    double value = 0;
+    const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+    if (ec != std::errc() || end != number.data() + number.size()) {
+        throw Error("prompt: the weight '" + std::string(w) + "' is not a number");
+    }
+    return value;
+}
+
+}  // namespace
+
+const char* prompt_syntax_name(PromptSyntax syntax) {
+    switch (syntax) {
+        case PromptSyntax::Plain:
+            return "plain";
+        case PromptSyntax::A1111:
+            return "a1111";
+        case PromptSyntax::A1111NoNorm:
+            return "a1111-no-norm";
+    }
+    return "plain";
+}
+
+std::optional<PromptSyntax> prompt_syntax_from_name(std::string_view name) {
+    for (PromptSyntax s : {PromptSyntax::Plain, PromptSyntax::A1111, PromptSyntax::A1111NoNorm}) {
+        if (name == prompt_syntax_name(s)) {
+            return s;
+        }
+    }
+    return std::nullopt;
+}
+
+std::vector<WeightedText> parse_emphasis(std::string_view text) {
+    std::vector<WeightedText> res;
+    std::vector<size_t> round, square;
+    const auto multiply = [&](size_t from, double m) {
+        for (size_t p = from; p < res.size(); ++p) {
+            res[p].weight *= res[p].is_break ? 1.0 : m;
+        }
+    };
+    static constexpr std::string_view kSpecial = "\\()[]:";
+    size_t i = 0;
+    while (i < text.size()) {
+        const char c = text[i];
+        if (c == '\\') {  // \( \) \[ \] \\: the character; a lone backslash is dropped
+            const bool escapes = i + 1 < text.size() && std::string_view("()[]\\").find(
+                                                            text[i + 1]) != std::string_view::npos;
+            res.push_back({escapes ? std::string(1, text[i + 1]) : std::string(), 1.0, false});
+            i += escapes ? 2 : 1;
+        } else if (c == '(') {
+            round.push_back(res.size());
+            ++i;
+        } else if (c == '[') {
+            square.push_back(res.size());
+            ++i;
+        } else if (std::string_view w; c == ':' && weight_token(text, i, w) > 0) {
+            const size_t n = weight_token(text, i, w);  // ":1.2)" closes the last "("
+            if (!round.empty()) {
+                const double weight = parse_weight(w);
+                multiply(round.back(), weight);
+                round.pop_back();
+            } else {
+                add_text(text.substr(i, n), res);
+            }
+            i += n;
+        } else if (c == ')' && !round.empty()) {
+            multiply(round.back(), kRoundMultiplier);
+            round.pop_back();
+            ++i;
+        } else if (c == ']' && !square.empty()) {
+            multiply(square.back(), kSquareMultiplier);
+            square.pop_back();
+            ++i;
+        } else if (c == ':' || c == ')' || c == ']') {
+            add_text(text.substr(i, 1), res);
+            ++i;
+        } else {
+            size_t j = i;
+            while (j < text.size() && kSpecial.find(text[j]) == std::string_view::npos) {
+                ++j;
+            }
+            add_text(text.substr(i, j - i), res);
+            i = j;
+        }
+    }
+    for (size_t pos : round) {
+        multiply(pos, kRoundMultiplier);
+    }
+    for (size_t pos : square) {
+        multiply(pos, kSquareMultiplier);
+    }
+    if (res.empty()) {
+        res.push_back({"", 1.0, false});
+    }
+    // Runs of equal weight joined; a BREAK stays apart.
+    std::vector<WeightedText> merged;
+    for (WeightedText& piece : res) {
+        if (!merged.empty() && !piece.is_break && !merged.back().is_break &&
+            merged.back().weight == piece.weight) {
+            merged.back().text += piece.text;
+        } else {
+            merged.push_back(std::move(piece));
+        }
+    }
+    return merged;
+}
+
+ChunkedPrompt chunk_prompt(const ClipTokenizer& tokenizer, std::string_view prompt) {
+    const std::vector<int32_t> comma_ids = tokenizer.encode(",");
+    const int32_t comma = comma_ids.size() == 1 ? comma_ids.front() : -1;
+    ChunkedPrompt out;
+    std::vector<int64_t> ids;
+    std::vector<float> weights;
+    size_t last_comma = SIZE_MAX;  // where the chunk's last comma is, if any
+    const auto close = [&](bool is_last) {
+        out.token_count += static_cast<int>(is_last ? ids.size() : kChunkTokens);
+        PromptChunk chunk;
+        chunk.ids.reserve(kChunkTokens + 2);
+        chunk.ids.push_back(tokenizer.start_id());
+        chunk.ids.insert(chunk.ids.end(), ids.begin(), ids.end());
+        chunk.ids.resize(kChunkTokens + 1, tokenizer.end_id());
+        chunk.ids.push_back(tokenizer.end_id());
+        // Padding after the first end marker (A1111's id_pad; the end marker itself for SD 1.x).
+        bool ended = false;
+        for (size_t k = 1; k < chunk.ids.size(); ++k) {
+            if (ended) {
+                chunk.ids[k] = tokenizer.pad_id();
+            }
+            ended = ended || chunk.ids[k] == tokenizer.end_id();
+        }
+        chunk.weights.reserve(kChunkTokens + 2);
+        chunk.weights.push_back(1.0f);
+        chunk.weights.insert(chunk.weights.end(), weights.begin(), weights.end());
+        chunk.weights.resize(kChunkTokens + 2, 1.0f);
+        out.chunks.push_back(std::move(chunk));
+        ids.clear();
+        weights.clear();
+        last_comma = SIZE_MAX;
+    };
+    for (const WeightedText& piece : parse_emphasis(prompt)) {
+        if (piece.is_break) {
+            close(false);
+            continue;
+        }
+        const std::vector<int32_t> tokens = tokenizer.encode(piece.text);
+        // torch.asarray of A1111's Python floats: float32.
+        const auto weight = static_cast<float>(piece.weight);
+        size_t pos = 0;
+        while (pos < tokens.size()) {
+            const int32_t token = tokens[pos];
+            if (token == comma) {
+                last_comma = ids.size();
+            } else if (ids.size() == kChunkTokens && last_comma != SIZE_MAX &&
+                       ids.size() - last_comma <= kCommaBacktrack) {
+                // Full soon after a comma: what follows the comma moves on to the next chunk.
+                const std::vector<int64_t> moved_ids(ids.begin() + last_comma + 1, ids.end());
+                const std::vector<float> moved_weights(weights.begin() + last_comma + 1,
+                                                       weights.end());
+                ids.resize(last_comma + 1);
+                weights.resize(last_comma + 1);
+                close(false);
+                ids = moved_ids;
+                weights = moved_weights;
+            }
+            if (ids.size() == kChunkTokens) {
+                close(false);
+            }
+            const size_t vectors = tokenizer.added_word_length(token);
+            if (vectors == 0) {
+                ids.push_back(token);
+                weights.push_back(weight);
+                ++pos;
+                continue;
+            }
+            // A textual inversion word's vectors stay together in one chunk.
+            if (ids.size() + vectors > kChunkTokens) {
+                close(false);
+            }
+            const size_t n = std::min(vectors, tokens.size() - pos);
+            ids.insert(ids.end(), tokens.begin() + static_cast<long>(pos),
+                       tokens.begin() + static_cast<long>(pos + n));
+            weights.insert(weights.end(), n, weight);
+            pos += n;
+        }
+    }
+    if (!ids.empty() || out.chunks.empty()) {
+        close(true);
+    }
+    return out;
+}
+
+}  // namespace sds
