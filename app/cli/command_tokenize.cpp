@@ -1,9 +1,11 @@
-// sdstudio-cli tokenize MODEL PROMPT [--padded] [--config DIR]
+// sdstudio-cli tokenize MODEL PROMPT [--padded] [--prompt-syntax S] [--config DIR]
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "commands.h"
 #include "sds/clip_tokenizer.h"
+#include "sds/prompt_syntax.h"
 #include "settings.h"
 
 namespace sds::cli {
@@ -12,9 +14,17 @@ int command_tokenize(const Args& args) {
     std::vector<std::string> pos;
     bool padded = false;
     std::string config;
+    PromptSyntax syntax = PromptSyntax::Plain;
     for (size_t i = 0; i < args.size(); ++i) {
         if (args[i] == "--padded") {
             padded = true;
+        } else if (args[i] == "--prompt-syntax" && i + 1 < args.size()) {
+            const auto s = prompt_syntax_from_name(args[++i]);
+            if (!s) {
+                throw UsageError{"--prompt-syntax: '" + args[i] +
+                                 "' is not one of plain, a1111, a1111-no-norm"};
+            }
+            syntax = *s;
         } else if (args[i] == "--config" && i + 1 < args.size()) {
             config = args[++i];
         } else {
@@ -37,6 +47,29 @@ int command_tokenize(const Args& args) {
         dir /= "tokenizer";
     }
     const ClipTokenizer tok = ClipTokenizer::load_folder(dir);
+    const auto join = [](const auto& values, auto format) {
+        std::string line;
+        for (const auto& v : values) {
+            line += (line.empty() ? "" : " ") + format(v);
+        }
+        return line;
+    };
+    if (syntax != PromptSyntax::Plain) {
+        // Each chunk's 77 ids, then their weights; then A1111's count.
+        const ChunkedPrompt chunked = chunk_prompt(tok, pos[1]);
+        for (const PromptChunk& c : chunked.chunks) {
+            std::printf("%s\n%s\n",
+                        join(c.ids, [](int64_t id) { return std::to_string(id); }).c_str(),
+                        join(c.weights, [](float w) {
+                            char buf[32];
+                            std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(w));
+                            return std::string(buf);
+                        }).c_str());
+        }
+        const int n = chunked.token_count;
+        std::printf("%d/%d\n", n, (std::max(n, 1) + 74) / 75 * 75);
+        return 0;
+    }
     std::vector<int64_t> ids;
     if (padded) {
         ids = tok.encode_padded(pos[1]);

@@ -10,6 +10,7 @@ using Args = std::vector<std::string>;  // the arguments after the command name
 
 int command_info(const Args& args);
 int command_tokenize(const Args& args);
+int command_encode(const Args& args);
 int command_txt2img(const Args& args);
 int command_img2img(const Args& args);
 int command_inpaint(const Args& args);

@@ -24,8 +24,14 @@ constexpr const char* kUsage =
     "  tokenize MODEL PROMPT        the prompt's token ids (with the start and end markers,\n"
     "            [--padded]         as CLIPTokenizer gives them; --padded: the 77 ids the\n"
     "            [--config DIR]     text encoder sees), then the count as A1111 shows it\n"
+    "            [--prompt-syntax S]   a1111: each chunk's 77 ids and a line of their weights\n"
     "                               (a single file: --config's tokenizer, default the bundled\n"
     "                               configs' for its SD version)\n"
+    "  encode --prompt TEXT --out FILE.safetensors [--negative TEXT] [flags]\n"
+    "                               the prompts as the UNet takes them (--prompt-syntax,\n"
+    "                               --clip-skip, LoRAs and embeddings applied), in fp32 under\n"
+    "                               the names diffusers' pipelines take: prompt_embeds,\n"
+    "                               negative_prompt_embeds (SDXL: pooled_prompt_embeds too)\n"
     "  txt2img [flags]              images from a prompt, as PNGs with their parameters\n"
     "  img2img --init IMAGE [flags] images from an image and a prompt\n"
     "  inpaint --init IMAGE --mask MASK [flags]\n"
@@ -64,10 +70,10 @@ struct Command {
 };
 constexpr Command kCommands[] = {
     {"info", sds::cli::command_info},       {"tokenize", sds::cli::command_tokenize},
-    {"txt2img", sds::cli::command_txt2img}, {"img2img", sds::cli::command_img2img},
-    {"inpaint", sds::cli::command_inpaint}, {"grid", sds::cli::command_grid},
-    {"train", sds::cli::command_train},     {"dataset", sds::cli::command_dataset},
-    {"export", sds::cli::command_export},
+    {"encode", sds::cli::command_encode},   {"txt2img", sds::cli::command_txt2img},
+    {"img2img", sds::cli::command_img2img}, {"inpaint", sds::cli::command_inpaint},
+    {"grid", sds::cli::command_grid},       {"train", sds::cli::command_train},
+    {"dataset", sds::cli::command_dataset}, {"export", sds::cli::command_export},
 };
 
 }  // namespace

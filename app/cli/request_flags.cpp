@@ -25,6 +25,10 @@ const char* const kFlagsBeforeSamplers =
     "                     AutoencoderKL folder or one file, diffusers' or original names\n"
     "                     (vae-ft-mse-840000-ema-pruned.safetensors and the like)\n"
     "  --prompt TEXT      --negative TEXT\n"
+    "  --prompt-syntax S  plain (the prompts as typed, cut after 75 tokens, as diffusers;\n"
+    "                     the default), a1111 (A1111's (word), (word:1.3), [word], BREAK,\n"
+    "                     and prompts past 75 tokens in chunks of 75) or a1111-no-norm\n"
+    "                     (the same with A1111's Emphasis \"No norm\")\n"
     "  --steps N (50)     --guidance G (7.5)     --seed S (0)\n"
     "  --sampler NAME     the model's own scheduler (as diffusers) by default, or one of\n";
 const char* const kFlagsAfterSamplers =
@@ -60,8 +64,9 @@ const char* const kFlagsAfterSamplers =
     "                     name is a word of the prompts is used, as A1111 does\n"
     "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
     "                     parameters text): prompt, negative, steps, guidance, seed,\n"
-    "                     sampler, size, strength, clip skip, eta; the flags given override\n"
-    "                     them (an img2img or inpaint PNG still needs --init, --mask)\n"
+    "                     sampler, size, strength, clip skip, eta, prompt syntax; the flags\n"
+    "                     given override them (an img2img or inpaint PNG still needs\n"
+    "                     --init, --mask)\n"
     "  --out DIR (outputs)   --device auto|cpu|cuda   --dtype auto|fp32|bf16|fp16\n";
 
 // The sampler names, wrapped into the help's second column.
@@ -217,7 +222,15 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.hires_strength = number<double>(a, value());
         else if (a == "--hires-upscaler")
             r.hires_upscaler = value();
-        else if (a == "--clip-skip")
+        else if (a == "--prompt-syntax") {
+            const std::string name = value();
+            const auto syntax = prompt_syntax_from_name(name);
+            if (!syntax) {
+                throw UsageError{"--prompt-syntax: '" + name +
+                                 "' is not one of plain, a1111, a1111-no-norm"};
+            }
+            r.prompt_syntax = *syntax;
+        } else if (a == "--clip-skip")
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")
             r.eta = number<double>(a, value());

@@ -96,6 +96,106 @@ def test_tokenize_padded_is_what_diffusers_feeds_the_text_encoder():
     assert n == 96 and r.stdout.splitlines()[1] == "96/150"
 
 
+def a1111_prompts(n=80, seed=7):
+    """Prompts in A1111's syntax: nested and weighted brackets, escapes, stray brackets, BREAK,
+    commas, up to three chunks."""
+    rng = random.Random(seed)
+    words = ["red", "circle", "blue", "background", "a", "of", "the", "photo", "Äpfel", "東京",
+             "🦊", "x86_64", "koi", "pond", "night", "ROCK'N'ROLL", "f/1.8", "they'd've"]
+
+    def piece(depth=0):
+        k = rng.random()
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+        if depth < 3 and k < 0.15:
+            return "(" + piece(depth + 1) + ")"
+        if depth < 3 and k < 0.25:
+            return "[" + piece(depth + 1) + "]"
+        if depth < 3 and k < 0.35:
+            weight = rng.choice(["1.2", "0.5", " 1.5 ", "-0.3", "+.8", "2.", "1.05"])
+            return f"({piece(depth + 1)}:{weight})"
+        if k < 0.42:
+            return text + ","
+        if k < 0.45:
+            return "BREAK"
+        if k < 0.50:
+            return rng.choice(["\\(", "\\)", "\\[", "\\]", "\\\\", "(", ")", "]", "[", ":",
+                               "BREAKs", "\\x"])
+        return text
+    return [" ".join(piece() for _ in range(rng.randint(1, 45))) for _ in range(n)]
+
+
+def test_tokenize_a1111_chunks_match_the_reference_on_unseen_prompts():
+    """Each chunk's ids and weights as A1111 makes them (tests/app/a1111_prompts.py)."""
+    import numpy as np
+    ref = a1111()
+    tok = CLIPTokenizer.from_pretrained(str(TOKENIZER))
+    longest = 0
+    for prompt in a1111_prompts():
+        r = run("tokenize", str(TOKENIZER), prompt, "--prompt-syntax", "a1111")
+        assert r.returncode == 0, (prompt, r.stderr)
+        lines = r.stdout.splitlines()
+        want = ref.chunks(tok, prompt)
+        assert len(lines) == 2 * len(want) + 1, prompt
+        for k, (ids, weights) in enumerate(want):
+            assert [int(x) for x in lines[2 * k].split()] == ids, (prompt, k)
+            got = np.array([float(x) for x in lines[2 * k + 1].split()], dtype=np.float32)
+            assert np.array_equal(got, np.array(weights, dtype=np.float32)), (prompt, k)
+        longest = max(longest, len(want))
+    assert longest >= 3  # the prompts reach a third chunk (BREAKs more)
+
+
+def test_encode_writes_the_prompts_as_a1111_encodes_them(tmp_path):
+    """encode's prompt_embeds against the reference (A1111's chunks, weights and mean through
+    transformers' text encoder): SD 1.x with and without clip skip, both norms; plain against
+    diffusers' own encode_prompt; SDXL with its pooled embeddings."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+    ref = a1111()
+    model, pipe = a1111_model(tmp_path)
+
+    def close(a, b):
+        return a.shape == b.shape and ((a - b).abs().max() / b.abs().max()).item() <= 1e-5
+
+    prompt = LONG + ", (yellow moon:1.6) BREAK [[grey]] sky"
+    negative = "(green:1.3) [square]"
+    for syntax, clip_skip in [("a1111", 0), ("a1111", 1), ("a1111-no-norm", 0)]:
+        out = tmp_path / f"{syntax}-{clip_skip}.safetensors"
+        r = run("encode", "--model", str(model), "--prompt", prompt, "--negative", negative,
+                "--prompt-syntax", syntax, "--clip-skip", str(clip_skip), "--device", "cpu",
+                "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        got = load_file(str(out))
+        norm = syntax == "a1111"
+        want = ref.encode(pipe.text_encoder, pipe.tokenizer, prompt, clip_skip, norm)
+        assert want.shape[1] == 3 * 77
+        assert close(got["prompt_embeds"], want), syntax
+        # The negative prompt without clip skip, as diffusers encodes it.
+        assert close(got["negative_prompt_embeds"],
+                     ref.encode(pipe.text_encoder, pipe.tokenizer, negative, 0, norm)), syntax
+    # Plain: diffusers' own encode_prompt.
+    r = run("encode", "--model", str(model), "--prompt", "a (red) circle", "--device", "cpu",
+            "--out", str(tmp_path / "plain.safetensors"))
+    assert r.returncode == 0, r.stderr
+    got = load_file(str(tmp_path / "plain.safetensors"))
+    cond, uncond = pipe.encode_prompt("a (red) circle", "cpu", 1, True, None)
+    assert close(got["prompt_embeds"], cond) and close(got["negative_prompt_embeds"], uncond)
+    # SDXL.
+    xl = StableDiffusionXLPipeline.from_pretrained(SDXL / "tiny-sdxl")
+    r = run("encode", "--model", str(SDXL / "tiny-sdxl"), "--prompt", prompt, "--negative",
+            negative, "--prompt-syntax", "a1111", "--device", "cpu",
+            "--out", str(tmp_path / "xl.safetensors"))
+    assert r.returncode == 0, r.stderr
+    got = load_file(str(tmp_path / "xl.safetensors"))
+    cond, pooled = ref.encode_xl(xl, prompt)
+    uncond, uncond_pooled = ref.encode_xl(xl, negative)
+    assert close(got["prompt_embeds"], cond) and close(got["pooled_prompt_embeds"], pooled)
+    assert close(got["negative_prompt_embeds"], uncond)
+    assert close(got["negative_pooled_prompt_embeds"], uncond_pooled)
+    r = run("encode", "--model", str(model), "--prompt", "x", "--out", str(tmp_path / "x.pt"))
+    assert r.returncode == 2 and "encode writes --out FILE.safetensors" in r.stderr
+
+
 # --- txt2img / img2img / grid against diffusers, through the CLI flags -----------------------
 
 PIPE = FIXTURES / "pipeline" / "tiny-sd"
@@ -205,6 +305,194 @@ def test_txt2img_matches_diffusers(tmp_path, req):
     assert stored["sampler"] == req["sampler"] and stored["steps"] == req["steps"]
     if req["sampler"] == "dpmpp_2m_sde_beta":  # A1111's sampler and schedule type
         assert "Sampler: DPM++ 2M SDE, Schedule type: Beta," in meta["parameters"]
+
+
+# --- A1111's prompt syntax: emphasis, BREAK, long prompts ----------------------------------
+
+LONG = ", ".join(["a small red circle on a blue background"] * 9)  # 98 tokens: two chunks
+
+
+def a1111():
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import a1111_prompts
+    return a1111_prompts
+
+
+def image_arrays(images):
+    import numpy as np
+    return [np.array(i).astype(int) for i in images]
+
+
+def a1111_model(tmp_path):
+    """The tiny pipeline, its text encoder's final layer norm given a weight and bias as a
+    trained CLIP has. (At random init the bias is 0, so each chunk's states have a mean of 0 to
+    rounding, and A1111's keeping of the mean divides 0 by 0.) -> (folder, diffusers pipeline)"""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(PIPE)
+    pipe.set_progress_bar_config(disable=True)
+    norm = pipe.text_encoder.final_layer_norm
+    g = torch.Generator().manual_seed(2026)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.2 * torch.randn(norm.weight.shape, generator=g))
+        norm.bias.copy_(0.3 + 0.3 * torch.randn(norm.bias.shape, generator=g))
+    pipe.save_pretrained(tmp_path / "model")
+    return tmp_path / "model", pipe
+
+
+def assert_meaningful(z):
+    """Encoded prompts with a mean far from 0 (A1111's mean-keeping divides by it)."""
+    import torch
+    assert torch.isfinite(z).all() and z.mean().abs() > 0.01, z.mean()
+
+
+@pytest.mark.parametrize("case", [
+    # Emphasis in both prompts (one chunk each), batch 2, "Original".
+    {"prompt": "a (red:1.3) [circle] on a ((blue)) background", "negative": "green (square:0.8)",
+     "syntax": "a1111", "sampler": "euler", "steps": 6, "guidance": 7.5, "batch": 2},
+    # Two chunks each: a long prompt, and a negative that breaks; A1111's "No norm".
+    {"prompt": LONG + ", (yellow:1.4)", "negative": "green BREAK [square]",
+     "syntax": "a1111-no-norm", "sampler": "dpmpp_2m", "steps": 5, "guidance": 5.0, "batch": 1},
+    # Unguided: the prompt alone, three chunks.
+    {"prompt": "red BREAK " + LONG, "negative": "", "syntax": "a1111", "sampler": "ddim",
+     "steps": 4, "guidance": 1.0, "batch": 1},
+])
+def test_a1111_prompt_syntax_matches_diffusers_with_a1111s_embeddings(tmp_path, case):
+    """The prompts encoded as A1111 does (tests/app/a1111_prompts.py, with transformers' text
+    encoder), handed to diffusers' pipeline as prompt_embeds: the same images."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+    import numpy as np
+    ref = a1111()
+    model, pipe = a1111_model(tmp_path)
+    cls, extra = samplers()[case["sampler"]]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    norm = case["syntax"] == "a1111"
+    cond = ref.encode(pipe.text_encoder, pipe.tokenizer, case["prompt"], norm=norm)
+    uncond = ref.encode(pipe.text_encoder, pipe.tokenizer, case["negative"], norm=norm) \
+        if case["guidance"] > 1 else None  # unguided: no negative prompt
+    assert uncond is None or cond.shape[1] == uncond.shape[1]
+    assert_meaningful(cond)
+    gens = [torch.Generator("cpu").manual_seed(5 + i) for i in range(case["batch"])]
+    want = image_arrays(pipe(prompt_embeds=cond, negative_prompt_embeds=uncond,
+                             num_inference_steps=case["steps"], guidance_scale=case["guidance"],
+                             num_images_per_prompt=case["batch"], generator=gens, height=32,
+                             width=32).images)
+    assert want[0].std() > 5  # a picture, not a flat field
+    r = run("txt2img", "--model", str(model), "--prompt", case["prompt"], "--negative",
+            case["negative"], "--prompt-syntax", case["syntax"], "--sampler", case["sampler"],
+            "--steps", str(case["steps"]), "--guidance", str(case["guidance"]), "--seed", "5",
+            "--batch", str(case["batch"]), "--width", "32", "--height", "32", "--device", "cpu",
+            "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    for path, w in zip(paths, want, strict=True):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - w).max() <= 1, path
+    # Read as diffusers reads it, the same prompt is another picture.
+    plain = image_arrays(pipe(prompt=case["prompt"], negative_prompt=case["negative"],
+                              num_inference_steps=case["steps"], guidance_scale=case["guidance"],
+                              num_images_per_prompt=case["batch"], height=32, width=32,
+                              generator=[torch.Generator("cpu").manual_seed(5 + i)
+                                         for i in range(case["batch"])]).images)
+    assert np.abs(plain[0] - want[0]).max() > 8
+    params = Image.open(paths[0]).text
+    emphasis = {"a1111": "Original", "a1111-no-norm": "No norm"}[case["syntax"]]
+    assert f"Emphasis: {emphasis}," in params["parameters"], params["parameters"]
+    assert json.loads(params["sdstudio"])["prompt_syntax"] == case["syntax"]
+    # --from brings the syntax back, from our JSON or from A1111's text alone.
+    r = run("txt2img", "--model", str(model), "--from", paths[0], "--device", "cpu",
+            "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    again = np.array(Image.open(r.stdout.strip()).convert("RGB")).astype(int)
+    assert np.abs(again - want[0]).max() <= 1
+
+
+def test_a1111_prompt_syntax_on_sdxl_matches_diffusers(tmp_path):
+    """SDXL: each encoder's chunks weighed on their own, the pooled embedding of the first
+    chunk (tests/app/a1111_prompts.py), handed to diffusers' SDXL pipeline."""
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from PIL import Image
+    ref = a1111()
+    pipe = StableDiffusionXLPipeline.from_pretrained(SDXL / "tiny-sdxl")
+    pipe.set_progress_bar_config(disable=True)
+    prompt = "a (red:1.4) circle BREAK [blue] background"
+    cond, pooled = ref.encode_xl(pipe, prompt)
+    uncond, uncond_pooled = ref.encode_xl(pipe, "green square BREAK (noise:0.7)")
+    assert cond.shape[1] == 154
+    assert_meaningful(cond)
+    gens = [torch.Generator("cpu").manual_seed(3 + i) for i in range(2)]
+    want = image_arrays(pipe(prompt_embeds=cond, pooled_prompt_embeds=pooled,
+                             negative_prompt_embeds=uncond,
+                             negative_pooled_prompt_embeds=uncond_pooled, num_inference_steps=4,
+                             guidance_scale=5.0, num_images_per_prompt=2, generator=gens,
+                             height=32, width=32).images)
+    r = run("txt2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", prompt, "--negative",
+            "green square BREAK (noise:0.7)", "--prompt-syntax", "a1111", "--steps", "4",
+            "--guidance", "5", "--seed", "3", "--batch", "2", "--width", "32", "--height", "32",
+            "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for path, w in zip(r.stdout.split(), want, strict=True):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - w).max() <= 1, path
+
+
+def test_a1111_prompts_of_different_lengths_run_the_unet_apart(tmp_path):
+    """A prompt of two chunks and a negative of one: as in A1111, the UNet takes each alone
+    (not padded side by side). The reference: diffusers' UNet, Euler scheduler and VAE in that
+    loop, with the prompts encoded as A1111 does."""
+    import numpy as np
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from PIL import Image
+    ref = a1111()
+    model, pipe = a1111_model(tmp_path)
+    cond = ref.encode(pipe.text_encoder, pipe.tokenizer, LONG)
+    uncond = ref.encode(pipe.text_encoder, pipe.tokenizer, "(green:1.2) square")
+    assert (cond.shape[1], uncond.shape[1]) == (154, 77)
+    assert_meaningful(cond)
+    assert_meaningful(uncond)
+    sched = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(5)
+    gens = [torch.Generator("cpu").manual_seed(11 + i) for i in range(2)]
+    latents = torch.cat([torch.randn([1, 4, 16, 16], generator=g) for g in gens])
+    latents = latents * sched.init_noise_sigma
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.scale_model_input(latents, t)
+            e_neg = pipe.unet(x, t, encoder_hidden_states=uncond.repeat(2, 1, 1)).sample
+            e_pos = pipe.unet(x, t, encoder_hidden_states=cond.repeat(2, 1, 1)).sample
+            latents = sched.step(e_neg + 6.0 * (e_pos - e_neg), t, latents).prev_sample
+        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    want = ((images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round()
+    assert np.isfinite(want).all() and want.std() > 5
+    r = run("txt2img", "--model", str(model), "--prompt", LONG, "--negative",
+            "(green:1.2) square", "--prompt-syntax", "a1111", "--sampler", "euler",
+            "--steps", "5", "--guidance", "6", "--seed", "11", "--batch", "2", "--width", "32",
+            "--height", "32", "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for path, w in zip(r.stdout.split(), want, strict=True):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - w.astype(int)).max() <= 1, path
+
+
+def test_plain_prompts_say_emphasis_none_where_a1111_would_read_brackets(tmp_path):
+    from PIL import Image
+    r = run("txt2img", "--model", str(PIPE), "--prompt", "a (red) circle", "--steps", "1",
+            "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    meta = Image.open(r.stdout.strip()).text
+    assert "Emphasis: None," in meta["parameters"], meta["parameters"]
+    assert "prompt_syntax" not in json.loads(meta["sdstudio"])
+    r = run("txt2img", "--model", str(PIPE), "--prompt", "x", "--prompt-syntax", "A1111")
+    assert r.returncode == 2 and "'A1111' is not one of plain, a1111, a1111-no-norm" in r.stderr
+    r = run("txt2img", "--model", str(PIPE), "--prompt", "(x:1.2.3)", "--prompt-syntax", "a1111",
+            "--steps", "1", "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 1 and "the weight '1.2.3' is not a number" in r.stderr, r.stderr
 
 
 def model_with_scheduler(tmp_path, cls_name, settings):

@@ -342,6 +342,42 @@ class StudioTest : public QObject {
         QCOMPARE(panel.request().sampler, Sampler::HeunKarras);
     }
 
+    void thePromptSyntaxListSetsTheRequestAndTheCounter() {
+        ui::ParameterPanel panel;
+        auto* syntax = panel.findChild<QComboBox*>("promptSyntax");
+        QVERIFY(syntax);
+        // The studio reads prompts as A1111 does unless told otherwise.
+        QCOMPARE(panel.request().prompt_syntax, PromptSyntax::A1111);
+        GenerationRequest r;
+        r.prompt_syntax = PromptSyntax::A1111NoNorm;
+        panel.setRequest(r);
+        QCOMPARE(syntax->currentText(), QString("A1111, no norm"));
+        QCOMPARE(panel.request().prompt_syntax, PromptSyntax::A1111NoNorm);
+        // The counter: A1111's counts the words without their brackets, in chunks of 75; plain
+        // counts what is typed and says what is cut.
+        auto tok = std::make_shared<const ClipTokenizer>(
+            ClipTokenizer::load_folder((tiny_model() + "/tokenizer").toStdString()));
+        panel.setTokenizer(tok);
+        ui::PromptEdit* prompt = panel.prompt();
+        prompt->setPlainText("a (red:1.3) cat");
+        QCOMPARE(prompt->counterText(), QString("3/75"));
+        QString words;
+        for (int i = 0; i < 80; ++i) {
+            words += " cat";
+        }
+        prompt->setPlainText(words);
+        QCOMPARE(prompt->counterText(), QString("80/150"));
+        syntax->setCurrentIndex(syntax->findText("Plain (diffusers)"));
+        QCOMPARE(panel.request().prompt_syntax, PromptSyntax::Plain);
+        QCOMPARE(prompt->counterText(), QString("80/75"));
+        QVERIFY(prompt->toolTip().contains("the last 5 are not read"));
+        prompt->setPlainText("a (red:1.3) cat");
+        const auto typed = static_cast<int>(tok->encode("a (red:1.3) cat").size());
+        QVERIFY(typed > 3);
+        QCOMPARE(prompt->counterText(), QString("%1/75").arg(typed));
+        QVERIFY(prompt->toolTip().isEmpty());
+    }
+
     void aModelsSuggestedSettingsApplyOnceWhenItOpens() {
         auto& w = window();
         QTemporaryDir dir;

@@ -308,6 +308,35 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     clipSkip_->setToolTip(
         tr("Text encoder layers to skip at the end, as diffusers counts them: 1 is A1111's "
            "\"Clip skip: 2\""));
+    syntax_ = new QComboBox;
+    syntax_->setObjectName("promptSyntax");
+    syntax_->addItem(tr("A1111"), prompt_syntax_name(PromptSyntax::A1111));
+    syntax_->setItemData(0,
+                         tr("(word) weighs a word by 1.1, (word:1.3) by 1.3, [word] by 1/1.1; "
+                            "\\( is a bracket; BREAK starts a new chunk; prompts past 75 "
+                            "tokens are read in chunks of 75"),
+                         Qt::ToolTipRole);
+    syntax_->addItem(tr("A1111, no norm"), prompt_syntax_name(PromptSyntax::A1111NoNorm));
+    syntax_->setItemData(1,
+                         tr("A1111's syntax with its Emphasis \"No norm\": the weights without "
+                            "keeping the mean (said to suit SDXL)"),
+                         Qt::ToolTipRole);
+    syntax_->addItem(tr("Plain (diffusers)"), prompt_syntax_name(PromptSyntax::Plain));
+    syntax_->setItemData(2,
+                         tr("The prompts as typed, brackets and all, cut after 75 tokens: what "
+                            "diffusers' pipelines and sdstudio-cli (by default) do"),
+                         Qt::ToolTipRole);
+    syntax_->setToolTip(tr("How the prompts are read"));
+    connect(syntax_, &QComboBox::currentIndexChanged, this, [this] {
+        prompt_->setSyntax(promptSyntax());
+        negative_->setSyntax(promptSyntax());
+    });
+    prompt_->setSyntax(promptSyntax());
+    negative_->setSyntax(promptSyntax());
+    auto* textRow = new QHBoxLayout;
+    textRow->addWidget(clipSkip_);
+    textRow->addWidget(new QLabel(tr("Prompts")));
+    textRow->addWidget(syntax_, 1);
 
     width_ = new QSpinBox;
     height_ = new QSpinBox;
@@ -384,7 +413,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(QString(), onlyMaskedRow);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Sampler"), samplerRow);
-    form->addRow(tr("Clip skip"), clipSkip_);
+    form->addRow(tr("Clip skip"), textRow);
     form->addRow(tr("Size"), sizeRow);
     form->addRow(tr("Hires fix"), hiresRow);
     form->addRow(QString(), hiresPassRow);
@@ -436,6 +465,7 @@ GenerationRequest ParameterPanel::request() const {
     r.sampler = sampler();
     r.eta = eta_->value();
     r.clip_skip = clipSkip_->value();
+    r.prompt_syntax = promptSyntax();
     r.width = width_->value() / 8 * 8;
     r.height = height_->value() / 8 * 8;
     r.batch_count = batch_->value();
@@ -476,6 +506,7 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     showSampler(r.sampler);
     eta_->setValue(r.eta);
     clipSkip_->setValue(r.clip_skip);
+    syntax_->setCurrentIndex(syntax_->findData(prompt_syntax_name(r.prompt_syntax)));
     hiresScale_->setValue(r.hires_scale);
     hiresStrength_->setValue(r.hires_strength);
     hiresSteps_->setValue(r.hires_steps);
@@ -497,6 +528,11 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     for (const auto& l : r.loras) {
         addLora(l);
     }
+}
+
+PromptSyntax ParameterPanel::promptSyntax() const {
+    return prompt_syntax_from_name(syntax_->currentData().toString().toStdString())
+        .value_or(PromptSyntax::A1111);
 }
 
 void ParameterPanel::addLora(const LoraRef& lora) {

@@ -1,6 +1,7 @@
 #pragma once
 // The parameter panel: prompt and negative prompt with token counters, text / sketch / inpaint
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
+// how the prompts are read (A1111's syntax or plain),
 // size and batch count, the hires fix, LoRAs with their weights; Generate, Cancel and the Live
 // toggle.
 #include <QWidget>
@@ -98,6 +99,7 @@ class ParameterPanel : public QWidget {
   private:
     Sampler sampler() const;  // the family's twin with the chosen schedule
     void showSampler(Sampler s);
+    PromptSyntax promptSyntax() const;
     PromptEdit* prompt_;
     PromptEdit* negative_;
     QRadioButton* textMode_;
@@ -117,6 +119,7 @@ class ParameterPanel : public QWidget {
     QComboBox* schedule_;  // A1111's schedule type: a NoiseSchedule, where the family has it
     QDoubleSpinBox* eta_;
     QSpinBox* clipSkip_;
+    QComboBox* syntax_;  // how the prompts are read (A1111's syntax first: the studio's default)
     QDoubleSpinBox* hiresScale_;
     QDoubleSpinBox* hiresStrength_;
     QSpinBox* hiresSteps_;

@@ -1,6 +1,7 @@
 #include "prompt_edit.h"
 
 #include "sds/clip_tokenizer.h"
+#include "sds/error.h"
 
 namespace sds::ui {
 
@@ -19,10 +20,41 @@ void PromptEdit::setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer) {
     updateCounter();
 }
 
+void PromptEdit::setSyntax(PromptSyntax syntax) {
+    syntax_ = syntax;
+    updateCounter();
+}
+
 void PromptEdit::updateCounter() {
-    counter_->setText(
-        tokenizer_ ? QString::fromStdString(tokenizer_->count_text(toPlainText().toStdString()))
-                   : QString("–/75"));
+    QString text = QStringLiteral("–/75");
+    QString tip;
+    bool warn = false;
+    if (tokenizer_) {
+        const std::string prompt = toPlainText().toStdString();
+        if (syntax_ == PromptSyntax::Plain) {
+            const auto n = static_cast<int>(tokenizer_->encode(prompt).size());
+            text = QStringLiteral("%1/75").arg(n);
+            warn = n > 75;
+            if (warn) {
+                tip = tr("Read as typed, the prompt is cut after 75 tokens: the last %1 are "
+                         "not read (A1111's prompt syntax reads them, in a second chunk)")
+                          .arg(n - 75);
+            }
+        } else {
+            try {
+                const int n = chunk_prompt(*tokenizer_, prompt).token_count;
+                text = QStringLiteral("%1/%2").arg(n).arg((std::max(n, 1) + 74) / 75 * 75);
+            } catch (const Error& e) {
+                text = tr("error");
+                tip = QString::fromStdString(e.what());
+                warn = true;
+            }
+        }
+    }
+    counter_->setText(text);
+    setToolTip(tip);
+    counter_->setStyleSheet(warn ? "color: #c0392b; padding: 2px 6px;"
+                                 : "color: palette(mid); padding: 2px 6px;");
     counter_->adjustSize();
     counter_->move(viewport()->width() - counter_->width(), 0);
 }

@@ -5,9 +5,7 @@
 
 #include <memory>
 
-namespace sds {
-class ClipTokenizer;
-}
+#include "sds/prompt_syntax.h"
 
 namespace sds::ui {
 
@@ -16,6 +14,9 @@ class PromptEdit : public QPlainTextEdit {
   public:
     explicit PromptEdit(const QString& placeholder, QWidget* parent = nullptr);
     void setTokenizer(std::shared_ptr<const ClipTokenizer> tokenizer);
+    // How the prompt is read, which the counter follows: A1111's counts the tokens after its
+    // brackets are read, in chunks of 75 ("80/150"); plain shows what is cut after 75.
+    void setSyntax(PromptSyntax syntax);
     QString counterText() const { return counter_->text(); }
 
   protected:
@@ -25,6 +26,7 @@ class PromptEdit : public QPlainTextEdit {
     void updateCounter();
     QLabel* counter_;
     std::shared_ptr<const ClipTokenizer> tokenizer_;
+    PromptSyntax syntax_ = PromptSyntax::Plain;
 };
 
 }  // namespace sds::ui

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "sds/prompt_syntax.h"
 #include "sds/scheduler.h"
 
 namespace sds {
@@ -80,7 +81,10 @@ struct GenerationRequest {
     // interpolate and hand them to the second pass without a VAE decode and encode, as
     // diffusers' img2img pipeline takes latents for its image.
     std::string hires_upscaler = "Lanczos";
-    int clip_skip = 0;           // diffusers' clip_skip (A1111's "Clip skip" minus one)
+    int clip_skip = 0;  // diffusers' clip_skip (A1111's "Clip skip" minus one)
+    // How the prompts are read: as typed (diffusers), or A1111's emphasis, BREAK and long
+    // prompts (sds/prompt_syntax.h), for the prompt and the negative prompt alike.
+    PromptSyntax prompt_syntax = PromptSyntax::Plain;
     double eta = 0.0;            // DDIM only
     std::vector<LoraRef> loras;  // merged in this order (their changes add up)
     // Textual inversion embeddings whose words the prompts may use (later ones win a word that
@@ -104,7 +108,12 @@ struct GenerationRequest {
 
     // A1111's parameters text for image `index` of the batch (seed + index).
     std::string to_a1111(int index = 0, const std::string& model_name = "") const;
-    // Reads A1111's parameters text (prompt, negative, and the settings line).
+    // A1111's "Emphasis" for prompt_syntax: "None" (plain, where a prompt has a bracket),
+    // "Original" (a1111) or "No norm"; empty where it is left out.
+    std::string emphasis_a1111() const;
+    // Reads A1111's parameters text (prompt, negative, and the settings line). Its prompts are
+    // read with A1111's syntax unless it says "Emphasis: None", or it is SD Studio's and says
+    // nothing (plain).
     static GenerationRequest from_a1111(const std::string& text);
 
     // A1111's LoRA tags in the prompt and the negative prompt, <lora:NAME>, <lora:NAME:WEIGHT>

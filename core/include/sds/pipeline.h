@@ -125,11 +125,24 @@ class Pipeline {
     const std::vector<EmbeddingRef>& embeddings() const;
 
     // The text encoder's output for a prompt, [1, 77, hidden] (SDXL: both encoders', side by
-    // side, as encode_prompt_xl).
-    at::Tensor encode_prompt(const std::string& text, int clip_skip = 0);
+    // side, as encode_prompt_xl). With A1111's syntax, [1, 77 * chunks, hidden]: each chunk of
+    // 75 tokens encoded on its own, its states weighed (sds/prompt_syntax.h).
+    at::Tensor encode_prompt(const std::string& text, int clip_skip = 0,
+                             PromptSyntax syntax = PromptSyntax::Plain);
     // SDXL: the conditioning [1, 77, hidden + hidden_2] and the pooled embedding
     // [1, projection_dim], as diffusers' StableDiffusionXLPipeline.encode_prompt makes them.
-    std::pair<at::Tensor, at::Tensor> encode_prompt_xl(const std::string& text, int clip_skip = 0);
+    // With A1111's syntax, each encoder's chunks weighed on their own, and the pooled embedding
+    // of the first chunk, as A1111 makes them.
+    std::pair<at::Tensor, at::Tensor> encode_prompt_xl(const std::string& text, int clip_skip = 0,
+                                                       PromptSyntax syntax = PromptSyntax::Plain);
+    // The prompts of a request as the UNet takes them (its LoRAs and embeddings applied first,
+    // as generate() does): the prompt's states [1, L, C], the negative prompt's [1, L', C] (left
+    // undefined unless `with_negative`; SDXL's empty one is zeros where the model says so), and
+    // SDXL's pooled embeddings [1, P] of each. L and L' differ only with A1111's syntax.
+    struct PromptEmbeddings {
+        at::Tensor prompt, negative, pooled, negative_pooled;
+    };
+    PromptEmbeddings encode_prompts(const GenerationRequest& request, bool with_negative);
     // Latents (scaled) -> images.
     std::vector<Image> decode(const at::Tensor& latents);
     // The live preview: this model's linear latent -> RGB map (preview_map) applied to scaled

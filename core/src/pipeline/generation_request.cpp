@@ -99,6 +99,9 @@ std::string GenerationRequest::to_json() const {
     j["hires_upscaler"] = hires_upscaler;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
+    if (prompt_syntax != PromptSyntax::Plain) {  // left out when plain, as before there was one
+        j["prompt_syntax"] = prompt_syntax_name(prompt_syntax);
+    }
     j["loras"] = nlohmann::ordered_json::array();
     for (const auto& l : loras) {
         nlohmann::ordered_json lj = {{"file", l.file}, {"weight", l.weight}};
@@ -161,6 +164,14 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("hires_upscaler", r.hires_upscaler);
     get("clip_skip", r.clip_skip);
     get("eta", r.eta);
+    std::string syntax = prompt_syntax_name(r.prompt_syntax);
+    get("prompt_syntax", syntax);
+    const auto read_syntax = prompt_syntax_from_name(syntax);
+    if (!read_syntax) {
+        throw Error("request JSON: unknown prompt_syntax '" + syntax +
+                    "' (known: plain, a1111, a1111-no-norm)");
+    }
+    r.prompt_syntax = *read_syntax;
     if (j.contains("loras")) {
         const auto& list = j.at("loras");
         if (!list.is_array()) {
@@ -231,6 +242,24 @@ std::string lora_list(const std::vector<LoraRef>& loras) {
 }
 }  // namespace
 
+std::string GenerationRequest::emphasis_a1111() const {
+    switch (prompt_syntax) {
+        case PromptSyntax::Plain: {
+            // A1111's "None" reads brackets as text, as diffusers does (A1111 writes it where a
+            // prompt has one; elsewhere the two read a prompt of up to 75 tokens alike).
+            const auto bracket = [](const std::string& t) {
+                return t.find_first_of("([") != std::string::npos;
+            };
+            return bracket(prompt) || bracket(negative_prompt) ? "None" : "";
+        }
+        case PromptSyntax::A1111:
+            return "Original";  // A1111's default, which it leaves out; ours is plain
+        case PromptSyntax::A1111NoNorm:
+            return "No norm";
+    }
+    return "";
+}
+
 std::string GenerationRequest::to_a1111(int index, const std::string& model_name) const {
     std::string out = prompt;
     if (!negative_prompt.empty()) {
@@ -257,6 +286,7 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"Hires upscaler", is_hires() ? hires_upscaler : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
         {"Lora", lora_list(loras)},
+        {"Emphasis", emphasis_a1111()},
         {"Version", "SD Studio"},
     };
     std::string line;
@@ -311,7 +341,7 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
             r.prompt += (r.prompt.empty() ? "" : "\n") + l;
         }
     }
-    std::string sampler, schedule, upscaler;
+    std::string sampler, schedule, upscaler, emphasis, version;
     bool only_masked = false;
     int padding = 32;  // A1111's default
     for (const auto& [k, v] : settings) {
@@ -348,12 +378,28 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
                 r.clip_skip = std::max(0, std::stoi(v) - 1);
             else if (k == "Eta")
                 r.eta = std::stod(v);
+            else if (k == "Emphasis")
+                emphasis = v;
+            else if (k == "Version")
+                version = v;
         } catch (const std::exception&) {
             throw Error("A1111 parameters: '" + k + ": " + v + "' is not a valid value");
         }
     }
     if (only_masked) {
         r.mask_padding = std::max(0, padding);
+    }
+    // A1111 reads prompts with its syntax ("Original") unless the text says otherwise; SD
+    // Studio's texts say so where its syntax is not plain.
+    if (emphasis == "None" || (emphasis.empty() && version == "SD Studio")) {
+        r.prompt_syntax = PromptSyntax::Plain;
+    } else if (emphasis == "Original" || emphasis.empty()) {
+        r.prompt_syntax = PromptSyntax::A1111;
+    } else if (emphasis == "No norm") {
+        r.prompt_syntax = PromptSyntax::A1111NoNorm;
+    } else {
+        throw Error("A1111 parameters: 'Emphasis: " + emphasis +
+                    "' is not one SD Studio has (it has Original, No norm and None)");
     }
     if (r.is_hires()) {  // A1111 writes the hires pass's strength as the denoising strength
         r.hires_strength = r.strength;

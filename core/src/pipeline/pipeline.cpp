@@ -420,26 +420,75 @@ Sampler Pipeline::default_sampler() const {
         .value_or(family);
 }
 
-at::Tensor Pipeline::encode_prompt(const std::string& text, int clip_skip) {
-    if (impl_->text_2) {
-        return encode_prompt_xl(text, clip_skip).first;
+namespace {
+// A1111's emphasis on one chunk's states [1, 77, C]: each token's states times its weight and,
+// for "Original", the whole scaled back to the mean it had before. In float32, as A1111's
+// float32 weights promote its states.
+at::Tensor emphasize(const at::Tensor& states, const std::vector<float>& weights,
+                     PromptSyntax syntax) {
+    const at::Tensor z = states.to(at::kFloat);
+    const at::Tensor w = at::tensor(weights, at::kFloat).view({1, -1, 1}).to(z.device());
+    at::Tensor weighed = z * w;
+    if (syntax == PromptSyntax::A1111) {
+        weighed = weighed * (z.mean() / weighed.mean());
     }
-    const auto ids = impl_->tokenizer->encode_padded(text);
-    return impl_->text->encode(at::tensor(ids, at::kLong).unsqueeze(0), clip_skip);
+    return weighed.to(states.scalar_type());
 }
 
-std::pair<at::Tensor, at::Tensor> Pipeline::encode_prompt_xl(const std::string& text,
-                                                             int clip_skip) {
+at::Tensor chunk_ids(const PromptChunk& chunk) {
+    return at::tensor(chunk.ids, at::kLong).unsqueeze(0);
+}
+}  // namespace
+
+at::Tensor Pipeline::encode_prompt(const std::string& text, int clip_skip, PromptSyntax syntax) {
+    if (impl_->text_2) {
+        return encode_prompt_xl(text, clip_skip, syntax).first;
+    }
+    if (syntax == PromptSyntax::Plain) {
+        const auto ids = impl_->tokenizer->encode_padded(text);
+        return impl_->text->encode(at::tensor(ids, at::kLong).unsqueeze(0), clip_skip);
+    }
+    std::vector<at::Tensor> parts;
+    for (const PromptChunk& chunk : chunk_prompt(*impl_->tokenizer, text).chunks) {
+        parts.push_back(
+            emphasize(impl_->text->encode(chunk_ids(chunk), clip_skip), chunk.weights, syntax));
+    }
+    return at::cat(parts, 1);
+}
+
+std::pair<at::Tensor, at::Tensor> Pipeline::encode_prompt_xl(const std::string& text, int clip_skip,
+                                                             PromptSyntax syntax) {
     auto& m = *impl_;
     if (!m.text_2) {
         throw Error("encode_prompt_xl: " + m.folder.source().string() + " is not an SDXL model");
     }
-    auto ids = [&](const ClipTokenizer& tok) {
-        return at::tensor(tok.encode_padded(text), at::kLong).unsqueeze(0);
-    };
-    const auto first = m.text->encode_xl(ids(*m.tokenizer), clip_skip);
-    const auto second = m.text_2->encode_xl(ids(*m.tokenizer_2), clip_skip);
-    return {at::cat({first.hidden, second.hidden}, -1), second.pooled};
+    if (syntax == PromptSyntax::Plain) {
+        auto ids = [&](const ClipTokenizer& tok) {
+            return at::tensor(tok.encode_padded(text), at::kLong).unsqueeze(0);
+        };
+        const auto first = m.text->encode_xl(ids(*m.tokenizer), clip_skip);
+        const auto second = m.text_2->encode_xl(ids(*m.tokenizer_2), clip_skip);
+        return {at::cat({first.hidden, second.hidden}, -1), second.pooled};
+    }
+    const auto chunks = chunk_prompt(*m.tokenizer, text).chunks;
+    const auto chunks_2 = chunk_prompt(*m.tokenizer_2, text).chunks;
+    if (chunks.size() != chunks_2.size()) {
+        throw Error(m.folder.source().string() +
+                    ": the two tokenizers cut the prompt into different chunks");
+    }
+    std::vector<at::Tensor> parts;
+    at::Tensor pooled;
+    for (size_t k = 0; k < chunks.size(); ++k) {
+        const auto first = m.text->encode_xl(chunk_ids(chunks[k]), clip_skip);
+        const auto second = m.text_2->encode_xl(chunk_ids(chunks_2[k]), clip_skip);
+        parts.push_back(at::cat({emphasize(first.hidden, chunks[k].weights, syntax),
+                                 emphasize(second.hidden, chunks_2[k].weights, syntax)},
+                                -1));
+        if (k == 0) {
+            pooled = second.pooled;
+        }
+    }
+    return {at::cat(parts, 1), pooled};
 }
 
 std::vector<Image> Pipeline::decode(const at::Tensor& latents) {
@@ -632,6 +681,42 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     return result;
 }
 
+Pipeline::PromptEmbeddings Pipeline::encode_prompts(const GenerationRequest& req,
+                                                    bool with_negative) {
+    torch::NoGradGuard no_grad;
+    auto& m = *impl_;
+    if (req.loras != m.lora.applied()) {
+        m.lora.apply(req.loras);
+    }
+    if (req.embeddings != m.embeddings) {
+        set_embeddings(req.embeddings);
+    }
+    // Clip skip applies to the prompt only: diffusers' pipelines (SD and SDXL) encode the
+    // negative prompt as if there were none.
+    const PromptSyntax syntax = req.prompt_syntax;
+    PromptEmbeddings out;
+    if (!m.text_2) {
+        out.prompt = encode_prompt(req.prompt, req.clip_skip, syntax);
+        if (with_negative) {
+            out.negative = encode_prompt(req.negative_prompt, 0, syntax);
+        }
+        return out;
+    }
+    // SDXL: both encoders' states side by side and the second's pooled output. No negative
+    // prompt: zeros, when the model says so.
+    std::tie(out.prompt, out.pooled) = encode_prompt_xl(req.prompt, req.clip_skip, syntax);
+    if (with_negative) {
+        if (req.negative_prompt.empty() && m.folder.force_zeros_for_empty_prompt()) {
+            out.negative = at::zeros_like(out.prompt);
+            out.negative_pooled = at::zeros_like(out.pooled);
+        } else {
+            std::tie(out.negative, out.negative_pooled) =
+                encode_prompt_xl(req.negative_prompt, 0, syntax);
+        }
+    }
+    return out;
+}
+
 GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Image> inits,
                                const Image* mask, const StepObserver& observer,
                                const std::atomic<bool>* cancel, const at::Tensor& init_latents,
@@ -659,12 +744,6 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                     " is an inpainting model (its UNet takes the mask and the masked image "
                     "too): it needs an init image and a mask to repaint");
     }
-    if (req.loras != m.lora.applied()) {
-        m.lora.apply(req.loras);
-    }
-    if (req.embeddings != m.embeddings) {
-        set_embeddings(req.embeddings);
-    }
     const auto device = m.options.device;
     const auto dtype = m.options.dtype;
     const int64_t b = req.batch_count;
@@ -686,34 +765,26 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         return at::cat(parts, 0);
     };
 
-    // Text: [negative x B, prompt x B] when guided. Clip skip applies to the prompt only:
-    // diffusers' pipelines (SD and SDXL) encode the negative prompt as if there were none.
-    at::Tensor context;
-    UNet::Added added;
-    if (!m.text_2) {
-        const at::Tensor cond = encode_prompt(req.prompt, req.clip_skip).to(dtype);
-        context = cond.repeat({b, 1, 1});
-        if (req.guided()) {
-            const at::Tensor uncond = encode_prompt(req.negative_prompt).to(dtype);
-            context = at::cat({uncond.repeat({b, 1, 1}), context}, 0);
+    // Text: [negative x B, prompt x B] when guided. With A1111's syntax the two may differ in
+    // length (chunks of 77): then, as in A1111, the UNet takes each on its own
+    // (`uncond_context`), not side by side.
+    const PromptEmbeddings text = encode_prompts(req, req.guided());
+    at::Tensor context = text.prompt.to(dtype).repeat({b, 1, 1}), uncond_context;
+    if (text.negative.defined()) {
+        const at::Tensor negative = text.negative.to(dtype).repeat({b, 1, 1});
+        if (negative.size(1) == context.size(1)) {
+            context = at::cat({negative, context}, 0);
+        } else {
+            uncond_context = negative;
         }
-    } else {
-        // SDXL: both encoders' states side by side, the second's pooled output, and the size
-        // ids (original size, crop corner 0, target size: the image's size, as diffusers
-        // defaults them). No negative prompt: zeros, when the model says so.
-        auto [cond, pooled] = encode_prompt_xl(req.prompt, req.clip_skip);
-        context = cond.to(dtype).repeat({b, 1, 1});
-        at::Tensor text_embeds = pooled.to(dtype).repeat({b, 1});
-        if (req.guided()) {
-            at::Tensor uncond, uncond_pooled;
-            if (req.negative_prompt.empty() && m.folder.force_zeros_for_empty_prompt()) {
-                uncond = at::zeros_like(cond);
-                uncond_pooled = at::zeros_like(pooled);
-            } else {
-                std::tie(uncond, uncond_pooled) = encode_prompt_xl(req.negative_prompt);
-            }
-            context = at::cat({uncond.to(dtype).repeat({b, 1, 1}), context}, 0);
-            text_embeds = at::cat({uncond_pooled.to(dtype).repeat({b, 1}), text_embeds}, 0);
+    }
+    UNet::Added added;
+    if (m.text_2) {
+        // SDXL: the pooled embeddings and the size ids (original size, crop corner 0, target
+        // size: the image's size, as diffusers defaults them).
+        at::Tensor text_embeds = text.pooled.to(dtype).repeat({b, 1});
+        if (text.negative.defined()) {
+            text_embeds = at::cat({text.negative_pooled.to(dtype).repeat({b, 1}), text_embeds}, 0);
         }
         const double h = req.height, w = req.width;
         added.text_embeds = text_embeds;
@@ -722,6 +793,23 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                              .view({1, 6})
                              .repeat({text_embeds.size(0), 1});
     }
+    // The UNet's noise prediction for [negative x B, prompt x B] (or the prompt's alone).
+    const auto predict = [&](const at::Tensor& input, const at::Tensor& t) {
+        if (!uncond_context.defined()) {
+            return m.unet->forward(input, t, context, added);
+        }
+        const auto half = [&](int k) {
+            UNet::Added a;
+            if (added.text_embeds.defined()) {
+                a.text_embeds = added.text_embeds.narrow(0, k * b, b);
+                a.time_ids = added.time_ids.narrow(0, k * b, b);
+            }
+            return a;
+        };
+        return at::cat({m.unet->forward(input.narrow(0, 0, b), t, uncond_context, half(0)),
+                        m.unet->forward(input.narrow(0, b, b), t, context, half(1))},
+                       0);
+    };
 
     auto scheduler = Scheduler::create(req.sampler, m.folder.component("scheduler").config);
     scheduler->set_eta(req.eta);
@@ -819,7 +907,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                                            1)
                                  : at::cat({input, mask_latent, masked_latents}, 1);
         }
-        at::Tensor eps = m.unet->forward(input, t, context, added);
+        at::Tensor eps = predict(input, t);
         if (req.guided()) {
             auto parts = eps.chunk(2, 0);
             eps = parts[0] + req.guidance_scale * (parts[1] - parts[0]);

@@ -98,6 +98,77 @@ double parse_weight(std::string_view w) {
     return value;
 }
 
+// A1111's prompt syntax SD Studio does not have: AND (composable prompts), prompt editing
+// [a:b:N] / [a:N] / [a::N] and alternation [a|b]. Throws sds::Error naming what it found, so
+// that such a prompt is not silently read as emphasis brackets.
+void refuse_unsupported(std::string_view text) {
+    for (size_t at = text.find("AND"); at != std::string_view::npos;
+         at = text.find("AND", at + 1)) {
+        if ((at == 0 || !is_word(text[at - 1])) &&
+            (at + 3 == text.size() || !is_word(text[at + 3]))) {
+            throw Error(
+                "prompt: AND (A1111's composable prompts) is not something SD Studio "
+                "does; write the prompts as one, or lower case the word");
+        }
+    }
+    for (size_t open = 0; open < text.size(); ++open) {
+        if (text[open] == '\\') {
+            ++open;
+            continue;
+        }
+        if (text[open] != '[') {
+            continue;
+        }
+        // Its closing bracket, and whether a '|' or the last ':' stands at its own level.
+        int depth = 0;
+        size_t bar = std::string_view::npos, colon = std::string_view::npos;
+        size_t close = open + 1;
+        for (; close < text.size(); ++close) {
+            const char c = text[close];
+            if (c == '\\') {
+                ++close;
+            } else if (c == '[' || c == '(') {
+                ++depth;
+            } else if ((c == ']' || c == ')') && depth > 0) {
+                --depth;
+            } else if (c == ']') {
+                break;
+            } else if (depth == 0 && c == '|') {
+                bar = close;
+            } else if (depth == 0 && c == ':') {
+                colon = close;
+            }
+        }
+        if (close >= text.size()) {
+            break;
+        }
+        const std::string group(text.substr(open, close + 1 - open));
+        if (bar != std::string_view::npos) {
+            throw Error("prompt: " + group +
+                        " is A1111's alternation (a word for every other step), which SD "
+                        "Studio does not do; \\[ and \\] write the brackets themselves");
+        }
+        if (colon != std::string_view::npos) {
+            std::string_view when = text.substr(colon + 1, close - colon - 1);
+            while (!when.empty() && is_space(when.front())) {
+                when.remove_prefix(1);
+            }
+            while (!when.empty() && is_space(when.back())) {
+                when.remove_suffix(1);
+            }
+            const bool number = !when.empty() &&
+                                when.find_first_not_of("0123456789.") == std::string_view::npos &&
+                                when.find_first_of("0123456789") != std::string_view::npos;
+            if (number) {
+                throw Error("prompt: " + group +
+                            " is A1111's prompt editing (one text until a step, another after), "
+                            "which SD Studio does not do; \\[ and \\] write the brackets "
+                            "themselves");
+            }
+        }
+    }
+}
+
 }  // namespace
 
 const char* prompt_syntax_name(PromptSyntax syntax) {
@@ -122,6 +193,7 @@ std::optional<PromptSyntax> prompt_syntax_from_name(std::string_view name) {
 }
 
 std::vector<WeightedText> parse_emphasis(std::string_view text) {
+    refuse_unsupported(text);
     std::vector<WeightedText> res;
     std::vector<size_t> round, square;
     const auto multiply = [&](size_t from, double m) {

@@ -93,6 +93,25 @@ TEST(PromptSyntax, Break) {
     EXPECT_PARSE("(a BREAK b)", {{"a", 1.1}, {"BREAK", -1}, {"b", 1.1}});
 }
 
+TEST(PromptSyntax, WhatSdStudioDoesNotReadIsRefusedByName) {
+    // A1111's prompt editing, alternation and AND would be read as brackets and words.
+    for (const char* text : {"a [cat:dog:0.5] b", "[cat: 10 ]", "[cat::0.7]", "[cat|dog]",
+                             "[(cat:1.2)|dog]", "a cat AND a dog"}) {
+        EXPECT_THROW(sds::parse_emphasis(text), sds::Error) << text;
+    }
+    try {
+        sds::parse_emphasis("a [cat:dog:0.5] b");
+    } catch (const sds::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("[cat:dog:0.5] is A1111's prompt editing"),
+                  std::string::npos)
+            << e.what();
+    }
+    for (const char* text : {"[cat]", "[a (b:1.2)]", "\\[cat:0.5\\]", "ANDROID and", "[a: b]",
+                             "[unclosed:0.5", "(a|b)"}) {
+        EXPECT_NO_THROW(sds::parse_emphasis(text)) << text;
+    }
+}
+
 std::vector<int64_t> padded(std::vector<int32_t> tokens) {
     std::vector<int64_t> ids = {tokenizer().start_id()};
     ids.insert(ids.end(), tokens.begin(), tokens.end());

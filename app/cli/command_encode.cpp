@@ -1,0 +1,48 @@
+// sdstudio-cli encode --prompt TEXT [--negative TEXT] --out FILE.safetensors [flags]: the prompts
+// as the UNet takes them, under the names diffusers' pipelines take them as arguments.
+#include <cstdio>
+
+#include <ATen/ops/cat.h>
+
+#include "request_flags.h"
+#include "sds/safetensors.h"
+
+namespace sds::cli {
+
+int command_encode(const Args& args) {
+    GenerateFlags f = parse_generate_flags(args);
+    if (!f.rest.empty()) {
+        throw UsageError{"unknown argument '" + f.rest.front() + "'"};
+    }
+    if (f.out_dir.size() < 12 || f.out_dir.substr(f.out_dir.size() - 12) != ".safetensors") {
+        throw UsageError{"encode writes --out FILE.safetensors"};
+    }
+    f.request.validate();
+    f.sampler_given = true;  // no sampler runs
+    Pipeline pipeline = load_pipeline(f);
+    const auto text = pipeline.encode_prompts(f.request, true);
+    // fp32 on the CPU, whatever the model ran in.
+    const auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); };
+    std::vector<std::pair<std::string, at::Tensor>> tensors = {
+        {"prompt_embeds", cpu(text.prompt)}, {"negative_prompt_embeds", cpu(text.negative)}};
+    if (text.pooled.defined()) {
+        tensors.emplace_back("pooled_prompt_embeds", cpu(text.pooled));
+        tensors.emplace_back("negative_pooled_prompt_embeds", cpu(text.negative_pooled));
+    }
+    save_safetensors(f.out_dir, tensors, {{"sdstudio", f.request.to_json()}});
+    for (const auto& [name, t] : tensors) {
+        std::fprintf(stderr, "%s: [%s]\n", name.c_str(),
+                     [&] {
+                         std::string dims;
+                         for (int64_t d : t.sizes()) {
+                             dims += (dims.empty() ? "" : ", ") + std::to_string(d);
+                         }
+                         return dims;
+                     }()
+                         .c_str());
+    }
+    std::printf("%s\n", f.out_dir.c_str());
+    return 0;
+}
+
+}  // namespace sds::cli
