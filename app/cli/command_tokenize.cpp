@@ -1,9 +1,9 @@
 // sdstudio-cli tokenize MODEL PROMPT [--padded] [--prompt-syntax S] [--config DIR]
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "commands.h"
+#include "request_flags.h"
 #include "sds/clip_tokenizer.h"
 #include "sds/prompt_syntax.h"
 #include "settings.h"
@@ -19,12 +19,7 @@ int command_tokenize(const Args& args) {
         if (args[i] == "--padded") {
             padded = true;
         } else if (args[i] == "--prompt-syntax" && i + 1 < args.size()) {
-            const auto s = prompt_syntax_from_name(args[++i]);
-            if (!s) {
-                throw UsageError{"--prompt-syntax: '" + args[i] +
-                                 "' is not one of plain, a1111, a1111-no-norm"};
-            }
-            syntax = *s;
+            syntax = prompt_syntax_flag(args[++i]);
         } else if (args[i] == "--config" && i + 1 < args.size()) {
             config = args[++i];
         } else {
@@ -62,12 +57,11 @@ int command_tokenize(const Args& args) {
                         join(c.ids, [](int64_t id) { return std::to_string(id); }).c_str(),
                         join(c.weights, [](float w) {
                             char buf[32];
-                            std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(w));
+                            std::snprintf(buf, sizeof buf, "%g", static_cast<double>(w));
                             return std::string(buf);
                         }).c_str());
         }
-        const int n = chunked.token_count;
-        std::printf("%d/%d\n", n, (std::max(n, 1) + 74) / 75 * 75);
+        std::printf("%s\n", chunked.count_text().c_str());
         return 0;
     }
     std::vector<int64_t> ids;

@@ -103,6 +103,15 @@ std::string sampler_list_help() {
 }
 }  // namespace
 
+PromptSyntax prompt_syntax_flag(const std::string& name) {
+    const auto syntax = prompt_syntax_from_name(name);
+    if (!syntax) {
+        throw UsageError{"--prompt-syntax: '" + name +
+                         "' is not one of plain, a1111, a1111-no-norm"};
+    }
+    return *syntax;
+}
+
 std::string generate_flags_help() {
     return std::string(kFlagsBeforeSamplers) + sampler_list_help() + kFlagsAfterSamplers;
 }
@@ -223,13 +232,7 @@ GenerateFlags parse_generate_flags(const Args& args) {
         else if (a == "--hires-upscaler")
             r.hires_upscaler = value();
         else if (a == "--prompt-syntax") {
-            const std::string name = value();
-            const auto syntax = prompt_syntax_from_name(name);
-            if (!syntax) {
-                throw UsageError{"--prompt-syntax: '" + name +
-                                 "' is not one of plain, a1111, a1111-no-norm"};
-            }
-            r.prompt_syntax = *syntax;
+            r.prompt_syntax = prompt_syntax_flag(value());
         } else if (a == "--clip-skip")
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")

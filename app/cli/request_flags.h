@@ -51,6 +51,8 @@ T number(const std::string& flag, const std::string& v) {
 // --embedding-dir --from
 GenerateFlags parse_generate_flags(const Args& args);
 std::string generate_flags_help();
+// --prompt-syntax's value; UsageError for a name that is not one.
+PromptSyntax prompt_syntax_flag(const std::string& name);
 
 // The request's init image and mask (inpainting), read from their files; an unset size
 // becomes the init image's, down to a multiple of 8.

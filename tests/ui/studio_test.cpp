@@ -171,6 +171,7 @@ class StudioTest : public QObject {
         r.guidance_scale = 7.5;
         r.sampler = Sampler::EulerAncestral;
         r.seed = 42;
+        r.prompt_syntax = PromptSyntax::A1111;  // the studio's default
         p->setRequest(r);
     }
 

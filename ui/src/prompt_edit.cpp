@@ -42,8 +42,7 @@ void PromptEdit::updateCounter() {
             }
         } else {
             try {
-                const int n = chunk_prompt(*tokenizer_, prompt).token_count;
-                text = QStringLiteral("%1/%2").arg(n).arg((std::max(n, 1) + 74) / 75 * 75);
+                text = QString::fromStdString(chunk_prompt(*tokenizer_, prompt).count_text());
             } catch (const Error& e) {
                 text = tr("error");
                 tip = QString::fromStdString(e.what());

@@ -59,6 +59,8 @@ struct PromptChunk {
 struct ChunkedPrompt {
     std::vector<PromptChunk> chunks;
     int token_count = 0;
+    // The count as A1111 shows it: "80/150" (the tokens, and the chunks' room).
+    std::string count_text() const;
 };
 ChunkedPrompt chunk_prompt(const ClipTokenizer& tokenizer, std::string_view prompt);
 

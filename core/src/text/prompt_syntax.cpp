@@ -1,5 +1,6 @@
 #include "sds/prompt_syntax.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "sds/error.h"
@@ -266,6 +267,11 @@ std::vector<WeightedText> parse_emphasis(std::string_view text) {
         }
     }
     return merged;
+}
+
+std::string ChunkedPrompt::count_text() const {
+    return std::to_string(token_count) + "/" +
+           std::to_string((std::max(token_count, 1) + 74) / 75 * 75);
 }
 
 ChunkedPrompt chunk_prompt(const ClipTokenizer& tokenizer, std::string_view prompt) {
