@@ -379,6 +379,45 @@ class StudioTest : public QObject {
         QVERIFY(prompt->toolTip().isEmpty());
     }
 
+    void ctrlUpAndDownWeighTheWordAtTheCursor() {
+        ui::PromptEdit edit(QString{});
+        edit.setSyntax(PromptSyntax::A1111);
+        edit.setPlainText("a red circle, blue");
+        QTextCursor c = edit.textCursor();
+        c.setPosition(3);  // in "red"
+        edit.setTextCursor(c);
+        QTest::keyClick(&edit, Qt::Key_Up, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("a (red:1.1) circle, blue"));
+        QCOMPARE(edit.textCursor().selectedText(), QString("red"));
+        QTest::keyClick(&edit, Qt::Key_Up, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("a (red:1.2) circle, blue"));
+        QTest::keyClick(&edit, Qt::Key_Down, Qt::ControlModifier);
+        QTest::keyClick(&edit, Qt::Key_Down, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("a red circle, blue"));  // back at 1: no brackets
+        // A selection of several words; the cursor inside a weighted group finds it.
+        c.setPosition(2);
+        c.setPosition(12, QTextCursor::KeepAnchor);
+        edit.setTextCursor(c);
+        QTest::keyClick(&edit, Qt::Key_Down, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("a (red circle:0.9), blue"));
+        c = edit.textCursor();
+        c.setPosition(5);
+        edit.setTextCursor(c);
+        QTest::keyClick(&edit, Qt::Key_Down, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("a (red circle:0.8), blue"));
+        // Written by hand, with spaces, the group is read as A1111 reads it.
+        edit.setPlainText("(blue: 1.25 ) sky");
+        c = edit.textCursor();
+        c.setPosition(2);
+        edit.setTextCursor(c);
+        QTest::keyClick(&edit, Qt::Key_Up, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("(blue:1.35) sky"));
+        // The plain syntax reads brackets as text: the keys leave the prompt alone.
+        edit.setSyntax(PromptSyntax::Plain);
+        QTest::keyClick(&edit, Qt::Key_Up, Qt::ControlModifier);
+        QCOMPARE(edit.toPlainText(), QString("(blue:1.35) sky"));
+    }
+
     void aModelsSuggestedSettingsApplyOnceWhenItOpens() {
         auto& w = window();
         QTemporaryDir dir;

@@ -314,7 +314,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     syntax_->setItemData(0,
                          tr("(word) weighs a word by 1.1, (word:1.3) by 1.3, [word] by 1/1.1; "
                             "\\( is a bracket; BREAK starts a new chunk; prompts past 75 "
-                            "tokens are read in chunks of 75"),
+                            "tokens are read in chunks of 75. Ctrl+Up / Ctrl+Down weigh the "
+                            "word at the cursor"),
                          Qt::ToolTipRole);
     syntax_->addItem(tr("A1111, no norm"), prompt_syntax_name(PromptSyntax::A1111NoNorm));
     syntax_->setItemData(1,

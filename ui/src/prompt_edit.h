@@ -1,5 +1,7 @@
 #pragma once
-// A prompt box with an A1111-style token counter ("23/75") in its corner.
+// A prompt box with an A1111-style token counter ("23/75") in its corner; with A1111's syntax,
+// Ctrl+Up / Ctrl+Down weigh the selection (or the word or weighted group at the cursor) 0.1
+// more or less, as A1111's prompt boxes do.
 #include <QLabel>
 #include <QPlainTextEdit>
 
@@ -19,8 +21,14 @@ class PromptEdit : public QPlainTextEdit {
     void setSyntax(PromptSyntax syntax);
     QString counterText() const { return counter_->text(); }
 
+    // The selection, else the "(text:W)" group or the word at the cursor, weighed `delta`
+    // more: "word" -> "(word:1.1)", "(word:1.1)" -> "(word:1.2)"; at weight 1 the brackets go.
+    // The text stays selected, so that the keys can go on. Nothing with the plain syntax.
+    void adjustWeight(double delta);
+
   protected:
     void resizeEvent(QResizeEvent* event) override;
+    void keyPressEvent(QKeyEvent* event) override;
 
   private:
     void updateCounter();
