@@ -61,6 +61,9 @@ const std::vector<AxisInfo>& axis_table() {
          "each value replaces it, e.g. red, green, \"deep blue\""},
         {"clip_skip", "Clip skip", "Clip skip", ValueKind::Int, "0, 1, 2",
          "text encoder layers skipped, as --clip-skip counts them (1 is A1111's Clip skip 2)"},
+        {"prompt_syntax", "Prompts", "Prompt syntax", ValueKind::Text, "plain, a1111",
+         "how the prompts are read: plain (as typed, cut after 75 tokens, as diffusers), a1111 "
+         "(A1111's (word:1.2), [word], BREAK, long prompts), a1111-no-norm"},
         {"eta", "Eta", "Eta", ValueKind::Float, "0, 0.5, 1", "DDIM's eta, 0 to 1"},
         {"lora_weight", "LoRA", "LoRA weight", ValueKind::Float, "0, 0.5, 1",
          "the weight of the first LoRA chosen (--lora, or the studio's LoRA list), e.g. 0, 0.5, 1 "
@@ -270,6 +273,12 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         r.sampler = *twin;
     } else if (axis.name == "clip_skip") {
         r.clip_skip = value.toInt(&ok);
+    } else if (axis.name == "prompt_syntax") {
+        const auto syntax = prompt_syntax_from_name(value.toStdString());
+        if (!syntax) {
+            bad_value(axis.name, value, "is not one of plain, a1111, a1111-no-norm");
+        }
+        r.prompt_syntax = *syntax;
     } else if (axis.name == "eta") {
         r.eta = value.toDouble(&ok);
     } else if (axis.name == "lora_weight") {

@@ -89,6 +89,13 @@ TEST(GridAxes, EachValueSetsItsParameter) {
     EXPECT_EQ(spec.cell(2, 1).eta, 0.5);
     EXPECT_EQ(spec.cell(0, 0).clip_skip, 0);
     EXPECT_EQ(spec.cell(1, 0).seed, 7);  // the same seed in every cell
+    const auto read = spec_of("prompt_syntax=plain, a1111, a1111-no-norm");
+    EXPECT_EQ(read.cell(0, 0).prompt_syntax, PromptSyntax::Plain);
+    EXPECT_EQ(read.cell(2, 0).prompt_syntax, PromptSyntax::A1111NoNorm);
+    EXPECT_EQ(app::grid_label(read.x, 1), QString("Prompts: a1111"));
+    EXPECT_NE(error_of("prompt_syntax", "a1111, A1111")
+                  .find("'A1111' is not one of plain, a1111, a1111-no-norm"),
+              std::string::npos);
     const auto s = spec_of("sampler=DPM++ 2M Karras, ddim", "steps=3-4");
     EXPECT_EQ(s.cell(0, 1).sampler, Sampler::DpmPP2MKarras);
     EXPECT_EQ(s.cell(1, 1).steps, 4);
@@ -100,7 +107,8 @@ TEST(GridAxes, EachValueSetsItsParameter) {
               std::string::npos);
     EXPECT_NE(error_of("colour", "red")
                   .find("unknown axis 'colour' (steps, guidance, strength, "
-                        "seed, sampler, schedule, prompt, clip_skip, eta, lora_weight)"),
+                        "seed, sampler, schedule, prompt, clip_skip, prompt_syntax, eta, "
+                        "lora_weight)"),
               std::string::npos);
 }
 
