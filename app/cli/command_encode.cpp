@@ -20,7 +20,21 @@ int command_encode(const Args& args) {
     f.request.validate();
     f.sampler_given = true;  // no sampler runs
     Pipeline pipeline = load_pipeline(f);
-    const auto text = pipeline.encode_prompts(f.request, true);
+    // A1111's prompt editing and alternation: the texts of the first step, with a note.
+    GenerationRequest first = f.request;
+    if (first.prompt_syntax != PromptSyntax::Plain) {
+        for (std::string* t : {&first.prompt, &first.negative_prompt}) {
+            const auto schedule = prompt_schedule(*t, first.steps);
+            if (schedule.size() > 1) {
+                std::fprintf(stderr,
+                             "note: the prompt changes as the %d steps go (A1111's prompt "
+                             "editing or alternation); written: its first step's, \"%s\"\n",
+                             first.steps, schedule.front().text.c_str());
+            }
+            *t = schedule.front().text;
+        }
+    }
+    const auto text = pipeline.encode_prompts(first, true);
     // fp32 on the CPU, whatever the model ran in.
     const auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); };
     std::vector<std::pair<std::string, at::Tensor>> tensors = {

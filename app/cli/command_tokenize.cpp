@@ -15,9 +15,12 @@ int command_tokenize(const Args& args) {
     bool padded = false;
     std::string config;
     PromptSyntax syntax = PromptSyntax::Plain;
+    int steps = 20;
     for (size_t i = 0; i < args.size(); ++i) {
         if (args[i] == "--padded") {
             padded = true;
+        } else if (args[i] == "--steps" && i + 1 < args.size()) {
+            steps = number<int>("--steps", args[++i]);
         } else if (args[i] == "--prompt-syntax" && i + 1 < args.size()) {
             syntax = prompt_syntax_flag(args[++i]);
         } else if (args[i] == "--config" && i + 1 < args.size()) {
@@ -50,6 +53,20 @@ int command_tokenize(const Args& args) {
         return line;
     };
     if (syntax != PromptSyntax::Plain) {
+        // A prompt that changes as the steps go (A1111's prompt editing, alternation): each
+        // text, the model calls it is read for first (counted from 0, as A1111 counts them).
+        const auto schedule = prompt_schedule(pos[1], steps);
+        if (schedule.size() > 1) {
+            int from = 0;
+            for (const TimedPrompt& t : schedule) {
+                const std::string calls =
+                    &t == &schedule.back() ? std::to_string(from) + " on"
+                                           : std::to_string(from) + "-" + std::to_string(t.until);
+                std::printf("calls %s: %s\n", calls.c_str(), t.text.c_str());
+                from = t.until + 1;
+            }
+            return 0;
+        }
         // Each chunk's 77 ids, then their weights; then A1111's count.
         const ChunkedPrompt chunked = chunk_prompt(tok, pos[1]);
         for (const PromptChunk& c : chunked.chunks) {

@@ -480,6 +480,60 @@ def test_a1111_prompts_of_different_lengths_run_the_unet_apart(tmp_path):
         assert np.abs(got - w.astype(int)).max() <= 1, path
 
 
+def test_a1111_prompt_editing_and_alternation_switch_the_texts_as_the_steps_go(tmp_path):
+    """[dog house:a red circle:0.2] at 6 steps reads "dog house" for model calls 0-1 and "a red
+    circle" from call 2 (A1111's denoiser counts calls from 0 and switches after
+    int(0.2 * 6) = 1); [square|star] takes turns from call 2 (calls 0 and 1 read the first).
+    The reference: diffusers' UNet and Euler scheduler in that loop, each call with its texts
+    encoded as A1111 does. (The tiny model's picture is set in its first calls: a switch there
+    shows.)"""
+    import numpy as np
+    import torch
+    from diffusers import EulerDiscreteScheduler
+    from PIL import Image
+    ref = a1111()
+    model, pipe = a1111_model(tmp_path)
+    prompt, negative = "[dog house window:a red circle:0.2], (green:1.2) grass", "[square|star]"
+    prompts = ["dog house window, (green:1.2) grass"] * 2 + ["a red circle, (green:1.2) grass"] * 4
+    negatives = ["square", "square", "star", "square", "star", "square"]
+    r = run("tokenize", str(model), prompt, "--prompt-syntax", "a1111", "--steps", "6")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["calls 0-1: " + prompts[0], "calls 2 on: " + prompts[2]]
+    r = run("tokenize", str(model), negative, "--prompt-syntax", "a1111", "--steps", "6")
+    assert r.stdout.splitlines()[:4] == ["calls 0-1: square", "calls 2-2: star",
+                                         "calls 3-3: square", "calls 4-4: star"], r.stdout
+
+    def enc(text):
+        return ref.encode(pipe.text_encoder, pipe.tokenizer, text)
+
+    def images(prompts, negatives):
+        sched = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        sched.set_timesteps(6)
+        latents = torch.randn([1, 4, 16, 16], generator=torch.Generator().manual_seed(21))
+        latents = latents * sched.init_noise_sigma
+        with torch.no_grad():
+            for k, t in enumerate(sched.timesteps):
+                x = sched.scale_model_input(latents, t)
+                context = torch.cat([enc(negatives[k]), enc(prompts[k])])
+                e_neg, e_pos = pipe.unet(torch.cat([x, x]), t,
+                                         encoder_hidden_states=context).sample.chunk(2)
+                latents = sched.step(e_neg + 5.0 * (e_pos - e_neg), t, latents).prev_sample
+            out = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        return ((out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round()
+
+    want = images(prompts, negatives)[0].astype(int)
+    r = run("txt2img", "--model", str(model), "--prompt", prompt, "--negative", negative,
+            "--prompt-syntax", "a1111", "--sampler", "euler", "--steps", "6", "--guidance", "5",
+            "--seed", "21", "--width", "32", "--height", "32", "--device", "cpu",
+            "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    got = np.array(Image.open(r.stdout.strip()).convert("RGB")).astype(int)
+    assert np.abs(got - want).max() <= 1
+    # Without the switch (a red circle all through) it is another picture.
+    still = images(prompts[2:3] * 6, negatives)[0].astype(int)
+    assert np.abs(got - still).max() > 2
+
+
 def test_plain_prompts_say_emphasis_none_where_a1111_would_read_brackets(tmp_path):
     from PIL import Image
     r = run("txt2img", "--model", str(PIPE), "--prompt", "a (red) circle", "--steps", "1",

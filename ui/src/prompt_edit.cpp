@@ -47,7 +47,15 @@ void PromptEdit::updateCounter() {
             }
         } else {
             try {
-                text = QString::fromStdString(chunk_prompt(*tokenizer_, prompt).count_text());
+                // The longest of its steps' texts (A1111's prompt editing, alternation).
+                ChunkedPrompt longest;
+                for (const TimedPrompt& t : prompt_schedule(prompt, 100)) {
+                    ChunkedPrompt c = chunk_prompt(*tokenizer_, t.text);
+                    if (c.token_count >= longest.token_count) {
+                        longest = std::move(c);
+                    }
+                }
+                text = QString::fromStdString(longest.count_text());
             } catch (const Error& e) {
                 text = tr("error");
                 tip = QString::fromStdString(e.what());

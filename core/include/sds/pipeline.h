@@ -182,7 +182,7 @@ class Pipeline {
     GenerationResult run(const GenerationRequest& request, std::span<const Image> inits,
                          const Image* mask, const StepObserver& observer,
                          const std::atomic<bool>* cancel, const at::Tensor& init_latents = {},
-                         at::Tensor* latents_out = nullptr);
+                         at::Tensor* latents_out = nullptr, int first_pass_steps = 0);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -36,9 +36,32 @@ struct WeightedText {
     bool operator==(const WeightedText&) const = default;
 };
 
+// A1111's prompt editing and alternation over a run of `steps` steps. [from:to:when] reads
+// `from` up to the step `when` and `to` after it (`when` with a point: that fraction of the
+// steps, else a step number); [to:when] adds `to` then, [from::when] takes `from` away;
+// [a|b|c] reads a, b, c, a, ... from step to step. They nest, and sit inside emphasis
+// brackets, which stay in each step's text. The entries hold each step's text until their
+// step (`until`, as A1111 counts the model calls of a run from 0: step k reads the first
+// entry with k <= until); a prompt with neither is one entry, its text as it is. A1111's
+// hires fix second pass (`first_pass_steps` > 0): whole numbers count on from the first
+// pass's steps and fractions from 1, so [a:b:0.5] reads b all through it. A '|' outside an
+// alternation makes the whole prompt one entry, as A1111's parser gives up on it.
+struct TimedPrompt {
+    int until = 0;
+    std::string text;
+    bool operator==(const TimedPrompt&) const = default;
+};
+std::vector<TimedPrompt> prompt_schedule(std::string_view prompt, int steps,
+                                         int first_pass_steps = 0);
+// The text for model call `index` (from 0): the first entry with index <= until, else the
+// last (A1111 goes back to the first there: Heun's and DPM2's second calls past the steps).
+const std::string& prompt_at(const std::vector<TimedPrompt>& schedule, int index);
+
 // A1111's emphasis parse: the text in pieces with their weights (runs of equal weight joined),
 // BREAKs between. Brackets left open weigh everything after them; a closing bracket without
-// its opening one is text. Throws sds::Error for a weight that is not a number ("(a:1.2.3)").
+// its opening one is text. Throws sds::Error for a weight that is not a number ("(a:1.2.3)"),
+// and for A1111's AND (composable prompts), which SD Studio does not do. Prompt editing and
+// alternation are read by prompt_schedule first; here they are brackets.
 // Unlike A1111, a BREAK inside brackets still breaks (A1111 encodes the word BREAK there with a
 // negative weight).
 std::vector<WeightedText> parse_emphasis(std::string_view prompt);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <exception>
+#include <map>
 #include <optional>
 
 #include <ATen/Context.h>
@@ -668,14 +669,14 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         run(low, {}, nullptr, counted_low, cancel, {}, &latents);
         const at::Tensor scaled = scale_latents(latents, high.height / downscale(),
                                                 high.width / downscale(), req.hires_upscaler);
-        result = run(high, {}, nullptr, counted_high, cancel, scaled);
+        result = run(high, {}, nullptr, counted_high, cancel, scaled, nullptr, low.steps);
     } else {
         const GenerationResult first = run(low, {}, nullptr, counted_low, cancel);
         std::vector<Image> scaled;
         for (const Image& image : first.images) {
             scaled.push_back(resize(image, high.width, high.height));
         }
-        result = run(high, scaled, nullptr, counted_high, cancel);
+        result = run(high, scaled, nullptr, counted_high, cancel, {}, nullptr, low.steps);
     }
     result.request = req;
     return result;
@@ -720,7 +721,7 @@ Pipeline::PromptEmbeddings Pipeline::encode_prompts(const GenerationRequest& req
 GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Image> inits,
                                const Image* mask, const StepObserver& observer,
                                const std::atomic<bool>* cancel, const at::Tensor& init_latents,
-                               at::Tensor* latents_out) {
+                               at::Tensor* latents_out, int first_pass_steps) {
     torch::NoGradGuard no_grad;
     // Every step allocates the same buffers: keep them from one step to the next, and let them
     // go before the VAE decode, whose sizes differ.
@@ -768,46 +769,57 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     // Text: [negative x B, prompt x B] when guided. With A1111's syntax the two may differ in
     // length (chunks of 77): then, as in A1111, the UNet takes each on its own
     // (`uncond_context`), not side by side.
-    const PromptEmbeddings text = encode_prompts(req, req.guided());
-    at::Tensor context = text.prompt.to(dtype).repeat({b, 1, 1}), uncond_context;
-    if (text.negative.defined()) {
-        const at::Tensor negative = text.negative.to(dtype).repeat({b, 1, 1});
-        if (negative.size(1) == context.size(1)) {
-            context = at::cat({negative, context}, 0);
-        } else {
-            uncond_context = negative;
-        }
-    }
-    UNet::Added added;
-    if (m.text_2) {
-        // SDXL: the pooled embeddings and the size ids (original size, crop corner 0, target
-        // size: the image's size, as diffusers defaults them).
-        at::Tensor text_embeds = text.pooled.to(dtype).repeat({b, 1});
+    struct StepText {
+        at::Tensor context, uncond_context;
+        UNet::Added added;
+    };
+    const auto encode_text = [&](const std::string& prompt, const std::string& negative) {
+        GenerationRequest texts = req;
+        texts.prompt = prompt;
+        texts.negative_prompt = negative;
+        const PromptEmbeddings text = encode_prompts(texts, req.guided());
+        StepText out;
+        out.context = text.prompt.to(dtype).repeat({b, 1, 1});
         if (text.negative.defined()) {
-            text_embeds = at::cat({text.negative_pooled.to(dtype).repeat({b, 1}), text_embeds}, 0);
+            const at::Tensor uncond = text.negative.to(dtype).repeat({b, 1, 1});
+            if (uncond.size(1) == out.context.size(1)) {
+                out.context = at::cat({uncond, out.context}, 0);
+            } else {
+                out.uncond_context = uncond;
+            }
         }
-        const double h = req.height, w = req.width;
-        added.text_embeds = text_embeds;
-        added.time_ids = at::tensor(std::vector<double>{h, w, 0, 0, h, w}, at::kDouble)
-                             .to(device, dtype)
-                             .view({1, 6})
-                             .repeat({text_embeds.size(0), 1});
-    }
+        if (m.text_2) {
+            // SDXL: the pooled embeddings and the size ids (original size, crop corner 0,
+            // target size: the image's size, as diffusers defaults them).
+            at::Tensor text_embeds = text.pooled.to(dtype).repeat({b, 1});
+            if (text.negative.defined()) {
+                text_embeds =
+                    at::cat({text.negative_pooled.to(dtype).repeat({b, 1}), text_embeds}, 0);
+            }
+            const double h = req.height, w = req.width;
+            out.added.text_embeds = text_embeds;
+            out.added.time_ids = at::tensor(std::vector<double>{h, w, 0, 0, h, w}, at::kDouble)
+                                     .to(device, dtype)
+                                     .view({1, 6})
+                                     .repeat({text_embeds.size(0), 1});
+        }
+        return out;
+    };
     // The UNet's noise prediction for [negative x B, prompt x B] (or the prompt's alone).
-    const auto predict = [&](const at::Tensor& input, const at::Tensor& t) {
-        if (!uncond_context.defined()) {
-            return m.unet->forward(input, t, context, added);
+    const auto predict = [&](const at::Tensor& input, const at::Tensor& t, const StepText& text) {
+        if (!text.uncond_context.defined()) {
+            return m.unet->forward(input, t, text.context, text.added);
         }
         const auto half = [&](int k) {
             UNet::Added a;
-            if (added.text_embeds.defined()) {
-                a.text_embeds = added.text_embeds.narrow(0, k * b, b);
-                a.time_ids = added.time_ids.narrow(0, k * b, b);
+            if (text.added.text_embeds.defined()) {
+                a.text_embeds = text.added.text_embeds.narrow(0, k * b, b);
+                a.time_ids = text.added.time_ids.narrow(0, k * b, b);
             }
             return a;
         };
-        return at::cat({m.unet->forward(input.narrow(0, 0, b), t, uncond_context, half(0)),
-                        m.unet->forward(input.narrow(0, b, b), t, context, half(1))},
+        return at::cat({m.unet->forward(input.narrow(0, 0, b), t, text.uncond_context, half(0)),
+                        m.unet->forward(input.narrow(0, b, b), t, text.context, half(1))},
                        0);
     };
 
@@ -894,6 +906,26 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
 
     const at::Tensor timesteps = scheduler->timesteps();
     const int64_t n = timesteps.size(0);
+    // Each model call's texts: A1111's prompt editing and alternation switch them as the run
+    // goes (the calls counted from 0, as A1111's denoiser counts them); each pair of texts is
+    // encoded once, before the first step.
+    std::vector<TimedPrompt> prompts{{req.steps, req.prompt}};
+    std::vector<TimedPrompt> negatives{{req.steps, req.negative_prompt}};
+    if (req.prompt_syntax != PromptSyntax::Plain) {
+        prompts = prompt_schedule(req.prompt, req.steps, first_pass_steps);
+        negatives = prompt_schedule(req.negative_prompt, req.steps, first_pass_steps);
+    }
+    std::map<std::pair<std::string, std::string>, StepText> encoded;
+    std::vector<const StepText*> step_texts;
+    for (int64_t i = first; i < n; ++i) {
+        const int call = static_cast<int>(i - first);
+        auto key = std::pair{prompt_at(prompts, call), prompt_at(negatives, call)};
+        auto it = encoded.find(key);
+        if (it == encoded.end()) {
+            it = encoded.emplace(key, encode_text(key.first, key.second)).first;
+        }
+        step_texts.push_back(&it->second);
+    }
     for (int64_t i = first; i < n; ++i) {
         if (cancel != nullptr && cancel->load()) {
             throw Cancelled();
@@ -907,7 +939,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                                            1)
                                  : at::cat({input, mask_latent, masked_latents}, 1);
         }
-        at::Tensor eps = predict(input, t);
+        at::Tensor eps = predict(input, t, *step_texts[static_cast<size_t>(i - first)]);
         if (req.guided()) {
             auto parts = eps.chunk(2, 0);
             eps = parts[0] + req.guidance_scale * (parts[1] - parts[0]);

@@ -99,10 +99,9 @@ double parse_weight(std::string_view w) {
     return value;
 }
 
-// A1111's prompt syntax SD Studio does not have: AND (composable prompts), prompt editing
-// [a:b:N] / [a:N] / [a::N] and alternation [a|b]. Throws sds::Error naming what it found, so
-// that such a prompt is not silently read as emphasis brackets.
-void refuse_unsupported(std::string_view text) {
+// A1111's AND (composable prompts), which SD Studio does not have: throws sds::Error, so that
+// such a prompt is not silently read as a word.
+void refuse_and(std::string_view text) {
     for (size_t at = text.find("AND"); at != std::string_view::npos;
          at = text.find("AND", at + 1)) {
         if ((at == 0 || !is_word(text[at - 1])) &&
@@ -112,60 +111,181 @@ void refuse_unsupported(std::string_view text) {
                 "does; write the prompts as one, or lower case the word");
         }
     }
-    for (size_t open = 0; open < text.size(); ++open) {
-        if (text[open] == '\\') {
-            ++open;
-            continue;
-        }
-        if (text[open] != '[') {
-            continue;
-        }
-        // Its closing bracket, and whether a '|' or the last ':' stands at its own level.
-        int depth = 0;
-        size_t bar = std::string_view::npos, colon = std::string_view::npos;
-        size_t close = open + 1;
-        for (; close < text.size(); ++close) {
-            const char c = text[close];
-            if (c == '\\') {
-                ++close;
-            } else if (c == '[' || c == '(') {
-                ++depth;
-            } else if ((c == ']' || c == ')') && depth > 0) {
-                --depth;
-            } else if (c == ']') {
-                break;
-            } else if (depth == 0 && c == '|') {
-                bar = close;
-            } else if (depth == 0 && c == ':') {
-                colon = close;
+}
+
+// Prompt editing and alternation: a tree of the prompt's text.
+struct Timed {
+    enum Kind { Text, Sequence, Edit, Alternate } kind = Text;
+    std::string text;          // Text
+    std::vector<Timed> parts;  // Sequence: its pieces; Edit: from, to; Alternate: the options
+    int until = 0;             // Edit: the last step that reads `from`
+};
+
+// The end of the bracket group opened at text[open] ('['), nested brackets and escapes
+// skipped, and where its own ':' and '|' are; npos when it does not close.
+size_t group_end(std::string_view text, size_t open, std::vector<size_t>& colons,
+                 std::vector<size_t>& bars) {
+    int depth = 0;
+    for (size_t i = open + 1; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == '\\') {
+            ++i;
+        } else if (c == '[' || c == '(') {
+            ++depth;
+        } else if (c == ']' || c == ')') {
+            if (depth == 0) {
+                return c == ']' ? i : std::string_view::npos;
             }
+            --depth;
+        } else if (depth == 0 && c == ':') {
+            colons.push_back(i);
+        } else if (depth == 0 && c == '|') {
+            bars.push_back(i);
         }
-        if (close >= text.size()) {
+    }
+    return std::string_view::npos;
+}
+
+// A1111's NUMBER (a signed decimal, exponent allowed), white space around it.
+std::optional<std::string_view> edit_number(std::string_view s) {
+    while (!s.empty() && is_space(s.front())) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && is_space(s.back())) {
+        s.remove_suffix(1);
+    }
+    size_t i = 0;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+        ++i;
+    }
+    const size_t digits = i;
+    bool point = false;
+    size_t n = 0;
+    for (; i < s.size() && (is_digit(s[i]) || (s[i] == '.' && !point)); ++i) {
+        point = point || s[i] == '.';
+        n += is_digit(s[i]) ? 1 : 0;
+    }
+    if (n == 0 || i == digits) {
+        return std::nullopt;
+    }
+    if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+        size_t j = i + 1;
+        if (j < s.size() && (s[j] == '+' || s[j] == '-')) {
+            ++j;
+        }
+        const size_t exp = j;
+        while (j < s.size() && is_digit(s[j])) {
+            ++j;
+        }
+        i = j > exp ? j : i;
+    }
+    return i == s.size() ? std::optional(s) : std::nullopt;
+}
+
+struct ScheduleContext {
+    int steps;
+    int int_offset;
+    double float_offset;
+    std::vector<int> stops;  // the steps where the text may change
+    bool alternates = false;
+    size_t stray_bars = 0;  // '|' outside an alternation: A1111's parser gives up
+};
+
+Timed parse_timed(std::string_view text, ScheduleContext& ctx) {
+    Timed seq{Timed::Sequence, {}, {}, 0};
+    std::string plain;
+    const auto flush = [&] {
+        if (!plain.empty()) {
+            seq.parts.push_back({Timed::Text, std::move(plain), {}, 0});
+            plain.clear();
+        }
+    };
+    size_t i = 0;
+    while (i < text.size()) {
+        const char c = text[i];
+        if (c == '\\') {
+            plain += text.substr(i, 2);
+            i += 2;
+            continue;
+        }
+        if (c == '|') {
+            ++ctx.stray_bars;
+        }
+        if (c != '[') {
+            plain += c;
+            ++i;
+            continue;
+        }
+        std::vector<size_t> colons, bars;
+        const size_t close = group_end(text, i, colons, bars);
+        if (close == std::string_view::npos) {
+            plain += c;
+            ++i;
+            continue;
+        }
+        const auto part = [&](size_t from, size_t to) {
+            return parse_timed(text.substr(from, to - from), ctx);
+        };
+        std::optional<std::string_view> number;
+        if (!colons.empty() && colons.size() <= 2 && bars.empty()) {
+            number = edit_number(text.substr(colons.back() + 1, close - colons.back() - 1));
+        }
+        if (number) {  // [to:when] or [from:to:when]
+            flush();
+            Timed edit{Timed::Edit, {}, {}, 0};
+            const bool has_from = colons.size() == 2;
+            edit.parts.push_back(has_from ? part(i + 1, colons[0])
+                                          : Timed{Timed::Sequence, {}, {}, 0});
+            edit.parts.push_back(part(has_from ? colons[0] + 1 : i + 1, colons.back()));
+            double v = std::stod(std::string(*number));
+            v = number->find('.') != std::string_view::npos ? (v - ctx.float_offset) * ctx.steps
+                                                            : v - ctx.int_offset;
+            const double capped = std::min(static_cast<double>(ctx.steps), v);
+            edit.until = static_cast<int>(capped);  // toward zero, as Python's int()
+            if (edit.until >= 1) {
+                ctx.stops.push_back(edit.until);
+            }
+            seq.parts.push_back(std::move(edit));
+        } else if (!bars.empty() && colons.empty()) {  // [a|b|c]
+            flush();
+            Timed alt{Timed::Alternate, {}, {}, 0};
+            size_t from = i + 1;
+            for (size_t bar : bars) {
+                alt.parts.push_back(part(from, bar));
+                from = bar + 1;
+            }
+            alt.parts.push_back(part(from, close));
+            ctx.alternates = true;
+            seq.parts.push_back(std::move(alt));
+        } else {  // emphasis brackets: kept, what is inside read on
+            plain += '[';
+            flush();
+            seq.parts.push_back(part(i + 1, close));
+            plain += ']';
+        }
+        i = close + 1;
+    }
+    flush();
+    return seq;
+}
+
+void render(const Timed& t, int step, std::string& out) {
+    switch (t.kind) {
+        case Timed::Text:
+            out += t.text;
             break;
-        }
-        const std::string group(text.substr(open, close + 1 - open));
-        if (bar != std::string_view::npos) {
-            throw Error("prompt: " + group +
-                        " is A1111's alternation (a word for every other step), which SD "
-                        "Studio does not do; \\[ and \\] write the brackets themselves");
-        }
-        if (colon != std::string_view::npos) {
-            std::string_view when = text.substr(colon + 1, close - colon - 1);
-            while (!when.empty() && is_space(when.front())) {
-                when.remove_prefix(1);
+        case Timed::Sequence:
+            for (const Timed& p : t.parts) {
+                render(p, step, out);
             }
-            while (!when.empty() && is_space(when.back())) {
-                when.remove_suffix(1);
-            }
-            const bool number = !when.empty() &&
-                                when.find_first_not_of("0123456789.") == std::string_view::npos &&
-                                when.find_first_of("0123456789") != std::string_view::npos;
-            if (number) {
-                throw Error("prompt: " + group +
-                            " is A1111's prompt editing (one text until a step, another after), "
-                            "which SD Studio does not do; \\[ and \\] write the brackets "
-                            "themselves");
-            }
+            break;
+        case Timed::Edit:
+            render(t.parts[step <= t.until ? 0 : 1], step, out);
+            break;
+        case Timed::Alternate: {
+            const auto n = static_cast<int>(t.parts.size());
+            render(t.parts[static_cast<size_t>(((step - 1) % n + n) % n)], step, out);
+            break;
         }
     }
 }
@@ -194,7 +314,7 @@ std::optional<PromptSyntax> prompt_syntax_from_name(std::string_view name) {
 }
 
 std::vector<WeightedText> parse_emphasis(std::string_view text) {
-    refuse_unsupported(text);
+    refuse_and(text);
     std::vector<WeightedText> res;
     std::vector<size_t> round, square;
     const auto multiply = [&](size_t from, double m) {
@@ -267,6 +387,39 @@ std::vector<WeightedText> parse_emphasis(std::string_view text) {
         }
     }
     return merged;
+}
+
+std::vector<TimedPrompt> prompt_schedule(std::string_view prompt, int steps, int first_pass_steps) {
+    steps = std::max(steps, 1);
+    ScheduleContext ctx{steps, first_pass_steps, first_pass_steps > 0 ? 1.0 : 0.0, {steps}};
+    const Timed tree = parse_timed(prompt, ctx);
+    // A '|' of no alternation: A1111's parser fails and the prompt is read as it is.
+    if (ctx.stray_bars > 0) {
+        return {{steps, std::string(prompt)}};
+    }
+    if (ctx.alternates) {
+        for (int s = 1; s <= steps; ++s) {
+            ctx.stops.push_back(s);
+        }
+    }
+    std::sort(ctx.stops.begin(), ctx.stops.end());
+    ctx.stops.erase(std::unique(ctx.stops.begin(), ctx.stops.end()), ctx.stops.end());
+    std::vector<TimedPrompt> out;
+    for (int stop : ctx.stops) {
+        std::string text;
+        render(tree, stop, text);
+        out.push_back({stop, std::move(text)});
+    }
+    return out;
+}
+
+const std::string& prompt_at(const std::vector<TimedPrompt>& schedule, int index) {
+    for (const TimedPrompt& t : schedule) {
+        if (index <= t.until) {
+            return t.text;
+        }
+    }
+    return schedule.back().text;
 }
 
 std::string ChunkedPrompt::count_text() const {

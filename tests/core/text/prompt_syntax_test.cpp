@@ -93,23 +93,67 @@ TEST(PromptSyntax, Break) {
     EXPECT_PARSE("(a BREAK b)", {{"a", 1.1}, {"BREAK", -1}, {"b", 1.1}});
 }
 
-TEST(PromptSyntax, WhatSdStudioDoesNotReadIsRefusedByName) {
-    // A1111's prompt editing, alternation and AND would be read as brackets and words.
-    for (const char* text : {"a [cat:dog:0.5] b", "[cat: 10 ]", "[cat::0.7]", "[cat|dog]",
-                             "[(cat:1.2)|dog]", "a cat AND a dog"}) {
-        EXPECT_THROW(sds::parse_emphasis(text), sds::Error) << text;
+TEST(PromptSyntax, AndIsRefusedByName) {
+    // A1111's composable prompts would be read as a word.
+    EXPECT_THROW(sds::parse_emphasis("a cat AND a dog"), sds::Error);
+    EXPECT_NO_THROW(sds::parse_emphasis("ANDROID and a BRAND"));
+}
+
+using sds::TimedPrompt;
+
+TEST(PromptSyntax, PromptEditingSwitchesTextAtItsStep) {
+    using V = std::vector<TimedPrompt>;
+    EXPECT_EQ(sds::prompt_schedule("a [cat:dog:0.5] b", 20), (V{{10, "a cat b"}, {20, "a dog b"}}));
+    EXPECT_EQ(sds::prompt_schedule("[cat:dog:5]", 20), (V{{5, "cat"}, {20, "dog"}}));
+    EXPECT_EQ(sds::prompt_schedule("[dog: 0.25 ]", 8), (V{{2, ""}, {8, "dog"}}));
+    EXPECT_EQ(sds::prompt_schedule("[cat::3]", 8), (V{{3, "cat"}, {8, ""}}));
+    // Fractions round down; a step past the end or before the first never switches.
+    EXPECT_EQ(sds::prompt_schedule("[a:b:0.33]", 10), (V{{3, "a"}, {10, "b"}}));
+    EXPECT_EQ(sds::prompt_schedule("[a:b:30]", 10), (V{{10, "a"}}));
+    EXPECT_EQ(sds::prompt_schedule("[a:b:0]", 10), (V{{10, "b"}}));
+    // Inside emphasis, nested, and two at once.
+    EXPECT_EQ(sds::prompt_schedule("(([cat:dog:0.5]:1.2)) [[x:[y:z:0.2]:0.6]]", 10),
+              (V{{2, "((cat:1.2)) [x]"},
+                 {5, "((cat:1.2)) [x]"},
+                 {6, "((dog:1.2)) [x]"},
+                 {10, "((dog:1.2)) [z]"}}));
+    // The text for each model call: the first entry that reaches it, the last past the end.
+    const auto s = sds::prompt_schedule("[cat:dog:0.5]", 20);
+    EXPECT_EQ(sds::prompt_at(s, 0), "cat");
+    EXPECT_EQ(sds::prompt_at(s, 10), "cat");
+    EXPECT_EQ(sds::prompt_at(s, 11), "dog");
+    EXPECT_EQ(sds::prompt_at(s, 37), "dog");
+}
+
+TEST(PromptSyntax, AlternationTakesTurns) {
+    using V = std::vector<TimedPrompt>;
+    EXPECT_EQ(sds::prompt_schedule("a [cat|dog|] b", 4),
+              (V{{1, "a cat b"}, {2, "a dog b"}, {3, "a  b"}, {4, "a cat b"}}));
+    // As A1111 counts: calls 0 and 1 both read the first.
+    const auto s = sds::prompt_schedule("[cat|dog]", 6);
+    EXPECT_EQ(sds::prompt_at(s, 0), "cat");
+    EXPECT_EQ(sds::prompt_at(s, 1), "cat");
+    EXPECT_EQ(sds::prompt_at(s, 2), "dog");
+    EXPECT_EQ(sds::prompt_at(s, 3), "cat");
+}
+
+TEST(PromptSyntax, WhatIsNotEditingStaysAsItIs) {
+    using V = std::vector<TimedPrompt>;
+    for (const char* text : {"a (red:1.2) [blue] \\[x:0.5\\]", "[a: b]", "[a:b:c:0.5]",
+                             "[unclosed:0.5", "[a|b:0.5]", "(a:1.5)"}) {
+        EXPECT_EQ(sds::prompt_schedule(text, 10), (V{{10, text}})) << text;
     }
-    try {
-        sds::parse_emphasis("a [cat:dog:0.5] b");
-    } catch (const sds::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("[cat:dog:0.5] is A1111's prompt editing"),
-                  std::string::npos)
-            << e.what();
-    }
-    for (const char* text : {"[cat]", "[a (b:1.2)]", "\\[cat:0.5\\]", "ANDROID and", "[a: b]",
-                             "[unclosed:0.5", "(a|b)"}) {
-        EXPECT_NO_THROW(sds::parse_emphasis(text)) << text;
-    }
+    // A '|' outside an alternation: A1111's parser gives up, the prompt is read as it is.
+    EXPECT_EQ(sds::prompt_schedule("a | b [cat:dog:0.5]", 10), (V{{10, "a | b [cat:dog:0.5]"}}));
+    EXPECT_EQ(sds::prompt_schedule("(a|b) [c|d]", 2), (V{{2, "(a|b) [c|d]"}}));
+}
+
+TEST(PromptSyntax, TheHiresPassCountsOnFromTheFirst) {
+    using V = std::vector<TimedPrompt>;
+    // A fraction below 1 ended in the first pass; 1.5 is half way through the second.
+    EXPECT_EQ(sds::prompt_schedule("[cat:dog:0.5]", 10, 20), (V{{10, "dog"}}));
+    EXPECT_EQ(sds::prompt_schedule("[cat:dog:1.5]", 10, 20), (V{{5, "cat"}, {10, "dog"}}));
+    EXPECT_EQ(sds::prompt_schedule("[cat:dog:25]", 10, 20), (V{{5, "cat"}, {10, "dog"}}));
 }
 
 std::vector<int64_t> padded(std::vector<int32_t> tokens) {
