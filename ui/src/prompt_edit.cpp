@@ -4,6 +4,8 @@
 #include <QRegularExpression>
 
 #include <cmath>
+#include <set>
+#include <string>
 
 #include "sds/clip_tokenizer.h"
 #include "sds/error.h"
@@ -48,8 +50,13 @@ void PromptEdit::updateCounter() {
         } else {
             try {
                 // The longest of its steps' texts (A1111's prompt editing, alternation).
+                // Alternation gives each of the 100 calls an entry: each text is chunked once.
                 ChunkedPrompt longest;
+                std::set<std::string> seen;
                 for (const TimedPrompt& t : prompt_schedule(prompt, 100)) {
+                    if (!seen.insert(t.text).second) {
+                        continue;
+                    }
                     ChunkedPrompt c = chunk_prompt(*tokenizer_, t.text);
                     if (c.token_count >= longest.token_count) {
                         longest = std::move(c);

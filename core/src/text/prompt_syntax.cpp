@@ -324,6 +324,8 @@ std::vector<WeightedText> parse_emphasis(std::string_view text) {
     };
     static constexpr std::string_view kSpecial = "\\()[]:";
     size_t i = 0;
+    std::string_view w;  // the weight in ":W)" when n > 0
+    size_t n = 0;
     while (i < text.size()) {
         const char c = text[i];
         if (c == '\\') {  // \( \) \[ \] \\: the character; a lone backslash is dropped
@@ -337,8 +339,7 @@ std::vector<WeightedText> parse_emphasis(std::string_view text) {
         } else if (c == '[') {
             square.push_back(res.size());
             ++i;
-        } else if (std::string_view w; c == ':' && weight_token(text, i, w) > 0) {
-            const size_t n = weight_token(text, i, w);  // ":1.2)" closes the last "("
+        } else if (c == ':' && (n = weight_token(text, i, w)) > 0) {  // ":1.2)" closes "("
             if (!round.empty()) {
                 const double weight = parse_weight(w);
                 multiply(round.back(), weight);
