@@ -23,6 +23,15 @@ int command_encode(const Args& args) {
     // A1111's prompt editing and alternation: the texts of the first step, with a note.
     GenerationRequest first = f.request;
     if (first.prompt_syntax != PromptSyntax::Plain) {
+        const auto parts = split_and(first.prompt);
+        if (composes(parts)) {
+            throw Error(
+                "encode: the prompt is A1111's composable prompts (AND, or a weight after "
+                "':'), which the UNet takes as " +
+                std::to_string(parts.size()) +
+                " prompts guided apart, not as one prompt's embeddings");
+        }
+        first.prompt = parts.front().text;
         for (std::string* t : {&first.prompt, &first.negative_prompt}) {
             const auto schedule = prompt_schedule(*t, first.steps);
             if (schedule.size() > 1) {

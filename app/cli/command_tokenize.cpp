@@ -10,6 +10,46 @@
 
 namespace sds::cli {
 
+namespace {
+
+std::string join(const auto& values, auto format) {
+    std::string line;
+    for (const auto& v : values) {
+        line += (line.empty() ? "" : " ") + format(v);
+    }
+    return line;
+}
+
+// A1111's reading of a prompt: with prompt editing or alternation, each text and the model
+// calls it is read for (counted from 0, as A1111 counts them); else each chunk's 77 ids, then
+// their weights, then A1111's count.
+void print_a1111(const ClipTokenizer& tok, const std::string& prompt, int steps) {
+    const auto schedule = prompt_schedule(prompt, steps);
+    if (schedule.size() > 1) {
+        int from = 0;
+        for (const TimedPrompt& t : schedule) {
+            const std::string calls = &t == &schedule.back()
+                                          ? std::to_string(from) + " on"
+                                          : std::to_string(from) + "-" + std::to_string(t.until);
+            std::printf("calls %s: %s\n", calls.c_str(), t.text.c_str());
+            from = t.until + 1;
+        }
+        return;
+    }
+    const ChunkedPrompt chunked = chunk_prompt(tok, prompt);
+    for (const PromptChunk& c : chunked.chunks) {
+        std::printf("%s\n%s\n", join(c.ids, [](int64_t id) { return std::to_string(id); }).c_str(),
+                    join(c.weights, [](float w) {
+                        char buf[32];
+                        std::snprintf(buf, sizeof buf, "%g", static_cast<double>(w));
+                        return std::string(buf);
+                    }).c_str());
+    }
+    std::printf("%s\n", chunked.count_text().c_str());
+}
+
+}  // namespace
+
 int command_tokenize(const Args& args) {
     std::vector<std::string> pos;
     bool padded = false;
@@ -45,40 +85,16 @@ int command_tokenize(const Args& args) {
         dir /= "tokenizer";
     }
     const ClipTokenizer tok = ClipTokenizer::load_folder(dir);
-    const auto join = [](const auto& values, auto format) {
-        std::string line;
-        for (const auto& v : values) {
-            line += (line.empty() ? "" : " ") + format(v);
-        }
-        return line;
-    };
     if (syntax != PromptSyntax::Plain) {
-        // A prompt that changes as the steps go (A1111's prompt editing, alternation): each
-        // text, the model calls it is read for first (counted from 0, as A1111 counts them).
-        const auto schedule = prompt_schedule(pos[1], steps);
-        if (schedule.size() > 1) {
-            int from = 0;
-            for (const TimedPrompt& t : schedule) {
-                const std::string calls =
-                    &t == &schedule.back() ? std::to_string(from) + " on"
-                                           : std::to_string(from) + "-" + std::to_string(t.until);
-                std::printf("calls %s: %s\n", calls.c_str(), t.text.c_str());
-                from = t.until + 1;
+        // A1111's composable prompts: each part under a line that names it.
+        const auto parts = split_and(pos[1]);
+        for (size_t k = 0; k < parts.size(); ++k) {
+            if (composes(parts)) {
+                std::printf("part %zu, weight %g: %s\n", k + 1, parts[k].weight,
+                            parts[k].text.c_str());
             }
-            return 0;
+            print_a1111(tok, parts[k].text, steps);
         }
-        // Each chunk's 77 ids, then their weights; then A1111's count.
-        const ChunkedPrompt chunked = chunk_prompt(tok, pos[1]);
-        for (const PromptChunk& c : chunked.chunks) {
-            std::printf("%s\n%s\n",
-                        join(c.ids, [](int64_t id) { return std::to_string(id); }).c_str(),
-                        join(c.weights, [](float w) {
-                            char buf[32];
-                            std::snprintf(buf, sizeof buf, "%g", static_cast<double>(w));
-                            return std::string(buf);
-                        }).c_str());
-        }
-        std::printf("%s\n", chunked.count_text().c_str());
         return 0;
     }
     std::vector<int64_t> ids;

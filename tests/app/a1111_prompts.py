@@ -2,8 +2,9 @@
 
 Written for the tests from what A1111 documents and does (its prompt_parser's
 parse_prompt_attention, sd_hijack_clip's tokenize_line and process_tokens, sd_emphasis's
-"Original" and "No norm"): emphasis brackets, BREAK, chunks of 75 tokens with the comma
-backtrack of 20, each chunk encoded on its own by transformers' text encoder and weighed.
+"Original" and "No norm", get_multicond_prompt_list and reconstruct_multicond_batch): emphasis
+brackets, BREAK, chunks of 75 tokens with the comma backtrack of 20, each chunk encoded on its
+own by transformers' text encoder and weighed; AND, and the parts' weights.
 """
 import re
 
@@ -11,6 +12,8 @@ import torch
 
 _PIECE = re.compile(r"\\[()\[\]\\]|\\|[(\[)\]]|:\s*[+-]?[\d.]+\s*\)|:|[^\\()\[\]:]+")
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
+_AND = re.compile(r"\bAND\b")
+_PART_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
 CHUNK = 75
 COMMA_BACKTRACK = 20
 
@@ -126,3 +129,18 @@ def encode_xl(pipe, text, norm=True):
         if pooled is None:
             pooled = two.text_embeds
     return torch.cat(parts, 1), pooled
+
+
+def split_and(prompt):
+    """A composable prompt's parts: [(text, weight)]."""
+    parts = []
+    for part in _AND.split(prompt):
+        text, weight = _PART_WEIGHT.search(part).groups()
+        parts.append((text, float(weight) if weight is not None else 1.0))
+    return parts
+
+
+def pad_to_longest(conds):
+    """The parts' encoded prompts [1, n, d] padded to the longest with their last vector."""
+    longest = max(c.shape[1] for c in conds)
+    return [torch.cat([c, c[:, -1:].repeat(1, longest - c.shape[1], 1)], 1) for c in conds]

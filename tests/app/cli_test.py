@@ -534,6 +534,120 @@ def test_a1111_prompt_editing_and_alternation_switch_the_texts_as_the_steps_go(t
     assert np.abs(got - still).max() > 2
 
 
+def composed_images(pipe, parts, negative, guidance, steps, seeds, size=32, xl=False):
+    """A1111's composable prompts by hand: diffusers' UNet, Euler scheduler and VAE, each
+    part encoded as A1111 does, the parts padded to the longest with their last vector, the
+    noise prediction negative + sum of weight x guidance x (part - negative)."""
+    import numpy as np
+    import torch
+    from diffusers import EulerDiscreteScheduler
+    ref = a1111()
+    if xl:
+        encoded = [ref.encode_xl(pipe, text) for text, _ in parts]
+        conds = ref.pad_to_longest([c for c, _ in encoded])
+        pooled = [p for _, p in encoded]
+        uncond, uncond_pooled = ref.encode_xl(pipe, negative)
+    else:
+        conds = ref.pad_to_longest([ref.encode(pipe.text_encoder, pipe.tokenizer, text)
+                                    for text, _ in parts])
+        uncond = ref.encode(pipe.text_encoder, pipe.tokenizer, negative)
+    sched = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    side = size // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    latents = torch.cat([torch.randn([1, 4, side, side],
+                                     generator=torch.Generator().manual_seed(s)) for s in seeds])
+    latents = latents * sched.init_noise_sigma
+    b = len(seeds)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.scale_model_input(latents, t)
+
+            def unet(context, k):
+                extra = {}
+                if xl:
+                    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=x.dtype)
+                    extra["added_cond_kwargs"] = {
+                        "text_embeds": (uncond_pooled if k < 0 else pooled[k]).repeat(b, 1),
+                        "time_ids": time_ids.repeat(b, 1)}
+                return pipe.unet(x, t, encoder_hidden_states=context.repeat(b, 1, 1),
+                                 **extra).sample
+
+            e_neg = unet(uncond, -1)
+            eps = e_neg.clone()
+            for k, (cond, (_, weight)) in enumerate(zip(conds, parts)):
+                eps += (unet(cond, k) - e_neg) * (weight * guidance)
+            latents = sched.step(eps, t, latents).prev_sample
+        out = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    want = ((out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round()
+    assert np.isfinite(want).all() and want.std() > 5
+    return [w.astype(int) for w in want]
+
+
+@pytest.mark.parametrize("case", [
+    # Three parts, one of two chunks (the others padded to it), a negative weight; the
+    # negative prompt of one chunk, so the UNet takes it apart; batch 2.
+    {"prompt": "a red circle AND (green:1.2) grass BREAK blue sky:0.7 AND square:-0.4",
+     "negative": "yellow", "guidance": 6.0, "batch": 2},
+    # One part with a weight, at guidance 1: the negative prompt is run all the same (the
+    # weight as a guidance of 4).
+    {"prompt": "a red circle on a blue background : 4", "negative": "green square",
+     "guidance": 1.0, "batch": 1},
+])
+def test_a1111_and_guides_each_part_against_the_negative(tmp_path, case):
+    """A1111's composable prompts (AND, a part's weight after ':') against the reference loop
+    (composed_images) with diffusers' UNet."""
+    import numpy as np
+    from PIL import Image
+    ref = a1111()
+    model, pipe = a1111_model(tmp_path)
+    parts = ref.split_and(case["prompt"])
+    assert len(parts) > 1 or parts[0][1] != 1
+    seeds = [13 + i for i in range(case["batch"])]
+    want = composed_images(pipe, parts, case["negative"], case["guidance"], 5, seeds)
+    r = run("txt2img", "--model", str(model), "--prompt", case["prompt"], "--negative",
+            case["negative"], "--prompt-syntax", "a1111", "--sampler", "euler", "--steps", "5",
+            "--guidance", str(case["guidance"]), "--seed", "13", "--batch", str(case["batch"]),
+            "--width", "32", "--height", "32", "--device", "cpu", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    for path, w in zip(paths, want, strict=True):
+        got = np.array(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(got - w).max() <= 1, path
+    # Read as one prompt (the plain syntax), the same text is another picture.
+    r = run("txt2img", "--model", str(model), "--prompt", case["prompt"], "--negative",
+            case["negative"], "--sampler", "euler", "--steps", "5", "--guidance",
+            str(case["guidance"]), "--seed", "13", "--width", "32", "--height", "32",
+            "--device", "cpu", "--out", str(tmp_path / "plain"))
+    assert r.returncode == 0, r.stderr
+    plain = np.array(Image.open(r.stdout.strip()).convert("RGB")).astype(int)
+    assert np.abs(plain - want[0]).max() > 8
+    # tokenize shows the parts; encode, which writes one prompt's embeddings, refuses them.
+    r = run("tokenize", str(model), case["prompt"], "--prompt-syntax", "a1111")
+    assert r.returncode == 0, r.stderr
+    heads = [line for line in r.stdout.splitlines() if line.startswith("part ")]
+    assert heads == [f"part {k + 1}, weight {w:g}: {t}" for k, (t, w) in enumerate(parts)]
+    r = run("encode", "--model", str(model), "--prompt", case["prompt"], "--prompt-syntax",
+            "a1111", "--device", "cpu", "--out", str(tmp_path / "e.safetensors"))
+    assert r.returncode == 1 and "AND" in r.stderr, r.stderr
+
+
+def test_a1111_and_on_sdxl_gives_each_part_its_pooled_embedding(tmp_path):
+    import numpy as np
+    from diffusers import StableDiffusionXLPipeline
+    from PIL import Image
+    ref = a1111()
+    pipe = StableDiffusionXLPipeline.from_pretrained(SDXL / "tiny-sdxl")
+    prompt, negative = "a (red:1.3) circle AND a blue background BREAK stars:0.5", "green"
+    want = composed_images(pipe, ref.split_and(prompt), negative, 5.0, 4, [3], xl=True)
+    r = run("txt2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", prompt, "--negative",
+            negative, "--prompt-syntax", "a1111", "--sampler", "euler", "--steps", "4",
+            "--guidance", "5", "--seed", "3", "--width", "32", "--height", "32",
+            "--device", "cpu", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    got = np.array(Image.open(r.stdout.strip()).convert("RGB")).astype(int)
+    assert np.abs(got - want[0]).max() <= 1
+
+
 def test_plain_prompts_say_emphasis_none_where_a1111_would_read_brackets(tmp_path):
     from PIL import Image
     r = run("txt2img", "--model", str(PIPE), "--prompt", "a (red) circle", "--steps", "1",

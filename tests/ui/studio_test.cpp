@@ -368,6 +368,14 @@ class StudioTest : public QObject {
         }
         prompt->setPlainText(words);
         QCOMPARE(prompt->counterText(), QString("80/150"));
+        // The prompt's AND parts are counted apart (the longest shows); the negative prompt
+        // reads AND as a word.
+        prompt->setPlainText("a red cat AND a dog:0.5");
+        QCOMPARE(prompt->counterText(), QString("3/75"));
+        panel.negativePrompt()->setPlainText("a red cat AND a dog:0.5");
+        QCOMPARE(panel.negativePrompt()->counterText(),
+                 QString("%1/75").arg(tok->encode("a red cat AND a dog:0.5").size()));
+        prompt->setPlainText(words);
         syntax->setCurrentIndex(syntax->findText("Plain (diffusers)"));
         QCOMPARE(panel.request().prompt_syntax, PromptSyntax::Plain);
         QCOMPARE(prompt->counterText(), QString("80/75"));

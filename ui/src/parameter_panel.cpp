@@ -98,6 +98,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     const GenerationRequest defaults;
     prompt_ = new PromptEdit(tr("Prompt: what the image shows"));
     negative_ = new PromptEdit(tr("Negative prompt: what to avoid"));
+    prompt_->setComposable(true);
     prompt_->setObjectName("prompt");
     negative_->setObjectName("negative");
     prompt_->setMinimumHeight(70);

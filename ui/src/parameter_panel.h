@@ -83,6 +83,7 @@ class ParameterPanel : public QWidget {
     void addLora(const LoraRef& lora);
 
     PromptEdit* prompt() const { return prompt_; }
+    PromptEdit* negativePrompt() const { return negative_; }
     ValueSlider* guidance() const { return guidance_; }
     ValueSlider* strength() const { return strength_; }
     QPushButton* generateButton() const { return generate_; }

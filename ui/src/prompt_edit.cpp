@@ -32,6 +32,11 @@ void PromptEdit::setSyntax(PromptSyntax syntax) {
     updateCounter();
 }
 
+void PromptEdit::setComposable(bool composable) {
+    composable_ = composable;
+    updateCounter();
+}
+
 void PromptEdit::updateCounter() {
     QString text = QStringLiteral("–/75");
     QString tip;
@@ -49,17 +54,21 @@ void PromptEdit::updateCounter() {
             }
         } else {
             try {
-                // The longest of its steps' texts (A1111's prompt editing, alternation).
-                // Alternation gives each of the 100 calls an entry: each text is chunked once.
+                // The longest of its texts, as A1111 counts: each part's (AND), each step's
+                // (prompt editing, alternation; each of the 100 calls an entry, chunked once).
                 ChunkedPrompt longest;
                 std::set<std::string> seen;
-                for (const TimedPrompt& t : prompt_schedule(prompt, 100)) {
-                    if (!seen.insert(t.text).second) {
-                        continue;
-                    }
-                    ChunkedPrompt c = chunk_prompt(*tokenizer_, t.text);
-                    if (c.token_count >= longest.token_count) {
-                        longest = std::move(c);
+                const auto parts =
+                    composable_ ? split_and(prompt) : std::vector<PromptPart>{{prompt, 1.0}};
+                for (const PromptPart& part : parts) {
+                    for (const TimedPrompt& t : prompt_schedule(part.text, 100)) {
+                        if (!seen.insert(t.text).second) {
+                            continue;
+                        }
+                        ChunkedPrompt c = chunk_prompt(*tokenizer_, t.text);
+                        if (c.token_count >= longest.token_count) {
+                            longest = std::move(c);
+                        }
                     }
                 }
                 text = QString::fromStdString(longest.count_text());

@@ -19,6 +19,9 @@ class PromptEdit : public QPlainTextEdit {
     // How the prompt is read, which the counter follows: A1111's counts the tokens after its
     // brackets are read, in chunks of 75 ("80/150"); plain shows what is cut after 75.
     void setSyntax(PromptSyntax syntax);
+    // The prompt (not the negative prompt) reads A1111's AND: the counter counts its longest
+    // part.
+    void setComposable(bool composable);
     QString counterText() const { return counter_->text(); }
 
     // The selection, else the "(text:W)" group or the word at the cursor, weighed `delta`
@@ -35,6 +38,7 @@ class PromptEdit : public QPlainTextEdit {
     QLabel* counter_;
     std::shared_ptr<const ClipTokenizer> tokenizer_;
     PromptSyntax syntax_ = PromptSyntax::Plain;
+    bool composable_ = false;
 };
 
 }  // namespace sds::ui

@@ -36,6 +36,19 @@ struct WeightedText {
     bool operator==(const WeightedText&) const = default;
 };
 
+// A1111's composable prompts (the prompt, not the negative prompt): "a cat AND a dog:0.5" is
+// two prompts, each guided on its own against the negative and added up with its weight, the
+// number after its last ':' (white space at a part's end dropped). A prompt without AND is
+// one part, which may have a weight too ("a cat:1.2").
+struct PromptPart {
+    std::string text;
+    double weight = 1.0;
+    bool operator==(const PromptPart&) const = default;
+};
+std::vector<PromptPart> split_and(std::string_view prompt);
+// More than one part, or a weight other than 1: not one prompt's guidance.
+bool composes(const std::vector<PromptPart>& parts);
+
 // A1111's prompt editing and alternation over a run of `steps` steps. [from:to:when] reads
 // `from` up to the step `when` and `to` after it (`when` with a point: that fraction of the
 // steps, else a step number); [to:when] adds `to` then, [from::when] takes `from` away;
@@ -59,11 +72,10 @@ const std::string& prompt_at(const std::vector<TimedPrompt>& schedule, int index
 
 // A1111's emphasis parse: the text in pieces with their weights (runs of equal weight joined),
 // BREAKs between. Brackets left open weigh everything after them; a closing bracket without
-// its opening one is text. Throws sds::Error for a weight that is not a number ("(a:1.2.3)"),
-// and for A1111's AND (composable prompts), which SD Studio does not do. Prompt editing and
-// alternation are read by prompt_schedule first; here they are brackets.
-// Unlike A1111, a BREAK inside brackets still breaks (A1111 encodes the word BREAK there with a
-// negative weight).
+// its opening one is text. Throws sds::Error for a weight that is not a number ("(a:1.2.3)").
+// Prompt editing and alternation are read by prompt_schedule first, and AND by split_and;
+// here they are text. Unlike A1111, a BREAK inside brackets still breaks (A1111 encodes the
+// word BREAK there with a negative weight).
 std::vector<WeightedText> parse_emphasis(std::string_view prompt);
 
 // One chunk of a prompt for the text encoder: start, 75 tokens (padded with end markers), end;

@@ -766,23 +766,56 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         return at::cat(parts, 0);
     };
 
-    // Text: [negative x B, prompt x B] when guided. With A1111's syntax the two may differ in
-    // length (chunks of 77): then, as in A1111, the UNet takes each on its own
-    // (`uncond_context`), not side by side.
+    // A1111's composable prompts (AND, or a weight after the prompt): each part guided against
+    // the negative prompt on its own, the guidance added up with the parts' weights. The
+    // negative prompt is run then even at a guidance of 1, as A1111 runs it.
+    std::vector<PromptPart> parts{{req.prompt, 1.0}};
+    if (req.prompt_syntax != PromptSyntax::Plain) {
+        parts = split_and(req.prompt);
+    }
+    const bool guided = req.guided() || composes(parts);
+    // The UNet's batch: [negative x B when guided, part 1 x B, ..., part n x B].
+    const auto copies = static_cast<int64_t>(parts.size()) + (guided ? 1 : 0);
+
+    // With A1111's syntax the texts may differ in length (chunks of 77): the parts are padded
+    // to the longest with their last vector, as A1111 stacks them; a negative of another
+    // length goes through the UNet on its own (`uncond_context`), as in A1111.
     struct StepText {
         at::Tensor context, uncond_context;
         UNet::Added added;
     };
-    const auto encode_text = [&](const std::string& prompt, const std::string& negative) {
-        GenerationRequest texts = req;
-        texts.prompt = prompt;
-        texts.negative_prompt = negative;
-        const PromptEmbeddings text = encode_prompts(texts, req.guided());
+    const auto encode_text = [&](const std::vector<std::string>& prompts,
+                                 const std::string& negative) {
+        std::vector<at::Tensor> contexts, pooled;
+        at::Tensor uncond, uncond_pooled;
+        for (size_t k = 0; k < prompts.size(); ++k) {
+            GenerationRequest texts = req;
+            texts.prompt = prompts[k];
+            texts.negative_prompt = negative;
+            const PromptEmbeddings text = encode_prompts(texts, guided && k == 0);
+            contexts.push_back(text.prompt.to(dtype));
+            pooled.push_back(text.pooled);
+            if (k == 0 && text.negative.defined()) {
+                uncond = text.negative.to(dtype).repeat({b, 1, 1});
+                uncond_pooled = text.negative_pooled;
+            }
+        }
+        int64_t longest = 0;
+        for (const at::Tensor& c : contexts) {
+            longest = std::max(longest, c.size(1));
+        }
+        for (at::Tensor& c : contexts) {
+            if (c.size(1) < longest) {
+                c = at::cat({c, c.narrow(1, c.size(1) - 1, 1)
+                                    .expand({c.size(0), longest - c.size(1), c.size(2)})},
+                            1);
+            }
+            c = c.repeat({b, 1, 1});
+        }
         StepText out;
-        out.context = text.prompt.to(dtype).repeat({b, 1, 1});
-        if (text.negative.defined()) {
-            const at::Tensor uncond = text.negative.to(dtype).repeat({b, 1, 1});
-            if (uncond.size(1) == out.context.size(1)) {
+        out.context = at::cat(contexts, 0);
+        if (uncond.defined()) {
+            if (uncond.size(1) == longest) {
                 out.context = at::cat({uncond, out.context}, 0);
             } else {
                 out.uncond_context = uncond;
@@ -791,35 +824,38 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         if (m.text_2) {
             // SDXL: the pooled embeddings and the size ids (original size, crop corner 0,
             // target size: the image's size, as diffusers defaults them).
-            at::Tensor text_embeds = text.pooled.to(dtype).repeat({b, 1});
-            if (text.negative.defined()) {
-                text_embeds =
-                    at::cat({text.negative_pooled.to(dtype).repeat({b, 1}), text_embeds}, 0);
+            std::vector<at::Tensor> embeds;
+            if (uncond.defined()) {
+                embeds.push_back(uncond_pooled.to(dtype).repeat({b, 1}));
+            }
+            for (const at::Tensor& p : pooled) {
+                embeds.push_back(p.to(dtype).repeat({b, 1}));
             }
             const double h = req.height, w = req.width;
-            out.added.text_embeds = text_embeds;
+            out.added.text_embeds = at::cat(embeds, 0);
             out.added.time_ids = at::tensor(std::vector<double>{h, w, 0, 0, h, w}, at::kDouble)
                                      .to(device, dtype)
                                      .view({1, 6})
-                                     .repeat({text_embeds.size(0), 1});
+                                     .repeat({out.added.text_embeds.size(0), 1});
         }
         return out;
     };
-    // The UNet's noise prediction for [negative x B, prompt x B] (or the prompt's alone).
+    // The UNet's noise prediction for the batch above.
     const auto predict = [&](const at::Tensor& input, const at::Tensor& t, const StepText& text) {
         if (!text.uncond_context.defined()) {
             return m.unet->forward(input, t, text.context, text.added);
         }
-        const auto half = [&](int k) {
+        const auto rows = [&](int64_t from, int64_t count) {
             UNet::Added a;
             if (text.added.text_embeds.defined()) {
-                a.text_embeds = text.added.text_embeds.narrow(0, k * b, b);
-                a.time_ids = text.added.time_ids.narrow(0, k * b, b);
+                a.text_embeds = text.added.text_embeds.narrow(0, from, count);
+                a.time_ids = text.added.time_ids.narrow(0, from, count);
             }
             return a;
         };
-        return at::cat({m.unet->forward(input.narrow(0, 0, b), t, text.uncond_context, half(0)),
-                        m.unet->forward(input.narrow(0, b, b), t, text.context, half(1))},
+        const int64_t rest = input.size(0) - b;
+        return at::cat({m.unet->forward(input.narrow(0, 0, b), t, text.uncond_context, rows(0, b)),
+                        m.unet->forward(input.narrow(0, b, rest), t, text.context, rows(b, rest))},
                        0);
     };
 
@@ -909,17 +945,24 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     // Each model call's texts: A1111's prompt editing and alternation switch them as the run
     // goes (the calls counted from 0, as A1111's denoiser counts them); each pair of texts is
     // encoded once, before the first step.
-    std::vector<TimedPrompt> prompts{{req.steps, req.prompt}};
+    std::vector<std::vector<TimedPrompt>> prompts;
     std::vector<TimedPrompt> negatives{{req.steps, req.negative_prompt}};
+    for (const PromptPart& part : parts) {
+        prompts.push_back(req.prompt_syntax == PromptSyntax::Plain
+                              ? std::vector<TimedPrompt>{{req.steps, part.text}}
+                              : prompt_schedule(part.text, req.steps, first_pass_steps));
+    }
     if (req.prompt_syntax != PromptSyntax::Plain) {
-        prompts = prompt_schedule(req.prompt, req.steps, first_pass_steps);
         negatives = prompt_schedule(req.negative_prompt, req.steps, first_pass_steps);
     }
-    std::map<std::pair<std::string, std::string>, StepText> encoded;
+    std::map<std::pair<std::vector<std::string>, std::string>, StepText> encoded;
     std::vector<const StepText*> step_texts;
     for (int64_t i = first; i < n; ++i) {
         const int call = static_cast<int>(i - first);
-        auto key = std::pair{prompt_at(prompts, call), prompt_at(negatives, call)};
+        std::pair<std::vector<std::string>, std::string> key{{}, prompt_at(negatives, call)};
+        for (const auto& schedule : prompts) {
+            key.first.push_back(prompt_at(schedule, call));
+        }
         auto it = encoded.find(key);
         if (it == encoded.end()) {
             it = encoded.emplace(key, encode_text(key.first, key.second)).first;
@@ -931,18 +974,21 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
             throw Cancelled();
         }
         const at::Tensor t = timesteps[i];
-        at::Tensor input = req.guided() ? at::cat({latents, latents}, 0) : latents;
-        input = scheduler->scale_model_input(input, i);
+        const auto batch = [&](const at::Tensor& x) {
+            return copies > 1 ? x.repeat({copies, 1, 1, 1}) : x;
+        };
+        at::Tensor input = scheduler->scale_model_input(batch(latents), i);
         if (inpaint && inpainting_unet) {
-            input = req.guided() ? at::cat({input, at::cat({mask_latent, mask_latent}, 0),
-                                            at::cat({masked_latents, masked_latents}, 0)},
-                                           1)
-                                 : at::cat({input, mask_latent, masked_latents}, 1);
+            input = at::cat({input, batch(mask_latent), batch(masked_latents)}, 1);
         }
         at::Tensor eps = predict(input, t, *step_texts[static_cast<size_t>(i - first)]);
-        if (req.guided()) {
-            auto parts = eps.chunk(2, 0);
-            eps = parts[0] + req.guidance_scale * (parts[1] - parts[0]);
+        if (guided) {
+            // negative + each part's weight x guidance x (part - negative)
+            const auto split = eps.chunk(copies, 0);
+            eps = split[0];
+            for (size_t k = 0; k < parts.size(); ++k) {
+                eps = eps + (parts[k].weight * req.guidance_scale) * (split[k + 1] - split[0]);
+            }
         }
         auto step = scheduler->step(eps, i, latents, noise);
         latents = step.prev_sample;

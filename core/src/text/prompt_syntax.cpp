@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "sds/error.h"
+#include "unicode.h"
 
 namespace sds {
 
@@ -17,11 +18,34 @@ constexpr size_t kCommaBacktrack = 20;  // A1111's comma_padding_backtrack defau
 bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
-// Python's \w, with any byte of a multi-byte UTF-8 character counted as a letter.
-bool is_word(char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u >= 0x80 || (u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') ||
-           (u >= 'A' && u <= 'Z') || u == '_';
+// Python's \w (letters, numbers, '_') for the character that starts at text[at] / ends just
+// before text[at] (UTF-8).
+bool is_word_char(char32_t c) {
+    return c == U'_' || unicode::is_letter(c) || unicode::is_number(c);
+}
+bool word_at(std::string_view text, size_t at) {
+    if (at >= text.size()) {
+        return false;
+    }
+    size_t end = at + 1;
+    while (end < text.size() && end < at + 4 && (static_cast<unsigned char>(text[end]) >> 6) == 2) {
+        ++end;
+    }
+    return is_word_char(unicode::decode_utf8(text.substr(at, end - at)).front());
+}
+bool word_before(std::string_view text, size_t at) {
+    if (at == 0) {
+        return false;
+    }
+    size_t from = at - 1;
+    while (from > 0 && from + 4 > at && (static_cast<unsigned char>(text[from]) >> 6) == 2) {
+        --from;
+    }
+    return is_word_char(unicode::decode_utf8(text.substr(from, at - from)).back());
+}
+// text[at, end) stands as a word (Python's \b on both sides).
+bool stands_alone(std::string_view text, size_t at, size_t end) {
+    return !word_before(text, at) && !word_at(text, end);
 }
 bool is_digit(char c) {
     return c >= '0' && c <= '9';
@@ -39,9 +63,7 @@ void add_text(std::string_view text, std::vector<WeightedText>& out) {
             break;
         }
         const size_t end = at + kBreak.size();
-        const bool starts = at == 0 || !is_word(text[at - 1]);
-        const bool ends = end == text.size() || !is_word(text[end]);
-        if (!starts || !ends) {
+        if (!stands_alone(text, at, end)) {
             search = at + 1;
             continue;
         }
@@ -97,20 +119,6 @@ double parse_weight(std::string_view w) {
         throw Error("prompt: the weight '" + std::string(w) + "' is not a number");
     }
     return value;
-}
-
-// A1111's AND (composable prompts), which SD Studio does not have: throws sds::Error, so that
-// such a prompt is not silently read as a word.
-void refuse_and(std::string_view text) {
-    for (size_t at = text.find("AND"); at != std::string_view::npos;
-         at = text.find("AND", at + 1)) {
-        if ((at == 0 || !is_word(text[at - 1])) &&
-            (at + 3 == text.size() || !is_word(text[at + 3]))) {
-            throw Error(
-                "prompt: AND (A1111's composable prompts) is not something SD Studio "
-                "does; write the prompts as one, or lower case the word");
-        }
-    }
 }
 
 // Prompt editing and alternation: a tree of the prompt's text.
@@ -314,7 +322,6 @@ std::optional<PromptSyntax> prompt_syntax_from_name(std::string_view name) {
 }
 
 std::vector<WeightedText> parse_emphasis(std::string_view text) {
-    refuse_and(text);
     std::vector<WeightedText> res;
     std::vector<size_t> round, square;
     const auto multiply = [&](size_t from, double m) {
@@ -421,6 +428,59 @@ const std::string& prompt_at(const std::vector<TimedPrompt>& schedule, int index
         }
     }
     return schedule.back().text;
+}
+
+namespace {
+// A part of a composable prompt: its text and the weight after its last ':' (A1111's
+// ^(.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$), white space at its end dropped.
+PromptPart weighed_part(std::string_view text) {
+    const auto trim_end = [](std::string_view t) {
+        while (!t.empty() && is_space(t.back())) {
+            t.remove_suffix(1);
+        }
+        return t;
+    };
+    text = trim_end(text);
+    if (const size_t colon = text.rfind(':'); colon != std::string_view::npos) {
+        std::string_view number = text.substr(colon + 1);
+        while (!number.empty() && is_space(number.front())) {
+            number.remove_prefix(1);
+        }
+        // [-+]? then digits with an optional point after them, or a point and digits.
+        std::string_view digits = number;
+        if (!digits.empty() && (digits.front() == '+' || digits.front() == '-')) {
+            digits.remove_prefix(1);
+        }
+        const size_t point = digits.find('.');
+        const bool all_digits = std::all_of(digits.begin(), digits.end(),
+                                            [](char c) { return is_digit(c) || c == '.'; });
+        const bool one_point = point == digits.rfind('.');
+        const bool has_digit = std::any_of(digits.begin(), digits.end(), is_digit);
+        if (all_digits && one_point && has_digit) {
+            return {std::string(trim_end(text.substr(0, colon))), parse_weight(number)};
+        }
+    }
+    return {std::string(text), 1.0};
+}
+}  // namespace
+
+std::vector<PromptPart> split_and(std::string_view prompt) {
+    static constexpr std::string_view kAnd = "AND";
+    std::vector<PromptPart> parts;
+    size_t from = 0;
+    for (size_t at = prompt.find(kAnd); at != std::string_view::npos;
+         at = prompt.find(kAnd, at + 1)) {
+        if (stands_alone(prompt, at, at + kAnd.size())) {
+            parts.push_back(weighed_part(prompt.substr(from, at - from)));
+            from = at + kAnd.size();
+        }
+    }
+    parts.push_back(weighed_part(prompt.substr(from)));
+    return parts;
+}
+
+bool composes(const std::vector<PromptPart>& parts) {
+    return parts.size() > 1 || parts.front().weight != 1.0;
 }
 
 std::string ChunkedPrompt::count_text() const {

@@ -93,10 +93,41 @@ TEST(PromptSyntax, Break) {
     EXPECT_PARSE("(a BREAK b)", {{"a", 1.1}, {"BREAK", -1}, {"b", 1.1}});
 }
 
-TEST(PromptSyntax, AndIsRefusedByName) {
-    // A1111's composable prompts would be read as a word.
-    EXPECT_THROW(sds::parse_emphasis("a cat AND a dog"), sds::Error);
-    EXPECT_NO_THROW(sds::parse_emphasis("ANDROID and a BRAND"));
+using sds::PromptPart;
+
+// What Python's re gives for A1111's \bAND\b split and its weight pattern (worked out in
+// Python, cases below).
+TEST(PromptSyntax, AndSplitsComposablePromptsWithTheirWeights) {
+    using V = std::vector<PromptPart>;
+    EXPECT_EQ(sds::split_and("a cat AND a dog:0.5"), (V{{"a cat", 1.0}, {" a dog", 0.5}}));
+    EXPECT_EQ(sds::split_and("a cat:1.2"), (V{{"a cat", 1.2}}));
+    EXPECT_EQ(sds::split_and("a cat : 1.2  "), (V{{"a cat", 1.2}}));
+    EXPECT_EQ(sds::split_and("a:+.5 AND b: -2 AND c:1e3"),
+              (V{{"a", 0.5}, {" b", -2.0}, {" c:1e3", 1.0}}));
+    EXPECT_EQ(sds::split_and("a\nAND\tb:0.3\n"), (V{{"a", 1.0}, {"\tb", 0.3}}));
+    // Empty parts stay parts.
+    EXPECT_EQ(sds::split_and("a AND"), (V{{"a", 1.0}, {"", 1.0}}));
+    EXPECT_EQ(sds::split_and("AND"), (V{{"", 1.0}, {"", 1.0}}));
+    EXPECT_EQ(sds::split_and("a AND AND b"), (V{{"a", 1.0}, {"", 1.0}, {" b", 1.0}}));
+    // Only the word on its own, in capitals; Python's \b knows letters beyond ASCII.
+    EXPECT_EQ(sds::split_and("ANDROID and a BRAND"), (V{{"ANDROID and a BRAND", 1.0}}));
+    EXPECT_EQ(sds::split_and("x_AND y"), (V{{"x_AND y", 1.0}}));
+    EXPECT_EQ(sds::split_and("東京AND 🦊AND b"), (V{{"東京AND 🦊", 1.0}, {" b", 1.0}}));
+    // Weights: the last ':' and a number to the end, as Python's float reads it.
+    EXPECT_EQ(sds::split_and("a:b:2"), (V{{"a:b", 2.0}}));
+    EXPECT_EQ(sds::split_and("a:-1"), (V{{"a", -1.0}}));
+    EXPECT_EQ(sds::split_and("a:.5"), (V{{"a", 0.5}}));
+    EXPECT_EQ(sds::split_and("a:5."), (V{{"a", 5.0}}));
+    for (const char* text : {"(a cat:1.2)", "a:2.5.1", "a:+.", "a:", "a: 1 2"}) {
+        EXPECT_EQ(sds::split_and(text), (V{{text, 1.0}})) << text;
+    }
+    EXPECT_FALSE(sds::composes(sds::split_and("a cat ")));
+    EXPECT_TRUE(sds::composes(sds::split_and("a cat:1.2")));
+    EXPECT_TRUE(sds::composes(sds::split_and("a AND b")));
+    // The emphasis parse reads AND as a word (the negative prompt's), and BREAK beside
+    // letters beyond ASCII as Python's \b does.
+    EXPECT_PARSE("a cat AND a dog", {{"a cat AND a dog", 1.0}});
+    EXPECT_PARSE("東京BREAK 🦊BREAK b", {{"東京BREAK 🦊", 1.0}, {"BREAK", -1}, {"b", 1.0}});
 }
 
 using sds::TimedPrompt;
