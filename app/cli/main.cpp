@@ -64,6 +64,9 @@ constexpr const char* kUsage =
     "        [--count N --size PX --seed S]\n"
     "  export MODEL --out FILE      a model as one single-file checkpoint in the original SD\n"
     "        [--dtype fp16|fp32]    layout, as A1111 loads it (default fp16)\n"
+    "  styles [--styles FILE]       the prompt styles (A1111's styles.csv; default: the\n"
+    "                               studio's), listed; --save NAME --prompt P [--negative N]\n"
+    "                               adds or replaces one, --delete NAME takes one out\n"
     "  help                         this text\n"
     "\n"
     "generation flags:\n";
@@ -78,6 +81,7 @@ constexpr Command kCommands[] = {
     {"img2img", sds::cli::command_img2img}, {"inpaint", sds::cli::command_inpaint},
     {"grid", sds::cli::command_grid},       {"train", sds::cli::command_train},
     {"dataset", sds::cli::command_dataset}, {"export", sds::cli::command_export},
+    {"styles", sds::cli::command_styles},
 };
 
 }  // namespace

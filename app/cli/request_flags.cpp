@@ -3,6 +3,7 @@
 #include "image_io.h"
 #include "sds/scheduler.h"
 #include "settings.h"
+#include "styles.h"
 
 #include <chrono>
 #include <cstdio>
@@ -62,6 +63,9 @@ const char* const kFlagsAfterSamplers =
     "                     file's name); repeat for several\n"
     "  --embedding-dir DIR   A1111's embeddings folder: each file there (or below) whose\n"
     "                     name is a word of the prompts is used, as A1111 does\n"
+    "  --style NAME       merge a prompt style into the prompts, as A1111 does (its\n"
+    "                     {prompt}, else after the prompt); repeat for several, in order\n"
+    "  --styles FILE      the styles (A1111's styles.csv; default: the studio's)\n"
     "  --from PNG         start from the parameters a PNG carries (ours, or A1111's\n"
     "                     parameters text): prompt, negative, steps, guidance, seed,\n"
     "                     sampler, size, strength, clip skip, eta, prompt syntax; the flags\n"
@@ -161,6 +165,29 @@ LoraRef parse_lora(const std::string& text) {
 
 }  // namespace
 
+std::string styles_path(const std::string& flag) {
+    return flag.empty() ? app::StudioSettings::load().stylesFile().toStdString() : flag;
+}
+
+void apply_styles(GenerationRequest& r, const std::vector<std::string>& names,
+                  const std::string& styles_file) {
+    const std::string file = styles_path(styles_file);
+    const auto styles = app::load_styles(file);
+    for (const std::string& name : names) {
+        const app::PromptStyle* style = app::find_style(styles, name);
+        if (style == nullptr) {
+            std::string known;
+            for (const app::PromptStyle& s : styles) {
+                known += (known.empty() ? "" : ", ") + s.name;
+            }
+            throw UsageError{"--style '" + name + "': no such style in " + file +
+                             (known.empty() ? " (it has none)" : " (its styles: " + known + ")")};
+        }
+        r.prompt = app::merge_style(style->prompt, r.prompt);
+        r.negative_prompt = app::merge_style(style->negative_prompt, r.negative_prompt);
+    }
+}
+
 GenerateFlags parse_generate_flags(const Args& args) {
     GenerateFlags f;
     auto& r = f.request;
@@ -175,7 +202,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
         }
     }
     bool lora_given = false, embedding_given = false;
-    std::string lora_dir, embedding_dir;
+    std::string lora_dir, embedding_dir, styles_file;
+    std::vector<std::string> styles;
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         auto value = [&]() -> const std::string& {
@@ -245,6 +273,10 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.loras.push_back(parse_lora(value()));
         } else if (a == "--lora-dir")
             lora_dir = value();
+        else if (a == "--style")
+            styles.push_back(value());
+        else if (a == "--styles")
+            styles_file = value();
         else if (a == "--embedding") {
             if (!embedding_given) {  // likewise the embeddings
                 r.embeddings.clear();
@@ -261,6 +293,9 @@ GenerateFlags parse_generate_flags(const Args& args) {
             f.dtype = value();
         else
             f.rest.push_back(a);
+    }
+    if (!styles.empty()) {  // before the LoRA tags: a style may have some
+        apply_styles(r, styles, styles_file);
     }
     r.take_lora_tags(lora_dir);
     if (!embedding_dir.empty()) {

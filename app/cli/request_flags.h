@@ -48,9 +48,14 @@ T number(const std::string& flag, const std::string& v) {
 // --strength --init --mask --mask-blur --mask-padding --out --device --dtype --clip-skip --eta
 // --hires-scale --hires-steps
 // --hires-strength --lora --lora-dir --embedding
-// --embedding-dir --from
+// --embedding-dir --style --styles --from
 GenerateFlags parse_generate_flags(const Args& args);
 std::string generate_flags_help();
+// --styles' file, or the studio's styles.csv where it is empty.
+std::string styles_path(const std::string& flag);
+// The named styles merged into the request's prompts, in order (A1111's apply_styles).
+void apply_styles(GenerationRequest& request, const std::vector<std::string>& names,
+                  const std::string& styles_file);
 // --prompt-syntax's value; UsageError for a name that is not one.
 PromptSyntax prompt_syntax_flag(const std::string& name);
 

@@ -100,4 +100,8 @@ QString StudioSettings::dataFolder() const {
                : data_folder;
 }
 
+QString StudioSettings::stylesFile() const {
+    return dataFolder() + QStringLiteral("/styles.csv");
+}
+
 }  // namespace sds::app

@@ -38,6 +38,8 @@ struct StudioSettings {
     void addRecent(const QString& folder);
     // data_folder, or the platform's per-user data folder when empty.
     QString dataFolder() const;
+    // The prompt styles (A1111's styles.csv): styles.csv in dataFolder().
+    QString stylesFile() const;
     // single_file_config, or the bundled configs for `checkpoint` when empty.
     QString singleFileConfig(const QString& checkpoint) const;
 };

@@ -648,6 +648,56 @@ def test_a1111_and_on_sdxl_gives_each_part_its_pooled_embedding(tmp_path):
     assert np.abs(got - want[0]).max() <= 1
 
 
+def test_styles_from_a1111s_file_merge_into_the_prompts(tmp_path):
+    """A styles.csv as A1111 writes it (Python's csv module, a byte order mark), --style merged
+    as A1111's merge_prompts does; styles --save and --delete write a file Python reads back."""
+    import csv
+    from PIL import Image
+    styles = tmp_path / "styles.csv"
+    rows = [{"name": "Oil, \"fine\"", "prompt": "oil painting of {prompt}, framed",
+             "negative_prompt": "blurry,\nlow quality"},
+            {"name": "Night", "prompt": " at night ", "negative_prompt": ""}]
+    with open(styles, "w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["name", "prompt", "negative_prompt"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def merge(style, prompt):  # A1111's merge_prompts
+        if "{prompt}" in style:
+            return style.replace("{prompt}", prompt)
+        return ", ".join(p for p in (prompt.strip(), style.strip()) if p)
+
+    prompt, negative = "a red circle", "green"
+    for row in rows:
+        prompt, negative = merge(row["prompt"], prompt), merge(row["negative_prompt"], negative)
+    assert prompt == "oil painting of a red circle, framed, at night"
+    r = run("txt2img", "--model", str(PIPE), "--prompt", "a red circle", "--negative", "green",
+            "--styles", str(styles), "--style", rows[0]["name"], "--style", "Night",
+            "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    req = json.loads(Image.open(r.stdout.strip()).text["sdstudio"])
+    assert (req["prompt"], req["negative_prompt"]) == (prompt, negative)
+    r = run("txt2img", "--model", str(PIPE), "--prompt", "x", "--styles", str(styles),
+            "--style", "Day")
+    assert r.returncode == 2 and "--style 'Day': no such style in " + str(styles) in r.stderr
+    assert 'its styles: Oil, "fine", Night' in r.stderr
+    # Saved and deleted through the CLI: Python's csv reads what A1111 would.
+    r = run("styles", "--styles", str(styles), "--save", "Mine", "--prompt", " {prompt}, \"q\"",
+            "--negative", "a,\r\nb")
+    assert r.returncode == 0, r.stderr
+    r = run("styles", "--styles", str(styles), "--delete", "Night")
+    assert r.returncode == 0, r.stderr
+    with open(styles, encoding="utf-8-sig", newline="") as f:
+        back = list(csv.DictReader(f, skipinitialspace=True))
+    assert back == [rows[0], {"name": "Mine", "prompt": " {prompt}, \"q\"",
+                              "negative_prompt": "a,\r\nb"}]
+    r = run("styles", "--styles", str(styles))
+    assert r.returncode == 0 and r.stdout.startswith('Oil, "fine"\n  prompt: oil painting of')
+    (tmp_path / "bad.csv").write_text("title,body\n")
+    r = run("styles", "--styles", str(tmp_path / "bad.csv"))
+    assert r.returncode == 1 and str(tmp_path / "bad.csv") + ": not a styles file" in r.stderr
+
+
 def test_plain_prompts_say_emphasis_none_where_a1111_would_read_brackets(tmp_path):
     from PIL import Image
     r = run("txt2img", "--model", str(PIPE), "--prompt", "a (red) circle", "--steps", "1",

@@ -11,6 +11,7 @@
 #include <QDirIterator>
 #include <QDoubleSpinBox>
 #include <QElapsedTimer>
+#include <QFile>
 #include <QFileInfo>
 #include <QImageReader>
 #include <QJsonDocument>
@@ -18,6 +19,7 @@
 #include <QLabel>
 #include <QLineEdit>
 #include <QListWidget>
+#include <QMenu>
 #include <QPainter>
 #include <QProcess>
 #include <QPushButton>
@@ -52,6 +54,7 @@
 #include "sds/safetensors.h"
 #include "sketch_canvas.h"
 #include "step_strip.h"
+#include "styles.h"
 #include "test_paths.h"
 #include "train_window.h"
 #include "training.h"
@@ -385,6 +388,75 @@ class StudioTest : public QObject {
         QVERIFY(typed > 3);
         QCOMPARE(prompt->counterText(), QString("%1/75").arg(typed));
         QVERIFY(prompt->toolTip().isEmpty());
+    }
+
+    void theStylesMenuMergesAndSavesA1111sStyles() {
+        QTemporaryDir dir;
+        const QString file = dir.filePath("styles.csv");
+        QFile f(file);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(
+            "name,prompt,negative_prompt\r\nOil & ink,\"oil painting of {prompt}, framed\","
+            "blurry\r\n");
+        f.close();
+        ui::ParameterPanel panel;
+        panel.setStylesFile(file);
+        panel.prompt()->setPlainText("a cat");
+        panel.negativePrompt()->setPlainText("grey");
+        QMenu* menu = panel.stylesButton()->menu();
+        const auto action = [menu](const QString& text) -> QAction* {
+            for (QAction* a : menu->actions()) {
+                if (a->text() == text) {
+                    return a;
+                }
+            }
+            return nullptr;
+        };
+        Q_EMIT menu->aboutToShow();
+        if (!qEnvironmentVariable("SDS_SCREENSHOTS").isEmpty()) {
+            // The panel with the menu drawn open under its button (a popup is a window of
+            // its own, which grabbing the panel leaves out).
+            panel.resize(420, 640);
+            panel.show();
+            menu->popup(panel.stylesButton()->mapToGlobal(QPoint(0, 0)));
+            QTest::qWait(50);
+            QPixmap shot = panel.grab();
+            QPainter p(&shot);
+            const QPoint at = panel.stylesButton()->mapTo(&panel, QPoint(0, 0));
+            const QPixmap open = menu->grab();
+            p.drawPixmap(std::min(at.x(), shot.width() - open.width()),
+                         at.y() + panel.stylesButton()->height(), open);
+            p.end();
+            menu->hide();
+            shot.save(QDir(qEnvironmentVariable("SDS_SCREENSHOTS")).filePath("studio-styles.png"));
+        }
+        QAction* oil = action("Oil && ink");
+        QVERIFY(oil);
+        QVERIFY(oil->toolTip().contains("oil painting of {prompt}"));
+        oil->trigger();
+        QCOMPARE(panel.prompt()->toPlainText(), QString("oil painting of a cat, framed"));
+        QCOMPARE(panel.negativePrompt()->toPlainText(), QString("grey, blurry"));
+        QCOMPARE(panel.request().prompt, std::string("oil painting of a cat, framed"));
+        panel.prompt()->undo();  // the merge is one step back
+        QCOMPARE(panel.prompt()->toPlainText(), QString("a cat"));
+        // The prompts saved as a style, beside the first; then the first deleted.
+        panel.saveStyle("Mine");
+        Q_EMIT menu->aboutToShow();
+        QVERIFY(action("Mine") && action("Oil && ink"));
+        panel.deleteStyle("Oil & ink");
+        QCOMPARE(app::load_styles(file.toStdString()),
+                 (std::vector<app::PromptStyle>{{"Mine", "a cat", "grey, blurry"}}));
+        Q_EMIT menu->aboutToShow();
+        QVERIFY(!action("Oil && ink"));
+        // A file that cannot be read says so in the menu, and nothing is written over it.
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write("title,body\nx,y\n");
+        f.close();
+        Q_EMIT menu->aboutToShow();
+        QCOMPARE(menu->actions().size(), 1);
+        QVERIFY(!menu->actions()[0]->isEnabled());
+        QVERIFY(menu->actions()[0]->text().contains("not a styles file"));
+        QVERIFY_THROWS_EXCEPTION(Error, panel.applyStyle("Mine"));
     }
 
     void ctrlUpAndDownWeighTheWordAtTheCursor() {

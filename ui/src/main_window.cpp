@@ -262,6 +262,7 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     connect(worker_.get(), &app::InferenceWorker::queueChanged, this,
             [this](int) { updateStatus(); });
 
+    panel_->setStylesFile(settings_.stylesFile());
     // The history store.
     try {
         history_ = std::make_unique<app::HistoryStore>(settings_.dataFolder());
@@ -1065,6 +1066,7 @@ void MainWindow::openSettings() {
             history_ = std::make_unique<app::HistoryStore>(folder->text());
             settings_.data_folder = folder->text();
             historyView_->setStore(history_.get());
+            panel_->setStylesFile(settings_.stylesFile());
         } catch (const std::exception& e) {
             showError(QString::fromUtf8(e.what()));
         }

@@ -10,8 +10,11 @@
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
+#include <QInputDialog>
 #include <QLabel>
 #include <QLineEdit>
+#include <QMenu>
+#include <QMessageBox>
 #include <QPushButton>
 #include <QRadioButton>
 #include <QRandomGenerator>
@@ -20,13 +23,17 @@
 #include <QSlider>
 #include <QSpinBox>
 #include <QTableWidget>
+#include <QTextCursor>
+#include <QToolButton>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <cmath>
 
 #include "prompt_edit.h"
 #include "sds/error.h"
 #include "sds/scheduler.h"
+#include "styles.h"
 
 namespace sds::ui {
 
@@ -421,8 +428,25 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(QString(), hiresPassRow);
     form->addRow(tr("LoRA"), loraBox);
 
+    styles_ = new QToolButton;
+    styles_->setObjectName("styles");
+    styles_->setText(tr("Styles"));
+    styles_->setToolTip(
+        tr("Prompt styles (A1111's styles.csv): merge one into the prompts, or "
+           "save the prompts as one"));
+    styles_->setPopupMode(QToolButton::InstantPopup);
+    styles_->setAutoRaise(true);
+    auto* stylesMenu = new QMenu(styles_);
+    stylesMenu->setToolTipsVisible(true);
+    styles_->setMenu(stylesMenu);
+    connect(stylesMenu, &QMenu::aboutToShow, this, &ParameterPanel::fillStylesMenu);
+    auto* promptRow = new QHBoxLayout;
+    promptRow->addWidget(new QLabel(tr("Prompt")));
+    promptRow->addStretch();
+    promptRow->addWidget(styles_);
+
     auto* v = new QVBoxLayout(this);
-    v->addWidget(new QLabel(tr("Prompt")));
+    v->addLayout(promptRow);
     v->addWidget(prompt_, 2);
     v->addWidget(new QLabel(tr("Negative prompt")));
     v->addWidget(negative_, 1);
@@ -454,6 +478,133 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
             });
     connect(guidance_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
     connect(strength_, &ValueSlider::sliderMoved, this, &ParameterPanel::liveParameterMoved);
+}
+
+namespace {
+// The whole text of a prompt box replaced as one step of its undo history.
+void replaceText(QPlainTextEdit* edit, const QString& text) {
+    if (edit->toPlainText() == text) {
+        return;
+    }
+    QTextCursor c(edit->document());
+    c.beginEditBlock();
+    c.select(QTextCursor::Document);
+    c.insertText(text);
+    c.endEditBlock();
+}
+}  // namespace
+
+void ParameterPanel::setStylesFile(const QString& file) {
+    stylesFile_ = file;
+}
+
+void ParameterPanel::applyStyle(const QString& name) {
+    const auto styles = app::load_styles(stylesFile_.toStdString());
+    const app::PromptStyle* style = app::find_style(styles, name.toStdString());
+    if (style == nullptr) {
+        throw Error(stylesFile_.toStdString() + ": no style '" + name.toStdString() + "'");
+    }
+    replaceText(prompt_, QString::fromStdString(app::merge_style(
+                             style->prompt, prompt_->toPlainText().toStdString())));
+    replaceText(negative_, QString::fromStdString(app::merge_style(
+                               style->negative_prompt, negative_->toPlainText().toStdString())));
+}
+
+void ParameterPanel::saveStyle(const QString& name) {
+    auto styles = app::load_styles(stylesFile_.toStdString());
+    app::PromptStyle style{name.toStdString(), prompt_->toPlainText().toStdString(),
+                           negative_->toPlainText().toStdString()};
+    const auto same = std::find_if(styles.begin(), styles.end(),
+                                   [&](const app::PromptStyle& s) { return s.name == style.name; });
+    if (same != styles.end()) {
+        *same = std::move(style);
+    } else {
+        styles.push_back(std::move(style));
+    }
+    app::save_styles(stylesFile_.toStdString(), styles);
+}
+
+void ParameterPanel::deleteStyle(const QString& name) {
+    auto styles = app::load_styles(stylesFile_.toStdString());
+    std::erase_if(styles, [&](const app::PromptStyle& s) { return s.name == name.toStdString(); });
+    app::save_styles(stylesFile_.toStdString(), styles);
+}
+
+void ParameterPanel::fillStylesMenu() {
+    QMenu* menu = styles_->menu();
+    menu->clear();
+    std::vector<app::PromptStyle> styles;
+    try {
+        styles = app::load_styles(stylesFile_.toStdString());
+    } catch (const Error& e) {
+        menu->addAction(QString::fromStdString(e.what()))->setEnabled(false);
+        return;  // nothing saved over a file that cannot be read
+    }
+    const auto shown = [](const std::string& name) {
+        return QString::fromStdString(name).replace('&', QStringLiteral("&&"));
+    };
+    const auto report = [this](const std::exception& e) {
+        QMessageBox::warning(this, tr("Styles"), QString::fromUtf8(e.what()));
+    };
+    if (styles.empty()) {
+        menu->addAction(tr("No styles yet: save the prompts as one"))->setEnabled(false);
+    }
+    for (const app::PromptStyle& style : styles) {
+        QAction* a = menu->addAction(shown(style.name));
+        a->setToolTip(tr("Prompt: %1\nNegative: %2")
+                          .arg(QString::fromStdString(style.prompt),
+                               QString::fromStdString(style.negative_prompt)));
+        const QString name = QString::fromStdString(style.name);
+        connect(a, &QAction::triggered, this, [this, name, report] {
+            try {
+                applyStyle(name);
+            } catch (const std::exception& e) {
+                report(e);
+            }
+        });
+    }
+    menu->addSeparator();
+    connect(menu->addAction(tr("Save the prompts as a style…")), &QAction::triggered, this,
+            [this, styles, report] {
+                const QString name =
+                    QInputDialog::getText(this, tr("Save style"),
+                                          tr("Name (\"{prompt}\" in the prompt marks where a "
+                                             "prompt goes when the style is merged):"))
+                        .trimmed();
+                if (name.isEmpty()) {
+                    return;
+                }
+                if (app::find_style(styles, name.toStdString()) != nullptr &&
+                    QMessageBox::question(this, tr("Save style"),
+                                          tr("Replace the style \"%1\"?").arg(name)) !=
+                        QMessageBox::Yes) {
+                    return;
+                }
+                try {
+                    saveStyle(name);
+                } catch (const std::exception& e) {
+                    report(e);
+                }
+            });
+    if (!styles.empty()) {
+        QMenu* remove = menu->addMenu(tr("Delete style"));
+        for (const app::PromptStyle& style : styles) {
+            const QString name = QString::fromStdString(style.name);
+            connect(remove->addAction(shown(style.name)), &QAction::triggered, this,
+                    [this, name, report] {
+                        if (QMessageBox::question(this, tr("Delete style"),
+                                                  tr("Delete the style \"%1\"?").arg(name)) !=
+                            QMessageBox::Yes) {
+                            return;
+                        }
+                        try {
+                            deleteStyle(name);
+                        } catch (const std::exception& e) {
+                            report(e);
+                        }
+                    });
+        }
+    }
 }
 
 GenerationRequest ParameterPanel::request() const {

@@ -3,7 +3,7 @@
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
 // how the prompts are read (A1111's syntax or plain),
 // size and batch count, the hires fix, LoRAs with their weights; Generate, Cancel and the Live
-// toggle.
+// toggle. A Styles menu merges A1111's prompt styles into the prompts and saves them.
 #include <QWidget>
 
 #include <memory>
@@ -20,6 +20,7 @@ class QRadioButton;
 class QSlider;
 class QSpinBox;
 class QTableWidget;
+class QToolButton;
 
 namespace sds {
 class ClipTokenizer;
@@ -82,6 +83,19 @@ class ParameterPanel : public QWidget {
     // Adds a LoRA row (file and weight); Add LoRA… asks for the file.
     void addLora(const LoraRef& lora);
 
+    // The prompt styles file (A1111's styles.csv) the Styles menu reads, each time it opens,
+    // and writes.
+    void setStylesFile(const QString& file);
+    QString stylesFile() const { return stylesFile_; }
+    // A style merged into the prompt and negative prompt boxes, as A1111's "apply styles"
+    // (undoable there with Ctrl+Z). sds::Error where the file cannot be read or has no such
+    // style.
+    void applyStyle(const QString& name);
+    // The boxes' prompts saved as the style `name`, replacing one of that name.
+    void saveStyle(const QString& name);
+    void deleteStyle(const QString& name);
+    QToolButton* stylesButton() const { return styles_; }
+
     PromptEdit* prompt() const { return prompt_; }
     PromptEdit* negativePrompt() const { return negative_; }
     ValueSlider* guidance() const { return guidance_; }
@@ -101,7 +115,10 @@ class ParameterPanel : public QWidget {
     Sampler sampler() const;  // the family's twin with the chosen schedule
     void showSampler(Sampler s);
     PromptSyntax promptSyntax() const;
+    void fillStylesMenu();
     PromptEdit* prompt_;
+    QToolButton* styles_;
+    QString stylesFile_;
     PromptEdit* negative_;
     QRadioButton* textMode_;
     QRadioButton* sketchMode_;
