@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 namespace sds::cli {
@@ -164,6 +165,74 @@ LoraRef parse_lora(const std::string& text) {
 }
 
 }  // namespace
+
+std::vector<std::string> read_text_lines(const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+        throw FileError(file + ": cannot be read");
+    }
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+        if (lines.empty() && line.starts_with("\xEF\xBB\xBF")) {
+            line.erase(0, 3);
+        }
+        if (line.ends_with('\r')) {
+            line.pop_back();
+        }
+        lines.push_back(std::move(line));
+    }
+    return lines;
+}
+
+std::vector<std::string> split_command_line(std::string_view line) {
+    std::vector<std::string> out;
+    std::string arg;
+    bool in_arg = false;
+    for (size_t i = 0; i < line.size(); ++i) {
+        const char c = line[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            if (in_arg) {
+                out.push_back(std::move(arg));
+                arg.clear();
+                in_arg = false;
+            }
+            continue;
+        }
+        in_arg = true;
+        if (c == '\'') {
+            const size_t end = line.find('\'', i + 1);
+            if (end == std::string_view::npos) {
+                throw UsageError{"a ' is not closed"};
+            }
+            arg.append(line.substr(i + 1, end - i - 1));
+            i = end;
+        } else if (c == '"') {
+            size_t j = i + 1;
+            for (; j < line.size() && line[j] != '"'; ++j) {
+                if (line[j] == '\\' && j + 1 < line.size() &&
+                    (line[j + 1] == '"' || line[j + 1] == '\\')) {
+                    ++j;
+                }
+                arg += line[j];
+            }
+            if (j == line.size()) {
+                throw UsageError{"a \" is not closed"};
+            }
+            i = j;
+        } else if (c == '\\') {
+            if (i + 1 == line.size()) {
+                throw UsageError{"a \\ ends the line, escaping nothing"};
+            }
+            arg += line[++i];
+        } else {
+            arg += c;
+        }
+    }
+    if (in_arg) {
+        out.push_back(std::move(arg));
+    }
+    return out;
+}
 
 std::string styles_path(const std::string& flag) {
     return flag.empty() ? app::StudioSettings::load().stylesFile().toStdString() : flag;

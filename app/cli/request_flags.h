@@ -3,7 +3,9 @@
 // pipeline's options.
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "commands.h"
 #include "sds/generation_request.h"
@@ -51,6 +53,14 @@ T number(const std::string& flag, const std::string& v) {
 // --embedding-dir --style --styles --from
 GenerateFlags parse_generate_flags(const Args& args);
 std::string generate_flags_help();
+// A text file's lines (UTF-8, a byte order mark and CRs at line ends dropped); FileError naming
+// the file where it cannot be read.
+std::vector<std::string> read_text_lines(const std::string& file);
+// A line of flags split into arguments as a POSIX shell (Python's shlex.split, which A1111's
+// prompts-from-file reads lines with) splits it: white space between arguments, '...' as it
+// is, "..." with \" and \\ inside, a backslash outside quotes keeping the next character.
+// UsageError for a quote left open.
+std::vector<std::string> split_command_line(std::string_view line);
 // --styles' file, or the studio's styles.csv where it is empty.
 std::string styles_path(const std::string& flag);
 // The named styles merged into the request's prompts, in order (A1111's apply_styles).

@@ -698,6 +698,45 @@ def test_styles_from_a1111s_file_merge_into_the_prompts(tmp_path):
     assert r.returncode == 1 and str(tmp_path / "bad.csv") + ": not a styles file" in r.stderr
 
 
+def test_prompts_file_makes_a_generation_a_line(tmp_path):
+    """--prompts-file: a prompt a line, or flags split as shlex.split splits them (A1111's
+    prompts from file); each line's image equals the one txt2img makes from those flags."""
+    import shlex
+    import numpy as np
+    from PIL import Image
+    line = """--prompt "a blue square, \\"big\\" it's" --seed 7 --steps 2 --negative 'no "red"'"""
+    assert shlex.split(line)[1] == 'a blue square, "big" it\'s'
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\ufeffa red circle\r\n\n  # a comment\n" + line +
+                       "\n--guidance 3 --prompt x\\ y  \n", encoding="utf-8")
+    base = ["--model", str(PIPE), "--steps", "3", "--seed", "5", "--width", "32", "--height",
+            "32", "--device", "cpu"]
+    r = run("txt2img", *base, "--prompts-file", str(prompts), "--out", str(tmp_path / "all"))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    reqs = [json.loads(Image.open(p).text["sdstudio"]) for p in paths]
+    assert [(q["prompt"], q.get("negative_prompt", ""), q["seed"], q["steps"],
+             q["guidance_scale"]) for q in reqs] == [
+        ("a red circle", "", 5, 3, 7.5),
+        ('a blue square, "big" it\'s', 'no "red"', 7, 2, 7.5),
+        ("x y", "", 5, 3, 3.0)]
+    # The second line's image is what txt2img makes from its flags alone.
+    r = run("txt2img", *base, *shlex.split(line), "--out", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr
+    one = np.array(Image.open(r.stdout.strip()).convert("RGB")).astype(int)
+    assert np.array_equal(one, np.array(Image.open(paths[1]).convert("RGB")).astype(int))
+    # Every line is checked before anything runs; the error names the file and the line.
+    for bad, message in [("a cat\n--steps x\n", ":2: --steps expects a number, not 'x'"),
+                         ("--prompt 'a cat\n", ":1: a ' is not closed"),
+                         ("a\n\n--model other\n", ":3: --model is the command's"),
+                         ("# nothing\n", ": no prompts in it")]:
+        prompts.write_text(bad)
+        out = tmp_path / "bad"
+        r = run("txt2img", *base, "--prompts-file", str(prompts), "--out", str(out))
+        assert r.returncode in (1, 2) and str(prompts) + message in r.stderr, (bad, r.stderr)
+        assert not out.exists()
+
+
 def test_plain_prompts_say_emphasis_none_where_a1111_would_read_brackets(tmp_path):
     from PIL import Image
     r = run("txt2img", "--model", str(PIPE), "--prompt", "a (red) circle", "--steps", "1",
