@@ -974,8 +974,12 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
             throw Cancelled();
         }
         const at::Tensor t = timesteps[i];
+        // Copies side by side by at::cat, as diffusers makes them: it keeps the latents' memory
+        // format (an img2img start may be channels-last), which repeat() would not, and bf16
+        // convolutions round differently in the two.
         const auto batch = [&](const at::Tensor& x) {
-            return copies > 1 ? x.repeat({copies, 1, 1, 1}) : x;
+            return copies > 1 ? at::cat(std::vector<at::Tensor>(static_cast<size_t>(copies), x), 0)
+                              : x;
         };
         at::Tensor input = scheduler->scale_model_input(batch(latents), i);
         if (inpaint && inpainting_unet) {
