@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "file_hashes.h"
 #include "image_io.h"
 #include "request_flags.h"
 #include "sds/error.h"
@@ -122,7 +123,6 @@ int generate(const Args& in, Mode mode) {
     std::fprintf(stderr, "device: %s, %s\n", pipeline.device().str().c_str(),
                  c10::toString(pipeline.dtype()));
     QDir().mkpath(QString::fromStdString(first.out_dir));
-    const QString model = QFileInfo(QString::fromStdString(first.model)).fileName();
     for (size_t j = 0; j < jobs.size(); ++j) {
         GenerateFlags& f = jobs[j].flags;
         if (j > 0 && !f.sampler_given) {  // the model's own, as load_pipeline set the first's
@@ -132,6 +132,8 @@ int generate(const Args& in, Mode mode) {
         f.request.width = f.request.width ? f.request.width : pipeline.native_size();
         f.request.height = f.request.height ? f.request.height : pipeline.native_size();
         std::fprintf(stderr, "request: %s\n", f.request.to_json().c_str());
+        const A1111Files files = app::a1111_files(f.request, QString::fromStdString(first.model),
+                                                  QString::fromStdString(first.vae));
         Progress progress(jobs.size() == 1 ? std::string(name)
                                            : std::string(name) + " " + std::to_string(j + 1) + "/" +
                                                  std::to_string(jobs.size()));
@@ -145,7 +147,7 @@ int generate(const Args& in, Mode mode) {
                                                     QString("%1-%2").arg(name).arg(seed)) +
                                  ".png";
             app::save_png(path, app::to_qimage(result.images[i]),
-                          app::metadata_for(result.request, static_cast<int>(i), model));
+                          app::metadata_for(result.request, static_cast<int>(i), files));
             std::printf("%s\n", path.toStdString().c_str());
             std::fflush(stdout);
         }

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "file_hashes.h"
 #include "grid.h"
 #include "image_io.h"
 #include "request_flags.h"
@@ -59,7 +60,9 @@ int command_grid(const Args& args) {
     }
     std::fprintf(stderr, "grid: %d x %d cells, request: %s\n", spec.x.size(), spec.y.size(),
                  f.request.to_json().c_str());
-    const QString model = QFileInfo(QString::fromStdString(f.model)).fileName();
+    const A1111Files files =
+        app::a1111_files(f.request, QString::fromStdString(f.model), QString::fromStdString(f.vae));
+    const QString model = QString::fromStdString(files.model);
     QDir().mkpath(QString::fromStdString(f.out_dir));
     const QString stem =
         app::free_png_stem(QString::fromStdString(f.out_dir),
@@ -80,7 +83,7 @@ int command_grid(const Args& args) {
             if (save_cells) {
                 cell_paths << QString("%1-x%2-y%3.png").arg(stem).arg(i + 1).arg(j + 1);
                 app::save_png(cell_paths.back(), cells[j].back(),
-                              app::metadata_for(result.request, 0, model));
+                              app::metadata_for(result.request, 0, files));
             }
         }
     }

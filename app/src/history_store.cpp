@@ -181,7 +181,7 @@ HistoryEntry HistoryStore::addFile(const QString& file, const GenerationRequest&
 }
 
 HistoryEntry HistoryStore::add(const QImage& image, const GenerationRequest& request,
-                               qint64 parent_id, const QString& model) {
+                               qint64 parent_id, const QString& model, const A1111Files& files) {
     const QString day = QDateTime::currentDateTime().toString("yyyy-MM-dd");
     QDir dir(QDir(imagesFolder()).filePath(day));
     dir.mkpath(".");
@@ -191,7 +191,11 @@ HistoryEntry HistoryStore::add(const QImage& image, const GenerationRequest& req
     for (int n = 2; QFileInfo::exists(path); ++n) {
         path = dir.filePath(stem + "-" + QString::number(n) + ".png");
     }
-    auto text = metadata_for(request, 0, model);
+    A1111Files named = files;
+    if (named.model.empty()) {
+        named.model = model.toStdString();
+    }
+    auto text = metadata_for(request, 0, named);
     if (parent_id >= 0) {
         text["sdstudio-parent"] = QString::number(parent_id);
     }

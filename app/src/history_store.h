@@ -46,9 +46,9 @@ class HistoryStore {
     // "sdstudio-parent" chunk). Returns the new entry.
     HistoryEntry addFile(const QString& file, const GenerationRequest& request, qint64 parent_id,
                          const QString& model, const QImage& image = QImage());
-    // Writes the PNG and records it.
+    // Writes the PNG (its A1111 text naming `files`, else the model alone) and records it.
     HistoryEntry add(const QImage& image, const GenerationRequest& request, qint64 parent_id,
-                     const QString& model);
+                     const QString& model, const A1111Files& files = {});
 
     // Newest first; `filter` matches the prompt or negative prompt (case-insensitive).
     QList<HistoryEntry> list(const QString& filter = QString(), int limit = 500) const;

@@ -99,9 +99,9 @@ GenerationRequest request_for_image(const GenerationRequest& request, int index)
 }
 
 QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
-                                    const QString& model_name) {
+                                    const A1111Files& files) {
     const GenerationRequest one = request_for_image(request, index);
-    return {{"parameters", QString::fromStdString(one.to_a1111(0, model_name.toStdString()))},
+    return {{"parameters", QString::fromStdString(one.to_a1111(0, files))},
             {"sdstudio", QString::fromStdString(one.to_json())}};
 }
 

@@ -28,9 +28,10 @@ QString free_png_stem(const QString& dir, const QString& stem);
 // one. What history rows and PNG metadata record.
 GenerationRequest request_for_image(const GenerationRequest& request, int index);
 
-// The chunks SD Studio writes for image `index` of a generation.
+// The chunks SD Studio writes for image `index` of a generation: A1111's parameters text
+// (naming `files`, a1111_files) and the request as JSON.
 QMap<QString, QString> metadata_for(const GenerationRequest& request, int index,
-                                    const QString& model_name);
+                                    const A1111Files& files);
 
 // The request stored in a PNG: our JSON chunk if present, else A1111's parameters text;
 // throws sds::FileError when the file has neither.

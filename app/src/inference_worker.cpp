@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "file_hashes.h"
 #include "image_io.h"
 #include "sds/pipeline.h"
 #include "settings.h"
@@ -61,7 +62,7 @@ struct InferenceWorker::Impl {
     Job::Policy running_policy = Job::Policy::Fifo;
     std::atomic<bool> cancel_running{false};
     // Model facts, read from any thread.
-    QString model_path, device_name, dtype_name;
+    QString model_path, vae_path, device_name, dtype_name;
     int native_size = 0;
     ModelHints hints;
     // Worker-thread only.
@@ -170,6 +171,10 @@ QString InferenceWorker::modelPath() const {
     std::lock_guard lock(d->mutex);
     return d->model_path;
 }
+QString InferenceWorker::vaePath() const {
+    std::lock_guard lock(d->mutex);
+    return d->vae_path;
+}
 QString InferenceWorker::deviceName() const {
     std::lock_guard lock(d->mutex);
     return d->device_name;
@@ -232,11 +237,24 @@ void InferenceWorker::Impl::run_load(const LoadTask& t) {
             Pipeline::load(t.dir.toStdString(), options, [this](const std::string& what, double f) {
                 Q_EMIT q->modelLoading(QString::fromStdString(what), f);
             });
+        // A checkpoint's hash for the images' A1111 text, read once (then cached): A1111 does
+        // the same on a file's first load. Without it the text names the file alone.
+        for (const QString& file : {t.dir, t.vae}) {
+            if (QFileInfo(file).isFile()) {
+                Q_EMIT q->modelLoading(
+                    QStringLiteral("hashing %1 (once)").arg(QFileInfo(file).fileName()), 1.0);
+                try {
+                    file_sha256(file);
+                } catch (const std::exception&) {
+                }
+            }
+        }
         pipeline.reset();  // free the old model before moving the new one in
         pipeline.emplace(std::move(p));
         {
             std::lock_guard lock(mutex);
             model_path = t.dir;
+            vae_path = t.vae;
             device_name = QString::fromStdString(device.str());
             dtype_name = dtype == at::kHalf ? "fp16" : dtype == at::kBFloat16 ? "bf16" : "fp32";
             native_size = pipeline->native_size();
@@ -275,6 +293,9 @@ void InferenceWorker::Impl::run_job(const Job& job) {
         r.validate();
         JobResult result;
         result.job = job;
+        // The files the PNGs name, found before the generation (a file that cannot be read
+        // fails the job, not the saving of its images).
+        result.named = a1111_files(r, model_path, vae_path);
         const double start = now_s();
         double last = start;
         Q_EMIT q->jobStarted(job.id, r.steps);
@@ -303,7 +324,6 @@ void InferenceWorker::Impl::run_job(const Job& job) {
         }
         if (!job.save_dir.isEmpty()) {
             QDir().mkpath(job.save_dir);
-            const QString model = QFileInfo(model_path).fileName();
             const QString stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
             // The init image and the mask are kept beside the images and named in their
             // parameters, so the generation can be made again (Reuse parameters puts them back
@@ -315,7 +335,7 @@ void InferenceWorker::Impl::run_job(const Job& job) {
                 g.request.mask_image = save_input(job.mask, job.save_dir, "mask").toStdString();
             }
             for (int i = 0; i < result.images.size(); ++i) {
-                auto text = metadata_for(g.request, i, model);
+                auto text = metadata_for(g.request, i, result.named);
                 if (job.parent_id >= 0) {
                     text["sdstudio-parent"] = QString::number(job.parent_id);
                 }

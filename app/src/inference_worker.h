@@ -52,6 +52,7 @@ struct JobResult {
     QStringList files;          // when job.save_dir was set, the PNG of each image
     QList<double> step_seconds;
     double seconds = 0;
+    A1111Files named;  // the model's and the request's files, as the PNGs name them
 };
 
 class InferenceWorker : public QObject {
@@ -75,6 +76,7 @@ class InferenceWorker : public QObject {
     bool busy() const;         // a job or a load in flight
     // Model facts (empty until a model loaded).
     QString modelPath() const;
+    QString vaePath() const;  // the VAE loaded instead of the model's; empty for its own
     QString deviceName() const;
     QString dtypeName() const;
     int nativeSize() const;

@@ -2067,3 +2067,70 @@ def test_train_a_lora_and_use_it(tmp_path):
         assert g.returncode == 0, g.stderr
         images.append(np.array(Image.open(g.stdout.split()[0])))
     assert not np.array_equal(images[0], images[1]) and np.array_equal(images[1], images[2])
+
+
+# --- A1111's hashes of the files a generation used -----------------------------------------
+
+def test_pngs_name_their_files_by_a1111s_hashes_kept_in_a_cache(tmp_path):
+    """A checkpoint's "Model hash" (its sha256, 10 digits) and name without extension, a VAE
+    file's "VAE hash", "Lora hashes" (a .safetensors LoRA's sha256 after its header, 12 digits,
+    kohya-ss's hash as A1111 takes it) and "TI hashes" (12 digits), as hashlib computes them;
+    the hashes come from hashes.json in the data folder while the file's size and time are
+    unchanged."""
+    import hashlib
+    import os
+    from PIL import Image
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+
+    def run_env(*args):
+        return subprocess.run([CLI, *args], capture_output=True, text=True, env=env)
+
+    def sha256(path, offset=0):
+        data = path.read_bytes()
+        return hashlib.sha256(data[offset:]).hexdigest()
+
+    def safetensors_data_offset(path):
+        return 8 + int.from_bytes(path.read_bytes()[:8], "little")
+
+    ckpt = single_file_of(LORA / "tiny-sd", tmp_path / "my model.v2.safetensors")
+    vae = tmp_path / "tiny_vae.safetensors"
+    shutil.copy(LORA / "tiny-sd" / "vae" / "diffusion_pytorch_model.safetensors", vae)
+    lora = LORA / "sd_a.safetensors"
+    flags = ["--model", str(ckpt), "--config", str(LORA / "tiny-sd"), "--vae", str(vae),
+             "--lora", f"{lora}:0.5", "--prompt",
+             "a red circle", "--steps", "1", "--width", "32", "--height", "32", "--device",
+             "cpu"]
+
+    def parameters(out):
+        r = run_env("txt2img", *flags, "--out", str(tmp_path / out))
+        assert r.returncode == 0, r.stderr
+        return Image.open(r.stdout.strip()).text["parameters"]
+
+    text = parameters("a")
+    model_hash = sha256(ckpt)[:10]
+    assert f"Model hash: {model_hash}, Model: my model.v2, " in text, text
+    assert f"VAE hash: {sha256(vae)[:10]}, VAE: tiny_vae.safetensors, " in text, text
+    lora_hash = sha256(lora, safetensors_data_offset(lora))[:12]
+    assert lora_hash != sha256(lora)[:12]
+    assert f'Lora hashes: "sd_a: {lora_hash}"' in text, text
+    # The cache: a hash changed there is taken while the file is as it was, and computed
+    # again once the file changes.
+    cache_file = next((tmp_path / "data").rglob("hashes.json"))
+    cache = json.loads(cache_file.read_text())
+    key = next(k for k in cache if k.startswith("file:") and k.endswith("my model.v2.safetensors"))
+    assert cache[key]["sha256"] == sha256(ckpt)
+    cache[key]["sha256"] = "f" * 64
+    cache_file.write_text(json.dumps(cache))
+    assert "Model hash: ffffffffff," in parameters("b")
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    assert f"Model hash: {model_hash}," in parameters("c")
+    # A model folder has no hash, only its name; an embedding's file is hashed whole.
+    r = run_env("txt2img", "--model", str(TI / "tiny-sd"), "--prompt", "a red circle, inkstyle",
+                "--embedding", str(TI / "inkstyle.pt"), "--steps", "1", "--width", "32",
+                "--height", "32", "--device", "cpu", "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    text = Image.open(r.stdout.strip()).text["parameters"]
+    assert "Model hash" not in text and "Model: tiny-sd," in text, text
+    assert f"TI hashes: \"inkstyle: {sha256(TI / 'inkstyle.pt')[:12]}\"" in text, text

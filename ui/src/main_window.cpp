@@ -36,6 +36,7 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include "file_hashes.h"
 #include "grid_view.h"
 #include "history_view.h"
 #include "image_io.h"
@@ -432,9 +433,16 @@ QWidget* MainWindow::buildResultPanel() {
             return shownId_ >= 0;
         }
         try {
+            // The files it was made with, by the hashes cached when they were loaded (a file
+            // gone since: the model's name alone).
+            A1111Files files;
+            try {
+                files = app::a1111_files(shownRequest_, worker_->modelPath(), worker_->vaePath());
+            } catch (const std::exception&) {
+            }
             shownId_ = history_
                            ->add(result_->image(), shownRequest_, -1,
-                                 QFileInfo(worker_->modelPath()).fileName())
+                                 QFileInfo(worker_->modelPath()).fileName(), files)
                            .id;
             historyView_->refresh();
             historyView_->select(shownId_);

@@ -43,6 +43,18 @@ struct EmbeddingRef {
 // "Latent (nearest)", "Latent (nearest-exact)".
 const std::vector<std::string>& hires_upscalers();
 
+// The files a generation was made with as A1111's text names them, for the sites that find
+// models by it (Civitai): each hash the first hex digits of a sha256 (A1111's short hashes).
+struct A1111Files {
+    std::string model;       // "Model": the model's name (a checkpoint's file name, no extension)
+    std::string model_hash;  // "Model hash": a checkpoint file's, 10 digits (none for a folder)
+    std::string vae, vae_hash;  // "VAE", "VAE hash": a VAE file of its own (name, 10 digits)
+    // "Lora hashes": each LoRA's name and hash (12 digits; of a .safetensors file's data after
+    // its header, kohya-ss's hash, as A1111 hashes LoRAs); "TI hashes": each textual inversion
+    // word used and its file's hash (12 digits).
+    std::vector<std::pair<std::string, std::string>> lora_hashes, ti_hashes;
+};
+
 struct GenerationRequest {
     std::string prompt;
     std::string negative_prompt;
@@ -106,7 +118,9 @@ struct GenerationRequest {
     // Unknown keys are ignored, missing keys keep their defaults; a wrong type is an error.
     static GenerationRequest from_json(const std::string& json);
 
-    // A1111's parameters text for image `index` of the batch (seed + index).
+    // A1111's parameters text for image `index` of the batch (seed + index), naming the files
+    // it was made with (`files`; or the model's name alone).
+    std::string to_a1111(int index, const A1111Files& files) const;
     std::string to_a1111(int index = 0, const std::string& model_name = "") const;
     // A1111's "Emphasis" for prompt_syntax: "None" (plain, where a prompt has a bracket),
     // "Original" (a1111) or "No norm"; empty where it is left out.

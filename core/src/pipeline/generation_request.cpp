@@ -261,6 +261,24 @@ std::string GenerationRequest::emphasis_a1111() const {
 }
 
 std::string GenerationRequest::to_a1111(int index, const std::string& model_name) const {
+    return to_a1111(index, A1111Files{.model = model_name});
+}
+
+std::string GenerationRequest::to_a1111(int index, const A1111Files& files) const {
+    // "name: hash, name: hash", the names without ':' and ',' (as A1111 writes them).
+    const auto hash_list = [](const std::vector<std::pair<std::string, std::string>>& hashes) {
+        std::string out;
+        for (const auto& [name, hash] : hashes) {
+            std::string clean;
+            for (const char c : name) {
+                if (c != ':' && c != ',') {
+                    clean += c;
+                }
+            }
+            out += (out.empty() ? "" : ", ") + clean + ": " + hash;
+        }
+        return out;
+    };
     std::string out = prompt;
     if (!negative_prompt.empty()) {
         out += "\nNegative prompt: " + negative_prompt;
@@ -272,7 +290,10 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"CFG scale", number(guidance_scale)},
         {"Seed", std::to_string(seed + index)},
         {"Size", std::to_string(width) + "x" + std::to_string(height)},
-        {"Model", model_name},
+        {"Model hash", files.model_hash},
+        {"Model", files.model},
+        {"VAE hash", files.vae_hash},
+        {"VAE", files.vae},
         {"Denoising strength", is_img2img() ? number(strength)
                                : is_hires() ? number(hires_strength)
                                             : ""},
@@ -286,6 +307,8 @@ std::string GenerationRequest::to_a1111(int index, const std::string& model_name
         {"Hires upscaler", is_hires() ? hires_upscaler : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
         {"Lora", lora_list(loras)},
+        {"Lora hashes", hash_list(files.lora_hashes)},
+        {"TI hashes", hash_list(files.ti_hashes)},
         {"Emphasis", emphasis_a1111()},
         {"Version", "SD Studio"},
     };

@@ -293,6 +293,24 @@ TEST(GenerationRequest, A1111ParametersRoundTrip) {
     EXPECT_EQ(back.seed, 1234567891);
     EXPECT_EQ(back.height, 768);
     EXPECT_EQ(back.strength, 0.6);
+    // The files by their hashes where A1111 writes them; names lose ':' and ','; read back as
+    // the same request.
+    sds::A1111Files files{.model = "v1-5",
+                          .model_hash = "6ce0161689",
+                          .vae = "vae-ft-mse.safetensors",
+                          .vae_hash = "735e4c3a44",
+                          .lora_hashes = {{"ink, style", "9c783c8ce46c"}, {"b:2", "fe3b4816be83"}},
+                          .ti_hashes = {{"badhands", "fff5d51ab655"}}};
+    const std::string named = r.to_a1111(1, files);
+    EXPECT_NE(named.find("Size: 512x768, Model hash: 6ce0161689, Model: v1-5, VAE hash: "
+                         "735e4c3a44, VAE: vae-ft-mse.safetensors, Denoising strength: 0.6"),
+              std::string::npos)
+        << named;
+    EXPECT_NE(named.find(", Lora hashes: \"ink style: 9c783c8ce46c, b2: fe3b4816be83\", TI hashes: "
+                         "\"badhands: fff5d51ab655\""),
+              std::string::npos)
+        << named;
+    EXPECT_EQ(sds::GenerationRequest::from_a1111(named).to_json(), back.to_json());
     // Old files put the schedule into the sampler's name.
     const auto old = sds::GenerationRequest::from_a1111(
         "cat\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 5, Seed: 9, Size: 64x64");
