@@ -10,6 +10,7 @@
 #include <QSaveFile>
 
 #include <filesystem>
+#include <iterator>
 #include <mutex>
 
 #include "sds/error.h"
@@ -85,6 +86,11 @@ std::string file_sha256(const QString& file, bool after_header) {
     entry["sha256"] = sha;
     std::lock_guard lock(cache_mutex);
     QJsonObject cache = read_cache(cache_path);  // again: another process may have added some
+    // Files gone since are let go, so that the cache does not grow without end.
+    for (auto it = cache.begin(); it != cache.end();) {
+        const QString path = it.key().section(':', 1);
+        it = QFileInfo::exists(path) ? std::next(it) : cache.erase(it);
+    }
     cache[key] = entry;
     QDir().mkpath(QFileInfo(cache_path).absolutePath());
     QSaveFile out(cache_path);

@@ -2121,11 +2121,14 @@ def test_pngs_name_their_files_by_a1111s_hashes_kept_in_a_cache(tmp_path):
     key = next(k for k in cache if k.startswith("file:") and k.endswith("my model.v2.safetensors"))
     assert cache[key]["sha256"] == sha256(ckpt)
     cache[key]["sha256"] = "f" * 64
+    cache["file:" + str(tmp_path / "gone.safetensors")] = cache[key]  # a file since deleted
     cache_file.write_text(json.dumps(cache))
     assert "Model hash: ffffffffff," in parameters("b")
     stat = ckpt.stat()
     os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     assert f"Model hash: {model_hash}," in parameters("c")
+    # Written again, the cache lets the deleted file's entry go.
+    assert not any(k.endswith("gone.safetensors") for k in json.loads(cache_file.read_text()))
     # A model folder has no hash, only its name; an embedding's file is hashed whole.
     r = run_env("txt2img", "--model", str(TI / "tiny-sd"), "--prompt", "a red circle, inkstyle",
                 "--embedding", str(TI / "inkstyle.pt"), "--steps", "1", "--width", "32",
