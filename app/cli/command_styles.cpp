@@ -1,6 +1,5 @@
 // sdstudio-cli styles [--styles FILE] [--save NAME --prompt P [--negative N] | --delete NAME]:
 // the prompt styles (A1111's styles.csv) listed, saved or deleted.
-#include <algorithm>
 #include <cstdio>
 
 #include "commands.h"
@@ -47,28 +46,16 @@ int command_styles(const Args& args) {
     }
     file = styles_path(file);
     auto styles = app::load_styles(file);
-    const auto named = [&](const std::string& name) {
-        return std::find_if(styles.begin(), styles.end(),
-                            [&](const app::PromptStyle& s) { return s.name == name; });
-    };
     if (!save.empty()) {
-        // A style of that name is replaced where it stands; a new one goes at the end.
-        app::PromptStyle style{save, prompt, negative};
-        if (const auto same = named(save); same != styles.end()) {
-            *same = style;
-        } else {
-            styles.push_back(style);
-        }
+        app::put_style(styles, {save, prompt, negative});
         app::save_styles(file, styles);
         std::fprintf(stderr, "saved style '%s' in %s\n", save.c_str(), file.c_str());
         return 0;
     }
     if (!remove.empty()) {
-        const auto found = named(remove);
-        if (found == styles.end()) {
+        if (!app::remove_style(styles, remove)) {
             throw Error("styles --delete '" + remove + "': no such style in " + file);
         }
-        styles.erase(found);
         app::save_styles(file, styles);
         std::fprintf(stderr, "deleted style '%s' from %s\n", remove.c_str(), file.c_str());
         return 0;

@@ -9,7 +9,6 @@
 #include <QJsonObject>
 #include <QSaveFile>
 
-#include <filesystem>
 #include <iterator>
 #include <mutex>
 

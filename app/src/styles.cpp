@@ -213,14 +213,7 @@ std::vector<PromptStyle> load_styles(const std::filesystem::path& file) {
             throw Error(file.string() + ": the style on line " + std::to_string(lines[r]) +
                         " has no name");
         }
-        // A later row of the same name replaces the earlier, as in A1111.
-        const auto same = std::find_if(styles.begin(), styles.end(),
-                                       [&](const PromptStyle& s) { return s.name == style.name; });
-        if (same != styles.end()) {
-            *same = std::move(style);
-        } else {
-            styles.push_back(std::move(style));
-        }
+        put_style(styles, std::move(style));  // a later row of a name replaces it, as in A1111
     }
     return styles;
 }
@@ -249,6 +242,20 @@ const PromptStyle* find_style(const std::vector<PromptStyle>& styles, std::strin
     const auto it = std::find_if(styles.begin(), styles.end(),
                                  [&](const PromptStyle& s) { return s.name == name; });
     return it == styles.end() ? nullptr : &*it;
+}
+
+void put_style(std::vector<PromptStyle>& styles, PromptStyle style) {
+    const auto same = std::find_if(styles.begin(), styles.end(),
+                                   [&](const PromptStyle& s) { return s.name == style.name; });
+    if (same != styles.end()) {
+        *same = std::move(style);
+    } else {
+        styles.push_back(std::move(style));
+    }
+}
+
+bool remove_style(std::vector<PromptStyle>& styles, std::string_view name) {
+    return std::erase_if(styles, [&](const PromptStyle& s) { return s.name == name; }) > 0;
 }
 
 }  // namespace sds::app

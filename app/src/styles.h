@@ -33,5 +33,9 @@ void save_styles(const std::filesystem::path& file, const std::vector<PromptStyl
 
 // The style named `name` (exactly), or nullptr.
 const PromptStyle* find_style(const std::vector<PromptStyle>& styles, std::string_view name);
+// `style` in place of the one of its name, else after the others.
+void put_style(std::vector<PromptStyle>& styles, PromptStyle style);
+// Takes out the style named `name`; false where there is none.
+bool remove_style(std::vector<PromptStyle>& styles, std::string_view name);
 
 }  // namespace sds::app

@@ -74,6 +74,16 @@ TEST(Styles, WritesWhatItReads) {
               "Plain,x,y\r\n");
 }
 
+TEST(Styles, PutReplacesInPlaceAndRemoveSaysWhetherItFoundOne) {
+    std::vector<PromptStyle> styles = {{"A", "a", ""}, {"B", "b", ""}};
+    sds::app::put_style(styles, {"A", "a2", "n"});
+    sds::app::put_style(styles, {"C", "c", ""});
+    EXPECT_EQ(styles, (std::vector<PromptStyle>{{"A", "a2", "n"}, {"B", "b", ""}, {"C", "c", ""}}));
+    EXPECT_TRUE(sds::app::remove_style(styles, "B"));
+    EXPECT_FALSE(sds::app::remove_style(styles, "B"));
+    EXPECT_EQ(styles.size(), 2u);
+}
+
 TEST(Styles, BadFilesSayWhatIsWrong) {
     const auto message = [](const fs::path& file) {
         try {

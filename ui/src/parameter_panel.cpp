@@ -512,21 +512,14 @@ void ParameterPanel::applyStyle(const QString& name) {
 
 void ParameterPanel::saveStyle(const QString& name) {
     auto styles = app::load_styles(stylesFile_.toStdString());
-    app::PromptStyle style{name.toStdString(), prompt_->toPlainText().toStdString(),
-                           negative_->toPlainText().toStdString()};
-    const auto same = std::find_if(styles.begin(), styles.end(),
-                                   [&](const app::PromptStyle& s) { return s.name == style.name; });
-    if (same != styles.end()) {
-        *same = std::move(style);
-    } else {
-        styles.push_back(std::move(style));
-    }
+    app::put_style(styles, {name.toStdString(), prompt_->toPlainText().toStdString(),
+                            negative_->toPlainText().toStdString()});
     app::save_styles(stylesFile_.toStdString(), styles);
 }
 
 void ParameterPanel::deleteStyle(const QString& name) {
     auto styles = app::load_styles(stylesFile_.toStdString());
-    std::erase_if(styles, [&](const app::PromptStyle& s) { return s.name == name.toStdString(); });
+    app::remove_style(styles, name.toStdString());
     app::save_styles(stylesFile_.toStdString(), styles);
 }
 
