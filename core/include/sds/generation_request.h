@@ -2,7 +2,9 @@
 // Everything that determines a generation, with its defaults in this one place and one
 // serialiser (JSON: CLI echo, history rows, PNG metadata; plus the A1111 "parameters" text
 // derived from it for other tools).
+#include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <utility>
@@ -144,5 +146,24 @@ struct GenerationRequest {
     // as its token, unless one with that token is there already.
     void find_embeddings(const std::string& dir);
 };
+
+// The files take_lora_tags finds a <lora:NAME> in: .safetensors, .pt and .ckpt in `dir` and
+// below, sorted by path; none where `dir` is empty or not a folder.
+std::vector<std::filesystem::path> lora_files(const std::string& dir);
+// The files find_embeddings reads: .pt, .safetensors and .bin in `dir` and below, sorted.
+std::vector<std::filesystem::path> embedding_files(const std::string& dir);
+
+// An A1111 LoRA tag in a prompt, "<lora:NAME:FIELDS>": where it is, the name, and its fields
+// as written (":1", ":0.5:1", ":te=1", or empty).
+struct LoraTag {
+    size_t position = 0, length = 0;
+    std::string name, fields;
+};
+std::vector<LoraTag> lora_tags(const std::string& text);
+
+// Where `word` first is in `text` at or after `from` as a word, in any (ASCII) case and not
+// inside a longer word (as find_embeddings looks for an embedding's name); else
+// std::string::npos.
+size_t find_word(const std::string& text, const std::string& word, size_t from = 0);
 
 }  // namespace sds

@@ -261,7 +261,9 @@ std::string GenerationRequest::emphasis_a1111() const {
 }
 
 std::string GenerationRequest::to_a1111(int index, const std::string& model_name) const {
-    return to_a1111(index, A1111Files{.model = model_name});
+    A1111Files files;
+    files.model = model_name;
+    return to_a1111(index, files);
 }
 
 std::string GenerationRequest::to_a1111(int index, const A1111Files& files) const {
@@ -457,8 +459,30 @@ GenerationRequest GenerationRequest::from_a1111(const std::string& text) {
 }
 
 namespace {
-// The LoRA file NAME names in `dir` or below: NAME.safetensors, .pt or .ckpt, the first found
-// in a sorted walk (the folder itself first).
+// The files below `dir` (itself too) whose extension is one of `exts`, sorted by path; none
+// where `dir` is empty or not a folder.
+std::vector<std::filesystem::path> files_below(const std::string& dir,
+                                               std::initializer_list<const char*> exts) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> files;
+    std::error_code ec;
+    if (dir.empty() || !fs::is_directory(dir, ec)) {
+        return files;
+    }
+    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+         it.increment(ec)) {
+        const std::string ext = it->path().extension().string();
+        if (std::any_of(exts.begin(), exts.end(), [&](const char* e) { return ext == e; }) &&
+            it->is_regular_file(ec)) {
+            files.push_back(it->path());
+        }
+    }
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+// The LoRA file NAME names in `dir` or below: NAME.safetensors, .pt or .ckpt, the folder's own
+// first, else the first in a sorted walk.
 std::string find_lora(const std::filesystem::path& dir, const std::string& name) {
     namespace fs = std::filesystem;
     for (const char* ext : {".safetensors", ".pt", ".ckpt"}) {
@@ -466,37 +490,47 @@ std::string find_lora(const std::filesystem::path& dir, const std::string& name)
             return (dir / (name + ext)).string();
         }
     }
-    std::vector<fs::path> found;
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
-         it.increment(ec)) {
-        const auto& p = it->path();
-        const std::string ext = p.extension().string();
-        if (p.stem() == name && (ext == ".safetensors" || ext == ".pt" || ext == ".ckpt") &&
-            it->is_regular_file()) {
-            found.push_back(p);
+    for (const fs::path& p : lora_files(dir.string())) {
+        if (p.stem() == name) {
+            return p.string();
         }
     }
-    std::sort(found.begin(), found.end());
-    return found.empty() ? std::string() : found.front().string();
+    return {};
 }
 }  // namespace
 
-void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
+std::vector<std::filesystem::path> lora_files(const std::string& dir) {
+    return files_below(dir, {".safetensors", ".pt", ".ckpt"});
+}
+
+std::vector<std::filesystem::path> embedding_files(const std::string& dir) {
+    return files_below(dir, {".pt", ".safetensors", ".bin"});
+}
+
+std::vector<LoraTag> lora_tags(const std::string& text) {
     // <lora:NAME> and whatever follows it, up to the tag's end: A1111's fields, ':'-separated.
     static const std::regex tag(R"(<lora:([^:>]+)((?::[^:>]*)*)>)");
+    std::vector<LoraTag> tags;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), tag);
+         it != std::sregex_iterator(); ++it) {
+        const std::smatch& m = *it;
+        tags.push_back({static_cast<size_t>(m.position(0)), static_cast<size_t>(m.length(0)),
+                        m[1].str(), m[2].str()});
+    }
+    return tags;
+}
+
+void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
     for (std::string* text : {&prompt, &negative_prompt}) {
         std::string rest;
-        auto begin = std::sregex_iterator(text->begin(), text->end(), tag);
         size_t last = 0;
-        for (auto it = begin; it != std::sregex_iterator(); ++it) {
-            const std::smatch& m = *it;
-            const std::string name = m[1].str();
-            const std::string whole = m[0].str();
+        for (const LoraTag& t : lora_tags(*text)) {
+            const std::string& name = t.name;
+            const std::string whole = text->substr(t.position, t.length);
             // A1111: positional TE, UNET (default: TE), DYN; or named te=, unet=, dyn=.
             std::vector<std::string> positional;
             std::map<std::string, std::string> named;
-            std::string fields = m[2].str();
+            const std::string& fields = t.fields;
             for (size_t at = 0; at < fields.size();) {
                 const size_t next = std::min(fields.find(':', at + 1), fields.size());
                 const std::string field = fields.substr(at + 1, next - at - 1);
@@ -549,8 +583,8 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
                             ".safetensors (.pt, .ckpt) in " + lora_dir + " or below");
             }
             loras.push_back(ref);
-            rest += text->substr(last, static_cast<size_t>(m.position(0)) - last);
-            last = static_cast<size_t>(m.position(0) + m.length(0));
+            rest += text->substr(last, t.position - last);
+            last = t.position + t.length;
         }
         rest += text->substr(last);
         *text = rest;
@@ -577,12 +611,11 @@ namespace {
 bool word_char(unsigned char c) {
     return std::isalnum(c) || c >= 0x80;  // letters and digits; any non-ASCII as a letter
 }
+}  // namespace
 
-// Whether `word` is in `text`, in any (ASCII) case, not inside a longer word: the same rule as
-// the tokenizer's added words.
-bool has_word(const std::string& text, const std::string& word) {
+size_t find_word(const std::string& text, const std::string& word, size_t from) {
     if (word.empty()) {
-        return false;
+        return std::string::npos;
     }
     auto lower = [](std::string s) {
         for (char& c : s) {
@@ -592,37 +625,25 @@ bool has_word(const std::string& text, const std::string& word) {
     };
     const std::string t = lower(text), w = lower(word);
     const bool open = word_char(w.front()), close = word_char(w.back());
-    for (size_t at = t.find(w); at != std::string::npos; at = t.find(w, at + 1)) {
+    for (size_t at = t.find(w, from); at != std::string::npos; at = t.find(w, at + 1)) {
         const size_t end = at + w.size();
         if ((!open || at == 0 || !word_char(t[at - 1])) &&
             (!close || end == t.size() || !word_char(t[end]))) {
-            return true;
+            return at;
         }
     }
-    return false;
+    return std::string::npos;
 }
-}  // namespace
 
 void GenerationRequest::find_embeddings(const std::string& dir) {
-    namespace fs = std::filesystem;
-    if (dir.empty() || !fs::is_directory(dir)) {
-        return;
-    }
-    std::vector<fs::path> files;
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
-         it.increment(ec)) {
-        const std::string ext = it->path().extension().string();
-        if ((ext == ".pt" || ext == ".safetensors" || ext == ".bin") && it->is_regular_file()) {
-            files.push_back(it->path());
-        }
-    }
-    std::sort(files.begin(), files.end());
-    for (const fs::path& f : files) {
+    for (const std::filesystem::path& f : embedding_files(dir)) {
         const std::string token = f.stem().string();
         const bool known = std::any_of(embeddings.begin(), embeddings.end(),
                                        [&](const EmbeddingRef& e) { return e.token == token; });
-        if (!known && (has_word(prompt, token) || has_word(negative_prompt, token))) {
+        const auto has_word = [&](const std::string& text) {
+            return find_word(text, token) != std::string::npos;
+        };
+        if (!known && (has_word(prompt) || has_word(negative_prompt))) {
             embeddings.push_back({f.string(), token});
         }
     }
