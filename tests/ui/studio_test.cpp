@@ -13,6 +13,7 @@
 #include <QElapsedTimer>
 #include <QFile>
 #include <QFileInfo>
+#include <QFocusEvent>
 #include <QImageReader>
 #include <QJsonDocument>
 #include <QJsonObject>
@@ -39,6 +40,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
 #include <algorithm>
 
 #include "grid_view.h"
@@ -391,6 +393,99 @@ class StudioTest : public QObject {
         QVERIFY(prompt->toolTip().isEmpty());
     }
 
+    // With SDS_SCREENSHOTS set: the panel with a tool button's menu drawn open under it (a
+    // popup is a window of its own, which grabbing the panel leaves out), saved as `name`.
+    static void screenshotWithMenu(ui::ParameterPanel& panel, QToolButton* button,
+                                   const QString& name) {
+        if (qEnvironmentVariable("SDS_SCREENSHOTS").isEmpty()) {
+            return;
+        }
+        QMenu* menu = button->menu();
+        panel.resize(420, 640);
+        panel.show();
+        menu->popup(button->mapToGlobal(QPoint(0, 0)));
+        QTest::qWait(50);
+        QPixmap shot = panel.grab();
+        QPainter p(&shot);
+        const QPoint at = button->mapTo(&panel, QPoint(0, 0));
+        const QPixmap open = menu->grab();
+        p.drawPixmap(std::min(at.x(), shot.width() - open.width()), at.y() + button->height(),
+                     open);
+        p.end();
+        menu->hide();
+        shot.save(QDir(qEnvironmentVariable("SDS_SCREENSHOTS")).filePath(name));
+    }
+
+    void theNetworksMenuPutsLorasAndEmbeddingsIntoThePrompts() {
+        QTemporaryDir dir;
+        const QString loras = dir.filePath("loras"), embeddings = dir.filePath("embeddings");
+        QVERIFY(QDir().mkpath(loras + "/styles") && QDir().mkpath(embeddings));
+        const at::Tensor t = at::zeros({2, 2});
+        save_safetensors((loras + "/styles/ink.safetensors").toStdString(), {{"w", t}},
+                         {{"ss_tag_frequency", R"({"10_ink": {"ink": 10, "sketch": 3}})"}});
+        save_safetensors((loras + "/film grain.safetensors").toStdString(), {{"w", t}});
+        save_safetensors((embeddings + "/EasyNegative.safetensors").toStdString(),
+                         {{"emb_params", t}});
+        ui::ParameterPanel panel;
+        QMenu* menu = panel.networksButton()->menu();
+        const auto action = [menu](const QString& text) -> QAction* {
+            for (QAction* a : menu->actions()) {
+                if (a->text() == text) {
+                    return a;
+                }
+            }
+            return nullptr;
+        };
+        // No folders yet: the menu says where to set them.
+        Q_EMIT menu->aboutToShow();
+        QVERIFY(action("No LoRA folder: choose one in Settings"));
+        QVERIFY(action("No embedding folder: choose one in Settings"));
+
+        panel.setNetworkFolders(loras, embeddings);
+        panel.prompt()->setPlainText("a cat");
+        panel.negativePrompt()->setPlainText("blurry");
+        Q_EMIT menu->aboutToShow();
+        QAction* ink = action("styles/ink");
+        QVERIFY(ink && ink->isCheckable() && !ink->isChecked());
+        QVERIFY(ink->toolTip().contains("Trained on: ink, sketch"));
+        ink->trigger();
+        QCOMPARE(panel.prompt()->toPlainText(), QString("a cat <lora:ink:1>"));
+        // A focus on the negative prompt: the embedding goes there.
+        QFocusEvent focus(QEvent::FocusIn);
+        QApplication::sendEvent(panel.negativePrompt(), &focus);
+        Q_EMIT menu->aboutToShow();
+        QVERIFY(action("styles/ink")->isChecked());
+        QVERIFY(action("Embeddings (into the negative prompt)"));
+        action("EasyNegative")->trigger();
+        QCOMPARE(panel.negativePrompt()->toPlainText(), QString("blurry EasyNegative"));
+        Q_EMIT menu->aboutToShow();
+        QVERIFY(action("EasyNegative")->isChecked());
+        screenshotWithMenu(panel, panel.networksButton(), "studio-networks.png");
+
+        // What the studio generates with: the tag and the word name those files.
+        GenerationRequest r = panel.request();
+        r.take_lora_tags(loras.toStdString());
+        r.find_embeddings(embeddings.toStdString());
+        QCOMPARE(r.loras.size(), size_t(1));
+        QCOMPARE(QFileInfo(QString::fromStdString(r.loras[0].file)).canonicalFilePath(),
+                 QFileInfo(loras + "/styles/ink.safetensors").canonicalFilePath());
+        QCOMPARE(r.embeddings.size(), size_t(1));
+        QCOMPARE(r.embeddings[0].token, std::string("EasyNegative"));
+
+        // A second click takes each out; one Ctrl+Z puts it back.
+        action("styles/ink")->trigger();
+        QCOMPARE(panel.prompt()->toPlainText(), QString("a cat"));
+        panel.prompt()->undo();
+        QCOMPARE(panel.prompt()->toPlainText(), QString("a cat <lora:ink:1>"));
+        Q_EMIT menu->aboutToShow();
+        action("EasyNegative")->trigger();
+        QCOMPARE(panel.negativePrompt()->toPlainText(), QString("blurry"));
+        // A name with a space works as A1111's tag has it.
+        Q_EMIT menu->aboutToShow();
+        action("film grain")->trigger();
+        QCOMPARE(panel.prompt()->toPlainText(), QString("a cat <lora:ink:1> <lora:film grain:1>"));
+    }
+
     void theStylesMenuMergesAndSavesA1111sStyles() {
         QTemporaryDir dir;
         const QString file = dir.filePath("styles.csv");
@@ -414,23 +509,7 @@ class StudioTest : public QObject {
             return nullptr;
         };
         Q_EMIT menu->aboutToShow();
-        if (!qEnvironmentVariable("SDS_SCREENSHOTS").isEmpty()) {
-            // The panel with the menu drawn open under its button (a popup is a window of
-            // its own, which grabbing the panel leaves out).
-            panel.resize(420, 640);
-            panel.show();
-            menu->popup(panel.stylesButton()->mapToGlobal(QPoint(0, 0)));
-            QTest::qWait(50);
-            QPixmap shot = panel.grab();
-            QPainter p(&shot);
-            const QPoint at = panel.stylesButton()->mapTo(&panel, QPoint(0, 0));
-            const QPixmap open = menu->grab();
-            p.drawPixmap(std::min(at.x(), shot.width() - open.width()),
-                         at.y() + panel.stylesButton()->height(), open);
-            p.end();
-            menu->hide();
-            shot.save(QDir(qEnvironmentVariable("SDS_SCREENSHOTS")).filePath("studio-styles.png"));
-        }
+        screenshotWithMenu(panel, panel.stylesButton(), "studio-styles.png");
         QAction* oil = action("Oil && ink");
         QVERIFY(oil);
         QVERIFY(oil->toolTip().contains("oil painting of {prompt}"));

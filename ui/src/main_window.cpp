@@ -10,7 +10,6 @@
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QDir>
-#include <QDirIterator>
 #include <QDockWidget>
 #include <QFile>
 #include <QFileDialog>
@@ -264,6 +263,7 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
             [this](int) { updateStatus(); });
 
     panel_->setStylesFile(settings_.stylesFile());
+    panel_->setNetworkFolders(settings_.lora_folder, settings_.embedding_folder);
     // The history store.
     try {
         history_ = std::make_unique<app::HistoryStore>(settings_.dataFolder());
@@ -631,12 +631,9 @@ void MainWindow::updatePromptCounters() {
         std::make_shared<ClipTokenizer>(ClipTokenizer::load_folder(tokenizerDir_.toStdString()));
     std::vector<ClipTokenizer::AddedWord> words;
     int32_t next = 1 << 20;  // ids only counted here, never looked up
-    QDirIterator it(settings_.embedding_folder, {"*.pt", "*.safetensors", "*.bin"}, QDir::Files,
-                    QDirIterator::Subdirectories);
-    while (!settings_.embedding_folder.isEmpty() && it.hasNext()) {
-        const QString file = it.next();
+    for (const auto& file : embedding_files(settings_.embedding_folder.toStdString())) {
         try {
-            const auto ti = load_textual_inversion(file.toStdString());
+            const auto ti = load_textual_inversion(file);
             ClipTokenizer::AddedWord w{ti.token, {}};
             for (int64_t k = 0; k < ti.vectors.size(0); ++k) {
                 w.ids.push_back(next++);
@@ -1066,6 +1063,7 @@ void MainWindow::openSettings() {
         settings_.embedding_folder = embeddingFolder->text();
         updatePromptCounters();
     }
+    panel_->setNetworkFolders(settings_.lora_folder, settings_.embedding_folder);
     settings_.device = device->currentText();
     settings_.dtype = dtype->currentText();
     settings_.decode_every = decode->value();

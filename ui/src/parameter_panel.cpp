@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "networks.h"
 #include "prompt_edit.h"
 #include "sds/error.h"
 #include "sds/scheduler.h"
@@ -385,7 +386,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     auto* removeLora = new QPushButton(tr("Remove"));
     connect(addLora, &QPushButton::clicked, this, [this] {
         const QString file = QFileDialog::getOpenFileName(
-            this, tr("Add a LoRA"), QString(), tr("LoRA files (*.safetensors *.pt *.ckpt)"));
+            this, tr("Add a LoRA"), loraFolder_, tr("LoRA files (*.safetensors *.pt *.ckpt)"));
         if (!file.isEmpty()) {
             this->addLora({file.toStdString(), 1.0});
         }
@@ -440,9 +441,26 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     stylesMenu->setToolTipsVisible(true);
     styles_->setMenu(stylesMenu);
     connect(stylesMenu, &QMenu::aboutToShow, this, &ParameterPanel::fillStylesMenu);
+    networks_ = new QToolButton;
+    networks_->setObjectName("networks");
+    networks_->setText(tr("Networks"));
+    networks_->setToolTip(
+        tr("A1111's extra networks: the LoRA and embeddings folders' files (Settings). A click "
+           "puts one into the prompt, a second takes it out; embeddings go into the prompt box "
+           "last in focus"));
+    networks_->setPopupMode(QToolButton::InstantPopup);
+    networks_->setAutoRaise(true);
+    auto* networksMenu = new QMenu(networks_);
+    networksMenu->setToolTipsVisible(true);
+    networks_->setMenu(networksMenu);
+    connect(networksMenu, &QMenu::aboutToShow, this, &ParameterPanel::fillNetworksMenu);
+    lastPrompt_ = prompt_;
+    prompt_->installEventFilter(this);
+    negative_->installEventFilter(this);
     auto* promptRow = new QHBoxLayout;
     promptRow->addWidget(new QLabel(tr("Prompt")));
     promptRow->addStretch();
+    promptRow->addWidget(networks_);
     promptRow->addWidget(styles_);
 
     auto* v = new QVBoxLayout(this);
@@ -521,6 +539,87 @@ void ParameterPanel::deleteStyle(const QString& name) {
     auto styles = app::load_styles(stylesFile_.toStdString());
     app::remove_style(styles, name.toStdString());
     app::save_styles(stylesFile_.toStdString(), styles);
+}
+
+void ParameterPanel::setNetworkFolders(const QString& loraFolder, const QString& embeddingFolder) {
+    loraFolder_ = loraFolder;
+    embeddingFolder_ = embeddingFolder;
+}
+
+void ParameterPanel::toggleLora(const QString& name) {
+    replaceText(prompt_, QString::fromStdString(app::toggle_lora(
+                             prompt_->toPlainText().toStdString(), name.toStdString())));
+}
+
+void ParameterPanel::toggleEmbedding(const QString& word) {
+    replaceText(lastPrompt_, QString::fromStdString(app::toggle_word(
+                                 lastPrompt_->toPlainText().toStdString(), word.toStdString())));
+}
+
+bool ParameterPanel::eventFilter(QObject* o, QEvent* e) {
+    if (e->type() == QEvent::FocusIn && (o == prompt_ || o == negative_)) {
+        lastPrompt_ = static_cast<PromptEdit*>(o);
+    }
+    return QWidget::eventFilter(o, e);
+}
+
+void ParameterPanel::fillNetworksMenu() {
+    QMenu* menu = networks_->menu();
+    menu->clear();
+    const auto heading = [menu](const QString& text) {
+        QAction* a = menu->addAction(text);
+        a->setEnabled(false);
+        QFont bold = a->font();
+        bold.setBold(true);
+        a->setFont(bold);
+    };
+    // A file a menu line: checked where the prompt has it; a click toggles it.
+    const auto add = [this, menu](const app::NetworkFile& file, bool in, const QString& tip,
+                                  auto toggle) {
+        QAction* a =
+            menu->addAction(QString::fromStdString(file.shown).replace('&', QStringLiteral("&&")));
+        a->setCheckable(true);
+        a->setChecked(in);
+        a->setToolTip(tip);
+        const QString name = QString::fromStdString(file.name);
+        connect(a, &QAction::triggered, this, [this, name, toggle] { (this->*toggle)(name); });
+    };
+    const auto empty = [menu](const QString& folder, const QString& what) {
+        menu->addAction(folder.isEmpty() ? tr("No %1 folder: choose one in Settings").arg(what)
+                                         : tr("No %1 files in %2").arg(what, folder))
+            ->setEnabled(false);
+    };
+
+    heading(tr("LoRA (into the prompt)"));
+    const auto loras = app::list_loras(loraFolder_.toStdString());
+    const std::string prompt = prompt_->toPlainText().toStdString();
+    for (const app::NetworkFile& lora : loras) {
+        QString tip = QString::fromStdString(lora.path);
+        if (!lora.trained_on.empty()) {
+            QStringList tags;
+            for (const std::string& t : lora.trained_on) {
+                tags << QString::fromStdString(t);
+            }
+            tip += "\n" + tr("Trained on: %1").arg(tags.join(", "));
+        }
+        add(lora, app::has_lora(prompt, lora.name), tip, &ParameterPanel::toggleLora);
+    }
+    if (loras.empty()) {
+        empty(loraFolder_, tr("LoRA"));
+    }
+
+    menu->addSeparator();
+    heading(lastPrompt_ == negative_ ? tr("Embeddings (into the negative prompt)")
+                                     : tr("Embeddings (into the prompt)"));
+    const auto embeddings = app::list_embeddings(embeddingFolder_.toStdString());
+    const std::string target = lastPrompt_->toPlainText().toStdString();
+    for (const app::NetworkFile& embedding : embeddings) {
+        add(embedding, app::has_word(target, embedding.name),
+            QString::fromStdString(embedding.path), &ParameterPanel::toggleEmbedding);
+    }
+    if (embeddings.empty()) {
+        empty(embeddingFolder_, tr("embedding"));
+    }
 }
 
 void ParameterPanel::fillStylesMenu() {

@@ -3,7 +3,8 @@
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
 // how the prompts are read (A1111's syntax or plain),
 // size and batch count, the hires fix, LoRAs with their weights; Generate, Cancel and the Live
-// toggle. A Styles menu merges A1111's prompt styles into the prompts and saves them.
+// toggle. A Styles menu merges A1111's prompt styles into the prompts and saves them; a Networks
+// menu puts the LoRA and embedding folders' files into the prompts as A1111's extra networks do.
 #include <QWidget>
 
 #include <memory>
@@ -96,6 +97,16 @@ class ParameterPanel : public QWidget {
     void deleteStyle(const QString& name);
     QToolButton* stylesButton() const { return styles_; }
 
+    // The folders the Networks menu lists, each time it opens (the settings' LoRA and
+    // embeddings folders).
+    void setNetworkFolders(const QString& loraFolder, const QString& embeddingFolder);
+    // A1111's extra networks: "<lora:NAME:1>" put into the prompt, or taken out where it is
+    // there; an embedding's word put into (or taken out of) the prompt box last in focus, the
+    // prompt or the negative prompt. Each is one step of that box's undo history.
+    void toggleLora(const QString& name);
+    void toggleEmbedding(const QString& word);
+    QToolButton* networksButton() const { return networks_; }
+
     PromptEdit* prompt() const { return prompt_; }
     PromptEdit* negativePrompt() const { return negative_; }
     ValueSlider* guidance() const { return guidance_; }
@@ -111,14 +122,21 @@ class ParameterPanel : public QWidget {
     void sizeChanged(QSize size);
     void modeChanged(Mode mode);
 
+  protected:
+    bool eventFilter(QObject* o, QEvent* e) override;  // which prompt box was last in focus
+
   private:
     Sampler sampler() const;  // the family's twin with the chosen schedule
     void showSampler(Sampler s);
     PromptSyntax promptSyntax() const;
     void fillStylesMenu();
+    void fillNetworksMenu();
     PromptEdit* prompt_;
     QToolButton* styles_;
     QString stylesFile_;
+    QToolButton* networks_;
+    QString loraFolder_, embeddingFolder_;
+    PromptEdit* lastPrompt_;  // the prompt box last in focus: where embeddings go
     PromptEdit* negative_;
     QRadioButton* textMode_;
     QRadioButton* sketchMode_;
