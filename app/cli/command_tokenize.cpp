@@ -85,9 +85,11 @@ int command_tokenize(const Args& args) {
         dir /= "tokenizer";
     }
     const ClipTokenizer tok = ClipTokenizer::load_folder(dir);
+    // LoRA tags are taken out before a prompt is read.
+    const std::string prompt = without_lora_tags(pos[1]);
     if (syntax != PromptSyntax::Plain) {
         // A1111's composable prompts: each part under a line that names it.
-        const auto parts = split_and(pos[1]);
+        const auto parts = split_and(prompt);
         for (size_t k = 0; k < parts.size(); ++k) {
             if (composes(parts)) {
                 std::printf("part %zu, weight %g: %s\n", k + 1, parts[k].weight,
@@ -99,10 +101,10 @@ int command_tokenize(const Args& args) {
     }
     std::vector<int64_t> ids;
     if (padded) {
-        ids = tok.encode_padded(pos[1]);
+        ids = tok.encode_padded(prompt);
     } else {
         ids.push_back(tok.start_id());
-        for (int32_t id : tok.encode(pos[1])) {
+        for (int32_t id : tok.encode(prompt)) {
             ids.push_back(id);
         }
         ids.push_back(tok.end_id());
@@ -111,7 +113,7 @@ int command_tokenize(const Args& args) {
     for (int64_t id : ids) {
         line += (line.empty() ? "" : " ") + std::to_string(id);
     }
-    std::printf("%s\n%s\n", line.c_str(), tok.count_text(pos[1]).c_str());
+    std::printf("%s\n%s\n", line.c_str(), tok.count_text(prompt).c_str());
     return 0;
 }
 

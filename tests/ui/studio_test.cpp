@@ -374,6 +374,9 @@ class StudioTest : public QObject {
         }
         prompt->setPlainText(words);
         QCOMPARE(prompt->counterText(), QString("80/150"));
+        // LoRA tags are taken out before the prompt is read: they count nothing.
+        prompt->setPlainText("a (red:1.3) <lora:ink:0.5> cat <lora:film grain:1>");
+        QCOMPARE(prompt->counterText(), QString("3/75"));
         // The prompt's AND parts are counted apart (the longest shows); the negative prompt
         // reads AND as a word.
         prompt->setPlainText("a red cat AND a dog:0.5");
@@ -386,6 +389,8 @@ class StudioTest : public QObject {
         QCOMPARE(panel.request().prompt_syntax, PromptSyntax::Plain);
         QCOMPARE(prompt->counterText(), QString("80/75"));
         QVERIFY(prompt->toolTip().contains("the last 5 are not read"));
+        prompt->setPlainText("a cat <lora:ink:1>");
+        QCOMPARE(prompt->counterText(), QString("%1/75").arg(tok->encode("a cat ").size()));
         prompt->setPlainText("a (red:1.3) cat");
         const auto typed = static_cast<int>(tok->encode("a (red:1.3) cat").size());
         QVERIFY(typed > 3);

@@ -9,6 +9,7 @@
 
 #include "sds/clip_tokenizer.h"
 #include "sds/error.h"
+#include "sds/generation_request.h"
 
 namespace sds::ui {
 
@@ -42,7 +43,9 @@ void PromptEdit::updateCounter() {
     QString tip;
     bool warn = false;
     if (tokenizer_) {
-        const std::string prompt = toPlainText().toStdString();
+        // Without its LoRA tags, which are taken out before the prompt is read (A1111 counts
+        // without its extra networks' tags too).
+        const std::string prompt = without_lora_tags(toPlainText().toStdString());
         if (syntax_ == PromptSyntax::Plain) {
             const auto n = static_cast<int>(tokenizer_->encode(prompt).size());
             text = QStringLiteral("%1/75").arg(n);

@@ -160,6 +160,8 @@ struct LoraTag {
     std::string name, fields;
 };
 std::vector<LoraTag> lora_tags(const std::string& text);
+// `text` without its LoRA tags (what take_lora_tags leaves of a prompt).
+std::string without_lora_tags(const std::string& text);
 
 // Where `word` first is in `text` at or after `from` as a word, in any (ASCII) case and not
 // inside a longer word (as find_embeddings looks for an embedding's name); else

@@ -520,10 +520,18 @@ std::vector<LoraTag> lora_tags(const std::string& text) {
     return tags;
 }
 
+std::string without_lora_tags(const std::string& text) {
+    std::string rest;
+    size_t last = 0;
+    for (const LoraTag& t : lora_tags(text)) {
+        rest += text.substr(last, t.position - last);
+        last = t.position + t.length;
+    }
+    return rest + text.substr(last);
+}
+
 void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
     for (std::string* text : {&prompt, &negative_prompt}) {
-        std::string rest;
-        size_t last = 0;
         for (const LoraTag& t : lora_tags(*text)) {
             const std::string& name = t.name;
             const std::string whole = text->substr(t.position, t.length);
@@ -583,11 +591,8 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
                             ".safetensors (.pt, .ckpt) in " + lora_dir + " or below");
             }
             loras.push_back(ref);
-            rest += text->substr(last, t.position - last);
-            last = t.position + t.length;
         }
-        rest += text->substr(last);
-        *text = rest;
+        *text = without_lora_tags(*text);
     }
 }
 
