@@ -51,6 +51,12 @@ int command_info(const Args& args) {
                 "masked image)\n");
         }
     }
+    if (model.is_refiner()) {
+        std::printf("an SDXL refiner: the second text encoder alone%s\n",
+                    model.requires_aesthetics_score()
+                        ? ", and an aesthetic score (--aesthetic-score, --negative-aesthetic-score)"
+                        : "");
+    }
     std::printf("\n");
     int name_w = 13, class_w = 22;  // wider for SDXL's text_encoder_2 and its class
     for (const auto& [name, c] : model.components()) {

@@ -83,6 +83,8 @@ int command_tokenize(const Args& args) {
     }
     if (std::filesystem::is_directory(dir / "tokenizer")) {
         dir /= "tokenizer";
+    } else if (std::filesystem::is_directory(dir / "tokenizer_2")) {
+        dir /= "tokenizer_2";  // SDXL's refiner has the second alone
     }
     const ClipTokenizer tok = ClipTokenizer::load_folder(dir);
     // LoRA tags are taken out before a prompt is read.

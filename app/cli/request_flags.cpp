@@ -46,6 +46,8 @@ const char* const kFlagsAfterSamplers =
     "                     pixels, at --width x --height, put back into the whole image\n"
     "                     (diffusers' padding_mask_crop, A1111's \"Only masked\")\n"
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
+    "  --aesthetic-score A (6)  --negative-aesthetic-score A (2.5)   an SDXL refiner's\n"
+    "                     conditioning (diffusers' aesthetic_score, negative_aesthetic_score)\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
     "                     (size floored to a multiple of 8) and made again as img2img\n"
     "                     with --hires-strength S (0.7) and --hires-steps N (0: --steps)\n"
@@ -334,6 +336,10 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.clip_skip = number<int>(a, value());
         else if (a == "--eta")
             r.eta = number<double>(a, value());
+        else if (a == "--aesthetic-score")
+            r.aesthetic_score = number<double>(a, value());
+        else if (a == "--negative-aesthetic-score")
+            r.negative_aesthetic_score = number<double>(a, value());
         else if (a == "--lora") {
             if (!lora_given) {  // the flags' LoRAs replace those a --from PNG names
                 r.loras.clear();

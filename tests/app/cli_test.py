@@ -1475,6 +1475,47 @@ def test_an_sdxl_folder_makes_diffusers_images_from_the_cli(tmp_path):
     assert r.returncode == 1 and "an SDXL model; training fine-tunes SD 1.x and 2.x" in r.stderr, r.stderr
 
 
+def test_an_sdxl_refiner_makes_diffusers_images_from_the_cli(tmp_path):
+    """SDXL's refiner (the second text encoder alone, an aesthetic score in the UNet's size
+    conditioning) through img2img with --aesthetic-score and --negative-aesthetic-score, against
+    diffusers' StableDiffusionXLImg2ImgPipeline (checked in C++ too, with more cases)."""
+    import numpy as np
+    from safetensors.torch import load_file
+    from PIL import Image
+    refiner = SDXL / "tiny-sdxl-refiner"
+    name = "refiner_img_dpmpp_2m_s0.8_no_negative_aesthetic"
+    req = {c["name"]: c for c in json.loads((SDXL / "cases.json").read_text())}[name]["request"]
+    want = load_file(str(SDXL / "expected.safetensors"))
+    init = tmp_path / "init.png"
+    Image.fromarray(want["init"].numpy()).save(init)
+    flags = ["--model", str(refiner), "--prompt", req["prompt"], "--init", str(init),
+             "--strength", str(req["strength"]), "--steps", str(req["steps"]),
+             "--guidance", str(req["guidance_scale"]), "--seed", str(req["seed"]),
+             "--sampler", req["sampler"], "--device", "cpu"]
+    r = run("img2img", *flags, "--aesthetic-score", str(req["aesthetic_score"]),
+            "--negative-aesthetic-score", str(req["negative_aesthetic_score"]),
+            "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    png = r.stdout.split()[0]
+    got = np.array(Image.open(png).convert("RGB")).astype(int)
+    assert np.abs(got - want[name][0].numpy().astype(int)).max() <= 2
+    meta = json.loads(Image.open(png).text["sdstudio"])
+    assert (meta["aesthetic_score"], meta["negative_aesthetic_score"]) == (8.5, 1.0), meta
+    # diffusers' defaults (6, 2.5) otherwise: another image.
+    r = run("img2img", *flags, "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    other = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
+    assert np.abs(other - got).max() > 2
+    r = run("img2img", *flags, "--aesthetic-score", "11", "--out", str(tmp_path / "c"))
+    assert r.returncode != 0 and "aesthetic scores must be 0..10" in r.stderr, r.stderr
+    # Its tokenizer is the second's; info says what it is.
+    r = run("tokenize", str(refiner), "a blue disc")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1] == "3/75", r.stdout
+    r = run("info", str(refiner))
+    assert r.returncode == 0 and "SDXL refiner" in r.stdout, r.stdout
+
+
 def test_an_sdxl_single_file_makes_the_folder_images_and_exports_back(tmp_path):
     """An SDXL single file (Stability's layout, conditioner.embedders.*; the fixture's, which
     diffusers reads as the folder) opens with SDXL 1.0's bundled configs unless --config says

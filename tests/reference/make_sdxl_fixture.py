@@ -11,7 +11,9 @@ of those models to its original name ("unet": name -> key; "text_encoder_2": nam
 key, part of 3, -1 for the whole tensor or -2 for its transpose]), checked by diffusers'
 converters.
 OUT_DIR/tiny-sdxl (the model), OUT_DIR/tiny-sdxl-nozeros (the same with
-force_zeros_for_empty_prompt false: no negative prompt means that of ""),
+force_zeros_for_empty_prompt false: no negative prompt means that of ""), OUT_DIR/tiny-sdxl-refiner
+(a refiner as SDXL 1.0's: the second text encoder alone, and a UNet conditioned on an aesthetic
+score in place of the target size: requires_aesthetics_score),
 OUT_DIR/unet.safetensors (sample, timestep, context, text_embeds, time_ids, out; and
 prompt_embeds, pooled: encode_prompt's for PROMPT and clip skip 0, prompt_embeds_skip1 for 1),
 OUT_DIR/cases.json ([{"name", "model", "request"}]), OUT_DIR/expected.safetensors ("init" and
@@ -87,6 +89,21 @@ def make_model(out):
     index = json.loads((nozeros / "model_index.json").read_text())
     index["force_zeros_for_empty_prompt"] = False
     (nozeros / "model_index.json").write_text(json.dumps(index, indent=1))
+    # The refiner: SDXL 1.0 refiner's layout (no text_encoder and tokenizer; cross-attention to
+    # the second encoder alone; 5 size ids with the aesthetic score), its own weights.
+    torch.manual_seed(1)
+    refiner_unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=5 * 8 + 24,
+        cross_attention_dim=40, norm_num_groups=16)
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=vae, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None,
+        tokenizer_2=tokenizer_2, unet=refiner_unet, scheduler=scheduler,
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    refiner.save_pretrained(out / "tiny-sdxl-refiner", safe_serialization=True)
 
 
 CASES = [
@@ -124,6 +141,24 @@ CASES = [
       "width": 32, "height": 32, "sampler": "euler_a", "strength": 0.7,
       "init_image": "init.png", "mask_image": "mask.png", "keep_unmasked": True,
       "mask_blur": 2}),
+    # The refiner (img2img and inpainting; its aesthetic scores as given or diffusers' 6 and
+    # 2.5).
+    ("refiner_img_euler_s0.3_neg_b2", "tiny-sdxl-refiner",
+     {"prompt": "a blue disc", "negative_prompt": "dark", "steps": 10, "guidance_scale": 5.0,
+      "seed": 6, "batch_count": 2, "width": 32, "height": 32, "sampler": "euler",
+      "strength": 0.3, "init_image": "init.png"}),
+    ("refiner_img_dpmpp_2m_s0.8_no_negative_aesthetic", "tiny-sdxl-refiner",
+     {"prompt": "a blue disc", "steps": 6, "guidance_scale": 4.0, "seed": 2, "batch_count": 1,
+      "width": 32, "height": 32, "sampler": "dpmpp_2m", "strength": 0.8,
+      "init_image": "init.png", "aesthetic_score": 8.5, "negative_aesthetic_score": 1.0}),
+    ("refiner_img_euler_a_g1", "tiny-sdxl-refiner",
+     {"prompt": "a blue disc", "steps": 5, "guidance_scale": 1.0, "seed": 13, "batch_count": 1,
+      "width": 32, "height": 32, "sampler": "euler_a", "strength": 0.5,
+      "init_image": "init.png"}),
+    ("refiner_inpaint_euler_s0.75_neg", "tiny-sdxl-refiner",
+     {"prompt": "a blue disc", "negative_prompt": "dark", "steps": 6, "guidance_scale": 5.0,
+      "seed": 14, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler",
+      "strength": 0.75, "init_image": "init.png", "mask_image": "mask.png"}),
 ]
 
 
@@ -219,13 +254,20 @@ def main(out_dir, unet_config, text_2_config):
     pipes = {}
     for name, model, req in CASES:
         if model not in pipes:
-            pipe = StableDiffusionXLPipeline.from_pretrained(out / model)
-            pipe.set_progress_bar_config(disable=True)
-            img2img = StableDiffusionXLImg2ImgPipeline(**pipe.components)
+            if model.endswith("refiner"):  # no text-to-image pipeline for a refiner
+                pipe = None
+                img2img = StableDiffusionXLImg2ImgPipeline.from_pretrained(out / model)
+                assert img2img.config.requires_aesthetics_score
+                inpaint = StableDiffusionXLInpaintPipeline(**img2img.components,
+                                                           requires_aesthetics_score=True)
+            else:
+                pipe = StableDiffusionXLPipeline.from_pretrained(out / model)
+                pipe.set_progress_bar_config(disable=True)
+                img2img = StableDiffusionXLImg2ImgPipeline(**pipe.components)
+                inpaint = StableDiffusionXLInpaintPipeline(**pipe.components)
             img2img.set_progress_bar_config(disable=True)
-            inpaint = StableDiffusionXLInpaintPipeline(**pipe.components)
             inpaint.set_progress_bar_config(disable=True)
-            pipes[model] = (pipe, img2img, inpaint, pipe.scheduler.config)
+            pipes[model] = (pipe, img2img, inpaint, img2img.scheduler.config)
         pipe, img2img, inpaint, config = pipes[model]
         scheduler = SAMPLERS[req["sampler"]].from_config(config)
         b = req["batch_count"]
@@ -234,6 +276,9 @@ def main(out_dir, unet_config, text_2_config):
                       num_inference_steps=req["steps"], guidance_scale=req["guidance_scale"],
                       num_images_per_prompt=b, generator=gens, output_type="pil",
                       clip_skip=req.get("clip_skip") or None)
+        for key in ("aesthetic_score", "negative_aesthetic_score"):
+            if key in req:
+                kwargs[key] = req[key]
         if "mask_image" in req:
             inpaint.scheduler = scheduler
             m = Image.fromarray(mask)

@@ -96,6 +96,12 @@ struct GenerationRequest {
     // diffusers' img2img pipeline takes latents for its image.
     std::string hires_upscaler = "Lanczos";
     int clip_skip = 0;  // diffusers' clip_skip (A1111's "Clip skip" minus one)
+    // An SDXL refiner's conditioning (a model whose model_index.json says
+    // requires_aesthetics_score): the aesthetic score the prompt's images are told they have,
+    // and the negative prompt's, as diffusers' aesthetic_score and negative_aesthetic_score
+    // (A1111's "SDXL high/low aesthetic score"). Other models do not read them.
+    double aesthetic_score = 6.0;
+    double negative_aesthetic_score = 2.5;
     // How the prompts are read: as typed (diffusers), or A1111's emphasis, BREAK and long
     // prompts (sds/prompt_syntax.h), for the prompt and the negative prompt alike.
     PromptSyntax prompt_syntax = PromptSyntax::Plain;

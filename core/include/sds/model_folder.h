@@ -110,9 +110,17 @@ class ModelFolder {
     const ComponentFiles& component(const std::string& name) const;
     const std::map<std::string, ComponentFiles>& components() const { return components_; }
 
-    std::filesystem::path tokenizer_dir() const { return dir_ / "tokenizer"; }
+    // The prompts' tokenizer: tokenizer, or a refiner's tokenizer_2.
+    std::filesystem::path tokenizer_dir() const {
+        return is_refiner() ? tokenizer_2_dir() : dir_ / "tokenizer";
+    }
     // SDXL: a second text encoder (CLIPTextModelWithProjection) and its tokenizer.
     bool is_xl() const { return has("text_encoder_2"); }
+    // SDXL's refiner: the second text encoder and tokenizer alone.
+    bool is_refiner() const { return is_xl() && !has("text_encoder"); }
+    // The UNet's size conditioning ends in an aesthetic score in place of the target size
+    // (model_index.json's requires_aesthetics_score, SDXL's refiner): 5 numbers, not 6.
+    bool requires_aesthetics_score() const { return requires_aesthetics_score_; }
     std::filesystem::path tokenizer_2_dir() const { return dir_ / "tokenizer_2"; }
     // SDXL: no negative prompt means zero embeddings, not those of "" (model_index.json).
     bool force_zeros_for_empty_prompt() const { return force_zeros_for_empty_prompt_; }
@@ -125,6 +133,7 @@ class ModelFolder {
     ModelHints hints_;
     std::string pipeline_class_;
     bool force_zeros_for_empty_prompt_ = false;
+    bool requires_aesthetics_score_ = false;
     std::map<std::string, ComponentFiles> components_;
 };
 

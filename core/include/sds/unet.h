@@ -43,9 +43,13 @@ struct UNetConfig {
     bool text_time = false;
     int64_t addition_time_embed_dim = 0;
     int64_t projection_class_embeddings_input_dim = 0;
+    // How many size numbers: 6 (original size, crop corner, target size), or 5 for SDXL's
+    // refiner (an aesthetic score in place of the target size). Not in the UNet's config: the
+    // model folder says (ModelFolder::requires_aesthetics_score).
+    int64_t time_ids = 6;
     // The pooled text embedding's width a text_time model expects.
     int64_t text_embeds_dim() const {
-        return projection_class_embeddings_input_dim - 6 * addition_time_embed_dim;
+        return projection_class_embeddings_input_dim - time_ids * addition_time_embed_dim;
     }
 
     // Reads unet/config.json; unsupported options are errors naming the file and field.
@@ -66,7 +70,8 @@ class UNet {
     void to(c10::Device device, c10::ScalarType dtype);
 
     // SDXL's added conditioning (UNetConfig::text_time): text_embeds [B, text_embeds_dim()],
-    // time_ids [B, 6] (original height and width, crop top and left, target height and width).
+    // time_ids [B, 6] (original height and width, crop top and left, target height and width;
+    // a refiner's [B, 5]: original size, crop corner and aesthetic score).
     struct Added {
         at::Tensor text_embeds, time_ids;
     };

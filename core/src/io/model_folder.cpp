@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <set>
+#include <string_view>
 
 #include "io/json_config.h"
 #include "sds/clip_text_model.h"
@@ -141,8 +142,7 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
         if (!entry.is_array() || entry.size() != 2 || !entry[1].is_string()) {
             if (entry.is_array() && entry.size() == 2 && entry[1].is_null()) {
                 throw ModelError(rel(m.dir_, index_path) + ": has no '" + kind.name +
-                                 "' (an SDXL refiner, which conditions on its second text "
-                                 "encoder alone, is not supported; open the SDXL base model)");
+                                 "' (null there), which a Stable Diffusion pipeline needs");
             }
             index.fail(kind.name, "must be [library, class name] (found " + entry.dump() + ")");
         }
@@ -165,7 +165,18 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
         }
         m.components_.emplace(c.name, std::move(c));
     };
+    // SDXL's refiner has the second text encoder and tokenizer alone (the first ones null).
+    const auto named = [&](const char* name) {
+        const auto& e = index.json()[name];
+        return e.is_array() && e.size() == 2 && e[1].is_string();
+    };
+    const bool refiner = index.has("text_encoder_2") && named("text_encoder_2") &&
+                         !named("text_encoder") && !named("tokenizer");
     for (const ComponentKind& kind : kRequired) {
+        if (refiner && (std::string_view(kind.name) == "text_encoder" ||
+                        std::string_view(kind.name) == "tokenizer")) {
+            continue;
+        }
         if (!index.has(kind.name)) {
             throw ModelError(rel(m.dir_, index_path) + ": the component '" + kind.name +
                              "' is missing (a Stable Diffusion pipeline needs text_encoder, "
@@ -183,6 +194,7 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
             read_component(kind);
         }
         m.force_zeros_for_empty_prompt_ = index.boolean("force_zeros_for_empty_prompt", true);
+        m.requires_aesthetics_score_ = index.boolean("requires_aesthetics_score", false);
     }
     for (const fs::path& tok :
          {m.tokenizer_dir(), m.is_xl() ? m.tokenizer_2_dir() : m.tokenizer_dir()}) {

@@ -403,10 +403,11 @@ at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
     }
     if (given &&
         (added.text_embeds.dim() != 2 || added.text_embeds.size(1) != c.text_embeds_dim() ||
-         added.time_ids.dim() != 2 || added.time_ids.size(1) != 6 ||
+         added.time_ids.dim() != 2 || added.time_ids.size(1) != c.time_ids ||
          added.text_embeds.size(0) != sample.size(0) || added.time_ids.size(0) != sample.size(0))) {
         throw Error("unet: the added conditioning must be text_embeds [B, " +
-                    std::to_string(c.text_embeds_dim()) + "] and time_ids [B, 6]");
+                    std::to_string(c.text_embeds_dim()) + "] and time_ids [B, " +
+                    std::to_string(c.time_ids) + "]");
     }
     const nn::GradOnlyInTraining grad(*impl_->model);
     return impl_->model->forward(sample, timesteps, context, added);

@@ -62,6 +62,9 @@ void GenerationRequest::validate() const {
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
         fail("eta must be 0..1");
+    if (!(aesthetic_score >= 0 && aesthetic_score <= 10) ||
+        !(negative_aesthetic_score >= 0 && negative_aesthetic_score <= 10))
+        fail("aesthetic scores must be 0..10");
     for (const auto& e : embeddings) {
         if (e.file.empty())
             fail("an embedding needs a file");
@@ -99,6 +102,8 @@ std::string GenerationRequest::to_json() const {
     j["hires_upscaler"] = hires_upscaler;
     j["clip_skip"] = clip_skip;
     j["eta"] = eta;
+    j["aesthetic_score"] = aesthetic_score;
+    j["negative_aesthetic_score"] = negative_aesthetic_score;
     if (prompt_syntax != PromptSyntax::Plain) {  // left out when plain, as before there was one
         j["prompt_syntax"] = prompt_syntax_name(prompt_syntax);
     }
@@ -163,6 +168,8 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("hires_strength", r.hires_strength);
     get("hires_upscaler", r.hires_upscaler);
     get("clip_skip", r.clip_skip);
+    get("aesthetic_score", r.aesthetic_score);
+    get("negative_aesthetic_score", r.negative_aesthetic_score);
     get("eta", r.eta);
     std::string syntax = prompt_syntax_name(r.prompt_syntax);
     get("prompt_syntax", syntax);

@@ -78,6 +78,11 @@ void write_original_checkpoint(const ModelFolder& model, const std::filesystem::
         throw Error("a single-file checkpoint is written in fp16 or fp32");
     }
     torch::NoGradGuard no_grad;
+    if (model.is_refiner()) {
+        throw ModelError(model.source().string() +
+                         ": an SDXL refiner; SD Studio writes single files of SD 1.x, 2.x and "
+                         "SDXL base models only");
+    }
     Named tensors;
     model.explain_load_errors([&] {
         const auto& uc = model.component("unet");

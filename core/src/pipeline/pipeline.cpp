@@ -159,18 +159,25 @@ void check_xl_fits(const ModelFolder& folder, const UNetConfig& unet, const Clip
         }
         return;
     }
-    const int64_t context = text->config().hidden_size + text_2->config().hidden_size;
+    // A refiner has the second encoder alone, and 5 size numbers (the aesthetic score).
+    const int64_t context = (text ? text->config().hidden_size : 0) + text_2->config().hidden_size;
     if (!unet.text_time || unet.cross_attention_dim != context ||
         unet.text_embeds_dim() != text_2->config().projection_dim) {
+        const std::string n = std::to_string(unet.time_ids);
         throw ModelError(
             where +
             ": does not fit the SDXL text encoders: it needs addition_embed_type "
             "text_time, cross_attention_dim " +
             std::to_string(context) +
-            " (both encoders' widths) and "
-            "projection_class_embeddings_input_dim " +
-            std::to_string(text_2->config().projection_dim + 6 * unet.addition_time_embed_dim) +
-            " (text_encoder_2's projection_dim + 6 x addition_time_embed_dim)");
+            (text ? " (both encoders' widths)" : " (text_encoder_2's width)") +
+            " and projection_class_embeddings_input_dim " +
+            std::to_string(text_2->config().projection_dim +
+                           unet.time_ids * unet.addition_time_embed_dim) +
+            " (text_encoder_2's projection_dim + " + n + " x addition_time_embed_dim" +
+            (folder.requires_aesthetics_score()
+                 ? ": model_index.json's requires_aesthetics_score puts an aesthetic score in "
+                   "place of the target size)"
+                 : ")"));
     }
 }
 }  // namespace
@@ -196,8 +203,10 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         std::make_unique<ClipTokenizer>(ClipTokenizer::load_folder(m.folder.tokenizer_dir()));
     m.folder.explain_load_errors([&] {
         tell("loading the text encoder", 0.05);
-        m.text = std::make_unique<ClipTextModel>(
-            ClipTextModel::load(m.folder.component("text_encoder"), options.dtype, options.device));
+        if (!m.folder.is_refiner()) {  // a refiner has the second alone
+            m.text = std::make_unique<ClipTextModel>(ClipTextModel::load(
+                m.folder.component("text_encoder"), options.dtype, options.device));
+        }
         if (m.folder.is_xl()) {
             m.tokenizer_2 = std::make_unique<ClipTokenizer>(
                 ClipTokenizer::load_folder(m.folder.tokenizer_2_dir()));
@@ -207,6 +216,9 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         tell("loading the UNet", 0.2);
         const auto& unet = m.folder.component("unet");
         UNetConfig unet_config = UNetConfig::from_file(unet.config);
+        if (m.folder.requires_aesthetics_score()) {
+            unet_config.time_ids = 5;  // original size, crop corner, aesthetic score
+        }
         if (m.folder.is_single_file()) {
             // A single file's UNet takes as many channels as its first convolution: 9 for an
             // inpainting checkpoint (sd-v1-5-inpainting), whose configs are otherwise its
@@ -236,7 +248,9 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
     const UNetConfig unet_config = m.unet->config();
     m.lora.add(LoraMerger::Component::UNet, m.unet->module(),
                [unet_config](const std::string& n) { return original_unet_key(n, unet_config); });
-    m.lora.add(LoraMerger::Component::TextEncoder, m.text->module());
+    if (m.text) {
+        m.lora.add(LoraMerger::Component::TextEncoder, m.text->module());
+    }
     if (m.text_2) {
         m.lora.add(LoraMerger::Component::TextEncoder2, m.text_2->module());
     }
@@ -285,7 +299,9 @@ void Pipeline::set_embeddings(const std::vector<EmbeddingRef>& list) {
     Impl& m = *impl_;
     auto clear = [&] {
         m.tokenizer->set_added_words({});
-        m.text->set_added_embeddings({});
+        if (m.text) {
+            m.text->set_added_embeddings({});
+        }
         if (m.text_2) {
             m.tokenizer_2->set_added_words({});
             m.text_2->set_added_embeddings({});
@@ -300,12 +316,14 @@ void Pipeline::set_embeddings(const std::vector<EmbeddingRef>& list) {
     // diffusers' load_textual_inversion appends them (SDXL's pooled output depends on the order).
     std::vector<ClipTokenizer::AddedWord> words, words_2;
     std::vector<at::Tensor> rows, rows_2;
-    const int64_t base = m.text->config().vocab_size;
+    // A refiner has the second text encoder alone: an SDXL embedding's clip_g vectors.
+    const ClipTextModel& first = m.text ? *m.text : *m.text_2;
+    const int64_t base = first.config().vocab_size;
     const int64_t base_2 = m.text_2 ? m.text_2->config().vocab_size : 0;
     int64_t n = 0;
     for (const EmbeddingRef& e : list) {
         const TextualInversion ti = load_textual_inversion(e.file, e.token);
-        const int64_t width = m.text->config().hidden_size;
+        const int64_t width = m.text ? m.text->config().hidden_size : ti.vectors.size(1);
         if (m.text_2 && !ti.vectors_2.defined()) {
             throw FileError(e.file +
                             ": an SD 1.x/2.x embedding; this SDXL model takes ones "
@@ -338,8 +356,10 @@ void Pipeline::set_embeddings(const std::vector<EmbeddingRef>& list) {
         }
     }
     try {
-        m.tokenizer->set_added_words(words);
-        m.text->set_added_embeddings(at::cat(rows));
+        m.tokenizer->set_added_words(m.text ? words : words_2);  // a refiner's counts the second's
+        if (m.text) {
+            m.text->set_added_embeddings(at::cat(rows));
+        }
         if (m.text_2) {
             m.tokenizer_2->set_added_words(words_2);
             m.text_2->set_added_embeddings(at::cat(rows_2));
@@ -369,7 +389,7 @@ Vae& Pipeline::vae() {
     return *impl_->vae;
 }
 ClipTextModel& Pipeline::text_encoder() {
-    return *impl_->text;
+    return impl_->text ? *impl_->text : *impl_->text_2;
 }
 c10::Device Pipeline::device() const {
     return impl_->options.device;
@@ -467,12 +487,15 @@ std::pair<at::Tensor, at::Tensor> Pipeline::encode_prompt_xl(const std::string& 
         auto ids = [&](const ClipTokenizer& tok) {
             return at::tensor(tok.encode_padded(text), at::kLong).unsqueeze(0);
         };
-        const auto first = m.text->encode_xl(ids(*m.tokenizer), clip_skip);
         const auto second = m.text_2->encode_xl(ids(*m.tokenizer_2), clip_skip);
+        if (!m.text) {  // a refiner: the second encoder's states alone
+            return {second.hidden, second.pooled};
+        }
+        const auto first = m.text->encode_xl(ids(*m.tokenizer), clip_skip);
         return {at::cat({first.hidden, second.hidden}, -1), second.pooled};
     }
-    const auto chunks = chunk_prompt(*m.tokenizer, text).chunks;
     const auto chunks_2 = chunk_prompt(*m.tokenizer_2, text).chunks;
+    const auto chunks = m.text ? chunk_prompt(*m.tokenizer, text).chunks : chunks_2;
     if (chunks.size() != chunks_2.size()) {
         throw Error(m.folder.source().string() +
                     ": the two tokenizers cut the prompt into different chunks");
@@ -480,11 +503,13 @@ std::pair<at::Tensor, at::Tensor> Pipeline::encode_prompt_xl(const std::string& 
     std::vector<at::Tensor> parts;
     at::Tensor pooled;
     for (size_t k = 0; k < chunks.size(); ++k) {
-        const auto first = m.text->encode_xl(chunk_ids(chunks[k]), clip_skip);
         const auto second = m.text_2->encode_xl(chunk_ids(chunks_2[k]), clip_skip);
-        parts.push_back(at::cat({emphasize(first.hidden, chunks[k].weights, syntax),
-                                 emphasize(second.hidden, chunks_2[k].weights, syntax)},
-                                -1));
+        at::Tensor states = emphasize(second.hidden, chunks_2[k].weights, syntax);
+        if (m.text) {
+            const auto first = m.text->encode_xl(chunk_ids(chunks[k]), clip_skip);
+            states = at::cat({emphasize(first.hidden, chunks[k].weights, syntax), states}, -1);
+        }
+        parts.push_back(states);
         if (k == 0) {
             pooled = second.pooled;
         }
@@ -831,12 +856,23 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
             for (const at::Tensor& p : pooled) {
                 embeds.push_back(p.to(dtype).repeat({b, 1}));
             }
+            // A refiner's: original size, crop corner, and the aesthetic score (the negative
+            // prompt's rows the negative one), as diffusers' img2img pipeline.
             const double h = req.height, w = req.width;
             out.added.text_embeds = at::cat(embeds, 0);
-            out.added.time_ids = at::tensor(std::vector<double>{h, w, 0, 0, h, w}, at::kDouble)
-                                     .to(device, dtype)
-                                     .view({1, 6})
-                                     .repeat({out.added.text_embeds.size(0), 1});
+            const auto ids = [&](double last, int64_t rows) {
+                std::vector<double> v{h, w, 0, 0, h, w};
+                if (m.folder.requires_aesthetics_score()) {
+                    v = {h, w, 0, 0, last};
+                }
+                const auto n = static_cast<int64_t>(v.size());
+                return at::tensor(v, at::kDouble).to(device, dtype).view({1, n}).repeat({rows, 1});
+            };
+            const int64_t negative_rows = uncond.defined() ? b : 0;
+            out.added.time_ids =
+                at::cat({ids(req.negative_aesthetic_score, negative_rows),
+                         ids(req.aesthetic_score, out.added.text_embeds.size(0) - negative_rows)},
+                        0);
         }
         return out;
     };

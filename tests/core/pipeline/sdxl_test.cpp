@@ -16,6 +16,7 @@
 #include "sds/clip_text_model.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sds/original_layout.h"
 #include "sds/pipeline.h"
 #include "sds/safetensors.h"
 #include "sds/unet.h"
@@ -125,8 +126,42 @@ std::string open_error(const fs::path& dir) {
     return "(no error)";
 }
 
+TEST(Sdxl, RefinerHasTheSecondEncoderAloneAndAnAestheticScore) {
+    const auto folder = sds::ModelFolder::open(kDir / "tiny-sdxl-refiner");
+    EXPECT_TRUE(folder.is_xl() && folder.is_refiner() && folder.requires_aesthetics_score());
+    EXPECT_FALSE(folder.has("text_encoder") || folder.has("tokenizer"));
+    EXPECT_EQ(folder.tokenizer_dir(), folder.tokenizer_2_dir());
+    const auto base = sds::ModelFolder::open(kDir / "tiny-sdxl");
+    EXPECT_FALSE(base.is_refiner() || base.requires_aesthetics_score());
+    EXPECT_EQ(base.tokenizer_dir(), base.dir() / "tokenizer");
+    auto& refiner = pipeline("tiny-sdxl-refiner");
+    EXPECT_EQ(refiner.unet().config().time_ids, 5);
+    EXPECT_EQ(refiner.unet().config().text_embeds_dim(), 24);
+    // The aesthetic scores change the images (the cases above match diffusers').
+    sds::GenerationRequest r;
+    r.prompt = "a blue disc";
+    r.sampler = sds::Sampler::Euler;
+    r.steps = 3;
+    r.width = r.height = 32;
+    r.strength = 0.6;
+    r.init_image = "init.png";
+    const sds::Image init = sds::test::image_of(expected().tensor("init"));
+    const auto a = refiner.generate(r, &init).images.at(0);
+    r.aesthetic_score = 9.0;
+    const auto b = refiner.generate(r, &init).images.at(0);
+    EXPECT_NE(a.rgb, b.rgb);
+    // Written to single files: not something SD Studio does for a refiner.
+    try {
+        sds::write_original_checkpoint(
+            folder, sds::test::temp_dir("sdxl_refiner") / "r.safetensors", at::kFloat);
+        ADD_FAILURE() << "wrote a refiner to a single file";
+    } catch (const sds::ModelError& e) {
+        EXPECT_NE(std::string(e.what()).find("an SDXL refiner"), std::string::npos) << e.what();
+    }
+}
+
 TEST(Sdxl, SaysWhatItCannotRun) {
-    // A refiner: only the second encoder.
+    // A base model's UNet with the second encoder alone: the UNet does not fit.
     const fs::path refiner = sds::test::temp_dir("sdxl_refiner") / "refiner";
     fs::remove_all(refiner);
     fs::copy(kDir / "tiny-sdxl", refiner, fs::copy_options::recursive);
@@ -135,8 +170,20 @@ TEST(Sdxl, SaysWhatItCannotRun) {
     index["text_encoder"] = {nullptr, nullptr};
     index["tokenizer"] = {nullptr, nullptr};
     std::ofstream(refiner / "model_index.json") << index.dump();
-    EXPECT_NE(open_error(refiner).find("an SDXL refiner"), std::string::npos)
+    EXPECT_NE(open_error(refiner).find("cross_attention_dim 40 (text_encoder_2's width)"),
+              std::string::npos)
         << open_error(refiner);
+    // A refiner whose model_index.json leaves out requires_aesthetics_score: 6 size numbers
+    // do not fit its UNet, and the message says what would.
+    const fs::path no_score = sds::test::temp_dir("sdxl_refiner") / "no_score";
+    fs::remove_all(no_score);
+    fs::copy(kDir / "tiny-sdxl-refiner", no_score, fs::copy_options::recursive);
+    std::ifstream(no_score / "model_index.json") >> index;
+    index.erase("requires_aesthetics_score");
+    std::ofstream(no_score / "model_index.json") << index.dump();
+    EXPECT_NE(open_error(no_score).find("projection_class_embeddings_input_dim 72"),
+              std::string::npos)
+        << open_error(no_score);
     // A second encoder of another kind (a CLIPTextModel's weights, without the projection):
     // the file and what is missing are named.
     const fs::path narrow = sds::test::temp_dir("sdxl_narrow") / "narrow";
