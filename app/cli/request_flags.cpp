@@ -48,6 +48,9 @@ const char* const kFlagsAfterSamplers =
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --aesthetic-score A (6)  --negative-aesthetic-score A (2.5)   an SDXL refiner's\n"
     "                     conditioning (diffusers' aesthetic_score, negative_aesthetic_score)\n"
+    "  --refiner MODEL    txt2img: SDXL's refiner takes over at --refiner-switch-at F\n"
+    "                     (0.8) of the way, as diffusers' denoising_end/denoising_start\n"
+    "                     (A1111's Refiner)\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
     "                     (size floored to a multiple of 8) and made again as img2img\n"
     "                     with --hires-strength S (0.7) and --hires-steps N (0: --steps)\n"
@@ -340,6 +343,10 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.aesthetic_score = number<double>(a, value());
         else if (a == "--negative-aesthetic-score")
             r.negative_aesthetic_score = number<double>(a, value());
+        else if (a == "--refiner")
+            r.refiner = value();
+        else if (a == "--refiner-switch-at")
+            r.refiner_switch_at = number<double>(a, value());
         else if (a == "--lora") {
             if (!lora_given) {  // the flags' LoRAs replace those a --from PNG names
                 r.loras.clear();

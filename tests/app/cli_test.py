@@ -1516,6 +1516,33 @@ def test_an_sdxl_refiner_makes_diffusers_images_from_the_cli(tmp_path):
     assert r.returncode == 0 and "SDXL refiner" in r.stdout, r.stdout
 
 
+def test_sdxl_base_and_refiner_in_one_generation_match_diffusers_ensemble(tmp_path):
+    """--refiner: the base until --refiner-switch-at, the refiner from its latents on the same
+    generators (Euler a draws from them in both), as diffusers' denoising_end/denoising_start."""
+    import numpy as np
+    from safetensors.torch import load_file
+    from PIL import Image
+    name = "ensemble_euler_a_0.5_g1"
+    req = {c["name"]: c for c in json.loads((SDXL / "cases.json").read_text())}[name]["request"]
+    want = load_file(str(SDXL / "expected.safetensors"))[name]
+    r = run("txt2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", req["prompt"],
+            "--refiner", str(SDXL / req["refiner"]), "--refiner-switch-at",
+            str(req["refiner_switch_at"]), "--steps", str(req["steps"]), "--guidance",
+            str(req["guidance_scale"]), "--seed", str(req["seed"]), "--sampler", req["sampler"],
+            "--width", str(req["width"]), "--height", str(req["height"]), "--device", "cpu",
+            "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert f"step {req['steps']}/{req['steps']}" in r.stderr, r.stderr  # both parts counted
+    png = r.stdout.split()[0]
+    got = np.array(Image.open(png).convert("RGB")).astype(int)
+    assert np.abs(got - want[0].numpy().astype(int)).max() <= 2
+    params = Image.open(png).text["parameters"]
+    assert "Refiner: tiny-sdxl-refiner, Refiner switch at: 0.5" in params, params
+    r = run("img2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", "x", "--init", png,
+            "--refiner", str(SDXL / req["refiner"]), "--out", str(tmp_path / "i"))
+    assert r.returncode != 0 and "the refiner is for txt2img" in r.stderr, r.stderr
+
+
 def test_an_sdxl_single_file_makes_the_folder_images_and_exports_back(tmp_path):
     """An SDXL single file (Stability's layout, conditioner.embedders.*; the fixture's, which
     diffusers reads as the folder) opens with SDXL 1.0's bundled configs unless --config says

@@ -159,6 +159,21 @@ CASES = [
      {"prompt": "a blue disc", "negative_prompt": "dark", "steps": 6, "guidance_scale": 5.0,
       "seed": 14, "batch_count": 1, "width": 32, "height": 32, "sampler": "euler",
       "strength": 0.75, "init_image": "init.png", "mask_image": "mask.png"}),
+    # Base and refiner in one generation, as diffusers' "ensemble of expert denoisers": the base
+    # with denoising_end = refiner_switch_at and latents out, the refiner from there with
+    # denoising_start (its own scheduler, the same generators).
+    ("ensemble_euler_0.8_neg_b2", "tiny-sdxl",
+     {"prompt": "a red circle", "negative_prompt": "green", "steps": 10, "guidance_scale": 5.0,
+      "seed": 31, "batch_count": 2, "width": 32, "height": 32, "sampler": "euler",
+      "refiner": "tiny-sdxl-refiner", "refiner_switch_at": 0.8}),
+    ("ensemble_dpmpp_2m_0.6_aesthetic", "tiny-sdxl",
+     {"prompt": "a red circle", "steps": 7, "guidance_scale": 4.0, "seed": 32,
+      "batch_count": 1, "width": 32, "height": 40, "sampler": "dpmpp_2m",
+      "refiner": "tiny-sdxl-refiner", "refiner_switch_at": 0.6, "aesthetic_score": 7.5}),
+    ("ensemble_euler_a_0.5_g1", "tiny-sdxl",
+     {"prompt": "a red circle", "steps": 6, "guidance_scale": 1.0, "seed": 33,
+      "batch_count": 1, "width": 32, "height": 32, "sampler": "euler_a",
+      "refiner": "tiny-sdxl-refiner", "refiner_switch_at": 0.5}),
 ]
 
 
@@ -293,6 +308,17 @@ def main(out_dir, unet_config, text_2_config):
             if req.get("keep_unmasked"):
                 images = [inpaint.image_processor.apply_overlay(m, Image.fromarray(init), i)
                           for i in images]
+        elif "refiner" in req:
+            pipe.scheduler = scheduler
+            refiner = pipes[req["refiner"]][1]
+            refiner.scheduler = SAMPLERS[req["sampler"]].from_config(refiner.scheduler.config)
+            scores = {k: kwargs.pop(k) for k in ("aesthetic_score", "negative_aesthetic_score")
+                      if k in kwargs}
+            base_kwargs = dict(kwargs, output_type="latent")
+            latents = pipe(height=req["height"], width=req["width"],
+                           denoising_end=req["refiner_switch_at"], **base_kwargs).images
+            images = refiner(image=latents, denoising_start=req["refiner_switch_at"],
+                             **kwargs, **scores).images
         elif "init_image" in req:
             img2img.scheduler = scheduler
             images = img2img(image=Image.fromarray(init), strength=req["strength"],

@@ -102,6 +102,12 @@ struct GenerationRequest {
     // (A1111's "SDXL high/low aesthetic score"). Other models do not read them.
     double aesthetic_score = 6.0;
     double negative_aesthetic_score = 2.5;
+    // SDXL base and refiner in one generation (txt2img), as diffusers' "ensemble of expert
+    // denoisers" and A1111's Refiner: the model denoises until refiner_switch_at of the way
+    // (diffusers' denoising_end), then the refiner (a model folder) goes on from its latents
+    // (denoising_start) with the same generators, and its VAE decodes. Empty: no refiner.
+    std::string refiner;
+    double refiner_switch_at = 0.8;
     // How the prompts are read: as typed (diffusers), or A1111's emphasis, BREAK and long
     // prompts (sds/prompt_syntax.h), for the prompt and the negative prompt alike.
     PromptSyntax prompt_syntax = PromptSyntax::Plain;

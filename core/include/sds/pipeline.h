@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -68,6 +69,13 @@ at::Tensor preview_map_for(const Vae& vae);
 at::Tensor sd1_preview_map();  // REFERENCE.md's, with a zero constant row
 // Scaled latents [B, C, h, w] through `map` -> images of h x w.
 std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tensor& map);
+
+// A part of the way a run goes (the refiner's ensemble), as diffusers' denoising_start and
+// denoising_end, fractions of the scheduler's num_train_timesteps: from `start` > 0 a run goes
+// on from latents another model left (not noised again); with `end` < 1 it stops there.
+struct DenoisingSpan {
+    double start = 0.0, end = 1.0;
+};
 
 class Pipeline {
   public:
@@ -179,10 +187,17 @@ class Pipeline {
     // `init_latents` (when defined; scaled latents, one per entry) instead of encoding images,
     // and with `latents_out` the final latents go there instead of being decoded (the result
     // has no images).
+    //
+    // `span`: a part of the way (DenoisingSpan). `generators`, where given: those of the run
+    // before (drawn on from where it left them), or empty, to be filled with this run's.
     GenerationResult run(const GenerationRequest& request, std::span<const Image> inits,
                          const Image* mask, const StepObserver& observer,
                          const std::atomic<bool>* cancel, const at::Tensor& init_latents = {},
-                         at::Tensor* latents_out = nullptr, int first_pass_steps = 0);
+                         at::Tensor* latents_out = nullptr, int first_pass_steps = 0,
+                         DenoisingSpan span = {}, std::vector<at::Generator>* generators = nullptr);
+    // The refiner a request names, loaded with this pipeline's device and precision (kept for
+    // the next request that names it).
+    Pipeline& refiner(const std::string& path);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

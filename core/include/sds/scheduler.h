@@ -127,6 +127,8 @@ class Scheduler {
     int64_t first_index_for_strength(int steps, double strength) const;
     // Model calls per step, as diffusers' `order` (2 for Heun and the DPM2s, 1 for the others).
     virtual int order() const { return 1; }
+    // The config's num_train_timesteps.
+    int64_t train_timesteps() const { return alphas_cumprod_.size(0); }
 
     Sampler sampler() const { return sampler_; }
     const std::string& prediction_type() const { return prediction_type_; }

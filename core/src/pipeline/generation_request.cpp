@@ -62,6 +62,12 @@ void GenerationRequest::validate() const {
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
         fail("eta must be 0..1");
+    if (!refiner.empty() && !(refiner_switch_at > 0 && refiner_switch_at < 1))
+        fail(
+            "the refiner's switch must be between 0 and 1 (the part of the way the model "
+            "goes before the refiner takes over)");
+    if (!refiner.empty() && (is_img2img() || is_hires()))
+        fail("the refiner is for txt2img without the hires fix");
     if (!(aesthetic_score >= 0 && aesthetic_score <= 10) ||
         !(negative_aesthetic_score >= 0 && negative_aesthetic_score <= 10))
         fail("aesthetic scores must be 0..10");
@@ -104,6 +110,8 @@ std::string GenerationRequest::to_json() const {
     j["eta"] = eta;
     j["aesthetic_score"] = aesthetic_score;
     j["negative_aesthetic_score"] = negative_aesthetic_score;
+    j["refiner"] = refiner;
+    j["refiner_switch_at"] = refiner_switch_at;
     if (prompt_syntax != PromptSyntax::Plain) {  // left out when plain, as before there was one
         j["prompt_syntax"] = prompt_syntax_name(prompt_syntax);
     }
@@ -170,6 +178,8 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
     get("clip_skip", r.clip_skip);
     get("aesthetic_score", r.aesthetic_score);
     get("negative_aesthetic_score", r.negative_aesthetic_score);
+    get("refiner", r.refiner);
+    get("refiner_switch_at", r.refiner_switch_at);
     get("eta", r.eta);
     std::string syntax = prompt_syntax_name(r.prompt_syntax);
     get("prompt_syntax", syntax);
@@ -315,6 +325,9 @@ std::string GenerationRequest::to_a1111(int index, const A1111Files& files) cons
         {"Hires steps", is_hires() && hires_steps > 0 ? std::to_string(hires_steps) : ""},
         {"Hires upscaler", is_hires() ? hires_upscaler : ""},
         {"Eta", sampler == Sampler::Ddim && eta > 0 ? number(eta) : ""},
+        {"Refiner",
+         refiner.empty() ? "" : std::filesystem::path(refiner).filename().stem().string()},
+        {"Refiner switch at", refiner.empty() ? "" : number(refiner_switch_at)},
         {"Lora", lora_list(loras)},
         {"Lora hashes", hash_list(files.lora_hashes)},
         {"TI hashes", hash_list(files.ti_hashes)},

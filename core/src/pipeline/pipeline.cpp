@@ -99,6 +99,8 @@ struct Pipeline::Impl {
     Options options;
     LoraMerger lora;                       // the LoRAs merged into the weights now
     std::vector<EmbeddingRef> embeddings;  // the textual inversions set now
+    std::unique_ptr<Pipeline> refiner;     // the refiner last named (GenerationRequest::refiner)
+    std::string refiner_path;
 };
 
 namespace {
@@ -642,13 +644,68 @@ GenerationRequest Pipeline::sized(const GenerationRequest& in) const {
     return req;
 }
 
+namespace {
+// The indices [first, last) of the timesteps a part of the way runs, cut as diffusers' SDXL
+// pipelines cut them: the timesteps from round(T - end x T) on for the model (denoising_end),
+// those below round(T - start x T) for the refiner (denoising_start; one more for a second-order
+// scheduler whose count is even, so that a step is not cut between its two calls). Python's
+// round: half to even, as nearbyint.
+std::pair<int64_t, int64_t> span_indices(const Scheduler& s, double start, double end) {
+    const at::Tensor& ts = s.timesteps();
+    const int64_t n = ts.size(0);
+    const auto t = static_cast<double>(s.train_timesteps());
+    const auto cutoff = [&](double fraction) { return std::nearbyint(t - fraction * t); };
+    int64_t first = 0, last = n;
+    if (end > 0 && end < 1) {
+        last = (ts >= cutoff(end)).sum().item<int64_t>();
+    }
+    if (start > 0 && start < 1) {
+        int64_t k = (ts < cutoff(start)).sum().item<int64_t>();
+        if (s.order() == 2 && k % 2 == 0) {
+            ++k;
+        }
+        first = n - k;
+    }
+    return {first, last};
+}
+}  // namespace
+
 int Pipeline::run_steps(const GenerationRequest& r) const {
     auto s = Scheduler::create(r.sampler, impl_->folder.component("scheduler").config);
     s->set_eta(r.eta);
     s->set_timesteps(r.steps);
     const int64_t n = s->timesteps().size(0);
+    if (!r.refiner.empty()) {  // the model's part and the refiner's (counted on this model's
+                               // schedule: the refiner's is the same unless its config differs)
+        const auto [first, last] = span_indices(*s, 0.0, r.refiner_switch_at);
+        const auto [from, to] = span_indices(*s, r.refiner_switch_at, 1.0);
+        return static_cast<int>((last - first) + (to - from));
+    }
     return static_cast<int>(
         n - (r.is_img2img() ? s->first_index_for_strength(r.steps, r.strength) : 0));
+}
+
+Pipeline& Pipeline::refiner(const std::string& path) {
+    auto& m = *impl_;
+    if (!m.refiner || m.refiner_path != path) {
+        m.refiner.reset();
+        Options options = m.options;
+        options.vae.clear();  // the refiner's own VAE decodes
+        options.single_file_config.clear();
+        auto loaded = std::make_unique<Pipeline>(load(path, options));
+        if (loaded->vae().config().latent_channels != m.vae->config().latent_channels ||
+            loaded->downscale() != downscale()) {
+            throw ModelError(path + ": a refiner whose latents are not this model's (" +
+                             std::to_string(loaded->vae().config().latent_channels) +
+                             " channels, 1/" + std::to_string(loaded->downscale()) +
+                             " of the size; this model's " +
+                             std::to_string(m.vae->config().latent_channels) + ", 1/" +
+                             std::to_string(downscale()) + ")");
+        }
+        m.refiner = std::move(loaded);
+        m.refiner_path = path;
+    }
+    return *m.refiner;
 }
 
 int Pipeline::denoising_steps(const GenerationRequest& in) const {
@@ -663,6 +720,37 @@ int Pipeline::denoising_steps(const GenerationRequest& in) const {
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
                                     const std::atomic<bool>* cancel) {
+    if (!in.refiner.empty()) {
+        // The model until the switch, its latents out; the refiner from there, drawing on the
+        // same generators (diffusers' ensemble of expert denoisers). The observer counts the
+        // two runs' steps as one; the refiner's VAE decodes.
+        const GenerationRequest req = sized(in);
+        Pipeline& second = refiner(req.refiner);
+        GenerationRequest refined = req;
+        refined.refiner.clear();
+        refined.loras.clear();  // the model's, which do not fit the refiner
+        refined.embeddings.clear();
+        const int total = denoising_steps(req);
+        int done = 0, seen = 0;  // the model's steps, then the refiner's after them
+        const StepObserver counted = [&](const StepEvent& e) {
+            ++seen;
+            StepEvent c = e;
+            c.index = done + e.index;
+            c.total = total;
+            if (observer) {
+                observer(c);
+            }
+        };
+        std::vector<at::Generator> gens;
+        at::Tensor latents;
+        run(req, {}, nullptr, counted, cancel, {}, &latents, 0, {0.0, req.refiner_switch_at},
+            &gens);
+        done = seen;
+        GenerationResult result = second.run(refined, {}, nullptr, counted, cancel, latents,
+                                             nullptr, 0, {req.refiner_switch_at, 1.0}, &gens);
+        result.request = req;
+        return result;
+    }
     if (!in.is_hires()) {
         const bool given = init != nullptr && !init->empty();
         return run(in, given ? std::span<const Image>(init, 1) : std::span<const Image>(), mask,
@@ -746,7 +834,8 @@ Pipeline::PromptEmbeddings Pipeline::encode_prompts(const GenerationRequest& req
 GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Image> inits,
                                const Image* mask, const StepObserver& observer,
                                const std::atomic<bool>* cancel, const at::Tensor& init_latents,
-                               at::Tensor* latents_out, int first_pass_steps) {
+                               at::Tensor* latents_out, int first_pass_steps, DenoisingSpan span,
+                               std::vector<at::Generator>* generators) {
     torch::NoGradGuard no_grad;
     // Every step allocates the same buffers: keep them from one step to the next, and let them
     // go before the VAE decode, whose sizes differ.
@@ -774,11 +863,19 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     const auto dtype = m.options.dtype;
     const int64_t b = req.batch_count;
 
-    // One CPU generator per image, seeded seed + i (diffusers' list of generators).
-    std::vector<at::Generator> gens;
-    for (int64_t i = 0; i < b; ++i) {
-        gens.push_back(
-            at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(req.seed + i)));
+    // One CPU generator per image, seeded seed + i (diffusers' list of generators); or those a
+    // run before this one drew from.
+    std::vector<at::Generator> own;
+    std::vector<at::Generator>& gens = generators != nullptr ? *generators : own;
+    if (gens.empty()) {
+        for (int64_t i = 0; i < b; ++i) {
+            gens.push_back(
+                at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(req.seed + i)));
+        }
+    }
+    if (static_cast<int64_t>(gens.size()) != b) {
+        throw Error("a run of " + std::to_string(b) + " images given " +
+                    std::to_string(gens.size()) + " generators");
     }
     const NoiseFn noise = [&](at::IntArrayRef shape, at::ScalarType dt) {
         std::vector<int64_t> one(shape.begin(), shape.end());
@@ -927,7 +1024,14 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     Image init_sized, mask_sized;  // at the request's size
     Image init_full, mask_full;    // only the masked area: the whole pictures
     std::optional<Box> region;     // only the masked area: where it is cut out
-    if (!req.is_img2img()) {
+    const auto [span_first, span_last] = span_indices(*scheduler, span.start, span.end);
+    if (span.start > 0) {  // on from where another model left the latents
+        if (!init_latents.defined() || inpaint) {
+            throw Error("a run from part of the way needs the latents it starts from");
+        }
+        first = span_first;
+        latents = init_latents.to(device, dtype);
+    } else if (!req.is_img2img()) {
         latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
     } else if (!inpaint) {
         first = scheduler->first_index_for_strength(req.steps, req.strength);
@@ -978,6 +1082,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
 
     const at::Tensor timesteps = scheduler->timesteps();
     const int64_t n = timesteps.size(0);
+    const int64_t last = span_last;  // n unless the run stops part of the way
     // Each model call's texts: A1111's prompt editing and alternation switch them as the run
     // goes (the calls counted from 0, as A1111's denoiser counts them); each pair of texts is
     // encoded once, before the first step.
@@ -993,7 +1098,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     }
     std::map<std::pair<std::vector<std::string>, std::string>, StepText> encoded;
     std::vector<const StepText*> step_texts;
-    for (int64_t i = first; i < n; ++i) {
+    for (int64_t i = first; i < last; ++i) {
         const int call = static_cast<int>(i - first);
         std::pair<std::vector<std::string>, std::string> key{{}, prompt_at(negatives, call)};
         for (const auto& schedule : prompts) {
@@ -1005,7 +1110,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         }
         step_texts.push_back(&it->second);
     }
-    for (int64_t i = first; i < n; ++i) {
+    for (int64_t i = first; i < last; ++i) {
         if (cancel != nullptr && cancel->load()) {
             throw Cancelled();
         }
@@ -1043,7 +1148,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
             }
         }
         if (observer) {
-            observer(StepEvent{static_cast<int>(i - first), static_cast<int>(n - first),
+            observer(StepEvent{static_cast<int>(i - first), static_cast<int>(last - first),
                                t.item<double>(), latents, pred_x0});
         }
     }

@@ -104,7 +104,10 @@ class SdxlParity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(SdxlParity, SameImagesAsDiffusers) {
     const Case& c = GetParam();
-    const auto request = sds::GenerationRequest::from_json(c.request_json);
+    auto request = sds::GenerationRequest::from_json(c.request_json);
+    if (!request.refiner.empty()) {
+        request.refiner = (kDir / request.refiner).string();
+    }
     const sds::Image init = sds::test::image_of(expected().tensor("init"));
     const sds::Image mask =
         request.is_inpaint() ? sds::test::image_of(expected().tensor("mask")) : sds::Image{};
