@@ -317,6 +317,20 @@ class StudioTest : public QObject {
         panel.setMode(ui::ParameterPanel::Mode::Sketch);
         QCOMPARE(panel.request().hires_scale, 1.0);
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
+        // SDXL's refiner: text mode, and the hires fix or the refiner, not both.
+        GenerationRequest refined = d;
+        refined.refiner = "/models/sdxl-refiner";
+        refined.refiner_switch_at = 0.65;
+        panel.setRequest(refined);
+        QCOMPARE(panel.request().to_json(), refined.to_json());
+        QVERIFY(panel.findChild<QWidget*>("refinerSwitch")->isEnabled());
+        QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
+        panel.setMode(ui::ParameterPanel::Mode::Sketch);
+        QCOMPARE(panel.request().refiner, std::string());
+        QVERIFY(!panel.findChild<QWidget*>("refiner")->isEnabled());
+        panel.setRequest(h);
+        QCOMPARE(panel.request().refiner, std::string());
+        QVERIFY(!panel.findChild<QWidget*>("refiner")->isEnabled());  // the hires fix is on
     }
 
     void theScheduleListPicksTheSamplersTwin() {

@@ -299,15 +299,51 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     hiresPassRow->addWidget(hiresStrength_);
     hiresPassRow->addWidget(new QLabel(tr("steps")));
     hiresPassRow->addWidget(hiresSteps_);
+    // SDXL's refiner (text mode, not with the hires fix): it takes over at "switch at" of the
+    // way, as diffusers' denoising_end/denoising_start (A1111's Refiner).
+    refiner_ = new QLineEdit;
+    refiner_->setObjectName("refiner");
+    refiner_->setPlaceholderText(tr("off (an SDXL refiner folder)"));
+    refiner_->setClearButtonEnabled(true);
+    refiner_->setToolTip(
+        tr("An SDXL refiner (a diffusers folder) that takes over from the model at \"switch "
+           "at\" of the way, on the same latents and seeds, as diffusers' ensemble of expert "
+           "denoisers and A1111's Refiner"));
+    auto* pickRefiner = new QToolButton;
+    pickRefiner->setText(QString::fromUtf8("…"));
+    pickRefiner->setToolTip(tr("Choose the refiner's folder"));
+    connect(pickRefiner, &QToolButton::clicked, this, [this] {
+        const QString dir =
+            QFileDialog::getExistingDirectory(this, tr("SDXL refiner folder"), refiner_->text());
+        if (!dir.isEmpty()) {
+            refiner_->setText(dir);
+        }
+    });
+    refinerSwitch_ = new QDoubleSpinBox;
+    refinerSwitch_->setObjectName("refinerSwitch");
+    refinerSwitch_->setRange(0.01, 0.99);  // what GenerationRequest::validate allows
+    refinerSwitch_->setSingleStep(0.05);
+    refinerSwitch_->setDecimals(2);
+    refinerSwitch_->setValue(defaults.refiner_switch_at);
+    refinerSwitch_->setToolTip(tr("The part of the way the model goes before the refiner"));
+    auto* refinerRow = new QHBoxLayout;
+    refinerRow->addWidget(refiner_, 1);
+    refinerRow->addWidget(pickRefiner);
+    refinerRow->addWidget(new QLabel(tr("switch at")));
+    refinerRow->addWidget(refinerSwitch_);
     const auto enableHires = [this] {
         const bool text = mode() == Mode::Text;
-        hiresScale_->setEnabled(text);
-        const bool on = text && hiresScale_->value() > 1;
+        const bool refined = !refiner_->text().trimmed().isEmpty();
+        hiresScale_->setEnabled(text && !refined);
+        const bool on = text && !refined && hiresScale_->value() > 1;
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
         hiresUpscaler_->setEnabled(on);
+        refiner_->setEnabled(text && hiresScale_->value() <= 1);
+        refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
     };
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
+    connect(refiner_, &QLineEdit::textChanged, this, enableHires);
     enableHires();
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
@@ -427,6 +463,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Size"), sizeRow);
     form->addRow(tr("Hires fix"), hiresRow);
     form->addRow(QString(), hiresPassRow);
+    form->addRow(tr("Refiner"), refinerRow);
     form->addRow(tr("LoRA"), loraBox);
 
     styles_ = new QToolButton;
@@ -718,6 +755,8 @@ GenerationRequest ParameterPanel::request() const {
     r.hires_strength = hiresStrength_->value();
     r.hires_steps = hiresSteps_->value();
     r.hires_upscaler = hiresUpscaler_->currentText().toStdString();
+    r.refiner = mode() == Mode::Text ? refiner_->text().trimmed().toStdString() : std::string();
+    r.refiner_switch_at = refinerSwitch_->value();
     for (int row = 0; row < loras_->rowCount(); ++row) {
         const auto* weight = static_cast<QDoubleSpinBox*>(loras_->cellWidget(row, 1));
         LoraRef lora{loras_->item(row, 0)->data(Qt::UserRole).toString().toStdString(),
@@ -756,6 +795,8 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     hiresStrength_->setValue(r.hires_strength);
     hiresSteps_->setValue(r.hires_steps);
     hiresUpscaler_->setCurrentText(QString::fromStdString(r.hires_upscaler));
+    refiner_->setText(QString::fromStdString(r.refiner));
+    refinerSwitch_->setValue(r.refiner_switch_at);
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
         maskBlur_->setValue(r.mask_blur);

@@ -1,10 +1,10 @@
 #pragma once
 // The parameter panel: prompt and negative prompt with token counters, text / sketch / inpaint
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
-// how the prompts are read (A1111's syntax or plain),
-// size and batch count, the hires fix, LoRAs with their weights; Generate, Cancel and the Live
-// toggle. A Styles menu merges A1111's prompt styles into the prompts and saves them; a Networks
-// menu puts the LoRA and embedding folders' files into the prompts as A1111's extra networks do.
+// how the prompts are read (A1111's syntax or plain), size and batch count, the hires fix, SDXL's
+// refiner, LoRAs with their weights; Generate, Cancel and the Live toggle. A Styles menu merges
+// A1111's prompt styles into the prompts and saves them; a Networks menu puts the LoRA and
+// embedding folders' files into the prompts as A1111's extra networks do.
 #include <QWidget>
 
 #include <memory>
@@ -160,6 +160,8 @@ class ParameterPanel : public QWidget {
     QDoubleSpinBox* hiresStrength_;
     QSpinBox* hiresSteps_;
     QComboBox* hiresUpscaler_;  // "Lanczos" or A1111's latent upscalers
+    QLineEdit* refiner_;        // SDXL's refiner folder (empty: none)
+    QDoubleSpinBox* refinerSwitch_;
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
