@@ -412,6 +412,16 @@ class StudioTest : public QObject {
         QVERIFY(prompt->toolTip().isEmpty());
     }
 
+    // The menu's entry with this text, or nullptr.
+    static QAction* menuAction(QMenu* menu, const QString& text) {
+        for (QAction* a : menu->actions()) {
+            if (a->text() == text) {
+                return a;
+            }
+        }
+        return nullptr;
+    }
+
     // With SDS_SCREENSHOTS set: the panel with a tool button's menu drawn open under it (a
     // popup is a window of its own, which grabbing the panel leaves out), saved as `name`.
     static void screenshotWithMenu(ui::ParameterPanel& panel, QToolButton* button,
@@ -447,14 +457,7 @@ class StudioTest : public QObject {
                          {{"emb_params", t}});
         ui::ParameterPanel panel;
         QMenu* menu = panel.networksButton()->menu();
-        const auto action = [menu](const QString& text) -> QAction* {
-            for (QAction* a : menu->actions()) {
-                if (a->text() == text) {
-                    return a;
-                }
-            }
-            return nullptr;
-        };
+        const auto action = [menu](const QString& text) { return menuAction(menu, text); };
         // No folders yet: the menu says where to set them.
         Q_EMIT menu->aboutToShow();
         QVERIFY(action("No LoRA folder: choose one in Settings"));
@@ -519,14 +522,7 @@ class StudioTest : public QObject {
         panel.prompt()->setPlainText("a cat");
         panel.negativePrompt()->setPlainText("grey");
         QMenu* menu = panel.stylesButton()->menu();
-        const auto action = [menu](const QString& text) -> QAction* {
-            for (QAction* a : menu->actions()) {
-                if (a->text() == text) {
-                    return a;
-                }
-            }
-            return nullptr;
-        };
+        const auto action = [menu](const QString& text) { return menuAction(menu, text); };
         Q_EMIT menu->aboutToShow();
         screenshotWithMenu(panel, panel.stylesButton(), "studio-styles.png");
         QAction* oil = action("Oil && ink");
