@@ -292,8 +292,8 @@ ModelFolder ModelFolder::open_single_file(const fs::path& file, const fs::path& 
                             : std::string("the OpenCLIP text encoder (") + kOriginalXlText2Prefix) +
             "*)" +
             (n.xl_clip == 0 && n.other_xl > 0
-                 ? ": the SDXL refiner, which SD Studio does not run (it refines the base "
-                   "model's images; open the SDXL base model)"
+                 ? ": the SDXL refiner, which SD Studio does not read as a single file yet "
+                   "(open its diffusers folder, stable-diffusion-xl-refiner-1.0)"
                  : "; SD Studio needs a checkpoint with all its models"));
     }
     if (n.vae == 0 || (!xl && n.clip + n.openclip == 0)) {
