@@ -321,9 +321,12 @@ class StudioTest : public QObject {
         GenerationRequest refined = d;
         refined.refiner = "/models/sdxl-refiner";
         refined.refiner_switch_at = 0.65;
+        refined.aesthetic_score = 7.5;
+        refined.negative_aesthetic_score = 1.5;
         panel.setRequest(refined);
         QCOMPARE(panel.request().to_json(), refined.to_json());
         QVERIFY(panel.findChild<QWidget*>("refinerSwitch")->isEnabled());
+        QVERIFY(panel.findChild<QWidget*>("aestheticScore")->isEnabled());
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
         panel.setMode(ui::ParameterPanel::Mode::Sketch);
         QCOMPARE(panel.request().refiner, std::string());
@@ -331,6 +334,12 @@ class StudioTest : public QObject {
         panel.setRequest(h);
         QCOMPARE(panel.request().refiner, std::string());
         QVERIFY(!panel.findChild<QWidget*>("refiner")->isEnabled());  // the hires fix is on
+        // The scores apply to a refiner: the Refiner row's, or the model when it is one.
+        QVERIFY(!panel.findChild<QWidget*>("aestheticScore")->isEnabled());
+        panel.setModelIsRefiner(true);
+        QVERIFY(panel.findChild<QWidget*>("aestheticScore")->isEnabled());
+        QVERIFY(panel.findChild<QWidget*>("negativeAestheticScore")->isEnabled());
+        panel.setModelIsRefiner(false);
     }
 
     void theScheduleListPicksTheSamplersTwin() {

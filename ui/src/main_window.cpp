@@ -652,6 +652,7 @@ bool MainWindow::openModel(const QString& dir) {
         const ModelFolder model =
             ModelFolder::open_any(dir.toStdString(), settings_.singleFileConfig(dir).toStdString());
         tokenizerDir_ = QString::fromStdString(model.tokenizer_dir().string());
+        panel_->setModelIsRefiner(model.requires_aesthetics_score());
         updatePromptCounters();
     } catch (const std::exception& e) {
         showError(tr("Cannot open the model: %1").arg(QString::fromUtf8(e.what())));

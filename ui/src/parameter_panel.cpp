@@ -326,6 +326,31 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     refinerSwitch_->setDecimals(2);
     refinerSwitch_->setValue(defaults.refiner_switch_at);
     refinerSwitch_->setToolTip(tr("The part of the way the model goes before the refiner"));
+    // A refiner's aesthetic scores (the model's, when it is a refiner, or the Refiner row's).
+    const auto scoreBox = [](const char* name, double value, const QString& tip) {
+        auto* box = new QDoubleSpinBox;
+        box->setObjectName(name);
+        box->setRange(0, 10);  // what GenerationRequest::validate allows
+        box->setSingleStep(0.5);
+        box->setDecimals(1);
+        box->setValue(value);
+        box->setToolTip(tip);
+        return box;
+    };
+    aesthetic_ =
+        scoreBox("aestheticScore", defaults.aesthetic_score,
+                 tr("The aesthetic score an SDXL refiner is told the prompt's images have "
+                    "(diffusers' aesthetic_score, A1111's \"SDXL high aesthetic score\")"));
+    negativeAesthetic_ =
+        scoreBox("negativeAestheticScore", defaults.negative_aesthetic_score,
+                 tr("The negative prompt's (diffusers' negative_aesthetic_score, A1111's "
+                    "\"SDXL low aesthetic score\")"));
+    auto* aestheticRow = new QHBoxLayout;
+    aestheticRow->addWidget(new QLabel(tr("aesthetic")));
+    aestheticRow->addWidget(aesthetic_);
+    aestheticRow->addWidget(new QLabel(tr("negative")));
+    aestheticRow->addWidget(negativeAesthetic_);
+    aestheticRow->addStretch();
     auto* refinerRow = new QHBoxLayout;
     refinerRow->addWidget(refiner_, 1);
     refinerRow->addWidget(pickRefiner);
@@ -341,7 +366,11 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         hiresUpscaler_->setEnabled(on);
         refiner_->setEnabled(text && hiresScale_->value() <= 1);
         refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
+        const bool scored = modelIsRefiner_ || refinerSwitch_->isEnabled();
+        aesthetic_->setEnabled(scored);
+        negativeAesthetic_->setEnabled(scored);
     };
+    enableRefiner_ = enableHires;
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
     connect(refiner_, &QLineEdit::textChanged, this, enableHires);
     enableHires();
@@ -464,6 +493,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Hires fix"), hiresRow);
     form->addRow(QString(), hiresPassRow);
     form->addRow(tr("Refiner"), refinerRow);
+    form->addRow(QString(), aestheticRow);
     form->addRow(tr("LoRA"), loraBox);
 
     styles_ = new QToolButton;
@@ -757,6 +787,8 @@ GenerationRequest ParameterPanel::request() const {
     r.hires_upscaler = hiresUpscaler_->currentText().toStdString();
     r.refiner = mode() == Mode::Text ? refiner_->text().trimmed().toStdString() : std::string();
     r.refiner_switch_at = refinerSwitch_->value();
+    r.aesthetic_score = aesthetic_->value();
+    r.negative_aesthetic_score = negativeAesthetic_->value();
     for (int row = 0; row < loras_->rowCount(); ++row) {
         const auto* weight = static_cast<QDoubleSpinBox*>(loras_->cellWidget(row, 1));
         LoraRef lora{loras_->item(row, 0)->data(Qt::UserRole).toString().toStdString(),
@@ -797,6 +829,8 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     hiresUpscaler_->setCurrentText(QString::fromStdString(r.hires_upscaler));
     refiner_->setText(QString::fromStdString(r.refiner));
     refinerSwitch_->setValue(r.refiner_switch_at);
+    aesthetic_->setValue(r.aesthetic_score);
+    negativeAesthetic_->setValue(r.negative_aesthetic_score);
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
         maskBlur_->setValue(r.mask_blur);
@@ -888,6 +922,11 @@ void ParameterPanel::setNativeSize(int size) {
         width_->setValue(size);
         height_->setValue(size);
     }
+}
+
+void ParameterPanel::setModelIsRefiner(bool refiner) {
+    modelIsRefiner_ = refiner;
+    enableRefiner_();
 }
 
 void ParameterPanel::applyHints(const ModelHints& hints) {

@@ -7,6 +7,7 @@
 // embedding folders' files into the prompts as A1111's extra networks do.
 #include <QWidget>
 
+#include <functional>
 #include <memory>
 
 #include "sds/generation_request.h"
@@ -80,6 +81,8 @@ class ParameterPanel : public QWidget {
     void setImageSize(QSize size);
     // A newly opened model's suggested guidance, steps and sampler (its sdstudio.json).
     void applyHints(const ModelHints& hints);
+    // The open model is an SDXL refiner (its aesthetic scores apply without the Refiner row).
+    void setModelIsRefiner(bool refiner);
     void setBusy(bool busy);
     // Adds a LoRA row (file and weight); Add LoRA… asks for the file.
     void addLora(const LoraRef& lora);
@@ -162,6 +165,10 @@ class ParameterPanel : public QWidget {
     QComboBox* hiresUpscaler_;  // "Lanczos" or A1111's latent upscalers
     QLineEdit* refiner_;        // SDXL's refiner folder (empty: none)
     QDoubleSpinBox* refinerSwitch_;
+    QDoubleSpinBox* aesthetic_;
+    QDoubleSpinBox* negativeAesthetic_;
+    bool modelIsRefiner_ = false;
+    std::function<void()> enableRefiner_;  // the hires and refiner rows' enabled states
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
