@@ -41,6 +41,20 @@ namespace sds::ui {
 namespace {
 // A LoRA row's UNet weight (A1111's <lora:NAME:TE:UNET>), on its name item, where it has one.
 constexpr int kUnetWeightRole = Qt::UserRole + 1;
+
+// A spin box for a number of the request: its object name, range, step, decimals, value and
+// tooltip.
+QDoubleSpinBox* numberBox(const char* name, double min, double max, double step, int decimals,
+                          double value, const QString& tip) {
+    auto* box = new QDoubleSpinBox;
+    box->setObjectName(name);
+    box->setRange(min, max);
+    box->setSingleStep(step);
+    box->setDecimals(decimals);
+    box->setValue(value);
+    box->setToolTip(tip);
+    return box;
+}
 }  // namespace
 
 ValueSlider::ValueSlider(double min, double max, double step, int decimals, double value,
@@ -278,13 +292,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     hiresUpscaler_->setToolTip(
         tr("How the first pass is scaled: Lanczos scales the images; the Latent ones scale the "
            "latents, with no VAE pass between (A1111's upscalers of these names)"));
-    hiresStrength_ = new QDoubleSpinBox;
-    hiresStrength_->setObjectName("hiresStrength");
-    hiresStrength_->setRange(0.01, 1);
-    hiresStrength_->setSingleStep(0.05);
-    hiresStrength_->setDecimals(2);
-    hiresStrength_->setValue(defaults.hires_strength);
-    hiresStrength_->setToolTip(tr("How much the second pass changes the scaled images"));
+    hiresStrength_ = numberBox("hiresStrength", 0.01, 1, 0.05, 2, defaults.hires_strength,
+                               tr("How much the second pass changes the scaled images"));
     hiresSteps_ = new QSpinBox;
     hiresSteps_->setObjectName("hiresSteps");
     hiresSteps_->setRange(0, 1000);
@@ -319,23 +328,12 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
             refiner_->setText(dir);
         }
     });
-    refinerSwitch_ = new QDoubleSpinBox;
-    refinerSwitch_->setObjectName("refinerSwitch");
-    refinerSwitch_->setRange(0.01, 0.99);  // what GenerationRequest::validate allows
-    refinerSwitch_->setSingleStep(0.05);
-    refinerSwitch_->setDecimals(2);
-    refinerSwitch_->setValue(defaults.refiner_switch_at);
-    refinerSwitch_->setToolTip(tr("The part of the way the model goes before the refiner"));
+    // The ranges: what GenerationRequest::validate allows.
+    refinerSwitch_ = numberBox("refinerSwitch", 0.01, 0.99, 0.05, 2, defaults.refiner_switch_at,
+                               tr("The part of the way the model goes before the refiner"));
     // A refiner's aesthetic scores (the model's, when it is a refiner, or the Refiner row's).
     const auto scoreBox = [](const char* name, double value, const QString& tip) {
-        auto* box = new QDoubleSpinBox;
-        box->setObjectName(name);
-        box->setRange(0, 10);  // what GenerationRequest::validate allows
-        box->setSingleStep(0.5);
-        box->setDecimals(1);
-        box->setValue(value);
-        box->setToolTip(tip);
-        return box;
+        return numberBox(name, 0, 10, 0.5, 1, value, tip);
     };
     aesthetic_ =
         scoreBox("aestheticScore", defaults.aesthetic_score,
