@@ -195,8 +195,8 @@ class Pipeline {
                          const std::atomic<bool>* cancel, const at::Tensor& init_latents = {},
                          at::Tensor* latents_out = nullptr, int first_pass_steps = 0,
                          DenoisingSpan span = {}, std::vector<at::Generator>* generators = nullptr);
-    // The refiner a request names, loaded with this pipeline's device and precision (kept for
-    // the next request that names it).
+    // The refiner a request names, loaded with this pipeline's device and precision; kept
+    // while the requests name it (generate() lets it go at the first that names none).
     Pipeline& refiner(const std::string& path);
     struct Impl;
     std::unique_ptr<Impl> impl_;

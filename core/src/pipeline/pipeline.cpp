@@ -720,6 +720,10 @@ int Pipeline::denoising_steps(const GenerationRequest& in) const {
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
                                     const std::atomic<bool>* cancel) {
+    if (in.refiner.empty() && impl_->refiner) {  // a refiner is kept while requests name it
+        impl_->refiner.reset();
+        impl_->refiner_path.clear();
+    }
     if (!in.refiner.empty()) {
         // The model until the switch, its latents out; the refiner from there, drawing on the
         // same generators (diffusers' ensemble of expert denoisers). The observer counts the
