@@ -75,11 +75,23 @@ class UNet {
     struct Added {
         at::Tensor text_embeds, time_ids;
     };
+    // A ControlNet's output (sds/controlnet.h): one tensor for each skip connection of the down
+    // blocks (the conv_in output's first), and one for the mid block's output; each is added
+    // there, as diffusers' down_block_additional_residuals and mid_block_additional_residual.
+    struct Residuals {
+        std::vector<at::Tensor> down;
+        at::Tensor mid;
+    };
+    // The number of skip connections (the residuals' `down` count): 1 + layers_per_block per
+    // block + a downsampler for each but the last.
+    int64_t skip_count() const;
+
     // sample [B, C, H, W], timesteps [B] (or one), context [B, L, cross_attention_dim]
     // -> [B, out_channels, H, W], in the model's dtype. `added` is required by a text_time
     // model and refused by any other.
     at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                       const at::Tensor& context, const Added& added = {}) const;
+                       const at::Tensor& context, const Added& added = {},
+                       const Residuals* control = nullptr) const;
 
     const UNetConfig& config() const;
     int64_t parameter_count() const;

@@ -6,13 +6,17 @@
 #include "io/weights.h"
 #include "nn/blocks.h"
 #include "nn/module_utils.h"
+#include "nn/unet_parts.h"
 #include "sds/error.h"
 #include "sds/original_layout.h"
 
 namespace sds {
 
 UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
-    const JsonConfig j = JsonConfig::load(path);
+    return nn::unet_config_from(JsonConfig::load(path), true);
+}
+
+UNetConfig nn::unet_config_from(const JsonConfig& j, bool with_up_blocks) {
     UNetConfig c;
     c.in_channels = j.integer("in_channels", c.in_channels);
     c.out_channels = j.integer("out_channels", c.out_channels);
@@ -21,7 +25,7 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
         c.block_out_channels = j.integers("block_out_channels");
     if (j.has("down_block_types"))
         c.down_block_types = j.strings("down_block_types");
-    if (j.has("up_block_types"))
+    if (with_up_blocks && j.has("up_block_types"))
         c.up_block_types = j.strings("up_block_types");
     c.layers_per_block = j.integer("layers_per_block", c.layers_per_block);
     c.cross_attention_dim = j.integer("cross_attention_dim", c.cross_attention_dim);
@@ -63,6 +67,12 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
                        ") must exceed 6 x addition_time_embed_dim (" +
                        std::to_string(c.addition_time_embed_dim) +
                        "): it is the pooled text embedding and six embedded size numbers");
+        }
+    }
+    if (!with_up_blocks) {
+        c.up_block_types.clear();
+        for (auto it = c.down_block_types.rbegin(); it != c.down_block_types.rend(); ++it) {
+            c.up_block_types.push_back(*it == "DownBlock2D" ? "UpBlock2D" : "CrossAttnUpBlock2D");
         }
     }
     if (c.down_block_types.size() != n || c.up_block_types.size() != n) {
@@ -138,59 +148,58 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
     return c;
 }
 
-namespace {
+namespace nn {
 
-namespace tnn = torch::nn;
-using nn::ResnetBlock2D;
-using nn::Transformer2D;
-
-struct BlockOptions {
-    int64_t temb = 0, groups = 32, heads = 8, context = 768, tlayers = 1;
-    double eps = 1e-5;
-    bool linear_projection = false, upcast = false;
-};
-
-Transformer2D transformer(int64_t channels, const BlockOptions& o) {
-    return Transformer2D(channels, o.heads, o.context, o.groups, o.tlayers, o.linear_projection,
-                         o.upcast);
+tnn::ModuleList down_blocks_for(const UNetConfig& c) {
+    const auto& boc = c.block_out_channels;
+    const size_t n = boc.size();
+    BlockOptions o = block_options(c);
+    tnn::ModuleList blocks;
+    for (size_t i = 0; i < n; ++i) {
+        o.heads = c.heads[i];
+        o.tlayers = c.transformer_layers[i];
+        blocks->push_back(DownBlock(i == 0 ? boc[0] : boc[i - 1], boc[i], c.layers_per_block,
+                                    c.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < n, o));
+    }
+    return blocks;
 }
 
-struct DownBlockImpl : tnn::Module {
-    DownBlockImpl(int64_t in, int64_t out, int64_t layers, bool attn, bool downsample,
-                  const BlockOptions& o) {
-        resnets = register_module("resnets", tnn::ModuleList());
-        if (attn) {
-            attentions = register_module("attentions", tnn::ModuleList());
-        }
-        for (int64_t i = 0; i < layers; ++i) {
-            resnets->push_back(ResnetBlock2D(i == 0 ? in : out, out, o.temb, o.groups, o.eps));
-            if (attn) {
-                attentions->push_back(transformer(out, o));
-            }
-        }
-        if (downsample) {
-            downsamplers = register_module("downsamplers", tnn::ModuleList());
-            downsamplers->push_back(nn::Downsample2D(out, 1));
-        }
+MidBlock mid_block_for(const UNetConfig& c) {
+    BlockOptions o = block_options(c);
+    o.heads = c.heads.back();
+    o.tlayers = c.transformer_layers.back();
+    return MidBlock(c.block_out_channels.back(), o);
+}
+
+at::Tensor embed_time(const UNetConfig& c, TimestepEmbedding& time_embedding,
+                      TimestepEmbedding& add_embedding, const at::Tensor& sample,
+                      const at::Tensor& timesteps, const UNet::Added& added) {
+    const int64_t b = sample.size(0);
+    at::Tensor t = timesteps.to(sample.device()).reshape({-1}).expand({b});
+    at::Tensor emb = timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)
+                         .to(sample.scalar_type());
+    at::Tensor temb = time_embedding(emb);
+    if (add_embedding) {
+        // Each size number embedded as a timestep is, then all next to the text embedding.
+        const at::Tensor ids =
+            timestep_embedding(added.time_ids.reshape({-1}), c.addition_time_embed_dim,
+                               c.flip_sin_to_cos, c.freq_shift)
+                .reshape({added.text_embeds.size(0), -1});
+        temb = temb + add_embedding(torch::cat({added.text_embeds.to(ids.scalar_type()), ids}, -1)
+                                        .to(temb.scalar_type()));
     }
-    at::Tensor forward(at::Tensor x, const at::Tensor& temb, const at::Tensor& ctx,
-                       std::vector<at::Tensor>& skips) {
-        for (size_t i = 0; i < resnets->size(); ++i) {
-            x = resnets[i]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
-            if (attentions) {
-                x = attentions[i]->as<nn::Transformer2DImpl>()->forward(x, ctx);
-            }
-            skips.push_back(x);
-        }
-        if (downsamplers) {
-            x = downsamplers[0]->as<nn::Downsample2DImpl>()->forward(x);
-            skips.push_back(x);
-        }
-        return x;
-    }
-    tnn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
-};
-TORCH_MODULE(DownBlock);
+    return temb;
+}
+
+}  // namespace nn
+
+namespace {
+
+using nn::BlockOptions;
+using nn::ResnetBlock2D;
+using nn::TimestepEmbedding;
+using nn::transformer;
+namespace tnn = torch::nn;
 
 struct UpBlockImpl : tnn::Module {
     UpBlockImpl(int64_t in, int64_t prev_out, int64_t out, int64_t layers, bool attn, bool upsample,
@@ -233,33 +242,6 @@ struct UpBlockImpl : tnn::Module {
 };
 TORCH_MODULE(UpBlock);
 
-struct MidBlockImpl : tnn::Module {
-    MidBlockImpl(int64_t channels, const BlockOptions& o) {
-        resnets = register_module("resnets", tnn::ModuleList());
-        attentions = register_module("attentions", tnn::ModuleList());
-        resnets->push_back(ResnetBlock2D(channels, channels, o.temb, o.groups, o.eps));
-        attentions->push_back(transformer(channels, o));
-        resnets->push_back(ResnetBlock2D(channels, channels, o.temb, o.groups, o.eps));
-    }
-    at::Tensor forward(at::Tensor x, const at::Tensor& temb, const at::Tensor& ctx) {
-        x = resnets[0]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
-        x = attentions[0]->as<nn::Transformer2DImpl>()->forward(x, ctx);
-        return resnets[1]->as<nn::ResnetBlock2DImpl>()->forward(x, temb);
-    }
-    tnn::ModuleList resnets{nullptr}, attentions{nullptr};
-};
-TORCH_MODULE(MidBlock);
-
-struct TimestepEmbeddingImpl : tnn::Module {
-    TimestepEmbeddingImpl(int64_t in, int64_t dim) {
-        linear_1 = register_module("linear_1", nn::Linear(in, dim));
-        linear_2 = register_module("linear_2", nn::Linear(dim, dim));
-    }
-    at::Tensor forward(const at::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
-    nn::Linear linear_1{nullptr}, linear_2{nullptr};
-};
-TORCH_MODULE(TimestepEmbedding);
-
 struct UNetModuleImpl : tnn::Module {
     explicit UNetModuleImpl(const UNetConfig& c) : c(c) {
         const auto& boc = c.block_out_channels;
@@ -271,23 +253,9 @@ struct UNetModuleImpl : tnn::Module {
             add_embedding = register_module(
                 "add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, temb));
         }
-        BlockOptions o{.temb = temb,
-                       .groups = c.norm_num_groups,
-                       .context = c.cross_attention_dim,
-                       .eps = c.norm_eps,
-                       .linear_projection = c.use_linear_projection,
-                       .upcast = c.upcast_attention};
-        down_blocks = register_module("down_blocks", tnn::ModuleList());
-        for (size_t i = 0; i < n; ++i) {
-            o.heads = c.heads[i];
-            o.tlayers = c.transformer_layers[i];
-            down_blocks->push_back(
-                DownBlock(i == 0 ? boc[0] : boc[i - 1], boc[i], c.layers_per_block,
-                          c.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < n, o));
-        }
-        o.heads = c.heads.back();
-        o.tlayers = c.transformer_layers.back();
-        mid_block = register_module("mid_block", MidBlock(boc.back(), o));
+        BlockOptions o = nn::block_options(c);
+        down_blocks = register_module("down_blocks", nn::down_blocks_for(c));
+        mid_block = register_module("mid_block", nn::mid_block_for(c));
         up_blocks = register_module("up_blocks", tnn::ModuleList());
         for (size_t i = 0; i < n; ++i) {
             const size_t r = n - 1 - i;  // reversed index
@@ -304,29 +272,23 @@ struct UNetModuleImpl : tnn::Module {
     }
 
     at::Tensor forward(const at::Tensor& sample, const at::Tensor& timesteps, const at::Tensor& ctx,
-                       const UNet::Added& added) {
-        const int64_t b = sample.size(0);
-        at::Tensor t = timesteps.to(sample.device()).reshape({-1}).expand({b});
-        at::Tensor emb =
-            nn::timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)
-                .to(sample.scalar_type());
-        at::Tensor temb = time_embedding(emb);
-        if (add_embedding) {
-            // Each size number embedded as a timestep is, then all next to the text embedding.
-            const at::Tensor ids =
-                nn::timestep_embedding(added.time_ids.reshape({-1}), c.addition_time_embed_dim,
-                                       c.flip_sin_to_cos, c.freq_shift)
-                    .reshape({added.text_embeds.size(0), -1});
-            temb =
-                temb + add_embedding(torch::cat({added.text_embeds.to(ids.scalar_type()), ids}, -1)
-                                         .to(temb.scalar_type()));
-        }
+                       const UNet::Added& added, const UNet::Residuals* control) {
+        const at::Tensor temb =
+            nn::embed_time(c, time_embedding, add_embedding, sample, timesteps, added);
         at::Tensor x = conv_in(sample);
         std::vector<at::Tensor> skips = {x};
         for (const auto& block : *down_blocks) {
-            x = block->as<DownBlockImpl>()->forward(x, temb, ctx, skips);
+            x = block->as<nn::DownBlockImpl>()->forward(x, temb, ctx, skips);
+        }
+        if (control != nullptr) {  // a ControlNet's residuals, added to the skips
+            for (size_t k = 0; k < skips.size(); ++k) {
+                skips[k] = skips[k] + control->down[k];
+            }
         }
         x = mid_block(x, temb, ctx);
+        if (control != nullptr) {
+            x = x + control->mid;
+        }
         for (const auto& block : *up_blocks) {
             x = block->as<UpBlockImpl>()->forward(x, temb, ctx, skips);
         }
@@ -337,7 +299,7 @@ struct UNetModuleImpl : tnn::Module {
     nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
     TimestepEmbedding time_embedding{nullptr}, add_embedding{nullptr};
     tnn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
-    MidBlock mid_block{nullptr};
+    nn::MidBlock mid_block{nullptr};
     nn::GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(UNetModule);
@@ -391,8 +353,15 @@ torch::nn::Module& UNet::module() {
     return *impl_->model;
 }
 
+int64_t UNet::skip_count() const {
+    const UNetConfig& c = config();
+    const auto n = static_cast<int64_t>(c.block_out_channels.size());
+    return 1 + n * c.layers_per_block + (n - 1);
+}
+
 at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                         const at::Tensor& context, const Added& added) const {
+                         const at::Tensor& context, const Added& added,
+                         const Residuals* control) const {
     const UNetConfig& c = config();
     const bool given = added.text_embeds.defined() && added.time_ids.defined();
     if (c.text_time != given) {
@@ -409,8 +378,14 @@ at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
                     std::to_string(c.text_embeds_dim()) + "] and time_ids [B, " +
                     std::to_string(c.time_ids) + "]");
     }
+    if (control != nullptr &&
+        (static_cast<int64_t>(control->down.size()) != skip_count() || !control->mid.defined())) {
+        throw Error("unet: a ControlNet's residuals must be " + std::to_string(skip_count()) +
+                    " for the down blocks and one for the mid block (given " +
+                    std::to_string(control->down.size()) + ")");
+    }
     const nn::GradOnlyInTraining grad(*impl_->model);
-    return impl_->model->forward(sample, timesteps, context, added);
+    return impl_->model->forward(sample, timesteps, context, added, control);
 }
 
 }  // namespace sds
