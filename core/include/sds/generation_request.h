@@ -40,6 +40,26 @@ struct EmbeddingRef {
     bool operator==(const EmbeddingRef&) const = default;
 };
 
+// A ControlNet for a generation, as diffusers' StableDiffusionControlNetPipeline takes one and
+// A1111's ControlNet unit: the model (a diffusers ControlNetModel folder) and its conditioning
+// image (a scribble, edges, a depth map, ...; resized to the request's size with Lanczos where
+// it differs), whose residuals go into the UNet times `scale` in the steps from `start` to `end`
+// of the way (diffusers' control_guidance_start/end: step i of n when i / n >= start and
+// (i + 1) / n <= end).
+struct ControlRef {
+    std::string model;
+    std::string image;  // where the conditioning image came from
+    double scale = 1.0;
+    double start = 0.0, end = 1.0;
+    // What is done to the image first: "none", or "invert" (255 - x: a sketch of dark lines on
+    // white made the white lines on black that scribble and line-art ControlNets read, as
+    // A1111's "invert (from white bg & black line)").
+    std::string preprocessor = "none";
+    bool operator==(const ControlRef&) const = default;
+};
+// The preprocessors a ControlRef may name.
+const std::vector<std::string>& control_preprocessors();
+
 // The hires fix's upscalers, A1111's names: "Lanczos", then the latent ones: "Latent"
 // (bilinear), "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
 // "Latent (nearest)", "Latent (nearest-exact)".
@@ -108,6 +128,12 @@ struct GenerationRequest {
     // (denoising_start) with the same generators, and its VAE decodes. Empty: no refiner.
     std::string refiner;
     double refiner_switch_at = 0.8;
+    // ControlNets (their residuals add up), for txt2img, img2img and the hires fix (each run with
+    // the images at its size). With control_guess_mode, diffusers' guess mode: the ControlNets
+    // see the prompt's half of the batch alone, their residuals scaled from 0.1 (the first skip
+    // connection) to 1 (the mid block), and the negative prompt's half gets none.
+    std::vector<ControlRef> controls;
+    bool control_guess_mode = false;
     // How the prompts are read: as typed (diffusers), or A1111's emphasis, BREAK and long
     // prompts (sds/prompt_syntax.h), for the prompt and the negative prompt alike.
     PromptSyntax prompt_syntax = PromptSyntax::Plain;

@@ -32,6 +32,7 @@ namespace sds {
 
 class ClipTextModel;
 class ClipTokenizer;
+class ControlNet;
 class UNet;
 class Vae;
 
@@ -105,10 +106,13 @@ class Pipeline {
     // hires fix (request.is_hires()) the observer sees both runs as one, the second run's steps
     // numbered after the first's, and the images are the second run's. Throws
     // sds::Cancelled when `cancel` becomes true (checked before each step), leaving the
-    // pipeline usable.
+    // pipeline usable. `controls`: the conditioning image of each of request.controls, in its
+    // order (the ControlNets are loaded at the first request that names them, and kept while
+    // the requests do).
     GenerationResult generate(const GenerationRequest& request, const Image* init = nullptr,
                               const Image* mask = nullptr, const StepObserver& observer = {},
-                              const std::atomic<bool>* cancel = nullptr);
+                              const std::atomic<bool>* cancel = nullptr,
+                              std::span<const Image> controls = {});
 
     // The steps a request takes on this model, as generate()'s observer counts them (img2img:
     // those after the strength cut; with the hires fix, both runs'), without running anything.
@@ -191,13 +195,16 @@ class Pipeline {
     // `span`: a part of the way (DenoisingSpan). `generators`, where given: those of the run
     // before (drawn on from where it left them), or empty, to be filled with this run's.
     GenerationResult run(const GenerationRequest& request, std::span<const Image> inits,
-                         const Image* mask, const StepObserver& observer,
-                         const std::atomic<bool>* cancel, const at::Tensor& init_latents = {},
-                         at::Tensor* latents_out = nullptr, int first_pass_steps = 0,
-                         DenoisingSpan span = {}, std::vector<at::Generator>* generators = nullptr);
+                         const Image* mask, std::span<const Image> controls,
+                         const StepObserver& observer, const std::atomic<bool>* cancel,
+                         const at::Tensor& init_latents = {}, at::Tensor* latents_out = nullptr,
+                         int first_pass_steps = 0, DenoisingSpan span = {},
+                         std::vector<at::Generator>* generators = nullptr);
     // The refiner a request names, loaded with this pipeline's device and precision; kept
     // while the requests name it (generate() lets it go at the first that names none).
     Pipeline& refiner(const std::string& path);
+    // The ControlNet a request names, loaded with this pipeline's device and precision.
+    ControlNet& controlnet(const std::string& path);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

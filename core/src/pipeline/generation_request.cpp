@@ -75,6 +75,22 @@ void GenerationRequest::validate() const {
         if (e.file.empty())
             fail("an embedding needs a file");
     }
+    const auto& preprocessors = control_preprocessors();
+    for (const auto& c : controls) {
+        if (c.model.empty() || c.image.empty())
+            fail("a ControlNet needs a model and an image");
+        if (!(std::isfinite(c.scale) && c.scale >= 0 && c.scale <= 5))
+            fail("a ControlNet's scale must be 0..5 (" + c.model + ")");
+        if (!(c.start >= 0 && c.start < c.end && c.end <= 1))
+            fail("a ControlNet's start and end must be 0 <= start < end <= 1 (" + c.model + ")");
+        if (std::find(preprocessors.begin(), preprocessors.end(), c.preprocessor) ==
+            preprocessors.end())
+            fail("unknown ControlNet preprocessor '" + c.preprocessor + "' (known: none, invert)");
+    }
+    if (!controls.empty() && is_inpaint())
+        fail("ControlNets are for txt2img and img2img (not inpainting yet)");
+    if (!controls.empty() && !refiner.empty())
+        fail("ControlNets do not go with the refiner");
     for (const auto& l : loras) {
         if (l.file.empty())
             fail("a LoRA needs a file");
@@ -128,6 +144,18 @@ std::string GenerationRequest::to_json() const {
         for (const auto& e : embeddings) {
             j["embeddings"].push_back({{"file", e.file}, {"token", e.token}});
         }
+    }
+    if (!controls.empty()) {  // left out when none, as before there were any
+        j["controls"] = nlohmann::ordered_json::array();
+        for (const auto& c : controls) {
+            j["controls"].push_back({{"model", c.model},
+                                     {"image", c.image},
+                                     {"scale", c.scale},
+                                     {"start", c.start},
+                                     {"end", c.end},
+                                     {"preprocessor", c.preprocessor}});
+        }
+        j["control_guess_mode"] = control_guess_mode;
     }
     return j.dump();
 }
@@ -224,6 +252,39 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
             }
             r.embeddings.push_back(
                 {e.at("file").get<std::string>(), e.value("token", std::string())});
+        }
+    }
+    get("control_guess_mode", r.control_guess_mode);
+    if (j.contains("controls")) {
+        const auto& list = j.at("controls");
+        if (!list.is_array()) {
+            throw Error("request JSON: controls must be a list (" + list.dump() + ")");
+        }
+        for (const auto& c : list) {
+            const auto is = [&](const char* key, bool (nlohmann::json::*test)() const noexcept) {
+                return !c.contains(key) || (c.at(key).*test)();
+            };
+            if (!c.is_object() || !c.contains("model") || !c.contains("image") ||
+                !is("model", &nlohmann::json::is_string) ||
+                !is("image", &nlohmann::json::is_string) ||
+                !is("scale", &nlohmann::json::is_number) ||
+                !is("start", &nlohmann::json::is_number) ||
+                !is("end", &nlohmann::json::is_number) ||
+                !is("preprocessor", &nlohmann::json::is_string)) {
+                throw Error(
+                    "request JSON: a ControlNet is {\"model\": path, \"image\": path, "
+                    "\"scale\": number, \"start\": number, \"end\": number, "
+                    "\"preprocessor\": name} (got " +
+                    c.dump() + ")");
+            }
+            ControlRef ref;
+            ref.model = c.at("model").get<std::string>();
+            ref.image = c.at("image").get<std::string>();
+            ref.scale = c.value("scale", ref.scale);
+            ref.start = c.value("start", ref.start);
+            ref.end = c.value("end", ref.end);
+            ref.preprocessor = c.value("preprocessor", ref.preprocessor);
+            r.controls.push_back(ref);
         }
     }
     return r;
@@ -334,6 +395,18 @@ std::string GenerationRequest::to_a1111(int index, const A1111Files& files) cons
         {"Emphasis", emphasis_a1111()},
         {"Version", "SD Studio"},
     };
+    // A1111's ControlNet extension: a unit each, "ControlNet 0", "ControlNet 1", ...
+    auto at = kv.end() - 2;  // before Emphasis and Version
+    for (size_t k = 0; k < controls.size(); ++k) {
+        const ControlRef& c = controls[k];
+        const std::string unit =
+            "Module: " + c.preprocessor +
+            ", Model: " + std::filesystem::path(c.model).filename().stem().string() +
+            ", Weight: " + number(c.scale) + ", Guidance Start: " + number(c.start) +
+            ", Guidance End: " + number(c.end) +
+            (control_guess_mode ? ", Guess Mode: True" : "");  // diffusers' (not A1111's)
+        at = kv.insert(at, {"ControlNet " + std::to_string(k), unit}) + 1;
+    }
     std::string line;
     for (const auto& [k, v] : kv) {
         if (!v.empty()) {
@@ -614,6 +687,11 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
         }
         *text = without_lora_tags(*text);
     }
+}
+
+const std::vector<std::string>& control_preprocessors() {
+    static const std::vector<std::string> names = {"none", "invert"};
+    return names;
 }
 
 const std::vector<std::string>& hires_upscalers() {

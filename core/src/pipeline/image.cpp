@@ -12,13 +12,24 @@
 
 namespace sds {
 
-at::Tensor image_to_tensor(const Image& image) {
+namespace {
+// [1, 3, H, W] float32 of x / 255.
+at::Tensor unit_tensor(const Image& image) {
     if (image.rgb.size() != static_cast<size_t>(image.width) * image.height * 3) {
         throw Error("image buffer does not match its size");
     }
     at::Tensor t = at::from_blob(const_cast<uint8_t*>(image.rgb.data()),
                                  {1, image.height, image.width, 3}, at::kByte);
-    return t.permute({0, 3, 1, 2}).to(at::kFloat) / 255.0f * 2.0f - 1.0f;
+    return t.permute({0, 3, 1, 2}).to(at::kFloat) / 255.0f;
+}
+}  // namespace
+
+at::Tensor image_to_tensor(const Image& image) {
+    return unit_tensor(image) * 2.0f - 1.0f;
+}
+
+at::Tensor control_to_tensor(const Image& image) {
+    return unit_tensor(image).contiguous();
 }
 
 namespace {

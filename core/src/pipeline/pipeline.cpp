@@ -29,6 +29,7 @@
 #include "sched/schedule_math.h"
 #include "sds/clip_text_model.h"
 #include "sds/clip_tokenizer.h"
+#include "sds/controlnet.h"
 #include "sds/cpu_buffer_cache.h"
 #include "sds/model_folder.h"
 #include "sds/original_layout.h"
@@ -101,6 +102,7 @@ struct Pipeline::Impl {
     std::vector<EmbeddingRef> embeddings;  // the textual inversions set now
     std::unique_ptr<Pipeline> refiner;     // the refiner last named (GenerationRequest::refiner)
     std::string refiner_path;
+    std::map<std::string, std::unique_ptr<ControlNet>> controlnets;  // by path: the last named
 };
 
 namespace {
@@ -717,12 +719,39 @@ int Pipeline::denoising_steps(const GenerationRequest& in) const {
     return run_steps(low) + run_steps(sized(high));
 }
 
+ControlNet& Pipeline::controlnet(const std::string& path) {
+    auto& m = *impl_;
+    auto& net = m.controlnets[path];
+    if (!net) {
+        net = std::make_unique<ControlNet>(
+            ControlNet::load(path, m.unet->config(), m.options.device, m.options.dtype));
+        if (net->downscale() != downscale()) {
+            const int64_t theirs = net->downscale();
+            m.controlnets.erase(path);
+            throw ModelError(path + ": a ControlNet whose conditioning image is " +
+                             std::to_string(theirs) + " times the latents' size (this model's " +
+                             std::to_string(downscale()) + ")");
+        }
+    }
+    return *net;
+}
+
 GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* init,
                                     const Image* mask, const StepObserver& observer,
-                                    const std::atomic<bool>* cancel) {
+                                    const std::atomic<bool>* cancel,
+                                    std::span<const Image> controls) {
     if (in.refiner.empty() && impl_->refiner) {  // a refiner is kept while requests name it
         impl_->refiner.reset();
         impl_->refiner_path.clear();
+    }
+    // ControlNets are kept while the requests name them.
+    std::erase_if(impl_->controlnets, [&](const auto& entry) {
+        return std::none_of(in.controls.begin(), in.controls.end(),
+                            [&](const ControlRef& c) { return c.model == entry.first; });
+    });
+    if (controls.size() != in.controls.size()) {
+        throw Error("ControlNets: " + std::to_string(in.controls.size()) + " in the request but " +
+                    std::to_string(controls.size()) + " images given");
     }
     if (!in.refiner.empty()) {
         // The model until the switch, its latents out; the refiner from there, drawing on the
@@ -747,10 +776,10 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         };
         std::vector<at::Generator> gens;
         at::Tensor latents;
-        run(req, {}, nullptr, counted, cancel, {}, &latents, 0, {0.0, req.refiner_switch_at},
+        run(req, {}, nullptr, {}, counted, cancel, {}, &latents, 0, {0.0, req.refiner_switch_at},
             &gens);
         done = seen;
-        GenerationResult result = second.run(refined, {}, nullptr, counted, cancel, latents,
+        GenerationResult result = second.run(refined, {}, nullptr, {}, counted, cancel, latents,
                                              nullptr, 0, {req.refiner_switch_at, 1.0}, &gens);
         result.request = req;
         return result;
@@ -758,7 +787,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     if (!in.is_hires()) {
         const bool given = init != nullptr && !init->empty();
         return run(in, given ? std::span<const Image>(init, 1) : std::span<const Image>(), mask,
-                   observer, cancel);
+                   controls, observer, cancel);
     }
     // The hires fix: the first run at the request's size, each image scaled up (Lanczos, as
     // Pillow; or its latents, by torch's interpolate), then an img2img run from them, image i
@@ -783,17 +812,17 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     GenerationResult result;
     if (req.is_latent_hires()) {
         at::Tensor latents;
-        run(low, {}, nullptr, counted_low, cancel, {}, &latents);
+        run(low, {}, nullptr, controls, counted_low, cancel, {}, &latents);
         const at::Tensor scaled = scale_latents(latents, high.height / downscale(),
                                                 high.width / downscale(), req.hires_upscaler);
-        result = run(high, {}, nullptr, counted_high, cancel, scaled, nullptr, low.steps);
+        result = run(high, {}, nullptr, controls, counted_high, cancel, scaled, nullptr, low.steps);
     } else {
-        const GenerationResult first = run(low, {}, nullptr, counted_low, cancel);
+        const GenerationResult first = run(low, {}, nullptr, controls, counted_low, cancel);
         std::vector<Image> scaled;
         for (const Image& image : first.images) {
             scaled.push_back(resize(image, high.width, high.height));
         }
-        result = run(high, scaled, nullptr, counted_high, cancel, {}, nullptr, low.steps);
+        result = run(high, scaled, nullptr, controls, counted_high, cancel, {}, nullptr, low.steps);
     }
     result.request = req;
     return result;
@@ -836,9 +865,10 @@ Pipeline::PromptEmbeddings Pipeline::encode_prompts(const GenerationRequest& req
 }
 
 GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Image> inits,
-                               const Image* mask, const StepObserver& observer,
-                               const std::atomic<bool>* cancel, const at::Tensor& init_latents,
-                               at::Tensor* latents_out, int first_pass_steps, DenoisingSpan span,
+                               const Image* mask, std::span<const Image> control_images,
+                               const StepObserver& observer, const std::atomic<bool>* cancel,
+                               const at::Tensor& init_latents, at::Tensor* latents_out,
+                               int first_pass_steps, DenoisingSpan span,
                                std::vector<at::Generator>* generators) {
     torch::NoGradGuard no_grad;
     // Every step allocates the same buffers: keep them from one step to the next, and let them
@@ -977,10 +1007,98 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         }
         return out;
     };
-    // The UNet's noise prediction for the batch above.
-    const auto predict = [&](const at::Tensor& input, const at::Tensor& t, const StepText& text) {
+    auto scheduler = Scheduler::create(req.sampler, m.folder.component("scheduler").config);
+    scheduler->set_eta(req.eta);
+    scheduler->set_timesteps(req.steps);
+    const int64_t latent_channels = m.vae->config().latent_channels;
+    const std::vector<int64_t> shape = {b, latent_channels, req.height / downscale(),
+                                        req.width / downscale()};
+    // The ControlNets, each with its image at this run's size ([1, 3, H, W] in [0, 1]).
+    struct Control {
+        const ControlNet* net;
+        at::Tensor image;
+        const ControlRef* ref;
+    };
+    std::vector<Control> controls;
+    for (size_t k = 0; k < req.controls.size(); ++k) {
+        const ControlRef& ref = req.controls[k];
+        Image image = control_images[k];
+        if (image.empty()) {
+            throw Error("ControlNet " + ref.model + " needs its image (" + ref.image + ")");
+        }
+        if (ref.preprocessor == "invert") {
+            for (uint8_t& v : image.rgb) {
+                v = static_cast<uint8_t>(255 - v);
+            }
+        }
+        if (image.width != req.width || image.height != req.height) {
+            image = resize(image, req.width, req.height);
+        }
+        controls.push_back(
+            {&controlnet(ref.model), control_to_tensor(image).to(device, dtype), &ref});
+    }
+    // The ControlNets' residuals, summed, for rows of the UNet's batch whose first `uncond` are
+    // the negative prompt's, at model call `call` of `calls`; none where no ControlNet runs.
+    // In guess mode the ControlNets see the other rows alone and the negative prompt's get
+    // zeros, as diffusers' pipelines do it.
+    const auto control_for = [&](const at::Tensor& input, const at::Tensor& t,
+                                 const at::Tensor& context, const UNet::Added& added,
+                                 int64_t uncond, int64_t call,
+                                 int64_t calls) -> std::optional<UNet::Residuals> {
+        std::optional<UNet::Residuals> sum;
+        const int64_t rows = input.size(0);
+        const int64_t from = req.control_guess_mode ? uncond : 0;
+        if (controls.empty() || from == rows) {
+            return sum;
+        }
+        const at::Tensor x = input.narrow(0, from, rows - from).narrow(1, 0, latent_channels);
+        const at::Tensor ctx = context.narrow(0, from, rows - from);
+        UNet::Added a;
+        if (added.text_embeds.defined()) {
+            a.text_embeds = added.text_embeds.narrow(0, from, rows - from);
+            a.time_ids = added.time_ids.narrow(0, from, rows - from);
+        }
+        const double now = static_cast<double>(call) / static_cast<double>(calls);
+        const double next = static_cast<double>(call + 1) / static_cast<double>(calls);
+        for (const Control& c : controls) {
+            if (now < c.ref->start || next > c.ref->end) {
+                continue;  // diffusers runs it at a scale of 0: its residuals add nothing
+            }
+            const at::Tensor image = c.image.expand({rows - from, -1, -1, -1}).contiguous();
+            UNet::Residuals r =
+                c.net->forward(x, t, ctx, image, c.ref->scale, req.control_guess_mode, a);
+            if (!sum) {
+                sum = std::move(r);
+                continue;
+            }
+            for (size_t k = 0; k < r.down.size(); ++k) {
+                sum->down[k] = sum->down[k] + r.down[k];
+            }
+            sum->mid = sum->mid + r.mid;
+        }
+        if (sum && from > 0) {
+            const auto pad = [&](const at::Tensor& d) {
+                return at::cat({at::zeros_like(d.narrow(0, 0, 1)).expand({from, -1, -1, -1}), d},
+                               0);
+            };
+            for (at::Tensor& d : sum->down) {
+                d = pad(d);
+            }
+            sum->mid = pad(sum->mid);
+        }
+        return sum;
+    };
+    // The UNet's noise prediction for the batch above (`uncond` rows of the negative prompt
+    // first), at model call `call` of `calls`.
+    const auto predict = [&](const at::Tensor& input, const at::Tensor& t, const StepText& text,
+                             int64_t uncond, int64_t call, int64_t calls) {
+        const auto unet = [&](const at::Tensor& x, const at::Tensor& context,
+                              const UNet::Added& added, int64_t x_uncond) {
+            const auto control = control_for(x, t, context, added, x_uncond, call, calls);
+            return m.unet->forward(x, t, context, added, control ? &*control : nullptr);
+        };
         if (!text.uncond_context.defined()) {
-            return m.unet->forward(input, t, text.context, text.added);
+            return unet(input, text.context, text.added, uncond);
         }
         const auto rows = [&](int64_t from, int64_t count) {
             UNet::Added a;
@@ -991,17 +1109,11 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
             return a;
         };
         const int64_t rest = input.size(0) - b;
-        return at::cat({m.unet->forward(input.narrow(0, 0, b), t, text.uncond_context, rows(0, b)),
-                        m.unet->forward(input.narrow(0, b, rest), t, text.context, rows(b, rest))},
+        return at::cat({unet(input.narrow(0, 0, b), text.uncond_context, rows(0, b), b),
+                        unet(input.narrow(0, b, rest), text.context, rows(b, rest), 0)},
                        0);
     };
 
-    auto scheduler = Scheduler::create(req.sampler, m.folder.component("scheduler").config);
-    scheduler->set_eta(req.eta);
-    scheduler->set_timesteps(req.steps);
-    const int64_t latent_channels = m.vae->config().latent_channels;
-    const std::vector<int64_t> shape = {b, latent_channels, req.height / downscale(),
-                                        req.width / downscale()};
     // Images [1 or B, 3, H, W] in [-1, 1] -> scaled latents [B, C, h, w], entry i a sample of
     // the VAE's posterior (of image i, or of the one image) drawn with generator i. diffusers
     // encodes one image once per entry; the encoding is deterministic, so once is enough.
@@ -1130,7 +1242,8 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         if (inpaint && inpainting_unet) {
             input = at::cat({input, batch(mask_latent), batch(masked_latents)}, 1);
         }
-        at::Tensor eps = predict(input, t, *step_texts[static_cast<size_t>(i - first)]);
+        at::Tensor eps = predict(input, t, *step_texts[static_cast<size_t>(i - first)],
+                                 guided ? b : 0, i - first, last - first);
         if (guided) {
             // negative + each part's weight x guidance x (part - negative)
             const auto split = eps.chunk(copies, 0);
