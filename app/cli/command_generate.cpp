@@ -137,9 +137,9 @@ int generate(const Args& in, Mode mode) {
         Progress progress(jobs.size() == 1 ? std::string(name)
                                            : std::string(name) + " " + std::to_string(j + 1) + "/" +
                                                  std::to_string(jobs.size()));
-        const GenerationResult result =
-            pipeline.generate(f.request, jobs[j].images.init_or_null(),
-                              jobs[j].images.mask_or_null(), std::ref(progress));
+        const GenerationResult result = pipeline.generate(
+            f.request, jobs[j].images.init_or_null(), jobs[j].images.mask_or_null(),
+            std::ref(progress), nullptr, jobs[j].images.controls);
         progress.done();
         for (size_t i = 0; i < result.images.size(); ++i) {
             const int64_t seed = result.request.seed + static_cast<int64_t>(i);

@@ -77,7 +77,7 @@ int command_grid(const Args& args) {
             Progress progress("cell " + std::to_string(j * spec.x.size() + i + 1) + "/" +
                               std::to_string(spec.cells()));
             auto result = pipeline.generate(r, images.init_or_null(), images.mask_or_null(),
-                                            std::ref(progress));
+                                            std::ref(progress), nullptr, images.controls);
             progress.done();
             cells[j].push_back(app::to_qimage(result.images.front()));
             if (save_cells) {

@@ -51,6 +51,13 @@ const char* const kFlagsAfterSamplers =
     "  --refiner MODEL    txt2img: SDXL's refiner takes over at --refiner-switch-at F\n"
     "                     (0.8) of the way, as diffusers' denoising_end/denoising_start\n"
     "                     (A1111's Refiner)\n"
+    "  --controlnet MODEL a ControlNet (a diffusers ControlNetModel folder) with\n"
+    "                     --control-image IMAGE (a scribble, edges, depth, ...; without\n"
+    "                     --width/--height it sets the size, as diffusers), --control-scale\n"
+    "                     S (1), --control-start A (0) and --control-end B (1): the part of\n"
+    "                     the steps it guides, --control-preprocessor none|invert (invert:\n"
+    "                     a sketch of dark lines on white); repeat --controlnet for more\n"
+    "  --control-guess-mode   diffusers' guess mode: the ControlNets see the prompt alone\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
     "                     (size floored to a multiple of 8) and made again as img2img\n"
     "                     with --hires-strength S (0.7) and --hires-steps N (0: --steps)\n"
@@ -275,7 +282,7 @@ GenerateFlags parse_generate_flags(const Args& args) {
             f.sampler_given = true;
         }
     }
-    bool lora_given = false, embedding_given = false;
+    bool lora_given = false, embedding_given = false, control_given = false;
     std::string lora_dir, embedding_dir, styles_file;
     std::vector<std::string> styles;
     for (size_t i = 0; i < args.size(); ++i) {
@@ -285,6 +292,12 @@ GenerateFlags parse_generate_flags(const Args& args) {
                 throw UsageError{a + " needs a value"};
             }
             return args[++i];
+        };
+        auto last_control = [&](const std::string& flag) -> ControlRef& {
+            if (!control_given) {
+                throw UsageError{flag + " goes after the --controlnet it is for"};
+            }
+            return r.controls.back();
         };
         if (a == "--model")
             f.model = value();
@@ -347,6 +360,26 @@ GenerateFlags parse_generate_flags(const Args& args) {
             r.refiner = value();
         else if (a == "--refiner-switch-at")
             r.refiner_switch_at = number<double>(a, value());
+        else if (a == "--controlnet") {
+            if (!control_given) {  // the flags' ControlNets replace those a --from PNG names
+                r.controls.clear();
+                control_given = true;
+            }
+            ControlRef unit;
+            unit.model = value();
+            r.controls.push_back(unit);
+        } else if (a == "--control-image")
+            last_control(a).image = value();
+        else if (a == "--control-scale")
+            last_control(a).scale = number<double>(a, value());
+        else if (a == "--control-start")
+            last_control(a).start = number<double>(a, value());
+        else if (a == "--control-end")
+            last_control(a).end = number<double>(a, value());
+        else if (a == "--control-preprocessor")
+            last_control(a).preprocessor = value();
+        else if (a == "--control-guess-mode")
+            r.control_guess_mode = true;
         else if (a == "--lora") {
             if (!lora_given) {  // the flags' LoRAs replace those a --from PNG names
                 r.loras.clear();
@@ -421,6 +454,16 @@ InitImages load_init_images(GenerationRequest& r) {
     }
     if (r.is_inpaint()) {
         in.mask = app::load_image(QString::fromStdString(r.mask_image));
+    }
+    for (const ControlRef& c : r.controls) {
+        if (c.image.empty()) {
+            throw UsageError{"--controlnet " + c.model + " needs a --control-image"};
+        }
+        in.controls.push_back(app::load_image(QString::fromStdString(c.image)));
+    }
+    if (r.width == 0 && !in.controls.empty()) {  // as diffusers: the control image's size
+        r.width = in.controls.front().width - in.controls.front().width % 8;
+        r.height = in.controls.front().height - in.controls.front().height % 8;
     }
     return in;
 }

@@ -49,7 +49,8 @@ T number(const std::string& flag, const std::string& v) {
 // --height
 // --strength --init --mask --mask-blur --mask-padding --out --device --dtype --clip-skip --eta
 // --hires-scale --hires-steps
-// --hires-strength --lora --lora-dir --embedding
+// --hires-strength --controlnet --control-image --control-scale --control-start --control-end
+// --control-preprocessor --control-guess-mode --lora --lora-dir --embedding
 // --embedding-dir --style --styles --from
 GenerateFlags parse_generate_flags(const Args& args);
 std::string generate_flags_help();
@@ -69,11 +70,13 @@ void apply_styles(GenerationRequest& request, const std::vector<std::string>& na
 // --prompt-syntax's value; UsageError for a name that is not one.
 PromptSyntax prompt_syntax_flag(const std::string& name);
 
-// The request's init image and mask (inpainting), read from their files; an unset size
-// becomes the init image's, down to a multiple of 8.
+// The request's init image and mask (inpainting) and its ControlNets' images, read from their
+// files; an unset size becomes the init image's (else the first control image's), down to a
+// multiple of 8.
 struct InitImages {
     Image init;
     Image mask;
+    std::vector<Image> controls;
     const Image* init_or_null() const { return init.empty() ? nullptr : &init; }
     const Image* mask_or_null() const { return mask.empty() ? nullptr : &mask; }
 };

@@ -2213,3 +2213,68 @@ def test_pngs_name_their_files_by_a1111s_hashes_kept_in_a_cache(tmp_path):
     text = Image.open(r.stdout.strip()).text["parameters"]
     assert "Model hash" not in text and "Model: tiny-sd," in text, text
     assert f"TI hashes: \"inkstyle: {sha256(TI / 'inkstyle.pt')[:12]}\"" in text, text
+
+
+# --- ControlNets ------------------------------------------------------------------------------
+
+CONTROL = FIXTURES / "controlnet"
+
+
+def test_controlnets_match_diffusers_from_the_cli(tmp_path):
+    """txt2img with two ControlNets through --controlnet and its flags, at a seed, sampler,
+    scales and spans of its own, against diffusers' StableDiffusionControlNetPipeline run here;
+    without --width/--height the control image sets the size (44x60 -> 40x56), as in diffusers;
+    the PNG keeps the ControlNets; the flags' errors."""
+    import numpy as np
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+    flags = ["--model", str(CONTROL / "tiny-sd"), "--prompt", "a ring of fire",
+             "--negative", "water", "--steps", "6", "--guidance", "5.5", "--seed", "31337",
+             "--sampler", "dpmpp_2m", "--batch", "2", "--device", "cpu"]
+    units = ["--controlnet", str(CONTROL / "tiny-controlnet"), "--control-image",
+             str(CONTROL / "control_big.png"), "--control-scale", "1.2", "--control-end", "0.7",
+             "--controlnet", str(CONTROL / "tiny-controlnet-b"), "--control-image",
+             str(CONTROL / "control.png"), "--control-scale", "0.7", "--control-start", "0.3"]
+    r = run("txt2img", *flags, *units, "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    pngs = r.stdout.split()
+    assert len(pngs) == 2
+    nets = [ControlNetModel.from_pretrained(CONTROL / n) for n in ("tiny-controlnet",
+                                                                   "tiny-controlnet-b")]
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(CONTROL / "tiny-sd", controlnet=nets,
+                                                             safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    cls, extra = samplers()["dpmpp_2m"]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    # diffusers sizes each image by itself: the first image's size given, the second is resized
+    # to it, as the CLI does.
+    want = pipe(prompt="a ring of fire", negative_prompt="water", num_inference_steps=6,
+                guidance_scale=5.5, num_images_per_prompt=2, width=40, height=56,
+                generator=[torch.Generator("cpu").manual_seed(31337 + i) for i in range(2)],
+                image=[Image.open(CONTROL / "control_big.png"), Image.open(CONTROL / "control.png")],
+                controlnet_conditioning_scale=[1.2, 0.7], control_guidance_start=[0.0, 0.3],
+                control_guidance_end=[0.7, 1.0]).images
+    for png, w in zip(pngs, want):
+        got = np.array(Image.open(png).convert("RGB")).astype(int)
+        assert got.shape == (60 - 4, 44 - 4, 3)
+        assert np.abs(got - np.array(w).astype(int)).max() <= 2
+    meta = json.loads(Image.open(pngs[0]).text["sdstudio"])
+    assert [(c["scale"], c["start"], c["end"]) for c in meta["controls"]] == [
+        (1.2, 0.0, 0.7), (0.7, 0.3, 1.0)], meta
+    assert 'ControlNet 1: "Module: none, Model: tiny-controlnet-b, Weight: 0.7' in \
+        Image.open(pngs[0]).text["parameters"]
+    # The same again from the PNG (its ControlNets' folders and images are where they were).
+    r = run("txt2img", "--model", str(CONTROL / "tiny-sd"), "--from", pngs[1], "--device", "cpu",
+            "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert same_but_for_batch_rounding(r.stdout.split()[0], pngs[1])
+    # The errors say what is wrong.
+    r = run("txt2img", *flags, "--control-scale", "1", "--out", str(tmp_path / "c"))
+    assert r.returncode != 0 and "goes after the --controlnet" in r.stderr, r.stderr
+    r = run("txt2img", *flags, "--controlnet", str(CONTROL / "tiny-controlnet"),
+            "--out", str(tmp_path / "c"))
+    assert r.returncode != 0 and "needs a --control-image" in r.stderr, r.stderr
+    r = run("txt2img", *flags, "--controlnet", str(tmp_path / "nowhere"), "--control-image",
+            str(CONTROL / "control.png"), "--out", str(tmp_path / "c"))
+    assert r.returncode != 0 and "nowhere" in r.stderr, r.stderr
