@@ -68,6 +68,12 @@ const std::vector<AxisInfo>& axis_table() {
         {"lora_weight", "LoRA", "LoRA weight", ValueKind::Float, "0, 0.5, 1",
          "the weight of the first LoRA chosen (--lora, or the studio's LoRA list), e.g. 0, 0.5, 1 "
          "or 0-1 [5]"},
+        {"control_weight", "ControlNet", "ControlNet weight", ValueKind::Float, "0, 0.5, 1, 1.5",
+         "the scale of the first ControlNet (--controlnet, or the studio's ControlNet row), e.g. "
+         "0, 0.5, 1 or 0-2 [5]"},
+        {"control_end", "ControlNet end", "ControlNet guidance end", ValueKind::Float,
+         "0.25, 0.5, 0.75, 1",
+         "where the first ControlNet stops guiding (the part of the way), e.g. 0.3, 0.6, 1"},
     };
     return table;
 }
@@ -234,6 +240,12 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
     }
     GenerationRequest probe;
     probe.loras = {{"(the first LoRA)", 1.0}};  // the values are checked, not the LoRA
+    probe.controls = {ControlRef{.model = "(the first ControlNet)",
+                                 .image = "(its image)",
+                                 .scale = 1.0,
+                                 .start = 0.0,
+                                 .end = 1.0,
+                                 .preprocessor = "none"}};  // nor the ControlNet
     probe.sampler = Sampler::Euler;  // has every schedule: the sampler is checked per cell
     for (int k = 0; k < a.values.size(); ++k) {
         apply_grid_value(probe, a, k);
@@ -289,6 +301,14 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         }
         r.loras.front().weight = value.toDouble(&ok);
         r.loras.front().unet_weight.reset();  // the whole LoRA's, UNet too
+    } else if (axis.name == "control_weight" || axis.name == "control_end") {
+        if (r.controls.empty()) {
+            throw Error("axis " + axis.name.toStdString() +
+                        ": no ControlNet is chosen (--controlnet DIR --control-image IMAGE, or "
+                        "the studio's ControlNet row); the axis sets the first one's");
+        }
+        (axis.name == "control_weight" ? r.controls.front().scale : r.controls.front().end) =
+            value.toDouble(&ok);
     } else if (axis.name == "prompt") {
         const QString search = axis.values.front();
         QString prompt = QString::fromStdString(r.prompt);

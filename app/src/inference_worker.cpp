@@ -287,6 +287,10 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             }
             mask = from_qimage(job.mask);
         }
+        std::vector<Image> controls;
+        for (const QImage& c : job.controls) {
+            controls.push_back(from_qimage(c));
+        }
         r.width = r.width ? r.width : (init.empty() ? pipeline->native_size() : init.width / 8 * 8);
         r.height =
             r.height ? r.height : (init.empty() ? pipeline->native_size() : init.height / 8 * 8);
@@ -318,7 +322,7 @@ void InferenceWorker::Impl::run_job(const Job& job) {
         };
         GenerationResult g =
             pipeline->generate(r, init.empty() ? nullptr : &init, mask.empty() ? nullptr : &mask,
-                               observer, &cancel_running);
+                               observer, &cancel_running, controls);
         for (const Image& im : g.images) {
             result.images << to_qimage(im);
         }
@@ -333,6 +337,11 @@ void InferenceWorker::Impl::run_job(const Job& job) {
             }
             if (g.request.is_inpaint()) {
                 g.request.mask_image = save_input(job.mask, job.save_dir, "mask").toStdString();
+            }
+            for (size_t k = 0; k < g.request.controls.size() && k < size_t(job.controls.size());
+                 ++k) {
+                g.request.controls[k].image =
+                    save_input(job.controls[int(k)], job.save_dir, "control").toStdString();
             }
             for (int i = 0; i < result.images.size(); ++i) {
                 auto text = metadata_for(g.request, i, result.named);

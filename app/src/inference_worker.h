@@ -28,6 +28,9 @@ struct Job {
     QImage init;  // img2img: the init image (request.init_image names where it came from)
     QImage mask;  // inpainting: white repaints, black keeps (request.mask_image names it; with
                   // save_dir set it is saved there and request.mask_image becomes its file)
+    // The conditioning image of each of request.controls, in order (with save_dir set each is
+    // saved there and its request.controls entry names the file).
+    QList<QImage> controls;
     Policy policy = Policy::Fifo;
     int decode_every = 0;   // also decode the latents with the VAE every N steps (0: never)
     QString save_dir;       // when set, the images are written there as PNGs with metadata

@@ -2278,3 +2278,34 @@ def test_controlnets_match_diffusers_from_the_cli(tmp_path):
     r = run("txt2img", *flags, "--controlnet", str(tmp_path / "nowhere"), "--control-image",
             str(CONTROL / "control.png"), "--out", str(tmp_path / "c"))
     assert r.returncode != 0 and "nowhere" in r.stderr, r.stderr
+
+
+def test_a_controlnet_weight_grid_has_diffusers_images_in_its_cells(tmp_path):
+    """grid --x control_weight=0,1: the weight-1 cell is diffusers' image of the fixture's
+    euler_g7.5_neg_b2 (its first), the weight-0 cell the image txt2img makes without the
+    ControlNet."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+    case = {c["name"]: c for c in json.loads((CONTROL / "cases.json").read_text())}
+    req = case["euler_g7.5_neg_b2"]["request"]
+    flags = ["--model", str(CONTROL / "tiny-sd"), "--prompt", req["prompt"],
+             "--negative", req["negative_prompt"], "--steps", str(req["steps"]),
+             "--guidance", str(req["guidance_scale"]), "--seed", str(req["seed"]),
+             "--width", str(req["width"]), "--height", str(req["height"]),
+             "--sampler", req["sampler"], "--device", "cpu"]
+    r = run("grid", *flags, "--controlnet", str(CONTROL / "tiny-controlnet"), "--control-image",
+            str(CONTROL / "control.png"), "--x", "control_weight=0,1", "--cells",
+            "--out", str(tmp_path / "grid"))
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split("\n")[:-1]
+    assert len(paths) == 3, paths
+    assert "X Type: ControlNet weight" in Image.open(paths[0]).text["parameters"]
+    want = load_file(str(CONTROL / "expected.safetensors"))["euler_g7.5_neg_b2"][0].numpy()
+    controlled = np.array(Image.open(paths[2]).convert("RGB")).astype(int)
+    assert np.abs(controlled - want.astype(int)).max() <= 2
+    r = run("txt2img", *flags, "--out", str(tmp_path / "plain"))
+    assert r.returncode == 0, r.stderr
+    plain = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
+    assert np.array_equal(np.array(Image.open(paths[1]).convert("RGB")).astype(int), plain)
+    assert np.abs(plain - controlled).max() > 30

@@ -108,7 +108,7 @@ TEST(GridAxes, EachValueSetsItsParameter) {
     EXPECT_NE(error_of("colour", "red")
                   .find("unknown axis 'colour' (steps, guidance, strength, "
                         "seed, sampler, schedule, prompt, clip_skip, prompt_syntax, eta, "
-                        "lora_weight)"),
+                        "lora_weight, control_weight, control_end)"),
               std::string::npos);
 }
 
@@ -145,6 +145,26 @@ TEST(GridAxes, LoraWeightSetsTheFirstLoras) {
     EXPECT_EQ(spec.cell(1, 0).loras,
               (std::vector<LoraRef>{{"a.safetensors", 0.5}, {"b.safetensors", 0.3}}));
     EXPECT_EQ(app::grid_label(spec.x, 2), QString("LoRA: 1"));
+}
+
+TEST(GridAxes, ControlWeightAndEndSetTheFirstControlNets) {
+    auto spec = spec_of("control_weight=0-1 [3]", "control_end=0.5, 1");
+    EXPECT_THROW(spec.validate(), Error);  // no ControlNet chosen
+    ControlRef a, b;
+    a.model = "scribble";
+    a.image = "a.png";
+    b.model = "depth";
+    b.image = "b.png";
+    b.scale = 0.3;
+    spec.base.controls = {a, b};
+    spec.validate();
+    const GenerationRequest cell = spec.cell(1, 0);
+    EXPECT_EQ(cell.controls.at(0).scale, 0.5);
+    EXPECT_EQ(cell.controls.at(0).end, 0.5);
+    EXPECT_EQ(cell.controls.at(1), b);
+    EXPECT_EQ(spec.cell(2, 1).controls.at(0).end, 1.0);
+    EXPECT_EQ(app::grid_label(spec.x, 2), QString("ControlNet: 1"));
+    EXPECT_THROW(spec_of("control_weight=0, 6").validate(), Error);  // no ControlNet, and 6 > 5
 }
 
 TEST(GridAxes, PromptSearchAndReplaceInBothPrompts) {

@@ -15,6 +15,7 @@
 #include <QFileInfo>
 #include <QFocusEvent>
 #include <QImageReader>
+#include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QLabel>
@@ -143,6 +144,75 @@ bool same_weights(const QString& a, const QString& b) {
 }
 
 const char* kUnetFile = "unet/diffusion_pytorch_model.safetensors";
+
+QJsonObject read_json(const std::filesystem::path& file) {
+    QFile f(QString::fromStdString(file.string()));
+    f.open(QIODevice::ReadOnly);
+    return QJsonDocument::fromJson(f.readAll()).object();
+}
+
+// A ControlNet for the model in `model` as diffusers' ControlNetModel.from_unet makes one (the
+// UNet's encoder half with its weights, a conditioning embedding down to the model's latents),
+// written to `out`; its output convolutions are random where diffusers starts them at zero,
+// which would make it do nothing.
+void make_controlnet(const QString& model, const QString& out) {
+    const ModelFolder m = ModelFolder::open(model.toStdString());
+    QJsonObject c = read_json(m.component("unet").config);
+    c["_class_name"] = "ControlNetModel";
+    c.remove("up_block_types");
+    const auto vae_blocks = read_json(m.component("vae").config)["block_out_channels"].toArray();
+    QJsonArray cond;
+    const int widths[] = {16, 32, 96, 256};
+    for (int k = 0; k < vae_blocks.size(); ++k) {
+        cond.append(widths[k]);
+    }
+    c["conditioning_embedding_out_channels"] = cond;
+    QDir().mkpath(out);
+    QFile config(out + "/config.json");
+    config.open(QIODevice::WriteOnly);
+    config.write(QJsonDocument(c).toJson());
+    config.close();
+
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    const auto unet = SafeTensorsFile::open(m.component("unet").weights.at(0));
+    for (const auto& t : unet.tensors()) {
+        for (const char* part :
+             {"conv_in.", "time_embedding.", "add_embedding.", "down_blocks.", "mid_block."}) {
+            if (t.name.rfind(part, 0) == 0) {
+                tensors.emplace_back(t.name, unet.tensor(t.name).to(at::kFloat).clone());
+            }
+        }
+    }
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(5);
+    const auto conv = [&](const std::string& name, int64_t out_c, int64_t in_c, int64_t k,
+                          double scale) {
+        tensors.emplace_back(name + ".weight", at::randn({out_c, in_c, k, k}, g) * scale);
+        tensors.emplace_back(name + ".bias", at::randn({out_c}, g) * scale * 0.25);
+    };
+    std::vector<int64_t> boc;
+    for (const auto& v : c["block_out_channels"].toArray()) {
+        boc.push_back(v.toInt());
+    }
+    const std::string e = "controlnet_cond_embedding.";
+    conv(e + "conv_in", widths[0], 3, 3, 0.3);
+    for (int k = 0; k + 1 < vae_blocks.size(); ++k) {
+        conv(e + "blocks." + std::to_string(2 * k), widths[k], widths[k], 3, 0.1);
+        conv(e + "blocks." + std::to_string(2 * k + 1), widths[k + 1], widths[k], 3, 0.1);
+    }
+    conv(e + "conv_out", boc[0], widths[vae_blocks.size() - 1], 3, 0.05);
+    const int layers = c["layers_per_block"].toInt(2);
+    std::vector<int64_t> skips = {boc[0]};
+    for (size_t i = 0; i < boc.size(); ++i) {
+        for (int k = 0; k < layers + (i + 1 < boc.size() ? 1 : 0); ++k) {
+            skips.push_back(boc[i]);
+        }
+    }
+    for (size_t k = 0; k < skips.size(); ++k) {
+        conv("controlnet_down_blocks." + std::to_string(k), skips[k], skips[k], 1, 0.2);
+    }
+    conv("controlnet_mid_block", boc.back(), boc.back(), 1, 0.2);
+    save_safetensors((out + "/diffusion_pytorch_model.safetensors").toStdString(), tensors);
+}
 
 }  // namespace
 
@@ -1146,6 +1216,98 @@ class StudioTest : public QObject {
         QCOMPARE(w.generate(), quint64(0));
         QVERIFY2(w.errorText().contains("<lora:no-such-lora>: no no-such-lora.safetensors"),
                  qPrintable(w.errorText()));
+        setSmall(w.panel(), 4);
+    }
+
+    // A ControlNet named in the panel reads the sketch canvas (inverted: dark lines on white are
+    // what a person draws) in text mode; the history keeps it with the canvas it read, and
+    // Reuse parameters puts that back; weight 0 is the image without it.
+    void aControlNetFollowsTheSketchCanvas() {
+        auto& w = window();
+        const QString net = data_.filePath("controlnet-test");
+        make_controlnet(w.worker()->modelPath(), net);
+        auto generate = [&] {
+            QSignalSpy done(&w, &ui::MainWindow::generationDone);
+            if (w.generate() == 0) {
+                qWarning("%s", qPrintable(w.errorText()));
+                return false;
+            }
+            return wait_for([&] { return done.count() == 1; });
+        };
+        setSmall(w.panel(), 4);
+        w.panel()->setImg2img(false);
+        QImage sketch(128, 128, QImage::Format_RGB32);
+        sketch.fill(Qt::white);
+        {
+            QPainter p(&sketch);
+            p.setPen(QPen(Qt::black, 6));
+            p.drawEllipse(QRect(30, 34, 68, 60));
+            p.drawLine(20, 110, 108, 18);
+        }
+        w.canvas()->setPicture(sketch);
+        QVERIFY(generate());
+        const QImage plain = w.result()->image();
+        auto* field = w.panel()->findChild<QLineEdit*>("controlnet");
+        QVERIFY(field != nullptr);
+        QVERIFY(!w.panel()->findChild<QWidget*>("controlScale")->isEnabled());
+        field->setText(net);
+        QVERIFY(w.panel()->findChild<QWidget*>("controlScale")->isEnabled());
+        QVERIFY(!w.panel()->findChild<QWidget*>("refiner")->isEnabled());  // not both
+        QVERIFY(generate());
+        const QImage controlled = w.result()->image();
+        QVERIFY(controlled != plain);
+        const auto e = w.history()->get(w.lastSavedId());
+        QVERIFY(e.has_value());
+        QCOMPARE(e->request.controls.size(), size_t(1));
+        const ControlRef& c = e->request.controls[0];
+        QCOMPARE(c.model, net.toStdString());
+        QCOMPARE(c.preprocessor, std::string("invert"));
+        QCOMPARE(QImage(QString::fromStdString(c.image)).convertToFormat(QImage::Format_RGB32),
+                 sketch);  // the canvas it read, kept beside the images
+        const QString params = QImageReader(e->file).text("parameters");
+        QVERIFY2(params.contains("ControlNet 0: \"Module: invert, Model: controlnet-test"),
+                 qPrintable(params));
+        screenshot(&w, "studio-controlnet.png");
+        // The Compare tab's ControlNet weight axis: weight 0 is the plain image, 1 this one.
+        w.tabs()->setCurrentIndex(1);
+        QSignalSpy finished(w.grid(), &ui::GridView::finished);
+        w.grid()->start("control_weight", "0, 1", "", "");
+        QVERIFY(wait_for([&] { return finished.count() == 1; }));
+        const auto same = [](const QImage& a, const QImage& b) {
+            return a.convertToFormat(QImage::Format_RGB32) ==
+                   b.convertToFormat(QImage::Format_RGB32);
+        };
+        QVERIFY(same(w.grid()->cellImage(0, 0), plain));
+        QVERIFY(same(w.grid()->cellImage(1, 0), controlled));
+        w.tabs()->setCurrentIndex(0);
+        // Another sketch, another image.
+        QImage other = sketch;
+        {
+            QPainter p(&other);
+            p.setPen(QPen(Qt::black, 6));
+            p.drawRect(QRect(20, 20, 50, 50));
+        }
+        w.canvas()->setPicture(other);
+        QVERIFY(generate());
+        QVERIFY(w.result()->image() != controlled);
+        // Weight 0: the model's own image.
+        w.panel()->findChild<QDoubleSpinBox*>("controlScale")->setValue(0);
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), plain);
+        // Reuse parameters: the ControlNet and the canvas it read.
+        w.reuseParameters(e->id);
+        const ControlRef reused{c.model, "canvas", c.scale, c.start, c.end, c.preprocessor};
+        QCOMPARE(w.panel()->request().controls, std::vector<ControlRef>{reused});
+        QCOMPARE(w.canvas()->image().convertToFormat(QImage::Format_RGB32), sketch);
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), controlled);
+        // Not for inpainting (yet).
+        w.panel()->setMode(ui::ParameterPanel::Mode::Inpaint);
+        QVERIFY(!field->isEnabled());
+        QVERIFY(w.panel()->request().controls.empty());
+        w.panel()->setMode(ui::ParameterPanel::Mode::Text);
+        field->clear();
+        QVERIFY(w.panel()->findChild<QWidget*>("refiner")->isEnabled());
         setSmall(w.panel(), 4);
     }
 

@@ -210,6 +210,7 @@ void GridView::start(const QString& x_axis, const QString& x_values, const QStri
             job.request = spec.cell(i, j);
             job.init = base.init;
             job.mask = base.mask;
+            job.controls = base.controls;
             job.tag = QString("grid %1,%2").arg(i).arg(j);
             jobs_.insert(worker_->submit(job), {i, j});
         }

@@ -42,6 +42,8 @@ class GridView : public QWidget {
     int filled() const;
     const app::GridSpec& spec() const { return spec_; }
     QImage sheet() const;
+    // Cell (i, j)'s image (x value i, y value j); null until it is made.
+    QImage cellImage(int i, int j) const { return cells_.at(j).at(i); }
     // Writes the sheet as a PNG with the parameters; throws sds::FileError.
     void exportTo(const QString& path) const;
     // The plotted series (for tests): mean seconds per step index, and per row the difference

@@ -136,7 +136,7 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
     });
     connect(panel_, &ParameterPanel::sizeChanged, canvas_, &SketchCanvas::setImageSize);
     connect(canvas_, &SketchCanvas::strokeFinished, this, [this] {
-        if (panel_->img2img()) {
+        if (panel_->img2img() || !panel_->request().controls.empty()) {
             scheduleLive();
         }
     });
@@ -684,6 +684,11 @@ app::Job MainWindow::makeJob(app::Job::Policy policy) {
     if (job.request.is_inpaint()) {
         job.mask = canvas_->mask();
     }
+    for (const ControlRef& c : job.request.controls) {  // the panel's reads the canvas
+        if (c.image == "canvas") {
+            job.controls << canvas_->image();
+        }
+    }
     return job;
 }
 
@@ -930,6 +935,15 @@ void MainWindow::reuseParameters(qint64 id) {
         const QString mask = QString::fromStdString(e->request.mask_image);
         if (e->request.is_inpaint() && QFileInfo::exists(mask)) {
             canvas_->setMask(QImage(mask));
+        }
+        // A ControlNet's image (the canvas it read) back on the canvas, when nothing else is.
+        if (!e->request.is_img2img() && !e->request.controls.empty()) {
+            const QImage control(QString::fromStdString(e->request.controls.front().image));
+            if (!control.isNull()) {
+                canvas_->setPicture(control);
+                canvasParent_ = -1;
+                refreshOverlay();
+            }
         }
     }
 }

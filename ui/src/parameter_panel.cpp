@@ -354,15 +354,67 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     refinerRow->addWidget(pickRefiner);
     refinerRow->addWidget(new QLabel(tr("switch at")));
     refinerRow->addWidget(refinerSwitch_);
+    // A ControlNet (text and sketch mode; not with the refiner): the sketch canvas is its image,
+    // as A1111's ControlNet takes the img2img picture when its unit has none.
+    controlnet_ = new QLineEdit;
+    controlnet_->setObjectName("controlnet");
+    controlnet_->setPlaceholderText(tr("off (a ControlNet folder)"));
+    controlnet_->setClearButtonEnabled(true);
+    controlnet_->setToolTip(
+        tr("A ControlNet (a diffusers ControlNetModel folder: scribble, canny, depth, ...) that "
+           "reads the sketch canvas and guides the image to follow it, in text and sketch "
+           "mode"));
+    auto* pickControlnet = new QToolButton;
+    pickControlnet->setText(QString::fromUtf8("…"));
+    pickControlnet->setToolTip(tr("Choose the ControlNet's folder"));
+    connect(pickControlnet, &QToolButton::clicked, this, [this] {
+        const QString dir =
+            QFileDialog::getExistingDirectory(this, tr("ControlNet folder"), controlnet_->text());
+        if (!dir.isEmpty()) {
+            controlnet_->setText(dir);
+        }
+    });
+    const ControlRef control;
+    controlScale_ = numberBox("controlScale", 0, 5, 0.05, 2, control.scale,
+                              tr("How strongly the ControlNet guides (its residuals' scale; "
+                                 "A1111's Weight)"));
+    controlStart_ = numberBox("controlStart", 0, 0.99, 0.05, 2, control.start,
+                              tr("The part of the way where the ControlNet starts guiding"));
+    controlEnd_ = numberBox("controlEnd", 0.01, 1, 0.05, 2, control.end,
+                            tr("The part of the way where it stops"));
+    controlInvert_ = new QCheckBox(tr("invert"));
+    controlInvert_->setObjectName("controlInvert");
+    controlInvert_->setChecked(true);
+    controlInvert_->setToolTip(
+        tr("The canvas's dark lines on white made white lines on black, as scribble and "
+           "line-art ControlNets read them (off for an edge or depth map put on the canvas)"));
+    auto* controlRow = new QHBoxLayout;
+    controlRow->addWidget(controlnet_, 1);
+    controlRow->addWidget(pickControlnet);
+    controlRow->addWidget(new QLabel(tr("weight")));
+    controlRow->addWidget(controlScale_);
+    auto* controlSpanRow = new QHBoxLayout;
+    controlSpanRow->addWidget(controlInvert_);
+    controlSpanRow->addStretch();
+    controlSpanRow->addWidget(new QLabel(tr("from")));
+    controlSpanRow->addWidget(controlStart_);
+    controlSpanRow->addWidget(new QLabel(tr("to")));
+    controlSpanRow->addWidget(controlEnd_);
     const auto enableHires = [this] {
         const bool text = mode() == Mode::Text;
         const bool refined = !refiner_->text().trimmed().isEmpty();
+        const bool controlled = !controlnet_->text().trimmed().isEmpty();
         hiresScale_->setEnabled(text && !refined);
         const bool on = text && !refined && hiresScale_->value() > 1;
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
         hiresUpscaler_->setEnabled(on);
-        refiner_->setEnabled(text && hiresScale_->value() <= 1);
+        controlnet_->setEnabled(mode() != Mode::Inpaint && !refined);
+        for (QWidget* w : std::initializer_list<QWidget*>{controlScale_, controlStart_, controlEnd_,
+                                                          controlInvert_}) {
+            w->setEnabled(controlnet_->isEnabled() && controlled);
+        }
+        refiner_->setEnabled(text && hiresScale_->value() <= 1 && !controlled);
         refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
         const bool scored = modelIsRefiner_ || refinerSwitch_->isEnabled();
         aesthetic_->setEnabled(scored);
@@ -371,6 +423,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     enableRefiner_ = enableHires;
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
     connect(refiner_, &QLineEdit::textChanged, this, enableHires);
+    connect(controlnet_, &QLineEdit::textChanged, this, enableHires);
     enableHires();
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
@@ -492,6 +545,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(QString(), hiresPassRow);
     form->addRow(tr("Refiner"), refinerRow);
     form->addRow(QString(), aestheticRow);
+    form->addRow(tr("ControlNet"), controlRow);
+    form->addRow(QString(), controlSpanRow);
     form->addRow(tr("LoRA"), loraBox);
 
     styles_ = new QToolButton;
@@ -800,6 +855,16 @@ GenerationRequest ParameterPanel::request() const {
     if (img2img()) {
         r.init_image = "canvas";
     }
+    if (const QString net = controlnet_->text().trimmed();
+        !net.isEmpty() && mode() != Mode::Inpaint) {
+        r.controls.push_back(
+            ControlRef{.model = net.toStdString(),
+                       .image = "canvas",
+                       .scale = controlScale_->value(),
+                       .start = controlStart_->value(),
+                       .end = controlEnd_->value(),
+                       .preprocessor = controlInvert_->isChecked() ? "invert" : "none"});
+    }
     if (mode() == Mode::Inpaint) {
         r.mask_image = "canvas mask";
         r.keep_unmasked = keepUnmasked_->isChecked();
@@ -829,6 +894,14 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     refinerSwitch_->setValue(r.refiner_switch_at);
     aesthetic_->setValue(r.aesthetic_score);
     negativeAesthetic_->setValue(r.negative_aesthetic_score);
+    const ControlRef control = r.controls.empty() ? ControlRef{} : r.controls.front();
+    controlnet_->setText(QString::fromStdString(control.model));
+    controlScale_->setValue(control.scale);
+    controlStart_->setValue(control.start);
+    controlEnd_->setValue(control.end);
+    if (!r.controls.empty()) {
+        controlInvert_->setChecked(control.preprocessor == "invert");
+    }
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
         maskBlur_->setValue(r.mask_blur);

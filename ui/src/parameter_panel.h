@@ -2,9 +2,10 @@
 // The parameter panel: prompt and negative prompt with token counters, text / sketch / inpaint
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
 // how the prompts are read (A1111's syntax or plain), size and batch count, the hires fix, SDXL's
-// refiner, LoRAs with their weights; Generate, Cancel and the Live toggle. A Styles menu merges
-// A1111's prompt styles into the prompts and saves them; a Networks menu puts the LoRA and
-// embedding folders' files into the prompts as A1111's extra networks do.
+// refiner, a ControlNet that reads the sketch canvas, LoRAs with their weights; Generate, Cancel
+// and the Live toggle. A Styles menu merges A1111's prompt styles into the prompts and saves them;
+// a Networks menu puts the LoRA and embedding folders' files into the prompts as A1111's extra
+// networks do.
 #include <QWidget>
 
 #include <functional>
@@ -168,7 +169,12 @@ class ParameterPanel : public QWidget {
     QDoubleSpinBox* aesthetic_;
     QDoubleSpinBox* negativeAesthetic_;
     bool modelIsRefiner_ = false;
-    std::function<void()> enableRefiner_;  // the hires and refiner rows' enabled states
+    std::function<void()> enableRefiner_;  // the hires, refiner and ControlNet rows' states
+    QLineEdit* controlnet_;                // a ControlNet folder (empty: none); reads the canvas
+    QDoubleSpinBox* controlScale_;
+    QDoubleSpinBox* controlStart_;
+    QDoubleSpinBox* controlEnd_;
+    QCheckBox* controlInvert_;  // the canvas's dark lines on white made white on black
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
