@@ -35,13 +35,21 @@ class ControlNet {
     ControlNet& operator=(ControlNet&&) noexcept;
 
     // A diffusers ControlNetModel folder (config.json and its weights, as
-    // ModelFolder::component_folder finds them), in `dtype` on `device`. Throws sds::ModelError
-    // naming the file for one that is missing or does not fit `unet` (another cross-attention
-    // width, another latent channel count, SDXL's added conditioning or not).
+    // ModelFolder::component_folder finds them), or one file (.safetensors, or a PyTorch
+    // checkpoint: .pth, .ckpt, .bin) in the original ControlNet layout (A1111's ControlNet
+    // extension's files: control_v11p_sd15_scribble.pth and the like; with or without
+    // "control_model." before the names) or with diffusers' names, whose config is `unet`'s with
+    // the conditioning embedding the file has; in `dtype` on `device`. Throws sds::FileError for
+    // a path that is not there or cannot be read, sds::ModelError naming the file for one that
+    // is not a ControlNet or does not fit `unet` (another cross-attention width, another latent
+    // channel count, SDXL's added conditioning or not, other blocks).
     static ControlNet load(const std::filesystem::path& path, const UNetConfig& unet,
                            c10::Device device, c10::ScalarType dtype);
 
-    void load_weights(const std::vector<std::filesystem::path>& files);
+    // `original_prefix`: the files are in the original layout, the names under that prefix
+    // ("control_model.", or "" for none); with `original` false, diffusers' names.
+    void load_weights(const std::vector<std::filesystem::path>& files,
+                      const std::string& original_prefix = "", bool original = false);
     void to(c10::Device device, c10::ScalarType dtype);
 
     // sample [B, C, h, w] (the UNet's input, scaled), timesteps [B] (or one), context

@@ -41,11 +41,11 @@ struct EmbeddingRef {
 };
 
 // A ControlNet for a generation, as diffusers' StableDiffusionControlNetPipeline takes one and
-// A1111's ControlNet unit: the model (a diffusers ControlNetModel folder) and its conditioning
-// image (a scribble, edges, a depth map, ...; resized to the request's size with Lanczos where
-// it differs), whose residuals go into the UNet times `scale` in the steps from `start` to `end`
-// of the way (diffusers' control_guidance_start/end: step i of n when i / n >= start and
-// (i + 1) / n <= end).
+// A1111's ControlNet unit: the model (a diffusers ControlNetModel folder, or one file as
+// sds::ControlNet::load reads it) and its conditioning image (a scribble, edges, a depth map,
+// ...; resized to the request's size with Lanczos where it differs), whose residuals go into the
+// UNet times `scale` in the steps from `start` to `end` of the way (diffusers'
+// control_guidance_start/end: step i of n when i / n >= start and (i + 1) / n <= end).
 struct ControlRef {
     std::string model;
     std::string image;  // where the conditioning image came from

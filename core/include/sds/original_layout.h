@@ -34,6 +34,15 @@ bool is_openclip_prefix(const std::string& prefix);
 // original model (an SDXL or ControlNet module, say).
 std::string original_unet_key(const std::string& name, const UNetConfig& config);
 std::string original_vae_key(const std::string& name, const VaeConfig& config);
+// A ControlNetModel name in the original ControlNet layout (lllyasviel's cldm.ControlNet, what
+// A1111's ControlNet extension loads), without "control_model.": the encoder's as the UNet's,
+// controlnet_cond_embedding.* as input_hint_block.N (the convolutions of a Sequential with
+// SiLUs between: conv_in at 0, blocks.K at 2K + 2, conv_out after the last, at 2 x
+// `cond_blocks` + 2), controlnet_down_blocks.K as zero_convs.K.0, controlnet_mid_block as
+// middle_block_out.0. `cond_blocks`: the conditioning embedding's block count (6 for the usual
+// 16, 32, 96, 256).
+std::string original_controlnet_key(const std::string& name, const UNetConfig& config,
+                                    int cond_blocks);
 // A CLIPTextModel name ("encoder.layers.3.self_attn.k_proj.weight", "text_model." before it or
 // not) in OpenCLIP's layout: "transformer.resblocks.3.attn.in_proj_weight", part 1 of 3. The
 // projection

@@ -43,6 +43,31 @@ const std::map<std::string, std::string> kVaeAttention = {
 
 }  // namespace
 
+std::string original_controlnet_key(const std::string& name, const UNetConfig& config,
+                                    int cond_blocks) {
+    const auto p = split(name);
+    if (p.size() >= 3 && p[0] == "controlnet_cond_embedding") {
+        if (p[1] == "conv_in") {
+            return "input_hint_block.0." + join_from(p, 2);
+        }
+        if (p[1] == "conv_out") {
+            return "input_hint_block." + std::to_string(2 * cond_blocks + 2) + "." +
+                   join_from(p, 2);
+        }
+        if (p[1] == "blocks" && p.size() >= 4) {
+            return "input_hint_block." + std::to_string(2 * index_at(p, 2) + 2) + "." +
+                   join_from(p, 3);
+        }
+    }
+    if (p.size() == 3 && p[0] == "controlnet_down_blocks") {
+        return "zero_convs." + p[1] + ".0." + p[2];
+    }
+    if (p.size() == 2 && p[0] == "controlnet_mid_block") {
+        return "middle_block_out.0." + p[1];
+    }
+    return original_unet_key(name, config);
+}
+
 std::string original_unet_key(const std::string& name, const UNetConfig& config) {
     const auto p = split(name);
     const int layers_per_block = static_cast<int>(config.layers_per_block);

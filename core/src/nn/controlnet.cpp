@@ -1,5 +1,7 @@
 #include "sds/controlnet.h"
 
+#include <functional>
+
 #include <ATen/ops/logspace.h>
 #include <torch/types.h>
 
@@ -9,6 +11,8 @@
 #include "nn/unet_parts.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sds/original_layout.h"
+#include "sds/safetensors.h"
 
 namespace sds {
 
@@ -176,9 +180,18 @@ void ControlNet::to(c10::Device device, c10::ScalarType dtype) {
     impl_->model->to(device, dtype);
 }
 
-void ControlNet::load_weights(const std::vector<std::filesystem::path>& files) {
+void ControlNet::load_weights(const std::vector<std::filesystem::path>& files,
+                              const std::string& original_prefix, bool original) {
     const UNetConfig& u = config().unet;
     LoadOptions opts;
+    if (original) {
+        const int cond_blocks =
+            2 * (static_cast<int>(config().conditioning_embedding_out_channels.size()) - 1);
+        opts.rename = [u, cond_blocks](const std::string& name) {
+            return original_controlnet_key(name, u, cond_blocks);
+        };
+        opts.prefix = opts.scope = original_prefix;
+    }
     opts.config_hint = "controlnet config: block_out_channels [" + nn::join(u.block_out_channels) +
                        "], layers_per_block " + std::to_string(u.layers_per_block) +
                        ", conditioning_embedding_out_channels [" +
@@ -186,12 +199,88 @@ void ControlNet::load_weights(const std::vector<std::filesystem::path>& files) {
     load_weights_into(*impl_->model, WeightFiles(files), opts);
 }
 
+namespace {
+
+// What one ControlNet file holds: which names, and the conditioning embedding its shapes give.
+struct SingleFile {
+    bool original = false;  // the original layout, names under `prefix`
+    std::string prefix;
+    ControlNetConfig config;
+};
+
+SingleFile inspect_single_file(const std::filesystem::path& path, const UNetConfig& unet) {
+    const SafeTensorsFile file = SafeTensorsFile::open(path);
+    SingleFile s;
+    // The conditioning embedding's first convolution, and the name of its K-th stride-2 one;
+    // the latents' convolution.
+    std::string conv_in, latents_in = "conv_in.weight";
+    std::function<std::string(size_t)> stride_conv;
+    if (file.contains("controlnet_cond_embedding.conv_in.weight")) {
+        conv_in = "controlnet_cond_embedding.conv_in.weight";
+        stride_conv = [](size_t k) {
+            return "controlnet_cond_embedding.blocks." + std::to_string(2 * k + 1) + ".weight";
+        };
+    } else {
+        for (const std::string prefix : {"control_model.", ""}) {
+            if (file.contains(prefix + "input_hint_block.0.weight")) {
+                s.original = true;
+                s.prefix = prefix;
+                conv_in = prefix + "input_hint_block.0.weight";
+                latents_in = prefix + "input_blocks.0.0.weight";
+                // conv_in, then SiLU, conv, SiLU, stride conv, SiLU: blocks.2K+1 at 4K + 4.
+                stride_conv = [prefix](size_t k) {
+                    return prefix + "input_hint_block." + std::to_string(4 * k + 4) + ".weight";
+                };
+                break;
+            }
+        }
+    }
+    if (conv_in.empty()) {
+        throw ModelError(path.string() +
+                         ": not a ControlNet (it has neither controlnet_cond_embedding.conv_in "
+                         "nor input_hint_block.0 weights)");
+    }
+    const auto conv_shape = [&](const std::string& name) {
+        const auto& shape = file.info(name).shape;
+        if (shape.size() != 4) {
+            throw ModelError(path.string() + ": " + name + " is " + shape_text(shape) +
+                             ", not a convolution's weight");
+        }
+        return shape;
+    };
+    s.config.unet = unet;
+    // The latents without an inpainting UNet's mask and masked image: the ControlNet of an
+    // inpainting model reads the latents alone.
+    s.config.unet.in_channels = unet.out_channels;
+    if (file.contains(latents_in) && conv_shape(latents_in)[1] != unet.out_channels) {
+        throw ModelError(path.string() + ": a ControlNet for another model (" + latents_in +
+                         " takes " + std::to_string(conv_shape(latents_in)[1]) +
+                         " channels, the model's latents have " +
+                         std::to_string(unet.out_channels) + ")");
+    }
+    s.config.conditioning_channels = conv_shape(conv_in)[1];
+    s.config.conditioning_embedding_out_channels = {conv_shape(conv_in)[0]};
+    for (size_t k = 0; file.contains(stride_conv(k)); ++k) {
+        s.config.conditioning_embedding_out_channels.push_back(conv_shape(stride_conv(k))[0]);
+    }
+    return s;
+}
+
+}  // namespace
+
 ControlNet ControlNet::load(const std::filesystem::path& path, const UNetConfig& unet,
                             c10::Device device, c10::ScalarType dtype) {
+    if (std::filesystem::is_regular_file(path)) {
+        const SingleFile s = inspect_single_file(path, unet);
+        ControlNet net(s.config);
+        net.to(device, dtype);
+        net.load_weights({path}, s.prefix, s.original);
+        return net;
+    }
     if (!std::filesystem::is_directory(path)) {
         throw FileError(path.string() +
-                        ": no such ControlNet folder (a diffusers "
-                        "ControlNetModel: config.json and its weights)");
+                        ": no such ControlNet (a diffusers ControlNetModel folder: config.json "
+                        "and its weights, or one .safetensors or .pth file)");
     }
     const ComponentFiles files = ModelFolder::component_folder(path, "diffusion_pytorch_model");
     const ControlNetConfig config = ControlNetConfig::from_file(files.config);

@@ -87,8 +87,6 @@ void GenerationRequest::validate() const {
             preprocessors.end())
             fail("unknown ControlNet preprocessor '" + c.preprocessor + "' (known: none, invert)");
     }
-    if (!controls.empty() && is_inpaint())
-        fail("ControlNets are for txt2img and img2img (not inpainting yet)");
     if (!controls.empty() && !refiner.empty())
         fail("ControlNets do not go with the refiner");
     for (const auto& l : loras) {

@@ -1019,24 +1019,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         at::Tensor image;
         const ControlRef* ref;
     };
-    std::vector<Control> controls;
-    for (size_t k = 0; k < req.controls.size(); ++k) {
-        const ControlRef& ref = req.controls[k];
-        Image image = control_images[k];
-        if (image.empty()) {
-            throw Error("ControlNet " + ref.model + " needs its image (" + ref.image + ")");
-        }
-        if (ref.preprocessor == "invert") {
-            for (uint8_t& v : image.rgb) {
-                v = static_cast<uint8_t>(255 - v);
-            }
-        }
-        if (image.width != req.width || image.height != req.height) {
-            image = resize(image, req.width, req.height);
-        }
-        controls.push_back(
-            {&controlnet(ref.model), control_to_tensor(image).to(device, dtype), &ref});
-    }
+    std::vector<Control> controls;  // filled once the init image is sized (below)
     // The ControlNets' residuals, summed, for rows of the UNet's batch whose first `uncond` are
     // the negative prompt's, at model call `call` of `calls`; none where no ControlNet runs.
     // In guess mode the ControlNets see the other rows alone and the negative prompt's get
@@ -1194,6 +1177,32 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         mask_latent = at::upsample_nearest2d(repaint, {shape[2], shape[3]})
                           .to(device, dtype)
                           .repeat({b, 1, 1, 1});
+    }
+
+    for (size_t k = 0; k < req.controls.size(); ++k) {
+        const ControlRef& ref = req.controls[k];
+        Image image = control_images[k];
+        if (image.empty()) {
+            throw Error("ControlNet " + ref.model + " needs its image (" + ref.image + ")");
+        }
+        if (ref.preprocessor == "invert") {
+            for (uint8_t& v : image.rgb) {
+                v = static_cast<uint8_t>(255 - v);
+            }
+        }
+        if (region) {
+            // Only the masked area: the same part cut out as from the init image, as diffusers'
+            // padding_mask_crop does (an image of another size than the init image's is
+            // stretched to it first).
+            if (image.width != init_full.width || image.height != init_full.height) {
+                image = resize(image, init_full.width, init_full.height);
+            }
+            image = resize_fill(crop(image, *region), req.width, req.height);
+        } else if (image.width != req.width || image.height != req.height) {
+            image = resize(image, req.width, req.height);
+        }
+        controls.push_back(
+            {&controlnet(ref.model), control_to_tensor(image).to(device, dtype), &ref});
     }
 
     const at::Tensor timesteps = scheduler->timesteps();

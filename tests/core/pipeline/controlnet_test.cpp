@@ -1,8 +1,11 @@
 // ControlNets against diffusers (tests/reference/make_controlnet_fixture.py): the
 // ControlNetModel alone (plain and guess mode), the UNet with its residuals, and
-// StableDiffusionControlNetPipeline / StableDiffusionControlNetImg2ImgPipeline image for image
-// (several samplers, guidance on and off, guess mode, start and end, two ControlNets, a
-// conditioning image of another size, img2img).
+// StableDiffusionControlNetPipeline / StableDiffusionControlNetImg2ImgPipeline /
+// StableDiffusionControlNetInpaintPipeline image for image (several samplers, guidance on and
+// off, guess mode, start and end, two ControlNets, a conditioning image of another size,
+// img2img, inpainting with the plain and an inpainting UNet, only the masked area; SDXL's
+// pipelines with an SDXL ControlNet); single ControlNet files as diffusers' single-file loader
+// reads them.
 #include <gtest/gtest.h>
 
 #include <ATen/ops/abs.h>
@@ -12,6 +15,7 @@
 #include "image_parity.h"
 #include "sds/controlnet.h"
 #include "sds/model_folder.h"
+#include "sds/original_layout.h"
 #include "sds/pipeline.h"
 #include "sds/safetensors.h"
 #include "test_paths.h"
@@ -77,6 +81,51 @@ TEST(ControlNet, ModelMatchesDiffusersPlainAndInGuessMode) {
     }
 }
 
+// The single files A1111's ControlNet extension loads: the original layout (with
+// "control_model." before the names, or none, in a .pth) and diffusers' names in one file; their
+// config is the model's UNet's with the conditioning embedding the file has. Each gives the
+// residuals diffusers' single-file loader's model gives.
+TEST(ControlNet, SingleFilesLoadAsDiffusersLoadsThem) {
+    const auto& e = expected();
+    for (const char* name :
+         {"tiny-controlnet-x8", "tiny-controlnet-x8.safetensors", "tiny-controlnet-x8.pth",
+          "tiny-controlnet-x8-diffusers.safetensors"}) {
+        const auto net = sds::ControlNet::load(kDir / name, unet_config(), c10::kCPU, at::kFloat);
+        EXPECT_EQ(net.downscale(), 8) << name;
+        EXPECT_EQ(net.config().conditioning_embedding_out_channels,
+                  (std::vector<int64_t>{16, 32, 96, 256}))
+            << name;
+        const sds::UNet::Residuals r =
+            net.forward(e.tensor("net_sample"), e.tensor("net_t"), e.tensor("net_context"),
+                        e.tensor("x8_cond"), 1.0);
+        ASSERT_EQ(r.down.size(), 6u) << name;
+        for (size_t k = 0; k < r.down.size(); ++k) {
+            EXPECT_LE(relative_error(r.down[k], e.tensor("x8_down" + std::to_string(k))), 1e-4)
+                << name << " down " << k;
+        }
+        EXPECT_LE(relative_error(r.mid, e.tensor("x8_mid")), 1e-4) << name;
+    }
+    EXPECT_EQ(
+        sds::original_controlnet_key("controlnet_cond_embedding.conv_out.weight", unet_config(), 6),
+        "input_hint_block.14.weight");
+    EXPECT_EQ(
+        sds::original_controlnet_key("controlnet_cond_embedding.blocks.5.bias", unet_config(), 6),
+        "input_hint_block.12.bias");
+    EXPECT_EQ(sds::original_controlnet_key("controlnet_down_blocks.3.bias", unet_config(), 6),
+              "zero_convs.3.0.bias");
+    EXPECT_EQ(sds::original_controlnet_key("controlnet_mid_block.weight", unet_config(), 6),
+              "middle_block_out.0.weight");
+    // A file of something else says so.
+    try {
+        sds::ControlNet::load(kDir / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors",
+                              unet_config(), c10::kCPU, at::kFloat);
+        ADD_FAILURE() << "a UNet loaded as a ControlNet";
+    } catch (const sds::ModelError& error) {
+        EXPECT_NE(std::string(error.what()).find("not a ControlNet"), std::string::npos)
+            << error.what();
+    }
+}
+
 TEST(ControlNet, UNetAddsTheResidualsAsDiffusers) {
     const auto& e = expected();
     sds::UNet unet(unet_config());
@@ -102,13 +151,14 @@ TEST(ControlNet, UNetAddsTheResidualsAsDiffusers) {
 
 struct Case {
     std::string name;
+    std::string model;
     std::string request_json;
 };
 
 std::vector<Case> cases() {
     std::vector<Case> out;
     for (const auto& c : sds::test::fixture_cases(kDir, "tiny-sd")) {
-        out.push_back({c["name"], c["request"].dump()});
+        out.push_back({c["name"], c["model"], c["request"].dump()});
     }
     return out;
 }
@@ -121,9 +171,12 @@ TEST_P(ControlNetParity, SameImagesAsDiffusers) {
     ASSERT_FALSE(l.request.controls.empty());
     const sds::Image init =
         l.request.is_img2img() ? picture_named(l.request.init_image) : sds::Image{};
+    const sds::Image mask =
+        l.request.is_inpaint() ? picture_named(l.request.mask_image) : sds::Image{};
     sds::test::expect_images(
-        pipeline().generate(l.request, l.request.is_img2img() ? &init : nullptr, nullptr, {},
-                            nullptr, l.controls),
+        sds::test::cached_pipeline(kDir / c.model)
+            .generate(l.request, l.request.is_img2img() ? &init : nullptr,
+                      l.request.is_inpaint() ? &mask : nullptr, {}, nullptr, l.controls),
         expected().tensor(c.name), c.name);
 }
 
