@@ -2280,6 +2280,38 @@ def test_controlnets_match_diffusers_from_the_cli(tmp_path):
     assert r.returncode != 0 and "nowhere" in r.stderr, r.stderr
 
 
+def test_a_controlnet_file_gives_the_images_its_folder_gives(tmp_path):
+    """--controlnet takes one file as A1111's ControlNet extension loads it: the original layout
+    (.pth without a prefix, .safetensors under control_model.) or diffusers' names; each makes
+    the folder's images, and the PNG names it as A1111 does (the file's stem). A file of
+    something else is refused, naming it."""
+    import numpy as np
+    from PIL import Image
+    flags = ["--model", str(CONTROL / "tiny-sd"), "--prompt", "a ring of fire", "--steps", "4",
+             "--guidance", "6", "--seed", "77", "--sampler", "euler", "--width", "32",
+             "--height", "32", "--device", "cpu", "--control-image", str(CONTROL / "control.png")]
+    pixels = {}
+    for name in ("tiny-controlnet", "tiny-controlnet.pth", "tiny-controlnet.safetensors",
+                 "tiny-controlnet-diffusers.safetensors"):
+        # --control-image goes after the --controlnet it is for.
+        r = run("txt2img", *flags[:-2], "--controlnet", str(CONTROL / name), *flags[-2:],
+                "--out", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+        png = r.stdout.split()[0]
+        pixels[name] = np.array(Image.open(png).convert("RGB")).astype(int)
+        assert 'Model: tiny-controlnet' in Image.open(png).text["parameters"], name
+    plain = run("txt2img", *flags[:-2], "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    off = np.array(Image.open(plain.stdout.split()[0]).convert("RGB")).astype(int)
+    assert np.abs(pixels["tiny-controlnet"] - off).max() > 10  # the ControlNet does something
+    for name, got in pixels.items():
+        assert np.array_equal(got, pixels["tiny-controlnet"]), name
+    unet = CONTROL / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors"
+    r = run("txt2img", *flags[:-2], "--controlnet", str(unet), *flags[-2:],
+            "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "not a ControlNet" in r.stderr and str(unet) in r.stderr, r.stderr
+
+
 def test_a_controlnet_weight_grid_has_diffusers_images_in_its_cells(tmp_path):
     """grid --x control_weight=0,1: the weight-1 cell is diffusers' image of the fixture's
     euler_g7.5_neg_b2 (its first), the weight-0 cell the image txt2img makes without the
