@@ -5,7 +5,7 @@ zero, which would make a ControlNet do nothing).
 
 usage: make_controlnet_fixture.py OUT_DIR
 OUT_DIR/tiny-sd (make_tiny_pipeline), OUT_DIR/tiny-sd-inpaint (its 9-channel inpainting twin),
-OUT_DIR/tiny-sdxl (make_sdxl_fixture's), OUT_DIR/tiny-controlnet{,-b} (ControlNetModel folders;
+OUT_DIR/tiny-sdxl and tiny-sdxl-refiner (make_sdxl_fixture's), OUT_DIR/tiny-controlnet{,-b} (ControlNetModel folders;
 -b with other conditioning channels and BGR channel order), OUT_DIR/tiny-controlnet-xl (for
 tiny-sdxl; its cases run the SDXL ControlNet pipelines), OUT_DIR/{control,control_big,init,mask}.png (also in expected.safetensors as
 [H, W, 3] uint8), OUT_DIR/cases.json ([{"name", "model", "request": {our request JSON}}]),
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import (ControlNetModel, StableDiffusionControlNetImg2ImgPipeline,
+                       StableDiffusionXLImg2ImgPipeline,
                        StableDiffusionControlNetInpaintPipeline, StableDiffusionControlNetPipeline,
                        StableDiffusionInpaintPipeline,
                        StableDiffusionXLControlNetImg2ImgPipeline,
@@ -177,6 +178,11 @@ def cases():
         ("xl_inpaint_ddim_s0.8_b2", "tiny-sdxl",
          dict(xl, sampler="ddim", init_image="init.png", mask_image="mask.png", strength=0.8,
               batch_count=2, controls=[xl_unit])),
+        # With the refiner: the ControlNet guides the model's steps, its span counted over the
+        # whole schedule (diffusers' denoising_end cuts the steps after counting them).
+        ("xl_refiner_euler_switch0.6", "tiny-sdxl",
+         dict(xl, sampler="euler", steps=8, negative_prompt="green", refiner="tiny-sdxl-refiner",
+              refiner_switch_at=0.6, controls=[dict(xl_unit, scale=0.9, end=0.5)])),
     ]
     return [c if len(c) == 3 else (c[0], "tiny-sd", c[1]) for c in out]
 
@@ -218,6 +224,15 @@ def run_case(pipes, nets, out, model, req):
                       control_image=images if multi else images[0], strength=req["strength"])
     else:
         kwargs.update(image=images if multi else images[0])
+    if "refiner" in req:  # the model with its ControlNet to the switch, then the refiner
+        latents = pipe(denoising_end=req["refiner_switch_at"], output_type="latent",
+                       **kwargs).images
+        second = pipes[req["refiner"]]
+        second.scheduler = cls.from_config(second.scheduler.config, **extra)
+        for key in ("image", "height", "width", "guess_mode", "controlnet_conditioning_scale",
+                    "control_guidance_start", "control_guidance_end"):
+            kwargs.pop(key)
+        return second(image=latents, denoising_start=req["refiner_switch_at"], **kwargs).images
     if not inpaint:
         return pipe(**kwargs).images
     # diffusers' batched inpainting samples every image's latents with the first generator:
@@ -292,13 +307,15 @@ def main(out_dir):
     # A tiny SDXL (make_sdxl_fixture's; its refiner and twin are not needed) and a ControlNet
     # made from its UNet.
     make_sdxl_fixture.make_model(out)
-    for extra in ("tiny-sdxl-nozeros", "tiny-sdxl-refiner"):
-        shutil.rmtree(out / extra)
+    shutil.rmtree(out / "tiny-sdxl-nozeros")
     xl = StableDiffusionXLPipeline.from_pretrained(out / "tiny-sdxl")
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(out / "tiny-sdxl-refiner")
+    refiner.set_progress_bar_config(disable=True)
     nets["tiny-controlnet-xl"] = random_controlnet(xl.unet, 10,
                                                    conditioning_embedding_out_channels=(16, 32))
     nets["tiny-controlnet-xl"].save_pretrained(out / "tiny-controlnet-xl", safe_serialization=True)
-    pipes = {"tiny-sd": base, "tiny-sd-inpaint": inpainting, "tiny-sdxl": xl}
+    pipes = {"tiny-sd": base, "tiny-sd-inpaint": inpainting, "tiny-sdxl": xl,
+             "tiny-sdxl-refiner": refiner}
     listed = []
     for name, model, req in cases():
         images = run_case(pipes, nets, out, model, req)

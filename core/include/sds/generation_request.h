@@ -51,10 +51,13 @@ struct ControlRef {
     std::string image;  // where the conditioning image came from
     double scale = 1.0;
     double start = 0.0, end = 1.0;
-    // What is done to the image first: "none", or "invert" (255 - x: a sketch of dark lines on
+    // What is done to the image first: "none"; "invert" (255 - x: a sketch of dark lines on
     // white made the white lines on black that scribble and line-art ControlNets read, as
-    // A1111's "invert (from white bg & black line)").
+    // A1111's "invert (from white bg & black line)"); "canny" (a picture's edges, sds::canny,
+    // at the request's size, for canny ControlNets: A1111's "canny" with its Threshold A and
+    // B, the low and high thresholds below).
     std::string preprocessor = "none";
+    double canny_low = 100, canny_high = 200;
     bool operator==(const ControlRef&) const = default;
 };
 // The preprocessors a ControlRef may name.
@@ -128,10 +131,12 @@ struct GenerationRequest {
     // (denoising_start) with the same generators, and its VAE decodes. Empty: no refiner.
     std::string refiner;
     double refiner_switch_at = 0.8;
-    // ControlNets (their residuals add up), for txt2img, img2img and the hires fix (each run with
-    // the images at its size). With control_guess_mode, diffusers' guess mode: the ControlNets
-    // see the prompt's half of the batch alone, their residuals scaled from 0.1 (the first skip
-    // connection) to 1 (the mid block), and the negative prompt's half gets none.
+    // ControlNets (their residuals add up), for txt2img, img2img, inpainting and the hires fix
+    // (each run with the images at its size); with a refiner, the model's steps alone (the
+    // ControlNet is the model's; start and end count the whole schedule, as diffusers' SDXL
+    // ControlNet pipeline with denoising_end does). With control_guess_mode, diffusers' guess mode:
+    // the ControlNets see the prompt's half of the batch alone, their residuals scaled from 0.1
+    // (the first skip connection) to 1 (the mid block), and the negative prompt's half gets none.
     std::vector<ControlRef> controls;
     bool control_guess_mode = false;
     // How the prompts are read: as typed (diffusers), or A1111's emphasis, BREAK and long

@@ -59,5 +59,10 @@ Image resize_fill(const Image& image, int width, int height);
 Image resize_cover(const Image& image, int width, int height);
 // `image` pasted into `base` with its top-left corner at (x, y), clipped to `base`.
 void paste(Image& base, const Image& image, int x, int y);
+// Canny's edges, the bytes OpenCV's cv::Canny(rgb, edges, low, high) gives (3x3 Sobel with the
+// edge pixels repeated, the L1 gradient of the channel where it is largest, its non-maximum
+// suppression, hysteresis over the 8 neighbours), white on black in all three channels: what
+// A1111's ControlNet "canny" preprocessor makes of a picture. low > high are swapped.
+Image canny(const Image& image, double low, double high);
 
 }  // namespace sds

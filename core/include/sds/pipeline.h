@@ -71,6 +71,11 @@ at::Tensor sd1_preview_map();  // REFERENCE.md's, with a zero constant row
 // Scaled latents [B, C, h, w] through `map` -> images of h x w.
 std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tensor& map);
 
+// What a ControlNet sees of its image once it has the generation's size: its preprocessor's
+// result (ControlRef::preprocessor: the image itself, inverted, or its Canny edges). The
+// studio's preview shows the same.
+Image preprocess_control(const Image& sized, const ControlRef& control);
+
 // A part of the way a run goes (the refiner's ensemble), as diffusers' denoising_start and
 // denoising_end, fractions of the scheduler's num_train_timesteps: from `start` > 0 a run goes
 // on from latents another model left (not noised again); with `end` < 1 it stops there.

@@ -85,10 +85,13 @@ void GenerationRequest::validate() const {
             fail("a ControlNet's start and end must be 0 <= start < end <= 1 (" + c.model + ")");
         if (std::find(preprocessors.begin(), preprocessors.end(), c.preprocessor) ==
             preprocessors.end())
-            fail("unknown ControlNet preprocessor '" + c.preprocessor + "' (known: none, invert)");
+            fail("unknown ControlNet preprocessor '" + c.preprocessor +
+                 "' (known: none, invert, canny)");
+        // 2040: the largest gradient there is (|dx| + |dy| of 3x3 Sobel filters on 8 bits).
+        if (!(c.canny_low >= 0 && c.canny_low <= c.canny_high && c.canny_high <= 2040))
+            fail("a ControlNet's canny thresholds must be 0 <= low <= high <= 2040 (" + c.model +
+                 ")");
     }
-    if (!controls.empty() && !refiner.empty())
-        fail("ControlNets do not go with the refiner");
     for (const auto& l : loras) {
         if (l.file.empty())
             fail("a LoRA needs a file");
@@ -146,12 +149,14 @@ std::string GenerationRequest::to_json() const {
     if (!controls.empty()) {  // left out when none, as before there were any
         j["controls"] = nlohmann::ordered_json::array();
         for (const auto& c : controls) {
-            j["controls"].push_back({{"model", c.model},
-                                     {"image", c.image},
-                                     {"scale", c.scale},
-                                     {"start", c.start},
-                                     {"end", c.end},
-                                     {"preprocessor", c.preprocessor}});
+            nlohmann::ordered_json unit = {{"model", c.model}, {"image", c.image},
+                                           {"scale", c.scale}, {"start", c.start},
+                                           {"end", c.end},     {"preprocessor", c.preprocessor}};
+            if (c.preprocessor == "canny") {  // the thresholds only where they mean something
+                unit["canny_low"] = c.canny_low;
+                unit["canny_high"] = c.canny_high;
+            }
+            j["controls"].push_back(unit);
         }
         j["control_guess_mode"] = control_guess_mode;
     }
@@ -268,11 +273,14 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
                 !is("scale", &nlohmann::json::is_number) ||
                 !is("start", &nlohmann::json::is_number) ||
                 !is("end", &nlohmann::json::is_number) ||
-                !is("preprocessor", &nlohmann::json::is_string)) {
+                !is("preprocessor", &nlohmann::json::is_string) ||
+                !is("canny_low", &nlohmann::json::is_number) ||
+                !is("canny_high", &nlohmann::json::is_number)) {
                 throw Error(
                     "request JSON: a ControlNet is {\"model\": path, \"image\": path, "
                     "\"scale\": number, \"start\": number, \"end\": number, "
-                    "\"preprocessor\": name} (got " +
+                    "\"preprocessor\": name, \"canny_low\": number, \"canny_high\": number} "
+                    "(got " +
                     c.dump() + ")");
             }
             ControlRef ref;
@@ -282,6 +290,8 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
             ref.start = c.value("start", ref.start);
             ref.end = c.value("end", ref.end);
             ref.preprocessor = c.value("preprocessor", ref.preprocessor);
+            ref.canny_low = c.value("canny_low", ref.canny_low);
+            ref.canny_high = c.value("canny_high", ref.canny_high);
             r.controls.push_back(ref);
         }
     }
@@ -400,8 +410,11 @@ std::string GenerationRequest::to_a1111(int index, const A1111Files& files) cons
         const std::string unit =
             "Module: " + c.preprocessor +
             ", Model: " + std::filesystem::path(c.model).filename().stem().string() +
-            ", Weight: " + number(c.scale) + ", Guidance Start: " + number(c.start) +
-            ", Guidance End: " + number(c.end) +
+            ", Weight: " + number(c.scale) +
+            (c.preprocessor == "canny" ? ", Threshold A: " + number(c.canny_low) +
+                                             ", Threshold B: " + number(c.canny_high)
+                                       : "") +
+            ", Guidance Start: " + number(c.start) + ", Guidance End: " + number(c.end) +
             (control_guess_mode ? ", Guess Mode: True" : "");  // diffusers' (not A1111's)
         at = kv.insert(at, {"ControlNet " + std::to_string(k), unit}) + 1;
     }
@@ -688,7 +701,7 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
 }
 
 const std::vector<std::string>& control_preprocessors() {
-    static const std::vector<std::string> names = {"none", "invert"};
+    static const std::vector<std::string> names = {"none", "invert", "canny"};
     return names;
 }
 

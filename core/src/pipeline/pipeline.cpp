@@ -719,6 +719,23 @@ int Pipeline::denoising_steps(const GenerationRequest& in) const {
     return run_steps(low) + run_steps(sized(high));
 }
 
+Image preprocess_control(const Image& sized, const ControlRef& control) {
+    if (control.preprocessor == "invert") {
+        Image out = sized;
+        for (uint8_t& v : out.rgb) {
+            v = static_cast<uint8_t>(255 - v);
+        }
+        return out;
+    }
+    if (control.preprocessor == "canny") {  // the edges at the size the ControlNet sees
+        return canny(sized, control.canny_low, control.canny_high);
+    }
+    if (control.preprocessor != "none") {
+        throw Error("unknown ControlNet preprocessor '" + control.preprocessor + "'");
+    }
+    return sized;
+}
+
 ControlNet& Pipeline::controlnet(const std::string& path) {
     auto& m = *impl_;
     auto& net = m.controlnets[path];
@@ -763,6 +780,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         refined.refiner.clear();
         refined.loras.clear();  // the model's, which do not fit the refiner
         refined.embeddings.clear();
+        refined.controls.clear();  // the model's ControlNets guide the model's steps alone
         const int total = denoising_steps(req);
         int done = 0, seen = 0;  // the model's steps, then the refiner's after them
         const StepObserver counted = [&](const StepEvent& e) {
@@ -776,8 +794,8 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         };
         std::vector<at::Generator> gens;
         at::Tensor latents;
-        run(req, {}, nullptr, {}, counted, cancel, {}, &latents, 0, {0.0, req.refiner_switch_at},
-            &gens);
+        run(req, {}, nullptr, controls, counted, cancel, {}, &latents, 0,
+            {0.0, req.refiner_switch_at}, &gens);
         done = seen;
         GenerationResult result = second.run(refined, {}, nullptr, {}, counted, cancel, latents,
                                              nullptr, 0, {req.refiner_switch_at, 1.0}, &gens);
@@ -1179,16 +1197,15 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                           .repeat({b, 1, 1, 1});
     }
 
+    if (control_images.size() != req.controls.size()) {
+        throw Error("ControlNets: " + std::to_string(req.controls.size()) + " in the request but " +
+                    std::to_string(control_images.size()) + " images given");
+    }
     for (size_t k = 0; k < req.controls.size(); ++k) {
         const ControlRef& ref = req.controls[k];
         Image image = control_images[k];
         if (image.empty()) {
             throw Error("ControlNet " + ref.model + " needs its image (" + ref.image + ")");
-        }
-        if (ref.preprocessor == "invert") {
-            for (uint8_t& v : image.rgb) {
-                v = static_cast<uint8_t>(255 - v);
-            }
         }
         if (region) {
             // Only the masked area: the same part cut out as from the init image, as diffusers'
@@ -1201,8 +1218,9 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         } else if (image.width != req.width || image.height != req.height) {
             image = resize(image, req.width, req.height);
         }
-        controls.push_back(
-            {&controlnet(ref.model), control_to_tensor(image).to(device, dtype), &ref});
+        controls.push_back({&controlnet(ref.model),
+                            control_to_tensor(preprocess_control(image, ref)).to(device, dtype),
+                            &ref});
     }
 
     const at::Tensor timesteps = scheduler->timesteps();
@@ -1251,8 +1269,10 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         if (inpaint && inpainting_unet) {
             input = at::cat({input, batch(mask_latent), batch(masked_latents)}, 1);
         }
+        // The calls counted to the end of the schedule, where the run stops part of the way
+        // too (diffusers' ControlNet pipelines count the steps before denoising_end cuts them).
         at::Tensor eps = predict(input, t, *step_texts[static_cast<size_t>(i - first)],
-                                 guided ? b : 0, i - first, last - first);
+                                 guided ? b : 0, i - first, n - first);
         if (guided) {
             // negative + each part's weight x guidance x (part - negative)
             const auto split = eps.chunk(copies, 0);

@@ -4,8 +4,8 @@
 // StableDiffusionControlNetInpaintPipeline image for image (several samplers, guidance on and
 // off, guess mode, start and end, two ControlNets, a conditioning image of another size,
 // img2img, inpainting with the plain and an inpainting UNet, only the masked area; SDXL's
-// pipelines with an SDXL ControlNet); single ControlNet files as diffusers' single-file loader
-// reads them.
+// pipelines with an SDXL ControlNet, and with the refiner after it); single ControlNet files as
+// diffusers' single-file loader reads them.
 #include <gtest/gtest.h>
 
 #include <ATen/ops/abs.h>
@@ -57,6 +57,9 @@ Loaded load_case(const std::string& request_json) {
     for (auto& c : out.request.controls) {
         out.controls.push_back(picture_named(c.image));
         c.model = (kDir / c.model).string();
+    }
+    if (!out.request.refiner.empty()) {
+        out.request.refiner = (kDir / out.request.refiner).string();
     }
     return out;
 }
@@ -249,7 +252,12 @@ TEST(ControlNet, ErrorsNameWhatIsWrong) {
     bad.controls[0].end = bad.controls[0].start;
     EXPECT_THROW(bad.validate(), sds::Error);
     bad = l.request;
+    bad.controls[0].preprocessor = "depth";
+    EXPECT_THROW(bad.validate(), sds::Error);
+    bad = l.request;
     bad.controls[0].preprocessor = "canny";
+    bad.validate();
+    bad.controls[0].canny_low = 250;  // above the high threshold
     EXPECT_THROW(bad.validate(), sds::Error);
     // The pipeline is still usable.
     EXPECT_EQ(

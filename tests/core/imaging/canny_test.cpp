@@ -1,0 +1,123 @@
+// sds::canny against OpenCV's cv::Canny (what A1111's ControlNet preprocessor calls): the same
+// bytes for noise, smooth pictures and drawn scenes, at several thresholds and sizes; and the
+// pipeline's "canny" preprocessor is the ControlNet given those edges.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include <opencv2/imgproc.hpp>
+
+#include "image_parity.h"
+#include "sds/image.h"
+#include "sds/pipeline.h"
+#include "sds/shapes.h"
+#include "test_paths.h"
+
+namespace {
+
+sds::Image opencv_canny(const sds::Image& image, double low, double high) {
+    // cv::Mat over the bytes as they are (RGB, as A1111 hands cv2 its numpy picture).
+    const cv::Mat rgb(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
+    cv::Mat edges;
+    cv::Canny(rgb, edges, low, high);
+    sds::Image out{image.width, image.height, {}};
+    for (int y = 0; y < image.height; ++y) {
+        for (int x = 0; x < image.width; ++x) {
+            const uint8_t v = edges.at<uint8_t>(y, x);
+            out.rgb.insert(out.rgb.end(), {v, v, v});
+        }
+    }
+    return out;
+}
+
+sds::Image noise(int w, int h, uint32_t seed) {
+    std::mt19937 rng(seed);
+    sds::Image out{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+    for (uint8_t& v : out.rgb) {
+        v = static_cast<uint8_t>(rng() & 0xff);
+    }
+    return out;
+}
+
+// Gradients and rings in each channel: edges in every direction, of every strength.
+sds::Image smooth(int w, int h) {
+    sds::Image out{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+    for (int y = 0; y < h; ++y) {
+        for (int x = 0; x < w; ++x) {
+            const double r = std::hypot(x - w * 0.4, y - h * 0.55);
+            uint8_t* p = &out.rgb[(static_cast<size_t>(y) * w + x) * 3];
+            p[0] = static_cast<uint8_t>(std::clamp(128 + 127 * std::sin(r / 3.0), 0.0, 255.0));
+            p[1] = static_cast<uint8_t>((x * 255) / std::max(w - 1, 1));
+            p[2] = static_cast<uint8_t>(((x + 2 * y) / 7) % 2 ? 200 : 40);
+        }
+    }
+    return out;
+}
+
+size_t edge_count(const sds::Image& edges) {
+    return static_cast<size_t>(std::count(edges.rgb.begin(), edges.rgb.end(), 255)) / 3;
+}
+
+TEST(Canny, SameEdgesAsOpenCV) {
+    std::vector<std::pair<std::string, sds::Image>> pictures = {
+        {"noise 64x48", noise(64, 48, 1)}, {"noise 7x5", noise(7, 5, 2)},
+        {"noise 1x9", noise(1, 9, 3)},     {"noise 9x1", noise(9, 1, 4)},
+        {"noise 1x1", noise(1, 1, 5)},     {"smooth 96x80", smooth(96, 80)},
+        {"smooth 33x17", smooth(33, 17)},
+    };
+    for (uint64_t seed : {3u, 11u, 40u}) {
+        const sds::imaging::Scene scene = sds::imaging::random_scene(seed);
+        pictures.emplace_back("scene " + std::to_string(seed),
+                              sds::imaging::render_scene(scene, 128, seed));
+    }
+    size_t edges_seen = 0;
+    for (const auto& [name, picture] : pictures) {
+        for (const auto& [low, high] : std::vector<std::pair<double, double>>{
+                 {100, 200}, {50, 150}, {200, 100}, {0, 0}, {10.7, 30.2}, {300, 900}}) {
+            const sds::Image ours = sds::canny(picture, low, high);
+            const sds::Image want = opencv_canny(picture, low, high);
+            ASSERT_EQ(ours.width, want.width);
+            ASSERT_EQ(ours.height, want.height);
+            size_t differ = 0;
+            for (size_t i = 0; i < ours.rgb.size(); ++i) {
+                differ += ours.rgb[i] != want.rgb[i];
+            }
+            EXPECT_EQ(differ, 0u) << name << " at " << low << ", " << high;
+            edges_seen += edge_count(want);
+        }
+    }
+    EXPECT_GT(edges_seen, 10000u);  // the pictures have edges to find
+}
+
+// A ControlNet with the "canny" preprocessor is the ControlNet given cv::Canny's edges of the
+// picture (at the request's size); other thresholds give other images.
+TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
+    const auto dir = sds::test::fixture_dir("controlnet");
+    auto request =
+        sds::GenerationRequest::from_json(sds::test::fixture_cases(dir)[0]["request"].dump());
+    request.batch_count = 1;
+    request.steps = 4;
+    request.controls.resize(1);
+    request.controls[0].model = (dir / "tiny-controlnet").string();
+    const sds::Image picture = noise(request.width, request.height, 7);
+    auto& pipeline = sds::test::cached_pipeline(dir / "tiny-sd");
+    const sds::Image edges = opencv_canny(picture, 60, 120);
+    ASSERT_GT(edge_count(edges), 20u);
+    request.controls[0].preprocessor = "none";
+    const auto given = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                         std::span<const sds::Image>(&edges, 1));
+    request.controls[0].preprocessor = "canny";
+    request.controls[0].canny_low = 60;
+    request.controls[0].canny_high = 120;
+    const auto made = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                        std::span<const sds::Image>(&picture, 1));
+    EXPECT_EQ(made.images.at(0).rgb, given.images.at(0).rgb);
+    request.controls[0].canny_low = 900;
+    request.controls[0].canny_high = 1400;
+    ASSERT_NE(opencv_canny(picture, 900, 1400).rgb, edges.rgb);
+    const auto other = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                         std::span<const sds::Image>(&picture, 1));
+    EXPECT_NE(other.images.at(0).rgb, made.images.at(0).rgb);
+}
+
+}  // namespace
