@@ -56,8 +56,10 @@ const char* const kFlagsAfterSamplers =
     "                     --control-image IMAGE (a scribble, edges, depth, ...; without\n"
     "                     --width/--height it sets the size, as diffusers), --control-scale\n"
     "                     S (1), --control-start A (0) and --control-end B (1): the part of\n"
-    "                     the steps it guides, --control-preprocessor none|invert (invert:\n"
-    "                     a sketch of dark lines on white); repeat --controlnet for more\n"
+    "                     the steps it guides, --control-preprocessor none|invert|canny\n"
+    "                     (invert: a sketch of dark lines on white; canny: a picture's\n"
+    "                     edges, as OpenCV's Canny with --canny-low L (100) and\n"
+    "                     --canny-high H (200)); repeat --controlnet for more\n"
     "  --control-guess-mode   diffusers' guess mode: the ControlNets see the prompt alone\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
     "                     (size floored to a multiple of 8) and made again as img2img\n"
@@ -379,6 +381,10 @@ GenerateFlags parse_generate_flags(const Args& args) {
             last_control(a).end = number<double>(a, value());
         else if (a == "--control-preprocessor")
             last_control(a).preprocessor = value();
+        else if (a == "--canny-low")
+            last_control(a).canny_low = number<double>(a, value());
+        else if (a == "--canny-high")
+            last_control(a).canny_high = number<double>(a, value());
         else if (a == "--control-guess-mode")
             r.control_guess_mode = true;
         else if (a == "--lora") {

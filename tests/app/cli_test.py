@@ -2312,6 +2312,39 @@ def test_a_controlnet_file_gives_the_images_its_folder_gives(tmp_path):
     assert r.returncode != 0 and "not a ControlNet" in r.stderr and str(unet) in r.stderr, r.stderr
 
 
+def test_the_canny_preprocessor_takes_its_thresholds_from_the_flags(tmp_path):
+    """--control-preprocessor canny with --canny-low/--canny-high: the PNG keeps them (JSON,
+    and A1111's Threshold A/B), other thresholds make another image, and the thresholds go after
+    the --controlnet they are for. (That canny's edges are OpenCV's, and that the ControlNet gets
+    them, is canny_test's.)"""
+    import numpy as np
+    from PIL import Image
+    flags = ["--model", str(CONTROL / "tiny-sd"), "--prompt", "a ring of fire", "--steps", "3",
+             "--seed", "5", "--width", "32", "--height", "32", "--device", "cpu"]
+    noise = tmp_path / "noise.png"  # edges of every strength
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(noise)
+    unit = ["--controlnet", str(CONTROL / "tiny-controlnet"), "--control-image", str(noise),
+            "--control-preprocessor", "canny"]
+    pixels = []
+    for k, (lo, hi) in enumerate([("60", "120"), ("900", "1400")]):
+        r = run("txt2img", *flags, *unit, "--canny-low", lo, "--canny-high", hi,
+                "--out", str(tmp_path / str(k)))
+        assert r.returncode == 0, r.stderr
+        png = r.stdout.split()[0]
+        meta = json.loads(Image.open(png).text["sdstudio"])
+        assert (meta["controls"][0]["preprocessor"], meta["controls"][0]["canny_low"],
+                meta["controls"][0]["canny_high"]) == ("canny", float(lo), float(hi)), meta
+        assert f"Module: canny, Model: tiny-controlnet, Weight: 1, Threshold A: {lo}, " \
+               f"Threshold B: {hi}" in Image.open(png).text["parameters"]
+        pixels.append(np.array(Image.open(png).convert("RGB")).astype(int))
+    assert np.abs(pixels[0] - pixels[1]).max() > 0
+    r = run("txt2img", *flags, "--canny-low", "3", *unit, "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "goes after the --controlnet" in r.stderr, r.stderr
+    r = run("txt2img", *flags, *unit, "--canny-low", "90", "--canny-high", "20",
+            "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "canny thresholds" in r.stderr, r.stderr
+
+
 def test_a_controlnet_weight_grid_has_diffusers_images_in_its_cells(tmp_path):
     """grid --x control_weight=0,1: the weight-1 cell is diffusers' image of the fixture's
     euler_g7.5_neg_b2 (its first), the weight-0 cell the image txt2img makes without the
