@@ -395,6 +395,16 @@ class StudioTest : public QObject {
         refined.negative_aesthetic_score = 1.5;
         panel.setRequest(refined);
         QCOMPARE(panel.request().to_json(), refined.to_json());
+        // A ControlNet goes with it (guiding the model's steps).
+        GenerationRequest both = refined;
+        ControlRef scribble;
+        scribble.model = "/models/scribble.pth";
+        scribble.image = "canvas";
+        both.controls.push_back(scribble);
+        panel.setRequest(both);
+        QCOMPARE(panel.request().to_json(), both.to_json());
+        panel.setRequest(refined);
+        QVERIFY(panel.request().controls.empty());
         QVERIFY(panel.findChild<QWidget*>("refinerSwitch")->isEnabled());
         QVERIFY(panel.findChild<QWidget*>("aestheticScore")->isEnabled());
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
@@ -1221,7 +1231,8 @@ class StudioTest : public QObject {
 
     // A ControlNet named in the panel reads the sketch canvas (inverted: dark lines on white are
     // what a person draws) in text mode; the history keeps it with the canvas it read, and
-    // Reuse parameters puts that back; weight 0 is the image without it.
+    // Reuse parameters puts that back; weight 0 is the image without it; in Inpaint mode it
+    // reads the picture being repainted.
     void aControlNetFollowsTheSketchCanvas() {
         auto& w = window();
         const QString net = data_.filePath("controlnet-test");
@@ -1252,7 +1263,7 @@ class StudioTest : public QObject {
         QVERIFY(!w.panel()->findChild<QWidget*>("controlScale")->isEnabled());
         field->setText(net);
         QVERIFY(w.panel()->findChild<QWidget*>("controlScale")->isEnabled());
-        QVERIFY(!w.panel()->findChild<QWidget*>("refiner")->isEnabled());  // not both
+        QVERIFY(w.panel()->findChild<QWidget*>("refiner")->isEnabled());  // both may be set
         QVERIFY(generate());
         const QImage controlled = w.result()->image();
         QVERIFY(controlled != plain);
@@ -1301,10 +1312,66 @@ class StudioTest : public QObject {
         QCOMPARE(w.canvas()->image().convertToFormat(QImage::Format_RGB32), sketch);
         QVERIFY(generate());
         QCOMPARE(w.result()->image(), controlled);
-        // Not for inpainting (yet).
+        // Canny: the canvas's edges with the thresholds set (enabled for canny alone); Preview
+        // shows what the ControlNet gets, which is the engine's preprocess_control of the canvas
+        // at the request's size; the PNG says so as A1111 does.
+        auto* preprocessor = w.panel()->findChild<QComboBox*>("controlPreprocessor");
+        auto* low = w.panel()->findChild<QSpinBox*>("cannyLow");
+        auto* high = w.panel()->findChild<QSpinBox*>("cannyHigh");
+        QVERIFY(preprocessor && low && high);
+        QCOMPARE(preprocessor->currentData().toString(), QString("invert"));
+        QVERIFY(!low->isEnabled());
+        preprocessor->setCurrentIndex(preprocessor->findData("canny"));
+        QVERIFY(low->isEnabled() && high->isEnabled());
+        low->setValue(40);
+        high->setValue(90);
+        const ControlRef edged = w.panel()->request().controls.at(0);
+        QCOMPARE(edged.preprocessor, std::string("canny"));
+        QCOMPARE(edged.canny_low, 40.0);
+        QCOMPARE(edged.canny_high, 90.0);
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview"), Qt::LeftButton);
+        auto* preview = w.findChild<QDialog*>("controlPreviewDialog");
+        QVERIFY(preview != nullptr);
+        const QImage shown = preview->findChild<QLabel*>("controlPreviewImage")
+                                 ->pixmap()
+                                 .toImage()
+                                 .convertToFormat(QImage::Format_RGB888);
+        const GenerationRequest now = w.panel()->request();
+        const sds::Image want = sds::preprocess_control(
+            sds::resize(app::from_qimage(w.canvas()->image()), now.width, now.height), edged);
+        QCOMPARE(shown, app::to_qimage(want).convertToFormat(QImage::Format_RGB888));
+        QVERIFY(std::count(want.rgb.begin(), want.rgb.end(), 255) > 30);  // it found edges
+        screenshot(preview, "studio-controlnet-canny-preview.png");
+        preview->close();
+        QVERIFY(generate());
+        QVERIFY(w.result()->image() != controlled);
+        const QString edgedParams =
+            QImageReader(w.history()->get(w.lastSavedId())->file).text("parameters");
+        QVERIFY2(edgedParams.contains("Module: canny, Model: controlnet-test, Weight: 1, "
+                                      "Threshold A: 40, Threshold B: 90"),
+                 qPrintable(edgedParams));
+        preprocessor->setCurrentIndex(preprocessor->findData("invert"));
+        // Inpainting: the ControlNet reads the picture being repainted (the canvas); the
+        // masked part follows it, so weight 0 and 1 differ there, and the history keeps it.
+        QImage mask(sketch.size(), QImage::Format_RGB888);
+        mask.fill(Qt::black);
+        QPainter(&mask).fillRect(QRect(16, 16, 96, 96), Qt::white);
+        w.canvas()->setMask(mask);
         w.panel()->setMode(ui::ParameterPanel::Mode::Inpaint);
-        QVERIFY(!field->isEnabled());
-        QVERIFY(w.panel()->request().controls.empty());
+        QVERIFY(field->isEnabled());
+        QCOMPARE(w.panel()->request().controls, std::vector<ControlRef>{reused});
+        QVERIFY(w.panel()->request().is_inpaint());
+        QVERIFY(generate());
+        QVERIFY2(w.errorText().isEmpty(), qPrintable(w.errorText()));
+        const QImage inpainted = w.result()->image();
+        const auto painted = w.history()->get(w.lastSavedId());
+        QVERIFY(painted.has_value());
+        QVERIFY(painted->request.is_inpaint());
+        QCOMPARE(painted->request.controls.size(), size_t(1));
+        w.panel()->findChild<QDoubleSpinBox*>("controlScale")->setValue(0);
+        QVERIFY(generate());
+        QVERIFY(w.result()->image() != inpainted);
+        w.canvas()->clearMask();
         w.panel()->setMode(ui::ParameterPanel::Mode::Text);
         field->clear();
         QVERIFY(w.panel()->findChild<QWidget*>("refiner")->isEnabled());

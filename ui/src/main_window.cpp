@@ -45,6 +45,7 @@
 #include "sds/clip_tokenizer.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sds/pipeline.h"
 #include "sds/textual_inversion.h"
 #include "sketch_canvas.h"
 #include "step_strip.h"
@@ -135,6 +136,8 @@ MainWindow::MainWindow(const app::StudioSettings& settings, QWidget* parent)
         }
     });
     connect(panel_, &ParameterPanel::sizeChanged, canvas_, &SketchCanvas::setImageSize);
+    connect(panel_, &ParameterPanel::controlPreviewRequested, this,
+            &MainWindow::showControlPreview);
     connect(canvas_, &SketchCanvas::strokeFinished, this, [this] {
         if (panel_->img2img() || !panel_->request().controls.empty()) {
             scheduleLive();
@@ -916,6 +919,33 @@ void MainWindow::useAsInput(qint64 id) {
     panel_->setImg2img(true);
     tabs_->setCurrentIndex(0);
     statusBar()->showMessage(tr("#%1 is on the canvas: draw over it, then Generate").arg(id), 5000);
+}
+
+void MainWindow::showControlPreview() {
+    const GenerationRequest r = panel_->request();
+    if (r.controls.empty()) {
+        return;
+    }
+    sds::Image image = app::from_qimage(canvas_->image());
+    if (image.width != r.width || image.height != r.height) {
+        image = sds::resize(image, r.width, r.height);  // as the pipeline sizes it
+    }
+    const sds::Image seen = sds::preprocess_control(image, r.controls.front());
+    auto* dialog = new QDialog(this);
+    dialog->setObjectName("controlPreviewDialog");
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setWindowTitle(
+        tr("What the ControlNet gets: %1")
+            .arg(panel_->findChild<QComboBox*>("controlPreprocessor")->currentText()));
+    auto* picture = new QLabel;
+    picture->setObjectName("controlPreviewImage");
+    picture->setPixmap(QPixmap::fromImage(app::to_qimage(seen)));
+    auto* buttons = new QDialogButtonBox(QDialogButtonBox::Close);
+    connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::close);
+    auto* layout = new QVBoxLayout(dialog);
+    layout->addWidget(picture);
+    layout->addWidget(buttons);
+    dialog->show();
 }
 
 void MainWindow::reuseParameters(qint64 id) {

@@ -354,26 +354,37 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     refinerRow->addWidget(pickRefiner);
     refinerRow->addWidget(new QLabel(tr("switch at")));
     refinerRow->addWidget(refinerSwitch_);
-    // A ControlNet (text and sketch mode; not with the refiner): the sketch canvas is its image,
-    // as A1111's ControlNet takes the img2img picture when its unit has none.
+    // A ControlNet (every mode; with the refiner, for the model's steps): the canvas is its
+    // image, as A1111's ControlNet takes the img2img or inpaint picture when its unit has none.
     controlnet_ = new QLineEdit;
     controlnet_->setObjectName("controlnet");
-    controlnet_->setPlaceholderText(tr("off (a ControlNet folder)"));
+    controlnet_->setPlaceholderText(tr("off (a ControlNet folder or file)"));
     controlnet_->setClearButtonEnabled(true);
     controlnet_->setToolTip(
-        tr("A ControlNet (a diffusers ControlNetModel folder: scribble, canny, depth, ...) that "
-           "reads the sketch canvas and guides the image to follow it, in text and sketch "
-           "mode"));
+        tr("A ControlNet (scribble, canny, depth, ...: a diffusers ControlNetModel folder, or "
+           "one .safetensors or .pth file as A1111's ControlNet extension loads) that reads the "
+           "canvas and guides the image to follow it"));
     auto* pickControlnet = new QToolButton;
     pickControlnet->setText(QString::fromUtf8("…"));
-    pickControlnet->setToolTip(tr("Choose the ControlNet's folder"));
-    connect(pickControlnet, &QToolButton::clicked, this, [this] {
+    pickControlnet->setToolTip(tr("Choose the ControlNet: a folder or a file"));
+    pickControlnet->setPopupMode(QToolButton::InstantPopup);
+    auto* controlnetMenu = new QMenu(pickControlnet);
+    controlnetMenu->addAction(tr("Folder (diffusers)…"), this, [this] {
         const QString dir =
             QFileDialog::getExistingDirectory(this, tr("ControlNet folder"), controlnet_->text());
         if (!dir.isEmpty()) {
             controlnet_->setText(dir);
         }
     });
+    controlnetMenu->addAction(tr("File (.safetensors, .pth)…"), this, [this] {
+        const QString file =
+            QFileDialog::getOpenFileName(this, tr("ControlNet file"), controlnet_->text(),
+                                         tr("ControlNet files (*.safetensors *.pth *.ckpt *.bin)"));
+        if (!file.isEmpty()) {
+            controlnet_->setText(file);
+        }
+    });
+    pickControlnet->setMenu(controlnetMenu);
     const ControlRef control;
     controlScale_ = numberBox("controlScale", 0, 5, 0.05, 2, control.scale,
                               tr("How strongly the ControlNet guides (its residuals' scale; "
@@ -382,25 +393,51 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
                               tr("The part of the way where the ControlNet starts guiding"));
     controlEnd_ = numberBox("controlEnd", 0.01, 1, 0.05, 2, control.end,
                             tr("The part of the way where it stops"));
-    controlInvert_ = new QCheckBox(tr("invert"));
-    controlInvert_->setObjectName("controlInvert");
-    controlInvert_->setChecked(true);
-    controlInvert_->setToolTip(
-        tr("The canvas's dark lines on white made white lines on black, as scribble and "
-           "line-art ControlNets read them (off for an edge or depth map put on the canvas)"));
+    controlPreprocessor_ = new QComboBox;
+    controlPreprocessor_->setObjectName("controlPreprocessor");
+    controlPreprocessor_->addItem(tr("invert (a sketch)"), "invert");
+    controlPreprocessor_->addItem(tr("none (a map)"), "none");
+    controlPreprocessor_->addItem(tr("canny (edges)"), "canny");
+    controlPreprocessor_->setToolTip(
+        tr("What the ControlNet gets of the canvas: invert makes its dark lines on white the "
+           "white lines on black that scribble and line-art ControlNets read; none gives it as "
+           "it is (an edge, depth or pose map put on the canvas); canny finds a picture's "
+           "edges, as OpenCV's Canny (A1111's canny preprocessor), for canny ControlNets"));
+    const auto cannyBox = [](const char* name, double value, const QString& tip) {
+        auto* box = new QSpinBox;
+        box->setObjectName(name);
+        box->setRange(0, 2040);  // the largest gradient there is
+        box->setValue(static_cast<int>(value));
+        box->setToolTip(tip);
+        return box;
+    };
+    cannyLow_ = cannyBox("cannyLow", control.canny_low,
+                         tr("Canny's low threshold: weaker edges are dropped, stronger ones kept "
+                            "where they touch a strong edge (A1111's Threshold A)"));
+    cannyHigh_ = cannyBox("cannyHigh", control.canny_high,
+                          tr("Canny's high threshold: edges stronger than this are kept "
+                             "(A1111's Threshold B)"));
+    auto* previewControl = new QToolButton;
+    previewControl->setObjectName("controlPreview");
+    previewControl->setText(tr("Preview"));
+    previewControl->setToolTip(tr("Show what the ControlNet gets of the canvas"));
+    connect(previewControl, &QToolButton::clicked, this, &ParameterPanel::controlPreviewRequested);
     auto* controlRow = new QHBoxLayout;
     controlRow->addWidget(controlnet_, 1);
     controlRow->addWidget(pickControlnet);
     controlRow->addWidget(new QLabel(tr("weight")));
     controlRow->addWidget(controlScale_);
     auto* controlSpanRow = new QHBoxLayout;
-    controlSpanRow->addWidget(controlInvert_);
+    controlSpanRow->addWidget(controlPreprocessor_);
+    controlSpanRow->addWidget(cannyLow_);
+    controlSpanRow->addWidget(cannyHigh_);
+    controlSpanRow->addWidget(previewControl);
     controlSpanRow->addStretch();
     controlSpanRow->addWidget(new QLabel(tr("from")));
     controlSpanRow->addWidget(controlStart_);
     controlSpanRow->addWidget(new QLabel(tr("to")));
     controlSpanRow->addWidget(controlEnd_);
-    const auto enableHires = [this] {
+    const auto enableHires = [this, previewControl] {
         const bool text = mode() == Mode::Text;
         const bool refined = !refiner_->text().trimmed().isEmpty();
         const bool controlled = !controlnet_->text().trimmed().isEmpty();
@@ -409,12 +446,14 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
         hiresUpscaler_->setEnabled(on);
-        controlnet_->setEnabled(mode() != Mode::Inpaint && !refined);
         for (QWidget* w : std::initializer_list<QWidget*>{controlScale_, controlStart_, controlEnd_,
-                                                          controlInvert_}) {
-            w->setEnabled(controlnet_->isEnabled() && controlled);
+                                                          controlPreprocessor_, previewControl}) {
+            w->setEnabled(controlled);
         }
-        refiner_->setEnabled(text && hiresScale_->value() <= 1 && !controlled);
+        const bool canny = controlPreprocessor_->currentData().toString() == "canny";
+        cannyLow_->setEnabled(controlled && canny);
+        cannyHigh_->setEnabled(controlled && canny);
+        refiner_->setEnabled(text && hiresScale_->value() <= 1);
         refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
         const bool scored = modelIsRefiner_ || refinerSwitch_->isEnabled();
         aesthetic_->setEnabled(scored);
@@ -424,6 +463,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
     connect(refiner_, &QLineEdit::textChanged, this, enableHires);
     connect(controlnet_, &QLineEdit::textChanged, this, enableHires);
+    connect(controlPreprocessor_, &QComboBox::currentIndexChanged, this, enableHires);
     enableHires();
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
@@ -855,15 +895,19 @@ GenerationRequest ParameterPanel::request() const {
     if (img2img()) {
         r.init_image = "canvas";
     }
-    if (const QString net = controlnet_->text().trimmed();
-        !net.isEmpty() && mode() != Mode::Inpaint) {
-        r.controls.push_back(
-            ControlRef{.model = net.toStdString(),
-                       .image = "canvas",
-                       .scale = controlScale_->value(),
-                       .start = controlStart_->value(),
-                       .end = controlEnd_->value(),
-                       .preprocessor = controlInvert_->isChecked() ? "invert" : "none"});
+    if (const QString net = controlnet_->text().trimmed(); !net.isEmpty()) {
+        ControlRef c;
+        c.model = net.toStdString();
+        c.image = "canvas";
+        c.scale = controlScale_->value();
+        c.start = controlStart_->value();
+        c.end = controlEnd_->value();
+        c.preprocessor = controlPreprocessor_->currentData().toString().toStdString();
+        if (c.preprocessor == "canny") {  // else the defaults, as the request's JSON keeps them
+            c.canny_low = cannyLow_->value();
+            c.canny_high = cannyHigh_->value();
+        }
+        r.controls.push_back(c);
     }
     if (mode() == Mode::Inpaint) {
         r.mask_image = "canvas mask";
@@ -900,7 +944,10 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     controlStart_->setValue(control.start);
     controlEnd_->setValue(control.end);
     if (!r.controls.empty()) {
-        controlInvert_->setChecked(control.preprocessor == "invert");
+        const int k = controlPreprocessor_->findData(QString::fromStdString(control.preprocessor));
+        controlPreprocessor_->setCurrentIndex(std::max(k, 0));
+        cannyLow_->setValue(static_cast<int>(std::lround(control.canny_low)));
+        cannyHigh_->setValue(static_cast<int>(std::lround(control.canny_high)));
     }
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);

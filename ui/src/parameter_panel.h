@@ -125,6 +125,8 @@ class ParameterPanel : public QWidget {
     void liveParameterMoved();
     void sizeChanged(QSize size);
     void modeChanged(Mode mode);
+    // The ControlNet row's eye: show what the ControlNet would see of the canvas.
+    void controlPreviewRequested();
 
   protected:
     bool eventFilter(QObject* o, QEvent* e) override;  // which prompt box was last in focus
@@ -170,11 +172,16 @@ class ParameterPanel : public QWidget {
     QDoubleSpinBox* negativeAesthetic_;
     bool modelIsRefiner_ = false;
     std::function<void()> enableRefiner_;  // the hires, refiner and ControlNet rows' states
-    QLineEdit* controlnet_;                // a ControlNet folder (empty: none); reads the canvas
+    QLineEdit* controlnet_;  // a ControlNet folder or file (empty: none); reads the canvas
     QDoubleSpinBox* controlScale_;
     QDoubleSpinBox* controlStart_;
     QDoubleSpinBox* controlEnd_;
-    QCheckBox* controlInvert_;  // the canvas's dark lines on white made white on black
+    // The preprocessor (ControlRef::preprocessor): "invert" (the canvas's dark lines on white
+    // made white on black, the default), "none" (a map put on the canvas), "canny" (a picture's
+    // edges, with the thresholds below).
+    QComboBox* controlPreprocessor_;
+    QSpinBox* cannyLow_;
+    QSpinBox* cannyHigh_;
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
