@@ -940,9 +940,21 @@ void MainWindow::showControlPreview() {
     auto* picture = new QLabel;
     picture->setObjectName("controlPreviewImage");
     picture->setPixmap(QPixmap::fromImage(app::to_qimage(seen)));
+    // A small picture shown bigger, its pixels kept square and sharp.
+    const int zoom = std::max(1, 384 / std::max(seen.width, seen.height));
+    picture->setFixedSize(seen.width * zoom, seen.height * zoom);
+    picture->setScaledContents(true);
+    const ControlRef& c = r.controls.front();
+    QString what = QString::fromStdString(c.preprocessor);
+    if (c.preprocessor == "canny") {
+        what += tr(", thresholds %1 and %2").arg(c.canny_low).arg(c.canny_high);
+    }
+    auto* caption = new QLabel(
+        tr("%1 at %2 x %3, as the ControlNet gets it").arg(what).arg(seen.width).arg(seen.height));
     auto* buttons = new QDialogButtonBox(QDialogButtonBox::Close);
     connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::close);
     auto* layout = new QVBoxLayout(dialog);
+    layout->addWidget(caption);
     layout->addWidget(picture);
     layout->addWidget(buttons);
     dialog->show();
