@@ -71,6 +71,13 @@ at::Tensor sd1_preview_map();  // REFERENCE.md's, with a zero constant row
 // Scaled latents [B, C, h, w] through `map` -> images of h x w.
 std::vector<Image> latents_to_preview(const at::Tensor& latents, const at::Tensor& map);
 
+// A1111's emphasis on one chunk's states [1, 77, C]: each token's states times its weight and,
+// for PromptSyntax::A1111 ("Original"), the whole scaled back to the mean it had before (left as
+// it is where the weighed mean is exactly 0, which A1111 would divide by). In float32, as
+// A1111's float32 weights promote its states; returned in the states' dtype.
+at::Tensor emphasize(const at::Tensor& states, const std::vector<float>& weights,
+                     PromptSyntax syntax);
+
 // What a ControlNet sees of its image once it has the generation's size: its preprocessor's
 // result (ControlRef::preprocessor: the image itself, inverted, or its Canny edges). The
 // studio's preview shows the same.

@@ -445,20 +445,21 @@ Sampler Pipeline::default_sampler() const {
         .value_or(family);
 }
 
-namespace {
-// A1111's emphasis on one chunk's states [1, 77, C]: each token's states times its weight and,
-// for "Original", the whole scaled back to the mean it had before. In float32, as A1111's
-// float32 weights promote its states.
 at::Tensor emphasize(const at::Tensor& states, const std::vector<float>& weights,
                      PromptSyntax syntax) {
     const at::Tensor z = states.to(at::kFloat);
     const at::Tensor w = at::tensor(weights, at::kFloat).view({1, -1, 1}).to(z.device());
     at::Tensor weighed = z * w;
     if (syntax == PromptSyntax::A1111) {
-        weighed = weighed * (z.mean() / weighed.mean());
+        const at::Tensor mean = weighed.mean();
+        if (mean.item<float>() != 0.0F) {  // A1111 divides by it: 0 / 0 made the states NaN
+            weighed = weighed * (z.mean() / mean);
+        }
     }
     return weighed.to(states.scalar_type());
 }
+
+namespace {
 
 at::Tensor chunk_ids(const PromptChunk& chunk) {
     return at::tensor(chunk.ids, at::kLong).unsqueeze(0);

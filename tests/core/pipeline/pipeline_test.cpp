@@ -253,6 +253,27 @@ TEST(Pipeline, Bf16OnCpuRunsDeterministically) {
     EXPECT_LT(*lo, *hi);
 }
 
+// A1111's emphasis: weights, and the mean put back; states whose weighed mean is exactly 0 (a
+// tiny random text encoder's final layer norm gives them) stay finite instead of 0 / 0.
+TEST(Pipeline, A1111EmphasisKeepsTheMeanAndNeverDividesByZero) {
+    const at::Tensor z = at::tensor({0.5F, 1.0F, -0.25F, 2.0F, 0.75F, -1.0F}).view({1, 3, 2});
+    const std::vector<float> w = {1.0F, 1.5F, 0.8F};
+    const at::Tensor plain = sds::emphasize(z, w, sds::PromptSyntax::A1111NoNorm);
+    EXPECT_FLOAT_EQ(plain[0][1][1].item<float>(), 3.0F);  // 2 x 1.5
+    const at::Tensor kept = sds::emphasize(z, w, sds::PromptSyntax::A1111);
+    EXPECT_NEAR(kept.mean().item<float>(), z.mean().item<float>(), 1e-6);
+    EXPECT_NEAR((kept / plain)[0][0][0].item<float>(),
+                z.mean().item<float>() / plain.mean().item<float>(), 1e-6);
+    // Each token's states sum to 0: so do the weighed ones, and there is no mean to put back.
+    const at::Tensor zero = at::tensor({1.0F, -1.0F, 2.0F, -2.0F, 0.5F, -0.5F}).view({1, 3, 2});
+    const at::Tensor same = sds::emphasize(zero, {1.0F, 1.0F, 1.0F}, sds::PromptSyntax::A1111);
+    EXPECT_TRUE(at::equal(same, zero));
+    const std::vector<float> exact = {1.0F, 1.5F, 0.75F};  // every product and sum exact
+    const at::Tensor weighed = sds::emphasize(zero, exact, sds::PromptSyntax::A1111);
+    EXPECT_FALSE(weighed.isnan().any().item<bool>());
+    EXPECT_TRUE(at::equal(weighed, sds::emphasize(zero, exact, sds::PromptSyntax::A1111NoNorm)));
+}
+
 TEST(GenerationRequest, JsonRoundTripAndDefaults) {
     sds::GenerationRequest r;
     EXPECT_EQ(r.steps, 50);
