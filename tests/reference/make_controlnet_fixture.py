@@ -15,7 +15,8 @@ OUT_DIR/expected.safetensors:
   "guess_mid" in guess mode at scale 0.7 (tiny-controlnet); "unet_out" [2, 4, 8, 8]: the UNet
   with the scale-0.7 residuals added;
   "x8_cond" [2, 3, 64, 64], "x8_down{k}", "x8_mid": tiny-controlnet-x8 (conditioning embedding
-  16, 32, 96, 256) at scale 1, as diffusers loads it from the single file;
+  16, 32, 96, 256) at scale 1, as diffusers loads it from the single file; "x8_pooled_down{k}",
+  "x8_pooled_mid": the same with global_pool_conditions (shuffle) at 0.8 in guess mode;
   per case NAME [B, H, W, 3] uint8.
 OUT_DIR/tiny-controlnet-x8 (a folder), tiny-controlnet-x8.safetensors (original layout under
 control_model.), tiny-controlnet-x8.pth (original layout, torch.save),
@@ -297,6 +298,17 @@ def main(out_dir):
     for k, d in enumerate(down):
         t[f"x8_down{k}"] = d.contiguous()
     t["x8_mid"] = mid.contiguous()
+    # The shuffle ControlNet's global pooling (global_pool_conditions: the residuals averaged
+    # over the picture, guess mode's scales not applied), at scale 0.8 in guess mode.
+    pooled = ControlNetModel.from_pretrained(out / "tiny-controlnet-x8", global_pool_conditions=True)
+    assert pooled.config.global_pool_conditions
+    with torch.no_grad():
+        down, mid = pooled(t["net_sample"], t["net_t"], encoder_hidden_states=t["net_context"],
+                           controlnet_cond=t["x8_cond"], conditioning_scale=0.8, guess_mode=True,
+                           return_dict=False)
+    for k, d in enumerate(down):
+        t[f"x8_pooled_down{k}"] = d.contiguous()
+    t["x8_pooled_mid"] = mid.contiguous()
 
     # An inpainting model: tiny-sd with a 9-channel UNet.
     torch.manual_seed(1)

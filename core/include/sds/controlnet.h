@@ -39,7 +39,8 @@ class ControlNet {
     // checkpoint: .pth, .ckpt, .bin) in the original ControlNet layout (A1111's ControlNet
     // extension's files: control_v11p_sd15_scribble.pth and the like; with or without
     // "control_model." before the names) or with diffusers' names, whose config is `unet`'s with
-    // the conditioning embedding the file has; in `dtype` on `device`. Throws sds::FileError for
+    // the conditioning embedding the file has (and global pooling for an SD 1.x/2.x file whose
+    // name says "shuffle", as A1111 decides it); in `dtype` on `device`. Throws sds::FileError for
     // a path that is not there or cannot be read, sds::ModelError naming the file for one that
     // is not a ControlNet or does not fit `unet` (another cross-attention width, another latent
     // channel count, SDXL's added conditioning or not, other blocks).

@@ -1,5 +1,7 @@
 #include "sds/controlnet.h"
 
+#include <algorithm>
+#include <cctype>
 #include <functional>
 
 #include <ATen/ops/logspace.h>
@@ -263,6 +265,13 @@ SingleFile inspect_single_file(const std::filesystem::path& path, const UNetConf
     for (size_t k = 0; file.contains(stride_conv(k)); ++k) {
         s.config.conditioning_embedding_out_channels.push_back(conv_shape(stride_conv(k))[0]);
     }
+    // The shuffle ControlNet averages its residuals over the picture, which its weights do not
+    // say: A1111's ControlNet extension goes by the file's name (an SD 1.x/2.x one with
+    // "shuffle" in it), and so does this.
+    std::string stem = path.stem().string();
+    std::transform(stem.begin(), stem.end(), stem.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    s.config.global_pool_conditions = !unet.text_time && stem.find("shuffle") != std::string::npos;
     return s;
 }
 

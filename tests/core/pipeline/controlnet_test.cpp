@@ -129,6 +129,35 @@ TEST(ControlNet, SingleFilesLoadAsDiffusersLoadsThem) {
     }
 }
 
+// A file whose name says shuffle (control_v11e_sd15_shuffle.pth) averages its residuals over
+// the picture, as diffusers' global_pool_conditions (and A1111's ControlNet extension, which
+// goes by the name): guess mode's scales do not apply then.
+TEST(ControlNet, AShuffleFilePoolsItsResidualsAsDiffusers) {
+    const auto& e = expected();
+    const fs::path dir = fs::temp_directory_path() / "sds_controlnet_test_shuffle";
+    fs::create_directories(dir);
+    const fs::path shuffle = dir / "control_v11e_sd15_Shuffle.pth";
+    fs::copy_file(kDir / "tiny-controlnet-x8.pth", shuffle, fs::copy_options::overwrite_existing);
+    const auto net = sds::ControlNet::load(shuffle, unet_config(), c10::kCPU, at::kFloat);
+    EXPECT_TRUE(net.config().global_pool_conditions);
+    const sds::UNet::Residuals r = net.forward(e.tensor("net_sample"), e.tensor("net_t"),
+                                               e.tensor("net_context"), e.tensor("x8_cond"), 0.8,
+                                               /*guess_mode=*/true);
+    ASSERT_EQ(r.down.size(), 6u);
+    for (size_t k = 0; k < r.down.size(); ++k) {
+        EXPECT_EQ(r.down[k].size(2), 1);
+        EXPECT_LE(relative_error(r.down[k], e.tensor("x8_pooled_down" + std::to_string(k))), 1e-4)
+            << "down " << k;
+    }
+    EXPECT_LE(relative_error(r.mid, e.tensor("x8_pooled_mid")), 1e-4);
+    // Other names do not pool.
+    EXPECT_FALSE(
+        sds::ControlNet::load(kDir / "tiny-controlnet-x8.pth", unet_config(), c10::kCPU, at::kFloat)
+            .config()
+            .global_pool_conditions);
+    fs::remove_all(dir);
+}
+
 TEST(ControlNet, UNetAddsTheResidualsAsDiffusers) {
     const auto& e = expected();
     sds::UNet unet(unet_config());
