@@ -74,6 +74,11 @@ const std::vector<AxisInfo>& axis_table() {
         {"control_end", "ControlNet end", "ControlNet guidance end", ValueKind::Float,
          "0.25, 0.5, 0.75, 1",
          "where the first ControlNet stops guiding (the part of the way), e.g. 0.3, 0.6, 1"},
+        {"canny_low", "Canny low", "Canny low threshold", ValueKind::Float, "50, 100, 150",
+         "the first ControlNet's canny low threshold (its preprocessor canny; A1111's "
+         "Threshold A), e.g. 50, 100, 150"},
+        {"canny_high", "Canny high", "Canny high threshold", ValueKind::Float, "150, 200, 300",
+         "the first ControlNet's canny high threshold (A1111's Threshold B), e.g. 150, 200, 300"},
     };
     return table;
 }
@@ -245,7 +250,9 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
                                  .scale = 1.0,
                                  .start = 0.0,
                                  .end = 1.0,
-                                 .preprocessor = "none"}};  // nor the ControlNet
+                                 .preprocessor = "canny",  // which the canny axes need
+                                 .canny_low = 100,
+                                 .canny_high = 200}};  // nor the ControlNet
     probe.sampler = Sampler::Euler;  // has every schedule: the sampler is checked per cell
     for (int k = 0; k < a.values.size(); ++k) {
         apply_grid_value(probe, a, k);
@@ -308,6 +315,15 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
                         "the studio's ControlNet row); the axis sets the first one's");
         }
         (axis.name == "control_weight" ? r.controls.front().scale : r.controls.front().end) =
+            value.toDouble(&ok);
+    } else if (axis.name == "canny_low" || axis.name == "canny_high") {
+        if (r.controls.empty() || r.controls.front().preprocessor != "canny") {
+            throw Error("axis " + axis.name.toStdString() +
+                        ": the first ControlNet has no canny preprocessor (--controlnet DIR "
+                        "--control-image IMAGE --control-preprocessor canny, or canny in the "
+                        "studio's ControlNet row); the axis sets its threshold");
+        }
+        (axis.name == "canny_low" ? r.controls.front().canny_low : r.controls.front().canny_high) =
             value.toDouble(&ok);
     } else if (axis.name == "prompt") {
         const QString search = axis.values.front();

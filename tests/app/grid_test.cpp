@@ -108,7 +108,7 @@ TEST(GridAxes, EachValueSetsItsParameter) {
     EXPECT_NE(error_of("colour", "red")
                   .find("unknown axis 'colour' (steps, guidance, strength, "
                         "seed, sampler, schedule, prompt, clip_skip, prompt_syntax, eta, "
-                        "lora_weight, control_weight, control_end)"),
+                        "lora_weight, control_weight, control_end, canny_low, canny_high)"),
               std::string::npos);
 }
 
@@ -165,6 +165,26 @@ TEST(GridAxes, ControlWeightAndEndSetTheFirstControlNets) {
     EXPECT_EQ(spec.cell(2, 1).controls.at(0).end, 1.0);
     EXPECT_EQ(app::grid_label(spec.x, 2), QString("ControlNet: 1"));
     EXPECT_THROW(spec_of("control_weight=0, 6").validate(), Error);  // no ControlNet, and 6 > 5
+}
+
+TEST(GridAxes, CannyThresholdsSetTheFirstControlNetsWhenItIsCanny) {
+    auto spec = spec_of("canny_low=50, 100", "canny_high=150-250 [3]");
+    EXPECT_THROW(spec.validate(), Error);  // no ControlNet chosen
+    ControlRef a;
+    a.model = "canny";
+    a.image = "photo.png";
+    spec.base.controls = {a};
+    EXPECT_THROW(spec.validate(), Error);  // its preprocessor is not canny
+    spec.base.controls[0].preprocessor = "canny";
+    spec.validate();
+    const GenerationRequest cell = spec.cell(1, 2);
+    EXPECT_EQ(cell.controls.at(0).canny_low, 100.0);
+    EXPECT_EQ(cell.controls.at(0).canny_high, 250.0);
+    EXPECT_EQ(app::grid_label(spec.y, 1), QString("Canny high: 200"));
+    // A low threshold above the high one fails on its cell, before anything runs.
+    auto above = spec_of("canny_low=100, 300");
+    above.base.controls = spec.base.controls;  // canny, high 200
+    EXPECT_THROW(above.validate(), Error);
 }
 
 TEST(GridAxes, PromptSearchAndReplaceInBothPrompts) {
