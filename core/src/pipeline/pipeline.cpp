@@ -767,10 +767,6 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         return std::none_of(in.controls.begin(), in.controls.end(),
                             [&](const ControlRef& c) { return c.model == entry.first; });
     });
-    if (controls.size() != in.controls.size()) {
-        throw Error("ControlNets: " + std::to_string(in.controls.size()) + " in the request but " +
-                    std::to_string(controls.size()) + " images given");
-    }
     if (!in.refiner.empty()) {
         // The model until the switch, its latents out; the refiner from there, drawing on the
         // same generators (diffusers' ensemble of expert denoisers). The observer counts the
@@ -895,6 +891,10 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     std::optional<CpuBufferScope> keep_buffers(std::in_place);
     auto& m = *impl_;
     const GenerationRequest req = sized(in);
+    if (control_images.size() != req.controls.size()) {
+        throw Error("ControlNets: " + std::to_string(req.controls.size()) + " in the request but " +
+                    std::to_string(control_images.size()) + " images given");
+    }
     if (req.is_img2img() && inits.empty() && !init_latents.defined()) {
         throw Error("img2img needs an init image (" + req.init_image + ")");
     }
@@ -1198,10 +1198,6 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                           .repeat({b, 1, 1, 1});
     }
 
-    if (control_images.size() != req.controls.size()) {
-        throw Error("ControlNets: " + std::to_string(req.controls.size()) + " in the request but " +
-                    std::to_string(control_images.size()) + " images given");
-    }
     for (size_t k = 0; k < req.controls.size(); ++k) {
         const ControlRef& ref = req.controls[k];
         Image image = control_images[k];
