@@ -760,18 +760,18 @@ def test_plain_prompts_say_emphasis_none_where_a1111_would_read_brackets(tmp_pat
     assert r.returncode == 1 and "the weight '1.2.3' is not a number" in r.stderr, r.stderr
 
 
-def model_with_scheduler(tmp_path, cls_name, settings):
-    """The tiny pipeline with a scheduler config as diffusers' class saves it; and diffusers'
-    pipeline loaded from that folder."""
+def model_with_scheduler(tmp_path, cls_name, settings, base=None):
+    """The tiny pipeline (or the folder `base`) with a scheduler config as diffusers' class
+    saves it; and diffusers' pipeline loaded from that folder."""
     import diffusers
     model = tmp_path / "model"
-    shutil.copytree(PIPE, model)
+    shutil.copytree(base or PIPE, model)
     shutil.rmtree(model / "scheduler")
     getattr(diffusers, cls_name)(**settings).save_config(model / "scheduler")
     index = json.loads((model / "model_index.json").read_text())
     index["scheduler"] = ["diffusers", cls_name]
     (model / "model_index.json").write_text(json.dumps(index))
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model)
+    pipe = diffusers.DiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     return model, pipe
 
@@ -964,6 +964,71 @@ def test_other_model_configs_match_diffusers(tmp_path, variant):
         for path, w in zip(r.stdout.split(), want):
             got = np.array(Image.open(path).convert("RGB")).astype(int)
             assert np.abs(got - np.array(w).astype(int)).max() <= 2, (sampler, path)
+
+
+# A guidance-distilled UNet, as latent consistency models (LCM_Dreamshaper_v7, lcm-sdxl) ship
+# with the LCM scheduler: the guidance goes into the time embedding (time_cond_proj_dim) and the
+# UNet runs once a step, without the negative prompt. The guidance projection is scaled up so
+# that the guidance shows in the tiny model's pixels (checked below, or the test would prove
+# little).
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_a_guidance_distilled_unet_matches_diffusers(tmp_path, family):
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    base = PIPE if family == "sd" else SDXL / "tiny-sdxl"
+    model, _ = model_with_scheduler(tmp_path, "LCMScheduler", {}, base)
+    config = json.loads((base / "unet" / "config.json").read_text())
+    torch.manual_seed(2)
+    unet = diffusers.UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 32})
+    with torch.no_grad():
+        unet.time_embedding.cond_proj.weight.mul_(20)
+    shutil.rmtree(model / "unet")
+    unet.save_pretrained(model / "unet", safe_serialization=True)
+    txt = diffusers.AutoPipelineForText2Image.from_pretrained(model)
+    img = diffusers.AutoPipelineForImage2Image.from_pretrained(model)
+    for pipe in (txt, img):
+        pipe.set_progress_bar_config(disable=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(
+        tmp_path / "init.png")
+    wants = {}
+    for guidance in (8.5, 2.0):
+        gens = [torch.Generator("cpu").manual_seed(4 + i) for i in range(2)]
+        wants[("txt2img", guidance)] = txt(
+            "a blue square", negative_prompt="red", num_inference_steps=4,
+            guidance_scale=guidance, generator=gens, num_images_per_prompt=2, width=32,
+            height=32).images
+        wants[("img2img", guidance)] = img(
+            "a blue square", image=Image.open(tmp_path / "init.png"), strength=0.6,
+            num_inference_steps=4, guidance_scale=guidance,
+            generator=[torch.Generator("cpu").manual_seed(4)]).images
+    # The guidance is seen (the images at 8.5 and 2 differ), the negative prompt is not.
+    for command in ("txt2img", "img2img"):
+        a, b = image_arrays(wants[(command, 8.5)])[0], image_arrays(wants[(command, 2.0)])[0]
+        assert np.abs(a - b).max() > 8, command  # four times the tolerance
+    for (command, guidance), want in wants.items():
+        args = ["--init", str(tmp_path / "init.png"), "--strength", "0.6"] \
+            if command == "img2img" else ["--batch", "2", "--width", "32", "--height", "32"]
+        out = tmp_path / f"{command}-{guidance}"
+        r = run(command, "--model", str(model), "--prompt", "a blue square", "--negative", "red",
+                "--steps", "4", "--guidance", str(guidance), "--seed", "4", "--out", str(out),
+                *args)
+        assert r.returncode == 0, r.stderr
+        got = [np.array(Image.open(p).convert("RGB")).astype(int) for p in r.stdout.split()]
+        assert len(got) == len(want)
+        for g, w in zip(got, image_arrays(want)):
+            assert np.abs(g - w).max() <= 2, (command, guidance)
+        assert "Sampler: LCM" in Image.open(r.stdout.split()[0]).text["parameters"]
+    # AND needs the negative prompt's prediction, which such a UNet never makes.
+    r = run("txt2img", "--model", str(model), "--prompt", "a cat AND a dog", "--prompt-syntax",
+            "a1111", "--steps", "2", "--width", "32", "--height", "32", "--out",
+            str(tmp_path / "and"))
+    assert r.returncode == 1 and "guidance-distilled" in r.stderr and "unet" in r.stderr, r.stderr
+    # The original single-file layout has no name for the guidance embedding.
+    r = run("export", str(model), "--out", str(tmp_path / "x.safetensors"))
+    assert r.returncode == 1 and "time_cond_proj_dim" in r.stderr, r.stderr
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 # An init image whose size is not a multiple of 8 is resized down to one as diffusers' image

@@ -5,13 +5,15 @@ usage: make_unet_vae_fixture.py OUT_DIR tiny|full
 OUT_DIR/unet{,_sd2}/ and OUT_DIR/vae/ (config.json + diffusion_pytorch_model.safetensors) and
 OUT_DIR/expected.safetensors:
   unet{,_sd2}_sample, _t, _context, _out   (tiny: also _odd_* at a size not divisible by 4)
+  unet_lcm_*, unet_lcm_guidance: a guidance-distilled UNet (time_cond_proj_dim, odd) given the
+  guidance w of each row as its timestep_cond; unet_lcm_bare_*: the same UNet given none
   vae_image, vae_mean, vae_logvar, vae_latents, vae_decoded
 """
 import sys
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
 TINY_UNET = dict(block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=16,
@@ -24,6 +26,8 @@ TINY_UNET = dict(block_out_channels=(32, 64, 64), layers_per_block=1, sample_siz
 TINY_UNET_SD2 = dict(TINY_UNET, use_linear_projection=True, upcast_attention=True,
                      attention_head_dim=(4, 8, 8), layers_per_block=2, flip_sin_to_cos=True,
                      freq_shift=0, transformer_layers_per_block=2)
+# Latent consistency models' UNets: a guidance embedding (an odd width: its zero pad too).
+TINY_UNET_LCM = dict(TINY_UNET, time_cond_proj_dim=31)
 TINY_VAE = dict(block_out_channels=(32, 64), layers_per_block=1, in_channels=3, out_channels=3,
                 down_block_types=("DownEncoderBlock2D",) * 2,
                 up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=16)
@@ -50,12 +54,22 @@ def unet_case(out, tensors, name, config, hw, ctx_dim, batch=2):
     cases = [("", hw)]
     if len(hw) == 3:  # a second, odd size
         cases = [("", hw[:2]), ("_odd", (hw[2], hw[2] + 6))]
+    guided = config.get("time_cond_proj_dim") is not None
+    if guided:
+        cases.append(("_bare", hw[:2]))
     for suffix, (h, w) in cases:
         sample = torch.randn(batch, 4, h, w, generator=g)
         t = torch.tensor([999.0, 10.5][:batch])
         ctx = torch.randn(batch, 7 if ctx_dim < 100 else 77, ctx_dim, generator=g)
+        cond = None
+        if guided and suffix != "_bare":
+            # w, as the pipelines pass it (guidance scale - 1), embedded by diffusers itself
+            wv = torch.tensor([7.5 - 1, 2.0 - 1][:batch])
+            cond = StableDiffusionPipeline.get_guidance_scale_embedding(
+                None, wv, embedding_dim=config["time_cond_proj_dim"])
+            tensors[f"{name}{suffix}_guidance"] = wv
         with torch.no_grad():
-            o = unet(sample, t, encoder_hidden_states=ctx).sample
+            o = unet(sample, t, encoder_hidden_states=ctx, timestep_cond=cond).sample
         tensors.update({f"{name}{suffix}_sample": sample, f"{name}{suffix}_t": t,
                         f"{name}{suffix}_context": ctx, f"{name}{suffix}_out": o.contiguous()})
 
@@ -81,6 +95,7 @@ def main(out_dir, size):
     if size == "tiny":
         unet_case(out, tensors, "unet", TINY_UNET, (16, 16, 10), 24)
         unet_case(out, tensors, "unet_sd2", TINY_UNET_SD2, (8, 12), 24)
+        unet_case(out, tensors, "unet_lcm", TINY_UNET_LCM, (8, 12), 24)
         vae_case(out, tensors, TINY_VAE, 32)
     else:
         unet_case(out, tensors, "unet", FULL_UNET, (32, 32), 768)

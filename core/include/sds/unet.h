@@ -47,6 +47,10 @@ struct UNetConfig {
     // refiner (an aesthetic score in place of the target size). Not in the UNet's config: the
     // model folder says (ModelFolder::requires_aesthetics_score).
     int64_t time_ids = 6;
+    // A guidance-distilled UNet (latent consistency models): the time embedding also takes the
+    // guidance scale, embedded sinusoidally in this width, and the pipeline runs no
+    // classifier-free guidance. 0: none (time_cond_proj_dim null).
+    int64_t time_cond_proj_dim = 0;
     // The pooled text embedding's width a text_time model expects.
     int64_t text_embeds_dim() const {
         return projection_class_embeddings_input_dim - time_ids * addition_time_embed_dim;
@@ -72,8 +76,12 @@ class UNet {
     // SDXL's added conditioning (UNetConfig::text_time): text_embeds [B, text_embeds_dim()],
     // time_ids [B, 6] (original height and width, crop top and left, target height and width;
     // a refiner's [B, 5]: original size, crop corner and aesthetic score).
+    // `guidance`: the guidance w a time_cond_proj_dim model is conditioned on (one, or one per
+    // row; diffusers passes guidance scale - 1); without it such a model runs unconditioned on
+    // it, as diffusers' does.
     struct Added {
         at::Tensor text_embeds, time_ids;
+        at::Tensor guidance;
     };
     // A ControlNet's output (sds/controlnet.h): one tensor for each skip connection of the down
     // blocks (the conv_in output's first), and one for the mid block's output; each is added

@@ -74,7 +74,8 @@ std::string original_unet_key(const std::string& name, const UNetConfig& config)
     const int per_down = layers_per_block + 1;  // resnets (+ attentions), then the downsampler
     const int per_up = layers_per_block + 1;    // one resnet more than a down block
     try {
-        if (p[0] == "time_embedding" && p.size() == 3) {
+        if (p[0] == "time_embedding" && p.size() == 3 &&
+            (p[1] == "linear_1" || p[1] == "linear_2")) {
             return std::string("time_embed.") + (p[1] == "linear_1" ? "0." : "2.") + p[2];
         }
         if (p[0] == "add_embedding" && p.size() == 3) {  // SDXL's pooled text and size ids

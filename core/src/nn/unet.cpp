@@ -35,6 +35,12 @@ UNetConfig nn::unet_config_from(const JsonConfig& j, bool with_up_blocks) {
     c.freq_shift = j.number("freq_shift", c.freq_shift);
     c.use_linear_projection = j.boolean("use_linear_projection", c.use_linear_projection);
     c.upcast_attention = j.boolean("upcast_attention", c.upcast_attention);
+    if (j.has("time_cond_proj_dim")) {
+        c.time_cond_proj_dim = j.integer("time_cond_proj_dim");
+        if (c.time_cond_proj_dim < 1) {
+            j.fail("time_cond_proj_dim", "must be a positive width or null");
+        }
+    }
 
     const size_t n = c.block_out_channels.size();
     c.transformer_layers = j.has("transformer_layers_per_block")
@@ -135,7 +141,6 @@ UNetConfig nn::unet_config_from(const JsonConfig& j, bool with_up_blocks) {
     require("class_embed_type", nullptr);
     require("reverse_transformer_layers_per_block", nullptr);
     require("encoder_hid_dim", nullptr);
-    require("time_cond_proj_dim", nullptr);
     require("time_embedding_type", "positional");
     require("resnet_time_scale_shift", "default");
     require("mid_block_type", "UNetMidBlock2DCrossAttn");
@@ -178,7 +183,23 @@ at::Tensor embed_time(const UNetConfig& c, TimestepEmbedding& time_embedding,
     at::Tensor t = timesteps.to(sample.device()).reshape({-1}).expand({b});
     at::Tensor emb = timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)
                          .to(sample.scalar_type());
-    at::Tensor temb = time_embedding(emb);
+    at::Tensor cond;
+    if (added.guidance.defined()) {
+        // The guidance as diffusers' get_guidance_scale_embedding makes it: w x 1000 embedded as
+        // [sin, cos] with frequencies exp(-k log(10000) / (half - 1)), in fp32.
+        const int64_t dim = c.time_cond_proj_dim;
+        const int64_t half = dim / 2;
+        const at::Tensor w = added.guidance.to(at::kFloat).reshape({-1}).expand({b}) * 1000.0;
+        const at::Tensor step = at::log(at::scalar_tensor(10000.0, at::kFloat)) / (half - 1);
+        const at::Tensor freqs = at::exp(at::arange(half, at::kFloat) * -step);
+        const at::Tensor args = w.unsqueeze(1) * freqs.unsqueeze(0);
+        cond = at::cat({at::sin(args), at::cos(args)}, 1);
+        if (dim % 2 == 1) {
+            cond = at::constant_pad_nd(cond, {0, 1});
+        }
+        cond = cond.to(sample.device(), sample.scalar_type());
+    }
+    at::Tensor temb = time_embedding(emb, cond);
     if (add_embedding) {
         // Each size number embedded as a timestep is, then all next to the text embedding.
         const at::Tensor ids =
@@ -248,7 +269,8 @@ struct UNetModuleImpl : tnn::Module {
         const size_t n = boc.size();
         const int64_t temb = boc[0] * 4;
         conv_in = register_module("conv_in", nn::conv2d(c.in_channels, boc[0], 3, 1, 1));
-        time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb));
+        time_embedding = register_module("time_embedding",
+                                         TimestepEmbedding(boc[0], temb, c.time_cond_proj_dim));
         if (c.text_time) {
             add_embedding = register_module(
                 "add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, temb));

@@ -83,13 +83,23 @@ struct MidBlockImpl : tnn::Module {
 };
 TORCH_MODULE(MidBlock);
 
+// `cond` > 0: a condition of that width projected (cond_proj, no bias) and added to the input
+// first, when one is given (UNetConfig::time_cond_proj_dim).
 struct TimestepEmbeddingImpl : tnn::Module {
-    TimestepEmbeddingImpl(int64_t in, int64_t dim) {
+    TimestepEmbeddingImpl(int64_t in, int64_t dim, int64_t cond = 0) {
+        if (cond > 0) {
+            cond_proj = register_module("cond_proj", Linear(cond, in, false));
+        }
         linear_1 = register_module("linear_1", Linear(in, dim));
         linear_2 = register_module("linear_2", Linear(dim, dim));
     }
-    at::Tensor forward(const at::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
-    Linear linear_1{nullptr}, linear_2{nullptr};
+    at::Tensor forward(at::Tensor x, const at::Tensor& condition = {}) {
+        if (cond_proj && condition.defined()) {
+            x = x + cond_proj(condition);
+        }
+        return linear_2(torch::silu(linear_1(x)));
+    }
+    Linear cond_proj{nullptr}, linear_1{nullptr}, linear_2{nullptr};
 };
 TORCH_MODULE(TimestepEmbedding);
 

@@ -87,6 +87,11 @@ void write_original_checkpoint(const ModelFolder& model, const std::filesystem::
     model.explain_load_errors([&] {
         const auto& uc = model.component("unet");
         UNet unet(UNetConfig::from_file(uc.config));
+        if (unet.config().time_cond_proj_dim > 0) {
+            throw ModelError(uc.config.string() +
+                             ": a guidance-distilled UNet (time_cond_proj_dim); the original "
+                             "single-file layout has no place for its guidance embedding");
+        }
         unet.load_weights(uc.weights, uc.original_prefix);
         add_module(
             tensors, unet.module(), kOriginalUNetPrefix,

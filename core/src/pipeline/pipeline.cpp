@@ -948,7 +948,17 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     if (req.prompt_syntax != PromptSyntax::Plain) {
         parts = split_and(req.prompt);
     }
-    const bool guided = req.guided() || composes(parts);
+    // A guidance-distilled UNet (time_cond_proj_dim) takes the guidance as a condition and runs
+    // once a step, without the negative prompt, as diffusers' pipelines run it.
+    const bool distilled = m.unet->config().time_cond_proj_dim > 0;
+    if (distilled && composes(parts)) {
+        throw Error(
+            "composable prompts (AND, or a weight after the prompt) need classifier-free "
+            "guidance, which this model's UNet does not run: it is guidance-distilled "
+            "(time_cond_proj_dim in " +
+            m.folder.component("unet").config.string() + ")");
+    }
+    const bool guided = !distilled && (req.guided() || composes(parts));
     // The UNet's batch: [negative x B when guided, part 1 x B, ..., part n x B].
     const auto copies = static_cast<int64_t>(parts.size()) + (guided ? 1 : 0);
 
@@ -989,6 +999,9 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         }
         StepText out;
         out.context = at::cat(contexts, 0);
+        if (distilled) {  // diffusers' w: the guidance scale less 1
+            out.added.guidance = at::scalar_tensor(req.guidance_scale - 1.0, at::kDouble);
+        }
         if (uncond.defined()) {
             if (uncond.size(1) == longest) {
                 out.context = at::cat({uncond, out.context}, 0);
@@ -1104,6 +1117,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         }
         const auto rows = [&](int64_t from, int64_t count) {
             UNet::Added a;
+            a.guidance = text.added.guidance;
             if (text.added.text_embeds.defined()) {
                 a.text_embeds = text.added.text_embeds.narrow(0, from, count);
                 a.time_ids = text.added.time_ids.narrow(0, from, count);

@@ -52,9 +52,13 @@ inline void check_unet(const std::filesystem::path& dir, const std::string& name
     unet.to(on.device, on.dtype);
     for (const auto& c : cases) {
         const std::string p = name + c;
+        UNet::Added added;
+        if (e.contains(p + "_guidance")) {
+            added.guidance = e.tensor(p + "_guidance");
+        }
         const at::Tensor out =
             unet.forward(e.tensor(p + "_sample").to(on.device, on.dtype), e.tensor(p + "_t"),
-                         e.tensor(p + "_context").to(on.device, on.dtype));
+                         e.tensor(p + "_context").to(on.device, on.dtype), added);
         EXPECT_EQ(out.scalar_type(), on.dtype);
         expect_close(p + " on " + on.str(), out, e.tensor(p + "_out"), on.tol);
     }

@@ -23,6 +23,11 @@ TEST(UNet, Sd2KnobsMatchDiffusers) {
     sds::test::check_unet(kDir, "unet_sd2", {""});
 }
 
+TEST(UNet, AGuidanceEmbeddingMatchesDiffusers) {
+    // time_cond_proj_dim (latent consistency models): given each row's guidance, and given none
+    sds::test::check_unet(kDir, "unet_lcm", {"", "_bare"});
+}
+
 TEST(Vae, EncodeAndDecodeMatchDiffusers) {
     sds::test::check_vae(kDir);
 }
@@ -73,6 +78,9 @@ TEST(UNet, UnsupportedOrInconsistentConfigsAreErrors) {
     EXPECT_NE(config_error("block_type", R"({"down_block_types": ["SimpleCrossAttnDownBlock2D",
         "DownBlock2D", "DownBlock2D", "DownBlock2D"]})")
                   .find("down_block_types entry 'SimpleCrossAttnDownBlock2D' is not supported"),
+              std::string::npos);
+    EXPECT_NE(config_error("cond_proj", R"({"time_cond_proj_dim": 0})")
+                  .find("config.json: time_cond_proj_dim must be a positive width or null"),
               std::string::npos);
     EXPECT_NE(config_error("groups", R"({"norm_num_groups": 7})")
                   .find("block_out_channels entry 320 is not divisible by norm_num_groups 7"),
