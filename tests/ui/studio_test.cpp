@@ -716,6 +716,70 @@ class StudioTest : public QObject {
         open(tiny_model());
     }
 
+    // A latent consistency model (LCM scheduler, a UNet that takes the guidance as an input)
+    // starts with the LCM sampler, 4 steps and 8.5 guidance; its negative prompt box is off
+    // with the text kept, and back on for a model that reads it.
+    void aLatentConsistencyModelOpensWithItsSettingsAndNoNegativePrompt() {
+        auto& w = window();
+        QTemporaryDir dir;
+        const QString lcm = dir.filePath("lcm");
+        QVERIFY(QProcess::execute("cp", {"-r", tiny_model(), lcm}) == 0);
+        QFile::remove(lcm + "/sdstudio.json");
+        const auto rewrite = [](const QString& file, const auto& edit) {
+            QFile f(file);
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            QJsonObject o = QJsonDocument::fromJson(f.readAll()).object();
+            f.close();
+            edit(o);
+            QVERIFY(f.open(QIODevice::WriteOnly | QIODevice::Truncate));
+            f.write(QJsonDocument(o).toJson());
+        };
+        rewrite(lcm + "/model_index.json", [](QJsonObject& o) {
+            o["scheduler"] = QJsonArray{"diffusers", "LCMScheduler"};
+        });
+        rewrite(lcm + "/scheduler/scheduler_config.json",
+                [](QJsonObject& o) { o["_class_name"] = "LCMScheduler"; });
+        int64_t width = 0;
+        rewrite(lcm + "/unet/config.json", [&](QJsonObject& o) {
+            o["time_cond_proj_dim"] = 8;
+            width = o["block_out_channels"].toArray().at(0).toInt();
+        });
+        const std::string weights = (lcm + "/" + kUnetFile).toStdString();
+        std::vector<std::pair<std::string, at::Tensor>> tensors;
+        {
+            const auto unet = SafeTensorsFile::open(weights);
+            for (const auto& t : unet.tensors()) {
+                tensors.emplace_back(t.name, unet.tensor(t.name).clone());
+            }
+            tensors.emplace_back("time_embedding.cond_proj.weight",
+                                 at::randn({width, 8}).to(tensors.front().second.scalar_type()));
+        }
+        save_safetensors(weights, tensors);
+
+        w.panel()->negativePrompt()->setPlainText("blurry");
+        const auto open = [&](const QString& model) {
+            QVERIFY(w.openModel(model));
+            QVERIFY(
+                wait_for([&] { return w.worker()->modelPath() == model && !w.worker()->busy(); }));
+            QTest::qWait(20);
+        };
+        open(lcm);
+        GenerationRequest r = w.panel()->request();
+        QCOMPARE(r.sampler, Sampler::Lcm);
+        QCOMPARE(r.steps, 4);
+        QCOMPARE(r.guidance_scale, 8.5);
+        QVERIFY(!w.panel()->negativePrompt()->isEnabled());
+        QCOMPARE(w.panel()->negativePrompt()->toPlainText(), QString("blurry"));
+        setSmall(w.panel(), 4);
+        QSignalSpy done(&w, &ui::MainWindow::generationDone);
+        QVERIFY(w.generate() > 0);
+        QVERIFY(wait_for([&] { return done.count() == 1; }));
+        QVERIFY2(w.errorText().isEmpty(), qPrintable(w.errorText()));
+        open(tiny_model());
+        QVERIFY(w.panel()->negativePrompt()->isEnabled());
+        w.panel()->negativePrompt()->clear();
+    }
+
     void aSingleFileCheckpointOpensWithTheConfigsSetForIt() {
         auto& w = window();
         const auto dir = test::fixture_dir("single_file");

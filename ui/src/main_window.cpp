@@ -656,6 +656,7 @@ bool MainWindow::openModel(const QString& dir) {
             ModelFolder::open_any(dir.toStdString(), settings_.singleFileConfig(dir).toStdString());
         tokenizerDir_ = QString::fromStdString(model.tokenizer_dir().string());
         panel_->setModelIsRefiner(model.requires_aesthetics_score());
+        panel_->setModelIsGuidanceDistilled(model.guidance_distilled());
         updatePromptCounters();
     } catch (const std::exception& e) {
         showError(tr("Cannot open the model: %1").arg(QString::fromUtf8(e.what())));

@@ -116,10 +116,16 @@ bool ValueSlider::eventFilter(QObject* o, QEvent* e) {
     return QWidget::eventFilter(o, e);
 }
 
+namespace {
+QString negativePlaceholder() {
+    return ParameterPanel::tr("Negative prompt: what to avoid");
+}
+}  // namespace
+
 ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     const GenerationRequest defaults;
     prompt_ = new PromptEdit(tr("Prompt: what the image shows"));
-    negative_ = new PromptEdit(tr("Negative prompt: what to avoid"));
+    negative_ = new PromptEdit(negativePlaceholder());
     prompt_->setComposable(true);
     prompt_->setObjectName("prompt");
     negative_->setObjectName("negative");
@@ -1045,6 +1051,14 @@ void ParameterPanel::setNativeSize(int size) {
 void ParameterPanel::setModelIsRefiner(bool refiner) {
     modelIsRefiner_ = refiner;
     enableRefiner_();
+}
+
+void ParameterPanel::setModelIsGuidanceDistilled(bool distilled) {
+    negative_->setEnabled(!distilled);
+    negative_->setPlaceholderText(
+        distilled ? tr("No negative prompt: this model takes the guidance as an input (a latent "
+                       "consistency model) and runs without one")
+                  : negativePlaceholder());
 }
 
 void ParameterPanel::applyHints(const ModelHints& hints) {

@@ -84,6 +84,9 @@ class ParameterPanel : public QWidget {
     void applyHints(const ModelHints& hints);
     // The open model is an SDXL refiner (its aesthetic scores apply without the Refiner row).
     void setModelIsRefiner(bool refiner);
+    // The model's UNet takes the guidance as an input (ModelFolder::guidance_distilled): the
+    // negative prompt box is off (its text kept), as the model runs without one.
+    void setModelIsGuidanceDistilled(bool distilled);
     void setBusy(bool busy);
     // Adds a LoRA row (file and weight); Add LoRA… asks for the file.
     void addLora(const LoraRef& lora);

@@ -48,8 +48,9 @@ WeightsSummary summarize_weights(const ComponentFiles& component);
 
 // Settings a model works best with, from an optional sdstudio.json in its folder (ours; diffusers
 // ignores it): {"guidance_scale": 3.0, "steps": 15, "sampler": "dpmpp_2m"}, every key optional.
-// The studio starts a model's session with them; the CLI and GenerationRequest keep diffusers'
-// defaults.
+// A model whose scheduler is LCMScheduler suggests its sampler and 4 steps, and 8.5 guidance
+// when its UNet is guidance-distilled, where the file does not say. The studio starts a model's
+// session with them; the CLI and GenerationRequest keep diffusers' defaults.
 struct ModelHints {
     std::optional<double> guidance_scale;
     std::optional<int> steps;
@@ -124,6 +125,9 @@ class ModelFolder {
     std::filesystem::path tokenizer_2_dir() const { return dir_ / "tokenizer_2"; }
     // SDXL: no negative prompt means zero embeddings, not those of "" (model_index.json).
     bool force_zeros_for_empty_prompt() const { return force_zeros_for_empty_prompt_; }
+    // The UNet takes the guidance as an input (its config's time_cond_proj_dim, latent
+    // consistency models): it runs without classifier-free guidance and a negative prompt.
+    bool guidance_distilled() const { return guidance_distilled_; }
     const ModelHints& hints() const { return hints_; }
 
   private:
@@ -134,6 +138,7 @@ class ModelFolder {
     std::string pipeline_class_;
     bool force_zeros_for_empty_prompt_ = false;
     bool requires_aesthetics_score_ = false;
+    bool guidance_distilled_ = false;
     std::map<std::string, ComponentFiles> components_;
 };
 

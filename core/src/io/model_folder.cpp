@@ -230,6 +230,20 @@ ModelFolder ModelFolder::read(const fs::path& dir, Variant variant, bool weights
             }
         }
     }
+    const auto unet = m.components_.find("unet");
+    m.guidance_distilled_ = unet != m.components_.end() && fs::exists(unet->second.config) &&
+                            JsonConfig::load(unet->second.config).has("time_cond_proj_dim");
+    // A latent consistency model (its scheduler LCM's) runs in a few steps with its own sampler,
+    // a guidance-distilled one at the guidance its pipeline defaults to
+    // (LatentConsistencyModelPipeline's 4 steps and 8.5); sdstudio.json says otherwise.
+    const auto scheduler = m.components_.find("scheduler");
+    if (scheduler != m.components_.end() && scheduler->second.class_name == "LCMScheduler") {
+        m.hints_.sampler = m.hints_.sampler.value_or("lcm");
+        m.hints_.steps = m.hints_.steps.value_or(4);
+        if (m.guidance_distilled_) {
+            m.hints_.guidance_scale = m.hints_.guidance_scale.value_or(8.5);
+        }
+    }
     return m;
 }
 

@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <functional>
+#include <iterator>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
@@ -78,6 +79,38 @@ TEST(ModelFolder, SuggestedSettingsComeFromSdstudioJson) {
     const auto demo = sds::ModelFolder::open(fs::path(SDS_SOURCE_DIR) / "models/demo").hints();
     EXPECT_EQ(demo.guidance_scale, 3.0);
     EXPECT_EQ(demo.sampler, "dpmpp_2m");
+}
+
+// A model whose scheduler is LCM's starts with its sampler and 4 steps, and a guidance-distilled
+// one (time_cond_proj_dim) with LatentConsistencyModelPipeline's guidance too; sdstudio.json
+// still has the last word.
+TEST(ModelFolder, LatentConsistencyModelsSuggestTheirSamplerAndSteps) {
+    const fs::path dir = copy_tiny("lcm");
+    const auto retype = [&](const std::string& from, const std::string& to) {
+        const fs::path index = dir / "model_index.json";
+        std::ifstream in(index);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        in.close();
+        text.replace(text.find(from), from.size(), to);
+        std::ofstream(index) << text;
+    };
+    retype("PNDMScheduler", "LCMScheduler");
+    auto h = sds::ModelFolder::open(dir).hints();
+    EXPECT_EQ(h.sampler, "lcm");
+    EXPECT_EQ(h.steps, 4);
+    EXPECT_FALSE(h.guidance_scale);  // an LCM-LoRA merged into a model: its own guidance
+    EXPECT_FALSE(sds::ModelFolder::open(dir).guidance_distilled());
+    std::ofstream(dir / "unet" / "config.json") << R"({"time_cond_proj_dim": 256})";
+    EXPECT_TRUE(sds::ModelFolder::open(dir).guidance_distilled());
+    h = sds::ModelFolder::open(dir).hints();
+    EXPECT_EQ(h.guidance_scale, 8.5);
+    std::ofstream(dir / "sdstudio.json") << R"({"steps": 6, "guidance_scale": 5})";
+    h = sds::ModelFolder::open(dir).hints();
+    EXPECT_EQ(h.steps, 6);
+    EXPECT_EQ(h.guidance_scale, 5.0);
+    EXPECT_EQ(h.sampler, "lcm");
+    retype("LCMScheduler", "PNDMScheduler");  // the guidance-distilled UNet alone hints nothing
+    EXPECT_FALSE(sds::ModelFolder::open(dir).hints().sampler);
 }
 
 TEST(ModelFolderErrors, BadSuggestedSettingsNameTheFileAndKey) {
