@@ -1415,6 +1415,102 @@ class StudioTest : public QObject {
                                       "Threshold A: 40, Threshold B: 90"),
                  qPrintable(edgedParams));
         preprocessor->setCurrentIndex(preprocessor->findData("invert"));
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), controlled);
+        // A second ControlNet with its own picture (a map, taken as it is): both guide, the
+        // history keeps its picture and Reuse parameters brings the unit back; removing it
+        // gives the one-ControlNet image again.
+        const QString map = data_.filePath("control-map.png");
+        {
+            QImage m(96, 96, QImage::Format_RGB32);
+            m.fill(Qt::black);
+            QPainter(&m).fillRect(QRect(10, 40, 70, 20), Qt::white);
+            QVERIFY(m.save(map));
+        }
+        auto* add = w.panel()->findChild<QToolButton*>("addControlnet");
+        QVERIFY(add != nullptr && w.panel()->findChild<QLineEdit*>("controlnet2") == nullptr);
+        QTest::mouseClick(add, Qt::LeftButton);
+        QCOMPARE(w.panel()->controlUnitCount(), 2);
+        auto* net2 = w.panel()->findChild<QLineEdit*>("controlnet2");
+        auto* image2 = w.panel()->findChild<QLineEdit*>("controlImage2");
+        QVERIFY(net2 && image2);
+        QVERIFY(!w.panel()->findChild<QWidget*>("controlScale2")->isEnabled());
+        net2->setText(net);
+        image2->setText(map);
+        auto* preprocessor2 = w.panel()->findChild<QComboBox*>("controlPreprocessor2");
+        preprocessor2->setCurrentIndex(preprocessor2->findData("none"));
+        w.panel()->findChild<QDoubleSpinBox*>("controlScale2")->setValue(0.8);
+        std::vector<ControlRef> two = w.panel()->request().controls;
+        QCOMPARE(two.size(), size_t(2));
+        QCOMPARE(two[0].image, std::string("canvas"));
+        QCOMPARE(two[1].image, map.toStdString());
+        QCOMPARE(two[1].preprocessor, std::string("none"));
+        QCOMPARE(two[1].scale, 0.8);
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview2"), Qt::LeftButton);
+        auto* preview2 = w.findChild<QDialog*>("controlPreviewDialog");
+        QVERIFY(preview2 != nullptr);
+        const GenerationRequest sized = w.panel()->request();
+        QCOMPARE(
+            preview2->findChild<QLabel*>("controlPreviewImage")
+                ->pixmap()
+                .toImage()
+                .convertToFormat(QImage::Format_RGB888),
+            app::to_qimage(sds::resize(app::from_qimage(QImage(map)), sized.width, sized.height))
+                .convertToFormat(QImage::Format_RGB888));
+        preview2->close();
+        delete preview2;
+        screenshot(&w, "studio-controlnet-two-units.png");
+        QVERIFY(generate());
+        QVERIFY2(w.errorText().isEmpty(), qPrintable(w.errorText()));
+        const QImage both = w.result()->image();
+        QVERIFY(both != controlled);
+        const auto twice = w.history()->get(w.lastSavedId());
+        QVERIFY(twice.has_value());
+        QCOMPARE(twice->request.controls.size(), size_t(2));
+        QCOMPARE(QImage(QString::fromStdString(twice->request.controls[1].image))
+                     .convertToFormat(QImage::Format_RGB32),
+                 QImage(map).convertToFormat(QImage::Format_RGB32));  // a copy beside the images
+        QVERIFY2(QImageReader(twice->file)
+                     .text("parameters")
+                     .contains("ControlNet 1: \"Module: "
+                               "none, Model: "
+                               "controlnet-test, Weight: "
+                               "0.8"),
+                 qPrintable(QImageReader(twice->file).text("parameters")));
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlRemove2"), Qt::LeftButton);
+        QTest::qWait(1);  // the unit goes with the event loop
+        QCOMPARE(w.panel()->controlUnitCount(), 1);
+        QVERIFY(w.panel()->findChild<QLineEdit*>("controlnet2") == nullptr);
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), controlled);
+        w.reuseParameters(twice->id);
+        QCOMPARE(w.panel()->controlUnitCount(), 2);
+        QCOMPARE(w.panel()->request().controls[1].image, twice->request.controls[1].image);
+        QVERIFY(generate());
+        QCOMPARE(w.result()->image(), both);
+        // Three units at most; removing the second moves the third up, as it was.
+        QTest::mouseClick(add, Qt::LeftButton);
+        QCOMPARE(w.panel()->controlUnitCount(), 3);
+        QVERIFY(!add->isEnabled());
+        w.panel()->findChild<QLineEdit*>("controlImage3")->setText(map + ".missing.png");
+        w.panel()->findChild<QLineEdit*>("controlnet3")->setText(net);
+        {  // a picture that is not there: the error names it, and nothing is made
+            QSignalSpy done(&w, &ui::MainWindow::generationDone);
+            const qint64 last = w.lastSavedId();
+            QVERIFY(w.generate() > 0);
+            QVERIFY(wait_for([&] { return done.count() == 1; }));
+            QVERIFY2(w.errorText().contains("control-map.png.missing.png"),
+                     qPrintable(w.errorText()));
+            QCOMPARE(w.lastSavedId(), last);
+        }
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlRemove2"), Qt::LeftButton);
+        QTest::qWait(1);
+        QCOMPARE(w.panel()->controlUnitCount(), 2);
+        QVERIFY(add->isEnabled());
+        QCOMPARE(w.panel()->findChild<QLineEdit*>("controlImage2")->text(), map + ".missing.png");
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlRemove2"), Qt::LeftButton);
+        QTest::qWait(1);
+        QCOMPARE(w.panel()->request().controls.size(), size_t(1));
         // Inpainting: the ControlNet reads the picture being repainted (the canvas); the
         // masked part follows it, so weight 0 and 1 differ there, and the history keeps it.
         QImage mask(sketch.size(), QImage::Format_RGB888);

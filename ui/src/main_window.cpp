@@ -688,10 +688,8 @@ app::Job MainWindow::makeJob(app::Job::Policy policy) {
     if (job.request.is_inpaint()) {
         job.mask = canvas_->mask();
     }
-    for (const ControlRef& c : job.request.controls) {  // the panel's reads the canvas
-        if (c.image == "canvas") {
-            job.controls << canvas_->image();
-        }
+    for (const ControlRef& c : job.request.controls) {  // unreadable: the engine says which
+        job.controls << controlPicture(c);
     }
     return job;
 }
@@ -922,30 +920,43 @@ void MainWindow::useAsInput(qint64 id) {
     statusBar()->showMessage(tr("#%1 is on the canvas: draw over it, then Generate").arg(id), 5000);
 }
 
-void MainWindow::showControlPreview() {
+QImage MainWindow::controlPicture(const ControlRef& control) const {
+    return control.image == "canvas" ? canvas_->image()
+                                     : QImage(QString::fromStdString(control.image));
+}
+
+void MainWindow::showControlPreview(int unit) {
     const GenerationRequest r = panel_->request();
-    if (r.controls.empty()) {
+    const std::optional<ControlRef> control =
+        unit < panel_->controlUnitCount() ? panel_->controlUnit(unit)->control() : std::nullopt;
+    if (!control) {
         return;
     }
-    sds::Image image = app::from_qimage(canvas_->image());
+    const QImage picture = controlPicture(*control);
+    if (picture.isNull()) {
+        showError(tr("Cannot read the ControlNet's picture %1")
+                      .arg(QString::fromStdString(control->image)));
+        return;
+    }
+    sds::Image image = app::from_qimage(picture);
     if (image.width != r.width || image.height != r.height) {
         image = sds::resize(image, r.width, r.height);  // as the pipeline sizes it
     }
-    const sds::Image seen = sds::preprocess_control(image, r.controls.front());
+    const sds::Image seen = sds::preprocess_control(image, *control);
     auto* dialog = new QDialog(this);
     dialog->setObjectName("controlPreviewDialog");
     dialog->setAttribute(Qt::WA_DeleteOnClose);
-    dialog->setWindowTitle(
-        tr("What the ControlNet gets: %1")
-            .arg(panel_->findChild<QComboBox*>("controlPreprocessor")->currentText()));
-    auto* picture = new QLabel;
-    picture->setObjectName("controlPreviewImage");
-    picture->setPixmap(QPixmap::fromImage(app::to_qimage(seen)));
+    dialog->setWindowTitle(tr("What ControlNet %1 gets: %2")
+                               .arg(unit + 1)
+                               .arg(QString::fromStdString(control->preprocessor)));
+    auto* shown = new QLabel;
+    shown->setObjectName("controlPreviewImage");
+    shown->setPixmap(QPixmap::fromImage(app::to_qimage(seen)));
     // A small picture shown bigger, its pixels kept square and sharp.
     const int zoom = std::max(1, 384 / std::max(seen.width, seen.height));
-    picture->setFixedSize(seen.width * zoom, seen.height * zoom);
-    picture->setScaledContents(true);
-    const ControlRef& c = r.controls.front();
+    shown->setFixedSize(seen.width * zoom, seen.height * zoom);
+    shown->setScaledContents(true);
+    const ControlRef& c = *control;
     QString what = QString::fromStdString(c.preprocessor);
     if (c.preprocessor == "canny") {
         what += tr(", thresholds %1 and %2").arg(c.canny_low).arg(c.canny_high);
@@ -956,7 +967,7 @@ void MainWindow::showControlPreview() {
     connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::close);
     auto* layout = new QVBoxLayout(dialog);
     layout->addWidget(caption);
-    layout->addWidget(picture);
+    layout->addWidget(shown);
     layout->addWidget(buttons);
     dialog->show();
 }

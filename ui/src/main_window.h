@@ -64,9 +64,12 @@ class MainWindow : public QMainWindow {
     // Model → Fine-tune: the training window, its base the model open here. Closing the studio
     // stops a run in it after its step, with a checkpoint that the next Start continues.
     void showTrainWindow();
-    // The ControlNet row's Preview: a window with what the (first) ControlNet gets of the
-    // canvas, at the request's size, through its preprocessor (sds::preprocess_control).
-    void showControlPreview();
+    // A ControlNet unit's Preview: a window with what its ControlNet gets of its picture (the
+    // canvas, or its file), at the request's size, through its preprocessor
+    // (sds::preprocess_control).
+    void showControlPreview(int unit = 0);
+    // A ControlNet's picture: the canvas, or the file it names (null where unreadable).
+    QImage controlPicture(const ControlRef& control) const;
 
     // For tests and screenshots.
     app::InferenceWorker* worker() const { return worker_.get(); }

@@ -116,6 +116,203 @@ bool ValueSlider::eventFilter(QObject* o, QEvent* e) {
     return QWidget::eventFilter(o, e);
 }
 
+ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(index) {
+    const ControlRef control;
+    model_ = new QLineEdit;
+    model_->setPlaceholderText(tr("off (a ControlNet folder or file)"));
+    model_->setClearButtonEnabled(true);
+    model_->setToolTip(
+        tr("A ControlNet (scribble, canny, depth, ...: a diffusers ControlNetModel folder, or "
+           "one .safetensors or .pth file as A1111's ControlNet extension loads) that reads %1 "
+           "and guides the image to follow it")
+            .arg(index == 0 ? tr("the canvas")
+                            : tr("its picture (the canvas where none is named)")));
+    auto* pick = new QToolButton;
+    pick->setText(QString::fromUtf8("…"));
+    pick->setToolTip(tr("Choose the ControlNet: a folder or a file"));
+    pick->setPopupMode(QToolButton::InstantPopup);
+    auto* menu = new QMenu(pick);
+    menu->addAction(tr("Folder (diffusers)…"), this, [this] {
+        const QString dir =
+            QFileDialog::getExistingDirectory(this, tr("ControlNet folder"), model_->text());
+        if (!dir.isEmpty()) {
+            model_->setText(dir);
+        }
+    });
+    menu->addAction(tr("File (.safetensors, .pth)…"), this, [this] {
+        const QString file =
+            QFileDialog::getOpenFileName(this, tr("ControlNet file"), model_->text(),
+                                         tr("ControlNet files (*.safetensors *.pth *.ckpt *.bin)"));
+        if (!file.isEmpty()) {
+            model_->setText(file);
+        }
+    });
+    pick->setMenu(menu);
+    scale_ = numberBox("controlScale", 0, 5, 0.05, 2, control.scale,
+                       tr("How strongly the ControlNet guides (its residuals' scale; A1111's "
+                          "Weight)"));
+    start_ = numberBox("controlStart", 0, 0.99, 0.05, 2, control.start,
+                       tr("The part of the way where the ControlNet starts guiding"));
+    end_ = numberBox("controlEnd", 0.01, 1, 0.05, 2, control.end,
+                     tr("The part of the way where it stops"));
+    preprocessor_ = new QComboBox;
+    preprocessor_->addItem(tr("invert (a sketch)"), "invert");
+    preprocessor_->addItem(tr("none (a map)"), "none");
+    preprocessor_->addItem(tr("canny (edges)"), "canny");
+    preprocessor_->setToolTip(
+        tr("What the ControlNet gets of its picture: invert makes dark lines on white the "
+           "white lines on black that scribble and line-art ControlNets read; none gives it as "
+           "it is (an edge, depth or pose map); canny finds a picture's edges, as OpenCV's "
+           "Canny (A1111's canny preprocessor), for canny ControlNets"));
+    const auto cannyBox = [](double value, const QString& tip) {
+        auto* box = new QSpinBox;
+        box->setRange(0, 2040);  // the largest gradient there is
+        box->setValue(static_cast<int>(value));
+        box->setToolTip(tip);
+        return box;
+    };
+    cannyLow_ = cannyBox(control.canny_low,
+                         tr("Canny's low threshold: weaker edges are dropped, stronger ones kept "
+                            "where they touch a strong edge (A1111's Threshold A)"));
+    cannyHigh_ =
+        cannyBox(control.canny_high, tr("Canny's high threshold: edges stronger than this are kept "
+                                        "(A1111's Threshold B)"));
+    preview_ = new QToolButton;
+    preview_->setText(tr("Preview"));
+    preview_->setToolTip(tr("Show what the ControlNet gets of its picture"));
+    connect(preview_, &QToolButton::clicked, this, &ControlUnit::previewRequested);
+
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(0, 0, 0, 0);
+    QToolButton* pickImage = nullptr;
+    if (index > 0) {
+        title_ = new QLabel;
+        image_ = new QLineEdit;
+        image_->setPlaceholderText(tr("its picture (none: the canvas)"));
+        image_->setClearButtonEnabled(true);
+        image_->setToolTip(
+            tr("The picture this ControlNet reads (a map, a sketch or a photo "
+               "for its preprocessor); none: the canvas"));
+        pickImage = new QToolButton;
+        pickImage->setText(QString::fromUtf8("…"));
+        pickImage->setToolTip(tr("Choose its picture"));
+        connect(pickImage, &QToolButton::clicked, this, [this] {
+            const QString file =
+                QFileDialog::getOpenFileName(this, tr("ControlNet picture"), image_->text(),
+                                             tr("Pictures (*.png *.jpg *.jpeg *.webp *.bmp)"));
+            if (!file.isEmpty()) {
+                image_->setText(file);
+            }
+        });
+        remove_ = new QToolButton;
+        remove_->setText(QString::fromUtf8("✕"));
+        remove_->setToolTip(tr("Remove this ControlNet"));
+        connect(remove_, &QToolButton::clicked, this, &ControlUnit::removeRequested);
+    }
+    auto* row = new QHBoxLayout;
+    if (title_ != nullptr) {
+        row->addWidget(title_);
+    }
+    row->addWidget(model_, 1);
+    row->addWidget(pick);
+    row->addWidget(new QLabel(tr("weight")));
+    row->addWidget(scale_);
+    if (remove_ != nullptr) {
+        row->addWidget(remove_);
+    }
+    layout->addLayout(row);
+    if (image_ != nullptr) {
+        auto* pictureRow = new QHBoxLayout;
+        pictureRow->addWidget(new QLabel(tr("picture")));
+        pictureRow->addWidget(image_, 1);
+        pictureRow->addWidget(pickImage);
+        layout->addLayout(pictureRow);
+    }
+    auto* span = new QHBoxLayout;
+    span->addWidget(preprocessor_);
+    span->addWidget(cannyLow_);
+    span->addWidget(cannyHigh_);
+    span->addWidget(preview_);
+    span->addStretch();
+    span->addWidget(new QLabel(tr("from")));
+    span->addWidget(start_);
+    span->addWidget(new QLabel(tr("to")));
+    span->addWidget(end_);
+    layout->addLayout(span);
+    connect(model_, &QLineEdit::textChanged, this, [this] {
+        updateEnabled();
+        Q_EMIT changed();
+    });
+    connect(preprocessor_, &QComboBox::currentIndexChanged, this, &ControlUnit::updateEnabled);
+    setIndex(index);
+    updateEnabled();
+}
+
+void ControlUnit::setIndex(int index) {
+    index_ = index;
+    const QString n = index == 0 ? QString() : QString::number(index + 1);
+    model_->setObjectName("controlnet" + n);
+    scale_->setObjectName("controlScale" + n);
+    start_->setObjectName("controlStart" + n);
+    end_->setObjectName("controlEnd" + n);
+    preprocessor_->setObjectName("controlPreprocessor" + n);
+    cannyLow_->setObjectName("cannyLow" + n);
+    cannyHigh_->setObjectName("cannyHigh" + n);
+    preview_->setObjectName("controlPreview" + n);
+    if (image_ != nullptr) {
+        title_->setText(tr("%1.").arg(index + 1));
+        image_->setObjectName("controlImage" + n);
+        remove_->setObjectName("controlRemove" + n);
+    }
+}
+
+void ControlUnit::updateEnabled() {
+    const bool on = !model_->text().trimmed().isEmpty();
+    for (QWidget* w :
+         std::initializer_list<QWidget*>{scale_, start_, end_, preprocessor_, preview_}) {
+        w->setEnabled(on);
+    }
+    const bool canny = preprocessor_->currentData().toString() == "canny";
+    cannyLow_->setEnabled(on && canny);
+    cannyHigh_->setEnabled(on && canny);
+}
+
+std::optional<ControlRef> ControlUnit::control() const {
+    const QString net = model_->text().trimmed();
+    if (net.isEmpty()) {
+        return std::nullopt;
+    }
+    ControlRef c;
+    c.model = net.toStdString();
+    const QString image = image_ != nullptr ? image_->text().trimmed() : QString();
+    c.image = image.isEmpty() ? "canvas" : image.toStdString();
+    c.scale = scale_->value();
+    c.start = start_->value();
+    c.end = end_->value();
+    c.preprocessor = preprocessor_->currentData().toString().toStdString();
+    if (c.preprocessor == "canny") {  // else the defaults, as the request's JSON keeps them
+        c.canny_low = cannyLow_->value();
+        c.canny_high = cannyHigh_->value();
+    }
+    return c;
+}
+
+void ControlUnit::setControl(const ControlRef& c) {
+    model_->setText(QString::fromStdString(c.model));
+    if (image_ != nullptr) {
+        image_->setText(c.image == "canvas" ? QString() : QString::fromStdString(c.image));
+    }
+    scale_->setValue(c.scale);
+    start_->setValue(c.start);
+    end_->setValue(c.end);
+    if (!c.model.empty()) {
+        const int k = preprocessor_->findData(QString::fromStdString(c.preprocessor));
+        preprocessor_->setCurrentIndex(std::max(k, 0));
+        cannyLow_->setValue(static_cast<int>(std::lround(c.canny_low)));
+        cannyHigh_->setValue(static_cast<int>(std::lround(c.canny_high)));
+    }
+}
+
 namespace {
 QString negativePlaceholder() {
     return ParameterPanel::tr("Negative prompt: what to avoid");
@@ -360,105 +557,28 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     refinerRow->addWidget(pickRefiner);
     refinerRow->addWidget(new QLabel(tr("switch at")));
     refinerRow->addWidget(refinerSwitch_);
-    // A ControlNet (every mode; with the refiner, for the model's steps): the canvas is its
-    // image, as A1111's ControlNet takes the img2img or inpaint picture when its unit has none.
-    controlnet_ = new QLineEdit;
-    controlnet_->setObjectName("controlnet");
-    controlnet_->setPlaceholderText(tr("off (a ControlNet folder or file)"));
-    controlnet_->setClearButtonEnabled(true);
-    controlnet_->setToolTip(
-        tr("A ControlNet (scribble, canny, depth, ...: a diffusers ControlNetModel folder, or "
-           "one .safetensors or .pth file as A1111's ControlNet extension loads) that reads the "
-           "canvas and guides the image to follow it"));
-    auto* pickControlnet = new QToolButton;
-    pickControlnet->setText(QString::fromUtf8("…"));
-    pickControlnet->setToolTip(tr("Choose the ControlNet: a folder or a file"));
-    pickControlnet->setPopupMode(QToolButton::InstantPopup);
-    auto* controlnetMenu = new QMenu(pickControlnet);
-    controlnetMenu->addAction(tr("Folder (diffusers)…"), this, [this] {
-        const QString dir =
-            QFileDialog::getExistingDirectory(this, tr("ControlNet folder"), controlnet_->text());
-        if (!dir.isEmpty()) {
-            controlnet_->setText(dir);
-        }
-    });
-    controlnetMenu->addAction(tr("File (.safetensors, .pth)…"), this, [this] {
-        const QString file =
-            QFileDialog::getOpenFileName(this, tr("ControlNet file"), controlnet_->text(),
-                                         tr("ControlNet files (*.safetensors *.pth *.ckpt *.bin)"));
-        if (!file.isEmpty()) {
-            controlnet_->setText(file);
-        }
-    });
-    pickControlnet->setMenu(controlnetMenu);
-    const ControlRef control;
-    controlScale_ = numberBox("controlScale", 0, 5, 0.05, 2, control.scale,
-                              tr("How strongly the ControlNet guides (its residuals' scale; "
-                                 "A1111's Weight)"));
-    controlStart_ = numberBox("controlStart", 0, 0.99, 0.05, 2, control.start,
-                              tr("The part of the way where the ControlNet starts guiding"));
-    controlEnd_ = numberBox("controlEnd", 0.01, 1, 0.05, 2, control.end,
-                            tr("The part of the way where it stops"));
-    controlPreprocessor_ = new QComboBox;
-    controlPreprocessor_->setObjectName("controlPreprocessor");
-    controlPreprocessor_->addItem(tr("invert (a sketch)"), "invert");
-    controlPreprocessor_->addItem(tr("none (a map)"), "none");
-    controlPreprocessor_->addItem(tr("canny (edges)"), "canny");
-    controlPreprocessor_->setToolTip(
-        tr("What the ControlNet gets of the canvas: invert makes its dark lines on white the "
-           "white lines on black that scribble and line-art ControlNets read; none gives it as "
-           "it is (an edge, depth or pose map put on the canvas); canny finds a picture's "
-           "edges, as OpenCV's Canny (A1111's canny preprocessor), for canny ControlNets"));
-    const auto cannyBox = [](const char* name, double value, const QString& tip) {
-        auto* box = new QSpinBox;
-        box->setObjectName(name);
-        box->setRange(0, 2040);  // the largest gradient there is
-        box->setValue(static_cast<int>(value));
-        box->setToolTip(tip);
-        return box;
-    };
-    cannyLow_ = cannyBox("cannyLow", control.canny_low,
-                         tr("Canny's low threshold: weaker edges are dropped, stronger ones kept "
-                            "where they touch a strong edge (A1111's Threshold A)"));
-    cannyHigh_ = cannyBox("cannyHigh", control.canny_high,
-                          tr("Canny's high threshold: edges stronger than this are kept "
-                             "(A1111's Threshold B)"));
-    auto* previewControl = new QToolButton;
-    previewControl->setObjectName("controlPreview");
-    previewControl->setText(tr("Preview"));
-    previewControl->setToolTip(tr("Show what the ControlNet gets of the canvas"));
-    connect(previewControl, &QToolButton::clicked, this, &ParameterPanel::controlPreviewRequested);
-    auto* controlRow = new QHBoxLayout;
-    controlRow->addWidget(controlnet_, 1);
-    controlRow->addWidget(pickControlnet);
-    controlRow->addWidget(new QLabel(tr("weight")));
-    controlRow->addWidget(controlScale_);
-    auto* controlSpanRow = new QHBoxLayout;
-    controlSpanRow->addWidget(controlPreprocessor_);
-    controlSpanRow->addWidget(cannyLow_);
-    controlSpanRow->addWidget(cannyHigh_);
-    controlSpanRow->addWidget(previewControl);
-    controlSpanRow->addStretch();
-    controlSpanRow->addWidget(new QLabel(tr("from")));
-    controlSpanRow->addWidget(controlStart_);
-    controlSpanRow->addWidget(new QLabel(tr("to")));
-    controlSpanRow->addWidget(controlEnd_);
-    const auto enableHires = [this, previewControl] {
+    // ControlNets (every mode; with the refiner, for the model's steps): the first reads the
+    // canvas, a later one its own picture.
+    auto* controls = new QWidget;
+    controlLayout_ = new QVBoxLayout(controls);
+    controlLayout_->setContentsMargins(0, 0, 0, 0);
+    addControl_ = new QToolButton;
+    addControl_->setObjectName("addControlnet");
+    addControl_->setText(tr("+ ControlNet"));
+    addControl_->setToolTip(
+        tr("Another ControlNet, with its own picture, guiding together with "
+           "the ones above (their residuals added up)"));
+    controlLayout_->addWidget(addControl_, 0, Qt::AlignLeft);
+    connect(addControl_, &QToolButton::clicked, this, [this] { addControlUnit(); });
+    addControlUnit();
+    const auto enableHires = [this] {
         const bool text = mode() == Mode::Text;
         const bool refined = !refiner_->text().trimmed().isEmpty();
-        const bool controlled = !controlnet_->text().trimmed().isEmpty();
         hiresScale_->setEnabled(text && !refined);
         const bool on = text && !refined && hiresScale_->value() > 1;
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
         hiresUpscaler_->setEnabled(on);
-        for (QWidget* w : std::initializer_list<QWidget*>{controlScale_, controlStart_, controlEnd_,
-                                                          controlPreprocessor_, previewControl}) {
-            w->setEnabled(controlled);
-        }
-        const bool canny = controlPreprocessor_->currentData().toString() == "canny";
-        cannyLow_->setEnabled(controlled && canny);
-        cannyHigh_->setEnabled(controlled && canny);
         refiner_->setEnabled(text && hiresScale_->value() <= 1);
         refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
         const bool scored = modelIsRefiner_ || refinerSwitch_->isEnabled();
@@ -468,8 +588,6 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     enableRefiner_ = enableHires;
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
     connect(refiner_, &QLineEdit::textChanged, this, enableHires);
-    connect(controlnet_, &QLineEdit::textChanged, this, enableHires);
-    connect(controlPreprocessor_, &QComboBox::currentIndexChanged, this, enableHires);
     enableHires();
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
@@ -591,8 +709,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(QString(), hiresPassRow);
     form->addRow(tr("Refiner"), refinerRow);
     form->addRow(QString(), aestheticRow);
-    form->addRow(tr("ControlNet"), controlRow);
-    form->addRow(QString(), controlSpanRow);
+    form->addRow(tr("ControlNet"), controls);
     form->addRow(tr("LoRA"), loraBox);
 
     styles_ = new QToolButton;
@@ -901,19 +1018,10 @@ GenerationRequest ParameterPanel::request() const {
     if (img2img()) {
         r.init_image = "canvas";
     }
-    if (const QString net = controlnet_->text().trimmed(); !net.isEmpty()) {
-        ControlRef c;
-        c.model = net.toStdString();
-        c.image = "canvas";
-        c.scale = controlScale_->value();
-        c.start = controlStart_->value();
-        c.end = controlEnd_->value();
-        c.preprocessor = controlPreprocessor_->currentData().toString().toStdString();
-        if (c.preprocessor == "canny") {  // else the defaults, as the request's JSON keeps them
-            c.canny_low = cannyLow_->value();
-            c.canny_high = cannyHigh_->value();
+    for (const ControlUnit* unit : controlUnits_) {
+        if (auto c = unit->control()) {
+            r.controls.push_back(*c);
         }
-        r.controls.push_back(c);
     }
     if (mode() == Mode::Inpaint) {
         r.mask_image = "canvas mask";
@@ -944,16 +1052,15 @@ void ParameterPanel::setRequest(const GenerationRequest& r) {
     refinerSwitch_->setValue(r.refiner_switch_at);
     aesthetic_->setValue(r.aesthetic_score);
     negativeAesthetic_->setValue(r.negative_aesthetic_score);
-    const ControlRef control = r.controls.empty() ? ControlRef{} : r.controls.front();
-    controlnet_->setText(QString::fromStdString(control.model));
-    controlScale_->setValue(control.scale);
-    controlStart_->setValue(control.start);
-    controlEnd_->setValue(control.end);
-    if (!r.controls.empty()) {
-        const int k = controlPreprocessor_->findData(QString::fromStdString(control.preprocessor));
-        controlPreprocessor_->setCurrentIndex(std::max(k, 0));
-        cannyLow_->setValue(static_cast<int>(std::lround(control.canny_low)));
-        cannyHigh_->setValue(static_cast<int>(std::lround(control.canny_high)));
+    // A unit for each ControlNet (one at least, empty where there is none).
+    while (controlUnitCount() > std::max<int>(1, static_cast<int>(r.controls.size()))) {
+        removeControlUnit(controlUnits_.back());
+    }
+    for (size_t k = 0; k < r.controls.size() && k < size_t(kMaxControlUnits); ++k) {
+        (k < controlUnits_.size() ? controlUnits_[k] : addControlUnit())->setControl(r.controls[k]);
+    }
+    if (r.controls.empty()) {
+        controlUnits_.front()->setControl(ControlRef{});
     }
     if (r.is_inpaint()) {
         keepUnmasked_->setChecked(r.keep_unmasked);
@@ -1051,6 +1158,34 @@ void ParameterPanel::setNativeSize(int size) {
 void ParameterPanel::setModelIsRefiner(bool refiner) {
     modelIsRefiner_ = refiner;
     enableRefiner_();
+}
+
+ControlUnit* ParameterPanel::addControlUnit() {
+    if (controlUnitCount() >= kMaxControlUnits) {
+        return controlUnits_.back();
+    }
+    auto* unit = new ControlUnit(controlUnitCount());
+    controlUnits_.push_back(unit);
+    controlLayout_->insertWidget(controlLayout_->count() - 1, unit);  // above "+ ControlNet"
+    connect(unit, &ControlUnit::previewRequested, this,
+            [this, unit] { Q_EMIT controlPreviewRequested(unit->index()); });
+    connect(unit, &ControlUnit::removeRequested, this, [this, unit] { removeControlUnit(unit); });
+    addControl_->setEnabled(controlUnitCount() < kMaxControlUnits);
+    return unit;
+}
+
+void ParameterPanel::removeControlUnit(ControlUnit* unit) {
+    const auto it = std::find(controlUnits_.begin(), controlUnits_.end(), unit);
+    if (it == controlUnits_.begin() || it == controlUnits_.end()) {
+        return;
+    }
+    controlUnits_.erase(it);
+    unit->hide();
+    unit->deleteLater();  // it may be in its own remove button's signal
+    for (size_t k = 0; k < controlUnits_.size(); ++k) {
+        controlUnits_[k]->setIndex(static_cast<int>(k));  // the ones after it move up
+    }
+    addControl_->setEnabled(controlUnitCount() < kMaxControlUnits);
 }
 
 void ParameterPanel::setModelIsGuidanceDistilled(bool distilled) {

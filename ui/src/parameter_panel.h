@@ -2,20 +2,23 @@
 // The parameter panel: prompt and negative prompt with token counters, text / sketch / inpaint
 // mode, steps, guidance, strength, seed (random or locked), sampler (with DDIM's eta), clip skip,
 // how the prompts are read (A1111's syntax or plain), size and batch count, the hires fix, SDXL's
-// refiner, a ControlNet that reads the sketch canvas, LoRAs with their weights; Generate, Cancel
-// and the Live toggle. A Styles menu merges A1111's prompt styles into the prompts and saves them;
-// a Networks menu puts the LoRA and embedding folders' files into the prompts as A1111's extra
-// networks do.
+// refiner, ControlNets (the first reads the sketch canvas), LoRAs with their weights; Generate,
+// Cancel and the Live toggle. A Styles menu merges A1111's prompt styles into the prompts and saves
+// them; a Networks menu puts the LoRA and embedding folders' files into the prompts as A1111's
+// extra networks do.
 #include <QWidget>
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "sds/generation_request.h"
 #include "sds/model_folder.h"
 
 class QCheckBox;
 class QComboBox;
+class QLabel;
 class QDoubleSpinBox;
 class QLineEdit;
 class QPushButton;
@@ -24,6 +27,7 @@ class QSlider;
 class QSpinBox;
 class QTableWidget;
 class QToolButton;
+class QVBoxLayout;
 
 namespace sds {
 class ClipTokenizer;
@@ -55,6 +59,47 @@ class ValueSlider : public QWidget {
     QSlider* slider_;
     QDoubleSpinBox* spin_;
     double min_, step_, default_;
+};
+
+// One ControlNet unit: the ControlNet (a folder or file), its image, weight, preprocessor and
+// the part of the way it guides. The first unit reads the canvas, as A1111's ControlNet takes the
+// img2img or inpaint picture when its unit has none; a later one reads its image file, or the
+// canvas where it names none. Its widgets' object names are the first unit's ("controlnet",
+// "controlScale", "controlStart", "controlEnd", "controlPreprocessor", "cannyLow", "cannyHigh",
+// "controlPreview") with the unit's number after them from the second on ("controlnet2",
+// ...; "controlImage2", "controlRemove2").
+class ControlUnit : public QWidget {
+    Q_OBJECT
+  public:
+    explicit ControlUnit(int index, QWidget* parent = nullptr);
+    int index() const { return index_; }
+    void setIndex(int index);  // its number, shown and in its widgets' names
+    // The unit's ControlNet; none while no ControlNet is chosen.
+    std::optional<ControlRef> control() const;
+    // Shows `c` (its image too, for a unit after the first; "canvas" shows as none).
+    void setControl(const ControlRef& c);
+
+  Q_SIGNALS:
+    void previewRequested();
+    void removeRequested();  // a unit after the first: its remove button
+    void changed();          // its ControlNet chosen or cleared
+
+  private:
+    void updateEnabled();
+    int index_;
+    QLineEdit* model_;
+    QLabel* title_ = nullptr;     // units after the first: "ControlNet 2"
+    QLineEdit* image_ = nullptr;  // units after the first: a picture file (empty: the canvas)
+    QToolButton* remove_ = nullptr;
+    QDoubleSpinBox* scale_;
+    QDoubleSpinBox* start_;
+    QDoubleSpinBox* end_;
+    // ControlRef::preprocessor: "invert" (the canvas's dark lines on white made white on black,
+    // the default), "none" (a map as it is), "canny" (a picture's edges, with the thresholds).
+    QComboBox* preprocessor_;
+    QSpinBox* cannyLow_;
+    QSpinBox* cannyHigh_;
+    QToolButton* preview_;
 };
 
 class ParameterPanel : public QWidget {
@@ -119,6 +164,12 @@ class ParameterPanel : public QWidget {
     ValueSlider* guidance() const { return guidance_; }
     ValueSlider* strength() const { return strength_; }
     QPushButton* generateButton() const { return generate_; }
+    // The ControlNet units (at least one; "+ ControlNet" adds one, up to kMaxControlUnits).
+    static constexpr int kMaxControlUnits = 3;
+    int controlUnitCount() const { return static_cast<int>(controlUnits_.size()); }
+    ControlUnit* controlUnit(int k) const { return controlUnits_.at(static_cast<size_t>(k)); }
+    ControlUnit* addControlUnit();
+    void removeControlUnit(ControlUnit* unit);  // not the first
 
   Q_SIGNALS:
     void generateRequested();
@@ -128,8 +179,8 @@ class ParameterPanel : public QWidget {
     void liveParameterMoved();
     void sizeChanged(QSize size);
     void modeChanged(Mode mode);
-    // The ControlNet row's eye: show what the ControlNet would see of the canvas.
-    void controlPreviewRequested();
+    // A ControlNet unit's Preview: show what that unit's ControlNet would get of its image.
+    void controlPreviewRequested(int unit);
 
   protected:
     bool eventFilter(QObject* o, QEvent* e) override;  // which prompt box was last in focus
@@ -174,17 +225,10 @@ class ParameterPanel : public QWidget {
     QDoubleSpinBox* aesthetic_;
     QDoubleSpinBox* negativeAesthetic_;
     bool modelIsRefiner_ = false;
-    std::function<void()> enableRefiner_;  // the hires, refiner and ControlNet rows' states
-    QLineEdit* controlnet_;  // a ControlNet folder or file (empty: none); reads the canvas
-    QDoubleSpinBox* controlScale_;
-    QDoubleSpinBox* controlStart_;
-    QDoubleSpinBox* controlEnd_;
-    // The preprocessor (ControlRef::preprocessor): "invert" (the canvas's dark lines on white
-    // made white on black, the default), "none" (a map put on the canvas), "canny" (a picture's
-    // edges, with the thresholds below).
-    QComboBox* controlPreprocessor_;
-    QSpinBox* cannyLow_;
-    QSpinBox* cannyHigh_;
+    std::function<void()> enableRefiner_;  // the hires and refiner rows' states
+    std::vector<ControlUnit*> controlUnits_;
+    QVBoxLayout* controlLayout_;
+    QToolButton* addControl_;
     QSpinBox* width_;
     QSpinBox* height_;
     QSpinBox* batch_;
