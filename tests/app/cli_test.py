@@ -2410,6 +2410,122 @@ def test_the_canny_preprocessor_takes_its_thresholds_from_the_flags(tmp_path):
     assert r.returncode != 0 and "canny thresholds" in r.stderr, r.stderr
 
 
+def tiny_adapter(folder, seed, **config):
+    """A T2IAdapter at random init, saved as a diffusers folder; its last convolutions made
+    20x larger, so that it changes the tiny models' images clearly."""
+    import torch
+    from diffusers import T2IAdapter
+    torch.manual_seed(seed)
+    adapter = T2IAdapter(**config)
+    with torch.no_grad():
+        for name, p in adapter.named_parameters():
+            if "block2" in name or "out_conv" in name:
+                p.mul_(20)
+    adapter.save_pretrained(folder)
+    return adapter
+
+
+def test_t2i_adapters_match_diffusers_from_the_cli(tmp_path):
+    """--controlnet takes a T2I-Adapter folder: a full adapter reading a grey sketch (in_channels
+    1) and a light adapter reading a colour picture of another size, on an SD 1.x model whose
+    first block has attention, against diffusers' StableDiffusionAdapterPipeline; a full_adapter_xl
+    on the SDXL model (its first block without attention: the map goes after its downsampler)
+    with --control-end as diffusers' adapter_conditioning_factor, against
+    StableDiffusionXLAdapterPipeline. Each adapter changes the image; an adapter for another
+    model is refused, saying why."""
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionAdapterPipeline, StableDiffusionXLAdapterPipeline
+    from PIL import Image, ImageDraw
+    sd = FIXTURES / "single_file" / "model"  # blocks: attention, attention, none; latents 1/4
+    sketch = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(sketch).ellipse((12, 10, 50, 54), outline="black", width=3)
+    ImageDraw.Draw(sketch).line((4, 60, 60, 6), fill=(200, 30, 30), width=4)
+    sketch.save(tmp_path / "sketch.png")
+    picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 56, 3), np.uint8))
+    picture.save(tmp_path / "picture.png")  # 56x40, resized to 64x64
+    full = tiny_adapter(tmp_path / "full", 1, in_channels=1, channels=[32, 32, 64],
+                        num_res_blocks=2, downscale_factor=4, adapter_type="full_adapter")
+    light = tiny_adapter(tmp_path / "light", 2, in_channels=3, channels=[32, 32, 64],
+                         num_res_blocks=1, downscale_factor=4, adapter_type="light_adapter")
+
+    def ours(model, flags, unit, out):
+        r = run("txt2img", "--model", str(model), *flags, *unit, "--device", "cpu",
+                "--out", str(tmp_path / out))
+        assert r.returncode == 0, r.stderr
+        return [np.array(Image.open(p).convert("RGB")).astype(int) for p in r.stdout.split()]
+
+    def close(got, want):
+        for g, w in zip(got, want, strict=True):
+            assert np.abs(g - np.array(w).astype(int)).max() <= 2
+
+    flags = ["--prompt", "a ring of fire", "--negative", "water", "--steps", "5",
+             "--guidance", "6", "--seed", "4242", "--sampler", "euler_a", "--batch", "2",
+             "--width", "64", "--height", "64"]
+    plain = ours(sd, flags, [], "plain")
+    for name, adapter, picture_path, scale in [("full", full, tmp_path / "sketch.png", "0.8"),
+                                               ("light", light, tmp_path / "picture.png", "1")]:
+        got = ours(sd, flags, ["--controlnet", str(tmp_path / name), "--control-image",
+                               str(picture_path), "--control-scale", scale], name)
+        pipe = StableDiffusionAdapterPipeline.from_pretrained(sd, adapter=adapter,
+                                                              safety_checker=None)
+        pipe.set_progress_bar_config(disable=True)
+        cls, extra = samplers()["euler_a"]
+        pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+        image = Image.open(picture_path)
+        want = pipe(prompt="a ring of fire", negative_prompt="water", num_inference_steps=5,
+                    guidance_scale=6, num_images_per_prompt=2, width=64, height=64,
+                    image=image.convert("L") if name == "full" else image,
+                    adapter_conditioning_scale=float(scale),
+                    generator=[torch.Generator("cpu").manual_seed(4242 + i) for i in range(2)]
+                    ).images
+        close(got, want)
+        assert np.abs(got[0] - plain[0]).max() > 8 * 2, name  # the adapter does something
+
+    # SDXL: latents 1/2, the first block's output (after its downsampler) 1/4 of the picture.
+    xl = SDXL / "tiny-sdxl"
+    xl_adapter = tiny_adapter(tmp_path / "xl", 3, in_channels=3, channels=[32, 64],
+                              num_res_blocks=1, downscale_factor=4, adapter_type="full_adapter_xl")
+    flags = ["--prompt", "a ring of fire", "--steps", "6", "--guidance", "5", "--seed", "9",
+             "--sampler", "dpmpp_2m", "--width", "32", "--height", "48"]
+    unit = ["--controlnet", str(tmp_path / "xl"), "--control-image", str(tmp_path / "picture.png"),
+            "--control-scale", "1.3"]
+    pipe = StableDiffusionXLAdapterPipeline.from_pretrained(xl, adapter=xl_adapter)
+    pipe.set_progress_bar_config(disable=True)
+    cls, extra = samplers()["dpmpp_2m"]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    plain = ours(xl, flags, [], "xl-plain")
+    images = {}
+    for end in ("1", "0.2"):
+        got = ours(xl, flags, [*unit, "--control-end", end], "xl" + end)
+        want = pipe(prompt="a ring of fire", num_inference_steps=6, guidance_scale=5, width=32,
+                    height=48, image=Image.open(tmp_path / "picture.png"),
+                    adapter_conditioning_scale=1.3, adapter_conditioning_factor=float(end),
+                    generator=[torch.Generator("cpu").manual_seed(9)]).images
+        close(got, want)
+        assert np.abs(got[0] - plain[0]).max() > 8 * 2, end
+        images[end] = got[0]
+    # The factor counts: more apart than two images each within 2/255 of diffusers could be.
+    assert np.abs(images["1"] - images["0.2"]).max() > 6
+    # --control-start (ours: diffusers has none) leaves the first steps to the prompt alone.
+    late = ours(xl, flags, [*unit, "--control-start", "0.1"], "xl-late")[0]
+    assert np.abs(late - images["1"]).max() > 6 and np.abs(late - plain[0]).max() > 6, (
+        np.abs(late - images["1"]).max(), np.abs(late - plain[0]).max())
+
+    # An SD 1.x adapter on the SDXL model: its maps do not fit the blocks.
+    r = run("txt2img", "--model", str(xl), *flags, "--controlnet", str(tmp_path / "full"),
+            "--control-image", str(tmp_path / "sketch.png"), "--device", "cpu",
+            "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "T2I-Adapter" in r.stderr, r.stderr
+    # A size the adapter cannot unshuffle (72 is not a multiple of its 16).
+    tiny_adapter(tmp_path / "x16", 4, in_channels=1, channels=[32, 32, 64], num_res_blocks=1,
+                 downscale_factor=16)
+    r = run("txt2img", "--model", str(sd), "--prompt", "x", "--steps", "1", "--width", "72",
+            "--height", "64", "--controlnet", str(tmp_path / "x16"), "--control-image",
+            str(tmp_path / "sketch.png"), "--device", "cpu", "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "multiples of 16" in r.stderr and "x16" in r.stderr, r.stderr
+
+
 def test_a_controlnet_weight_grid_has_diffusers_images_in_its_cells(tmp_path):
     """grid --x control_weight=0,1: the weight-1 cell is diffusers' image of the fixture's
     euler_g7.5_neg_b2 (its first), the weight-0 cell the image txt2img makes without the

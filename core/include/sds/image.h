@@ -18,8 +18,9 @@ struct Image {
 // [1, 3, H, W] float32 in [-1, 1] on the CPU.
 at::Tensor image_to_tensor(const Image& image);
 // A ControlNet's conditioning image [1, 3, H, W] float32 in [0, 1] on the CPU: x / 255, as
-// diffusers' control image processor (no normalisation).
-at::Tensor control_to_tensor(const Image& image);
+// diffusers' control image processor (no normalisation). `channels` 1: [1, 1, H, W] of Pillow's
+// grey level / 255 (a picture converted to "L" for a T2I-Adapter that reads one channel).
+at::Tensor control_to_tensor(const Image& image, int64_t channels = 3);
 // [3, H, W] or [1, 3, H, W], any float dtype and device, in [-1, 1].
 Image tensor_to_image(const at::Tensor& t);
 // An inpainting mask [1, 1, H, W] float32 of 0 (keep) and 1 (repaint) on the CPU, as diffusers'

@@ -33,6 +33,7 @@ namespace sds {
 class ClipTextModel;
 class ClipTokenizer;
 class ControlNet;
+class T2IAdapter;
 class UNet;
 class Vae;
 
@@ -217,6 +218,8 @@ class Pipeline {
     Pipeline& refiner(const std::string& path);
     // The ControlNet a request names, loaded with this pipeline's device and precision.
     ControlNet& controlnet(const std::string& path);
+    // The same for a T2I-Adapter (a request's ControlRef naming a T2IAdapter folder).
+    T2IAdapter& adapter(const std::string& path);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

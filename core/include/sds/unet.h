@@ -86,9 +86,15 @@ class UNet {
     // A ControlNet's output (sds/controlnet.h): one tensor for each skip connection of the down
     // blocks (the conv_in output's first), and one for the mid block's output; each is added
     // there, as diffusers' down_block_additional_residuals and mid_block_additional_residual.
+    // A T2I-Adapter's feature maps (sds/t2i_adapter.h) are `intrablock`, as diffusers'
+    // down_intrablock_additional_residuals: one for each down block in order, added to a block
+    // with attention after its last attention (before its downsampler), to one without after
+    // the block; one left over of the mid block's shape is added to the mid block's output
+    // (SDXL's adapters). Either kind may be empty.
     struct Residuals {
         std::vector<at::Tensor> down;
         at::Tensor mid;
+        std::vector<at::Tensor> intrablock;
     };
     // The number of skip connections (the residuals' `down` count): 1 + layers_per_block per
     // block + a downsampler for each but the last.

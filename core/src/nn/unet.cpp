@@ -299,16 +299,27 @@ struct UNetModuleImpl : tnn::Module {
             nn::embed_time(c, time_embedding, add_embedding, sample, timesteps, added);
         at::Tensor x = conv_in(sample);
         std::vector<at::Tensor> skips = {x};
+        size_t adapter = 0;  // the next T2I-Adapter feature map
+        const auto next_feature = [&]() -> at::Tensor {
+            if (control == nullptr || adapter >= control->intrablock.size()) {
+                return {};
+            }
+            return control->intrablock[adapter++];
+        };
         for (const auto& block : *down_blocks) {
-            x = block->as<nn::DownBlockImpl>()->forward(x, temb, ctx, skips);
+            x = block->as<nn::DownBlockImpl>()->forward(x, temb, ctx, skips, next_feature());
         }
-        if (control != nullptr) {  // a ControlNet's residuals, added to the skips
+        if (control != nullptr && !control->down.empty()) {  // a ControlNet's, to the skips
             for (size_t k = 0; k < skips.size(); ++k) {
                 skips[k] = skips[k] + control->down[k];
             }
         }
         x = mid_block(x, temb, ctx);
-        if (control != nullptr) {
+        if (control != nullptr && adapter < control->intrablock.size() &&
+            control->intrablock[adapter].sizes() == x.sizes()) {
+            x = x + control->intrablock[adapter];
+        }
+        if (control != nullptr && control->mid.defined()) {
             x = x + control->mid;
         }
         for (const auto& block : *up_blocks) {
@@ -400,11 +411,16 @@ at::Tensor UNet::forward(const at::Tensor& sample, const at::Tensor& timesteps,
                     std::to_string(c.text_embeds_dim()) + "] and time_ids [B, " +
                     std::to_string(c.time_ids) + "]");
     }
-    if (control != nullptr &&
+    if (control != nullptr && (!control->down.empty() || control->mid.defined()) &&
         (static_cast<int64_t>(control->down.size()) != skip_count() || !control->mid.defined())) {
         throw Error("unet: a ControlNet's residuals must be " + std::to_string(skip_count()) +
                     " for the down blocks and one for the mid block (given " +
                     std::to_string(control->down.size()) + ")");
+    }
+    if (control != nullptr && control->intrablock.size() > c.block_out_channels.size() + 1) {
+        throw Error("unet: " + std::to_string(control->intrablock.size()) +
+                    " T2I-Adapter feature maps for " + std::to_string(c.block_out_channels.size()) +
+                    " down blocks and a mid block");
     }
     const nn::GradOnlyInTraining grad(*impl_->model);
     return impl_->model->forward(sample, timesteps, context, added, control);

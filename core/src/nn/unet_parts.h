@@ -5,7 +5,9 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
+#include "io/weights.h"
 #include "nn/blocks.h"
+#include "sds/error.h"
 #include "sds/unet.h"
 
 namespace sds {
@@ -47,12 +49,17 @@ struct DownBlockImpl : tnn::Module {
             downsamplers->push_back(Downsample2D(out, 1));
         }
     }
+    // `extra` (a T2I-Adapter's feature map, when defined): added after the last attention, or
+    // for a block without attention to its output (and so to the last skip, which is it).
     at::Tensor forward(at::Tensor x, const at::Tensor& temb, const at::Tensor& ctx,
-                       std::vector<at::Tensor>& skips) {
+                       std::vector<at::Tensor>& skips, const at::Tensor& extra = {}) {
         for (size_t i = 0; i < resnets->size(); ++i) {
             x = resnets[i]->as<ResnetBlock2DImpl>()->forward(x, temb);
             if (attentions) {
                 x = attentions[i]->as<Transformer2DImpl>()->forward(x, ctx);
+                if (extra.defined() && i + 1 == resnets->size()) {
+                    x = add_feature(x, extra);
+                }
             }
             skips.push_back(x);
         }
@@ -60,7 +67,19 @@ struct DownBlockImpl : tnn::Module {
             x = downsamplers[0]->as<Downsample2DImpl>()->forward(x);
             skips.push_back(x);
         }
+        if (extra.defined() && !attentions) {
+            x = add_feature(x, extra);
+            skips.back() = x;
+        }
         return x;
+    }
+    static at::Tensor add_feature(const at::Tensor& x, const at::Tensor& feature) {
+        if (feature.sizes() != x.sizes()) {
+            throw Error("unet: a T2I-Adapter feature map of shape " + shape_text(feature.sizes()) +
+                        " where the down block's is " + shape_text(x.sizes()) +
+                        " (an adapter for another model, or another size)");
+        }
+        return x + feature;
     }
     tnn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
 };

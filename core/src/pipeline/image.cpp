@@ -3,6 +3,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/round.h>
+#include <ATen/ops/tensor.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,15 +29,31 @@ at::Tensor image_to_tensor(const Image& image) {
     return unit_tensor(image) * 2.0f - 1.0f;
 }
 
-at::Tensor control_to_tensor(const Image& image) {
-    return unit_tensor(image).contiguous();
-}
-
 namespace {
 // Pillow's convert("L"): ITU-R 601 weights in 16-bit fixed point, rounded.
 uint32_t grey_level(const uint8_t* rgb) {
     return (rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16;
 }
+}  // namespace
+
+at::Tensor control_to_tensor(const Image& image, int64_t channels) {
+    if (channels == 3) {
+        return unit_tensor(image).contiguous();
+    }
+    if (channels != 1) {
+        throw Error("a conditioning image has 1 or 3 channels, not " + std::to_string(channels));
+    }
+    std::vector<float> grey(static_cast<size_t>(image.width) * image.height);
+    if (image.rgb.size() != grey.size() * 3) {
+        throw Error("image buffer does not match its size");
+    }
+    for (size_t i = 0; i < grey.size(); ++i) {
+        grey[i] = static_cast<float>(grey_level(image.rgb.data() + 3 * i)) / 255.0f;
+    }
+    return at::tensor(grey).view({1, 1, image.height, image.width});
+}
+
+namespace {
 // Pillow's DIV255 (rounded) and SHIFTFORDIV255.
 uint32_t div255(uint32_t v) {
     const uint32_t t = v + 128;

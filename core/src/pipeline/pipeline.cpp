@@ -34,6 +34,7 @@
 #include "sds/model_folder.h"
 #include "sds/original_layout.h"
 #include "sds/safetensors.h"
+#include "sds/t2i_adapter.h"
 #include "sds/textual_inversion.h"
 #include "sds/unet.h"
 #include "sds/vae.h"
@@ -103,6 +104,7 @@ struct Pipeline::Impl {
     std::unique_ptr<Pipeline> refiner;     // the refiner last named (GenerationRequest::refiner)
     std::string refiner_path;
     std::map<std::string, std::unique_ptr<ControlNet>> controlnets;  // by path: the last named
+    std::map<std::string, std::unique_ptr<T2IAdapter>> adapters;     // the same
 };
 
 namespace {
@@ -737,6 +739,15 @@ Image preprocess_control(const Image& sized, const ControlRef& control) {
     return sized;
 }
 
+T2IAdapter& Pipeline::adapter(const std::string& path) {
+    auto& m = *impl_;
+    auto& a = m.adapters[path];
+    if (!a) {
+        a = std::make_unique<T2IAdapter>(T2IAdapter::load(path, m.options.device, m.options.dtype));
+    }
+    return *a;
+}
+
 ControlNet& Pipeline::controlnet(const std::string& path) {
     auto& m = *impl_;
     auto& net = m.controlnets[path];
@@ -763,10 +774,12 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         impl_->refiner_path.clear();
     }
     // ControlNets are kept while the requests name them.
-    std::erase_if(impl_->controlnets, [&](const auto& entry) {
+    const auto unnamed = [&](const auto& entry) {
         return std::none_of(in.controls.begin(), in.controls.end(),
                             [&](const ControlRef& c) { return c.model == entry.first; });
-    });
+    };
+    std::erase_if(impl_->controlnets, unnamed);
+    std::erase_if(impl_->adapters, unnamed);
     if (!in.refiner.empty()) {
         // The model until the switch, its latents out; the refiner from there, drawing on the
         // same generators (diffusers' ensemble of expert denoisers). The observer counts the
@@ -1045,17 +1058,22 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     const int64_t latent_channels = m.vae->config().latent_channels;
     const std::vector<int64_t> shape = {b, latent_channels, req.height / downscale(),
                                         req.width / downscale()};
-    // The ControlNets, each with its image at this run's size ([1, 3, H, W] in [0, 1]).
+    // The ControlNets, each with its image at this run's size ([1, 3, H, W] in [0, 1]), and the
+    // T2I-Adapters, each with its feature maps (made once, times its scale).
     struct Control {
-        const ControlNet* net;
+        const ControlNet* net;  // null: a T2I-Adapter
         at::Tensor image;
         const ControlRef* ref;
+        std::vector<at::Tensor> features;
     };
     std::vector<Control> controls;  // filled once the init image is sized (below)
-    // The ControlNets' residuals, summed, for rows of the UNet's batch whose first `uncond` are
-    // the negative prompt's, at model call `call` of `calls`; none where no ControlNet runs.
-    // In guess mode the ControlNets see the other rows alone and the negative prompt's get
-    // zeros, as diffusers' pipelines do it.
+    // The ControlNets' residuals and the T2I-Adapters' feature maps, summed, for rows of the
+    // UNet's batch whose first `uncond` are the negative prompt's, at model call `call` of
+    // `calls`; none where none runs. In guess mode the ControlNets see the other rows alone and
+    // the negative prompt's get zeros, as diffusers' pipelines do it; an adapter's maps go to
+    // every row. An adapter runs from `start` of the way while the call is below `end` x the
+    // steps (diffusers' adapter_conditioning_factor; the calls of a run that starts part of the
+    // way).
     const auto control_for = [&](const at::Tensor& input, const at::Tensor& t,
                                  const at::Tensor& context, const UNet::Added& added,
                                  int64_t uncond, int64_t call,
@@ -1063,9 +1081,6 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         std::optional<UNet::Residuals> sum;
         const int64_t rows = input.size(0);
         const int64_t from = req.control_guess_mode ? uncond : 0;
-        if (controls.empty() || from == rows) {
-            return sum;
-        }
         const at::Tensor x = input.narrow(0, from, rows - from).narrow(1, 0, latent_channels);
         const at::Tensor ctx = context.narrow(0, from, rows - from);
         UNet::Added a;
@@ -1075,8 +1090,26 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         }
         const double now = static_cast<double>(call) / static_cast<double>(calls);
         const double next = static_cast<double>(call + 1) / static_cast<double>(calls);
+        // The whole schedule: diffusers' steps; a run from part of the way: its calls.
+        const int64_t adapter_steps = calls == scheduler->timesteps().size(0) ? req.steps : calls;
+        std::vector<at::Tensor> intrablock;
         for (const Control& c : controls) {
-            if (now < c.ref->start || next > c.ref->end) {
+            if (!c.net) {
+                if (now < c.ref->start ||
+                    call >= static_cast<int64_t>(static_cast<double>(adapter_steps) * c.ref->end)) {
+                    continue;
+                }
+                for (size_t k = 0; k < c.features.size(); ++k) {
+                    const at::Tensor f = c.features[k].expand({rows, -1, -1, -1});
+                    if (k < intrablock.size()) {
+                        intrablock[k] = intrablock[k] + f;
+                    } else {
+                        intrablock.push_back(f);
+                    }
+                }
+                continue;
+            }
+            if (from == rows || now < c.ref->start || next > c.ref->end) {
                 continue;  // diffusers runs it at a scale of 0: its residuals add nothing
             }
             const at::Tensor image = c.image.expand({rows - from, -1, -1, -1}).contiguous();
@@ -1100,6 +1133,12 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
                 d = pad(d);
             }
             sum->mid = pad(sum->mid);
+        }
+        if (!intrablock.empty()) {
+            if (!sum) {
+                sum.emplace();
+            }
+            sum->intrablock = std::move(intrablock);
         }
         return sum;
     };
@@ -1229,9 +1268,29 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         } else if (image.width != req.width || image.height != req.height) {
             image = resize(image, req.width, req.height);
         }
+        if (T2IAdapter::is_adapter_folder(ref.model)) {
+            const T2IAdapter& a = adapter(ref.model);
+            const int64_t f = a.downscale();
+            if (req.width % f != 0 || req.height % f != 0) {
+                throw Error(ref.model +
+                            ": this T2I-Adapter needs a width and height in "
+                            "multiples of " +
+                            std::to_string(f) + " (asked for " + std::to_string(req.width) + "x" +
+                            std::to_string(req.height) + ")");
+            }
+            const Image seen = preprocess_control(image, ref);
+            std::vector<at::Tensor> features =
+                a.forward(control_to_tensor(seen, a.config().in_channels));
+            for (at::Tensor& f : features) {
+                f = (f * ref.scale).to(dtype);
+            }
+            controls.push_back({nullptr, {}, &ref, std::move(features)});
+            continue;
+        }
         controls.push_back({&controlnet(ref.model),
                             control_to_tensor(preprocess_control(image, ref)).to(device, dtype),
-                            &ref});
+                            &ref,
+                            {}});
     }
 
     const at::Tensor timesteps = scheduler->timesteps();

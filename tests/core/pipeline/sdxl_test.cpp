@@ -57,14 +57,16 @@ TEST(Sdxl, UNetWithAddedConditioningMatchesDiffusers) {
     sds::UNet unet(sds::UNetConfig::from_file(m.component("unet").config));
     unet.load_weights(m.component("unet").weights);
     const auto& r = reference();
-    const at::Tensor out =
-        unet.forward(r.tensor("sample"), r.tensor("timestep"), r.tensor("context"),
-                     {.text_embeds = r.tensor("text_embeds"), .time_ids = r.tensor("time_ids")});
+    const at::Tensor out = unet.forward(
+        r.tensor("sample"), r.tensor("timestep"), r.tensor("context"),
+        {.text_embeds = r.tensor("text_embeds"), .time_ids = r.tensor("time_ids"), .guidance = {}});
     EXPECT_LE(rel_error(out, r.tensor("out")), 1e-4);
     // The size ids count: other sizes give another output.
-    const at::Tensor other = unet.forward(
-        r.tensor("sample"), r.tensor("timestep"), r.tensor("context"),
-        {.text_embeds = r.tensor("text_embeds"), .time_ids = r.tensor("time_ids") * 2});
+    const at::Tensor other =
+        unet.forward(r.tensor("sample"), r.tensor("timestep"), r.tensor("context"),
+                     {.text_embeds = r.tensor("text_embeds"),
+                      .time_ids = r.tensor("time_ids") * 2,
+                      .guidance = {}});
     EXPECT_GT(rel_error(other, r.tensor("out")), 1e-3);
     // Without the added conditioning an SDXL UNet refuses to run.
     EXPECT_THROW(unet.forward(r.tensor("sample"), r.tensor("timestep"), r.tensor("context")),
