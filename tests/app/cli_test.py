@@ -1603,9 +1603,41 @@ def test_sdxl_base_and_refiner_in_one_generation_match_diffusers_ensemble(tmp_pa
     assert np.abs(got - want[0].numpy().astype(int)).max() <= 2
     params = Image.open(png).text["parameters"]
     assert "Refiner: tiny-sdxl-refiner, Refiner switch at: 0.5" in params, params
-    r = run("img2img", "--model", str(SDXL / "tiny-sdxl"), "--prompt", "x", "--init", png,
-            "--refiner", str(SDXL / req["refiner"]), "--out", str(tmp_path / "i"))
-    assert r.returncode != 0 and "the refiner is for txt2img" in r.stderr, r.stderr
+    # img2img: the base from where the strength cuts the schedule until the switch, as
+    # diffusers' SDXL img2img pipeline with strength and denoising_end, the refiner from there.
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    cls, extra = samplers()["euler_a"]
+    gens = [torch.Generator("cpu").manual_seed(71 + i) for i in range(2)]
+    kwargs = dict(prompt="a blue disc", negative_prompt="red", num_inference_steps=8,
+                  guidance_scale=4.5, num_images_per_prompt=2, generator=gens)
+    base = StableDiffusionXLImg2ImgPipeline.from_pretrained(SDXL / "tiny-sdxl")
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(SDXL / req["refiner"])
+    for p in (base, refiner):
+        p.set_progress_bar_config(disable=True)
+        p.scheduler = cls.from_config(p.scheduler.config, **extra)
+    latents = base(image=Image.open(png), strength=0.7, denoising_end=0.6, output_type="latent",
+                   **kwargs).images
+    want = refiner(image=latents, denoising_start=0.6, **kwargs).images
+    flags = ["--model", str(SDXL / "tiny-sdxl"), "--prompt", "a blue disc", "--negative", "red",
+             "--init", png, "--strength", "0.7", "--steps", "8", "--guidance", "4.5", "--seed",
+             "71", "--batch", "2", "--sampler", "euler_a", "--device", "cpu"]
+    r = run("img2img", *flags, "--refiner", str(SDXL / req["refiner"]), "--refiner-switch-at",
+            "0.6", "--out", str(tmp_path / "i"))
+    assert r.returncode == 0, r.stderr
+    # The progress counts the steps that run: the strength's 5 of 8, split between the two.
+    counts = re.findall(r"step (\d+)/(\d+)", r.stderr)
+    assert counts and counts[-1] == ("5", "5"), r.stderr
+    pngs = r.stdout.split()
+    for got, w in zip(pngs, want, strict=True):
+        got = np.array(Image.open(got).convert("RGB")).astype(int)
+        assert np.abs(got - np.array(w).astype(int)).max() <= 2
+    r = run("img2img", *flags, "--out", str(tmp_path / "plain"))  # the refiner does something
+    plain = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
+    assert np.abs(plain - np.array(Image.open(pngs[0]).convert("RGB")).astype(int)).max() > 8
+    r = run("inpaint", *flags, "--mask", png, "--refiner", str(SDXL / req["refiner"]),
+            "--out", str(tmp_path / "m"))
+    assert r.returncode != 0 and "not inpainting" in r.stderr, r.stderr
 
 
 def test_an_sdxl_single_file_makes_the_folder_images_and_exports_back(tmp_path):

@@ -512,8 +512,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     hiresPassRow->addWidget(hiresStrength_);
     hiresPassRow->addWidget(new QLabel(tr("steps")));
     hiresPassRow->addWidget(hiresSteps_);
-    // SDXL's refiner (text mode, not with the hires fix): it takes over at "switch at" of the
-    // way, as diffusers' denoising_end/denoising_start (A1111's Refiner).
+    // SDXL's refiner (text and sketch modes, not with the hires fix): it takes over at "switch
+    // at" of the way, as diffusers' denoising_end/denoising_start (A1111's Refiner).
     refiner_ = new QLineEdit;
     refiner_->setObjectName("refiner");
     refiner_->setPlaceholderText(tr("off (an SDXL refiner folder)"));
@@ -580,7 +580,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
         hiresUpscaler_->setEnabled(on);
-        refiner_->setEnabled(text && hiresScale_->value() <= 1);
+        // (the hires fix applies in text mode alone)
+        refiner_->setEnabled(mode() != Mode::Inpaint && !(text && hiresScale_->value() > 1));
         refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
         const bool scored = modelIsRefiner_ || refinerSwitch_->isEnabled();
         aesthetic_->setEnabled(scored);
@@ -1002,7 +1003,7 @@ GenerationRequest ParameterPanel::request() const {
     r.hires_strength = hiresStrength_->value();
     r.hires_steps = hiresSteps_->value();
     r.hires_upscaler = hiresUpscaler_->currentText().toStdString();
-    r.refiner = mode() == Mode::Text ? refiner_->text().trimmed().toStdString() : std::string();
+    r.refiner = mode() != Mode::Inpaint ? refiner_->text().trimmed().toStdString() : std::string();
     r.refiner_switch_at = refinerSwitch_->value();
     r.aesthetic_score = aesthetic_->value();
     r.negative_aesthetic_score = negativeAesthetic_->value();

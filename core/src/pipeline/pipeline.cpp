@@ -680,14 +680,14 @@ int Pipeline::run_steps(const GenerationRequest& r) const {
     s->set_eta(r.eta);
     s->set_timesteps(r.steps);
     const int64_t n = s->timesteps().size(0);
+    const int64_t cut = r.is_img2img() ? s->first_index_for_strength(r.steps, r.strength) : 0;
     if (!r.refiner.empty()) {  // the model's part and the refiner's (counted on this model's
                                // schedule: the refiner's is the same unless its config differs)
-        const auto [first, last] = span_indices(*s, 0.0, r.refiner_switch_at);
+        const int64_t last = span_indices(*s, 0.0, r.refiner_switch_at).second;
         const auto [from, to] = span_indices(*s, r.refiner_switch_at, 1.0);
-        return static_cast<int>((last - first) + (to - from));
+        return static_cast<int>(std::max<int64_t>(last - cut, 0) + (to - from));
     }
-    return static_cast<int>(
-        n - (r.is_img2img() ? s->first_index_for_strength(r.steps, r.strength) : 0));
+    return static_cast<int>(n - cut);
 }
 
 Pipeline& Pipeline::refiner(const std::string& path) {
@@ -783,10 +783,13 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
     if (!in.refiner.empty()) {
         // The model until the switch, its latents out; the refiner from there, drawing on the
         // same generators (diffusers' ensemble of expert denoisers). The observer counts the
-        // two runs' steps as one; the refiner's VAE decodes.
+        // two runs' steps as one; the refiner's VAE decodes. img2img: the model's part starts
+        // where the strength cuts the schedule (none of it where that is past the switch: the
+        // refiner starts at the switch whatever the strength, as diffusers' denoising_start).
         const GenerationRequest req = sized(in);
         Pipeline& second = refiner(req.refiner);
         GenerationRequest refined = req;
+        refined.init_image.clear();  // the refiner goes on from the model's latents
         refined.refiner.clear();
         refined.loras.clear();  // the model's, which do not fit the refiner
         refined.embeddings.clear();
@@ -804,8 +807,9 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         };
         std::vector<at::Generator> gens;
         at::Tensor latents;
-        run(req, {}, nullptr, controls, counted, cancel, {}, &latents, 0,
-            {0.0, req.refiner_switch_at}, &gens);
+        const bool given = init != nullptr && !init->empty();
+        run(req, given ? std::span<const Image>(init, 1) : std::span<const Image>(), nullptr,
+            controls, counted, cancel, {}, &latents, 0, {0.0, req.refiner_switch_at}, &gens);
         done = seen;
         GenerationResult result = second.run(refined, {}, nullptr, {}, counted, cancel, latents,
                                              nullptr, 0, {req.refiner_switch_at, 1.0}, &gens);
