@@ -2495,6 +2495,7 @@ def test_t2i_adapters_match_diffusers_from_the_cli(tmp_path):
              "--guidance", "6", "--seed", "4242", "--sampler", "euler_a", "--batch", "2",
              "--width", "64", "--height", "64"]
     plain = ours(sd, flags, [], "plain")
+    folder_images = {}
     for name, adapter, picture_path, scale in [("full", full, tmp_path / "sketch.png", "0.8"),
                                                ("light", light, tmp_path / "picture.png", "1")]:
         got = ours(sd, flags, ["--controlnet", str(tmp_path / name), "--control-image",
@@ -2513,6 +2514,47 @@ def test_t2i_adapters_match_diffusers_from_the_cli(tmp_path):
                     ).images
         close(got, want)
         assert np.abs(got[0] - plain[0]).max() > 8 * 2, name  # the adapter does something
+        folder_images[name] = got
+
+    # TencentARC's files (as A1111's ControlNet extension loads them): the same adapters under
+    # the original names, a .pth and a .safetensors, make the folders' images.
+    import re as regex
+    from safetensors.torch import save_file
+
+    def original_names(adapter, light, per_level=2):
+        state = {}
+        for key, value in adapter.state_dict().items():
+            key = key.removeprefix("adapter.")
+            m = regex.match(r"body\.(\d+)\.(in_conv|resnets\.(\d+))\.(.*)", key)
+            if m and light and m[3] is not None:
+                key = f"body.{m[1]}.body.{m[3]}.{m[4]}"
+            elif m and not light:
+                k = int(m[1]) * per_level + (int(m[3]) if m[3] is not None else 0)
+                key = f"body.{k}.{'in_conv.' if m[3] is None else ''}{m[4]}"
+            state[key] = value.contiguous()
+        return state
+
+    full_file = original_names(full, light=False)
+    assert "body.5.block2.weight" in full_file and "body.4.in_conv.weight" in full_file
+    torch.save(full_file, tmp_path / "t2iadapter_sketch_tiny.pth")
+    save_file(original_names(light, light=True), tmp_path / "t2iadapter_color_tiny.safetensors")
+    for name, file, picture_path, scale in [
+            ("full", "t2iadapter_sketch_tiny.pth", tmp_path / "sketch.png", "0.8"),
+            ("light", "t2iadapter_color_tiny.safetensors", tmp_path / "picture.png", "1")]:
+        r = run("txt2img", "--model", str(sd), *flags, "--controlnet", str(tmp_path / file),
+                "--control-image", str(picture_path), "--control-scale", scale, "--device", "cpu",
+                "--out", str(tmp_path / ("out-" + file)))
+        assert r.returncode == 0, r.stderr
+        for png, want in zip(r.stdout.split(), folder_images[name], strict=True):
+            assert np.array_equal(np.array(Image.open(png).convert("RGB")).astype(int), want)
+        assert f"Model: {Path(file).stem}," in Image.open(png).text["parameters"]
+    torch.save(dict(full_file, **{"body.0.skep.weight": full_file["body.0.block2.weight"]}),
+               tmp_path / "t2iadapter_skep.pth")
+    r = run("txt2img", "--model", str(sd), *flags, "--controlnet",
+            str(tmp_path / "t2iadapter_skep.pth"), "--control-image", str(tmp_path / "sketch.png"),
+            "--device", "cpu", "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "t2iadapter_skep.pth" in r.stderr and "skep" in r.stderr, \
+        r.stderr
 
     # SDXL: latents 1/2, the first block's output (after its downsampler) 1/4 of the picture.
     xl = SDXL / "tiny-sdxl"

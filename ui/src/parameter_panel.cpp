@@ -124,7 +124,8 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     model_->setToolTip(
         tr("A ControlNet (scribble, canny, depth, ...: a diffusers ControlNetModel folder, or "
            "one .safetensors or .pth file as A1111's ControlNet extension loads) or a "
-           "T2I-Adapter (a diffusers T2IAdapter folder) that reads %1 and guides the image to "
+           "T2I-Adapter (a diffusers T2IAdapter folder or a t2iadapter_*.pth file) that reads %1 "
+           "and guides the image to "
            "follow it")
             .arg(index == 0 ? tr("the canvas")
                             : tr("its picture (the canvas where none is named)")));

@@ -4,6 +4,7 @@
 // down block of the UNet, computed once a generation and added inside those blocks at each step
 // (UNet::Residuals::intrablock). One model, one thread at a time.
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,12 +36,19 @@ class T2IAdapter {
 
     // Whether `path` is a T2IAdapter folder (its config.json's _class_name says so).
     static bool is_adapter_folder(const std::filesystem::path& path);
-    // A diffusers T2IAdapter folder (config.json and its weights), in `dtype` on `device`.
-    // Throws sds::FileError for a folder that is not there, sds::ModelError naming the file for
-    // one that is not a T2IAdapter or has an unsupported config.
+    // That, or a file with the weights of TencentARC's Adapter or Adapter_light.
+    static bool is_adapter(const std::filesystem::path& path);
+    // A diffusers T2IAdapter folder (config.json and its weights), or one TencentARC file
+    // (t2iadapter_*.pth, as A1111's ControlNet extension loads; its config read from its shapes),
+    // in `dtype` on `device`. Throws sds::FileError for a path that is not there,
+    // sds::ModelError naming the file for one that is not a T2I-Adapter or has an unsupported
+    // config.
     static T2IAdapter load(const std::filesystem::path& dir, c10::Device device,
                            c10::ScalarType dtype);
     void load_weights(const std::vector<std::filesystem::path>& files);
+    // With other names: `rename` gives the file's name of each of diffusers' names.
+    void load_weights(const std::vector<std::filesystem::path>& files,
+                      const std::function<std::string(const std::string&)>& rename);
     void to(c10::Device device, c10::ScalarType dtype);
 
     // image [B, in_channels, H, W] in [0, 1] -> one feature map per block of `channels`, in

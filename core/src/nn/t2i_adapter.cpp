@@ -1,6 +1,9 @@
 #include "sds/t2i_adapter.h"
 
 #include <fstream>
+#include <functional>
+#include <optional>
+#include <regex>
 
 #include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/pixel_unshuffle.h>
@@ -14,6 +17,7 @@
 #include "nn/module_utils.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
+#include "sds/safetensors.h"
 
 namespace sds {
 
@@ -184,12 +188,175 @@ void T2IAdapter::to(c10::Device device, c10::ScalarType dtype) {
 }
 
 void T2IAdapter::load_weights(const std::vector<std::filesystem::path>& files) {
+    load_weights(files, nullptr);
+}
+
+void T2IAdapter::load_weights(const std::vector<std::filesystem::path>& files,
+                              const std::function<std::string(const std::string&)>& rename) {
     const T2IAdapterConfig& c = config();
     LoadOptions opts;
+    if (rename) {
+        opts.rename = [rename](const std::string& name) { return TensorSource(rename(name)); };
+    }
     opts.config_hint = "t2i adapter config: " + c.adapter_type + ", channels [" +
                        nn::join(c.channels) + "], in_channels " + std::to_string(c.in_channels) +
                        ", downscale_factor " + std::to_string(c.downscale_factor);
     load_weights_into(*impl_->model, WeightFiles(files), opts);
+}
+
+namespace {
+
+// TencentARC's T2I-Adapter files (t2iadapter_sketch_sd15v2.pth, ...), which A1111's ControlNet
+// extension loads: its Adapter (conv_in, then body.K for K = level x blocks + block: in_conv where
+// the width changes, block1, block2) or its Adapter_light (body.L: in_conv, body.J's block1 and
+// block2, out_conv), for SD 1.x with a pixel unshuffle of 8 (another factor is read from the
+// shapes too). What diffusers' T2IAdapter holds,
+// under other names; the config comes from the shapes.
+struct OriginalFile {
+    T2IAdapterConfig config;
+    std::function<std::string(const std::string&)> rename;  // diffusers' name -> the file's
+};
+
+std::optional<OriginalFile> inspect_original(const std::filesystem::path& path) {
+    const SafeTensorsFile file = SafeTensorsFile::open(path);
+    const bool full = file.contains("conv_in.weight") && file.contains("body.0.block1.weight");
+    const bool light =
+        file.contains("body.0.in_conv.weight") && file.contains("body.0.body.0.block1.weight");
+    if (!full && !light) {
+        return std::nullopt;
+    }
+    const auto fail = [&](const std::string& what) {
+        throw ModelError(path.string() + ": a T2I-Adapter " + what);
+    };
+    const auto width = [&](const std::string& name, size_t dim) {
+        const auto& shape = file.info(name).shape;
+        if (shape.size() != 4) {
+            fail("whose " + name + " is " + shape_text(shape) + ", not a convolution's weight");
+        }
+        return shape[dim];
+    };
+    // The count of N in `prefix`N`suffix` (0, 1, ... while they are there).
+    const auto count = [&](const std::string& prefix, const std::string& suffix) {
+        int64_t n = 0;
+        while (file.contains(prefix + std::to_string(n) + suffix)) {
+            ++n;
+        }
+        return n;
+    };
+    OriginalFile o;
+    T2IAdapterConfig& c = o.config;
+    const int64_t unshuffled =
+        full ? width("conv_in.weight", 1) : width("body.0.in_conv.weight", 1);
+    // One or three channels (a grey or a colour picture) times the unshuffle's factor squared:
+    // 8 for TencentARC's SD 1.x adapters.
+    c.downscale_factor = 0;
+    for (const int64_t in : {1, 3}) {
+        for (int64_t f = 1; f <= 16 && c.downscale_factor == 0; ++f) {
+            if (in * f * f == unshuffled) {
+                c.in_channels = in;
+                c.downscale_factor = f;
+            }
+        }
+    }
+    if (c.downscale_factor == 0 || c.downscale_factor == 16) {
+        fail("that reads " + std::to_string(unshuffled) +
+             " channels after the pixel unshuffle (not a grey or colour picture unshuffled by 8 "
+             "as SD 1.x's; by 16 an SDXL adapter's, whose layout a file does not say): use its "
+             "diffusers folder");
+    }
+    if (full) {
+        for (const auto& t : file.tensors()) {
+            if (t.name.find(".skep.") != std::string::npos ||
+                t.name.find(".down_opt.") != std::string::npos) {
+                fail("with " + t.name +
+                     " (skip or strided convolutions: an adapter made with "
+                     "sk=False or use_conv=True, which diffusers does not run either)");
+            }
+        }
+        if (width("body.0.block2.weight", 2) != 1) {
+            fail("whose block2 convolutions are not 1x1 (ksize 1, as diffusers' full adapter)");
+        }
+        const int64_t blocks = count("body.", ".block1.weight");
+        std::vector<int64_t> widths;
+        for (int64_t k = 0; k < blocks; ++k) {
+            widths.push_back(width("body." + std::to_string(k) + ".block1.weight", 0));
+        }
+        // The blocks per level: 2 in TencentARC's adapters; else the fewest that group the
+        // blocks into levels of one width.
+        int64_t per_level = 0;
+        for (const int64_t n : {2, 3, 4, 1}) {
+            bool fits = blocks % n == 0;
+            for (int64_t k = 0; fits && k < blocks; ++k) {
+                fits = widths[static_cast<size_t>(k)] == widths[static_cast<size_t>(k / n * n)];
+            }
+            if (fits) {
+                per_level = n;
+                break;
+            }
+        }
+        if (per_level == 0) {
+            fail("whose blocks do not group into levels");
+        }
+        c.adapter_type = "full_adapter";
+        c.num_res_blocks = per_level;
+        c.channels.clear();
+        for (int64_t k = 0; k < blocks; k += per_level) {
+            c.channels.push_back(widths[static_cast<size_t>(k)]);
+        }
+        o.rename = [per_level](const std::string& name) {
+            static const std::regex level(R"(^adapter\.body\.(\d+)\.in_conv\.(.*)$)");
+            static const std::regex block(R"(^adapter\.body\.(\d+)\.resnets\.(\d+)\.(.*)$)");
+            std::smatch m;
+            if (std::regex_match(name, m, level)) {
+                return "body." + std::to_string(std::stoll(m[1]) * per_level) + ".in_conv." +
+                       m[2].str();
+            }
+            if (std::regex_match(name, m, block)) {
+                return "body." + std::to_string(std::stoll(m[1]) * per_level + std::stoll(m[2])) +
+                       "." + m[3].str();
+            }
+            return name.substr(std::string("adapter.").size());  // conv_in
+        };
+        return o;
+    }
+    const int64_t levels = count("body.", ".out_conv.weight");
+    std::vector<int64_t> widths;
+    for (int64_t l = 0; l < levels; ++l) {
+        widths.push_back(width("body." + std::to_string(l) + ".out_conv.weight", 0));
+    }
+    if (levels < 2 || widths[widths.size() - 1] != widths[widths.size() - 2]) {
+        fail(
+            "(light) whose last two levels differ in width, which diffusers' light adapter "
+            "does not make");
+    }
+    c.adapter_type = "light_adapter";
+    c.num_res_blocks = count("body.0.body.", ".block1.weight");
+    c.channels.assign(widths.begin(), widths.end() - 1);
+    o.rename = [](const std::string& name) {
+        static const std::regex block(R"(^adapter\.body\.(\d+)\.resnets\.(\d+)\.(.*)$)");
+        std::smatch m;
+        if (std::regex_match(name, m, block)) {
+            return "body." + m[1].str() + ".body." + m[2].str() + "." + m[3].str();
+        }
+        return name.substr(std::string("adapter.").size());  // body.L.in_conv, body.L.out_conv
+    };
+    return o;
+}
+
+}  // namespace
+
+bool T2IAdapter::is_adapter(const std::filesystem::path& path) {
+    if (std::filesystem::is_regular_file(path)) {
+        try {
+            const SafeTensorsFile file = SafeTensorsFile::open(path);
+            return (file.contains("conv_in.weight") && file.contains("body.0.block1.weight")) ||
+                   (file.contains("body.0.in_conv.weight") &&
+                    file.contains("body.0.body.0.block1.weight"));
+        } catch (const Error&) {
+            return false;  // what loads it as a ControlNet says what is wrong with it
+        }
+    }
+    return is_adapter_folder(path);
 }
 
 bool T2IAdapter::is_adapter_folder(const std::filesystem::path& path) {
@@ -204,8 +371,20 @@ bool T2IAdapter::is_adapter_folder(const std::filesystem::path& path) {
 
 T2IAdapter T2IAdapter::load(const std::filesystem::path& dir, c10::Device device,
                             c10::ScalarType dtype) {
+    if (std::filesystem::is_regular_file(dir)) {
+        const std::optional<OriginalFile> o = inspect_original(dir);
+        if (!o) {
+            throw ModelError(dir.string() +
+                             ": not a T2I-Adapter (it has neither conv_in and "
+                             "body.0.block1 weights nor body.0.in_conv and body.0.body.0.block1)");
+        }
+        T2IAdapter adapter(o->config);
+        adapter.to(device, dtype);
+        adapter.load_weights({dir}, o->rename);
+        return adapter;
+    }
     if (!std::filesystem::is_directory(dir)) {
-        throw FileError(dir.string() + ": no such T2I-Adapter folder");
+        throw FileError(dir.string() + ": no such T2I-Adapter folder or file");
     }
     const ComponentFiles files = ModelFolder::component_folder(dir, "diffusion_pytorch_model");
     T2IAdapter adapter(T2IAdapterConfig::from_file(files.config));

@@ -1272,7 +1272,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         } else if (image.width != req.width || image.height != req.height) {
             image = resize(image, req.width, req.height);
         }
-        if (T2IAdapter::is_adapter_folder(ref.model)) {
+        if (T2IAdapter::is_adapter(ref.model)) {
             const T2IAdapter& a = adapter(ref.model);
             const int64_t f = a.downscale();
             if (req.width % f != 0 || req.height % f != 0) {
