@@ -48,7 +48,7 @@ const char* const kFlagsAfterSamplers =
     "  --clip-skip K (0)  --eta E (0, DDIM)\n"
     "  --aesthetic-score A (6)  --negative-aesthetic-score A (2.5)   an SDXL refiner's\n"
     "                     conditioning (diffusers' aesthetic_score, negative_aesthetic_score)\n"
-    "  --refiner MODEL    txt2img, img2img: SDXL's refiner takes over at --refiner-switch-at F\n"
+    "  --refiner MODEL    SDXL's refiner takes over at --refiner-switch-at F\n"
     "                     (0.8) of the way, as diffusers' denoising_end/denoising_start\n"
     "                     (A1111's Refiner)\n"
     "  --controlnet MODEL a ControlNet (a diffusers ControlNetModel folder, or one\n"

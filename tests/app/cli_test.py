@@ -1635,9 +1635,43 @@ def test_sdxl_base_and_refiner_in_one_generation_match_diffusers_ensemble(tmp_pa
     r = run("img2img", *flags, "--out", str(tmp_path / "plain"))  # the refiner does something
     plain = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
     assert np.abs(plain - np.array(Image.open(pngs[0]).convert("RGB")).astype(int)).max() > 8
-    r = run("inpaint", *flags, "--mask", png, "--refiner", str(SDXL / req["refiner"]),
+    # Inpainting: the base inpaints until the switch; the refiner, given its latents for its
+    # image and the mask, blends the kept part back from them (diffusers' SDXL inpainting
+    # pipelines with denoising_end and denoising_start), each image alone with its seed.
+    from diffusers import StableDiffusionXLInpaintPipeline
+    mask = np.zeros((req["height"], req["width"]), np.uint8)
+    mask[4:20, 8:28] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    base = StableDiffusionXLInpaintPipeline.from_pretrained(SDXL / "tiny-sdxl")
+    refiner = StableDiffusionXLInpaintPipeline.from_pretrained(SDXL / req["refiner"])
+    for p in (base, refiner):
+        p.set_progress_bar_config(disable=True)
+        p.scheduler = cls.from_config(p.scheduler.config, **extra)
+    want = []
+    for i in range(2):
+        kwargs.update(num_images_per_prompt=1,
+                      generator=[torch.Generator("cpu").manual_seed(71 + i)])
+        latents = base(image=Image.open(png), mask_image=Image.open(tmp_path / "mask.png"),
+                       strength=0.85, denoising_end=0.7, output_type="latent", **kwargs).images
+        want += refiner(image=latents, mask_image=Image.open(tmp_path / "mask.png"),
+                        denoising_start=0.7, width=req["width"], height=req["height"],
+                        **kwargs).images
+    inpaint_flags = [f for f in flags if f not in ("--strength", "0.7")]
+    r = run("inpaint", *inpaint_flags, "--strength", "0.85", "--mask", str(tmp_path / "mask.png"),
+            "--refiner", str(SDXL / req["refiner"]), "--refiner-switch-at", "0.7",
             "--out", str(tmp_path / "m"))
-    assert r.returncode != 0 and "not inpainting" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    inpainted = r.stdout.split()
+    for got, w in zip(inpainted, want, strict=True):
+        got = np.array(Image.open(got).convert("RGB")).astype(int)
+        assert np.abs(got - np.array(w).astype(int)).max() <= 2
+    r = run("inpaint", *inpaint_flags, "--strength", "0.85", "--mask", str(tmp_path / "mask.png"),
+            "--out", str(tmp_path / "m-plain"))
+    plain = np.array(Image.open(r.stdout.split()[0]).convert("RGB")).astype(int)
+    assert np.abs(plain - np.array(Image.open(inpainted[0]).convert("RGB")).astype(int)).max() > 8
+    r = run("inpaint", *inpaint_flags, "--mask", str(tmp_path / "mask.png"), "--mask-padding", "4",
+            "--refiner", str(SDXL / req["refiner"]), "--out", str(tmp_path / "m-bad"))
+    assert r.returncode != 0 and "only the masked area" in r.stderr, r.stderr
 
 
 def test_an_sdxl_single_file_makes_the_folder_images_and_exports_back(tmp_path):

@@ -387,7 +387,7 @@ class StudioTest : public QObject {
         panel.setMode(ui::ParameterPanel::Mode::Sketch);
         QCOMPARE(panel.request().hires_scale, 1.0);
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
-        // SDXL's refiner: text or sketch mode, and the hires fix or the refiner, not both.
+        // SDXL's refiner: the hires fix or the refiner, not both.
         GenerationRequest refined = d;
         refined.refiner = "/models/sdxl-refiner";
         refined.refiner_switch_at = 0.65;
@@ -408,14 +408,19 @@ class StudioTest : public QObject {
         QVERIFY(panel.findChild<QWidget*>("refinerSwitch")->isEnabled());
         QVERIFY(panel.findChild<QWidget*>("aestheticScore")->isEnabled());
         QVERIFY(!panel.findChild<QWidget*>("hiresScale")->isEnabled());
-        // img2img (sketch mode) takes the refiner too; inpainting does not.
+        // img2img (sketch mode) and inpainting take the refiner too; only the masked area not.
         panel.setMode(ui::ParameterPanel::Mode::Sketch);
         QCOMPARE(panel.request().refiner, refined.refiner);
         QVERIFY(panel.findChild<QWidget*>("refiner")->isEnabled());
         QVERIFY(panel.findChild<QWidget*>("refinerSwitch")->isEnabled());
         panel.setMode(ui::ParameterPanel::Mode::Inpaint);
+        panel.findChild<QCheckBox*>("onlyMasked")->setChecked(false);
+        QCOMPARE(panel.request().refiner, refined.refiner);
+        QVERIFY(panel.findChild<QWidget*>("refiner")->isEnabled());
+        panel.findChild<QCheckBox*>("onlyMasked")->setChecked(true);
         QCOMPARE(panel.request().refiner, std::string());
         QVERIFY(!panel.findChild<QWidget*>("refiner")->isEnabled());
+        panel.findChild<QCheckBox*>("onlyMasked")->setChecked(false);
         panel.setRequest(h);
         QCOMPARE(panel.request().refiner, std::string());
         QVERIFY(!panel.findChild<QWidget*>("refiner")->isEnabled());  // the hires fix is on

@@ -513,8 +513,8 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     hiresPassRow->addWidget(hiresStrength_);
     hiresPassRow->addWidget(new QLabel(tr("steps")));
     hiresPassRow->addWidget(hiresSteps_);
-    // SDXL's refiner (text and sketch modes, not with the hires fix): it takes over at "switch
-    // at" of the way, as diffusers' denoising_end/denoising_start (A1111's Refiner).
+    // SDXL's refiner (not with the hires fix or inpainting only the masked area): it takes over
+    // at "switch at" of the way, as diffusers' denoising_end/denoising_start (A1111's Refiner).
     refiner_ = new QLineEdit;
     refiner_->setObjectName("refiner");
     refiner_->setPlaceholderText(tr("off (an SDXL refiner folder)"));
@@ -581,8 +581,9 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
         hiresStrength_->setEnabled(on);
         hiresSteps_->setEnabled(on);
         hiresUpscaler_->setEnabled(on);
-        // (the hires fix applies in text mode alone)
-        refiner_->setEnabled(mode() != Mode::Inpaint && !(text && hiresScale_->value() > 1));
+        // (the hires fix applies in text mode alone; only the masked area is not refined)
+        const bool onlyMasked = mode() == Mode::Inpaint && onlyMasked_->isChecked();
+        refiner_->setEnabled(!onlyMasked && !(text && hiresScale_->value() > 1));
         refinerSwitch_->setEnabled(refiner_->isEnabled() && refined);
         const bool scored = modelIsRefiner_ || refinerSwitch_->isEnabled();
         aesthetic_->setEnabled(scored);
@@ -591,6 +592,7 @@ ParameterPanel::ParameterPanel(QWidget* parent) : QWidget(parent) {
     enableRefiner_ = enableHires;
     connect(hiresScale_, &QDoubleSpinBox::valueChanged, this, enableHires);
     connect(refiner_, &QLineEdit::textChanged, this, enableHires);
+    connect(onlyMasked_, &QCheckBox::toggled, this, enableHires);
     enableHires();
     clipSkip_ = new QSpinBox;
     clipSkip_->setObjectName("clipSkip");
@@ -1004,7 +1006,9 @@ GenerationRequest ParameterPanel::request() const {
     r.hires_strength = hiresStrength_->value();
     r.hires_steps = hiresSteps_->value();
     r.hires_upscaler = hiresUpscaler_->currentText().toStdString();
-    r.refiner = mode() != Mode::Inpaint ? refiner_->text().trimmed().toStdString() : std::string();
+    r.refiner = mode() == Mode::Inpaint && onlyMasked_->isChecked()
+                    ? std::string()
+                    : refiner_->text().trimmed().toStdString();
     r.refiner_switch_at = refinerSwitch_->value();
     r.aesthetic_score = aesthetic_->value();
     r.negative_aesthetic_score = negativeAesthetic_->value();

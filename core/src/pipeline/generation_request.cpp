@@ -66,8 +66,8 @@ void GenerationRequest::validate() const {
         fail(
             "the refiner's switch must be between 0 and 1 (the part of the way the model "
             "goes before the refiner takes over)");
-    if (!refiner.empty() && (is_inpaint() || is_hires()))
-        fail("the refiner is for txt2img and img2img, not inpainting or the hires fix");
+    if (!refiner.empty() && (is_hires() || (is_inpaint() && mask_padding >= 0)))
+        fail("the refiner does not go with the hires fix or inpainting only the masked area");
     if (!(aesthetic_score >= 0 && aesthetic_score <= 10) ||
         !(negative_aesthetic_score >= 0 && negative_aesthetic_score <= 10))
         fail("aesthetic scores must be 0..10");

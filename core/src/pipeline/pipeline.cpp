@@ -788,8 +788,11 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         // refiner starts at the switch whatever the strength, as diffusers' denoising_start).
         const GenerationRequest req = sized(in);
         Pipeline& second = refiner(req.refiner);
+        const bool inpaint = req.is_inpaint();
         GenerationRequest refined = req;
-        refined.init_image.clear();  // the refiner goes on from the model's latents
+        if (!inpaint) {
+            refined.init_image.clear();  // the refiner goes on from the model's latents
+        }
         refined.refiner.clear();
         refined.loras.clear();  // the model's, which do not fit the refiner
         refined.embeddings.clear();
@@ -808,10 +811,13 @@ GenerationResult Pipeline::generate(const GenerationRequest& in, const Image* in
         std::vector<at::Generator> gens;
         at::Tensor latents;
         const bool given = init != nullptr && !init->empty();
-        run(req, given ? std::span<const Image>(init, 1) : std::span<const Image>(), nullptr,
-            controls, counted, cancel, {}, &latents, 0, {0.0, req.refiner_switch_at}, &gens);
+        const auto inits = given ? std::span<const Image>(init, 1) : std::span<const Image>();
+        run(req, inits, mask, controls, counted, cancel, {}, &latents, 0,
+            {0.0, req.refiner_switch_at}, &gens);
         done = seen;
-        GenerationResult result = second.run(refined, {}, nullptr, {}, counted, cancel, latents,
+        // Inpainting: the refiner blends the kept part back in too (and keeps it, as asked).
+        GenerationResult result = second.run(refined, inpaint ? inits : std::span<const Image>(),
+                                             inpaint ? mask : nullptr, {}, counted, cancel, latents,
                                              nullptr, 0, {req.refiner_switch_at, 1.0}, &gens);
         result.request = req;
         return result;
@@ -1200,12 +1206,36 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
     Image init_full, mask_full;    // only the masked area: the whole pictures
     std::optional<Box> region;     // only the masked area: where it is cut out
     const auto [span_first, span_last] = span_indices(*scheduler, span.start, span.end);
+    // The mask as the request blurs it, and at the latents' size for each image.
+    const auto blurred_mask = [&] {
+        return req.mask_blur > 0 ? gaussian_blur(*mask, static_cast<float>(req.mask_blur)) : *mask;
+    };
+    const auto latent_mask = [&](const at::Tensor& repaint) {
+        return at::upsample_nearest2d(repaint, {shape[2], shape[3]})
+            .to(device, dtype)
+            .repeat({b, 1, 1, 1});
+    };
     if (span.start > 0) {  // on from where another model left the latents
-        if (!init_latents.defined() || inpaint) {
+        if (!init_latents.defined()) {
             throw Error("a run from part of the way needs the latents it starts from");
         }
         first = span_first;
         latents = init_latents.to(device, dtype);
+        if (inpaint) {
+            // After an inpainting run (SDXL's refiner): as diffusers' SDXL inpainting pipeline
+            // given those latents for its image and denoising_start, the kept part is blended
+            // back from them, noised with noise drawn now; there is no masked image.
+            if (inpainting_unet || req.mask_padding >= 0) {
+                throw Error(m.folder.source().string() +
+                            ": a refiner after inpainting takes the latents alone (not an "
+                            "inpainting UNet, not only the masked area)");
+            }
+            init_sized = resize(inits.front(), req.width, req.height);
+            mask_sized = resize(blurred_mask(), req.width, req.height);
+            image_latents = latents;
+            first_noise = noise(shape, dtype).to(device);
+            mask_latent = latent_mask(mask_to_tensor(mask_sized));
+        }
     } else if (!req.is_img2img()) {
         latents = noise(shape, dtype).to(device) * scheduler->init_noise_sigma();
     } else if (!inpaint) {
@@ -1227,8 +1257,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         // the masked image's posterior (drawn even where it is not used).
         first = scheduler->first_index_for_strength(req.steps, req.strength);
         const bool pure_noise = req.strength == 1.0;
-        const Image blurred =
-            req.mask_blur > 0 ? gaussian_blur(*mask, static_cast<float>(req.mask_blur)) : *mask;
+        const Image blurred = blurred_mask();
         if (req.mask_padding >= 0) {  // only the masked area, cut out at the request's size
             init_full = inits.front();
             mask_full = blurred.width == init_full.width && blurred.height == init_full.height
@@ -1250,9 +1279,7 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         latents = pure_noise ? first_noise * scheduler->init_noise_sigma()
                              : scheduler->add_noise(image_latents, first_noise, first);
         masked_latents = encode_samples(image * (repaint < 0.5));
-        mask_latent = at::upsample_nearest2d(repaint, {shape[2], shape[3]})
-                          .to(device, dtype)
-                          .repeat({b, 1, 1, 1});
+        mask_latent = latent_mask(repaint);
     }
 
     for (size_t k = 0; k < req.controls.size(); ++k) {
@@ -1359,9 +1386,11 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
         latents = step.prev_sample;
         at::Tensor pred_x0 = step.pred_x0;
         if (inpaint && !inpainting_unet) {
-            // The kept part back in, noised to the next step's level (clean after the last).
-            const at::Tensor kept =
-                i + 1 < n ? scheduler->add_noise(image_latents, first_noise, i + 1) : image_latents;
+            // The kept part back in, noised to the next step's level (clean after the last
+            // step of the run, where it stops part of the way too, as diffusers does).
+            const at::Tensor kept = i + 1 < last
+                                        ? scheduler->add_noise(image_latents, first_noise, i + 1)
+                                        : image_latents;
             latents = (1 - mask_latent) * kept + mask_latent * latents;
             if (pred_x0.defined()) {  // the preview shows the kept part as it will end
                 pred_x0 = (1 - mask_latent) * image_latents + mask_latent * pred_x0;
