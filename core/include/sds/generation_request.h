@@ -42,7 +42,9 @@ struct EmbeddingRef {
 
 // A ControlNet for a generation, as diffusers' StableDiffusionControlNetPipeline takes one and
 // A1111's ControlNet unit: the model (a diffusers ControlNetModel folder, or one file as
-// sds::ControlNet::load reads it) and its conditioning image (a scribble, edges, a depth map,
+// sds::ControlNet::load reads it; or a T2I-Adapter, sds/t2i_adapter.h, whose feature maps go
+// into the UNet times `scale` in the steps from `start` while step i < int(n x end), diffusers'
+// adapter_conditioning_factor) and its conditioning image (a scribble, edges, a depth map,
 // ...; resized to the request's size with Lanczos where it differs), whose residuals go into the
 // UNet times `scale` in the steps from `start` to `end` of the way (diffusers'
 // control_guidance_start/end: step i of n when i / n >= start and (i + 1) / n <= end).
@@ -125,9 +127,10 @@ struct GenerationRequest {
     // (A1111's "SDXL high/low aesthetic score"). Other models do not read them.
     double aesthetic_score = 6.0;
     double negative_aesthetic_score = 2.5;
-    // SDXL base and refiner in one generation (txt2img), as diffusers' "ensemble of expert
-    // denoisers" and A1111's Refiner: the model denoises until refiner_switch_at of the way
-    // (diffusers' denoising_end), then the refiner (a model folder) goes on from its latents
+    // SDXL base and refiner in one generation (txt2img, img2img, inpainting but not only the
+    // masked area; not with the hires fix), as diffusers' "ensemble of expert denoisers" and
+    // A1111's Refiner: the model denoises until refiner_switch_at of the way (diffusers'
+    // denoising_end), then the refiner (a model folder) goes on from its latents
     // (denoising_start) with the same generators, and its VAE decodes. Empty: no refiner.
     std::string refiner;
     double refiner_switch_at = 0.8;

@@ -55,7 +55,8 @@ class T2IAdapter {
     // the model's dtype.
     std::vector<at::Tensor> forward(const at::Tensor& image) const;
 
-    // How much smaller than the image its first feature map is (the latents' scale, for SD 8).
+    // The pixel unshuffle's factor (8 for SD 1.x's adapters, 16 for SDXL's): the picture's sides
+    // must be multiples of it.
     int64_t downscale() const { return config().downscale_factor; }
     const T2IAdapterConfig& config() const;
     int64_t parameter_count() const;
