@@ -79,6 +79,9 @@ const std::vector<AxisInfo>& axis_table() {
          "Threshold A), e.g. 50, 100, 150"},
         {"canny_high", "Canny high", "Canny high threshold", ValueKind::Float, "150, 200, 300",
          "the first ControlNet's canny high threshold (A1111's Threshold B), e.g. 150, 200, 300"},
+        {"refiner_switch", "Switch at", "Refiner switch at", ValueKind::Float, "0.6, 0.7, 0.8, 0.9",
+         "where SDXL's refiner takes over (--refiner, or the studio's Refiner row), e.g. 0.6, "
+         "0.8 or 0.5-0.9 (+0.1)"},
     };
     return table;
 }
@@ -253,6 +256,7 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
                                  .preprocessor = "canny",  // which the canny axes need
                                  .canny_low = 100,
                                  .canny_high = 200}};  // nor the ControlNet
+    probe.refiner = "(the refiner)";
     probe.sampler = Sampler::Euler;  // has every schedule: the sampler is checked per cell
     for (int k = 0; k < a.values.size(); ++k) {
         apply_grid_value(probe, a, k);
@@ -325,6 +329,13 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         }
         (axis.name == "canny_low" ? r.controls.front().canny_low : r.controls.front().canny_high) =
             value.toDouble(&ok);
+    } else if (axis.name == "refiner_switch") {
+        if (r.refiner.empty()) {
+            throw Error(
+                "axis refiner_switch: no refiner is chosen (--refiner DIR, or the studio's "
+                "Refiner row); the axis sets where it takes over");
+        }
+        r.refiner_switch_at = value.toDouble(&ok);
     } else if (axis.name == "prompt") {
         const QString search = axis.values.front();
         QString prompt = QString::fromStdString(r.prompt);

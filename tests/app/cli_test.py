@@ -1603,6 +1603,18 @@ def test_sdxl_base_and_refiner_in_one_generation_match_diffusers_ensemble(tmp_pa
     assert np.abs(got - want[0].numpy().astype(int)).max() <= 2
     params = Image.open(png).text["parameters"]
     assert "Refiner: tiny-sdxl-refiner, Refiner switch at: 0.5" in params, params
+    # A grid over the switch (A1111's X/Y plot "Refiner switch at"): its 0.5 cell is that image.
+    r = run("grid", "--model", str(SDXL / "tiny-sdxl"), "--prompt", req["prompt"],
+            "--refiner", str(SDXL / req["refiner"]), "--steps", str(req["steps"]), "--guidance",
+            str(req["guidance_scale"]), "--seed", str(req["seed"]), "--sampler", req["sampler"],
+            "--width", str(req["width"]), "--height", str(req["height"]), "--device", "cpu",
+            "--x", "refiner_switch=0.5,0.8", "--cells", "--out", str(tmp_path / "grid"))
+    assert r.returncode == 0, r.stderr
+    sheet, half, late = r.stdout.split()
+    assert "X Type: Refiner switch at" in Image.open(sheet).text["parameters"]
+    pixels = {p: np.array(Image.open(p).convert("RGB")) for p in (png, half, late)}
+    assert np.array_equal(pixels[half], pixels[png])
+    assert not np.array_equal(pixels[late], pixels[png])
     # img2img: the base from where the strength cuts the schedule until the switch, as
     # diffusers' SDXL img2img pipeline with strength and denoising_end, the refiner from there.
     import torch

@@ -108,7 +108,8 @@ TEST(GridAxes, EachValueSetsItsParameter) {
     EXPECT_NE(error_of("colour", "red")
                   .find("unknown axis 'colour' (steps, guidance, strength, "
                         "seed, sampler, schedule, prompt, clip_skip, prompt_syntax, eta, "
-                        "lora_weight, control_weight, control_end, canny_low, canny_high)"),
+                        "lora_weight, control_weight, control_end, canny_low, canny_high, "
+                        "refiner_switch)"),
               std::string::npos);
 }
 
@@ -165,6 +166,20 @@ TEST(GridAxes, ControlWeightAndEndSetTheFirstControlNets) {
     EXPECT_EQ(spec.cell(2, 1).controls.at(0).end, 1.0);
     EXPECT_EQ(app::grid_label(spec.x, 2), QString("ControlNet: 1"));
     EXPECT_THROW(spec_of("control_weight=0, 6").validate(), Error);  // no ControlNet, and 6 > 5
+}
+
+TEST(GridAxes, RefinerSwitchSetsWhereTheRefinerTakesOver) {
+    auto spec = spec_of("refiner_switch=0.5-0.9 (+0.2)");
+    EXPECT_THROW(spec.validate(), Error);  // no refiner chosen
+    spec.base.refiner = "/models/sdxl-refiner";
+    spec.validate();
+    EXPECT_EQ(spec.x.values, QStringList({"0.5", "0.7", "0.9"}));
+    EXPECT_EQ(spec.cell(1, 0).refiner_switch_at, 0.7);
+    EXPECT_EQ(spec.cell(1, 0).refiner, spec.base.refiner);
+    EXPECT_EQ(app::grid_label(spec.x, 2), QString("Switch at: 0.9"));
+    auto whole = spec_of("refiner_switch=0.5, 1");
+    whole.base.refiner = "/models/sdxl-refiner";
+    EXPECT_THROW(whole.validate(), Error);  // 1 leaves the refiner nothing
 }
 
 TEST(GridAxes, CannyThresholdsSetTheFirstControlNetsWhenItIsCanny) {
