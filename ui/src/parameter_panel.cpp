@@ -161,11 +161,14 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     preprocessor_->addItem(tr("invert (a sketch)"), "invert");
     preprocessor_->addItem(tr("none (a map)"), "none");
     preprocessor_->addItem(tr("canny (edges)"), "canny");
+    preprocessor_->addItem(tr("binary (dark parts)"), "binary");
     preprocessor_->setToolTip(
         tr("What the ControlNet gets of its picture: invert makes dark lines on white the "
            "white lines on black that scribble and line-art ControlNets read; none gives it as "
            "it is (an edge, depth or pose map); canny finds a picture's edges, as OpenCV's "
-           "Canny (A1111's canny preprocessor), for canny ControlNets"));
+           "Canny (A1111's canny preprocessor), for canny ControlNets; binary makes a picture's "
+           "dark parts white on black at Otsu's threshold (A1111's binary), for scribble "
+           "ControlNets"));
     const auto cannyBox = [](double value, const QString& tip) {
         auto* box = new QSpinBox;
         box->setRange(0, 2040);  // the largest gradient there is

@@ -57,7 +57,8 @@ struct ControlRef {
     // white made the white lines on black that scribble and line-art ControlNets read, as
     // A1111's "invert (from white bg & black line)"); "canny" (a picture's edges, sds::canny,
     // at the request's size, for canny ControlNets: A1111's "canny" with its Threshold A and
-    // B, the low and high thresholds below).
+    // B, the low and high thresholds below); "binary" (sds::binary: dark parts white on black
+    // at Otsu's level, A1111's "binary" at its default threshold).
     std::string preprocessor = "none";
     double canny_low = 100, canny_high = 200;
     bool operator==(const ControlRef&) const = default;

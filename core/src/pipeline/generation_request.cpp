@@ -701,7 +701,7 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
 }
 
 const std::vector<std::string>& control_preprocessors() {
-    static const std::vector<std::string> names = {"none", "invert", "canny"};
+    static const std::vector<std::string> names = {"none", "invert", "canny", "binary"};
     return names;
 }
 

@@ -6,7 +6,9 @@
 #include <ATen/ops/tensor.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "sds/error.h"
@@ -35,6 +37,55 @@ uint32_t grey_level(const uint8_t* rgb) {
     return (rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16;
 }
 }  // namespace
+
+Image binary(const Image& image) {
+    if (image.rgb.size() != static_cast<size_t>(image.width) * image.height * 3) {
+        throw Error("image buffer does not match its size");
+    }
+    // OpenCV's cvtColor(RGB2GRAY) for 8 bits: 15-bit fixed-point weights, rounded.
+    const size_t n = image.rgb.size() / 3;
+    std::vector<uint8_t> grey(n);
+    std::array<uint64_t, 256> histogram{};
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t* p = image.rgb.data() + 3 * i;
+        grey[i] =
+            static_cast<uint8_t>((p[0] * 9798u + p[1] * 19235u + p[2] * 3735u + 16384u) >> 15);
+        ++histogram[grey[i]];
+    }
+    // Otsu's threshold as OpenCV finds it: the level that most separates the two classes' means,
+    // the first of equals; a level that leaves (nearly) all on one side is passed over.
+    const double scale = n > 0 ? 1.0 / static_cast<double>(n) : 0.0;
+    double mu = 0;
+    for (int i = 0; i < 256; ++i) {
+        mu += i * static_cast<double>(histogram[static_cast<size_t>(i)]);
+    }
+    mu *= scale;
+    double mu1 = 0, q1 = 0, best_sigma = 0;
+    int threshold = 0;
+    const double eps = std::numeric_limits<float>::epsilon();
+    for (int i = 0; i < 256; ++i) {
+        const double p = static_cast<double>(histogram[static_cast<size_t>(i)]) * scale;
+        mu1 *= q1;
+        q1 += p;
+        const double q2 = 1.0 - q1;
+        if (std::min(q1, q2) < eps || std::max(q1, q2) > 1.0 - eps) {
+            continue;
+        }
+        mu1 = (mu1 + i * p) / q1;
+        const double mu2 = (mu - q1 * mu1) / q2;
+        const double sigma = q1 * q2 * (mu1 - mu2) * (mu1 - mu2);
+        if (sigma > best_sigma) {
+            best_sigma = sigma;
+            threshold = i;
+        }
+    }
+    Image out{image.width, image.height, std::vector<uint8_t>(image.rgb.size())};
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t v = grey[i] > threshold ? 0 : 255;  // THRESH_BINARY_INV
+        out.rgb[3 * i] = out.rgb[3 * i + 1] = out.rgb[3 * i + 2] = v;
+    }
+    return out;
+}
 
 at::Tensor control_to_tensor(const Image& image, int64_t channels) {
     if (channels == 3) {

@@ -733,6 +733,9 @@ Image preprocess_control(const Image& sized, const ControlRef& control) {
     if (control.preprocessor == "canny") {  // the edges at the size the ControlNet sees
         return canny(sized, control.canny_low, control.canny_high);
     }
+    if (control.preprocessor == "binary") {
+        return binary(sized);
+    }
     if (control.preprocessor != "none") {
         throw Error("unknown ControlNet preprocessor '" + control.preprocessor + "'");
     }

@@ -89,6 +89,50 @@ TEST(Canny, SameEdgesAsOpenCV) {
     EXPECT_GT(edges_seen, 10000u);  // the pictures have edges to find
 }
 
+// sds::binary against OpenCV's grey and Otsu threshold (A1111's "binary" at its default 0).
+sds::Image opencv_binary(const sds::Image& image) {
+    const cv::Mat rgb(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
+    cv::Mat grey, bin;
+    cv::cvtColor(rgb, grey, cv::COLOR_RGB2GRAY);
+    cv::threshold(grey, bin, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+    sds::Image out{image.width, image.height, {}};
+    for (int y = 0; y < image.height; ++y) {
+        for (int x = 0; x < image.width; ++x) {
+            const uint8_t v = bin.at<uint8_t>(y, x);
+            out.rgb.insert(out.rgb.end(), {v, v, v});
+        }
+    }
+    return out;
+}
+
+TEST(Binary, SameAsOpenCVsOtsuThreshold) {
+    std::vector<std::pair<std::string, sds::Image>> pictures = {
+        {"noise 64x48", noise(64, 48, 1)},
+        {"noise 256x256", noise(256, 256, 9)},  // the grey of 65536 colours
+        {"noise 1x1", noise(1, 1, 5)},
+        {"smooth 96x80", smooth(96, 80)},
+        {"flat", sds::Image{5, 4, std::vector<uint8_t>(60, 90)}},
+    };
+    sds::Image two_levels{8, 8, std::vector<uint8_t>(192, 30)};
+    std::fill(two_levels.rgb.begin() + 96, two_levels.rgb.end(), 220);
+    pictures.emplace_back("two levels", two_levels);
+    for (uint64_t seed : {3u, 11u, 40u}) {
+        const sds::imaging::Scene scene = sds::imaging::random_scene(seed);
+        pictures.emplace_back("scene " + std::to_string(seed),
+                              sds::imaging::render_scene(scene, 128, seed));
+    }
+    size_t white = 0, black = 0;
+    for (const auto& [name, picture] : pictures) {
+        const sds::Image ours = sds::binary(picture);
+        const sds::Image want = opencv_binary(picture);
+        EXPECT_EQ(ours.rgb, want.rgb) << name;
+        white += edge_count(want);
+        black += want.rgb.size() / 3 - edge_count(want);
+    }
+    EXPECT_GT(white, 5000u);  // both sides of the threshold are seen
+    EXPECT_GT(black, 5000u);
+}
+
 // A ControlNet with the "canny" preprocessor is the ControlNet given cv::Canny's edges of the
 // picture (at the request's size); other thresholds give other images.
 TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
@@ -118,6 +162,18 @@ TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
     const auto other = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
                                          std::span<const sds::Image>(&picture, 1));
     EXPECT_NE(other.images.at(0).rgb, made.images.at(0).rgb);
+    // "binary": the ControlNet given OpenCV's Otsu picture.
+    const sds::Image shapes =
+        sds::resize(sds::imaging::render_scene(sds::imaging::random_scene(5), 128, 5),
+                    request.width, request.height);  // at the request's size
+    const sds::Image otsu = opencv_binary(shapes);
+    request.controls[0].preprocessor = "none";
+    const auto from_otsu = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                             std::span<const sds::Image>(&otsu, 1));
+    request.controls[0].preprocessor = "binary";
+    const auto binarised = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                             std::span<const sds::Image>(&shapes, 1));
+    EXPECT_EQ(binarised.images.at(0).rgb, from_otsu.images.at(0).rgb);
 }
 
 }  // namespace
