@@ -212,6 +212,19 @@ namespace {
 // block2, out_conv), for SD 1.x with a pixel unshuffle of 8 (another factor is read from the
 // shapes too). What diffusers' T2IAdapter holds,
 // under other names; the config comes from the shapes.
+enum class OriginalLayout { None, Full, Light };
+
+// Which of TencentARC's two networks a file's names are.
+OriginalLayout original_layout(const SafeTensorsFile& file) {
+    if (file.contains("conv_in.weight") && file.contains("body.0.block1.weight")) {
+        return OriginalLayout::Full;
+    }
+    if (file.contains("body.0.in_conv.weight") && file.contains("body.0.body.0.block1.weight")) {
+        return OriginalLayout::Light;
+    }
+    return OriginalLayout::None;
+}
+
 struct OriginalFile {
     T2IAdapterConfig config;
     std::function<std::string(const std::string&)> rename;  // diffusers' name -> the file's
@@ -219,12 +232,11 @@ struct OriginalFile {
 
 std::optional<OriginalFile> inspect_original(const std::filesystem::path& path) {
     const SafeTensorsFile file = SafeTensorsFile::open(path);
-    const bool full = file.contains("conv_in.weight") && file.contains("body.0.block1.weight");
-    const bool light =
-        file.contains("body.0.in_conv.weight") && file.contains("body.0.body.0.block1.weight");
-    if (!full && !light) {
+    const OriginalLayout layout = original_layout(file);
+    if (layout == OriginalLayout::None) {
         return std::nullopt;
     }
+    const bool full = layout == OriginalLayout::Full;
     const auto fail = [&](const std::string& what) {
         throw ModelError(path.string() + ": a T2I-Adapter " + what);
     };
@@ -348,10 +360,7 @@ std::optional<OriginalFile> inspect_original(const std::filesystem::path& path) 
 bool T2IAdapter::is_adapter(const std::filesystem::path& path) {
     if (std::filesystem::is_regular_file(path)) {
         try {
-            const SafeTensorsFile file = SafeTensorsFile::open(path);
-            return (file.contains("conv_in.weight") && file.contains("body.0.block1.weight")) ||
-                   (file.contains("body.0.in_conv.weight") &&
-                    file.contains("body.0.body.0.block1.weight"));
+            return original_layout(SafeTensorsFile::open(path)) != OriginalLayout::None;
         } catch (const Error&) {
             return false;  // what loads it as a ControlNet says what is wrong with it
         }

@@ -1228,10 +1228,10 @@ GenerationResult Pipeline::run(const GenerationRequest& in, std::span<const Imag
             // After an inpainting run (SDXL's refiner): as diffusers' SDXL inpainting pipeline
             // given those latents for its image and denoising_start, the kept part is blended
             // back from them, noised with noise drawn now; there is no masked image.
-            if (inpainting_unet || req.mask_padding >= 0) {
+            if (inpainting_unet) {  // (only the masked area: refused by the request)
                 throw Error(m.folder.source().string() +
-                            ": a refiner after inpainting takes the latents alone (not an "
-                            "inpainting UNet, not only the masked area)");
+                            ": a refiner after inpainting takes the latents alone, not an "
+                            "inpainting UNet's mask and masked image");
             }
             init_sized = resize(inits.front(), req.width, req.height);
             mask_sized = resize(blurred_mask(), req.width, req.height);
