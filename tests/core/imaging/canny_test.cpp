@@ -15,19 +15,27 @@
 
 namespace {
 
-sds::Image opencv_canny(const sds::Image& image, double low, double high) {
-    // cv::Mat over the bytes as they are (RGB, as A1111 hands cv2 its numpy picture).
-    const cv::Mat rgb(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
-    cv::Mat edges;
-    cv::Canny(rgb, edges, low, high);
-    sds::Image out{image.width, image.height, {}};
-    for (int y = 0; y < image.height; ++y) {
-        for (int x = 0; x < image.width; ++x) {
-            const uint8_t v = edges.at<uint8_t>(y, x);
+// cv::Mat over the bytes as they are (RGB, as A1111 hands cv2 its numpy picture).
+cv::Mat opencv_view(const sds::Image& image) {
+    return {image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data())};
+}
+
+// One channel of OpenCV's, in all three of an sds::Image.
+sds::Image from_grey(const cv::Mat& grey) {
+    sds::Image out{grey.cols, grey.rows, {}};
+    for (int y = 0; y < grey.rows; ++y) {
+        for (int x = 0; x < grey.cols; ++x) {
+            const uint8_t v = grey.at<uint8_t>(y, x);
             out.rgb.insert(out.rgb.end(), {v, v, v});
         }
     }
     return out;
+}
+
+sds::Image opencv_canny(const sds::Image& image, double low, double high) {
+    cv::Mat edges;
+    cv::Canny(opencv_view(image), edges, low, high);
+    return from_grey(edges);
 }
 
 sds::Image noise(int w, int h, uint32_t seed) {
@@ -91,18 +99,10 @@ TEST(Canny, SameEdgesAsOpenCV) {
 
 // sds::binary against OpenCV's grey and Otsu threshold (A1111's "binary" at its default 0).
 sds::Image opencv_binary(const sds::Image& image) {
-    const cv::Mat rgb(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
     cv::Mat grey, bin;
-    cv::cvtColor(rgb, grey, cv::COLOR_RGB2GRAY);
+    cv::cvtColor(opencv_view(image), grey, cv::COLOR_RGB2GRAY);
     cv::threshold(grey, bin, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
-    sds::Image out{image.width, image.height, {}};
-    for (int y = 0; y < image.height; ++y) {
-        for (int x = 0; x < image.width; ++x) {
-            const uint8_t v = bin.at<uint8_t>(y, x);
-            out.rgb.insert(out.rgb.end(), {v, v, v});
-        }
-    }
-    return out;
+    return from_grey(bin);
 }
 
 TEST(Binary, SameAsOpenCVsOtsuThreshold) {
