@@ -1221,6 +1221,14 @@ def test_generation_errors_are_clear(tmp_path):
     assert r.returncode == 1 and "unknown sampler 'dpm_fast'" in r.stderr
     r = run("img2img", "--model", str(PIPE), "--init", str(tmp_path / "nope.png"))
     assert r.returncode == 1 and "nope.png: cannot read the image" in r.stderr
+    # diffusers fails inside torch here (an empty tensor's reshape): we say why.
+    init = tmp_path / "init.png"
+    from PIL import Image
+    Image.new("RGB", (32, 32), (200, 60, 30)).save(init)
+    r = run("img2img", "--model", str(PIPE), "--init", str(init), "--strength", "0.3",
+            "--steps", "3", "--sampler", "euler", "--out", str(tmp_path / "out"))
+    assert r.returncode == 1 and ("strength 0.3 with 3 steps leaves no denoising step "
+                                  "(3 x 0.3 is below 1)") in r.stderr, r.stderr
     r = run("txt2img", "--model", str(PIPE), "--dtype", "fp16", "--device", "cpu")
     assert r.returncode == 1 and "fp16 is for CUDA GPUs" in r.stderr
     r = run("grid", "--model", str(PIPE), "--x", "colour=red")

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <iterator>
+#include <sstream>
 
 #include <ATen/ops/scalar_tensor.h>
 
@@ -265,8 +266,11 @@ int64_t Scheduler::first_index_for_strength(int steps, double strength) const {
     const int init = std::min(static_cast<int>(steps * strength), steps);
     const int t_start = std::max(steps - init, 0) * order();
     if (t_start >= timesteps_.size(0)) {
-        throw Error("strength " + std::to_string(strength) + " with " + std::to_string(steps) +
-                    " steps leaves no denoising step; raise the strength or the steps");
+        std::ostringstream m;
+        m << "strength " << strength << " with " << steps << (steps == 1 ? " step" : " steps")
+          << " leaves no denoising step (" << steps << " x " << strength
+          << " is below 1); raise the strength or the steps";
+        throw Error(m.str());
     }
     return t_start;
 }
