@@ -204,6 +204,27 @@ def test_encode_writes_the_prompts_as_a1111_encodes_them(tmp_path):
     assert r.returncode == 2 and "encode writes --out FILE.safetensors" in r.stderr
 
 
+def test_clip_skip_reaches_down_to_the_embeddings(tmp_path):
+    # diffusers' clip_skip k reads hidden_states[-(k + 1)]: with k the encoder's layer count,
+    # the embeddings alone (through the final layer norm); one more is refused.
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+    pipe = StableDiffusionPipeline.from_pretrained(PIPE)
+    layers = pipe.text_encoder.config.num_hidden_layers
+    out = tmp_path / "skip.safetensors"
+    r = run("encode", "--model", str(PIPE), "--prompt", "a red circle", "--clip-skip",
+            str(layers), "--device", "cpu", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    want = reference_module("make_pipeline_fixture").clip_skip_embeds(pipe, "a red circle", layers)
+    got = load_file(str(out))["prompt_embeds"]
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    r = run("encode", "--model", str(PIPE), "--prompt", "a red circle", "--clip-skip",
+            str(layers + 1), "--device", "cpu", "--out", str(out))
+    assert r.returncode == 1 and (f"clip_skip {layers + 1} is out of range 0..{layers} for a "
+                                  f"text encoder of {layers} layers") in r.stderr, r.stderr
+
+
 # --- txt2img / img2img / grid against diffusers, through the CLI flags -----------------------
 
 PIPE = FIXTURES / "pipeline" / "tiny-sd"

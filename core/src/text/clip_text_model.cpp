@@ -300,10 +300,13 @@ ClipTextModel ClipTextModel::load(const ComponentFiles& component, c10::ScalarTy
 }
 
 namespace {
-void check_input(const ClipTextConfig& c, const at::Tensor& ids, int clip_skip) {
-    if (clip_skip < 0 || clip_skip >= c.num_hidden_layers) {
+// clip_skip up to `most`: for SD, every layer skipped leaves the embeddings (diffusers'
+// hidden_states[0]); SDXL reads one state before the one clip_skip names.
+void check_input(const ClipTextConfig& c, const at::Tensor& ids, int clip_skip, int most) {
+    if (clip_skip < 0 || clip_skip > most) {
         throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
-                    std::to_string(c.num_hidden_layers - 1));
+                    std::to_string(most) + " for a text encoder of " +
+                    std::to_string(c.num_hidden_layers) + " layers");
     }
     if (ids.dim() != 2) {
         throw Error("text encoder: token ids must be [batch, length]");
@@ -352,7 +355,7 @@ at::Tensor run_layers(ClipTextTransformerImpl& m, const at::Tensor& ids, int64_t
 
 at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
     const ClipTextConfig& c = impl_->config;
-    check_input(c, ids, clip_skip);
+    check_input(c, ids, clip_skip, static_cast<int>(c.num_hidden_layers));
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     return m.final_layer_norm(run_layers(m, ids, c.num_hidden_layers - clip_skip, impl_->added));
@@ -360,7 +363,7 @@ at::Tensor ClipTextModel::encode(const at::Tensor& ids, int clip_skip) const {
 
 ClipTextModel::Encoding ClipTextModel::encode_xl(const at::Tensor& ids, int clip_skip) const {
     const ClipTextConfig& c = impl_->config;
-    check_input(c, ids, clip_skip);
+    check_input(c, ids, clip_skip, static_cast<int>(c.num_hidden_layers) - 1);
     const nn::GradOnlyInTraining grad(*impl_->model);
     auto& m = *impl_->model;
     Encoding out;

@@ -41,8 +41,13 @@ TEST(ClipTextModel, Fp16WeightsLoadIntoFp32AndFp16) {
 TEST(ClipTextModel, ClipSkipOutOfRangeIsAnError) {
     sds::ClipTextModel model(sds::ClipTextConfig::from_file(kDir / "text_encoder/config.json"));
     const auto ids = sds::SafeTensorsFile::open(kDir / "expected.safetensors").tensor("ids");
-    EXPECT_THROW(model.encode(ids, 3), sds::Error);
+    // 3 layers: clip skip 3 leaves the embeddings (diffusers' hidden_states[0]); SDXL's
+    // reading, one state further back, stops at 2.
+    EXPECT_NO_THROW(model.encode(ids, 3));
+    EXPECT_THROW(model.encode(ids, 4), sds::Error);
     EXPECT_THROW(model.encode(ids, -1), sds::Error);
+    EXPECT_NO_THROW(model.encode_xl(ids, 2));
+    EXPECT_THROW(model.encode_xl(ids, 3), sds::Error);
 }
 
 // Rewrites the fixture's weights with `edit` applied and returns the load error.
