@@ -306,7 +306,8 @@ void check_input(const ClipTextConfig& c, const at::Tensor& ids, int clip_skip, 
     if (clip_skip < 0 || clip_skip > most) {
         throw Error("clip_skip " + std::to_string(clip_skip) + " is out of range 0.." +
                     std::to_string(most) + " for a text encoder of " +
-                    std::to_string(c.num_hidden_layers) + " layers");
+                    std::to_string(c.num_hidden_layers) +
+                    (c.num_hidden_layers == 1 ? " layer" : " layers"));
     }
     if (ids.dim() != 2) {
         throw Error("text encoder: token ids must be [batch, length]");
