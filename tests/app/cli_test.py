@@ -2515,6 +2515,29 @@ def test_the_canny_preprocessor_takes_its_thresholds_from_the_flags(tmp_path):
     r = run("txt2img", *flags, *unit, "--canny-low", "90", "--canny-high", "20",
             "--out", str(tmp_path / "bad"))
     assert r.returncode != 0 and "canny thresholds" in r.stderr, r.stderr
+    # binary's --binary-threshold likewise (A1111's Threshold A; 0, its default, Otsu's).
+    unit[-1] = "binary"
+    binary = []
+    for k, level in enumerate(["0", "40", "200"]):
+        r = run("txt2img", *flags, *unit, "--binary-threshold", level,
+                "--out", str(tmp_path / f"b{k}"))
+        assert r.returncode == 0, r.stderr
+        png = r.stdout.split()[0]
+        meta = json.loads(Image.open(png).text["sdstudio"])
+        assert meta["controls"][0]["binary_threshold"] == int(level), meta
+        assert f"Module: binary, Model: tiny-controlnet, Weight: 1, Threshold A: {level}, " \
+               in Image.open(png).text["parameters"]
+        binary.append(np.array(Image.open(png).convert("RGB")).astype(int))
+        r = run("txt2img", "--from", png, "--model", str(CONTROL / "tiny-sd"),
+                "--out", str(tmp_path / f"again{k}"))
+        assert r.returncode == 0, r.stderr
+        assert np.array_equal(np.array(Image.open(r.stdout.split()[0]).convert("RGB")),
+                              binary[-1]), level
+    assert np.abs(binary[1] - binary[2]).max() > 0 and np.abs(binary[0] - binary[1]).max() > 0
+    r = run("txt2img", *flags, *unit, "--binary-threshold", "256", "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "binary threshold must be 0..255" in r.stderr, r.stderr
+    r = run("txt2img", *flags, *unit[:-1], "sobel", "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "(known: none, invert, canny, binary)" in r.stderr, r.stderr
 
 
 def tiny_adapter(folder, seed, **config):

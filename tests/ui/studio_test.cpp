@@ -1424,6 +1424,30 @@ class StudioTest : public QObject {
         QVERIFY2(edgedParams.contains("Module: canny, Model: controlnet-test, Weight: 1, "
                                       "Threshold A: 40, Threshold B: 90"),
                  qPrintable(edgedParams));
+        // Binary: its threshold (0 shown as Otsu) enabled for binary alone, and what Preview
+        // shows at it.
+        auto* level = w.panel()->findChild<QSpinBox*>("binaryThreshold");
+        QVERIFY(level != nullptr && !level->isEnabled());
+        QCOMPARE(level->text(), QString("Otsu"));
+        preprocessor->setCurrentIndex(preprocessor->findData("binary"));
+        QVERIFY(level->isEnabled() && !low->isEnabled());
+        level->setValue(100);
+        const ControlRef dark = w.panel()->request().controls.at(0);
+        QCOMPARE(dark.preprocessor, std::string("binary"));
+        QCOMPARE(dark.binary_threshold, 100);
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview"), Qt::LeftButton);
+        auto* binaryPreview = w.findChild<QDialog*>("controlPreviewDialog");
+        QVERIFY(binaryPreview != nullptr);
+        QCOMPARE(binaryPreview->findChild<QLabel*>("controlPreviewImage")
+                     ->pixmap()
+                     .toImage()
+                     .convertToFormat(QImage::Format_RGB888),
+                 app::to_qimage(
+                     sds::preprocess_control(
+                         sds::resize(app::from_qimage(w.canvas()->image()), now.width, now.height),
+                         dark))
+                     .convertToFormat(QImage::Format_RGB888));
+        binaryPreview->close();
         preprocessor->setCurrentIndex(preprocessor->findData("invert"));
         QVERIFY(generate());
         QCOMPARE(w.result()->image(), controlled);

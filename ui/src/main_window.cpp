@@ -960,6 +960,10 @@ void MainWindow::showControlPreview(int unit) {
     QString what = QString::fromStdString(c.preprocessor);
     if (c.preprocessor == "canny") {
         what += tr(", thresholds %1 and %2").arg(c.canny_low).arg(c.canny_high);
+    } else if (c.preprocessor == "binary") {
+        what += c.binary_threshold == 0 || c.binary_threshold == 255
+                    ? tr(", Otsu's threshold")
+                    : tr(", threshold %1").arg(c.binary_threshold);
     }
     auto* caption = new QLabel(
         tr("%1 at %2 x %3, as the ControlNet gets it").arg(what).arg(seen.width).arg(seen.height));

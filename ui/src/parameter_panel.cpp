@@ -167,7 +167,7 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
            "white lines on black that scribble and line-art ControlNets read; none gives it as "
            "it is (an edge, depth or pose map); canny finds a picture's edges, as OpenCV's "
            "Canny (A1111's canny preprocessor), for canny ControlNets; binary makes a picture's "
-           "dark parts white on black at Otsu's threshold (A1111's binary), for scribble "
+           "dark parts white on black, up to its threshold (A1111's binary), for scribble "
            "ControlNets"));
     const auto cannyBox = [](double value, const QString& tip) {
         auto* box = new QSpinBox;
@@ -182,6 +182,13 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     cannyHigh_ =
         cannyBox(control.canny_high, tr("Canny's high threshold: edges stronger than this are kept "
                                         "(A1111's Threshold B)"));
+    binaryThreshold_ = new QSpinBox;
+    binaryThreshold_->setRange(0, 255);
+    binaryThreshold_->setSpecialValueText(tr("Otsu"));  // 0 (255 too): Otsu's level
+    binaryThreshold_->setValue(control.binary_threshold);
+    binaryThreshold_->setToolTip(
+        tr("Binary's threshold: grey levels up to it turn white, the lighter ones black; Otsu "
+           "(0, or 255) finds the level that best splits the picture (A1111's Threshold A)"));
     preview_ = new QToolButton;
     preview_->setText(tr("Preview"));
     preview_->setToolTip(tr("Show what the ControlNet gets of its picture"));
@@ -237,6 +244,7 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     span->addWidget(preprocessor_);
     span->addWidget(cannyLow_);
     span->addWidget(cannyHigh_);
+    span->addWidget(binaryThreshold_);
     span->addWidget(preview_);
     span->addStretch();
     span->addWidget(new QLabel(tr("from")));
@@ -263,6 +271,7 @@ void ControlUnit::setIndex(int index) {
     preprocessor_->setObjectName("controlPreprocessor" + n);
     cannyLow_->setObjectName("cannyLow" + n);
     cannyHigh_->setObjectName("cannyHigh" + n);
+    binaryThreshold_->setObjectName("binaryThreshold" + n);
     preview_->setObjectName("controlPreview" + n);
     if (image_ != nullptr) {
         title_->setText(tr("%1.").arg(index + 1));
@@ -280,6 +289,7 @@ void ControlUnit::updateEnabled() {
     const bool canny = preprocessor_->currentData().toString() == "canny";
     cannyLow_->setEnabled(on && canny);
     cannyHigh_->setEnabled(on && canny);
+    binaryThreshold_->setEnabled(on && preprocessor_->currentData().toString() == "binary");
 }
 
 std::optional<ControlRef> ControlUnit::control() const {
@@ -298,6 +308,8 @@ std::optional<ControlRef> ControlUnit::control() const {
     if (c.preprocessor == "canny") {  // else the defaults, as the request's JSON keeps them
         c.canny_low = cannyLow_->value();
         c.canny_high = cannyHigh_->value();
+    } else if (c.preprocessor == "binary") {
+        c.binary_threshold = binaryThreshold_->value();
     }
     return c;
 }
@@ -315,6 +327,7 @@ void ControlUnit::setControl(const ControlRef& c) {
         preprocessor_->setCurrentIndex(std::max(k, 0));
         cannyLow_->setValue(static_cast<int>(std::lround(c.canny_low)));
         cannyHigh_->setValue(static_cast<int>(std::lround(c.canny_high)));
+        binaryThreshold_->setValue(c.binary_threshold);
     }
 }
 

@@ -66,7 +66,8 @@ class ValueSlider : public QWidget {
 // img2img or inpaint picture when its unit has none; a later one reads its image file, or the
 // canvas where it names none. Its widgets' object names are the first unit's ("controlnet",
 // "controlScale", "controlStart", "controlEnd", "controlPreprocessor", "cannyLow", "cannyHigh",
-// "controlPreview") with the unit's number after them from the second on ("controlnet2",
+// "binaryThreshold", "controlPreview") with the unit's number after them from the second on
+// ("controlnet2",
 // ...; "controlImage2", "controlRemove2").
 class ControlUnit : public QWidget {
     Q_OBJECT
@@ -95,10 +96,12 @@ class ControlUnit : public QWidget {
     QDoubleSpinBox* start_;
     QDoubleSpinBox* end_;
     // ControlRef::preprocessor: "invert" (the canvas's dark lines on white made white on black,
-    // the default), "none" (a map as it is), "canny" (a picture's edges, with the thresholds).
+    // the default), "none" (a map as it is), "canny" (a picture's edges, with the thresholds),
+    // "binary" (its dark parts, with binaryThreshold_: 0 shown as "Otsu").
     QComboBox* preprocessor_;
     QSpinBox* cannyLow_;
     QSpinBox* cannyHigh_;
+    QSpinBox* binaryThreshold_;
     QToolButton* preview_;
 };
 

@@ -57,10 +57,11 @@ struct ControlRef {
     // white made the white lines on black that scribble and line-art ControlNets read, as
     // A1111's "invert (from white bg & black line)"); "canny" (a picture's edges, sds::canny,
     // at the request's size, for canny ControlNets: A1111's "canny" with its Threshold A and
-    // B, the low and high thresholds below); "binary" (sds::binary: dark parts white on black
-    // at Otsu's level, A1111's "binary" at its default threshold).
+    // B, the low and high thresholds below); "binary" (sds::binary: dark parts white on black,
+    // A1111's "binary" with its Threshold A, binary_threshold below: 0 or 255 Otsu's level).
     std::string preprocessor = "none";
     double canny_low = 100, canny_high = 200;
+    int binary_threshold = 0;
     bool operator==(const ControlRef&) const = default;
 };
 // The preprocessors a ControlRef may name.

@@ -65,10 +65,11 @@ void paste(Image& base, const Image& image, int x, int y);
 // suppression, hysteresis over the 8 neighbours), white on black in all three channels: what
 // A1111's ControlNet "canny" preprocessor makes of a picture. low > high are swapped.
 Image canny(const Image& image, double low, double high);
-// A1111's ControlNet "binary" preprocessor at its default threshold (0: Otsu's): the picture
-// grey as OpenCV's cvtColor(RGB2GRAY), then cv::threshold(grey, 0, 255, THRESH_BINARY_INV |
-// THRESH_OTSU): white where it is at or below Otsu's level, black above, in all three channels
-// (dark lines and shapes made the white on black scribble ControlNets read).
-Image binary(const Image& image);
+// A1111's ControlNet "binary" preprocessor: the picture grey as OpenCV's cvtColor(RGB2GRAY),
+// then white where it is at or below the level, black above, in all three channels (dark lines
+// and shapes made the white on black scribble ControlNets read). `threshold` 1..254 is the
+// level, cv::threshold(grey, threshold, 255, THRESH_BINARY_INV); 0 or 255 (A1111's default 0)
+// take Otsu's level, cv::threshold(grey, 0, 255, THRESH_BINARY_INV | THRESH_OTSU).
+Image binary(const Image& image, int threshold = 0);
 
 }  // namespace sds

@@ -84,12 +84,19 @@ void GenerationRequest::validate() const {
         if (!(c.start >= 0 && c.start < c.end && c.end <= 1))
             fail("a ControlNet's start and end must be 0 <= start < end <= 1 (" + c.model + ")");
         if (std::find(preprocessors.begin(), preprocessors.end(), c.preprocessor) ==
-            preprocessors.end())
-            fail("unknown ControlNet preprocessor '" + c.preprocessor +
-                 "' (known: none, invert, canny)");
+            preprocessors.end()) {
+            std::string known;
+            for (const auto& p : preprocessors) {
+                known += (known.empty() ? "" : ", ") + p;
+            }
+            fail("unknown ControlNet preprocessor '" + c.preprocessor + "' (known: " + known + ")");
+        }
         // 2040: the largest gradient there is (|dx| + |dy| of 3x3 Sobel filters on 8 bits).
         if (!(c.canny_low >= 0 && c.canny_low <= c.canny_high && c.canny_high <= 2040))
             fail("a ControlNet's canny thresholds must be 0 <= low <= high <= 2040 (" + c.model +
+                 ")");
+        if (c.binary_threshold < 0 || c.binary_threshold > 255)
+            fail("a ControlNet's binary threshold must be 0..255, 0 or 255 for Otsu's (" + c.model +
                  ")");
     }
     for (const auto& l : loras) {
@@ -155,6 +162,8 @@ std::string GenerationRequest::to_json() const {
             if (c.preprocessor == "canny") {  // the thresholds only where they mean something
                 unit["canny_low"] = c.canny_low;
                 unit["canny_high"] = c.canny_high;
+            } else if (c.preprocessor == "binary") {
+                unit["binary_threshold"] = c.binary_threshold;
             }
             j["controls"].push_back(unit);
         }
@@ -275,11 +284,13 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
                 !is("end", &nlohmann::json::is_number) ||
                 !is("preprocessor", &nlohmann::json::is_string) ||
                 !is("canny_low", &nlohmann::json::is_number) ||
-                !is("canny_high", &nlohmann::json::is_number)) {
+                !is("canny_high", &nlohmann::json::is_number) ||
+                !is("binary_threshold", &nlohmann::json::is_number_integer)) {
                 throw Error(
                     "request JSON: a ControlNet is {\"model\": path, \"image\": path, "
                     "\"scale\": number, \"start\": number, \"end\": number, "
-                    "\"preprocessor\": name, \"canny_low\": number, \"canny_high\": number} "
+                    "\"preprocessor\": name, \"canny_low\": number, \"canny_high\": number, "
+                    "\"binary_threshold\": integer} "
                     "(got " +
                     c.dump() + ")");
             }
@@ -292,6 +303,7 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
             ref.preprocessor = c.value("preprocessor", ref.preprocessor);
             ref.canny_low = c.value("canny_low", ref.canny_low);
             ref.canny_high = c.value("canny_high", ref.canny_high);
+            ref.binary_threshold = c.value("binary_threshold", ref.binary_threshold);
             r.controls.push_back(ref);
         }
     }
@@ -413,7 +425,8 @@ std::string GenerationRequest::to_a1111(int index, const A1111Files& files) cons
             ", Weight: " + number(c.scale) +
             (c.preprocessor == "canny" ? ", Threshold A: " + number(c.canny_low) +
                                              ", Threshold B: " + number(c.canny_high)
-                                       : "") +
+             : c.preprocessor == "binary" ? ", Threshold A: " + number(c.binary_threshold)
+                                          : "") +
             ", Guidance Start: " + number(c.start) + ", Guidance End: " + number(c.end) +
             (control_guess_mode ? ", Guess Mode: True" : "");  // diffusers' (not A1111's)
         at = kv.insert(at, {"ControlNet " + std::to_string(k), unit}) + 1;

@@ -38,22 +38,10 @@ uint32_t grey_level(const uint8_t* rgb) {
 }
 }  // namespace
 
-Image binary(const Image& image) {
-    if (image.rgb.size() != static_cast<size_t>(image.width) * image.height * 3) {
-        throw Error("image buffer does not match its size");
-    }
-    // OpenCV's cvtColor(RGB2GRAY) for 8 bits: 15-bit fixed-point weights, rounded.
-    const size_t n = image.rgb.size() / 3;
-    std::vector<uint8_t> grey(n);
-    std::array<uint64_t, 256> histogram{};
-    for (size_t i = 0; i < n; ++i) {
-        const uint8_t* p = image.rgb.data() + 3 * i;
-        grey[i] =
-            static_cast<uint8_t>((p[0] * 9798u + p[1] * 19235u + p[2] * 3735u + 16384u) >> 15);
-        ++histogram[grey[i]];
-    }
-    // Otsu's threshold as OpenCV finds it: the level that most separates the two classes' means,
-    // the first of equals; a level that leaves (nearly) all on one side is passed over.
+namespace {
+// Otsu's threshold as OpenCV finds it: the level that most separates the two classes' means,
+// the first of equals; a level that leaves (nearly) all on one side is passed over.
+int otsu_level(const std::array<uint64_t, 256>& histogram, size_t n) {
     const double scale = n > 0 ? 1.0 / static_cast<double>(n) : 0.0;
     double mu = 0;
     for (int i = 0; i < 256; ++i) {
@@ -79,9 +67,32 @@ Image binary(const Image& image) {
             threshold = i;
         }
     }
+    return threshold;
+}
+}  // namespace
+
+Image binary(const Image& image, int threshold) {
+    if (image.rgb.size() != static_cast<size_t>(image.width) * image.height * 3) {
+        throw Error("image buffer does not match its size");
+    }
+    if (threshold < 0 || threshold > 255) {
+        throw Error("the binary threshold must be 0..255 (0 or 255: Otsu's), not " +
+                    std::to_string(threshold));
+    }
+    // OpenCV's cvtColor(RGB2GRAY) for 8 bits: 15-bit fixed-point weights, rounded.
+    const size_t n = image.rgb.size() / 3;
+    std::vector<uint8_t> grey(n);
+    std::array<uint64_t, 256> histogram{};
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t* p = image.rgb.data() + 3 * i;
+        grey[i] =
+            static_cast<uint8_t>((p[0] * 9798u + p[1] * 19235u + p[2] * 3735u + 16384u) >> 15);
+        ++histogram[grey[i]];
+    }
+    const int level = threshold == 0 || threshold == 255 ? otsu_level(histogram, n) : threshold;
     Image out{image.width, image.height, std::vector<uint8_t>(image.rgb.size())};
     for (size_t i = 0; i < n; ++i) {
-        const uint8_t v = grey[i] > threshold ? 0 : 255;  // THRESH_BINARY_INV
+        const uint8_t v = grey[i] > level ? 0 : 255;  // THRESH_BINARY_INV
         out.rgb[3 * i] = out.rgb[3 * i + 1] = out.rgb[3 * i + 2] = v;
     }
     return out;

@@ -734,7 +734,7 @@ Image preprocess_control(const Image& sized, const ControlRef& control) {
         return canny(sized, control.canny_low, control.canny_high);
     }
     if (control.preprocessor == "binary") {
-        return binary(sized);
+        return binary(sized, control.binary_threshold);
     }
     if (control.preprocessor != "none") {
         throw Error("unknown ControlNet preprocessor '" + control.preprocessor + "'");

@@ -8,6 +8,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "image_parity.h"
+#include "sds/error.h"
 #include "sds/image.h"
 #include "sds/pipeline.h"
 #include "sds/shapes.h"
@@ -97,11 +98,16 @@ TEST(Canny, SameEdgesAsOpenCV) {
     EXPECT_GT(edges_seen, 10000u);  // the pictures have edges to find
 }
 
-// sds::binary against OpenCV's grey and Otsu threshold (A1111's "binary" at its default 0).
-sds::Image opencv_binary(const sds::Image& image) {
+// sds::binary against OpenCV's grey and threshold as A1111's "binary" calls them: Otsu's at
+// threshold 0 (its default) or 255, else that level.
+sds::Image opencv_binary(const sds::Image& image, int threshold = 0) {
     cv::Mat grey, bin;
     cv::cvtColor(opencv_view(image), grey, cv::COLOR_RGB2GRAY);
-    cv::threshold(grey, bin, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+    if (threshold == 0 || threshold == 255) {
+        cv::threshold(grey, bin, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+    } else {
+        cv::threshold(grey, bin, threshold, 255, cv::THRESH_BINARY_INV);
+    }
     return from_grey(bin);
 }
 
@@ -131,6 +137,22 @@ TEST(Binary, SameAsOpenCVsOtsuThreshold) {
     }
     EXPECT_GT(white, 5000u);  // both sides of the threshold are seen
     EXPECT_GT(black, 5000u);
+}
+
+TEST(Binary, SameAsOpenCVsThresholdAtEveryLevel) {
+    const sds::Image gradient = smooth(96, 80);
+    const sds::Image scene = sds::imaging::render_scene(sds::imaging::random_scene(11), 128, 11);
+    for (int level = 0; level <= 255; ++level) {
+        for (const auto* picture : {&gradient, &scene}) {
+            ASSERT_EQ(sds::binary(*picture, level).rgb, opencv_binary(*picture, level).rgb)
+                << "threshold " << level;
+        }
+    }
+    // 255 is Otsu's as 0 is (A1111's rule), not a level that leaves all white.
+    EXPECT_EQ(sds::binary(gradient, 255).rgb, sds::binary(gradient, 0).rgb);
+    EXPECT_NE(sds::binary(gradient, 60).rgb, sds::binary(gradient, 180).rgb);
+    EXPECT_THROW(sds::binary(gradient, 256), sds::Error);
+    EXPECT_THROW(sds::binary(gradient, -1), sds::Error);
 }
 
 // A ControlNet with the "canny" preprocessor is the ControlNet given cv::Canny's edges of the
@@ -174,6 +196,21 @@ TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
     const auto binarised = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
                                              std::span<const sds::Image>(&shapes, 1));
     EXPECT_EQ(binarised.images.at(0).rgb, from_otsu.images.at(0).rgb);
+    // With a threshold of its own: OpenCV's picture at that level.
+    const sds::Image at_150 = opencv_binary(shapes, 150);
+    ASSERT_NE(at_150.rgb, otsu.rgb);
+    request.controls[0].preprocessor = "none";
+    const auto from_150 = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                            std::span<const sds::Image>(&at_150, 1));
+    request.controls[0].preprocessor = "binary";
+    request.controls[0].binary_threshold = 150;
+    const auto binarised_150 = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                                 std::span<const sds::Image>(&shapes, 1));
+    EXPECT_EQ(binarised_150.images.at(0).rgb, from_150.images.at(0).rgb);
+    request.controls[0].binary_threshold = 300;
+    EXPECT_THROW(pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                   std::span<const sds::Image>(&shapes, 1)),
+                 sds::Error);
 }
 
 }  // namespace
