@@ -79,6 +79,9 @@ const std::vector<AxisInfo>& axis_table() {
          "Threshold A), e.g. 50, 100, 150"},
         {"canny_high", "Canny high", "Canny high threshold", ValueKind::Float, "150, 200, 300",
          "the first ControlNet's canny high threshold (A1111's Threshold B), e.g. 150, 200, 300"},
+        {"binary_threshold", "Binary", "Binary threshold", ValueKind::Int, "0, 64, 128, 192",
+         "the first ControlNet's binary threshold (its preprocessor binary; A1111's Threshold "
+         "A; 0: Otsu's), e.g. 0, 64, 128, 192 or 32-224 (+64)"},
         {"refiner_switch", "Switch at", "Refiner switch at", ValueKind::Float, "0.6, 0.7, 0.8, 0.9",
          "where SDXL's refiner takes over (--refiner, or the studio's Refiner row), e.g. 0.6, "
          "0.8 or 0.5-0.9 (+0.1)"},
@@ -253,7 +256,8 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
                                  .scale = 1.0,
                                  .start = 0.0,
                                  .end = 1.0,
-                                 .preprocessor = "canny",  // which the canny axes need
+                                 // which the canny and binary axes need
+                                 .preprocessor = name == "binary_threshold" ? "binary" : "canny",
                                  .canny_low = 100,
                                  .canny_high = 200}};  // nor the ControlNet
     probe.refiner = "(the refiner)";
@@ -329,6 +333,14 @@ void apply_grid_value(GenerationRequest& r, const GridAxis& axis, int index) {
         }
         (axis.name == "canny_low" ? r.controls.front().canny_low : r.controls.front().canny_high) =
             value.toDouble(&ok);
+    } else if (axis.name == "binary_threshold") {
+        if (r.controls.empty() || r.controls.front().preprocessor != "binary") {
+            throw Error(
+                "axis binary_threshold: the first ControlNet has no binary preprocessor "
+                "(--controlnet DIR --control-image IMAGE --control-preprocessor binary, or binary "
+                "in the studio's ControlNet row); the axis sets its threshold");
+        }
+        r.controls.front().binary_threshold = value.toInt(&ok);
     } else if (axis.name == "refiner_switch") {
         if (r.refiner.empty()) {
             throw Error(

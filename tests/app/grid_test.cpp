@@ -109,7 +109,7 @@ TEST(GridAxes, EachValueSetsItsParameter) {
                   .find("unknown axis 'colour' (steps, guidance, strength, "
                         "seed, sampler, schedule, prompt, clip_skip, prompt_syntax, eta, "
                         "lora_weight, control_weight, control_end, canny_low, canny_high, "
-                        "refiner_switch)"),
+                        "binary_threshold, refiner_switch)"),
               std::string::npos);
 }
 
@@ -200,6 +200,26 @@ TEST(GridAxes, CannyThresholdsSetTheFirstControlNetsWhenItIsCanny) {
     auto above = spec_of("canny_low=100, 300");
     above.base.controls = spec.base.controls;  // canny, high 200
     EXPECT_THROW(above.validate(), Error);
+}
+
+TEST(GridAxes, BinaryThresholdSetsTheFirstControlNetsWhenItIsBinary) {
+    auto spec = spec_of("binary_threshold=0, 64-192 (+64)");
+    ASSERT_EQ(spec.x.size(), 4);
+    EXPECT_THROW(spec.validate(), Error);  // no ControlNet chosen
+    ControlRef a;
+    a.model = "scribble";
+    a.image = "photo.png";
+    spec.base.controls = {a};
+    EXPECT_THROW(spec.validate(), Error);  // its preprocessor is not binary
+    spec.base.controls[0].preprocessor = "binary";
+    spec.validate();
+    EXPECT_EQ(spec.cell(0, 0).controls.at(0).binary_threshold, 0);
+    EXPECT_EQ(spec.cell(3, 0).controls.at(0).binary_threshold, 192);
+    EXPECT_EQ(app::grid_label(spec.x, 2), QString("Binary: 128"));
+    auto past = spec_of("binary_threshold=100, 300");  // past 255: fails on its cell, before
+    past.base.controls = spec.base.controls;           // anything runs
+    EXPECT_THROW(past.validate(), Error);
+    EXPECT_THROW(spec_of("binary_threshold=1.5"), Error);  // a level is a whole number
 }
 
 TEST(GridAxes, PromptSearchAndReplaceInBothPrompts) {
