@@ -36,9 +36,7 @@ namespace {
 uint32_t grey_level(const uint8_t* rgb) {
     return (rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16;
 }
-}  // namespace
 
-namespace {
 // Otsu's threshold as OpenCV finds it: the level that most separates the two classes' means,
 // the first of equals; a level that leaves (nearly) all on one side is passed over.
 int otsu_level(const std::array<uint64_t, 256>& histogram, size_t n) {
