@@ -210,8 +210,8 @@ namespace {
 // extension loads: its Adapter (conv_in, then body.K for K = level x blocks + block: in_conv where
 // the width changes, block1, block2) or its Adapter_light (body.L: in_conv, body.J's block1 and
 // block2, out_conv), for SD 1.x with a pixel unshuffle of 8 (another factor is read from the
-// shapes too). What diffusers' T2IAdapter holds,
-// under other names; the config comes from the shapes.
+// shapes too): what diffusers' T2IAdapter holds, under other names; the config comes from the
+// shapes.
 enum class OriginalLayout { None, Full, Light };
 
 // Which of TencentARC's two networks a file's names are.

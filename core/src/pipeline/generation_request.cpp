@@ -17,6 +17,14 @@ namespace sds {
 
 void GenerationRequest::validate() const {
     auto fail = [](const std::string& m) { throw Error("request: " + m); };
+    // "a, b, c": the names an unknown one is not.
+    const auto listed = [](const std::vector<std::string>& names) {
+        std::string out;
+        for (const auto& n : names) {
+            out += (out.empty() ? "" : ", ") + n;
+        }
+        return out;
+    };
     if (steps < 1 || steps > 1000)
         fail("steps must be 1..1000 (got " + std::to_string(steps) + ")");
     if (!std::isfinite(guidance_scale) || guidance_scale < 0 || guidance_scale > 100) {
@@ -51,13 +59,8 @@ void GenerationRequest::validate() const {
     if (is_hires() && is_img2img())
         fail("the hires fix is for txt2img (an img2img or inpainting has its own size)");
     const auto& upscalers = hires_upscalers();
-    if (std::find(upscalers.begin(), upscalers.end(), hires_upscaler) == upscalers.end()) {
-        std::string known;
-        for (const auto& u : upscalers) {
-            known += (known.empty() ? "" : ", ") + u;
-        }
-        fail("unknown hires upscaler '" + hires_upscaler + "' (known: " + known + ")");
-    }
+    if (std::find(upscalers.begin(), upscalers.end(), hires_upscaler) == upscalers.end())
+        fail("unknown hires upscaler '" + hires_upscaler + "' (known: " + listed(upscalers) + ")");
     if (clip_skip < 0 || clip_skip > 11)
         fail("clip_skip must be 0..11");
     if (!(eta >= 0 && eta <= 1))
@@ -84,13 +87,9 @@ void GenerationRequest::validate() const {
         if (!(c.start >= 0 && c.start < c.end && c.end <= 1))
             fail("a ControlNet's start and end must be 0 <= start < end <= 1 (" + c.model + ")");
         if (std::find(preprocessors.begin(), preprocessors.end(), c.preprocessor) ==
-            preprocessors.end()) {
-            std::string known;
-            for (const auto& p : preprocessors) {
-                known += (known.empty() ? "" : ", ") + p;
-            }
-            fail("unknown ControlNet preprocessor '" + c.preprocessor + "' (known: " + known + ")");
-        }
+            preprocessors.end())
+            fail("unknown ControlNet preprocessor '" + c.preprocessor +
+                 "' (known: " + listed(preprocessors) + ")");
         // 2040: the largest gradient there is (|dx| + |dy| of 3x3 Sobel filters on 8 bits).
         if (!(c.canny_low >= 0 && c.canny_low <= c.canny_high && c.canny_high <= 2040))
             fail("a ControlNet's canny thresholds must be 0 <= low <= high <= 2040 (" + c.model +
