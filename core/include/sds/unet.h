@@ -57,7 +57,8 @@ struct UNetConfig {
     }
 
     // Reads unet/config.json; unsupported options are errors naming the file and field.
-    static UNetConfig from_file(const std::filesystem::path& config_json);
+    // `time_ids`: how many size numbers the model folder says (5 for a refiner).
+    static UNetConfig from_file(const std::filesystem::path& config_json, int64_t time_ids = 6);
 };
 
 class UNet {

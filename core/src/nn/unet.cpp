@@ -12,12 +12,13 @@
 
 namespace sds {
 
-UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
-    return nn::unet_config_from(JsonConfig::load(path), true);
+UNetConfig UNetConfig::from_file(const std::filesystem::path& path, int64_t time_ids) {
+    return nn::unet_config_from(JsonConfig::load(path), true, time_ids);
 }
 
-UNetConfig nn::unet_config_from(const JsonConfig& j, bool with_up_blocks) {
+UNetConfig nn::unet_config_from(const JsonConfig& j, bool with_up_blocks, int64_t time_ids) {
     UNetConfig c;
+    c.time_ids = time_ids;
     c.in_channels = j.integer("in_channels", c.in_channels);
     c.out_channels = j.integer("out_channels", c.out_channels);
     c.sample_size = j.integer("sample_size", c.sample_size);
@@ -70,9 +71,13 @@ UNetConfig nn::unet_config_from(const JsonConfig& j, bool with_up_blocks) {
         if (c.addition_time_embed_dim <= 0 || c.text_embeds_dim() <= 0) {
             j.fail("projection_class_embeddings_input_dim",
                    "(" + std::to_string(c.projection_class_embeddings_input_dim) +
-                       ") must exceed 6 x addition_time_embed_dim (" +
-                       std::to_string(c.addition_time_embed_dim) +
-                       "): it is the pooled text embedding and six embedded size numbers");
+                       ") must exceed " + std::to_string(c.time_ids) +
+                       " x addition_time_embed_dim (" + std::to_string(c.addition_time_embed_dim) +
+                       "): it is the pooled text embedding and " + std::to_string(c.time_ids) +
+                       " embedded size numbers" +
+                       (c.time_ids == 5 ? " (a refiner's: original size, crop corner, aesthetic "
+                                          "score)"
+                                        : ""));
         }
     }
     if (!with_up_blocks) {

@@ -17,8 +17,8 @@ class JsonConfig;
 namespace sds::nn {
 
 // A UNet's config.json, or a ControlNet's (`with_up_blocks` false: it has no up blocks, and its
-// up_block_types are left as the down blocks' mirror).
-UNetConfig unet_config_from(const JsonConfig& j, bool with_up_blocks);
+// up_block_types are left as the down blocks' mirror); `time_ids` as UNetConfig::from_file's.
+UNetConfig unet_config_from(const JsonConfig& j, bool with_up_blocks, int64_t time_ids = 6);
 
 struct BlockOptions {
     int64_t temb = 0, groups = 32, heads = 8, context = 768, tlayers = 1;

@@ -221,10 +221,9 @@ Pipeline Pipeline::load(const std::filesystem::path& dir, const Options& options
         }
         tell("loading the UNet", 0.2);
         const auto& unet = m.folder.component("unet");
-        UNetConfig unet_config = UNetConfig::from_file(unet.config);
-        if (m.folder.requires_aesthetics_score()) {
-            unet_config.time_ids = 5;  // original size, crop corner, aesthetic score
-        }
+        // A refiner's size numbers: original size, crop corner, aesthetic score.
+        UNetConfig unet_config =
+            UNetConfig::from_file(unet.config, m.folder.requires_aesthetics_score() ? 5 : 6);
         if (m.folder.is_single_file()) {
             // A single file's UNet takes as many channels as its first convolution: 9 for an
             // inpainting checkpoint (sd-v1-5-inpainting), whose configs are otherwise its

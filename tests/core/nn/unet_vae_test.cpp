@@ -87,6 +87,22 @@ TEST(UNet, UnsupportedOrInconsistentConfigsAreErrors) {
               std::string::npos);
 }
 
+TEST(UNet, ARefinersSizeNumbersAreFiveNotSix) {
+    // A refiner's projection: a pooled embedding of 8 and 5 size numbers of 8 each (48). Read
+    // as a base UNet's 6 numbers nothing is left for the pooled embedding.
+    const std::string json = R"({"addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 48})";
+    EXPECT_NE(config_error("six_ids", json)
+                  .find("projection_class_embeddings_input_dim (48) must exceed 6 x "
+                        "addition_time_embed_dim (8)"),
+              std::string::npos);
+    const auto dir = sds::test::temp_dir("cfg_five_ids");
+    std::ofstream(dir / "config.json") << json;
+    const auto c = sds::UNetConfig::from_file(dir / "config.json", 5);
+    EXPECT_EQ(c.time_ids, 5);
+    EXPECT_EQ(c.text_embeds_dim(), 8);
+}
+
 TEST(Vae, UnsupportedConfigsAreErrors) {
     EXPECT_NE(config_error<sds::VaeConfig>("vae_act", R"({"act_fn": "gelu"})")
                   .find("config.json: act_fn 'gelu' is not supported"),
