@@ -19,6 +19,7 @@ int command_train(const Args& args);
 int command_dataset(const Args& args);
 int command_export(const Args& args);
 int command_styles(const Args& args);
+int command_preprocess(const Args& args);
 
 // Thrown for wrong usage; main prints the message and the usage text, exit code 2.
 struct UsageError {

@@ -72,6 +72,12 @@ constexpr const char* kUsage =
     "  styles [--styles FILE]       the prompt styles (A1111's styles.csv; default: the\n"
     "                               studio's), listed; --save NAME --prompt P [--negative N]\n"
     "                               adds or replaces one, --delete NAME takes one out\n"
+    "  preprocess --image IN --out OUT.png [--preprocessor P]\n"
+    "        [--width W --height H] what a ControlNet sees of a picture (A1111's preview\n"
+    "        [--canny-low L ...]    annotator result): resized to W x H as a generation\n"
+    "        [--depth-model DIR]    does, then none, invert, canny (--canny-low,\n"
+    "                               --canny-high), binary (--binary-threshold) or depth\n"
+    "                               (--depth-model: a Depth Anything folder)\n"
     "  help                         this text\n"
     "\n"
     "generation flags:\n";
@@ -86,7 +92,7 @@ constexpr Command kCommands[] = {
     {"img2img", sds::cli::command_img2img}, {"inpaint", sds::cli::command_inpaint},
     {"grid", sds::cli::command_grid},       {"train", sds::cli::command_train},
     {"dataset", sds::cli::command_dataset}, {"export", sds::cli::command_export},
-    {"styles", sds::cli::command_styles},
+    {"styles", sds::cli::command_styles},   {"preprocess", sds::cli::command_preprocess},
 };
 
 }  // namespace

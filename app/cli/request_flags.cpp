@@ -59,11 +59,13 @@ const char* const kFlagsAfterSamplers =
     "                     --width/--height it sets the size, as diffusers), --control-scale\n"
     "                     S (1), --control-start A (0) and --control-end B (1): the part of\n"
     "                     the steps it guides, --control-preprocessor none|invert|canny|\n"
-    "                     binary (invert: a sketch of dark lines on white; canny: a\n"
+    "                     binary|depth (invert: a sketch of dark lines on white; canny: a\n"
     "                     picture's edges, as OpenCV's Canny with --canny-low L (100) and\n"
     "                     --canny-high H (200); binary: its dark parts white on black, grey\n"
-    "                     levels up to --binary-threshold T, 0 or 255 for Otsu's (0));\n"
-    "                     repeat --controlnet for more\n"
+    "                     levels up to --binary-threshold T, 0 or 255 for Otsu's (0);\n"
+    "                     depth: its depth map, near bright, by the Depth Anything model\n"
+    "                     of --depth-model DIR, a transformers folder such as\n"
+    "                     Depth-Anything-V2-Small-hf); repeat --controlnet for more\n"
     "  --control-guess-mode   diffusers' guess mode: the ControlNets see the prompt alone\n"
     "  --hires-scale X (1: off)   A1111's hires fix (txt2img): the images scaled by X\n"
     "                     (size floored to a multiple of 8) and made again as img2img\n"
@@ -391,6 +393,8 @@ GenerateFlags parse_generate_flags(const Args& args) {
             last_control(a).canny_high = number<double>(a, value());
         else if (a == "--binary-threshold")
             last_control(a).binary_threshold = number<int>(a, value());
+        else if (a == "--depth-model")
+            last_control(a).depth_model = value();
         else if (a == "--control-guess-mode")
             r.control_guess_mode = true;
         else if (a == "--lora") {

@@ -2537,7 +2537,101 @@ def test_the_canny_preprocessor_takes_its_thresholds_from_the_flags(tmp_path):
     r = run("txt2img", *flags, *unit, "--binary-threshold", "256", "--out", str(tmp_path / "bad"))
     assert r.returncode != 0 and "binary threshold must be 0..255" in r.stderr, r.stderr
     r = run("txt2img", *flags, *unit[:-1], "sobel", "--out", str(tmp_path / "bad"))
-    assert r.returncode != 0 and "(known: none, invert, canny, binary)" in r.stderr, r.stderr
+    assert r.returncode != 0 and "(known: none, invert, canny, binary, depth)" in r.stderr, \
+        r.stderr
+
+
+def tiny_depth_anything(folder, image_size):
+    """A small Depth Anything (DINOv2 backbone, DPT neck and head) at random init, every weight
+    moved by noise (so that layer scales and norms are not ones and zeros) and the last bias
+    positive (a random head's depth is otherwise mostly 0, flat), saved as transformers
+    saves one, with Depth Anything's image processor settings (518, aspect kept, multiples of 14,
+    bicubic)."""
+    import torch
+    from transformers import (DepthAnythingConfig, DepthAnythingForDepthEstimation,
+                              Dinov2Config, DPTImageProcessor)
+    torch.manual_seed(7)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            patch_size=14, image_size=image_size, out_indices=[1, 2, 3, 4],
+                            reshape_hidden_states=False, apply_layernorm=True)
+    model = DepthAnythingForDepthEstimation(DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 24, 32],
+        fusion_hidden_size=16, head_hidden_size=8, patch_size=14)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        model.head.conv3.bias.fill_(0.5)  # a depth above 0 almost everywhere: the ReLU keeps it
+    model.save_pretrained(folder)
+    DPTImageProcessor(size={"height": 518, "width": 518}, keep_aspect_ratio=True,
+                      ensure_multiple_of=14, resample=3, do_pad=False,
+                      image_mean=[0.485, 0.456, 0.406],
+                      image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+def test_the_depth_preprocessor_makes_transformers_depth_maps(tmp_path):
+    """--control-preprocessor depth --depth-model DIR: the picture's depth map at the size the
+    ControlNet sees, as transformers' depth-estimation pipeline makes it of that picture (Depth
+    Anything; position embeddings resized to the picture's grid, or not where it is theirs);
+    `preprocess` shows it; a generation gives the ControlNet the same map; the PNG keeps the
+    model; errors name what is wrong."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 256, (6, 8, 3), np.uint8)).resize(
+        (72, 52), Image.BILINEAR)
+    picture.save(tmp_path / "picture.png")
+    for image_size, (w, h) in [(56, (64, 48)), (518, (40, 40)), (56, (72, 48))]:
+        model = tiny_depth_anything(tmp_path / f"depth{image_size}", image_size)
+        sized = picture if (w, h) == picture.size else picture.resize((w, h), Image.LANCZOS)
+        want = np.array(pipeline("depth-estimation", model=str(model), device="cpu")(sized)["depth"])
+        out = tmp_path / f"depth{image_size}-{w}x{h}.png"
+        r = run("preprocess", "--image", str(tmp_path / "picture.png"), "--preprocessor", "depth",
+                "--depth-model", str(model), "--width", str(w), "--height", str(h),
+                "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        got = np.array(Image.open(out).convert("RGB")).astype(int)
+        assert got.shape == (h, w, 3) and (got == got[..., :1]).all()
+        assert np.abs(got[..., 0] - want.astype(int)).max() <= 1, (image_size, w, h)
+        assert got.min() == 0 and got.max() >= 254 and got.std() > 20  # a map, not a flat grey
+    # A generation: the ControlNet sees the map `preprocess` showed (the same image as when the
+    # map is given with no preprocessor), not the picture.
+    flags = ["--model", str(CONTROL / "tiny-sd"), "--prompt", "a ring of fire", "--steps", "3",
+             "--seed", "5", "--width", "72", "--height", "48", "--device", "cpu",
+             "--controlnet", str(CONTROL / "tiny-controlnet")]
+    r = run("txt2img", *flags, "--control-image", str(tmp_path / "picture.png"),
+            "--control-preprocessor", "depth", "--depth-model", str(model),
+            "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    png = r.stdout.split()[0]
+    meta = json.loads(Image.open(png).text["sdstudio"])
+    assert meta["controls"][0]["preprocessor"] == "depth"
+    assert meta["controls"][0]["depth_model"] == str(model)
+    assert "Module: depth_anything, Model: tiny-controlnet" in Image.open(png).text["parameters"]
+    r = run("txt2img", *flags, "--control-image", str(tmp_path / "depth56-72x48.png"),
+            "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    r2 = run("txt2img", *flags, "--control-image", str(tmp_path / "picture.png"),
+             "--out", str(tmp_path / "c"))
+    assert r2.returncode == 0, r2.stderr
+    a, b, c = (np.array(Image.open(x.stdout.split()[0]).convert("RGB")).astype(int)
+               for x in (run("txt2img", "--from", png, "--model", str(CONTROL / "tiny-sd"),
+                             "--out", str(tmp_path / "again")), r, r2))
+    assert np.array_equal(a, np.array(Image.open(png).convert("RGB")))  # --from remakes it
+    assert np.array_equal(a, b) and np.abs(a - c).max() > 0
+    # Errors.
+    r = run("txt2img", *flags, "--control-image", str(tmp_path / "picture.png"),
+            "--control-preprocessor", "depth", "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "needs a Depth Anything model folder" in r.stderr, r.stderr
+    r = run("preprocess", "--image", str(tmp_path / "picture.png"), "--preprocessor", "depth",
+            "--depth-model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad.png"))
+    assert r.returncode != 0 and f"{tmp_path / 'nowhere'}: no such Depth Anything folder" \
+        in r.stderr, r.stderr
+    r = run("preprocess", "--image", str(tmp_path / "picture.png"), "--preprocessor", "depth",
+            "--depth-model", str(CONTROL / "tiny-controlnet"), "--out", str(tmp_path / "bad.png"))
+    assert r.returncode != 0 and "config.json: model_type is ''" in r.stderr, r.stderr
+    assert not (tmp_path / "bad.png").exists()
 
 
 def tiny_adapter(folder, seed, **config):

@@ -58,10 +58,14 @@ struct ControlRef {
     // A1111's "invert (from white bg & black line)"); "canny" (a picture's edges, sds::canny,
     // at the request's size, for canny ControlNets: A1111's "canny" with its Threshold A and
     // B, the low and high thresholds below); "binary" (sds::binary: dark parts white on black,
-    // A1111's "binary" with its Threshold A, binary_threshold below: 0 or 255 Otsu's level).
+    // A1111's "binary" with its Threshold A, binary_threshold below: 0 or 255 Otsu's level);
+    // "depth" (the picture's depth map at the request's size, for depth ControlNets: the
+    // Depth Anything model of depth_model below, sds/depth_anything.h, A1111's
+    // "depth_anything").
     std::string preprocessor = "none";
     double canny_low = 100, canny_high = 200;
     int binary_threshold = 0;
+    std::string depth_model;  // a transformers Depth Anything folder
     bool operator==(const ControlRef&) const = default;
 };
 // The preprocessors a ControlRef may name.

@@ -80,8 +80,8 @@ at::Tensor emphasize(const at::Tensor& states, const std::vector<float>& weights
                      PromptSyntax syntax);
 
 // What a ControlNet sees of its image once it has the generation's size: its preprocessor's
-// result (ControlRef::preprocessor: the image itself, inverted, or its Canny edges). The
-// studio's preview shows the same.
+// result (ControlRef::preprocessor: the image itself, inverted, its Canny edges, its dark parts
+// or its depth map). The studio's preview and `sdstudio-cli preprocess` show the same.
 Image preprocess_control(const Image& sized, const ControlRef& control);
 
 // A part of the way a run goes (the refiner's ensemble), as diffusers' denoising_start and

@@ -22,11 +22,9 @@ namespace sds::nn {
 
 namespace F = torch::nn::functional;
 
-namespace {
 at::Tensor uninitialised(at::IntArrayRef shape) {
     return at::empty(shape, at::kFloat);
 }
-}  // namespace
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
     weight = register_parameter("weight", uninitialised({out, in}));

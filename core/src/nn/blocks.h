@@ -11,6 +11,10 @@ namespace sds::nn {
 
 namespace tnn = torch::nn;
 
+// A float32 CPU tensor of `shape` whose values are whatever the memory held: for parameters a
+// checkpoint fills right after.
+at::Tensor uninitialised(at::IntArrayRef shape);
+
 // Layers whose parameters are allocated but not initialised: every model here is filled from
 // a checkpoint right after it is built (load_weights refuses to leave anything out), so random
 // initialisation would only cost time. The arithmetic is that of torch::nn's layers.

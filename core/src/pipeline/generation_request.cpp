@@ -97,6 +97,8 @@ void GenerationRequest::validate() const {
         if (c.binary_threshold < 0 || c.binary_threshold > 255)
             fail("a ControlNet's binary threshold must be 0..255, 0 or 255 for Otsu's (" + c.model +
                  ")");
+        if (c.preprocessor == "depth" && c.depth_model.empty())
+            fail("the depth preprocessor needs a Depth Anything model folder (" + c.model + ")");
     }
     for (const auto& l : loras) {
         if (l.file.empty())
@@ -163,6 +165,8 @@ std::string GenerationRequest::to_json() const {
                 unit["canny_high"] = c.canny_high;
             } else if (c.preprocessor == "binary") {
                 unit["binary_threshold"] = c.binary_threshold;
+            } else if (c.preprocessor == "depth") {
+                unit["depth_model"] = c.depth_model;
             }
             j["controls"].push_back(unit);
         }
@@ -284,12 +288,13 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
                 !is("preprocessor", &nlohmann::json::is_string) ||
                 !is("canny_low", &nlohmann::json::is_number) ||
                 !is("canny_high", &nlohmann::json::is_number) ||
-                !is("binary_threshold", &nlohmann::json::is_number_integer)) {
+                !is("binary_threshold", &nlohmann::json::is_number_integer) ||
+                !is("depth_model", &nlohmann::json::is_string)) {
                 throw Error(
                     "request JSON: a ControlNet is {\"model\": path, \"image\": path, "
                     "\"scale\": number, \"start\": number, \"end\": number, "
                     "\"preprocessor\": name, \"canny_low\": number, \"canny_high\": number, "
-                    "\"binary_threshold\": integer} "
+                    "\"binary_threshold\": integer, \"depth_model\": path} "
                     "(got " +
                     c.dump() + ")");
             }
@@ -303,6 +308,7 @@ GenerationRequest GenerationRequest::from_json(const std::string& text) {
             ref.canny_low = c.value("canny_low", ref.canny_low);
             ref.canny_high = c.value("canny_high", ref.canny_high);
             ref.binary_threshold = c.value("binary_threshold", ref.binary_threshold);
+            ref.depth_model = c.value("depth_model", ref.depth_model);
             r.controls.push_back(ref);
         }
     }
@@ -419,7 +425,7 @@ std::string GenerationRequest::to_a1111(int index, const A1111Files& files) cons
     for (size_t k = 0; k < controls.size(); ++k) {
         const ControlRef& c = controls[k];
         const std::string unit =
-            "Module: " + c.preprocessor +
+            "Module: " + (c.preprocessor == "depth" ? "depth_anything" : c.preprocessor) +
             ", Model: " + std::filesystem::path(c.model).filename().stem().string() +
             ", Weight: " + number(c.scale) +
             (c.preprocessor == "canny" ? ", Threshold A: " + number(c.canny_low) +
@@ -713,7 +719,7 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
 }
 
 const std::vector<std::string>& control_preprocessors() {
-    static const std::vector<std::string> names = {"none", "invert", "canny", "binary"};
+    static const std::vector<std::string> names = {"none", "invert", "canny", "binary", "depth"};
     return names;
 }
 

@@ -31,6 +31,7 @@
 #include "sds/clip_tokenizer.h"
 #include "sds/controlnet.h"
 #include "sds/cpu_buffer_cache.h"
+#include "sds/depth_anything.h"
 #include "sds/model_folder.h"
 #include "sds/original_layout.h"
 #include "sds/safetensors.h"
@@ -734,6 +735,12 @@ Image preprocess_control(const Image& sized, const ControlRef& control) {
     }
     if (control.preprocessor == "binary") {
         return binary(sized, control.binary_threshold);
+    }
+    if (control.preprocessor == "depth") {  // the depth at the size the ControlNet sees
+        if (control.depth_model.empty()) {
+            throw Error("the depth preprocessor needs a Depth Anything model folder");
+        }
+        return DepthAnything::cached(control.depth_model)->depth_map(sized);
     }
     if (control.preprocessor != "none") {
         throw Error("unknown ControlNet preprocessor '" + control.preprocessor + "'");

@@ -281,8 +281,12 @@ TEST(ControlNet, ErrorsNameWhatIsWrong) {
     bad.controls[0].end = bad.controls[0].start;
     EXPECT_THROW(bad.validate(), sds::Error);
     bad = l.request;
-    bad.controls[0].preprocessor = "depth";
+    bad.controls[0].preprocessor = "sobel";
     EXPECT_THROW(bad.validate(), sds::Error);
+    bad.controls[0].preprocessor = "depth";  // without its Depth Anything model
+    EXPECT_THROW(bad.validate(), sds::Error);
+    bad.controls[0].depth_model = "depth-anything";
+    bad.validate();
     bad = l.request;
     bad.controls[0].preprocessor = "canny";
     bad.validate();
