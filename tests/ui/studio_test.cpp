@@ -1448,7 +1448,30 @@ class StudioTest : public QObject {
                          dark))
                      .convertToFormat(QImage::Format_RGB888));
         binaryPreview->close();
+        // Depth: the Depth Anything folder's row shows for depth alone and the request takes the
+        // folder; one that is not there is an error Preview shows (what the depth maps are is
+        // cli_test's, against transformers); Reuse parameters brings the folder back.
+        auto* depth = w.panel()->findChild<QLineEdit*>("depthModel");
+        QVERIFY(depth != nullptr && !depth->isVisibleTo(w.panel()));
+        preprocessor->setCurrentIndex(preprocessor->findData("depth"));
+        QVERIFY(depth->isVisibleTo(w.panel()) && !level->isEnabled());
+        const QString nowhere = data_.filePath("Depth-Anything-V2-Small-hf");  // not there
+        depth->setText(nowhere);
+        const ControlRef deep = w.panel()->request().controls.at(0);
+        QCOMPARE(deep.preprocessor, std::string("depth"));
+        QCOMPARE(deep.depth_model, nowhere.toStdString());
+        screenshot(&w, "studio-controlnet-depth.png");
+        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview"), Qt::LeftButton);
+        QVERIFY2(w.errorText().contains(nowhere + ": no such Depth Anything folder"),
+                 qPrintable(w.errorText()));
+        GenerationRequest withDepth = w.panel()->request();
+        preprocessor->setCurrentIndex(preprocessor->findData("none"));
+        depth->clear();
+        w.panel()->setRequest(withDepth);
+        QCOMPARE(w.panel()->request().controls.at(0), deep);
+        QVERIFY(depth->isVisibleTo(w.panel()));
         preprocessor->setCurrentIndex(preprocessor->findData("invert"));
+        QVERIFY(!depth->isVisibleTo(w.panel()));
         QVERIFY(generate());
         QCOMPARE(w.result()->image(), controlled);
         // A second ControlNet with its own picture (a map, taken as it is): both guide, the

@@ -942,7 +942,13 @@ void MainWindow::showControlPreview(int unit) {
     if (image.width != r.width || image.height != r.height) {
         image = sds::resize(image, r.width, r.height);  // as the pipeline sizes it
     }
-    const sds::Image seen = sds::preprocess_control(image, *control);
+    sds::Image seen;
+    try {
+        seen = sds::preprocess_control(image, *control);
+    } catch (const std::exception& e) {  // a depth model that is not there, ...
+        showError(tr("ControlNet %1's preview: %2").arg(unit + 1).arg(e.what()));
+        return;
+    }
     auto* dialog = new QDialog(this);
     dialog->setObjectName("controlPreviewDialog");
     dialog->setAttribute(Qt::WA_DeleteOnClose);
@@ -964,6 +970,8 @@ void MainWindow::showControlPreview(int unit) {
         what += c.binary_threshold == 0 || c.binary_threshold == 255
                     ? tr(", Otsu's threshold")
                     : tr(", threshold %1").arg(c.binary_threshold);
+    } else if (c.preprocessor == "depth") {
+        what += tr(" by %1").arg(QFileInfo(QString::fromStdString(c.depth_model)).fileName());
     }
     auto* caption = new QLabel(
         tr("%1 at %2 x %3, as the ControlNet gets it").arg(what).arg(seen.width).arg(seen.height));

@@ -162,13 +162,15 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     preprocessor_->addItem(tr("none (a map)"), "none");
     preprocessor_->addItem(tr("canny (edges)"), "canny");
     preprocessor_->addItem(tr("binary (dark parts)"), "binary");
+    preprocessor_->addItem(tr("depth (Depth Anything)"), "depth");
     preprocessor_->setToolTip(
         tr("What the ControlNet gets of its picture: invert makes dark lines on white the "
            "white lines on black that scribble and line-art ControlNets read; none gives it as "
            "it is (an edge, depth or pose map); canny finds a picture's edges, as OpenCV's "
            "Canny (A1111's canny preprocessor), for canny ControlNets; binary makes a picture's "
            "dark parts white on black, up to its threshold (A1111's binary), for scribble "
-           "ControlNets"));
+           "ControlNets; depth estimates a picture's depth map, near bright, with a Depth "
+           "Anything model (A1111's depth_anything), for depth ControlNets"));
     const auto cannyBox = [](double value, const QString& tip) {
         auto* box = new QSpinBox;
         box->setRange(0, 2040);  // the largest gradient there is
@@ -189,6 +191,28 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     binaryThreshold_->setToolTip(
         tr("Binary's threshold: grey levels up to it turn white, the lighter ones black; Otsu "
            "(0, or 255) finds the level that best splits the picture (A1111's Threshold A)"));
+    depthModel_ = new QLineEdit(QString::fromStdString(control.depth_model));
+    depthModel_->setPlaceholderText(tr("a Depth Anything folder (Depth-Anything-V2-Small-hf)"));
+    depthModel_->setClearButtonEnabled(true);
+    depthModel_->setToolTip(
+        tr("The depth preprocessor's model: a transformers Depth Anything folder (config.json, "
+           "model.safetensors), V1 or V2, such as depth-anything/Depth-Anything-V2-Small-hf"));
+    auto* pickDepth = new QToolButton;
+    pickDepth->setText(QString::fromUtf8("…"));
+    pickDepth->setToolTip(tr("Choose the Depth Anything folder"));
+    connect(pickDepth, &QToolButton::clicked, this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Depth Anything folder"),
+                                                              depthModel_->text());
+        if (!dir.isEmpty()) {
+            depthModel_->setText(dir);
+        }
+    });
+    depthRow_ = new QWidget;
+    auto* depthLayout = new QHBoxLayout(depthRow_);
+    depthLayout->setContentsMargins(0, 0, 0, 0);
+    depthLayout->addWidget(new QLabel(tr("depth model")));
+    depthLayout->addWidget(depthModel_, 1);
+    depthLayout->addWidget(pickDepth);
     preview_ = new QToolButton;
     preview_->setText(tr("Preview"));
     preview_->setToolTip(tr("Show what the ControlNet gets of its picture"));
@@ -252,6 +276,7 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     span->addWidget(new QLabel(tr("to")));
     span->addWidget(end_);
     layout->addLayout(span);
+    layout->addWidget(depthRow_);
     connect(model_, &QLineEdit::textChanged, this, [this] {
         updateEnabled();
         Q_EMIT changed();
@@ -272,6 +297,7 @@ void ControlUnit::setIndex(int index) {
     cannyLow_->setObjectName("cannyLow" + n);
     cannyHigh_->setObjectName("cannyHigh" + n);
     binaryThreshold_->setObjectName("binaryThreshold" + n);
+    depthModel_->setObjectName("depthModel" + n);
     preview_->setObjectName("controlPreview" + n);
     if (image_ != nullptr) {
         title_->setText(tr("%1.").arg(index + 1));
@@ -290,6 +316,8 @@ void ControlUnit::updateEnabled() {
     cannyLow_->setEnabled(on && canny);
     cannyHigh_->setEnabled(on && canny);
     binaryThreshold_->setEnabled(on && preprocessor_->currentData().toString() == "binary");
+    depthRow_->setVisible(preprocessor_->currentData().toString() == "depth");
+    depthRow_->setEnabled(on);
 }
 
 std::optional<ControlRef> ControlUnit::control() const {
@@ -310,6 +338,8 @@ std::optional<ControlRef> ControlUnit::control() const {
         c.canny_high = cannyHigh_->value();
     } else if (c.preprocessor == "binary") {
         c.binary_threshold = binaryThreshold_->value();
+    } else if (c.preprocessor == "depth") {
+        c.depth_model = depthModel_->text().trimmed().toStdString();
     }
     return c;
 }
@@ -328,6 +358,9 @@ void ControlUnit::setControl(const ControlRef& c) {
         cannyLow_->setValue(static_cast<int>(std::lround(c.canny_low)));
         cannyHigh_->setValue(static_cast<int>(std::lround(c.canny_high)));
         binaryThreshold_->setValue(c.binary_threshold);
+        if (!c.depth_model.empty()) {  // else the folder chosen before stays
+            depthModel_->setText(QString::fromStdString(c.depth_model));
+        }
     }
 }
 

@@ -97,11 +97,14 @@ class ControlUnit : public QWidget {
     QDoubleSpinBox* end_;
     // ControlRef::preprocessor: "invert" (the canvas's dark lines on white made white on black,
     // the default), "none" (a map as it is), "canny" (a picture's edges, with the thresholds),
-    // "binary" (its dark parts, with binaryThreshold_: 0 shown as "Otsu").
+    // "binary" (its dark parts, with binaryThreshold_: 0 shown as "Otsu"), "depth" (its depth
+    // map, by the Depth Anything folder in depthModel_, whose row shows for depth alone).
     QComboBox* preprocessor_;
     QSpinBox* cannyLow_;
     QSpinBox* cannyHigh_;
     QSpinBox* binaryThreshold_;
+    QWidget* depthRow_;
+    QLineEdit* depthModel_;
     QToolButton* preview_;
 };
 
