@@ -24,6 +24,7 @@
 #include "io/json_config.h"
 #include "io/weights.h"
 #include "nn/blocks.h"
+#include "nn/module_utils.h"
 #include "sds/error.h"
 #include "sds/model_folder.h"
 
@@ -576,14 +577,8 @@ DepthAnything DepthAnything::load(const std::filesystem::path& dir) {
                        ", " + std::to_string(c.layers) + " layers, patch_size " +
                        std::to_string(c.patch_size) + ", image_size " +
                        std::to_string(c.image_size) + ", neck_hidden_sizes [" +
-                       [&] {
-                           std::string s;
-                           for (int64_t v : c.neck_hidden_sizes) {
-                               s += (s.empty() ? "" : ", ") + std::to_string(v);
-                           }
-                           return s;
-                       }() +
-                       "], fusion_hidden_size " + std::to_string(c.fusion_hidden_size);
+                       nn::join(c.neck_hidden_sizes) + "], fusion_hidden_size " +
+                       std::to_string(c.fusion_hidden_size);
     load_weights_into(*model.impl_->model, WeightFiles(files.weights), opts);
     return model;
 }
