@@ -55,8 +55,8 @@ class DepthAnything {
     // A transformers Depth Anything folder. Throws sds::FileError for a path that is not a
     // folder, sds::ModelError naming the file for one that is not a Depth Anything model.
     static DepthAnything load(const std::filesystem::path& dir);
-    // The model of `dir`, loaded once a process and kept (the studio's previews and each
-    // generation use the same).
+    // The model of `dir`, loaded once and kept while the folder asked for stays the same (the
+    // studio's previews and each generation use the same; another folder replaces it).
     static std::shared_ptr<const DepthAnything> cached(const std::filesystem::path& dir);
 
     const DepthAnythingConfig& config() const;

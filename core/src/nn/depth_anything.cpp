@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cfenv>
 #include <cmath>
-#include <map>
 #include <mutex>
 
 #include <ATen/core/grad_mode.h>
@@ -584,14 +583,19 @@ DepthAnything DepthAnything::load(const std::filesystem::path& dir) {
 }
 
 std::shared_ptr<const DepthAnything> DepthAnything::cached(const std::filesystem::path& dir) {
+    // The last folder's model alone: another folder's replaces it (a model still in use lives on
+    // until its users let it go).
     static std::mutex mutex;
-    static std::map<std::filesystem::path, std::shared_ptr<const DepthAnything>> models;
+    static std::filesystem::path held;
+    static std::shared_ptr<const DepthAnything> model;
+    const std::filesystem::path key = std::filesystem::absolute(dir).lexically_normal();
     const std::lock_guard lock(mutex);
-    auto& slot = models[std::filesystem::absolute(dir).lexically_normal()];
-    if (!slot) {
-        slot = std::make_shared<const DepthAnything>(load(dir));
+    if (!model || key != held) {
+        model.reset();
+        model = std::make_shared<const DepthAnything>(load(dir));
+        held = key;
     }
-    return slot;
+    return model;
 }
 
 at::Tensor DepthAnything::pixel_values(const Image& picture) const {
