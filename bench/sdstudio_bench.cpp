@@ -6,7 +6,11 @@
 //                       [--what unet,vae,image] [--size 512] [--steps 20] [--repeat 3]
 //                       [--warmup 1]
 //                       [--sampler euler] [--trace FILE]
+//        sdstudio-bench --what depth --depth-model DIR [--size 512] [--repeat 3] [--warmup 1]
 //
+// --what depth times the ControlNet depth preprocessor (a Depth Anything folder's depth map of a
+// size x size picture, sds::DepthAnything::depth_map; bench/depth_compare.py runs it beside
+// transformers); it needs no --model.
 // --trace FILE writes a Chrome trace of one VAE decode (or, without vae in --what, one UNet step)
 // for bench/trace_ops.py, which sums the time per ATen operator.
 #include <algorithm>
@@ -25,6 +29,7 @@
 #include <torch/types.h>
 
 #include "sds/cpu_buffer_cache.h"
+#include "sds/depth_anything.h"
 #include "sds/error.h"
 #include "sds/pipeline.h"
 #include "sds/unet.h"
@@ -75,7 +80,7 @@ double time_it(int repeat, c10::Device device, F&& f) {
 
 int main(int argc, char** argv) {
     std::string model, config, device_name = "cpu", dtype_name = "fp32", what = "unet,vae,image";
-    std::string sampler = "euler", trace;
+    std::string sampler = "euler", trace, depth_model;
     int size = 512, steps = 20, repeat = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
@@ -101,10 +106,39 @@ int main(int argc, char** argv) {
             sampler = v;
         else if (a == "--trace")
             trace = v;
+        else if (a == "--depth-model")
+            depth_model = v;
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
         }
+    }
+    if (what == "depth") {
+        if (depth_model.empty()) {
+            std::fprintf(stderr, "--what depth needs --depth-model DIR\n");
+            return 2;
+        }
+        try {
+            const double t0 = now();
+            const sds::DepthAnything depth = sds::DepthAnything::load(depth_model);
+            const double load_s = now() - t0;
+            sds::Image picture{size, size,
+                               std::vector<uint8_t>(static_cast<size_t>(size) * size * 3)};
+            for (size_t i = 0; i < picture.rgb.size(); ++i) {  // a gradient with some texture
+                picture.rgb[i] = static_cast<uint8_t>(
+                    (i / 3 % size + i / 3 / size + 37 * (i % 3) + (i * 2654435761u >> 28)) % 256);
+            }
+            const double s =
+                time_it(repeat, c10::Device(c10::kCPU), [&] { (void)depth.depth_map(picture); });
+            std::printf(
+                "{\"impl\": \"sdstudio\", \"threads\": %d, \"depth_load_s\": %.3f, "
+                "\"depth_s\": %.4f, \"size\": %d, \"peak_rss_mib\": %.0f}\n",
+                at::get_num_threads(), load_s, s, size, peak_rss_kib() / 1024.0);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "error: %s\n", e.what());
+            return 1;
+        }
+        return 0;
     }
     if (model.empty()) {
         std::fprintf(
