@@ -50,10 +50,10 @@ int command_preprocess(const Args& args) {
         }
     }
     if (in.empty() || out.empty()) {
-        throw UsageError{"preprocess needs --image IN and --out OUT.png"};
+        throw UsageError{"needs --image IN and --out OUT.png"};
     }
     if ((width > 0) != (height > 0) || width < 0 || height < 0) {
-        throw UsageError{"preprocess: --width and --height go together, both positive"};
+        throw UsageError{"--width and --height go together, both positive"};
     }
     c.model = c.image = in;  // (the messages name the picture)
     GenerationRequest check;

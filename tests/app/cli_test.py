@@ -2632,6 +2632,11 @@ def test_the_depth_preprocessor_makes_transformers_depth_maps(tmp_path):
             "--depth-model", str(CONTROL / "tiny-controlnet"), "--out", str(tmp_path / "bad.png"))
     assert r.returncode != 0 and "config.json: model_type is ''" in r.stderr, r.stderr
     assert not (tmp_path / "bad.png").exists()
+    r = run("preprocess", "--image", str(tmp_path / "picture.png"), "--width", "40")
+    assert r.returncode == 2 and "preprocess: needs --image IN and --out OUT.png" in r.stderr
+    r = run("preprocess", "--image", str(tmp_path / "picture.png"), "--out",
+            str(tmp_path / "bad.png"), "--width", "40")
+    assert r.returncode == 2 and "--width and --height go together" in r.stderr, r.stderr
 
 
 def tiny_adapter(folder, seed, **config):
