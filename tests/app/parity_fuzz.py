@@ -10,7 +10,8 @@ a random request (the model's own scheduler or one of ours, steps, guidance, see
 prompt and negative prompt (empty, other scripts, emoji, brackets, past 77 tokens), clip skip,
 DDIM's eta, the refiner's aesthetic scores, txt2img / img2img / inpaint, strength, an init
 picture of another size, a mask of a box or of blobs with grey levels, mask blur, keeping the
-unmasked pixels, only the masked area), and compares the CLI's PNGs with diffusers' images: at
+unmasked pixels, only the masked area; a random ControlNet made from the UNet, with its scale,
+span and guess mode), and compares the CLI's PNGs with diffusers' images: at
 most 2/255 apart, as the parity tests ask. Where diffusers refuses (e.g. strength x steps
 below 1), the CLI must refuse with an error. Where diffusers has no answer to compare with (NaN
 timesteps; a schedule whose first timestep repeats, which sends diffusers' step index lookup
@@ -226,6 +227,31 @@ def make_sdxl(r, tokenizer_dir, out, refiner=False):
                 text_2=text_2, scheduler=scheduler, force_zeros_for_empty_prompt=zeros)
 
 
+def make_controlnet(r, model, vae_blocks, out):
+    """A ControlNet made from the model's UNet at random init, its zero convolutions (and the
+    conditioning embedding's last) made random so that it changes the images; its conditioning
+    embedding halves the picture once per VAE block after the first (to the latents' size)."""
+    import diffusers
+    unet = diffusers.UNet2DConditionModel.from_pretrained(model / "unet")
+    widths = tuple(sorted(r.choice([8, 16, 24, 32]) for _ in range(vae_blocks)))
+    net = diffusers.ControlNetModel.from_unet(unet, load_weights_from_unet=False,
+                                              conditioning_embedding_out_channels=widths)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block",
+                                "controlnet_cond_embedding.conv_out")):
+                p.normal_(0, 0.2 if p.dim() > 1 else 0.05)
+    net.save_pretrained(out, safe_serialization=True)
+    return dict(conditioning_embedding_out_channels=widths)
+
+
+def random_control(r):
+    start = r.choice([0.0, 0.0, round(r.uniform(0, 0.5), 2)])
+    return dict(scale=r.choice([1.0, round(r.uniform(0.2, 1.8), 2)]), start=start,
+                end=r.choice([1.0, round(r.uniform(start + 0.1, 1.0), 2)]),
+                guess_mode=r.random() < 0.2)
+
+
 def random_request(r, family, inpainting_unet, vae_blocks):
     modes = ["txt2img", "img2img", "inpaint"][family == "refiner":]
     mode = "inpaint" if inpainting_unet else r.choice(modes)
@@ -266,6 +292,9 @@ def pictures(case_seed, q, work):
         mask = Image.fromarray(box)
     init.save(work / "init.png")
     mask.convert("RGB").save(work / "mask.png")
+    if "control" in q:  # a scribble of noise blobs at the request's size
+        Image.fromarray(rs.randint(0, 256, (3, 4, 3), dtype=np.uint8)).resize(
+            (q["width"], q["height"]), Image.NEAREST).save(work / "control.png")
     return init, Image.open(work / "mask.png")
 
 
@@ -276,7 +305,12 @@ def diffusers_images(model, family, q, init, mask):
     import diffusers
     kind = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}[q["mode"]]
     xl = "XL" if family in ("sdxl", "refiner") else ""
-    pipe = getattr(diffusers, f"StableDiffusion{xl}{kind}Pipeline").from_pretrained(model)
+    if "control" in q:
+        net = diffusers.ControlNetModel.from_pretrained(model.parent / "controlnet")
+        pipe = getattr(diffusers, f"StableDiffusion{xl}ControlNet{kind}Pipeline").from_pretrained(
+            model, controlnet=net)
+    else:
+        pipe = getattr(diffusers, f"StableDiffusion{xl}{kind}Pipeline").from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     if q["sampler"]:  # swapped in after loading, as a user of diffusers does
         scheduler_cls, extra = SAMPLERS[q["sampler"]]
@@ -303,6 +337,13 @@ def diffusers_images(model, family, q, init, mask):
             args.update(padding_mask_crop=q["mask_padding"])
     if q["mode"] != "img2img":
         args.update(width=q["width"], height=q["height"])
+    if "control" in q:
+        c = q["control"]
+        control = Image.open(model.parent / "control.png")
+        args.update(controlnet_conditioning_scale=c["scale"], control_guidance_start=c["start"],
+                    control_guidance_end=c["end"], guess_mode=c["guess_mode"],
+                    **({"image": control} if q["mode"] == "txt2img" else
+                       {"control_image": control}))
     pipe.scheduler.set_timesteps(q["steps"])
     t = pipe.scheduler.timesteps
     # txt2img finds its first step by looking timesteps[0] up (img2img and inpainting set the
@@ -354,6 +395,12 @@ def cli_args(model, q, work):
     if "aesthetic" in q:
         args += ["--aesthetic-score", str(q["aesthetic"]), "--negative-aesthetic-score",
                  str(q["negative_aesthetic"])]
+    if "control" in q:
+        c = q["control"]
+        args += ["--controlnet", str(work / "controlnet"), "--control-image",
+                 str(work / "control.png"), "--control-preprocessor", "none", "--control-scale",
+                 str(c["scale"]), "--control-start", str(c["start"]), "--control-end",
+                 str(c["end"]), *(["--control-guess-mode"] if c["guess_mode"] else [])]
     return args
 
 
@@ -372,8 +419,14 @@ def run_case(case_seed, cli, tokenizer_dir, work):
         desc = make_sdxl(r, tokenizer_dir, model, refiner=True)
     else:
         desc = make_sd(r, tokenizer_dir, model)
-    q = random_request(r, desc["family"], desc["unet"]["in_channels"] == 9,
-                       len(desc["vae"]["block_out_channels"]))
+    vae_blocks = len(desc["vae"]["block_out_channels"])
+    q = random_request(r, desc["family"], desc["unet"]["in_channels"] == 9, vae_blocks)
+    # A ControlNet (not for refiners, nor inpainting UNets, whose ControlNets are made for the
+    # base UNet): its picture at the request's size, the init picture too.
+    if desc["family"] != "refiner" and desc["unet"]["in_channels"] == 4 and r.random() < 0.3:
+        desc["controlnet"] = make_controlnet(r, model, vae_blocks, work / "controlnet")
+        q["control"] = random_control(r)
+        q["init_size"] = [q["width"], q["height"]]
     desc["request"] = q
     init, mask = pictures(case_seed, q, work)
     try:
@@ -426,7 +479,8 @@ def main():
         except Exception:  # noqa: BLE001 (the harness itself broke: a failure too)
             desc, verdict = {}, "the case broke: " + traceback.format_exc()[-1500:]
         q = desc.get("request", {})
-        line = f"case {seed}: {desc.get('family')} {q.get('mode')} {q.get('sampler')}"
+        line = f"case {seed}: {desc.get('family')} {q.get('mode')} {q.get('sampler')}" + \
+            (" +controlnet" if "control" in q else "")
         refused = isinstance(verdict, str) and verdict.startswith("refused by both")
         ok = refused or verdict == "no reference" or \
             (isinstance(verdict, list) and max(verdict) <= 2)
