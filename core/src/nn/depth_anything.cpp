@@ -1,7 +1,6 @@
 #include "sds/depth_anything.h"
 
 #include <algorithm>
-#include <cfenv>
 #include <cmath>
 #include <mutex>
 
@@ -509,15 +508,6 @@ struct ModelImpl : tnn::Module {
 };
 TORCH_MODULE(Model);
 
-// Python's round(): halves to the even neighbour (the processor's constrain_to_multiple_of).
-int64_t round_half_even(double v) {
-    const int mode = std::fegetround();
-    std::fesetround(FE_TONEAREST);
-    const double r = std::nearbyint(v);
-    std::fesetround(mode);
-    return static_cast<int64_t>(r);
-}
-
 // The image processor's output size (its get_resize_output_image_size).
 std::pair<int64_t, int64_t> input_size(const DepthAnythingConfig& c, int64_t height,
                                        int64_t width) {
@@ -530,13 +520,11 @@ std::pair<int64_t, int64_t> input_size(const DepthAnythingConfig& c, int64_t hei
             sw = sh;
         }
     }
+    // Python's round() (halves to the even neighbour, as nearbyint in the default rounding
+    // mode) to a multiple; the sizes are positive, so the processor's floor of 0 never acts.
     const auto constrain = [&](double v) {
-        const auto m = static_cast<double>(c.multiple);
-        int64_t x = round_half_even(v / m) * c.multiple;
-        if (x < 0) {
-            x = static_cast<int64_t>(std::ceil(v / m)) * c.multiple;
-        }
-        return x;
+        return static_cast<int64_t>(std::nearbyint(v / static_cast<double>(c.multiple))) *
+               c.multiple;
     };
     return {constrain(sh * static_cast<double>(height)),
             constrain(sw * static_cast<double>(width))};
