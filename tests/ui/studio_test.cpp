@@ -31,6 +31,7 @@
 #include <QSpinBox>
 #include <QSplitter>
 #include <QStandardPaths>
+#include <QStatusBar>
 #include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTest>
@@ -1319,6 +1320,22 @@ class StudioTest : public QObject {
             }
             return wait_for([&] { return done.count() == 1; });
         };
+        // A unit's Preview runs its preprocessor off the GUI thread: nothing is shown when the
+        // click returns, the status bar says it runs, and the window opens when it is done.
+        auto preview = [&](const QString& button) -> QDialog* {
+            qDeleteAll(w.findChildren<QDialog*>("controlPreviewDialog"));
+            QTest::mouseClick(w.panel()->findChild<QToolButton*>(button), Qt::LeftButton);
+            if (w.findChild<QDialog*>("controlPreviewDialog") != nullptr ||
+                !w.statusBar()->currentMessage().contains("preview: running")) {
+                qWarning("the preview was not made off the GUI thread (status: %s)",
+                         qPrintable(w.statusBar()->currentMessage()));
+                return nullptr;
+            }
+            if (!wait_for([&] { return w.findChild<QDialog*>("controlPreviewDialog"); })) {
+                return nullptr;
+            }
+            return w.findChild<QDialog*>("controlPreviewDialog");
+        };
         setSmall(w.panel(), 4);
         w.panel()->setImg2img(false);
         QImage sketch(128, 128, QImage::Format_RGB32);
@@ -1381,7 +1398,8 @@ class StudioTest : public QObject {
         QCOMPARE(w.result()->image(), plain);
         // Reuse parameters: the ControlNet and the canvas it read.
         w.reuseParameters(e->id);
-        const ControlRef reused{c.model, "canvas", c.scale, c.start, c.end, c.preprocessor};
+        ControlRef reused = c;
+        reused.image = "canvas";
         QCOMPARE(w.panel()->request().controls, std::vector<ControlRef>{reused});
         QCOMPARE(w.canvas()->image().convertToFormat(QImage::Format_RGB32), sketch);
         QVERIFY(generate());
@@ -1403,10 +1421,10 @@ class StudioTest : public QObject {
         QCOMPARE(edged.preprocessor, std::string("canny"));
         QCOMPARE(edged.canny_low, 40.0);
         QCOMPARE(edged.canny_high, 90.0);
-        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview"), Qt::LeftButton);
-        auto* preview = w.findChild<QDialog*>("controlPreviewDialog");
-        QVERIFY(preview != nullptr);
-        const QImage shown = preview->findChild<QLabel*>("controlPreviewImage")
+        QDialog* shownPreview = preview("controlPreview");
+        QVERIFY(shownPreview != nullptr);
+        QVERIFY(w.statusBar()->currentMessage().isEmpty());
+        const QImage shown = shownPreview->findChild<QLabel*>("controlPreviewImage")
                                  ->pixmap()
                                  .toImage()
                                  .convertToFormat(QImage::Format_RGB888);
@@ -1415,8 +1433,8 @@ class StudioTest : public QObject {
             sds::resize(app::from_qimage(w.canvas()->image()), now.width, now.height), edged);
         QCOMPARE(shown, app::to_qimage(want).convertToFormat(QImage::Format_RGB888));
         QVERIFY(std::count(want.rgb.begin(), want.rgb.end(), 255) > 30);  // it found edges
-        screenshot(preview, "studio-controlnet-canny-preview.png");
-        preview->close();
+        screenshot(shownPreview, "studio-controlnet-canny-preview.png");
+        shownPreview->close();
         QVERIFY(generate());
         QVERIFY(w.result()->image() != controlled);
         const QString edgedParams =
@@ -1435,8 +1453,7 @@ class StudioTest : public QObject {
         const ControlRef dark = w.panel()->request().controls.at(0);
         QCOMPARE(dark.preprocessor, std::string("binary"));
         QCOMPARE(dark.binary_threshold, 100);
-        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview"), Qt::LeftButton);
-        auto* binaryPreview = w.findChild<QDialog*>("controlPreviewDialog");
+        QDialog* binaryPreview = preview("controlPreview");
         QVERIFY(binaryPreview != nullptr);
         QCOMPARE(binaryPreview->findChild<QLabel*>("controlPreviewImage")
                      ->pixmap()
@@ -1461,9 +1478,15 @@ class StudioTest : public QObject {
         QCOMPARE(deep.preprocessor, std::string("depth"));
         QCOMPARE(deep.depth_model, nowhere.toStdString());
         screenshot(&w, "studio-controlnet-depth.png");
+        QVERIFY(!w.errorText().contains(nowhere));
         QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview"), Qt::LeftButton);
+        QVERIFY(!w.errorText().contains(nowhere));  // not yet: the thread finds out
+        QVERIFY(w.statusBar()->currentMessage().contains("preview: running depth"));
+        QVERIFY2(wait_for([&] { return w.errorText().contains(nowhere); }, 30000),
+                 qPrintable(w.errorText()));
         QVERIFY2(w.errorText().contains(nowhere + ": no such Depth Anything folder"),
                  qPrintable(w.errorText()));
+        QVERIFY(w.findChild<QDialog*>("controlPreviewDialog") == nullptr);
         GenerationRequest withDepth = w.panel()->request();
         preprocessor->setCurrentIndex(preprocessor->findData("none"));
         depth->clear();
@@ -1503,8 +1526,7 @@ class StudioTest : public QObject {
         QCOMPARE(two[1].image, map.toStdString());
         QCOMPARE(two[1].preprocessor, std::string("none"));
         QCOMPARE(two[1].scale, 0.8);
-        QTest::mouseClick(w.panel()->findChild<QToolButton*>("controlPreview2"), Qt::LeftButton);
-        auto* preview2 = w.findChild<QDialog*>("controlPreviewDialog");
+        QDialog* preview2 = preview("controlPreview2");
         QVERIFY(preview2 != nullptr);
         const GenerationRequest sized = w.panel()->request();
         QCOMPARE(

@@ -15,6 +15,7 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QFutureWatcher>
 #include <QHBoxLayout>
 #include <QImageReader>
 #include <QLabel>
@@ -34,6 +35,7 @@
 #include <QToolBar>
 #include <QToolButton>
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentRun>
 
 #include "file_hashes.h"
 #include "grid_view.h"
@@ -939,49 +941,77 @@ void MainWindow::showControlPreview(int unit) {
         return;
     }
     sds::Image image = app::from_qimage(picture);
-    if (image.width != r.width || image.height != r.height) {
-        image = sds::resize(image, r.width, r.height);  // as the pipeline sizes it
-    }
-    sds::Image seen;
-    try {
-        seen = sds::preprocess_control(image, *control);
-    } catch (const std::exception& e) {  // a depth model that is not there, ...
-        showError(tr("ControlNet %1's preview: %2").arg(unit + 1).arg(e.what()));
-        return;
-    }
-    auto* dialog = new QDialog(this);
-    dialog->setObjectName("controlPreviewDialog");
-    dialog->setAttribute(Qt::WA_DeleteOnClose);
-    dialog->setWindowTitle(tr("What ControlNet %1 gets: %2")
-                               .arg(unit + 1)
-                               .arg(QString::fromStdString(control->preprocessor)));
-    auto* shown = new QLabel;
-    shown->setObjectName("controlPreviewImage");
-    shown->setPixmap(QPixmap::fromImage(app::to_qimage(seen)));
-    // A small picture shown bigger, its pixels kept square and sharp.
-    const int zoom = std::max(1, 384 / std::max(seen.width, seen.height));
-    shown->setFixedSize(seen.width * zoom, seen.height * zoom);
-    shown->setScaledContents(true);
-    const ControlRef& c = *control;
-    QString what = QString::fromStdString(c.preprocessor);
-    if (c.preprocessor == "canny") {
-        what += tr(", thresholds %1 and %2").arg(c.canny_low).arg(c.canny_high);
-    } else if (c.preprocessor == "binary") {
-        what += c.binary_threshold == 0 || c.binary_threshold == 255
-                    ? tr(", Otsu's threshold")
-                    : tr(", threshold %1").arg(c.binary_threshold);
-    } else if (c.preprocessor == "depth") {
-        what += tr(" by %1").arg(QFileInfo(QString::fromStdString(c.depth_model)).fileName());
-    }
-    auto* caption = new QLabel(
-        tr("%1 at %2 x %3, as the ControlNet gets it").arg(what).arg(seen.width).arg(seen.height));
-    auto* buttons = new QDialogButtonBox(QDialogButtonBox::Close);
-    connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::close);
-    auto* layout = new QVBoxLayout(dialog);
-    layout->addWidget(caption);
-    layout->addWidget(shown);
-    layout->addWidget(buttons);
-    dialog->show();
+    const ControlRef c = *control;
+    struct Seen {
+        sds::Image image;
+        QString error;
+    };
+    auto* watcher = new QFutureWatcher<Seen>(this);
+    const quint64 serial = ++previewSerial_;
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, serial, unit, c] {
+        watcher->deleteLater();
+        if (serial != previewSerial_) {
+            return;  // a newer preview was asked for
+        }
+        statusBar()->clearMessage();
+        const Seen done = watcher->result();
+        if (!done.error.isEmpty()) {
+            showError(tr("ControlNet %1's preview: %2").arg(unit + 1).arg(done.error));
+            return;
+        }
+        const sds::Image& seen = done.image;
+        auto* dialog = new QDialog(this);
+        dialog->setObjectName("controlPreviewDialog");
+        dialog->setAttribute(Qt::WA_DeleteOnClose);
+        dialog->setWindowTitle(tr("What ControlNet %1 gets: %2")
+                                   .arg(unit + 1)
+                                   .arg(QString::fromStdString(c.preprocessor)));
+        auto* shown = new QLabel;
+        shown->setObjectName("controlPreviewImage");
+        shown->setPixmap(QPixmap::fromImage(app::to_qimage(seen)));
+        // A small picture shown bigger, its pixels kept square and sharp.
+        const int zoom = std::max(1, 384 / std::max(seen.width, seen.height));
+        shown->setFixedSize(seen.width * zoom, seen.height * zoom);
+        shown->setScaledContents(true);
+        QString what = QString::fromStdString(c.preprocessor);
+        if (c.preprocessor == "canny") {
+            what += tr(", thresholds %1 and %2").arg(c.canny_low).arg(c.canny_high);
+        } else if (c.preprocessor == "binary") {
+            what += c.binary_threshold == 0 || c.binary_threshold == 255
+                        ? tr(", Otsu's threshold")
+                        : tr(", threshold %1").arg(c.binary_threshold);
+        } else if (c.preprocessor == "depth") {
+            what += tr(" by %1").arg(QFileInfo(QString::fromStdString(c.depth_model)).fileName());
+        }
+        auto* caption = new QLabel(tr("%1 at %2 x %3, as the ControlNet gets it")
+                                       .arg(what)
+                                       .arg(seen.width)
+                                       .arg(seen.height));
+        auto* buttons = new QDialogButtonBox(QDialogButtonBox::Close);
+        connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::close);
+        auto* layout = new QVBoxLayout(dialog);
+        layout->addWidget(caption);
+        layout->addWidget(shown);
+        layout->addWidget(buttons);
+        dialog->show();
+    });
+    statusBar()->showMessage(
+        tr("ControlNet %1's preview: running %2…").arg(unit + 1).arg(c.preprocessor.c_str()));
+    // The picture sized as the pipeline sizes it, then the preprocessor, off this thread; the
+    // task holds copies alone, so the window may go before it ends.
+    watcher->setFuture(QtConcurrent::run(
+        &previewPool_, [image = std::move(image), c, width = r.width, height = r.height]() {
+            Seen out;
+            try {
+                const sds::Image sized = image.width != width || image.height != height
+                                             ? sds::resize(image, width, height)
+                                             : image;
+                out.image = sds::preprocess_control(sized, c);
+            } catch (const std::exception& e) {  // a depth model that is not there, ...
+                out.error = QString::fromUtf8(e.what());
+            }
+            return out;
+        }));
 }
 
 void MainWindow::reuseParameters(qint64 id) {

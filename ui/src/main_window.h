@@ -7,6 +7,7 @@
 // the window sends it jobs and shows what comes back.
 #include <QMainWindow>
 #include <QSet>
+#include <QThreadPool>
 
 #include <memory>
 
@@ -66,7 +67,9 @@ class MainWindow : public QMainWindow {
     void showTrainWindow();
     // A ControlNet unit's Preview: a window with what its ControlNet gets of its picture (the
     // canvas, or its file), at the request's size, through its preprocessor
-    // (sds::preprocess_control).
+    // (sds::preprocess_control). The preprocessor runs on a thread of its own: the window
+    // (controlPreviewDialog) opens when it is done, the status bar says it is running, and an
+    // error (a depth folder that is not there, ...) is shown as the window's error.
     void showControlPreview(int unit = 0);
     // A ControlNet's picture: the canvas, or the file it names (null where unreadable).
     QImage controlPicture(const ControlRef& control) const;
@@ -131,10 +134,9 @@ class MainWindow : public QMainWindow {
     QTimer* liveTimer_;
     QMenu* recentMenu_ = nullptr;
     QToolButton* colourButton_ = nullptr;
-    QToolButton* maskButton_ = nullptr;
+    QToolButton* maskButton_ = nullptr;  // the canvas tools work on the inpainting mask
     TrainWindow* train_ = nullptr;
-    int trainStep_ = 0, trainTotal_ = 0;  // of a fine-tuning run, for the status bar  // the canvas
-                                          // tools work on the inpainting mask
+    int trainStep_ = 0, trainTotal_ = 0;  // of a fine-tuning run, for the status bar
 
     QSet<quint64> ours_;   // jobs this window queued (the grid queues its own)
     quint64 current_ = 0;  // the job whose steps are shown
@@ -150,6 +152,10 @@ class MainWindow : public QMainWindow {
     qint64 shownId_ = -1;       // history id of the image in the result view (-1: unsaved)
     qint64 lastSaved_ = -1;
     GenerationRequest shownRequest_;
+    // ControlNet previews are made here, off the GUI thread (a depth model takes a while); the
+    // newest one asked for is shown, an older one still running is dropped when it ends.
+    quint64 previewSerial_ = 0;
+    QThreadPool previewPool_;  // last: waited for before anything above goes
 };
 
 }  // namespace sds::ui
