@@ -259,7 +259,9 @@ GridAxis make_grid_axis(const QString& name, const QString& text) {
                                  // which the canny and binary axes need
                                  .preprocessor = name == "binary_threshold" ? "binary" : "canny",
                                  .canny_low = 100,
-                                 .canny_high = 200}};  // nor the ControlNet
+                                 .canny_high = 200,
+                                 .binary_threshold = 0,
+                                 .depth_model = {}}};  // nor the ControlNet
     probe.refiner = "(the refiner)";
     probe.sampler = Sampler::Euler;  // has every schedule: the sampler is checked per cell
     for (int k = 0; k < a.values.size(); ++k) {

@@ -2488,7 +2488,8 @@ def test_the_canny_preprocessor_takes_its_thresholds_from_the_flags(tmp_path):
     """--control-preprocessor canny with --canny-low/--canny-high: the PNG keeps them (JSON,
     and A1111's Threshold A/B), other thresholds make another image, and the thresholds go after
     the --controlnet they are for. (That canny's edges are OpenCV's, and that the ControlNet gets
-    them, is canny_test's.)"""
+    them, is canny_test's.) binary's threshold likewise; lineart_standard through the PNG, --from
+    and preprocess."""
     import numpy as np
     from PIL import Image
     flags = ["--model", str(CONTROL / "tiny-sd"), "--prompt", "a ring of fire", "--steps", "3",
@@ -2536,9 +2537,36 @@ def test_the_canny_preprocessor_takes_its_thresholds_from_the_flags(tmp_path):
     assert np.abs(binary[1] - binary[2]).max() > 0 and np.abs(binary[0] - binary[1]).max() > 0
     r = run("txt2img", *flags, *unit, "--binary-threshold", "256", "--out", str(tmp_path / "bad"))
     assert r.returncode != 0 and "binary threshold must be 0..255" in r.stderr, r.stderr
+    # lineart_standard: kept in the PNG, A1111's module name, --from makes it again, and the
+    # ControlNet is given what `preprocess` writes of the picture (its arithmetic against
+    # A1111's written with OpenCV is canny_test's).
+    unit[-1] = "lineart_standard"
+    r = run("txt2img", *flags, *unit, "--out", str(tmp_path / "lines"))
+    assert r.returncode == 0, r.stderr
+    png = r.stdout.split()[0]
+    assert json.loads(Image.open(png).text["sdstudio"])["controls"][0]["preprocessor"] == \
+        "lineart_standard"
+    assert "Module: lineart_standard, Model: tiny-controlnet, Weight: 1, Guidance Start" \
+        in Image.open(png).text["parameters"]
+    lined = np.array(Image.open(png).convert("RGB")).astype(int)
+    assert all(np.abs(lined - b).max() > 0 for b in binary)
+    r = run("txt2img", "--from", png, "--model", str(CONTROL / "tiny-sd"),
+            "--out", str(tmp_path / "lines-again"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.array(Image.open(r.stdout.split()[0]).convert("RGB")), lined)
+    size = Image.open(png).size
+    r = run("preprocess", "--image", unit[unit.index("--control-image") + 1], "--out",
+            str(tmp_path / "lines-map.png"), "--preprocessor", "lineart_standard",
+            "--width", str(size[0]), "--height", str(size[1]))
+    assert r.returncode == 0, r.stderr
+    as_map = [*unit[:-1], "none"]
+    as_map[as_map.index("--control-image") + 1] = str(tmp_path / "lines-map.png")
+    r = run("txt2img", *flags, *as_map, "--out", str(tmp_path / "lines-given"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.array(Image.open(r.stdout.split()[0]).convert("RGB")), lined)
     r = run("txt2img", *flags, *unit[:-1], "sobel", "--out", str(tmp_path / "bad"))
-    assert r.returncode != 0 and "(known: none, invert, canny, binary, depth)" in r.stderr, \
-        r.stderr
+    assert r.returncode != 0 and \
+        "(known: none, invert, canny, binary, depth, lineart_standard)" in r.stderr, r.stderr
 
 
 def tiny_depth_anything(folder, image_size):

@@ -1493,6 +1493,20 @@ class StudioTest : public QObject {
         w.panel()->setRequest(withDepth);
         QCOMPARE(w.panel()->request().controls.at(0), deep);
         QVERIFY(depth->isVisibleTo(w.panel()));
+        // lineart_standard: no settings of its own; Preview shows the engine's lines.
+        preprocessor->setCurrentIndex(preprocessor->findData("lineart_standard"));
+        QVERIFY(!depth->isVisibleTo(w.panel()) && !level->isEnabled() && !low->isEnabled());
+        QCOMPARE(w.panel()->request().controls.at(0).preprocessor, std::string("lineart_standard"));
+        QDialog* linesPreview = preview("controlPreview");
+        QVERIFY(linesPreview != nullptr);
+        QCOMPARE(linesPreview->findChild<QLabel*>("controlPreviewImage")
+                     ->pixmap()
+                     .toImage()
+                     .convertToFormat(QImage::Format_RGB888),
+                 app::to_qimage(sds::lineart_standard(sds::resize(
+                                    app::from_qimage(w.canvas()->image()), now.width, now.height)))
+                     .convertToFormat(QImage::Format_RGB888));
+        linesPreview->close();
         preprocessor->setCurrentIndex(preprocessor->findData("invert"));
         QVERIFY(!depth->isVisibleTo(w.panel()));
         QVERIFY(generate());

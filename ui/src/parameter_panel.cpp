@@ -163,6 +163,7 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
     preprocessor_->addItem(tr("canny (edges)"), "canny");
     preprocessor_->addItem(tr("binary (dark parts)"), "binary");
     preprocessor_->addItem(tr("depth (Depth Anything)"), "depth");
+    preprocessor_->addItem(tr("lineart_standard (a picture's lines)"), "lineart_standard");
     preprocessor_->setToolTip(
         tr("What the ControlNet gets of its picture: invert makes dark lines on white the "
            "white lines on black that scribble and line-art ControlNets read; none gives it as "
@@ -170,7 +171,9 @@ ControlUnit::ControlUnit(int index, QWidget* parent) : QWidget(parent), index_(i
            "Canny (A1111's canny preprocessor), for canny ControlNets; binary makes a picture's "
            "dark parts white on black, up to its threshold (A1111's binary), for scribble "
            "ControlNets; depth estimates a picture's depth map, near bright, with a Depth "
-           "Anything model (A1111's depth_anything), for depth ControlNets"));
+           "Anything model (A1111's depth_anything), for depth ControlNets; lineart_standard "
+           "draws a picture's dark lines white on black (A1111's lineart_standard, from white "
+           "background and black line), for line-art ControlNets"));
     const auto cannyBox = [](double value, const QString& tip) {
         auto* box = new QSpinBox;
         box->setRange(0, 2040);  // the largest gradient there is

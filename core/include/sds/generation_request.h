@@ -61,7 +61,9 @@ struct ControlRef {
     // A1111's "binary" with its Threshold A, binary_threshold below: 0 or 255 Otsu's level);
     // "depth" (the picture's depth map at the request's size, for depth ControlNets: the
     // Depth Anything model of depth_model below, sds/depth_anything.h, A1111's
-    // "depth_anything").
+    // "depth_anything"); "lineart_standard" (a picture's dark lines white on black, at the
+    // request's size, for line-art ControlNets: sds::lineart_standard, A1111's
+    // "lineart_standard (from white bg & black line)").
     std::string preprocessor = "none";
     double canny_low = 100, canny_high = 200;
     int binary_threshold = 0;

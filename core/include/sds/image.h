@@ -71,5 +71,12 @@ Image canny(const Image& image, double low, double high);
 // level, cv::threshold(grey, threshold, 255, THRESH_BINARY_INV); 0 or 255 (A1111's default 0)
 // take Otsu's level, cv::threshold(grey, 0, 255, THRESH_BINARY_INV | THRESH_OTSU).
 Image binary(const Image& image, int threshold = 0);
+// A1111's ControlNet "lineart_standard (from white bg & black line)" preprocessor: how far each
+// pixel lies below its neighbourhood (a Gaussian blur of sigma 6, as cv::GaussianBlur on float32,
+// minus the pixel, least over the channels, 0..255), over the median of those above 8 (at least
+// 16), times 127, as bytes: dark lines white on black, in all three channels, for line-art
+// ControlNets. As A1111, the picture is padded to multiples of 64 (its last row and column
+// repeated) for the blur.
+Image lineart_standard(const Image& image);
 
 }  // namespace sds

@@ -719,7 +719,8 @@ void GenerationRequest::take_lora_tags(const std::string& lora_dir) {
 }
 
 const std::vector<std::string>& control_preprocessors() {
-    static const std::vector<std::string> names = {"none", "invert", "canny", "binary", "depth"};
+    static const std::vector<std::string> names = {"none",   "invert", "canny",
+                                                   "binary", "depth",  "lineart_standard"};
     return names;
 }
 

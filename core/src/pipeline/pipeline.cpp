@@ -736,6 +736,9 @@ Image preprocess_control(const Image& sized, const ControlRef& control) {
     if (control.preprocessor == "binary") {
         return binary(sized, control.binary_threshold);
     }
+    if (control.preprocessor == "lineart_standard") {
+        return lineart_standard(sized);
+    }
     if (control.preprocessor == "depth") {  // the depth at the size the ControlNet sees
         if (control.depth_model.empty()) {
             throw Error("the depth preprocessor needs a Depth Anything model folder");

@@ -1,8 +1,10 @@
 // sds::canny against OpenCV's cv::Canny (what A1111's ControlNet preprocessor calls): the same
 // bytes for noise, smooth pictures and drawn scenes, at several thresholds and sizes; and the
-// pipeline's "canny" preprocessor is the ControlNet given those edges.
+// pipeline's "canny" preprocessor is the ControlNet given those edges. sds::binary and
+// sds::lineart_standard against A1111's preprocessors written with OpenCV.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include <opencv2/imgproc.hpp>
@@ -211,6 +213,139 @@ TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
     EXPECT_THROW(pipeline.generate(request, nullptr, nullptr, {}, nullptr,
                                    std::span<const sds::Image>(&shapes, 1)),
                  sds::Error);
+}
+
+// A1111's lineart_standard (its numpy and cv2 calls, in OpenCV's C++): the picture padded to
+// multiples of 64 by its last row and column, x = float32, g = GaussianBlur(x, (0, 0), 6),
+// intensity = min over the channels of g - x, clipped to 0..255, divided by
+// max(16, numpy's median of the values above 8), times 127, clipped, truncated to bytes, the
+// padding cut off.
+sds::Image a1111_lineart_standard(const sds::Image& image) {
+    const int pad_h = (image.height + 63) / 64 * 64 - image.height;
+    const int pad_w = (image.width + 63) / 64 * 64 - image.width;
+    cv::Mat padded, x, g;
+    cv::copyMakeBorder(opencv_view(image), padded, 0, pad_h, 0, pad_w, cv::BORDER_REPLICATE);
+    padded.convertTo(x, CV_32FC3);
+    cv::GaussianBlur(x, g, cv::Size(0, 0), 6.0);
+    cv::Mat d = g - x;
+    std::vector<cv::Mat> c;
+    cv::split(d, c);
+    cv::Mat intensity = cv::min(cv::min(c[0], c[1]), c[2]);
+    intensity = cv::min(cv::max(intensity, 0.0), 255.0);
+    std::vector<float> above;
+    for (int y = 0; y < intensity.rows; ++y) {
+        for (int px = 0; px < intensity.cols; ++px) {
+            if (intensity.at<float>(y, px) > 8) {
+                above.push_back(intensity.at<float>(y, px));
+            }
+        }
+    }
+    std::sort(above.begin(), above.end());
+    float median = 16;  // numpy's median of none is nan, and max(16, nan) is 16
+    if (!above.empty()) {
+        const size_t n = above.size();
+        const float m = n % 2 ? above[n / 2] : (above[n / 2 - 1] + above[n / 2]) / 2;
+        median = m > 16 ? m : 16.0f;
+    }
+    cv::Mat out(image.height, image.width, CV_8U);
+    for (int y = 0; y < image.height; ++y) {
+        for (int px = 0; px < image.width; ++px) {
+            float v = intensity.at<float>(y, px) / median;
+            v *= 127;
+            out.at<uint8_t>(y, px) = static_cast<uint8_t>(std::min(std::max(v, 0.0f), 255.0f));
+        }
+    }
+    return from_grey(out);
+}
+
+// Dark strokes on white, as people sketch for line-art ControlNets.
+sds::Image strokes(int w, int h, uint32_t seed) {
+    std::mt19937 rng(seed);
+    cv::Mat m(h, w, CV_8UC3, cv::Scalar(255, 255, 255));
+    for (int i = 0; i < 6; ++i) {
+        const cv::Point a(static_cast<int>(rng() % w), static_cast<int>(rng() % h));
+        const cv::Point b(static_cast<int>(rng() % w), static_cast<int>(rng() % h));
+        const int grey = static_cast<int>(rng() % 120);
+        cv::line(m, a, b, cv::Scalar(grey, grey, grey + 20), 1 + static_cast<int>(rng() % 3),
+                 cv::LINE_AA);
+    }
+    cv::circle(m, cv::Point(w / 2, h / 2), std::min(w, h) / 3, cv::Scalar(30, 40, 50), 2);
+    sds::Image out{w, h, std::vector<uint8_t>(m.data, m.data + static_cast<size_t>(w) * h * 3)};
+    return out;
+}
+
+TEST(LineartStandard, IsA1111sWrittenWithOpenCV) {
+    std::vector<std::pair<std::string, sds::Image>> pictures = {
+        {"strokes 64x64", strokes(64, 64, 1)},
+        {"strokes 96x40", strokes(96, 40, 2)},
+        {"strokes 200x136", strokes(200, 136, 3)},
+        {"noise 48x32", noise(48, 32, 4)},
+        {"smooth 96x80", smooth(96, 80)},
+        {"noise 7x5", noise(7, 5, 5)},
+        {"noise 1x1", noise(1, 1, 6)},
+        {"white", sds::Image{16, 8, std::vector<uint8_t>(384, 255)}},
+    };
+    for (uint64_t seed : {3u, 11u}) {
+        pictures.emplace_back(
+            "scene " + std::to_string(seed),
+            sds::imaging::render_scene(sds::imaging::random_scene(seed), 128, seed));
+    }
+    size_t lines = 0, pixels = 0, off_by_one = 0;
+    for (const auto& [name, picture] : pictures) {
+        const sds::Image ours = sds::lineart_standard(picture);
+        const sds::Image want = a1111_lineart_standard(picture);
+        ASSERT_EQ(ours.width, picture.width) << name;
+        ASSERT_EQ(ours.height, picture.height) << name;
+        ASSERT_EQ(ours.rgb.size(), want.rgb.size()) << name;
+        int worst = 0;
+        for (size_t i = 0; i < ours.rgb.size(); ++i) {
+            const int d = std::abs(ours.rgb[i] - want.rgb[i]);
+            worst = std::max(worst, d);
+            off_by_one += d == 1;
+            lines += i % 3 == 0 && want.rgb[i] > 127;
+        }
+        pixels += ours.rgb.size();
+        // A float's last bit in the blur may move a byte across its truncation, by one.
+        EXPECT_LE(worst, 1) << name;
+    }
+    EXPECT_LT(off_by_one, pixels / 1000);  // and rarely
+    EXPECT_GT(lines, 2000u);               // the pictures have lines to find
+    // White is no lines at all; a line on white is white on black.
+    const sds::Image white =
+        sds::lineart_standard(sds::Image{16, 8, std::vector<uint8_t>(384, 255)});
+    EXPECT_TRUE(std::all_of(white.rgb.begin(), white.rgb.end(), [](uint8_t v) { return v == 0; }));
+    EXPECT_THROW(sds::lineart_standard(sds::Image{}), sds::Error);
+}
+
+// The "lineart_standard" preprocessor is the ControlNet given A1111's lines of the picture at the
+// request's size.
+TEST(LineartStandard, ThePipelinesPreprocessorIsA1111s) {
+    const auto dir = sds::test::fixture_dir("controlnet");
+    auto request =
+        sds::GenerationRequest::from_json(sds::test::fixture_cases(dir)[0]["request"].dump());
+    request.batch_count = 1;
+    request.steps = 4;
+    request.controls.resize(1);
+    request.controls[0].model = (dir / "tiny-controlnet").string();
+    const sds::Image picture = strokes(request.width, request.height, 9);
+    auto& pipeline = sds::test::cached_pipeline(dir / "tiny-sd");
+    const sds::Image lines = sds::lineart_standard(picture);  // A1111's, within one level (above)
+    request.controls[0].preprocessor = "none";
+    const auto given = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                         std::span<const sds::Image>(&lines, 1));
+    request.controls[0].preprocessor = "lineart_standard";
+    const auto made = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                        std::span<const sds::Image>(&picture, 1));
+    EXPECT_EQ(made.images.at(0).rgb, given.images.at(0).rgb);
+    request.controls[0].preprocessor = "none";
+    const auto unlined = pipeline.generate(request, nullptr, nullptr, {}, nullptr,
+                                           std::span<const sds::Image>(&picture, 1));
+    EXPECT_NE(made.images.at(0).rgb, unlined.images.at(0).rgb);
+    request.controls[0].preprocessor = "lineart_standard";
+    EXPECT_EQ(sds::GenerationRequest::from_json(request.to_json()).controls.at(0).preprocessor,
+              "lineart_standard");
+    EXPECT_NE(request.to_a1111().find("Module: lineart_standard, "), std::string::npos)
+        << request.to_a1111();
 }
 
 }  // namespace
