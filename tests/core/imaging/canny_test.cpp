@@ -157,16 +157,22 @@ TEST(Binary, SameAsOpenCVsThresholdAtEveryLevel) {
     EXPECT_THROW(sds::binary(gradient, -1), sds::Error);
 }
 
-// A ControlNet with the "canny" preprocessor is the ControlNet given cv::Canny's edges of the
-// picture (at the request's size); other thresholds give other images.
-TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
-    const auto dir = sds::test::fixture_dir("controlnet");
+// The controlnet fixture's first request, one image of 4 steps, with its tiny ControlNet alone.
+sds::GenerationRequest controlnet_request(const std::filesystem::path& dir) {
     auto request =
         sds::GenerationRequest::from_json(sds::test::fixture_cases(dir)[0]["request"].dump());
     request.batch_count = 1;
     request.steps = 4;
     request.controls.resize(1);
     request.controls[0].model = (dir / "tiny-controlnet").string();
+    return request;
+}
+
+// A ControlNet with the "canny" preprocessor is the ControlNet given cv::Canny's edges of the
+// picture (at the request's size); other thresholds give other images.
+TEST(Canny, ThePipelinesPreprocessorIsOpenCVsEdges) {
+    const auto dir = sds::test::fixture_dir("controlnet");
+    sds::GenerationRequest request = controlnet_request(dir);
     const sds::Image picture = noise(request.width, request.height, 7);
     auto& pipeline = sds::test::cached_pipeline(dir / "tiny-sd");
     const sds::Image edges = opencv_canny(picture, 60, 120);
@@ -321,12 +327,7 @@ TEST(LineartStandard, IsA1111sWrittenWithOpenCV) {
 // request's size.
 TEST(LineartStandard, ThePipelinesPreprocessorIsA1111s) {
     const auto dir = sds::test::fixture_dir("controlnet");
-    auto request =
-        sds::GenerationRequest::from_json(sds::test::fixture_cases(dir)[0]["request"].dump());
-    request.batch_count = 1;
-    request.steps = 4;
-    request.controls.resize(1);
-    request.controls[0].model = (dir / "tiny-controlnet").string();
+    sds::GenerationRequest request = controlnet_request(dir);
     const sds::Image picture = strokes(request.width, request.height, 9);
     auto& pipeline = sds::test::cached_pipeline(dir / "tiny-sd");
     const sds::Image lines = sds::lineart_standard(picture);  // A1111's, within one level (above)
