@@ -15,6 +15,5 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"SDS_TEST_SHARD={shard!r}: expected K/N, e.g. 1/3")
     if not 1 <= k <= n:
         raise pytest.UsageError(f"SDS_TEST_SHARD={shard!r}: K must be between 1 and N")
-    kept = [item for i, item in enumerate(items) if i % n == k - 1]
-    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-    items[:] = kept
+    config.hook.pytest_deselected(items=[t for i, t in enumerate(items) if i % n != k - 1])
+    items[:] = items[k - 1::n]

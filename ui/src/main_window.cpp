@@ -995,8 +995,9 @@ void MainWindow::showControlPreview(int unit) {
         layout->addWidget(buttons);
         dialog->show();
     });
-    statusBar()->showMessage(
-        tr("ControlNet %1's preview: running %2…").arg(unit + 1).arg(c.preprocessor.c_str()));
+    statusBar()->showMessage(tr("ControlNet %1's preview: running %2…")
+                                 .arg(unit + 1)
+                                 .arg(QString::fromStdString(c.preprocessor)));
     // The picture sized as the pipeline sizes it, then the preprocessor, off this thread; the
     // task holds copies alone, so the window may go before it ends.
     watcher->setFuture(QtConcurrent::run(
